@@ -1,0 +1,44 @@
+"""Shared fixtures: real simulators on free loopback ports, each with its own SQLite file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from crm_wave.systems.serve import serve_in_thread
+
+WAVE_TOKEN = "wave-test-token"
+CRM_TOKEN = "crm-test-token"
+
+
+@dataclass(frozen=True)
+class Sim:
+    """A running simulator: `base` is http://127.0.0.1:PORT, `url` the API endpoint."""
+
+    base: str
+    url: str
+    token: str
+    db_path: Path
+
+
+@pytest.fixture
+def wave_sim(tmp_path: Path) -> Iterator[Sim]:
+    """The Wave simulator; `url` is its GraphQL endpoint."""
+    from crm_wave.systems.wave.simulator import create_app
+
+    db = tmp_path / "wave.sqlite3"
+    with serve_in_thread(create_app(db_path=db, token=WAVE_TOKEN)) as base:
+        yield Sim(base=base, url=f"{base}/graphql/public", token=WAVE_TOKEN, db_path=db)
+
+
+@pytest.fixture
+def crm_sim(tmp_path: Path) -> Iterator[Sim]:
+    """The Custom CRM simulator; `url` is its API base (…/api/v1)."""
+    from crm_wave.systems.crm.simulator import create_app
+
+    db = tmp_path / "crm.sqlite3"
+    with serve_in_thread(create_app(db_path=db, token=CRM_TOKEN)) as base:
+        yield Sim(base=base, url=f"{base}/api/v1", token=CRM_TOKEN, db_path=db)
