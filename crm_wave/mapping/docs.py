@@ -1,0 +1,192 @@
+"""Render `docs/mappings.md` from the mapping definitions in `flows.py`.
+
+The product decision (which fields sync, how records merge, which rows are one-way)
+lives in `crm_wave.mapping.flows.FLOWS`; this module turns it into the markdown that
+reads like `mappings.md`. Pure: it imports only the flow tables, so it runs without
+dagster, httpx or duckdb.
+
+    python -m crm_wave.mapping.docs > docs/mappings.md        # regenerate
+    python -m crm_wave.mapping.docs --check docs/mappings.md  # exit 1 with a diff on drift
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from crm_wave.mapping.flows import FLOWS, FieldMap, Flow, MergeKey
+
+__all__ = ["render_mappings_markdown", "field_row", "table_header", "merge_sentence", "main"]
+
+REGENERATE = "python -m crm_wave.mapping.docs > docs/mappings.md"
+
+GENERATED_HEADER = (
+    "<!-- GENERATED from crm_wave/mapping/flows.py by crm_wave/mapping/docs.py: do not edit by hand. "
+    f"Regenerate with `{REGENERATE}`; a test fails when this file drifts. -->"
+)
+
+_INTRO = """\
+# What is synchronized: Custom CRM <-> Wave
+
+The dataflows of `seed-customcrm-wave.rst`, with the property tables filled in.
+Wave property paths are those of Wave's public GraphQL schema (`wave_schema.graphql`
+here); the Wave-side choices follow what Sesam Talk syncs into Wave from other
+systems (address copied into both `address` and `shippingDetails.address`, `email`
+as the customer merge key, `name`/`description`/`unitPrice` for products,
+`title`/`memo`/`poNumber`/`currency.code`/items for invoices).
+
+Every flow is two-way: once a CRM entity and a Wave entity are linked, an edit on
+either side reaches the other. The tables read left to right for CRM -> Wave and
+right to left for Wave -> CRM, except rows marked one-way.
+
+"Wave type" is the GraphQL type of the Wave field (input field in brackets where
+the input differs from the output path)."""
+
+_RULES = """\
+## Rules for every flow
+- Link: once linked (by merge key, or because the sync created the counterpart), the
+  pair stays linked even if the merge key later changes on one side.
+- Conflicts: per field, against the last value both sides agreed on. A field changed
+  on one side only takes that side's value. Changed on both sides: the side with the
+  newer modification time wins (`UpdatedAt` vs `modifiedAt`), an empty value never
+  overwrites a non-empty one, and the conflict is recorded for analysts.
+- Deletes are never propagated blindly: a delete on one side is recorded and held
+  for approval (products: archive; customers and orders: delete on approval).
+- Values are normalised before comparison (trim, case of emails, decimal scale,
+  country and currency codes upper-case) so that formatting differences are not edits."""
+
+#: How a merge key's normaliser reads in prose (kinds from `normalize.py`); "" says nothing.
+_MERGE_KIND = {
+    "text": "",
+    "email": "trimmed, case-insensitive",
+    "code": "trimmed, case-insensitive",
+    "date": "by date",
+}
+
+
+def _code(s: str) -> str:
+    return f"`{s}`"
+
+
+def _cell(s: str) -> str:
+    """A table cell: pipes escaped, no line breaks."""
+    return " ".join(s.replace("|", "\\|").split())
+
+
+def crm_cell(fm: FieldMap) -> str:
+    """The CRM column: the label (or `Name`), with one-way marking and the note when one-way."""
+    text = fm.crm_label or _code(fm.name)
+    if fm.direction == "wave_to_crm":
+        text += f" (one-way, Wave -> CRM; {fm.note})" if fm.note else " (one-way, Wave -> CRM)"
+    return text
+
+
+def wave_cell(fm: FieldMap) -> str:
+    """The Wave column: the label, or the read path plus the input paths where they differ."""
+    if fm.wave_label:
+        text = fm.wave_label
+    else:
+        text = _code(fm.wave)
+        if fm.inputs != (fm.wave,):
+            text += " (" + ", ".join(_code(i) for i in fm.inputs) + ")"
+    if fm.note and fm.direction != "wave_to_crm":  # one-way rows carry the note in the CRM cell
+        text += f" ({fm.note})"
+    return text
+
+
+def type_cell(fm: FieldMap) -> str:
+    """The Wave type: the GraphQL type in backticks, any qualifier after it (`String` (ISO 3166-2))."""
+    gql, _, rest = fm.wave_type.partition(" ")
+    return _code(gql) + (f" {rest}" if rest else "")
+
+
+def field_row(fm: FieldMap) -> str:
+    """One markdown table row for a FieldMap."""
+    return "| " + " | ".join(_cell(c) for c in (crm_cell(fm), wave_cell(fm), type_cell(fm))) + " |"
+
+
+def table_header(flow: Flow) -> str:
+    """The table header and separator, e.g. `| CRM Customer | Wave Customer | Wave type |`."""
+    return (
+        f"| CRM {flow.entity.capitalize()} | Wave {flow.wave_entity.capitalize()} | Wave type |\n"
+        "|---|---|---|"
+    )
+
+
+def _merge_term(key: MergeKey) -> str:
+    how = _MERGE_KIND.get(key.kind, key.kind)
+    return f"{_code(key.crm)} = {_code(key.wave)}" + (f" ({how})" if how else "")
+
+
+def merge_sentence(flow: Flow) -> str:
+    """How pre-existing records are linked, from the flow's merge keys, in order of precedence."""
+    if not flow.merge_keys:
+        return "Merge: none; records are never merged, only created."
+    text = "Merge (link pre-existing records): " + "; else ".join(_merge_term(k) for k in flow.merge_keys) + "."
+    if len(flow.merge_keys) == 2:
+        text += " Records with neither are never merged, only created."
+    elif len(flow.merge_keys) > 2:
+        text += " Records with none of these are never merged, only created."
+    return text
+
+
+def render_flow(number: int, flow: Flow) -> str:
+    """One numbered section: title, applies-to, merge sentence, table, notes."""
+    parts = [
+        f"## {number}. {flow.title}",
+        f"Applies to {flow.applies_to}.\n{merge_sentence(flow)}",
+        table_header(flow) + "\n" + "\n".join(field_row(fm) for fm in flow.fields),
+        *flow.notes,
+    ]
+    return "\n\n".join(parts)
+
+
+def render_mappings_markdown(flows: Sequence[Flow] = FLOWS) -> str:
+    """The whole `docs/mappings.md` for `flows` (default: the project's FLOWS)."""
+    sections = [GENERATED_HEADER, _INTRO]
+    sections += [render_flow(i, flow) for i, flow in enumerate(flows, start=1)]
+    sections.append(_RULES)
+    return "\n\n".join(sections) + "\n"
+
+
+def check(path: Path, flows: Sequence[Flow] = FLOWS) -> tuple[bool, str]:
+    """(True, "") when `path` equals the rendered docs; else (False, a unified diff)."""
+    expected = render_mappings_markdown(flows)
+    try:
+        actual = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        actual = ""
+    if actual == expected:
+        return True, ""
+    diff = difflib.unified_diff(
+        actual.splitlines(keepends=True),
+        expected.splitlines(keepends=True),
+        fromfile=f"{path} (committed)",
+        tofile=f"{path} (rendered from flows.py)",
+    )
+    return False, "".join(diff)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m crm_wave.mapping.docs",
+        description="Print docs/mappings.md rendered from crm_wave/mapping/flows.py, or check a file against it.",
+    )
+    parser.add_argument("--check", metavar="PATH", type=Path, help="exit 1 with a diff when PATH differs")
+    args = parser.parse_args(argv)
+    if args.check is not None:
+        ok, diff = check(args.check)
+        if not ok:
+            sys.stdout.write(diff)
+            sys.stderr.write(f"{args.check} is out of date; regenerate with: {REGENERATE}\n")
+            return 1
+        return 0
+    sys.stdout.write(render_mappings_markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

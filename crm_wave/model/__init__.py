@@ -1,0 +1,1 @@
+"""Pure value rules shared by the simulators and the sync (no I/O, no framework imports)."""

@@ -1,0 +1,73 @@
+-- Bookkeeping tables of the sync. Dataset tables (crm_customer, wave_invoice, ...) are
+-- created per dataset by Store.ensure_dataset; see datasets.sql.
+CREATE TABLE IF NOT EXISTS cursors (
+    dataset VARCHAR PRIMARY KEY,
+    cursor VARCHAR,
+    last_full_at TIMESTAMP,
+    updated_at TIMESTAMP NOT NULL
+);
+-- One row per global entity: which CRM and Wave records it stands for, and how the link was made.
+CREATE TABLE IF NOT EXISTS links (
+    entity VARCHAR NOT NULL,
+    global_id VARCHAR NOT NULL,
+    crm_id VARCHAR,
+    wave_id VARCHAR,
+    how VARCHAR NOT NULL,
+    linked_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (entity, global_id)
+);
+-- The last values both sides agreed on, per global entity (base of the three-way merge).
+CREATE TABLE IF NOT EXISTS agreed (
+    entity VARCHAR NOT NULL,
+    global_id VARCHAR NOT NULL,
+    "values" JSON NOT NULL,
+    updated_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (entity, global_id)
+);
+CREATE TABLE IF NOT EXISTS conflicts (
+    entity VARCHAR NOT NULL,
+    global_id VARCHAR NOT NULL,
+    field VARCHAR NOT NULL,
+    crm_value VARCHAR,
+    wave_value VARCHAR,
+    base_value VARCHAR,
+    winner VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    detected_at TIMESTAMP NOT NULL
+);
+-- Creates whose outcome is not yet known: written before the call, removed after the link is recorded.
+CREATE TABLE IF NOT EXISTS intents (
+    system VARCHAR NOT NULL,
+    entity VARCHAR NOT NULL,
+    global_id VARCHAR NOT NULL,
+    key VARCHAR NOT NULL,
+    payload JSON NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (system, entity, global_id)
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    system VARCHAR NOT NULL,
+    entity VARCHAR NOT NULL,
+    global_id VARCHAR NOT NULL,
+    record_id VARCHAR,
+    op VARCHAR NOT NULL,
+    field VARCHAR,
+    message VARCHAR NOT NULL,
+    attempts INTEGER NOT NULL,
+    first_seen TIMESTAMP NOT NULL,
+    last_seen TIMESTAMP NOT NULL,
+    PRIMARY KEY (system, entity, global_id)
+);
+-- What was written to which system, when, why, with before/after values.
+CREATE TABLE IF NOT EXISTS sync_log (
+    logged_at TIMESTAMP NOT NULL,
+    run_id VARCHAR,
+    system VARCHAR NOT NULL,
+    entity VARCHAR NOT NULL,
+    global_id VARCHAR NOT NULL,
+    record_id VARCHAR,
+    op VARCHAR NOT NULL,
+    changes JSON,
+    before JSON,
+    outcome VARCHAR NOT NULL
+);
