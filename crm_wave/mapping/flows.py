@@ -172,7 +172,7 @@ PRODUCT = Flow(
     entity="product",
     wave_entity="product",
     applies_to="every CRM product",
-    merge_keys=(MergeKey("Name", "name", "email"),),  # trimmed, case-insensitive
+    merge_keys=(MergeKey("Name", "name", "casefold"),),
     fields=(
         FieldMap("Name", "name", "String!"),
         FieldMap("Description", "description", "String"),

@@ -66,6 +66,7 @@ def _bool(v: Any) -> bool:
 _NORMALISERS = {
     "text": _text,
     "email": _lower,
+    "casefold": _lower,
     "code": _upper,
     "decimal2": _decimal(2),
     "decimal5": _decimal(5),
