@@ -29,6 +29,37 @@ def _cmd_sim_crm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sync(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    from crm_wave.defs.run import run_sync_job
+    from crm_wave.report import format_summary, state_summary
+    from crm_wave.settings import Settings
+    from crm_wave.store import Store
+
+    settings = Settings.from_env(os.environ)  # fails early, naming what is missing
+    while True:
+        passes = run_sync_job(max_passes=args.max_passes)
+        print(f"{len(passes)} pass(es)")
+        print(format_summary(state_summary(Store(settings.db_path))))
+        if args.once:
+            return 0
+        time.sleep(args.every)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from crm_wave.demo import run_demo
+
+    return run_demo(Path(args.data_dir))
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    from crm_wave.dev import run_dev
+
+    return run_dev(Path(args.data_dir), port=args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="crm-wave", description=__doc__)
@@ -52,6 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
     crm.add_argument("--products", type=int, default=10)
     crm.add_argument("--orders", type=int, default=15)
     crm.set_defaults(func=_cmd_sim_crm)
+
+    sync = sub.add_parser("sync", help="run the sync job in-process against the configured systems")
+    sync.add_argument("--once", action="store_true", help="one sync (passes until nothing is left to write), then exit")
+    sync.add_argument("--every", type=float, default=60.0, help="seconds between syncs without --once")
+    sync.add_argument("--max-passes", type=int, default=4)
+    sync.set_defaults(func=_cmd_sync)
+
+    demo = sub.add_parser("demo", help="simulators with overlapping data, two syncs with edits between, a summary")
+    demo.add_argument("--data-dir", default="data")
+    demo.set_defaults(func=_cmd_demo)
+
+    dev = sub.add_parser("dev", help="simulators plus `dg dev`: the Dagster UI with schedule and sensor running")
+    dev.add_argument("--data-dir", default="data")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(func=_cmd_dev)
     return parser
 
 

@@ -21,6 +21,8 @@ __all__ = ["CollectResult", "CollectError", "collect"]
 
 #: Wave's modifiedAt cursor is re-read with this overlap; unchanged records write nothing.
 WAVE_CURSOR_LAG = timedelta(seconds=2)
+#: Allowance for the difference between our clock and Wave's.
+WAVE_SKEW = timedelta(seconds=5)
 
 
 class CollectError(RuntimeError):
@@ -53,7 +55,7 @@ def _crm_records(client: Any, entity: str, cursor: str | None):
     return records, next_cursor
 
 
-def _wave_records(client: Any, entity: str, cursor: str | None):
+def _wave_records(client: Any, entity: str, cursor: str | None, started: datetime):
     after = None
     if cursor:
         after = (datetime.fromisoformat(cursor.replace("Z", "+00:00")) - WAVE_CURSOR_LAG).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
@@ -63,6 +65,12 @@ def _wave_records(client: Any, entity: str, cursor: str | None):
         records.append((str(node["id"]), False, node.get("modifiedAt"), None, node))
         if node.get("modifiedAt") and (newest is None or node["modifiedAt"] > newest):
             newest = node["modifiedAt"]
+    # Wave pages by offset: a record changed while we paged moves to the end and may push
+    # another one past us. If anything changed after the read began, keep the old cursor
+    # and read that stretch again next time (unchanged records write nothing).
+    margin = (started - WAVE_SKEW).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    if newest is not None and newest >= margin:
+        return records, cursor
     return records, newest
 
 
@@ -74,8 +82,11 @@ def collect(store: Store, system: str, entity: str, client: Any, now: datetime, 
         cursor, last_full = store.get_cursor(con, name)
     if full is None:
         full = cursor is None or last_full is None or now - last_full.replace(tzinfo=now.tzinfo) >= full_every
-    reader = _crm_records if system == "crm" else _wave_records
-    records, next_cursor = reader(client, entity, None if full else cursor)
+    started = utcnow()
+    if system == "crm":
+        records, next_cursor = _crm_records(client, entity, None if full else cursor)
+    else:
+        records, next_cursor = _wave_records(client, entity, None if full else cursor, started)
     versions = [
         Version(namespaced(system, entity, sid), sid, body_hash(body), deleted, modified, version, body)
         for sid, deleted, modified, version, body in records

@@ -88,7 +88,7 @@ def echo_mutations(request: httpx.Request, body: dict[str, Any]) -> httpx.Respon
 
 def _schema_path() -> Path:
     for candidate in (
-        Path(__file__).resolve().parents[2] / "crm_wave/systems/wave/simulator/wave_schema.graphql",
+        Path(__file__).resolve().parents[2] / "crm_wave/systems/wave/simulator/schema.graphql",
         Path("/work/shared/reference/wave_schema.graphql"),
     ):
         if candidate.exists():

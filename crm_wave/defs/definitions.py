@@ -1,0 +1,11 @@
+"""The assets built by the factories in assets.py (jobs, schedule and sensor are found in automation.py)."""
+
+import dagster as dg
+
+from crm_wave.defs.assets import COLLECT, GLOBAL, PUSH, SHARE
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The collect, global, share and push assets."""
+    return dg.Definitions(assets=[*COLLECT, *GLOBAL, *SHARE, *PUSH])

@@ -1,0 +1,32 @@
+"""Running the sync job in-process (for `crm-wave sync --once` and the demo)."""
+
+import dagster as dg
+
+from crm_wave.sync.names import ENTITIES, dataset
+
+
+#: Console logs at WARNING: the CLI prints its own summary.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _push_keys() -> list[str]:
+    return [f"push_{dataset(t, e)}" for e in ENTITIES for t in ("crm", "wave")]
+
+
+def run_sync_job(*, max_passes: int = 4, instance: dg.DagsterInstance | None = None) -> list[dict[str, dict]]:
+    """Run `sync_job` in-process until a pass writes nothing; return each pass's asset metadata."""
+    from crm_wave.definitions import defs
+
+    job = defs().resolve_job_def("sync_job")
+    instance = instance or dg.DagsterInstance.ephemeral()
+    passes = []
+    for _ in range(max_passes):
+        result = job.execute_in_process(instance=instance, raise_on_error=True, run_config=QUIET)
+        meta: dict[str, dict] = {}
+        for event in result.get_asset_materialization_events():
+            mat = event.event_specific_data.materialization
+            meta[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
+        passes.append(meta)
+        if sum(meta.get(k, {}).get("created", 0) + meta.get(k, {}).get("updated", 0) for k in _push_keys()) == 0:
+            break
+    return passes

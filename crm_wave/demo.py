@@ -1,0 +1,140 @@
+"""`make demo`: both simulators with overlapping data, a two-way sync, edits on both sides, a second sync.
+
+Everything runs locally: the CRM and Wave simulators on loopback ports (SQLite files in
+`data/sim/`), the sync's DuckDB file in `data/`, the Dagster job in-process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import ExitStack
+from pathlib import Path
+
+from crm_wave.report import format_summary, state_summary
+from crm_wave.settings import DB_FILE
+from crm_wave.store import Store
+from crm_wave.systems.crm.client import CrmClient
+from crm_wave.systems.crm.simulator import create_app as crm_app
+from crm_wave.systems.crm.simulator import seed as seed_crm
+from crm_wave.systems.serve import serve_in_thread
+from crm_wave.systems.wave.client import Mutation, WaveClient
+from crm_wave.systems.wave.simulator import create_app as wave_app
+
+CRM_TOKEN = "crm-demo-token"
+WAVE_TOKEN = "wave-demo-token"
+
+
+def seed_wave_overlap(crm: CrmClient, wave: WaveClient) -> dict[str, int]:
+    """Put some of the CRM's customers and products in Wave already (and some of Wave's own)."""
+    customers = [c for c in crm.read_all("customers") if c.get("Email")][:5]
+    products = crm.read_all("products")[:3]
+    biz = wave.business_id
+    ops = [Mutation("customerCreate", {"businessId": biz, "name": c["Name"], "email": c["Email"].upper(),
+                                       "phone": "+47 22 00 00 00"}, f"c{i}") for i, c in enumerate(customers)]
+    ops += [Mutation("customerCreate", {"businessId": biz, "name": n, "email": e}, n) for n, e in (
+        ("Fjord Consulting AS", "post@fjordconsulting.no"), ("Nordlys Bakeri", "hei@nordlysbakeri.no"))]
+    ops += [Mutation("customerCreate", {"businessId": biz, "name": "Ola Wave", "firstName": "Ola", "lastName": "Wave",
+                                        "email": "ola.wave@example.no"}, "person")]
+    ops += [Mutation("productCreate", {"businessId": biz, "name": p["Name"].lower(), "unitPrice": p["UnitPrice"]}, f"p{i}")
+            for i, p in enumerate(products)]
+    ops += [Mutation("productCreate", {"businessId": biz, "name": "Consulting hour", "unitPrice": "1250"}, "hour")]
+    results = wave.mutate(ops)
+    return {"wave_records": sum(r.ok for r in results)}
+
+
+def make_edits(crm: CrmClient, wave: WaveClient) -> list[str]:
+    """Edit both sides between the two syncs; return what was done, for the printout."""
+    done = []
+    customer = next(c for c in crm.read_all("customers") if c["Type"] == "organization")
+    crm.patch("customers", customer["Id"], {"Phone": "+47 99 99 99 99"}, if_match=customer["Version"])
+    done.append(f"CRM: customer {customer['Name']!r} Phone -> +47 99 99 99 99")
+    wave_customers = {c["email"].lower(): c for c in wave.list_customers() if c.get("email")}
+    other = next(c for c in crm.read_all("customers") if c.get("Email") and c["Id"] != customer["Id"]
+                 and c["Email"].lower() in wave_customers)
+    wc = wave_customers[other["Email"].lower()]
+    wave.mutate([Mutation("customerPatch", {"id": wc["id"], "website": "https://edited-in-wave.example"}, "w")])
+    done.append(f"Wave: customer {wc['name']!r} website -> https://edited-in-wave.example")
+    # The same field on both sides: the newer edit (Wave's, made second) wins and the conflict is recorded.
+    both = crm.get("customers", other["Id"])
+    crm.patch("customers", other["Id"], {"City": "Bergen"}, if_match=both["Version"])
+    wave.mutate([Mutation("customerPatch", {"id": wc["id"], "address": {**_address(wc), "city": "Trondheim"},
+                                            "shippingDetails": {"address": {**_address(wc), "city": "Trondheim"}}}, "w2")])
+    done.append(f"Both: customer {wc['name']!r} City -> 'Bergen' in the CRM, then 'Trondheim' in Wave")
+    invoice = next(i for i in wave.list_invoices() if i["status"] != "DRAFT")
+    accounts = wave.execute("query($id: ID!) { business(id: $id) { accounts(page: 1, pageSize: 50) { edges { node { id subtype { value } } } } } }",
+                            {"id": wave.business_id})
+    cash = next(e["node"]["id"] for e in accounts["business"]["accounts"]["edges"]
+                if e["node"]["subtype"]["value"] in ("CASH_AND_BANK", "MONEY_IN_TRANSIT"))
+    half = f"{float(invoice['total']['value']) / 2:.2f}"
+    wave.mutate([Mutation("invoicePaymentCreateManual", {
+        "invoiceId": invoice["id"], "amount": half, "exchangeRate": "1", "paymentAccountId": cash,
+        "paymentDate": invoice["invoiceDate"], "paymentMethod": "BANK_TRANSFER"}, "pay")])
+    done.append(f"Wave: payment of {half} on invoice {invoice['invoiceNumber']}")
+    return done
+
+
+def _address(node: dict) -> dict:
+    a = node.get("address") or {}
+    return {"addressLine1": a.get("addressLine1"), "addressLine2": a.get("addressLine2"), "city": a.get("city"),
+            "postalCode": a.get("postalCode"), "countryCode": (a.get("country") or {}).get("code"),
+            "provinceCode": (a.get("province") or {}).get("code")}
+
+
+def _writes(passes: list[dict[str, dict]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for meta in passes:
+        for key, m in meta.items():
+            if key.startswith("push_"):
+                for k in ("created", "updated", "failed"):
+                    if m.get(k):
+                        out[f"{key.removeprefix('push_')} {k}"] = out.get(f"{key.removeprefix('push_')} {k}", 0) + m[k]
+    return out
+
+
+def run_demo(data_dir: Path = Path("data")) -> int:
+    """The whole demo; returns an exit code."""
+    from crm_wave.defs.run import run_sync_job
+
+    sim_dir = data_dir / "sim"
+    shutil.rmtree(sim_dir, ignore_errors=True)
+    sim_dir.mkdir(parents=True)
+    for stale in data_dir.glob(DB_FILE + "*"):
+        stale.unlink()
+    counts = seed_crm(sim_dir / "crm.sqlite3", seed=42, customers=20, products=10, orders=15)
+    with ExitStack() as stack:
+        crm_base = stack.enter_context(serve_in_thread(crm_app(db_path=sim_dir / "crm.sqlite3", token=CRM_TOKEN)))
+        wave_base = stack.enter_context(serve_in_thread(wave_app(db_path=sim_dir / "wave.sqlite3", token=WAVE_TOKEN)))
+        os.environ.update({
+            "CRM_BASE_URL": f"{crm_base}/api/v1", "CRM_API_TOKEN": CRM_TOKEN,
+            "WAVE_GRAPHQL_URL": f"{wave_base}/graphql/public", "WAVE_API_TOKEN": WAVE_TOKEN,
+            "CRM_WAVE_DATA_DIR": str(data_dir),
+        })
+        crm = stack.enter_context(CrmClient(base_url=f"{crm_base}/api/v1", token=CRM_TOKEN))
+        wave = stack.enter_context(WaveClient(url=f"{wave_base}/graphql/public", token=WAVE_TOKEN))
+        print(f"CRM simulator  {crm_base}/api/v1  seeded {counts}")
+        print(f"Wave simulator {wave_base}/graphql/public  seeded {seed_wave_overlap(crm, wave)}")
+        store = Store(data_dir / DB_FILE)
+
+        print("\n== First sync (two-way, pre-existing pairs merged) ==")
+        passes = run_sync_job()
+        print(f"{len(passes)} pass(es)")
+        print(format_summary(state_summary(store), _writes(passes)))
+
+        print("\n== Edits on both sides ==")
+        for line in make_edits(crm, wave):
+            print(" -", line)
+
+        print("\n== Second sync ==")
+        passes = run_sync_job()
+        print(f"{len(passes)} pass(es)")
+        print(format_summary(state_summary(store), _writes(passes)))
+
+    print(f"""
+Where to look next:
+  DuckDB file      {data_dir / DB_FILE}   (tables: links, conflicts, dead_letters, sync_log,
+                   global_customer, wave_customer_share, crm_order_share, ... and the *_current views)
+  ad hoc SQL       uv run python -c "import duckdb; print(duckdb.connect('{data_dir / DB_FILE}', read_only=True).sql('SELECT * FROM conflicts'))"
+  Dagster UI       make dev   (asset lineage collect -> global -> share -> push, schedule and push sensor on)
+""")
+    return 0

@@ -1,0 +1,311 @@
+"""The httpx client the sync uses to talk to the Custom CRM (REST contract v1).
+
+Retries, `Retry-After`, backoff and the request-rate limit come from the shared
+`RetryingSender`. Every call here is safe to retry: reads are idempotent, creates
+carry an `Idempotency-Key`, a PATCH whose lost first attempt was applied is
+recognised on the retry's `412`, and a retried DELETE that finds nothing is done.
+Bodies use the contract's canonical PascalCase names; `CrmNaming` translates them
+for a CRM that names things differently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from crm_wave.systems.http import ApiError, HttpPolicy, RequestStats, RetryingSender
+
+from .naming import CrmNaming
+
+__all__ = [
+    "CrmAuthError",
+    "CrmClient",
+    "CrmError",
+    "CrmNaming",
+    "CrmNotFound",
+    "CrmPage",
+    "CrmValidationError",
+    "CrmVersionMismatch",
+]
+
+_ATTEMPTS = "crm_wave.attempts"
+
+
+class CrmError(ApiError):
+    """The CRM answered with an error; `field` names the offending field when known."""
+
+    def __init__(self, message: str, *, status: int, code: str | None = None, field: str | None = None,
+                 detail: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.field = field
+        self.message = detail if detail is not None else message
+
+
+class CrmValidationError(CrmError):
+    """400 bad_request, 409 conflict or 422 validation_failed: the request itself is wrong."""
+
+
+class CrmVersionMismatch(CrmError):
+    """412: the `If-Match` version is not current; re-read and decide again."""
+
+
+class CrmNotFound(CrmError):
+    """404: the entity is absent or deleted."""
+
+
+class CrmAuthError(CrmError):
+    """401/403: missing or wrong token."""
+
+
+@dataclass(frozen=True)
+class CrmPage:
+    """One page of a listing."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+    next_cursor: str | None = None
+    has_more: bool = False
+
+
+def _count_attempt(request: httpx.Request) -> None:
+    request.extensions[_ATTEMPTS] = request.extensions.get(_ATTEMPTS, 0) + 1
+
+
+def _attempts(response: httpx.Response) -> int:
+    return int(response.request.extensions.get(_ATTEMPTS, 1))
+
+
+class CrmClient:
+    """A Custom CRM API client; thread-safe (one httpx connection pool)."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        token: str,
+        policy: HttpPolicy | None = None,
+        naming: CrmNaming | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not base_url:
+            raise ValueError("base_url: must not be empty")
+        if not token:
+            raise ValueError("token: must not be empty")
+        self.base_url = base_url.rstrip("/")
+        self.policy = policy or HttpPolicy()
+        self.naming = naming or CrmNaming()
+        self.__token = token
+        self._http = httpx.Client(
+            timeout=self.policy.timeout_s,
+            transport=transport,
+            event_hooks={"request": [_count_attempt]},
+        )
+        self._sender = RetryingSender(self._http, self.policy, name="crm")
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str],
+        *,
+        policy: HttpPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> CrmClient:
+        """From `CRM_BASE_URL`, `CRM_API_TOKEN` and optionally `CRM_NAMING` (JSON)."""
+        missing = [name for name in ("CRM_BASE_URL", "CRM_API_TOKEN") if not environ.get(name)]
+        if missing:
+            raise ValueError(f"{missing[0]}: environment variable is not set")
+        naming_text = environ.get("CRM_NAMING")
+        naming = CrmNaming.loads(naming_text) if naming_text and naming_text.strip() else None
+        return cls(base_url=environ["CRM_BASE_URL"], token=environ["CRM_API_TOKEN"], policy=policy,
+                   naming=naming, transport=transport)
+
+    def __repr__(self) -> str:
+        return f"CrmClient(base_url={self.base_url!r})"
+
+    @property
+    def stats(self) -> RequestStats:
+        """Request counters of this client (requests, retries, rate_limited, ...)."""
+        return self._sender.stats
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> CrmClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ reads
+
+    def read_changes(self, resource: str, since: str | None, *, limit: int = 1000) -> Iterator[CrmPage]:
+        """Pages of changes after cursor `since` (None: from the start), until `has_more` is false.
+
+        With a cursor, deleted entities appear as tombstones `{"Id", "Deleted": True, "Version", "UpdatedAt"}`.
+        The last page's `next_cursor` is where the next call should continue.
+        """
+        if not 1 <= limit <= 1000:
+            raise ValueError(f"limit: {limit} is not from 1 to 1000")
+        n = self.naming
+        url = self._url(resource)
+        cursor = since
+        while True:
+            params: dict[str, Any] = {n.limit_param: limit}
+            if cursor is not None:
+                params[n.since_param] = cursor
+            response = self._send("GET", url, params=params)
+            data = self._json(response)
+            if not isinstance(data, dict) or not isinstance(data.get(n.items_key), list):
+                raise CrmError(f"CRM GET {url}: the response is not a page", status=response.status_code)
+            page = CrmPage(
+                items=[n.to_canonical(item) for item in data[n.items_key]],
+                next_cursor=data.get(n.next_cursor_key),
+                has_more=bool(data.get(n.has_more_key)),
+            )
+            yield page
+            if not page.has_more:
+                return
+            if not page.next_cursor or page.next_cursor == cursor:
+                raise CrmError(f"CRM GET {url}: has_more without a new next_cursor", status=response.status_code)
+            cursor = page.next_cursor
+
+    def read_all(self, resource: str, *, limit: int = 1000) -> list[dict[str, Any]]:
+        """Every current entity (no tombstones), for full rescans that detect deletes.
+
+        Pages after the first continue by cursor and so may repeat an entity changed
+        during the listing (the newer copy wins) or name one deleted meanwhile (dropped).
+        """
+        current: dict[str, dict[str, Any]] = {}
+        for page in self.read_changes(resource, None, limit=limit):
+            for item in page.items:
+                if item.get("Deleted"):
+                    current.pop(item.get("Id"), None)  # type: ignore[arg-type]
+                else:
+                    current[item["Id"]] = item
+        return list(current.values())
+
+    def get(self, resource: str, id: str) -> dict[str, Any] | None:
+        """One entity, or None when it is absent or deleted."""
+        response = self._send("GET", self._url(resource, id), allow={404})
+        if response.status_code == 404:
+            return None
+        return self.naming.to_canonical(self._json(response))
+
+    # ------------------------------------------------------------------ writes
+
+    def create(self, resource: str, body: Mapping[str, Any], *, idempotency_key: str) -> dict[str, Any]:
+        """Create an entity; retrying with the same `idempotency_key` never makes a second one."""
+        if not idempotency_key:
+            raise ValueError("idempotency_key: must not be empty")
+        response = self._send("POST", self._url(resource), json=self.naming.to_remote(dict(body)),
+                              headers={self.naming.idempotency_header: idempotency_key})
+        return self.naming.to_canonical(self._json(response))
+
+    def patch(self, resource: str, id: str, body: Mapping[str, Any], *, if_match: int | None) -> dict[str, Any]:
+        """Partly update an entity; `CrmVersionMismatch` when `if_match` is stale.
+
+        A retried PATCH whose first attempt was applied (its response lost) meets its own
+        new Version and gets `412`; then the entity is read back, and when its Version is
+        exactly `if_match + 1` and every patched field holds the patched value, that
+        entity is returned instead of an error.
+        """
+        headers = {self.naming.if_match_header: str(if_match)} if if_match is not None else {}
+        url = self._url(resource, id)
+        response = self._send("PATCH", url, json=self.naming.to_remote(dict(body)), headers=headers, allow={412})
+        if response.status_code == 412:
+            error = self._error(response)
+            if if_match is not None and _attempts(response) > 1:
+                current = self.get(resource, id)
+                if current is not None and current.get("Version") == if_match + 1 and all(
+                    _same(current.get(k), v) for k, v in body.items()
+                ):
+                    return current
+            raise error
+        return self.naming.to_canonical(self._json(response))
+
+    def delete(self, resource: str, id: str, *, if_match: int | None) -> None:
+        """Delete an entity; a retried delete that finds it gone counts as done."""
+        headers = {self.naming.if_match_header: str(if_match)} if if_match is not None else {}
+        response = self._send("DELETE", self._url(resource, id), headers=headers, allow={404})
+        if response.status_code == 404:
+            if _attempts(response) > 1:
+                return
+            raise self._error(response)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _url(self, resource: str, id: str | None = None) -> str:
+        url = f"{self.base_url}/{self.naming.path(resource)}"
+        return url if id is None else f"{url}/{quote(str(id), safe='')}"
+
+    def _send(self, method: str, url: str, *, params: Mapping[str, Any] | None = None, json: Any = None,
+              headers: Mapping[str, str] | None = None, allow: frozenset[int] | set[int] = frozenset()) -> httpx.Response:
+        all_headers = {"Accept": "application/json", self.naming.auth_header: self.naming.auth_value(self.__token)}
+        all_headers.update(headers or {})
+        request = self._http.build_request(method, url, params=params, json=json, headers=all_headers)
+        response = self._sender.send(request, idempotent=True)
+        response.read()
+        if response.is_success or response.status_code in allow:
+            return response
+        raise self._error(response)
+
+    def _json(self, response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise CrmError(f"CRM {response.request.method} {response.request.url.path}: response is not JSON",
+                           status=response.status_code) from None
+
+    def _error(self, response: httpx.Response) -> CrmError:
+        status = response.status_code
+        code = field_name = None
+        detail = response.text[:300]
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            code = data.get("error") if isinstance(data.get("error"), str) else None
+            detail = str(data.get("message") or detail)
+            field_name = self.naming.field_to_canonical(data.get("field") if isinstance(data.get("field"), str) else None)
+        cls: type[CrmError]
+        if status in (400, 409, 422):
+            cls = CrmValidationError
+        elif status == 412:
+            cls = CrmVersionMismatch
+        elif status == 404:
+            cls = CrmNotFound
+        elif status in (401, 403):
+            cls = CrmAuthError
+        else:
+            cls = CrmError
+        where = f"{response.request.method} {response.request.url.path}"
+        text = f"CRM {where}: HTTP {status}{' ' + code if code else ''}: {detail}"
+        return cls(text, status=status, code=code, field=field_name, detail=detail)
+
+
+def _same(current: Any, wanted: Any) -> bool:
+    """Whether a stored value already equals a patched one, allowing for the server's normalisation."""
+    if isinstance(wanted, list) and isinstance(current, list):
+        return len(wanted) == len(current) and all(_same(c, w) for c, w in zip(current, wanted))
+    if isinstance(wanted, dict) and isinstance(current, dict):
+        # A line's omitted (null) UnitPrice is filled in by the server.
+        return all(v is None or _same(current.get(k), v) for k, v in wanted.items())
+    if isinstance(wanted, str) and isinstance(current, str):
+        if wanted.strip() == current.strip() or wanted.strip().upper() == current.strip().upper() == current:
+            return True
+        try:
+            return Decimal(wanted) == Decimal(current)
+        except InvalidOperation:
+            return False
+    if isinstance(wanted, str) and not wanted.strip() and current is None:
+        return True
+    return current == wanted
