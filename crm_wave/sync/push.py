@@ -133,7 +133,7 @@ def push(store: Store, target: str, entity: str, client: Any, now: datetime, *, 
     work = share.filter(pl.col("op").is_in(["insert", "update"]))
     if work.height == 0:
         return result
-    golden = {r["global_id"]: r for r in golden_frame.filter(pl.col("global_id").is_in(work["global_id"])).iter_rows(named=True)}
+    golden = {r["global_id"]: r for r in golden_frame.filter(pl.col("global_id").is_in(work["global_id"].to_list())).iter_rows(named=True)}
     fields = target_fields(entity, target)
     rows = []
     for r in work.iter_rows(named=True):

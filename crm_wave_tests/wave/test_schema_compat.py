@@ -110,6 +110,8 @@ def _selection(schema: GraphQLSchema, type_: Any, depth: int, ids: dict[str, str
             if isinstance(arg.type, GraphQLNonNull) and arg.default_value is Undefined:
                 args.append(f"{aname}: {_literal(arg.type, f'{named.name}.{fname}', ids)}")
         sub = _selection(schema, field.type, depth - 1, ids)
+        if fname == "business" and sub:
+            sub = "{ id name }"  # Business itself is walked from the top once
         parts.append(f"{fname}{'(' + ', '.join(args) + ')' if args else ''} {sub}".strip())
     return "{ " + " ".join(parts) + " }"
 

@@ -39,6 +39,7 @@ MAX_INT64 = 2**63 - 1
 _IF_MATCH_RE = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
 _LIMIT_RE = re.compile(r"^\d{1,9}$")
 _CURSOR_RE = re.compile(r"^[A-Za-z0-9_-]{11}$")
+_IDEMPOTENCY_KEY_RE = re.compile(r"^[!-~]{1,255}$")
 _JSON = "application/json"
 
 
@@ -228,10 +229,12 @@ class _Api:
                 since, limit = _list_params(request)
                 content = await run_in_threadpool(self.service.list, spec, since, limit)
                 return Response(content, media_type=_JSON)
+            _check_query(request, ())
             body = parse_json(await request.body())
             key = request.headers.get("idempotency-key")
-            if key is not None and not (0 < len(key) <= 255):
-                raise bad_request("Idempotency-Key: must be 1 to 255 characters", "Idempotency-Key")
+            if key is not None and not _IDEMPOTENCY_KEY_RE.match(key):
+                raise bad_request(f"Idempotency-Key: {show_value(key)} is not 1 to 255 visible ASCII characters",
+                                  "Idempotency-Key")
             status, text, replayed = await run_in_threadpool(self.service.create, spec, body, key)
             headers = {"Location": f"{API_PREFIX}/{spec.name}/{json.loads(text)['Id']}"}
             if replayed:
@@ -244,6 +247,7 @@ class _Api:
         id_ = request.path_params["id"]
         try:
             self._authorize(request)
+            _check_query(request, ())
             if request.method in ("GET", "HEAD"):
                 text = await run_in_threadpool(self.service.get, spec, id_)
                 return Response(text.encode(), media_type=_JSON)
@@ -258,7 +262,15 @@ class _Api:
             return _error_response(err)
 
 
+def _check_query(request: Request, allowed: tuple[str, ...]) -> None:
+    """400 for a query parameter the operation does not define (a typo must not pass silently)."""
+    for name in request.query_params.keys():
+        if name not in allowed:
+            raise bad_request(f"{show_value(name)}: unknown query parameter", name[:100] or None)
+
+
 def _list_params(request: Request) -> tuple[str | None, int]:
+    _check_query(request, ("since", "limit"))
     params = request.query_params
     raw_limit = params.get("limit")
     if raw_limit is None:

@@ -1,0 +1,51 @@
+"""A sync under test: both simulators, their clients and a fresh DuckDB store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from crm_wave.store import Store
+from crm_wave.sync.engine import PassResult, sync_once
+from crm_wave.systems.crm.client import CrmClient
+from crm_wave.systems.wave.client import Mutation, MutationResult, WaveClient
+
+
+@dataclass
+class Rig:
+    """Clients of both simulators and the sync's store."""
+
+    crm: CrmClient
+    wave: WaveClient
+    store: Store
+
+    def sync(self, **kw) -> list[PassResult]:
+        """One sync: passes until nothing is left to write."""
+        return sync_once(self.store, {"crm": self.crm, "wave": self.wave}, **kw)
+
+    def wave_write(self, name: str, data: dict) -> MutationResult:
+        """One Wave mutation that must succeed."""
+        (res,) = self.wave.mutate([Mutation(name, data, "t")])
+        assert res.ok, res.errors
+        return res
+
+    def crm_create(self, resource: str, body: dict) -> dict:
+        """Create a CRM record (a fresh idempotency key each call)."""
+        import uuid
+
+        return self.crm.create(resource, body, idempotency_key=str(uuid.uuid4()))
+
+    def links(self, entity: str):
+        """The link table of an entity."""
+        with self.store.connect() as con:
+            return self.store.read_links(con, entity)
+
+
+@pytest.fixture
+def rig(crm_sim, wave_sim, tmp_path: Path) -> Iterator[Rig]:
+    """Both simulators, empty, with clients and a store in tmp_path."""
+    with CrmClient(base_url=crm_sim.url, token=crm_sim.token) as crm, WaveClient(url=wave_sim.url, token=wave_sim.token) as wave:
+        yield Rig(crm=crm, wave=wave, store=Store(tmp_path / "crm_wave.duckdb"))
