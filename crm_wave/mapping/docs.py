@@ -62,6 +62,7 @@ _RULES = """\
 _MERGE_KIND = {
     "text": "",
     "email": "trimmed, case-insensitive",
+    "casefold": "trimmed, case-insensitive",
     "code": "trimmed, case-insensitive",
     "date": "by date",
 }

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from ariadne import ObjectType, load_schema_from_path, make_executable_schema
 from graphql import (
     GraphQLEnumType,
     GraphQLInterfaceType,
@@ -63,6 +64,13 @@ def test_introspection_matches_reference_schema(served: GraphQLSchema) -> None:
     assert print_schema(lexicographic_sort_schema(served)) == print_schema(lexicographic_sort_schema(reference))
     assert len(served.type_map) - len([t for t in served.type_map if t.startswith("__")]) >= 212
     assert len(served.mutation_type.fields) == 41  # type: ignore[union-attr]
+
+
+def test_binding_a_field_the_schema_lacks_fails_at_start_up() -> None:
+    stray = ObjectType("Customer")
+    stray.set_field("nickname", lambda obj, info: "x")
+    with pytest.raises(ValueError, match="nickname"):
+        make_executable_schema(load_schema_from_path(SCHEMA_PATH), stray)
 
 
 def test_deprecated_fields_resolve(wave_sim: Sim) -> None:

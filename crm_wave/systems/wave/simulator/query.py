@@ -7,7 +7,7 @@ from typing import Any
 from ariadne import ObjectType, QueryType
 from graphql import GraphQLResolveInfo
 
-from .catalog import ACCOUNT_TYPES, SUBTYPE_TYPE
+from .catalog import ACCOUNT_TYPES, SUBTYPE_TYPE, SYSTEM_SUBTYPES
 from .loader import UNPAID_STATUSES, ListSpec, Loader, amount_due, effective_status, list_connection, paginate_list, \
     parse_modified
 from .store import DEFAULT_BUSINESS_UUID, Node
@@ -33,7 +33,6 @@ def account_type(value: str) -> dict[str, Any]:
 def account_subtype(value: str, info: GraphQLResolveInfo) -> dict[str, Any]:
     enum = info.schema.get_type("AccountSubtypeValue")
     desc = enum.values[value].description if enum and value in enum.values else None  # type: ignore[union-attr]
-    from .catalog import SYSTEM_SUBTYPES
     return {"archivable": value not in SYSTEM_SUBTYPES, "description": desc, "name": desc or value.title(),
             "systemCreated": value in SYSTEM_SUBTYPES, "type": account_type(SUBTYPE_TYPE[value]), "value": value}
 
