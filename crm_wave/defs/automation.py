@@ -46,14 +46,14 @@ def push_sensor(context: dg.SensorEvaluationContext):
         event = context.instance.get_latest_materialization_event(dg.AssetKey(share_key))
         if event is None or event.asset_materialization is None:
             continue
-        storage_id = str(event.storage_id)
+        stamp = repr(event.timestamp)
         work = event.asset_materialization.metadata.get("work")
-        if seen.get(share_key) != storage_id and work is not None and work.value > 0:
+        if seen.get(share_key) != stamp and work is not None and work.value > 0:
             to_push.append(push_key)
-        cursor[share_key] = storage_id
+        cursor[share_key] = stamp
     context.update_cursor(",".join(f"{k}={v}" for k, v in sorted(cursor.items())))
     if not to_push:
         return dg.SkipReason("no share asset has work")
-    selection = dg.AssetSelection.assets(*to_push).downstream()
-    return dg.RunRequest(run_key=f"push-{context.cursor}", asset_selection=list(
-        selection.resolve(context.repository_def.asset_graph) if context.repository_def else []) or [dg.AssetKey(k) for k in to_push])
+    # The pushes, and what depends on them (customers and products pushed -> orders re-merged and pushed).
+    keys = dg.AssetSelection.assets(*to_push).downstream().resolve(context.repository_def.asset_graph)
+    return dg.RunRequest(run_key=f"push-{context.cursor}", asset_selection=sorted(keys))
