@@ -59,10 +59,19 @@ class Store:
             con.execute((_SQL_DIR / "schema.sql").read_text())
 
     @contextlib.contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection under the file lock, committed on success, rolled back on error."""
+    def locked(self) -> Iterator[None]:
+        """Hold the database's exclusive lock (no connection open): for copying the file."""
         with self._thread_lock, open(self._lock_path, "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection under the file lock, committed on success, rolled back on error."""
+        with self.locked():
             con = duckdb.connect(str(self.path))
             try:
                 con.execute("BEGIN")
@@ -74,7 +83,6 @@ class Store:
                 raise
             finally:
                 con.close()
-                fcntl.flock(lock, fcntl.LOCK_UN)
 
     # ---- datasets -------------------------------------------------------------------
     def ensure_dataset(self, con: duckdb.DuckDBPyConnection, name: str) -> None:
