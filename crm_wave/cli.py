@@ -60,6 +60,76 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     return run_dev(Path(args.data_dir), port=args.port)
 
 
+def _settings_store():
+    import os
+
+    from crm_wave.settings import Settings
+    from crm_wave.store import Store
+
+    settings = Settings.from_env(os.environ)
+    return settings, Store(settings.db_path)
+
+
+def _clients(settings) -> dict:
+    from crm_wave.systems.crm.client import CrmClient
+    from crm_wave.systems.wave.client import WaveClient
+
+    return {"crm": CrmClient(base_url=settings.crm_base_url, token=settings.crm_api_token),
+            "wave": WaveClient(url=settings.wave_graphql_url, token=settings.wave_api_token,
+                               business_id=settings.wave_business_id)}
+
+
+def _cmd_deadletters(args: argparse.Namespace) -> int:
+    _, store = _settings_store()
+    with store.connect() as con:
+        if args.action == "retry":
+            where, params = ("", []) if args.all else ("WHERE global_id IN (SELECT unnest(?))", [args.ids])
+            n = con.execute(f"UPDATE dead_letters SET attempts = 0 {where}", params).fetchall()[0][0]
+            print(f"{n} dead letter(s) will be retried by the next sync")
+            return 0
+        rows = con.execute("SELECT system, entity, global_id, record_id, op, field, message, attempts, last_seen "
+                           "FROM dead_letters ORDER BY last_seen").fetchall()
+    for system, entity, gid, rid, op, field, message, attempts, last in rows:
+        print(f"{system} {entity} {gid} (record {rid}) {op}: {field or 'record'}: {message} [attempts {attempts}, last {last}]")
+    print(f"{len(rows)} dead letter(s)")
+    return 0
+
+
+def _cmd_deletes(args: argparse.Namespace) -> int:
+    from crm_wave.sync.collect import utcnow
+    from crm_wave.sync.deletes import approve_deletes, pending_deletes
+
+    settings, store = _settings_store()
+    if args.action == "approve":
+        if not (args.all or args.ids):
+            print("name the global ids to approve, or --all", file=sys.stderr)
+            return 2
+        for line in approve_deletes(store, _clients(settings), None if args.all else set(args.ids), utcnow()):
+            print(line)
+        return 0
+    pending = pending_deletes(store)
+    for d in pending:
+        print(d.describe())
+    print(f"{len(pending)} delete(s) waiting for approval")
+    return 0
+
+
+def _cmd_confirm(args: argparse.Namespace) -> int:
+    from crm_wave.sync.breaker import breaker_state, confirm
+    from crm_wave.sync.collect import utcnow
+    from crm_wave.sync.names import ENTITIES
+
+    _, store = _settings_store()
+    for entity in ENTITIES:
+        for system in ("crm", "wave"):
+            state = breaker_state(store, system, entity)
+            if state.open and (args.all or f"{system}_{entity}" in args.shares or
+                               f"{system}_{entity}_share" in args.shares):
+                state = confirm(store, system, entity, utcnow())
+            print(state.describe())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="crm-wave", description=__doc__)
@@ -93,6 +163,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="simulators with overlapping data, two syncs with edits between, a summary")
     demo.add_argument("--data-dir", default="data")
     demo.set_defaults(func=_cmd_demo)
+
+    dl = sub.add_parser("deadletters", help="records a system refused: list them, or retry parked ones")
+    dl.add_argument("action", nargs="?", choices=["list", "retry"], default="list")
+    dl.add_argument("ids", nargs="*", help="global ids to retry")
+    dl.add_argument("--all", action="store_true")
+    dl.set_defaults(func=_cmd_deadletters)
+
+    de = sub.add_parser("deletes", help="deletes held for approval: list them, or approve")
+    de.add_argument("action", nargs="?", choices=["list", "approve"], default="list")
+    de.add_argument("ids", nargs="*", help="global ids to approve")
+    de.add_argument("--all", action="store_true")
+    de.set_defaults(func=_cmd_deletes)
+
+    cf = sub.add_parser("confirm", help="show the circuit breakers; confirm held pushes")
+    cf.add_argument("shares", nargs="*", help="share tables to confirm, e.g. wave_customer_share")
+    cf.add_argument("--all", action="store_true")
+    cf.set_defaults(func=_cmd_confirm)
 
     dev = sub.add_parser("dev", help="simulators plus `dg dev`: the Dagster UI with schedule and sensor running")
     dev.add_argument("--data-dir", default="data")

@@ -107,7 +107,7 @@ def run_demo(data_dir: Path = Path("data")) -> int:
         wave_base = stack.enter_context(serve_in_thread(wave_app(db_path=sim_dir / "wave.sqlite3", token=WAVE_TOKEN)))
         os.environ.update({
             "CRM_BASE_URL": f"{crm_base}/api/v1", "CRM_API_TOKEN": CRM_TOKEN,
-            "WAVE_GRAPHQL_URL": f"{wave_base}/graphql/public", "WAVE_API_TOKEN": WAVE_TOKEN,
+            "WAVE_GRAPHQL_URL": f"{wave_base}/graphql/public", "WAVE_API_TOKEN": WAVE_TOKEN, "WAVE_REQUESTS_PER_MINUTE": "0",
             "CRM_WAVE_DATA_DIR": str(data_dir),
         })
         crm = stack.enter_context(CrmClient(base_url=f"{crm_base}/api/v1", token=CRM_TOKEN))

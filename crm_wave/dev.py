@@ -38,7 +38,7 @@ def run_dev(data_dir: Path, *, port: int = 3000) -> int:
         crm = stack.enter_context(serve_in_thread(crm_app(db_path=crm_db, token=CRM_TOKEN), port=8701))
         wave = stack.enter_context(serve_in_thread(wave_app(db_path=sim_dir / "wave.sqlite3", token=WAVE_TOKEN), port=8702))
         env = {**os.environ, "DAGSTER_HOME": str(home), "CRM_BASE_URL": f"{crm}/api/v1", "CRM_API_TOKEN": CRM_TOKEN,
-               "WAVE_GRAPHQL_URL": f"{wave}/graphql/public", "WAVE_API_TOKEN": WAVE_TOKEN,
+               "WAVE_GRAPHQL_URL": f"{wave}/graphql/public", "WAVE_API_TOKEN": WAVE_TOKEN, "WAVE_REQUESTS_PER_MINUTE": "0",
                "CRM_WAVE_DATA_DIR": str(data_dir.resolve())}
         print(f"CRM simulator {crm}/api/v1, Wave simulator {wave}/graphql/public; Dagster UI on http://127.0.0.1:{port}")
         try:

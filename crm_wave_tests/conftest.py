@@ -10,6 +10,8 @@ import pytest
 
 from crm_wave.systems.serve import serve_in_thread
 
+pytest_plugins = ["crm_wave_tests.rig"]
+
 WAVE_TOKEN = "wave-test-token"
 CRM_TOKEN = "crm-test-token"
 

@@ -33,6 +33,7 @@ def test_sync_job_runs_in_process_and_converges(crm_sim, wave_sim, tmp_path, mon
     monkeypatch.setenv("WAVE_GRAPHQL_URL", wave_sim.url)
     monkeypatch.setenv("WAVE_API_TOKEN", wave_sim.token)
     monkeypatch.setenv("CRM_WAVE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("WAVE_REQUESTS_PER_MINUTE", "0")  # the simulator needs no client-side limit
     with CrmClient(base_url=crm_sim.url, token=crm_sim.token) as crm:
         crm.create("customers", {"Type": "organization", "Name": "Via Dagster", "Email": "d@x.example"},
                    idempotency_key="k")

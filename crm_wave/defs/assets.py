@@ -92,7 +92,8 @@ def push_asset(target: str, entity: str) -> dg.AssetsDefinition:
     def _push(context: dg.AssetExecutionContext, crm: CrmResource, wave: WaveResource,
               store: StoreResource) -> dg.MaterializeResult:
         with _client(target, crm, wave) as client:
-            result = push(store.store(), target, entity, client, utcnow(), run_id=context.run.run_id)
+            result = push(store.store(), target, entity, client, utcnow(), run_id=context.run.run_id,
+                          progress=context.log.info)
         for message in result.messages[:50]:
             context.log.warning(message)
         return dg.MaterializeResult(metadata={

@@ -55,11 +55,18 @@ class StoreResource(dg.ConfigurableResource):
         return Store(Path(self.data_dir) / DB_FILE)
 
 
-def _optional_int(name: str) -> int | None:
+def _rate(name: str, default: int | None) -> int | None:
+    """A requests-per-minute setting: unset -> `default`, 0 -> no limit."""
     import os
 
     value = os.environ.get(name)
-    return int(value) if value else None
+    if not value:
+        return default
+    return int(value) or None
+
+
+#: Wave publishes no limit; its schema's @rateLimit directive defaults to 60 per 60 s.
+WAVE_DEFAULT_RPM = 60
 
 
 @dg.definitions
@@ -69,10 +76,10 @@ def resources() -> dg.Definitions:
 
     return dg.Definitions(resources={
         "crm": CrmResource(base_url=dg.EnvVar("CRM_BASE_URL"), api_token=dg.EnvVar("CRM_API_TOKEN"),
-                           requests_per_minute=_optional_int("CRM_REQUESTS_PER_MINUTE"),
+                           requests_per_minute=_rate("CRM_REQUESTS_PER_MINUTE", None),
                            naming=os.environ.get("CRM_NAMING") or None),
         "wave": WaveResource(graphql_url=dg.EnvVar("WAVE_GRAPHQL_URL"), api_token=dg.EnvVar("WAVE_API_TOKEN"),
                              business_id=os.environ.get("WAVE_BUSINESS_ID") or None,
-                             requests_per_minute=_optional_int("WAVE_REQUESTS_PER_MINUTE")),
+                             requests_per_minute=_rate("WAVE_REQUESTS_PER_MINUTE", WAVE_DEFAULT_RPM)),
         "store": StoreResource(data_dir=os.environ.get("CRM_WAVE_DATA_DIR") or "data"),
     })

@@ -59,6 +59,17 @@ class Store:
             con.execute((_SQL_DIR / "schema.sql").read_text())
 
     @contextlib.contextmanager
+    def named_lock(self, name: str) -> Iterator[None]:
+        """An exclusive lock of its own beside the database, e.g. one push of one share table at a time."""
+        path = self.path.with_name(f"{self.path.name}.{_ident(name)}.lock")
+        with open(path, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the database's exclusive lock (no connection open): for copying the file."""
         with self._thread_lock, open(self._lock_path, "a+") as lock:
@@ -246,14 +257,24 @@ class Store:
         con.execute("DELETE FROM intents WHERE system = ? AND entity = ? AND global_id = ?", [system, entity, global_id])
 
     def dead_letter(self, con: duckdb.DuckDBPyConnection, *, system: str, entity: str, global_id: str,
-                    record_id: str | None, op: str, field: str | None, message: str, now: datetime) -> None:
-        """Record (or count again) a per-entity failure."""
+                    record_id: str | None, op: str, field: str | None, message: str, now: datetime,
+                    changes_hash: str | None = None) -> None:
+        """Record (or count again) a per-entity failure; a different version restarts the count."""
         con.execute(
-            "INSERT INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?) ON CONFLICT (system, entity, global_id) "
+            "INSERT INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT (system, entity, global_id) "
             "DO UPDATE SET record_id = excluded.record_id, op = excluded.op, field = excluded.field, "
-            "message = excluded.message, attempts = dead_letters.attempts + 1, last_seen = excluded.last_seen",
-            [system, entity, global_id, record_id, op, field, message[:2000], now, now],
+            "message = excluded.message, last_seen = excluded.last_seen, changes_hash = excluded.changes_hash, "
+            "attempts = CASE WHEN dead_letters.changes_hash IS NOT DISTINCT FROM excluded.changes_hash "
+            "THEN dead_letters.attempts + 1 ELSE 1 END",
+            [system, entity, global_id, record_id, op, field, message[:2000], now, now, changes_hash],
         )
+
+    def dead_letters(self, con: duckdb.DuckDBPyConnection, system: str, entity: str) -> dict[str, tuple[str | None, int]]:
+        """`global_id -> (changes_hash, attempts)` of one target's dead letters."""
+        rows = con.execute(
+            "SELECT global_id, changes_hash, attempts FROM dead_letters WHERE system = ? AND entity = ?", [system, entity]
+        ).fetchall()
+        return {g: (h, a) for g, h, a in rows}
 
     def clear_dead_letter(self, con: duckdb.DuckDBPyConnection, system: str, entity: str, global_id: str) -> None:
         """A later write of this entity succeeded."""

@@ -56,7 +56,16 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     attempts INTEGER NOT NULL,
     first_seen TIMESTAMP NOT NULL,
     last_seen TIMESTAMP NOT NULL,
+    changes_hash VARCHAR,          -- the version that failed; a new version starts over
     PRIMARY KEY (system, entity, global_id)
+);
+-- Operator confirmations of pushes the circuit breaker stopped (one per share content).
+CREATE TABLE IF NOT EXISTS confirmations (
+    system VARCHAR NOT NULL,
+    entity VARCHAR NOT NULL,
+    work_hash VARCHAR NOT NULL,
+    confirmed_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (system, entity, work_hash)
 );
 -- What was written to which system, when, why, with before/after values.
 CREATE TABLE IF NOT EXISTS sync_log (

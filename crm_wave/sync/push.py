@@ -2,34 +2,50 @@
 
 Creates follow the safe-create pattern: the intent is stored before the call, the new id
 is linked in the same transaction that clears the intent, and a create whose outcome is
-unknown is recognised on the next pass (see `logic/intents.py`) instead of being sent
-again. A record the target refuses goes to `dead_letters` with the field and message,
-and the rest of the batch goes on. Deletes are never pushed here: they wait in the share
-table for approval.
+unknown is found again (the next collect, or a lookup by key before any new attempt)
+instead of being sent twice. One push per share table runs at a time, and a record
+already linked by an earlier push is never created again. A record the target refuses
+goes to `dead_letters` with the field and message, the rest of the batch goes on, and
+after `max_attempts` failures of the same version it is parked until it changes or an
+operator retries it. Deletes are never pushed here: they wait for approval
+(`crm_wave/sync/deletes.py`). The circuit breaker (`breaker.py`) holds unusual pushes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import polars as pl
 
-from crm_wave.mapping.canonical import canonical_fields, canonical_to_crm, canonical_to_wave_input
+from crm_wave.logic.intents import intent_key
+from crm_wave.mapping.canonical import canonical_fields, canonical_to_crm, canonical_to_wave_input, wave_to_canonical
 from crm_wave.store.db import Store
-from crm_wave.sync.cells import from_cell
+from crm_wave.sync.breaker import BreakerPolicy, CircuitOpen, breaker_state
+from crm_wave.sync.cells import from_cell, to_cell
 from crm_wave.sync.names import CRM_RESOURCE, dataset, global_table, share_table
 from crm_wave.sync.share_step import target_fields
 from crm_wave.sync.validate import problems
 from crm_wave.systems.http import TransientError
 from crm_wave.systems.wave.client import Mutation
 
-__all__ = ["PushResult", "push"]
+__all__ = ["PushPolicy", "PushResult", "push"]
 
-CHUNK = 100
 _ADDRESS = ("StreetAddress1", "StreetAddress2", "City", "ZipCode", "State", "Country")
+_WAVE_NAME = {"customer": "customer", "product": "product", "order": "invoice"}
+
+
+@dataclass(frozen=True)
+class PushPolicy:
+    """How a push behaves: dead-letter parking, the circuit breaker, chunking."""
+
+    max_attempts: int = 3
+    breaker: BreakerPolicy = BreakerPolicy()
+    chunk: int = 100
 
 
 @dataclass
@@ -41,13 +57,36 @@ class PushResult:
     updated: int = 0
     failed: int = 0
     skipped: int = 0
+    parked: int = 0
+    recovered: int = 0
     unknown: int = 0
     messages: list[str] = field(default_factory=list)
 
     @property
     def writes(self) -> int:
-        """Records written."""
-        return self.created + self.updated
+        """Records written (or found already written, for recovered creates)."""
+        return self.created + self.updated + self.recovered
+
+
+@dataclass
+class _Row:
+    share: dict[str, Any]
+    values: dict[str, Any]  # changes, references in target ids
+    golden: dict[str, Any]  # all golden values, references as global ids
+    cells: dict[str, Any]  # changes as cells (what the sync agrees on after the write)
+    problems: list[tuple[str, str]]
+
+    @property
+    def gid(self) -> str:
+        return self.share["global_id"]
+
+    @property
+    def op(self) -> str:
+        return self.share["op"]
+
+    @property
+    def changes_hash(self) -> str:
+        return hashlib.sha1(self.share["changes"].encode()).hexdigest()
 
 
 class _Refs:
@@ -76,205 +115,291 @@ def _values(entity: str, cells: dict[str, str | None]) -> dict[str, Any]:
     return {f: (v if f == "Type" else from_cell(kinds.get(f, "text"), v)) for f, v in cells.items()}
 
 
-def _wave_ops(entity: str, op: str, gid: str, target_id: str | None, values: dict[str, Any],
-              golden: dict[str, Any], business_id: str) -> list[Mutation]:
-    """The Wave mutations for one share row (a create, or a patch plus archive/approve)."""
-    vals = dict(values)
-    if entity == "customer" and any(f in vals for f in _ADDRESS):
-        vals.update({f: golden.get(f) for f in _ADDRESS})  # Wave replaces the address object whole
-    data = canonical_to_wave_input(entity, vals)
-    if entity == "customer" and "name" in data and op == "update" and data["name"] is None:
-        data.pop("name")
-    ops: list[Mutation] = []
-    if op == "insert":
-        data["businessId"] = business_id
-        if entity == "order":
-            data["status"] = "SAVED" if vals.get("Status") == "confirmed" else "DRAFT"
-        ops.append(Mutation(f"{_wave_name(entity)}Create", data, gid))
-        return ops
-    if data:
-        ops.append(Mutation(f"{_wave_name(entity)}Patch", {"id": target_id, **data}, gid))
-    if entity == "product" and vals.get("IsArchived") is True:
-        ops.append(Mutation("productArchive", {"id": target_id}, gid))
-    if entity == "order" and vals.get("Status") == "confirmed":
-        ops.append(Mutation("invoiceApprove", {"invoiceId": target_id}, gid))
-    return ops
-
-
-def _wave_name(entity: str) -> str:
-    return {"customer": "customer", "product": "product", "order": "invoice"}[entity]
-
-
-def _error_field(entity: str, path: list[str] | None) -> str | None:
-    if not path:
-        return None
-    wave_field = ".".join(p for p in path[1:] if not str(p).isdigit()) or None
-    for name, f in canonical_fields(entity).items():
-        if wave_field and (wave_field in f.inputs or wave_field == f.wave):
-            return name
-    return wave_field
-
-
 def push(store: Store, target: str, entity: str, client: Any, now: datetime, *, run_id: str | None = None,
-         business_id: str | None = None) -> PushResult:
-    """Push the share table of (`target`, `entity`) through `client`."""
+         business_id: str | None = None, policy: PushPolicy = PushPolicy(),
+         progress: Callable[[str], None] | None = None) -> PushResult:
+    """Push the share table of (`target`, `entity`) through `client`; raise `CircuitOpen` if held."""
     table = share_table(target, entity)
+    with store.named_lock(f"push_{dataset(target, entity)}"):
+        state = breaker_state(store, target, entity, policy.breaker)
+        if state.open:
+            raise CircuitOpen(state)
+        rows, result = _plan(store, target, entity, now, policy, table)
+        if not rows:
+            return result
+        push_target = _WavePush(store, entity, client, business_id or client.business_id) if target == "wave" \
+            else _CrmPush(store, entity, client)
+        push_target.run(rows, result, now.replace(tzinfo=None), run_id, policy, progress)
+        return result
+
+
+def _plan(store: Store, target: str, entity: str, now: datetime, policy: PushPolicy, table: str) -> tuple[list[_Row], PushResult]:
     result = PushResult(table)
-    naive = now.replace(tzinfo=None)
     with store.connect() as con:
         share = store.read_table(con, table)
         golden_frame = store.read_table(con, global_table(entity))
         refs = _Refs(store, con, target)
-        versions = dict(
-            con.execute(f"SELECT _source_id, _version FROM {dataset(target, entity)}_current").fetchall()
-        ) if target == "crm" else {}
+        links = store.read_links(con, entity).filter(pl.col(f"{target}_id").is_not_null())
+        parked = store.dead_letters(con, target, entity)
+    linked = set(links[f"{target}_id"].to_list())
+    linked_gids = set(links["global_id"].to_list())
     if share is None or golden_frame is None:
-        return result
+        return [], result
     work = share.filter(pl.col("op").is_in(["insert", "update"]))
     if work.height == 0:
-        return result
-    golden = {r["global_id"]: r for r in golden_frame.filter(pl.col("global_id").is_in(work["global_id"].to_list())).iter_rows(named=True)}
+        return [], result
+    golden = {r["global_id"]: r for r in
+              golden_frame.filter(pl.col("global_id").is_in(work["global_id"].to_list())).iter_rows(named=True)}
     fields = target_fields(entity, target)
     rows = []
     for r in work.iter_rows(named=True):
-        g = golden.get(r["global_id"], {})
+        if r["op"] == "insert" and r["global_id"] in linked_gids:
+            result.skipped += 1  # an earlier push created it already; the next collect reads it
+            continue
+        if r["op"] == "update" and r["target_id"] not in linked:
+            result.skipped += 1
+            continue
         cells = json.loads(r["changes"])
-        values = refs.apply(entity, _values(entity, cells))
-        g_values = _values(entity, {f: g.get(f) for f in fields})
-        bad = problems(target, entity, values, insert=r["op"] == "insert")
-        if entity == "order" and (values.get("CustomerId", "x") is None or any(
-                line.get("ProductId") is None for line in values.get("Lines", []))):
-            bad.append(("CustomerId", "a referenced record is not linked in the target yet"))
-        rows.append((r, values, g_values, cells, bad))
-    if target == "wave":
-        _push_wave(store, entity, client, rows, result, naive, run_id, business_id or client.business_id)
-    else:
-        _push_crm(store, entity, client, rows, result, naive, run_id, versions)
-    return result
+        row = _Row(r, refs.apply(entity, _values(entity, cells)),
+                   _values(entity, {f: golden.get(r["global_id"], {}).get(f) for f in fields}), cells, [])
+        letter = parked.get(row.gid)
+        if letter and letter[0] == row.changes_hash and letter[1] >= policy.max_attempts:
+            result.parked += 1
+            continue
+        row.problems = problems(target, entity, row.values, insert=row.op == "insert", golden=row.golden)
+        if entity == "order" and not row.problems and (
+                row.values.get("CustomerId", "x") is None
+                or any(line.get("ProductId") is None for line in row.values.get("Lines", []))):
+            row.problems.append(("CustomerId", "a referenced record is not linked in the target yet"))
+        rows.append(row)
+    return rows, result
 
 
-def _fail(store: Store, con: Any, target: str, entity: str, r: dict, field: str | None, message: str,
-          result: PushResult, now: datetime, run_id: str | None) -> None:
-    result.failed += 1
-    result.messages.append(f"{target} {entity} {r['global_id']}: {field or 'record'}: {message}")
-    store.dead_letter(con, system=target, entity=entity, global_id=r["global_id"], record_id=r["target_id"] or r["source_id"],
-                      op=r["op"], field=field, message=message, now=now)
-    store.log(con, [(now, run_id, target, entity, r["global_id"], r["target_id"], r["op"], json.loads(r["changes"]),
-                     json.loads(r["before"]), f"failed: {field or 'record'}: {message}")])
+class _TargetPush:
+    """Bookkeeping shared by both targets: dead letters, links, agreed values, the sync log."""
+
+    system = ""
+
+    def __init__(self, store: Store, entity: str, client: Any) -> None:
+        self.store, self.entity, self.client = store, entity, client
+
+    def fail(self, con: Any, row: _Row, fld: str | None, message: str, result: PushResult, now: datetime,
+             run_id: str | None) -> None:
+        result.failed += 1
+        result.messages.append(f"{self.system} {self.entity} {row.gid}: {fld or 'record'}: {message}")
+        self.store.dead_letter(con, system=self.system, entity=self.entity, global_id=row.gid,
+                               record_id=row.share["target_id"] or row.share["source_id"], op=row.op, field=fld,
+                               message=message, now=now, changes_hash=row.changes_hash)
+        self.store.log(con, [(now, run_id, self.system, self.entity, row.gid, row.share["target_id"], row.op,
+                              row.cells, json.loads(row.share["before"]), f"failed: {fld or 'record'}: {message}")])
+
+    def done(self, con: Any, row: _Row, new_id: str | None, result: PushResult, now: datetime, run_id: str | None,
+             *, how: str | None = None) -> None:
+        if row.op == "insert":
+            if how and how.endswith("(recovered)"):
+                result.recovered += 1
+            else:
+                result.created += 1
+            side = (new_id, None) if self.system == "crm" else (None, new_id)
+            self.store.upsert_links(con, self.entity, [(row.gid, side[0], side[1], how or f"created:{self.system}")], now)
+            self.store.clear_intent(con, self.system, self.entity, row.gid)
+            agreed = {f: to_cell(v) for f, v in row.golden.items()}
+        else:
+            result.updated += 1
+            agreed = row.cells
+        self.store.upsert_agreed(con, self.entity, {row.gid: agreed}, now)
+        self.store.clear_dead_letter(con, self.system, self.entity, row.gid)
+        self.store.log(con, [(now, run_id, self.system, self.entity, row.gid, new_id or row.share["target_id"], row.op,
+                              row.cells, json.loads(row.share["before"]), how or "ok")])
+
+    def reject_invalid(self, rows: list[_Row], result: PushResult, now: datetime, run_id: str | None) -> list[_Row]:
+        """Dead-letter rows that fail validation; return the others."""
+        good = []
+        with self.store.connect() as con:
+            for row in rows:
+                if row.problems:
+                    fld, msg = row.problems[0]
+                    self.fail(con, row, fld, msg, result, now, run_id)
+                    self.store.clear_intent(con, self.system, self.entity, row.gid)
+                else:
+                    good.append(row)
+        return good
 
 
-def _done(store: Store, con: Any, target: str, entity: str, r: dict, new_id: str | None, cells: dict,
-          golden_cells: dict | None, result: PushResult, now: datetime, run_id: str | None) -> None:
-    if r["op"] == "insert":
-        result.created += 1
-        side = {"crm": (new_id, None), "wave": (None, new_id)}[target]
-        store.upsert_links(con, entity, [(r["global_id"], side[0], side[1], f"created:{target}")], now)
-        store.clear_intent(con, target, entity, r["global_id"])
-    else:
-        result.updated += 1
-    store.upsert_agreed(con, entity, {r["global_id"]: golden_cells or cells}, now)
-    store.clear_dead_letter(con, target, entity, r["global_id"])
-    store.log(con, [(now, run_id, target, entity, r["global_id"], new_id or r["target_id"], r["op"], cells,
-                     json.loads(r["before"]), "ok")])
+class _WavePush(_TargetPush):
+    system = "wave"
 
+    def __init__(self, store: Store, entity: str, client: Any, business_id: str) -> None:
+        super().__init__(store, entity, client)
+        self.business_id = business_id
 
-def _push_wave(store: Store, entity: str, client: Any, rows: list, result: PushResult, now: datetime,
-               run_id: str | None, business_id: str) -> None:
-    from crm_wave.sync.cells import to_cell
+    def ops(self, row: _Row) -> list[Mutation]:
+        """The Wave mutations for one row: a create, or a patch plus archive/approve."""
+        vals = dict(row.values)
+        if self.entity == "customer" and any(f in vals for f in _ADDRESS):
+            vals.update({f: row.golden.get(f) for f in _ADDRESS})  # Wave replaces the address object whole
+        data = canonical_to_wave_input(self.entity, vals)
+        name = _WAVE_NAME[self.entity]
+        if row.op == "insert":
+            data["businessId"] = self.business_id
+            if self.entity == "order":
+                data["status"] = "SAVED" if vals.get("Status") == "confirmed" else "DRAFT"
+            ops = [Mutation(f"{name}Create", data, row.gid)]
+            if self.entity == "product" and vals.get("IsArchived") is True:
+                ops.append(Mutation("productArchive", {"id": None}, row.gid))
+            return ops
+        if self.entity == "customer" and data.get("name", "") is None:
+            data.pop("name")
+        ops = [Mutation(f"{name}Patch", {"id": row.share["target_id"], **data}, row.gid)] if data else []
+        if self.entity == "product" and vals.get("IsArchived") is True:
+            ops.append(Mutation("productArchive", {"id": row.share["target_id"]}, row.gid))
+        if self.entity == "order" and vals.get("Status") == "confirmed":
+            ops.append(Mutation("invoiceApprove", {"invoiceId": row.share["target_id"]}, row.gid))
+        return ops
 
-    planned: list[tuple[dict, list[Mutation], dict]] = []
-    with store.connect() as con:
-        for r, values, g_values, cells, bad in rows:
-            if bad:
-                for fld, msg in bad[:1]:
-                    _fail(store, con, "wave", entity, r, fld, msg, result, now, run_id)
-                continue
-            ops = _wave_ops(entity, r["op"], r["global_id"], r["target_id"], values, g_values, business_id)
+    def lookup(self, row: _Row, linked: set[str]) -> str | None:
+        """Find a record an earlier create of `row` may have made (outcome unknown)."""
+        key = intent_key(self.entity, {f: to_cell(v) for f, v in row.golden.items()})
+        if key is None:
+            return None
+        if self.entity == "customer" and key[0] == "email":
+            found = self.client.find_customers_by_email(row.golden["Email"])
+        elif self.entity == "product":
+            found = self.client.find_products_by_name(row.golden["Name"])
+        elif self.entity == "order":
+            found = self.client.find_invoices_by_number(row.golden["OrderNumber"])
+        else:
+            found = self.client.list_customers()
+        for node in found:
+            if node["id"] not in linked and intent_key(self.entity, {
+                    k: to_cell(v) for k, v in wave_to_canonical(self.entity, node).items()}) == key:
+                return node["id"]
+        return None
+
+    def run(self, rows: list[_Row], result: PushResult, now: datetime, run_id: str | None, policy: PushPolicy,
+            progress: Callable[[str], None] | None) -> None:
+        rows = self.reject_invalid(rows, result, now, run_id)
+        with self.store.connect() as con:
+            pending = self.store.pending_intents(con, "wave", self.entity)
+            linked = set(self.store.read_links(con, self.entity)["wave_id"].drop_nulls().to_list())
+        planned = []
+        for row in rows:
+            if row.op == "insert" and row.gid in pending:
+                found = self.lookup(row, linked)
+                if found is not None:
+                    with self.store.connect() as con:
+                        self.done(con, row, found, result, now, run_id, how="created:wave (recovered)")
+                    linked.add(found)
+                    continue
+            ops = self.ops(row)
             if not ops:
                 result.skipped += 1
                 continue
-            if r["op"] == "insert":
-                store.add_intent(con, "wave", entity, r["global_id"], r["global_id"], cells, now)
-            golden_cells = {f: to_cell(v) for f, v in g_values.items()} if r["op"] == "insert" else None
-            planned.append((r, ops, golden_cells or cells))
-    for start in range(0, len(planned), CHUNK):
-        chunk = planned[start:start + CHUNK]
-        # First mutations (create or patch), then the follow-ups (archive, approve) of the same records.
-        first = [ops[0] for _, ops, _ in chunk]
+            planned.append((row, ops))
+        with self.store.connect() as con:
+            for row, _ in planned:
+                if row.op == "insert":
+                    self.store.add_intent(con, "wave", self.entity, row.gid, row.gid, row.cells, now)
+        for start in range(0, len(planned), policy.chunk):
+            self._chunk(planned[start:start + policy.chunk], result, now, run_id)
+            if progress:
+                sent = min(start + policy.chunk, len(planned))
+                progress(f"wave {self.entity}: {sent}/{len(planned)} sent ({100 * sent // len(planned)}%)")
+
+    def _chunk(self, chunk: list[tuple[_Row, list[Mutation]]], result: PushResult, now: datetime,
+               run_id: str | None) -> None:
         try:
-            outcomes = {res.key: res for res in client.mutate(first)}
+            outcomes = {res.key: res for res in self.client.mutate([ops[0] for _, ops in chunk])}
         except TransientError as exc:
             outcomes = {res.key: res for res in getattr(exc, "results", [])}
             result.unknown += len(chunk) - len(outcomes)
-            result.messages.append(f"wave {entity}: {exc}")
+            result.messages.append(f"wave {self.entity}: {exc}")
         follow = []
-        with store.connect() as con:
-            for r, ops, cells in chunk:
-                res = outcomes.get(r["global_id"])
+        with self.store.connect() as con:
+            for row, ops in chunk:
+                res = outcomes.get(row.gid)
                 if res is None:
-                    continue  # outcome unknown: the intent stays and is resolved on the next pass
+                    continue  # outcome unknown: the intent stays; found again before any new create
                 if not res.ok:
                     err = res.errors[0] if res.errors else None
-                    fld = _error_field(entity, err.path if err else None)
-                    _fail(store, con, "wave", entity, r, fld, (err.message if err else "failed") or "failed", result, now, run_id)
-                    store.clear_intent(con, "wave", entity, r["global_id"])
+                    self.fail(con, row, _error_field(self.entity, err.path if err else None),
+                              (err.message if err else None) or "refused", result, now, run_id)
+                    self.store.clear_intent(con, "wave", self.entity, row.gid)
                     continue
-                new_id = (res.entity or {}).get("id") if r["op"] == "insert" else None
-                _done(store, con, "wave", entity, r, new_id, cells, None, result, now, run_id)
+                new_id = (res.entity or {}).get("id") if row.op == "insert" else None
+                self.done(con, row, new_id, result, now, run_id)
                 for op in ops[1:]:
-                    follow.append(Mutation(op.name, {**op.input, **({"id": new_id} if "id" in op.input and new_id else {}),
-                                                     **({"invoiceId": new_id} if "invoiceId" in op.input and new_id else {})}, op.key))
+                    data = dict(op.input)
+                    for k in ("id", "invoiceId"):
+                        if k in data and new_id:
+                            data[k] = new_id
+                    follow.append(Mutation(op.name, data, op.key))
         if follow:
             try:
-                client.mutate(follow)
-            except TransientError as exc:
-                result.messages.append(f"wave {entity} follow-up: {exc}")
+                for res in self.client.mutate(follow):
+                    if not res.ok:
+                        result.messages.append(f"wave {self.entity} {res.key}: {res.name}: {res.errors}")
+            except TransientError as exc:  # the next pass sees the difference and sends it again
+                result.messages.append(f"wave {self.entity} follow-up: {exc}")
 
 
-def _push_crm(store: Store, entity: str, client: Any, rows: list, result: PushResult, now: datetime,
-              run_id: str | None, versions: dict) -> None:
-    from crm_wave.sync.cells import to_cell
-    from crm_wave.systems.crm.client import CrmError, CrmNotFound, CrmVersionMismatch
+class _CrmPush(_TargetPush):
+    system = "crm"
 
-    resource = CRM_RESOURCE[entity]
-    for r, values, g_values, cells, bad in rows:
-        with store.connect() as con:
-            if bad:
-                fld, msg = bad[0]
-                _fail(store, con, "crm", entity, r, fld, msg, result, now, run_id)
+    def run(self, rows: list[_Row], result: PushResult, now: datetime, run_id: str | None, policy: PushPolicy,
+            progress: Callable[[str], None] | None) -> None:
+        from crm_wave.systems.crm.client import CrmError, CrmNotFound, CrmVersionMismatch
+
+        rows = self.reject_invalid(rows, result, now, run_id)
+        resource = CRM_RESOURCE[self.entity]
+        with self.store.connect() as con:
+            versions = dict(con.execute(
+                f"SELECT _source_id, _version FROM {dataset('crm', self.entity)}_current").fetchall())
+        for i, row in enumerate(rows, 1):
+            body = canonical_to_crm(self.entity, row.values)
+            body.pop("Total", None)
+            key = f"crm-wave:{row.gid}"  # the CRM returns the first result for a retried key: safe to resend
+            if row.op == "insert":
+                if self.entity == "customer":
+                    body["Type"] = row.values.get("Type") or "organization"
+                body = {k: v for k, v in body.items() if v is not None}
+                with self.store.connect() as con:
+                    self.store.add_intent(con, "crm", self.entity, row.gid, key, row.cells, now)
+            try:
+                if row.op == "insert":
+                    stored = self.client.create(resource, body, idempotency_key=key)
+                else:
+                    stored = self.client.patch(resource, row.share["target_id"], body,
+                                               if_match=versions.get(row.share["target_id"]))
+            except CrmVersionMismatch:
+                result.skipped += 1
+                result.messages.append(f"crm {self.entity} {row.share['target_id']}: changed since collected; "
+                                       "merged on the next pass")
                 continue
-            body = canonical_to_crm(entity, values)
-            if entity == "customer" and r["op"] == "insert":
-                body["Type"] = values.get("Type") or "organization"
-            if entity == "order":
-                body.pop("Total", None)
-            if r["op"] == "insert":
-                store.add_intent(con, "crm", entity, r["global_id"], f"crm-wave:{r['global_id']}", cells, now)
-        try:
-            if r["op"] == "insert":
-                body = {k: v for k, v in body.items() if v is not None and v != []} | (
-                    {"Lines": body["Lines"]} if "Lines" in body else {})
-                stored = client.create(resource, body, idempotency_key=f"crm-wave:{r['global_id']}")
-            else:
-                stored = client.patch(resource, r["target_id"], body, if_match=versions.get(r["target_id"]))
-        except CrmVersionMismatch:
-            result.skipped += 1
-            result.messages.append(f"crm {entity} {r['target_id']}: changed since collected; merged on the next pass")
-            continue
-        except CrmNotFound:
-            result.skipped += 1
-            continue
-        except CrmError as exc:
-            with store.connect() as con:
-                _fail(store, con, "crm", entity, r, getattr(exc, "field", None), getattr(exc, "message", str(exc)),
-                      result, now, run_id)
-                store.clear_intent(con, "crm", entity, r["global_id"])
-            continue
-        except TransientError as exc:
-            result.unknown += 1
-            result.messages.append(f"crm {entity} {r['global_id']}: {exc}")
-            continue
-        golden_cells = {f: to_cell(v) for f, v in g_values.items()} if r["op"] == "insert" else None
-        with store.connect() as con:
-            _done(store, con, "crm", entity, r, str(stored["Id"]) if r["op"] == "insert" else None, cells,
-                  golden_cells, result, now, run_id)
+            except CrmNotFound:
+                result.skipped += 1
+                continue
+            except CrmError as exc:
+                with self.store.connect() as con:
+                    self.fail(con, row, exc.field, exc.message, result, now, run_id)
+                    self.store.clear_intent(con, "crm", self.entity, row.gid)
+                continue
+            except TransientError as exc:
+                result.unknown += 1
+                result.messages.append(f"crm {self.entity} {row.gid}: {exc}")
+                continue
+            with self.store.connect() as con:
+                self.done(con, row, str(stored["Id"]) if row.op == "insert" else None, result, now, run_id)
+            if progress and (i % 100 == 0 or i == len(rows)):
+                progress(f"crm {self.entity}: {i}/{len(rows)} sent ({100 * i // len(rows)}%)")
+
+
+def _error_field(entity: str, path: list[str] | None) -> str | None:
+    """The canonical field a Wave `inputErrors` path points at."""
+    if not path:
+        return None
+    wave_field = ".".join(str(p) for p in path[1:] if not str(p).isdigit()) or None
+    for name, f in canonical_fields(entity).items():
+        if wave_field and (wave_field in f.inputs or wave_field == f.wave):
+            return name
+    return wave_field

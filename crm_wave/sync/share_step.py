@@ -54,10 +54,12 @@ def _order_waits(merged: pl.DataFrame, target: str, links: dict[str, dict[str, s
         why = []
         if target == "wave" and status == "cancelled" and t_state == "absent":
             why.append("cancelled in the CRM: not created in Wave")
-        if cust is None or links["customer"].get(cust) is None:
+        # A reference to a record that exists nowhere is an error for the push to report, not a wait.
+        if cust is not None and not cust.startswith("unlinked:") and links["customer"].get(cust) is None:
             why.append(f"customer {cust} is not linked in {target} yet")
         missing = sorted({line.get("ProductId") for line in json.loads(lines or "[]")
-                          if links["product"].get(line.get("ProductId")) is None})
+                          if not str(line.get("ProductId")).startswith("unlinked:")
+                          and links["product"].get(line.get("ProductId")) is None})
         if missing:
             why.append(f"product(s) {', '.join(str(m) for m in missing)} not linked in {target} yet")
         reasons.append("; ".join(why) or None)

@@ -4,12 +4,37 @@ from __future__ import annotations
 
 from typing import Any
 
-from crm_wave.model.values import normalize_country, normalize_currency, normalize_email, parse_decimal
+from datetime import date
+
+from crm_wave.model.values import (
+    normalize_country,
+    normalize_currency,
+    normalize_email,
+    normalize_subdivision,
+    parse_decimal,
+    show_value,
+)
 
 __all__ = ["problems"]
 
+def _date(v: str) -> date:
+    try:
+        return date.fromisoformat(v)
+    except ValueError:
+        raise ValueError(f"{show_value(v)} is not a date (YYYY-MM-DD)") from None
+
+
+def _unknown_ref(v: str) -> None:
+    if v.startswith("unlinked:"):
+        _, system, sid = v.split(":", 2)
+        raise ValueError(f"refers to {sid}, which does not exist in {system}")
+
+
 _CHECKS = {
     "Email": normalize_email,
+    "State": normalize_subdivision,
+    "OrderDate": _date,
+    "DueDate": _date,
     "Country": normalize_country,
     "Currency": normalize_currency,
     "UnitPrice": parse_decimal,
@@ -26,9 +51,22 @@ _REQUIRED = {
 MAX_TEXT = 1000
 
 
-def problems(target: str, entity: str, values: dict[str, Any], *, insert: bool) -> list[tuple[str, str]]:
-    """`(field, message)` for every value `target` would refuse."""
+def problems(target: str, entity: str, values: dict[str, Any], *, insert: bool,
+             golden: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+    """`(field, message)` for every value `target` would refuse.
+
+    `golden` (references still as global ids) lets a reference to a record that does not
+    exist at all be told apart from one not yet linked.
+    """
     out: list[tuple[str, str]] = []
+    for f, v in (golden or {}).items():
+        if f == "CustomerId" and isinstance(v, str):
+            try:
+                _unknown_ref(v)
+            except ValueError as exc:
+                out.append((f, f"customer {exc}"))
+        if f == "Lines" and v:
+            out += [p for p in problems(target, entity, {"Lines": v}, insert=False) if p[0].endswith("ProductId")]
     if insert:
         for f in _REQUIRED[(target, entity)]:
             if values.get(f) in (None, ""):
@@ -38,6 +76,9 @@ def problems(target: str, entity: str, values: dict[str, Any], *, insert: bool) 
             continue
         if f == "Lines":
             for i, line in enumerate(v):
+                pid = line.get("ProductId")
+                if isinstance(pid, str) and pid.startswith("unlinked:"):
+                    out.append((f"Lines[{i}].ProductId", f"refers to product {pid.split(':', 2)[2]}, which does not exist"))
                 for lf in ("Quantity", "UnitPrice"):
                     try:
                         d = parse_decimal(line.get(lf))

@@ -146,6 +146,11 @@ def test_person_name_defaults_to_first_last_and_follows_them(api: httpx.Client) 
     assert p["Name"] == "Kari B."  # an explicit name is kept
 
 
+def test_long_person_name_is_derived_whole(api: httpx.Client) -> None:
+    p = _create(api, "customers", {"Type": "person", "FirstName": "F" * 255, "LastName": "L" * 255})
+    assert p["Name"] == "F" * 255 + " " + "L" * 255
+
+
 def test_create_product_defaults(api: httpx.Client) -> None:
     p = _product(api, UnitPrice="149.9", Sku="SKU-1")
     assert (p["UnitPrice"], p["IsArchived"], p["Sku"]) == ("149.90", False, "SKU-1")
@@ -234,6 +239,9 @@ def test_delete_then_404(api: httpx.Client) -> None:
         ("post", b'{"UpdatedAt": "2026-01-01T00:00:00.000Z", "Type": "person", "Name": "x"}', "UpdatedAt", "read-only"),
         ("patch", b'{"Id": "C2"}', "Id", "read-only"),
         ("patch", b"{oops", None, "not valid JSON"),
+        ("post", b'{"Type": "person", "Name": "\\ud800"}', None, "surrogate"),
+        ("post", b'{"Type": "person", "Name": "x", "Age": ' + b"9" * 5000 + b"}", None, "not valid JSON"),
+        ("post", b"[" * 100000 + b"]" * 100000, None, "not valid JSON"),
     ],
 )
 def test_400_bad_request_customer(shared: httpx.Client, method: str, content: bytes, field: str | None, fragment: str) -> None:
@@ -338,6 +346,8 @@ def test_422_product(shared: httpx.Client, body: dict[str, Any], field: str, sho
         ({"PaymentStatus": "PAID"}, "PaymentStatus", "PAID"),
         ({"AmountPaid": "lots"}, "AmountPaid", "lots"),
         ({"Currency": "ZZZ"}, "Currency", "ZZZ"),
+        ({"Lines": [{"ProductId": "@P", "Quantity": "999999999999999.999999", "UnitPrice": "999999999999999.99"}]},
+         "Lines", "too large"),
     ],
 )
 def test_422_order(shared: httpx.Client, change: dict[str, Any], field: str, shown: str | None) -> None:

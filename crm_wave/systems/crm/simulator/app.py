@@ -72,9 +72,14 @@ def parse_json(raw: bytes) -> object:
     if not raw.strip():
         raise bad_request("request body is empty; expected a JSON object")
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise bad_request(f"request body is not valid JSON: {str(exc)[:120]}") from None
+    try:
+        _dumps(value).encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad_request("request body is not valid JSON: a string holds an unpaired surrogate escape") from None
+    return value
 
 
 def parse_if_match(value: str | None) -> int | None:

@@ -48,7 +48,8 @@ def _field_schema(f: FieldSpec, *, response: bool) -> dict[str, Any]:
     kind = f.kind
     s: dict[str, Any]
     if kind == "string":
-        s = {"type": "string", "maxLength": f.max_length}
+        # Responses carry no maxLength: a person's derived Name may exceed what may be sent.
+        s = {"type": "string"} if response else {"type": "string", "maxLength": f.max_length}
     elif kind == "enum":
         s = {"type": "string", "enum": list(f.enum)}
     elif kind == "decimal":

@@ -14,7 +14,7 @@ import datetime as _dt
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
 from crm_wave.model.values import (
@@ -373,9 +373,13 @@ def _person_name(entity: Mapping[str, Any]) -> str:
 
 
 def order_total(lines: list[dict[str, Any]]) -> str:
-    """Σ Quantity * UnitPrice, rounded half-up to 2 decimals."""
-    total = sum((Decimal(l["Quantity"]) * Decimal(l["UnitPrice"]) for l in lines), Decimal(0))
-    return format_decimal(total.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP), 2)
+    """Σ Quantity * UnitPrice, rounded half-up to 2 decimals (exact: no intermediate rounding)."""
+    with localcontext() as ctx:
+        ctx.prec = 80
+        total = sum((Decimal(l["Quantity"]) * Decimal(l["UnitPrice"]) for l in lines), Decimal(0))
+        if total >= MAX_DECIMAL:
+            raise invalid("Lines", f"the order Total {total:.2f} is too large (max 15 integer digits)")
+        return format(total.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP), "f")
 
 
 def finalize(spec: ResourceSpec, changes: Mapping[str, Any], old: Mapping[str, Any] | None,

@@ -11,6 +11,7 @@ Rows are generated lazily and inserted with `executemany` in one transaction, so
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import random
 import unicodedata
@@ -80,6 +81,7 @@ def _ascii(text: str) -> str:
     return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
 
 
+@functools.lru_cache(maxsize=4096)
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in _ascii(text).lower()).strip("-").replace("--", "-")
 
@@ -94,10 +96,16 @@ class _Clock:
     def __init__(self, seed: int) -> None:
         start = _dt.datetime(2025, 6, 1, tzinfo=_dt.timezone.utc) + _dt.timedelta(minutes=seed % 100_000)
         self._ms = int(start.timestamp() * 1000)
+        self._second = -1
+        self._prefix = ""
 
     def tick(self) -> str:
         self._ms += 250
-        return format_ts(_dt.datetime.fromtimestamp(self._ms / 1000, _dt.timezone.utc))
+        second, ms = divmod(self._ms, 1000)
+        if second != self._second:
+            self._second = second
+            self._prefix = format_ts(_dt.datetime.fromtimestamp(second, _dt.timezone.utc))[:-4]
+        return f"{self._prefix}{ms:03d}Z"
 
 
 def _customers(rng: random.Random, n: int, clock: _Clock, out: list[tuple[str, str, str]]) -> Iterator[tuple]:

@@ -1,4 +1,4 @@
-"""A sync under test: both simulators, their clients and a fresh DuckDB store."""
+"""A sync under test: both simulators, their clients and a fresh DuckDB store (fixture `rig`)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class Rig:
     crm: CrmClient
     wave: WaveClient
     store: Store
+    crm_db: Path
 
     def sync(self, **kw) -> list[PassResult]:
         """One sync: passes until nothing is left to write."""
@@ -38,6 +39,23 @@ class Rig:
 
         return self.crm.create(resource, body, idempotency_key=str(uuid.uuid4()))
 
+    def crm_dirty(self, resource: str, body: dict) -> str:
+        """Write a record straight into the CRM simulator's database, bypassing its validation,
+        as a CRM with legacy data would hold it; return its Id."""
+        import datetime as dt
+        import json
+
+        from crm_wave.systems.crm.simulator.store import FIRST_ID, Store as CrmStore, format_ts
+
+        prefix = {"customers": "C", "products": "P", "orders": "O"}[resource]
+        db = CrmStore(self.crm_db)
+        with db.write() as tx:
+            rid = f"{prefix}{tx.next_value(f'id:{resource}', FIRST_ID)}"
+            full = {**body, "Id": rid, "Version": 1, "UpdatedAt": format_ts(dt.datetime.now(dt.timezone.utc))}
+            tx.put(resource, rid, seq=tx.next_seq(resource), version=1, deleted=False, ukey=None, body=json.dumps(full))
+        db.close()
+        return rid
+
     def links(self, entity: str):
         """The link table of an entity."""
         with self.store.connect() as con:
@@ -48,4 +66,4 @@ class Rig:
 def rig(crm_sim, wave_sim, tmp_path: Path) -> Iterator[Rig]:
     """Both simulators, empty, with clients and a store in tmp_path."""
     with CrmClient(base_url=crm_sim.url, token=crm_sim.token) as crm, WaveClient(url=wave_sim.url, token=wave_sim.token) as wave:
-        yield Rig(crm=crm, wave=wave, store=Store(tmp_path / "crm_wave.duckdb"))
+        yield Rig(crm=crm, wave=wave, store=Store(tmp_path / "crm_wave.duckdb"), crm_db=crm_sim.db_path)

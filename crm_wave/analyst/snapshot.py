@@ -1,0 +1,115 @@
+"""Snapshots of the sync's DuckDB file for analysts: copies taken between transactions.
+
+The live file is never the one analysts open. `publish_snapshot` holds the store's
+exclusive lock only for a CHECKPOINT and a file copy (so no transaction is half in the
+copy), adds the analyst views to the copy outside the lock, and renames it into place
+atomically: a reader sees a whole snapshot or none. Snapshots are named by the UTC time
+they were taken, `crm_wave-YYYYMMDDTHHMMSS.ffffffZ.duckdb`, and are opened read-only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from crm_wave.analyst.views import create_views
+from crm_wave.store.db import Store
+
+__all__ = ["SNAPSHOT_PREFIX", "list_snapshots", "latest_snapshot", "publish_snapshot", "snapshot_name", "snapshot_time"]
+
+SNAPSHOT_PREFIX = "crm_wave-"
+_STAMP = "%Y%m%dT%H%M%S.%fZ"
+_NAME = re.compile(r"^crm_wave-(\d{8}T\d{6}\.\d{6}Z)\.duckdb$")
+
+
+def _utc(ts: datetime) -> datetime:
+    """`ts` as a naive UTC time (a naive `ts` is taken to be UTC already)."""
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo is not None else ts
+
+
+def snapshot_name(taken_at: datetime) -> str:
+    """File name of a snapshot taken at `taken_at`."""
+    return f"{SNAPSHOT_PREFIX}{_utc(taken_at).strftime(_STAMP)}.duckdb"
+
+
+def snapshot_time(path: Path) -> datetime | None:
+    """When the snapshot at `path` was taken (naive UTC), or None if `path` is not a snapshot name."""
+    m = _NAME.match(Path(path).name)
+    return datetime.strptime(m.group(1), _STAMP) if m else None
+
+
+def list_snapshots(snapshots_dir: Path) -> list[Path]:
+    """Published snapshots in `snapshots_dir`, oldest first (temporary files are never listed)."""
+    snapshots_dir = Path(snapshots_dir)
+    if not snapshots_dir.is_dir():
+        return []
+    found = [(t, p) for p in snapshots_dir.iterdir() if (t := snapshot_time(p)) is not None and p.is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def _remove(path: Path) -> None:
+    for p in (path, path.with_name(path.name + ".wal")):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+def publish_snapshot(store: Store, snapshots_dir: Path, now: datetime, *, keep: int = 48) -> Path:
+    """Copy the live database to a new snapshot with the analyst views; keep the `keep` newest.
+
+    Runs never wait on analysts: the lock is held only for CHECKPOINT and the copy.
+    """
+    if keep < 1:
+        raise ValueError("keep must be at least 1")
+    snapshots_dir = Path(snapshots_dir)
+    snapshots_dir.mkdir(parents=True, exist_ok=True)
+    final = snapshots_dir / snapshot_name(now)
+    tmp = snapshots_dir / f".{final.stem}.{uuid.uuid4().hex}.tmp.duckdb"
+    wal = store.path.with_name(store.path.name + ".wal")
+    try:
+        with store.locked():
+            con = duckdb.connect(str(store.path))
+            try:
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
+            shutil.copyfile(store.path, tmp)
+            if wal.exists():  # nothing should be left after CHECKPOINT and close; copied in case
+                shutil.copyfile(wal, tmp.with_name(tmp.name + ".wal"))
+        con = duckdb.connect(str(tmp))
+        try:
+            create_views(con)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    finally:
+        _remove(tmp)
+    for old in list_snapshots(snapshots_dir)[:-keep]:
+        _remove(old)
+    return final
+
+
+def latest_snapshot(snapshots_dir: Path, *, at: datetime | None = None) -> Path:
+    """The newest snapshot in `snapshots_dir`, or the newest taken at or before `at`."""
+    snaps = list_snapshots(snapshots_dir)
+    if not snaps:
+        raise FileNotFoundError(f"no snapshot in {snapshots_dir}: publish one first (crm_wave.analyst.publish_snapshot)")
+    if at is None:
+        return snaps[-1]
+    limit = _utc(at)
+    before = [p for p in snaps if (snapshot_time(p) or limit) <= limit]
+    if not before:
+        oldest = snapshot_time(snaps[0])
+        raise FileNotFoundError(
+            f"no snapshot in {snapshots_dir} taken at or before {limit.isoformat()}Z; the oldest is from {oldest.isoformat() if oldest else '?'}Z"
+        )
+    return before[-1]

@@ -1,0 +1,131 @@
+"""Self-explaining views for analysts, created inside a snapshot file (never the live one).
+
+The SQL lives in `views.sql`: one object per `-- view: <name>` block. A block names the
+tables it reads as `{table}`; a table the snapshot does not have yet (taken before the
+first pass) is replaced by an empty stand-in with the same columns and types, so every
+view exists in every snapshot and simply returns no rows until the sync has written it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from pathlib import Path
+
+import duckdb
+
+from crm_wave.mapping.canonical import canonical_fields
+from crm_wave.mapping.flows import ENTITIES
+from crm_wave.sync.names import dataset, global_table, share_table
+
+__all__ = ["VIEW_NAMES", "create_views", "golden_columns"]
+
+log = logging.getLogger(__name__)
+
+_VIEWS_SQL = Path(__file__).with_name("views.sql")
+_STORE_SQL = Path(__file__).parent.parent / "store"
+_BLOCK = re.compile(r"^-- view: ([a-z_]+)[ \t]*$", re.MULTILINE)
+_PLACEHOLDER = re.compile(r"\{(golden:)?([a-z_]+)\}")
+_SHARE_COLUMNS = ("global_id", "op", "target_id", "source_id", "changes", "before", "reason")
+_LINK_COLUMNS = ("global_id", "crm_id", "wave_id", "how", "crm_state", "wave_state")
+# Bookkeeping columns of a global table that are not golden values.
+_NOT_GOLDEN = frozenset({"has_base", "crm_deleted", "wave_deleted", "crm_modified", "wave_modified"})
+
+
+def _blocks() -> list[tuple[str, str]]:
+    """`(name, sql)` of every object in views.sql, in file order."""
+    text = _VIEWS_SQL.read_text()
+    marks = list(_BLOCK.finditer(text))
+    return [(m.group(1), text[m.end(): nxt.start() if nxt else len(text)].strip())
+            for m, nxt in zip(marks, [*marks[1:], None])]
+
+
+#: Every view (and the `entity_as_of` table macro) a snapshot gets.
+VIEW_NAMES: tuple[str, ...] = tuple(name for name, _ in _blocks())
+
+
+@functools.cache
+def _standin_columns() -> dict[str, tuple[tuple[str, str], ...]]:
+    """`table -> ((column, type), ...)` of every table the views read, as the sync creates them."""
+    out: dict[str, tuple[tuple[str, str], ...]] = {}
+    with duckdb.connect() as mem:
+        mem.execute((_STORE_SQL / "schema.sql").read_text())
+        for entity in ENTITIES:
+            for system in ("crm", "wave"):
+                mem.execute((_STORE_SQL / "datasets.sql").read_text().replace("{name}", dataset(system, entity)))
+        rows = mem.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
+        ).fetchall()
+    for table, column, dtype in rows:
+        out[table] = (*out.get(table, ()), (column, dtype))
+    for entity in ENTITIES:
+        fields = [*canonical_fields(entity), *(["Type"] if entity == "customer" else [])]
+        out[global_table(entity)] = tuple((c, "VARCHAR") for c in (*_LINK_COLUMNS, *fields))
+        for system in ("crm", "wave"):
+            out[share_table(system, entity)] = tuple((c, "VARCHAR") for c in _SHARE_COLUMNS)
+    return out
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _standin(table: str) -> str:
+    """An empty relation with the columns and types of `table`."""
+    cols = _standin_columns().get(table)
+    if cols is None:
+        raise KeyError(f"views.sql reads {table!r}, which has no known columns for an empty stand-in")
+    select = ", ".join(f"CAST(NULL AS {dtype}) AS {_quote(col)}" for col, dtype in cols)
+    return f"(SELECT {select} WHERE false)"
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() "
+        "AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [table]).fetchall()]
+
+
+def golden_columns(columns: list[str]) -> list[str]:
+    """The golden columns of a global table's columns: ids, link and states first, then the field values."""
+    keep = [c for c in columns if not c.endswith(("__crm", "__wave", "__base")) and c not in _NOT_GOLDEN]
+    first = [c for c in _LINK_COLUMNS if c in keep]
+    return first + [c for c in keep if c not in first]
+
+
+def _render(con: duckdb.DuckDBPyConnection, sql: str, tables: set[str], stand_in: set[str]) -> str:
+    def sub(m: re.Match[str]) -> str:
+        table = m.group(2)
+        if m.group(1):  # {golden:table}
+            cols = golden_columns(_columns(con, table)) if table not in stand_in else [c for c, _ in _standin_columns()[table]]
+            return ", ".join(_quote(c) for c in cols)
+        return _standin(table) if table in stand_in else _quote(table)
+
+    return _PLACEHOLDER.sub(sub, sql)
+
+
+def create_views(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+    """Create every analyst view in the database of `con` (a snapshot opened read-write).
+
+    Returns `view -> tables replaced by empty stand-ins` (an empty list: the view reads real
+    data). A view whose tables exist but cannot be created over them (a table of an older,
+    different shape) falls back to stand-ins for all its tables, with a warning.
+    """
+    tables = {r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
+        "AND table_schema = 'main' AND table_type = 'BASE TABLE'").fetchall()}
+    created: dict[str, list[str]] = {}
+    for name, sql in _blocks():
+        reads = sorted({m.group(2) for m in _PLACEHOLDER.finditer(sql)})
+        missing = {t for t in reads if t not in tables}
+        try:
+            con.execute(_render(con, sql, tables, missing))
+        except duckdb.Error as exc:
+            if missing == set(reads):
+                raise
+            log.warning("analyst view %s: cannot be built over %s (%s); created empty", name, ", ".join(reads), exc)
+            missing = set(reads)
+            con.execute(_render(con, sql, tables, missing))
+        created[name] = sorted(missing)
+    return created

@@ -1,0 +1,90 @@
+"""Circuit breaker: a push that would change or delete far more records than usual waits for a person.
+
+A share table whose updates plus deletes exceed `share` of the target's live records
+*and* `minimum` records (default: over 20% and over 50) is held until an operator
+confirms exactly that content (`crm-wave confirm`). Creates do not count: the first
+load of an empty system is all creates, and duplicates are prevented by links and
+intents, not by the breaker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+import polars as pl
+
+from crm_wave.store.db import Store
+from crm_wave.sync.names import dataset, share_table
+
+__all__ = ["BreakerPolicy", "BreakerState", "CircuitOpen", "breaker_state", "confirm"]
+
+
+@dataclass(frozen=True)
+class BreakerPolicy:
+    """When a push is held: over `share` of the target's records and over `minimum` records."""
+
+    share: float = 0.2
+    minimum: int = 50
+
+
+@dataclass(frozen=True)
+class BreakerState:
+    """The breaker's view of one share table."""
+
+    system: str
+    entity: str
+    changes: int
+    target_size: int
+    work_hash: str
+    tripped: bool
+    confirmed: bool
+
+    @property
+    def open(self) -> bool:
+        """True when the push must wait for a confirmation."""
+        return self.tripped and not self.confirmed
+
+    def describe(self) -> str:
+        """One line for logs, checks and the CLI."""
+        pct = 100.0 * self.changes / max(self.target_size, 1)
+        status = "OPEN (run `crm-wave confirm`)" if self.open else ("confirmed" if self.confirmed else "closed")
+        return (f"{share_table(self.system, self.entity)}: {self.changes} updates/deletes against "
+                f"{self.target_size} records ({pct:.0f}%): {status}")
+
+
+class CircuitOpen(RuntimeError):
+    """The push was held by the circuit breaker."""
+
+    def __init__(self, state: BreakerState) -> None:
+        super().__init__(state.describe())
+        self.state = state
+
+
+def breaker_state(store: Store, system: str, entity: str, policy: BreakerPolicy = BreakerPolicy()) -> BreakerState:
+    """Evaluate the breaker for the current share table of (`system`, `entity`)."""
+    with store.connect() as con:
+        share = store.read_table(con, share_table(system, entity))
+        store.ensure_dataset(con, dataset(system, entity))
+        size = con.execute(f"SELECT count(*) FROM {dataset(system, entity)}_current WHERE NOT _deleted").fetchall()[0][0]
+        risky = share.filter(pl.col("op").is_in(["update", "delete"])) if share is not None else pl.DataFrame()
+        work_hash = hashlib.sha1(
+            "\n".join(sorted(f"{g}:{o}" for g, o in risky.select("global_id", "op").iter_rows())).encode()
+        ).hexdigest() if risky.height else ""
+        confirmed = bool(work_hash) and bool(con.execute(
+            "SELECT count(*) FROM confirmations WHERE system = ? AND entity = ? AND work_hash = ?",
+            [system, entity, work_hash]).fetchall()[0][0])
+    changes = risky.height
+    tripped = changes > policy.minimum and changes > policy.share * size
+    return BreakerState(system, entity, changes, size, work_hash, tripped, confirmed)
+
+
+def confirm(store: Store, system: str, entity: str, now: datetime) -> BreakerState:
+    """Confirm the current content of a held share table; the next push sends it."""
+    state = breaker_state(store, system, entity)
+    if state.work_hash:
+        with store.connect() as con:
+            con.execute("INSERT INTO confirmations VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        [system, entity, state.work_hash, now.replace(tzinfo=None)])
+    return breaker_state(store, system, entity)

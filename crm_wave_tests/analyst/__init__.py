@@ -1,0 +1,1 @@
+"""Tests of the analysts' snapshots, views and read-only SQL."""
