@@ -1,15 +1,17 @@
 """Circuit breaker: a push that would change or delete far more records than usual waits for a person.
 
-A share table whose updates plus deletes exceed `share` of the target's live records
+A share table whose overwrites plus deletes exceed `share` of the target's live records
 *and* `minimum` records (default: over 20% and over 50) is held until an operator
-confirms exactly that content (`crm-wave confirm`). Creates do not count: the first
-load of an empty system is all creates, and duplicates are prevented by links and
-intents, not by the breaker.
+confirms exactly that content (`crm-wave confirm`). An overwrite is an update that
+changes or clears a value the target holds; updates that only fill empty fields (Wave's
+default currency flowing back to the CRM after a first load, say) and creates do not
+count: they destroy nothing, and duplicates are prevented by links and intents.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -62,13 +64,20 @@ class CircuitOpen(RuntimeError):
         self.state = state
 
 
+def _overwrites(before: str) -> bool:
+    return any(v not in (None, "", "[]") for v in json.loads(before or "{}").values())
+
+
 def breaker_state(store: Store, system: str, entity: str, policy: BreakerPolicy = BreakerPolicy()) -> BreakerState:
     """Evaluate the breaker for the current share table of (`system`, `entity`)."""
     with store.connect() as con:
         share = store.read_table(con, share_table(system, entity))
         store.ensure_dataset(con, dataset(system, entity))
         size = con.execute(f"SELECT count(*) FROM {dataset(system, entity)}_current WHERE NOT _deleted").fetchall()[0][0]
-        risky = share.filter(pl.col("op").is_in(["update", "delete"])) if share is not None else pl.DataFrame()
+        risky = share.filter(
+            (pl.col("op") == "delete")
+            | ((pl.col("op") == "update") & pl.col("before").map_elements(_overwrites, return_dtype=pl.Boolean))
+        ) if share is not None and share.height else pl.DataFrame(schema={"global_id": pl.String, "op": pl.String})
         work_hash = hashlib.sha1(
             "\n".join(sorted(f"{g}:{o}" for g, o in risky.select("global_id", "op").iter_rows())).encode()
         ).hexdigest() if risky.height else ""
