@@ -73,7 +73,7 @@ def publish_snapshot(store: Store, snapshots_dir: Path, now: datetime, *, keep: 
     tmp = snapshots_dir / f".{final.stem}.{uuid.uuid4().hex}.tmp.duckdb"
     wal = store.path.with_name(store.path.name + ".wal")
     try:
-        with contextlib.nullcontext():
+        with store.locked():
             con = duckdb.connect(str(store.path))
             try:
                 con.execute("CHECKPOINT")

@@ -114,7 +114,7 @@ def test_readers_of_snapshots_never_block_runs_nor_see_half_a_transaction(tmp_pa
             ids = [f"B{i}-{k}" for k in range(3)]
             with store.connect() as con:
                 store.append_versions(con, "crm_customer", _customers("crm", ids), T0 + timedelta(seconds=i))
-                time.sleep(0.002)  # the transaction is half done here
+                time.sleep(0.01)  # the transaction is half done here
                 store.append_versions(con, "wave_customer", _customers("wave", ids), T0 + timedelta(seconds=i))
                 store.replace_table(con, "batch_marker", pl.DataFrame({"batch": [i], "rows": [3 * (i + 1)]}))
             writes.append(i)
@@ -152,7 +152,6 @@ def test_readers_of_snapshots_never_block_runs_nor_see_half_a_transaction(tmp_pa
     for t in threads:
         t.join(timeout=30)
     assert not any(t.is_alive() for t in threads)
-    print(len(writes), len(published), len(seen), len({s[0] for s in seen}))
     assert errors == []
     assert len(writes) >= 5 and len(published) >= 5 and len(seen) >= 5
     assert len({s[0] for s in seen}) >= 3  # the reader saw the live store move on, snapshot by snapshot
