@@ -130,6 +130,42 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sql(args: argparse.Namespace) -> int:
+    import os
+    from datetime import datetime
+
+    from crm_wave.analyst.snapshot import latest_snapshot
+    from crm_wave.analyst.sql import run_sql
+
+    data_dir = Path(os.environ.get("CRM_WAVE_DATA_DIR") or "data")
+    at = datetime.fromisoformat(args.at.replace("Z", "+00:00")) if args.at else None
+    path = latest_snapshot(data_dir / "snapshots", at=at)
+    print(run_sql(path, args.query, fmt=args.format))
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    import json
+
+    from crm_wave.sync.collect import utcnow
+    from crm_wave.sync.plan import plan
+
+    settings, store = _settings_store()
+    planned = plan(store, _clients(settings), utcnow())
+    writes = [p for p in planned if p.writes]
+    if args.format == "json":
+        print(json.dumps([{"system": p.system, "entity": p.entity, "global_id": p.global_id, "target_id": p.target_id,
+                           "op": p.op, "reason": p.reason,
+                           "fields": {f: {"from": a, "to": b} for f, (a, b) in p.fields.items()}} for p in planned],
+                         indent=2, default=str))
+    else:
+        for p in planned:
+            print("\n".join(p.lines()))
+        held = len(planned) - len(writes)
+        print(f"{len(writes)} write(s) planned; {held} held or waiting" if planned else "in sync: nothing to write")
+    return 2 if writes else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="crm-wave", description=__doc__)
@@ -163,6 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="simulators with overlapping data, two syncs with edits between, a summary")
     demo.add_argument("--data-dir", default="data")
     demo.set_defaults(func=_cmd_demo)
+
+    sql = sub.add_parser("sql", help="run read-only SQL on the latest snapshot")
+    sql.add_argument("query")
+    sql.add_argument("--at", help="use the newest snapshot taken at or before this time (ISO 8601)")
+    sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    sql.set_defaults(func=_cmd_sql)
+
+    pl_ = sub.add_parser("plan", help="what the next sync would write (exit 2), or 0 when in sync; writes nothing")
+    pl_.add_argument("--format", choices=["text", "json"], default="text")
+    pl_.set_defaults(func=_cmd_plan)
 
     dl = sub.add_parser("deadletters", help="records a system refused: list them, or retry parked ones")
     dl.add_argument("action", nargs="?", choices=["list", "retry"], default="list")

@@ -103,6 +103,21 @@ def push_asset(target: str, entity: str) -> dg.AssetsDefinition:
     return _push
 
 
+@dg.asset(name="snapshot", group_name="analyst", pool=POOL, kinds={"duckdb"},
+          deps=[f"push_{dataset(t, e)}" for e in ENTITIES for t in SYSTEMS],
+          description="A read-only copy of the DuckDB file with analyst views (`golden_customers`, `record_links`, "
+                      "`entity_history`, `field_conflicts`, `failed_records`, `pending_deletes`, ...), published after "
+                      "each sync under `data/snapshots/`. Query it with `crm-wave sql`.")
+def snapshot(store: StoreResource) -> dg.MaterializeResult:
+    """Publish the snapshot analysts query (the live file is never theirs to open)."""
+    from pathlib import Path
+
+    from crm_wave.analyst.snapshot import publish_snapshot
+
+    path = publish_snapshot(store.store(), Path(store.data_dir) / "snapshots", utcnow())
+    return dg.MaterializeResult(metadata={"path": str(path)})
+
+
 COLLECT = [collect_asset(s, e) for e in ENTITIES for s in SYSTEMS]
 GLOBAL = [global_asset(e) for e in ENTITIES]
 SHARE = [share_asset(t, e) for e in ENTITIES for t in SYSTEMS]

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from crm_wave.defs.assets import COLLECT, GLOBAL, PUSH, SHARE, SHARE_TO_PUSH
+from crm_wave.defs.assets import COLLECT, GLOBAL, PUSH, SHARE, SHARE_TO_PUSH, snapshot
 
 sync_job = dg.define_asset_job(
     "sync_job",
-    selection=dg.AssetSelection.assets(*COLLECT, *GLOBAL, *SHARE, *PUSH),
-    description="One full pass: collect -> global -> share -> push, for all four dataflows.",
+    selection=dg.AssetSelection.assets(*COLLECT, *GLOBAL, *SHARE, *PUSH, snapshot),
+    description="One full pass: collect -> global -> share -> push, for all four dataflows; then a snapshot.",
     executor_def=dg.in_process_executor,
 )
 

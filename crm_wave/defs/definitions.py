@@ -2,10 +2,10 @@
 
 import dagster as dg
 
-from crm_wave.defs.assets import COLLECT, GLOBAL, PUSH, SHARE
+from crm_wave.defs.assets import COLLECT, GLOBAL, PUSH, SHARE, snapshot
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    """The collect, global, share and push assets."""
-    return dg.Definitions(assets=[*COLLECT, *GLOBAL, *SHARE, *PUSH])
+    """The collect, global, share and push assets, and the analysts' snapshot."""
+    return dg.Definitions(assets=[*COLLECT, *GLOBAL, *SHARE, *PUSH, snapshot])

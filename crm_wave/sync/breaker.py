@@ -52,7 +52,7 @@ class BreakerState:
         """One line for logs, checks and the CLI."""
         pct = 100.0 * self.changes / max(self.target_size, 1)
         status = "OPEN (run `crm-wave confirm`)" if self.open else ("confirmed" if self.confirmed else "closed")
-        return (f"{share_table(self.system, self.entity)}: {self.changes} updates/deletes against "
+        return (f"{share_table(self.system, self.entity)}: {self.changes} overwrites/deletes against "
                 f"{self.target_size} records ({pct:.0f}%): {status}")
 
 

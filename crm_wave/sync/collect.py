@@ -21,6 +21,8 @@ __all__ = ["CollectResult", "CollectError", "collect"]
 
 #: Wave's modifiedAt cursor is re-read with this overlap; unchanged records write nothing.
 WAVE_CURSOR_LAG = timedelta(seconds=2)
+#: A full read that returns nothing while more records than this are known is refused.
+EMPTY_READ_GUARD = 10
 #: Allowance for the difference between our clock and Wave's.
 WAVE_SKEW = timedelta(seconds=5)
 
@@ -97,7 +99,7 @@ def collect(store: Store, system: str, entity: str, client: Any, now: datetime, 
             seen = {v.id for v in versions}
             live = {i for i, (_, _, d) in store.current_index(con, name).items() if not d}
             gone = live - seen
-            if live and not seen:
+            if len(live) > EMPTY_READ_GUARD and not seen:
                 raise CollectError(
                     f"{name}: a full read returned no records while {len(live)} are known; "
                     "refusing to read that as 'everything was deleted'"

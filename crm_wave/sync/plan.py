@@ -1,0 +1,79 @@
+"""Dry run: what the next sync would write, field by field, without writing anything.
+
+The plan runs collect -> global -> share on a scratch copy of the DuckDB file, so the
+live file (its cursors, links and datasets) and both systems stay untouched; the APIs
+are only read.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from crm_wave.store.db import Store
+from crm_wave.sync.collect import collect
+from crm_wave.sync.global_step import build_global
+from crm_wave.sync.names import ENTITIES, share_table
+from crm_wave.sync.share_step import build_share
+
+__all__ = ["PlannedWrite", "plan"]
+
+
+@dataclass(frozen=True)
+class PlannedWrite:
+    """One record the next sync would touch: `op` insert, update, delete (held) or wait."""
+
+    system: str
+    entity: str
+    global_id: str
+    target_id: str | None
+    op: str
+    fields: dict[str, tuple[Any, Any]]  # field -> (current value in the target, value to write)
+    reason: str | None
+
+    @property
+    def writes(self) -> bool:
+        """True for the ops a push would send now."""
+        return self.op in ("insert", "update")
+
+    def lines(self) -> list[str]:
+        """Human-readable lines, one per field."""
+        head = f"{self.system} {self.entity} {self.op} {self.target_id or self.global_id}"
+        if self.reason:
+            head += f"  ({self.reason})"
+        return [head] + [f"    {f}: {json.dumps(old)} -> {json.dumps(new)}" for f, (old, new) in sorted(self.fields.items())]
+
+
+def plan(store: Store, clients: dict[str, Any], now: datetime) -> list[PlannedWrite]:
+    """Everything the next sync would do, computed on a scratch copy of `store`'s file."""
+    with tempfile.TemporaryDirectory(prefix="crm-wave-plan-") as tmp:
+        scratch_path = Path(tmp) / store.path.name
+        with store.locked():
+            if store.path.exists():
+                shutil.copyfile(store.path, scratch_path)
+            wal = store.path.with_name(store.path.name + ".wal")
+            if wal.exists():
+                shutil.copyfile(wal, scratch_path.with_name(scratch_path.name + ".wal"))
+        scratch = Store(scratch_path)
+        for entity in ENTITIES:
+            for system in ("crm", "wave"):
+                collect(scratch, system, entity, clients[system], now)
+        out: list[PlannedWrite] = []
+        for entity in ENTITIES:
+            build_global(scratch, entity, now)
+            for system in ("crm", "wave"):
+                build_share(scratch, system, entity)
+                with scratch.connect() as con:
+                    frame = scratch.read_table(con, share_table(system, entity))
+                for r in (frame if frame is not None else pl.DataFrame()).iter_rows(named=True):
+                    changes, before = json.loads(r["changes"]), json.loads(r["before"])
+                    out.append(PlannedWrite(system, entity, r["global_id"], r["target_id"], r["op"],
+                                            {f: (before.get(f), v) for f, v in changes.items()}, r["reason"]))
+        return out

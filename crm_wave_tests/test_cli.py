@@ -1,0 +1,113 @@
+"""The operator and analyst commands, end to end against both simulators."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from crm_wave.cli import main
+
+
+@pytest.fixture
+def env(rig, crm_sim, wave_sim, tmp_path, monkeypatch):
+    """The environment the commands read, pointing at the rig's simulators and store."""
+    for k, v in {"CRM_BASE_URL": crm_sim.url, "CRM_API_TOKEN": crm_sim.token, "WAVE_GRAPHQL_URL": wave_sim.url,
+                 "WAVE_API_TOKEN": wave_sim.token, "CRM_WAVE_DATA_DIR": str(tmp_path),
+                 "WAVE_REQUESTS_PER_MINUTE": "0"}.items():
+        monkeypatch.setenv(k, v)
+    return rig
+
+
+def _tables(store) -> dict[str, int]:
+    if not store.path.exists():
+        return {}
+    with store.connect() as con:
+        names = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()]
+        return {n: con.execute(f'SELECT count(*) FROM "{n}"').fetchall()[0][0] for n in names}
+
+
+def test_plan_shows_writes_field_by_field_and_changes_nothing(env, capsys):
+    c = env.crm_create("customers", {"Type": "organization", "Name": "Planned AS", "Email": "plan@x.example"})
+    before = _tables(env.store)
+    assert main(["plan"]) == 2
+    out = capsys.readouterr().out
+    assert "wave customer insert crm-customer:" in out and '    Name: null -> "Planned AS"' in out
+    assert env.wave.list_customers() == []
+    assert env.crm.get("customers", c["Id"])["Version"] == c["Version"]
+    assert _tables(env.store) == before  # no cursor moved, nothing collected into the live file
+    env.sync()
+    assert main(["plan", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_sync_publishes_a_snapshot_that_sql_reads(env, capsys):
+    env.crm_create("customers", {"Type": "person", "FirstName": "Ada", "LastName": "Lovelace", "Email": "ada@x.example"})
+    assert main(["sync", "--once"]) == 0
+    capsys.readouterr()
+    assert main(["sql", "SELECT Name, Type, wave_id IS NOT NULL AS in_wave FROM golden_customers", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows == [{"Name": "Ada Lovelace", "Type": "person", "in_wave": True}]
+    assert main(["sql", "SELECT system, op, outcome FROM sync_log_entries WHERE system = 'wave'", "--format", "csv"]) == 0
+    assert "wave,insert,ok" in capsys.readouterr().out
+
+
+def test_sync_log_records_before_and_after(env):
+    c = env.crm_create("customers", {"Type": "organization", "Name": "Logged", "Email": "log@x.example", "Phone": "1"})
+    env.sync()
+    env.crm.patch("customers", c["Id"], {"Phone": "2"}, if_match=env.crm.get("customers", c["Id"])["Version"])
+    env.sync()
+    with env.store.connect() as con:
+        rows = con.execute("SELECT system, op, changes::VARCHAR, before::VARCHAR, outcome FROM sync_log "
+                           "WHERE system = 'wave' ORDER BY logged_at").fetchall()
+    assert rows[0][:2] == ("wave", "insert") and rows[0][4] == "ok"
+    assert ("wave", "update", '{"Phone": "2"}', '{"Phone": "1"}', "ok") in rows
+
+
+def test_held_delete_is_listed_then_approved(env, capsys):
+    c = env.crm_create("customers", {"Type": "organization", "Name": "Gone Soon", "Email": "gone@x.example"})
+    env.sync()
+    env.crm.delete("customers", c["Id"], if_match=None)
+    env.sync(full=True)
+    assert len(env.wave.list_customers()) == 1  # never deleted blindly
+    assert main(["deletes"]) == 0
+    out = capsys.readouterr().out
+    assert f"crm-customer:{c['Id']}: deleted in crm; approve to delete wave customer" in out
+    assert main(["deletes", "approve", f"crm-customer:{c['Id']}"]) == 0
+    assert env.wave.list_customers() == []
+
+
+def test_dead_letters_park_after_three_attempts_and_retry_on_request(env, capsys):
+    biz = env.wave.business_id
+    env.wave_write("customerCreate", {"businessId": biz, "name": "A", "email": "a@x.example", "displayId": "SAME"})
+    env.wave_write("customerCreate", {"businessId": biz, "name": "B", "email": "b@x.example", "displayId": "SAME"})
+    for _ in range(4):
+        env.sync(max_passes=1)
+    with env.store.connect() as con:
+        (attempts,) = con.execute("SELECT attempts FROM dead_letters").fetchall()[0]
+    assert attempts == 3  # the fourth pass parked it instead of trying again
+    assert main(["deadletters"]) == 0
+    assert "CustomerNumber" in capsys.readouterr().out
+    assert main(["deadletters", "retry", "--all"]) == 0
+    env.sync(max_passes=1)
+    with env.store.connect() as con:
+        assert con.execute("SELECT attempts FROM dead_letters").fetchall()[0][0] == 1
+
+
+def test_circuit_breaker_holds_mass_overwrites_until_confirmed(env, capsys):
+    from crm_wave.sync.breaker import CircuitOpen
+
+    ids = [env.crm_create("customers", {"Type": "organization", "Name": f"N{i}", "Email": f"n{i}@x.example",
+                                        "Phone": "old"})["Id"] for i in range(60)]
+    env.sync()
+    for cid in ids:
+        env.crm.patch("customers", cid, {"Phone": "new"}, if_match=env.crm.get("customers", cid)["Version"])
+    with pytest.raises(CircuitOpen, match="60 overwrites/deletes against 60 records"):
+        env.sync()
+    assert {c["phone"] for c in env.wave.list_customers()} == {"old"}
+    assert main(["confirm"]) == 0
+    assert "OPEN" in capsys.readouterr().out
+    assert main(["confirm", "wave_customer_share"]) == 0
+    assert "confirmed" in capsys.readouterr().out
+    env.sync()
+    assert {c["phone"] for c in env.wave.list_customers()} == {"new"}
