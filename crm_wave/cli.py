@@ -30,19 +30,16 @@ def _cmd_sim_crm(args: argparse.Namespace) -> int:
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
-    import os
     import time
 
     from crm_wave.defs.run import run_sync_job
     from crm_wave.report import format_summary, state_summary
-    from crm_wave.settings import Settings
-    from crm_wave.store import Store
 
-    settings = Settings.from_env(os.environ)  # fails early, naming what is missing
+    _, store = _settings_store(args.tenant)  # fails early, naming what is missing
     while True:
-        passes = run_sync_job(max_passes=args.max_passes)
+        passes = run_sync_job(tenant=args.tenant, max_passes=args.max_passes)
         print(f"{len(passes)} pass(es)")
-        print(format_summary(state_summary(Store(settings.db_path))))
+        print(format_summary(state_summary(store)))
         if args.once:
             return 0
         time.sleep(args.every)
@@ -60,13 +57,19 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     return run_dev(Path(args.data_dir), port=args.port)
 
 
-def _settings_store():
+def _data_root() -> Path:
     import os
 
-    from crm_wave.settings import Settings
-    from crm_wave.store import Store
+    return Path(os.environ.get("CRM_WAVE_DATA_DIR") or "data")
 
-    settings = Settings.from_env(os.environ)
+
+def _settings_store(tenant: str):
+    import os
+
+    from crm_wave.store import Store
+    from crm_wave.tenants import get_tenant
+
+    settings = get_tenant(_data_root(), tenant).settings(os.environ, _data_root())
     return settings, Store(settings.db_path)
 
 
@@ -80,7 +83,7 @@ def _clients(settings) -> dict:
 
 
 def _cmd_deadletters(args: argparse.Namespace) -> int:
-    _, store = _settings_store()
+    _, store = _settings_store(args.tenant)
     with store.connect() as con:
         if args.action == "retry":
             where, params = ("", []) if args.all else ("WHERE global_id IN (SELECT unnest(?))", [args.ids])
@@ -99,7 +102,7 @@ def _cmd_deletes(args: argparse.Namespace) -> int:
     from crm_wave.sync.collect import utcnow
     from crm_wave.sync.deletes import approve_deletes, pending_deletes
 
-    settings, store = _settings_store()
+    settings, store = _settings_store(args.tenant)
     if args.action == "approve":
         if not (args.all or args.ids):
             print("name the global ids to approve, or --all", file=sys.stderr)
@@ -119,7 +122,7 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
     from crm_wave.sync.collect import utcnow
     from crm_wave.sync.names import ENTITIES
 
-    _, store = _settings_store()
+    _, store = _settings_store(args.tenant)
     for entity in ENTITIES:
         for system in ("crm", "wave"):
             state = breaker_state(store, system, entity)
@@ -131,13 +134,13 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
 
 
 def _cmd_sql(args: argparse.Namespace) -> int:
-    import os
     from datetime import datetime
 
     from crm_wave.analyst.snapshot import latest_snapshot
     from crm_wave.analyst.sql import run_sql
+    from crm_wave.tenants import get_tenant
 
-    data_dir = Path(os.environ.get("CRM_WAVE_DATA_DIR") or "data")
+    data_dir = get_tenant(_data_root(), args.tenant).data_dir(_data_root())
     at = datetime.fromisoformat(args.at.replace("Z", "+00:00")) if args.at else None
     path = latest_snapshot(data_dir / "snapshots", at=at)
     print(run_sql(path, args.query, fmt=args.format))
@@ -150,7 +153,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from crm_wave.sync.collect import utcnow
     from crm_wave.sync.plan import plan
 
-    settings, store = _settings_store()
+    settings, store = _settings_store(args.tenant)
     planned = plan(store, _clients(settings), utcnow())
     writes = [p for p in planned if p.writes]
     if args.format == "json":
@@ -164,6 +167,23 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         held = len(planned) - len(writes)
         print(f"{len(writes)} write(s) planned; {held} held or waiting" if planned else "in sync: nothing to write")
     return 2 if writes else 0
+
+
+def _cmd_tenants(args: argparse.Namespace) -> int:
+    from crm_wave.tenants import add_tenant, load_tenants, remove_tenant
+
+    root = _data_root()
+    if args.action == "add":
+        t = add_tenant(root, args.name, args.env_prefix)
+        print(f"added tenant {t.name}: set {t.var('CRM_BASE_URL')}, {t.var('CRM_API_TOKEN')}, "
+              f"{t.var('WAVE_GRAPHQL_URL')}, {t.var('WAVE_API_TOKEN')}; data in {t.data_dir(root)}")
+    elif args.action == "remove":
+        remove_tenant(root, args.name)
+        print(f"removed tenant {args.name} (its DuckDB file is kept)")
+    else:
+        for t in load_tenants(root):
+            print(f"{t.name}\tvariables {t.var('*')}\tdata {t.data_dir(root)}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,6 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("shares", nargs="*", help="share tables to confirm, e.g. wave_customer_share")
     cf.add_argument("--all", action="store_true")
     cf.set_defaults(func=_cmd_confirm)
+
+    te = sub.add_parser("tenants", help="list, add or remove tenants (one CRM + one Wave business each)")
+    te.add_argument("action", nargs="?", choices=["list", "add", "remove"], default="list")
+    te.add_argument("name", nargs="?")
+    te.add_argument("--env-prefix", help="prefix of the tenant's variables (default NAME_)")
+    te.set_defaults(func=_cmd_tenants)
+
+    for p in (sync, sql, pl_, dl, de, cf):
+        p.add_argument("--tenant", default="default", help="which tenant (default: the embedded single tenant)")
 
     dev = sub.add_parser("dev", help="simulators plus `dg dev`: the Dagster UI with schedule and sensor running")
     dev.add_argument("--data-dir", default="data")

@@ -43,22 +43,40 @@ def test_sync_job_runs_in_process_and_converges(crm_sim, wave_sim, tmp_path, mon
     assert (tmp_path / "crm_wave.duckdb").exists()
 
 
-def _share_event(instance: dg.DagsterInstance, key: str, work: int) -> None:
-    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, metadata={"work": work}))
+def _share_event(instance: dg.DagsterInstance, key: str, tenant: str, work: int) -> None:
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=tenant, metadata={"work": work}))
 
 
-def test_push_sensor_requests_push_only_for_share_assets_with_work():
+def test_push_sensor_requests_push_per_tenant_only_for_share_assets_with_work():
     with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tenants", ["default", "acme"])
         d = defs()
-        ctx = dg.build_sensor_context(instance=instance, repository_def=d.get_repository_def())
-        assert isinstance(push_sensor(ctx), dg.SkipReason)
-        _share_event(instance, "wave_customer_share", 3)
-        _share_event(instance, "crm_customer_share", 0)
-        ctx = dg.build_sensor_context(instance=instance, cursor=ctx.cursor, repository_def=d.get_repository_def())
-        request = push_sensor(ctx)
-        assert isinstance(request, dg.RunRequest)
+        ctx = lambda cursor=None: dg.build_sensor_context(  # noqa: E731
+            instance=instance, cursor=cursor, repository_def=d.get_repository_def())
+        first = ctx()
+        assert isinstance(push_sensor(first), dg.SkipReason)
+        _share_event(instance, "wave_customer_share", "acme", 3)
+        _share_event(instance, "crm_customer_share", "acme", 0)
+        _share_event(instance, "crm_customer_share", "default", 0)
+        second = ctx(first.cursor)
+        (request,) = push_sensor(second)
+        assert request.partition_key == "acme" and request.tags["tenant"] == "acme"
         keys = {k.to_user_string() for k in request.asset_selection}
         assert "push_wave_customer" in keys and "push_crm_customer" not in keys
+        assert "push_wave_invoice" in keys  # orders follow their customers
         # Nothing new since: the same materialization does not push twice.
-        ctx = dg.build_sensor_context(instance=instance, cursor=ctx.cursor, repository_def=d.get_repository_def())
-        assert isinstance(push_sensor(ctx), dg.SkipReason)
+        assert isinstance(push_sensor(ctx(second.cursor)), dg.SkipReason)
+
+
+def test_tenants_sensor_matches_partitions_to_the_registry(tmp_path, monkeypatch):
+    from crm_wave.defs.automation import tenants_sensor
+    from crm_wave.defs.resources import SyncResource
+    from crm_wave.tenants import add_tenant
+
+    add_tenant(tmp_path, "acme")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tenants", ["stale"])
+        result = tenants_sensor(dg.build_sensor_context(instance=instance, resources={"sync": SyncResource(data_root=str(tmp_path))}))
+        adds = [r for r in result.dynamic_partitions_requests if isinstance(r, dg.AddDynamicPartitionsRequest)]
+        deletes = [r for r in result.dynamic_partitions_requests if isinstance(r, dg.DeleteDynamicPartitionsRequest)]
+        assert sorted(adds[0].partition_keys) == ["acme", "default"] and deletes[0].partition_keys == ["stale"]

@@ -1,16 +1,19 @@
-"""The dataflow as assets: collect -> global -> share -> push, one asset per dataset.
+"""The dataflow as assets: collect -> global -> share -> push (-> snapshot), partitioned by tenant.
 
 Asset keys are the dataset and table names in DuckDB (`crm_customer`, `global_order`,
-`wave_invoice_share`, `push_wave_invoice`): one name per concept. Every asset that
-writes the DuckDB file is in the `duckdb` pool, so writers never run at once.
+`wave_invoice_share`, `push_wave_invoice`): one name per concept. Each tenant has its
+own DuckDB file, so different tenants run in parallel; within one tenant, writers are
+serialised by the file's lock and by the per-tenant run limit (tag `tenant`).
 """
 
-
 from dataclasses import asdict
+from datetime import timedelta
+from pathlib import Path
 
 import dagster as dg
+import polars as pl
 
-from crm_wave.defs.resources import CrmResource, StoreResource, WaveResource
+from crm_wave.defs.resources import SyncResource
 from crm_wave.sync.collect import collect, utcnow
 from crm_wave.sync.global_step import build_global
 from crm_wave.sync.names import ENTITIES, dataset, global_table, share_table
@@ -18,8 +21,10 @@ from crm_wave.sync.push import push
 from crm_wave.sync.share_step import build_share
 
 SYSTEMS = ("crm", "wave")
-POOL = "duckdb"
+TENANTS = dg.DynamicPartitionsDefinition(name="tenants")
 _TITLES = {"crm": "Custom CRM", "wave": "Wave"}
+#: A collect older than this is stale (the schedule runs every minute).
+COLLECT_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes=15), warn_window=timedelta(minutes=5))
 
 
 class CollectConfig(dg.Config):
@@ -28,22 +33,29 @@ class CollectConfig(dg.Config):
     full: bool | None = None
 
 
-def _client(system: str, crm: CrmResource, wave: WaveResource):
-    return crm.client() if system == "crm" else wave.client()
+def _preview(frame: pl.DataFrame | None, columns: list[str], n: int = 10) -> dg.MetadataValue:
+    if frame is None or frame.height == 0:
+        return dg.MetadataValue.md("_empty_")
+    head = frame.select([c for c in columns if c in frame.columns]).head(n)
+    lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * len(head.columns)]
+    for row in head.iter_rows():
+        lines.append("| " + " | ".join(str(v)[:60].replace("|", "\\|") for v in row) + " |")
+    return dg.MetadataValue.md("\n".join(lines))
 
 
 def collect_asset(system: str, entity: str) -> dg.AssetsDefinition:
     """`<system>_<type>`: the append-only dataset of one system's records of one type."""
     name = dataset(system, entity)
 
-    @dg.asset(name=name, group_name="collect", pool=POOL, kinds={"duckdb"},
+    @dg.asset(name=name, group_name="collect", partitions_def=TENANTS, kinds={"duckdb"},
+              freshness_policy=COLLECT_FRESHNESS,
               description=f"{_TITLES[system]} {name.split('_', 1)[1]}s as read from the API: an append-only log of "
                           f"versions (`{name}`, newest per id in `{name}_current`). Incremental by cursor; "
                           f"full reads detect deletes.")
-    def _collect(context: dg.AssetExecutionContext, config: CollectConfig, crm: CrmResource, wave: WaveResource,
-                 store: StoreResource) -> dg.MaterializeResult:
-        with _client(system, crm, wave) as client:
-            result = collect(store.store(), system, entity, client, utcnow(), full=config.full)
+    def _collect(context: dg.AssetExecutionContext, config: CollectConfig, sync: SyncResource) -> dg.MaterializeResult:
+        tenant = context.partition_key
+        with sync.client(system, tenant) as client:
+            result = collect(sync.store(tenant), system, entity, client, utcnow(), full=config.full)
         context.log.info(f"{name}: read {result.read}, wrote {result.written} versions (full={result.full})")
         return dg.MaterializeResult(metadata={**asdict(result), "dagster/row_count": result.written})
 
@@ -56,12 +68,18 @@ def global_asset(entity: str) -> dg.AssetsDefinition:
     if entity == "order":
         deps += [f"push_{dataset(s, e)}" for e in ("customer", "product") for s in SYSTEMS]
 
-    @dg.asset(name=global_table(entity), group_name="global", pool=POOL, deps=deps, kinds={"polars", "duckdb"},
+    @dg.asset(name=global_table(entity), group_name="global", partitions_def=TENANTS, deps=deps,
+              kinds={"polars", "duckdb"},
               description=f"Golden {entity}s: CRM and Wave records linked (merge keys, or created by the sync) and "
                           f"merged per field against the last agreed values; conflicts go to `conflicts`.")
-    def _global(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
-        result = build_global(store.store(), entity, utcnow())
-        return dg.MaterializeResult(metadata={**asdict(result), "dagster/row_count": result.golden})
+    def _global(context: dg.AssetExecutionContext, sync: SyncResource) -> dg.MaterializeResult:
+        store = sync.store(context.partition_key)
+        result = build_global(store, entity, utcnow())
+        with store.connect() as con:
+            frame = store.read_table(con, global_table(entity))
+        golden = [c for c in (frame.columns if frame is not None else []) if "__" not in c][:8]
+        return dg.MaterializeResult(metadata={**asdict(result), "dagster/row_count": result.golden,
+                                              "preview": _preview(frame, golden)})
 
     return _global
 
@@ -70,12 +88,18 @@ def share_asset(target: str, entity: str) -> dg.AssetsDefinition:
     """`<target>_<type>_share`: what must change in the target."""
     name = share_table(target, entity)
 
-    @dg.asset(name=name, group_name="share", pool=POOL, deps=[global_table(entity)], kinds={"polars", "duckdb"},
+    @dg.asset(name=name, group_name="share", partitions_def=TENANTS, deps=[global_table(entity)],
+              kinds={"polars", "duckdb"},
               description=f"Diff between golden {entity}s and {_TITLES[target]}'s current state: inserts, updates "
                           f"(changed fields only), held deletes, and records waiting on a dependency (with the reason).")
-    def _share(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
-        result = build_share(store.store(), target, entity)
-        return dg.MaterializeResult(metadata={**asdict(result), "work": result.work, "dagster/row_count": result.work})
+    def _share(context: dg.AssetExecutionContext, sync: SyncResource) -> dg.MaterializeResult:
+        store = sync.store(context.partition_key)
+        result = build_share(store, target, entity)
+        with store.connect() as con:
+            frame = store.read_table(con, name)
+        return dg.MaterializeResult(metadata={
+            **asdict(result), "work": result.work, "dagster/row_count": result.work,
+            "preview": _preview(frame, ["op", "global_id", "target_id", "changes", "reason"])})
 
     return _share
 
@@ -85,36 +109,37 @@ def push_asset(target: str, entity: str) -> dg.AssetsDefinition:
     share = share_table(target, entity)
     name = f"push_{dataset(target, entity)}"
 
-    @dg.asset(name=name, group_name="push", pool=POOL, deps=[share], kinds={"python"},
+    @dg.asset(name=name, group_name="push", partitions_def=TENANTS, deps=[share], kinds={"python"},
               retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
               description=f"Sends `{share}` to {_TITLES[target]}: creates (intent recorded first, new id linked in the "
                           f"same step), patches with optimistic checks; refused records go to `dead_letters`.")
-    def _push(context: dg.AssetExecutionContext, crm: CrmResource, wave: WaveResource,
-              store: StoreResource) -> dg.MaterializeResult:
-        with _client(target, crm, wave) as client:
-            result = push(store.store(), target, entity, client, utcnow(), run_id=context.run.run_id,
+    def _push(context: dg.AssetExecutionContext, sync: SyncResource) -> dg.MaterializeResult:
+        tenant = context.partition_key
+        with sync.client(target, tenant) as client:
+            result = push(sync.store(tenant), target, entity, client, utcnow(), run_id=context.run.run_id,
                           progress=context.log.info)
         for message in result.messages[:50]:
             context.log.warning(message)
         return dg.MaterializeResult(metadata={
             "created": result.created, "updated": result.updated, "failed": result.failed,
-            "skipped": result.skipped, "unknown": result.unknown, "dagster/row_count": result.writes})
+            "skipped": result.skipped, "parked": result.parked, "recovered": result.recovered,
+            "unknown": result.unknown, "dagster/row_count": result.writes,
+            "messages": dg.MetadataValue.md("\n".join(f"- {m}" for m in result.messages[:20]) or "_none_")})
 
     return _push
 
 
-@dg.asset(name="snapshot", group_name="analyst", pool=POOL, kinds={"duckdb"},
+@dg.asset(name="snapshot", group_name="analyst", partitions_def=TENANTS, kinds={"duckdb"},
           deps=[f"push_{dataset(t, e)}" for e in ENTITIES for t in SYSTEMS],
           description="A read-only copy of the DuckDB file with analyst views (`golden_customers`, `record_links`, "
                       "`entity_history`, `field_conflicts`, `failed_records`, `pending_deletes`, ...), published after "
-                      "each sync under `data/snapshots/`. Query it with `crm-wave sql`.")
-def snapshot(store: StoreResource) -> dg.MaterializeResult:
+                      "each sync under `<data>/snapshots/`. Query it with `crm-wave sql`.")
+def snapshot(context: dg.AssetExecutionContext, sync: SyncResource) -> dg.MaterializeResult:
     """Publish the snapshot analysts query (the live file is never theirs to open)."""
-    from pathlib import Path
-
     from crm_wave.analyst.snapshot import publish_snapshot
 
-    path = publish_snapshot(store.store(), Path(store.data_dir) / "snapshots", utcnow())
+    store = sync.store(context.partition_key)
+    path = publish_snapshot(store, Path(store.path).parent / "snapshots", utcnow())
     return dg.MaterializeResult(metadata={"path": str(path)})
 
 

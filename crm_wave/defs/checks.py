@@ -1,29 +1,87 @@
-"""Asset checks: the circuit breaker, as a blocking check on every share asset."""
+"""Asset checks: circuit breaker (blocking), link integrity, both sides present, order totals."""
+
+from decimal import Decimal, InvalidOperation
 
 import dagster as dg
 
-from crm_wave.defs.resources import StoreResource
+from crm_wave.defs.assets import TENANTS
+from crm_wave.defs.resources import SyncResource
 from crm_wave.sync.breaker import breaker_state
-from crm_wave.sync.names import ENTITIES, share_table
+from crm_wave.sync.names import ENTITIES, dataset, global_table, share_table
 
 
 def breaker_check(system: str, entity: str) -> dg.AssetChecksDefinition:
     """Fails (and so holds the push in the same run) while the share table's breaker is open."""
 
-    @dg.asset_check(asset=share_table(system, entity), name="circuit_breaker", blocking=True,
-                    description="Holds the push when it would update or delete over 20% (and over 50) of the "
+    @dg.asset_check(asset=share_table(system, entity), name="circuit_breaker", blocking=True, partitions_def=TENANTS,
+                    description="Holds the push when it would overwrite or delete over 20% (and over 50) of the "
                                 "target's records, until `crm-wave confirm`.")
-    def _check(store: StoreResource) -> dg.AssetCheckResult:
-        state = breaker_state(store.store(), system, entity)
+    def _check(context: dg.AssetCheckExecutionContext, sync: SyncResource) -> dg.AssetCheckResult:
+        state = breaker_state(sync.store(context.partition_key), system, entity)
         return dg.AssetCheckResult(passed=not state.open, description=state.describe(),
-                                   severity=dg.AssetCheckSeverity.ERROR,
                                    metadata={"changes": state.changes, "target_size": state.target_size,
                                              "confirmed": state.confirmed})
 
     return _check
 
 
+def links_check(entity: str) -> dg.AssetChecksDefinition:
+    """No record is linked twice, and every linked record was collected on its side."""
+
+    @dg.asset_check(asset=global_table(entity), name="links_are_sound", partitions_def=TENANTS,
+                    description="No CRM or Wave record belongs to two global entities, and every linked record is "
+                                "present in its collected dataset (deleted ones wait in `pending_deletes`).")
+    def _check(context: dg.AssetCheckExecutionContext, sync: SyncResource) -> dg.AssetCheckResult:
+        store = sync.store(context.partition_key)
+        with store.connect() as con:
+            for system in ("crm", "wave"):
+                store.ensure_dataset(con, dataset(system, entity))
+            dup = {s: con.execute(f"SELECT count(*) FROM (SELECT {s}_id FROM links WHERE entity = ? AND {s}_id IS NOT NULL "
+                                  f"GROUP BY 1 HAVING count(*) > 1)", [entity]).fetchall()[0][0] for s in ("crm", "wave")}
+            missing = {s: con.execute(
+                f"SELECT count(*) FROM links l LEFT JOIN {dataset(s, entity)}_current d ON d._source_id = l.{s}_id "
+                f"WHERE l.entity = ? AND l.{s}_id IS NOT NULL AND d._id IS NULL "
+                f"AND l.how NOT LIKE 'created:{s}%'", [entity]).fetchall()[0][0] for s in ("crm", "wave")}
+            deleted = {s: con.execute(
+                f"SELECT count(*) FROM links l JOIN {dataset(s, entity)}_current d ON d._source_id = l.{s}_id "
+                f"WHERE l.entity = ? AND d._deleted", [entity]).fetchall()[0][0] for s in ("crm", "wave")}
+        passed = not any(dup.values()) and not any(missing.values())
+        return dg.AssetCheckResult(passed=passed, metadata={
+            "duplicate_crm_links": dup["crm"], "duplicate_wave_links": dup["wave"],
+            "linked_but_never_collected_crm": missing["crm"], "linked_but_never_collected_wave": missing["wave"],
+            "deleted_on_crm_side": deleted["crm"], "deleted_on_wave_side": deleted["wave"]})
+
+    return _check
+
+
+@dg.asset_check(asset=global_table("order"), name="order_totals_match_invoices", partitions_def=TENANTS,
+                description="For every linked order, the CRM's Total equals the Wave invoice's total.")
+def order_totals_check(context: dg.AssetCheckExecutionContext, sync: SyncResource) -> dg.AssetCheckResult:
+    """Compare the CRM's computed Total with Wave's `total.value` for linked pairs."""
+    store = sync.store(context.partition_key)
+    with store.connect() as con:
+        frame = store.read_table(con, global_table("order"))
+    if frame is None or "Total__crm" not in frame.columns:
+        return dg.AssetCheckResult(passed=True, metadata={"compared": 0})
+    both = frame.filter((frame["crm_state"] == "present") & (frame["wave_state"] == "present"))
+    mismatched = []
+    for gid, crm_total, wave_total in both.select("global_id", "Total__crm", "Total__wave").iter_rows():
+        try:
+            equal = Decimal(crm_total or "0") == Decimal(wave_total or "0")
+        except InvalidOperation:
+            equal = False
+        if not equal:
+            mismatched.append(f"{gid}: CRM {crm_total} vs Wave {wave_total}")
+    return dg.AssetCheckResult(passed=not mismatched, metadata={
+        "compared": both.height, "mismatched": len(mismatched),
+        "examples": dg.MetadataValue.md("\n".join(f"- {m}" for m in mismatched[:20]) or "_none_")})
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
-    """One circuit-breaker check per share asset."""
-    return dg.Definitions(asset_checks=[breaker_check(s, e) for e in ENTITIES for s in ("crm", "wave")])
+    """Every check."""
+    return dg.Definitions(asset_checks=[
+        *[breaker_check(s, e) for e in ENTITIES for s in ("crm", "wave")],
+        *[links_check(e) for e in ENTITIES],
+        order_totals_check,
+    ])

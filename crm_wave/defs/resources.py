@@ -1,85 +1,75 @@
-"""Resources: clients and the store, configured from the environment with `dg.EnvVar`.
+"""Resources: per-tenant settings, clients and the store, read from the environment when a run starts.
 
-Tokens are read when a run starts, never at import, never logged or shown in the UI.
+Every asset is partitioned by tenant. A tenant's credentials live in environment
+variables (`CRM_API_TOKEN` for the default tenant, `ACME_CRM_API_TOKEN` for `acme`, see
+`crm_wave/tenants.py`): the resource's config holds only the data directory, so no value
+of a secret ever reaches the run config, the UI, logs or DuckDB. Variables are read when
+a step asks for a client, never at import.
 """
 
-
+import os
 from pathlib import Path
 
 import dagster as dg
 
-from crm_wave.settings import DB_FILE
+from crm_wave.settings import Settings
 from crm_wave.store import Store
 from crm_wave.systems.crm.client import CrmClient
 from crm_wave.systems.crm.naming import CrmNaming
 from crm_wave.systems.http import HttpPolicy
 from crm_wave.systems.wave.client import WaveClient
-
-
-class CrmResource(dg.ConfigurableResource):
-    """The Custom CRM's REST API."""
-
-    base_url: str
-    api_token: str
-    requests_per_minute: int | None = None
-    naming: str | None = None
-
-    def client(self) -> CrmClient:
-        """A new client (close it after use)."""
-        return CrmClient(base_url=self.base_url, token=self.api_token,
-                         policy=HttpPolicy(requests_per_minute=self.requests_per_minute),
-                         naming=CrmNaming.loads(self.naming) if self.naming else None)
-
-
-class WaveResource(dg.ConfigurableResource):
-    """Wave's public GraphQL API, for one business."""
-
-    graphql_url: str
-    api_token: str
-    business_id: str | None = None
-    requests_per_minute: int | None = None
-
-    def client(self) -> WaveClient:
-        """A new client (close it after use)."""
-        return WaveClient(url=self.graphql_url, token=self.api_token, business_id=self.business_id or None,
-                          policy=HttpPolicy(requests_per_minute=self.requests_per_minute))
-
-
-class StoreResource(dg.ConfigurableResource):
-    """The sync's DuckDB file in `data_dir`."""
-
-    data_dir: str = "data"
-
-    def store(self) -> Store:
-        """The store (opens connections briefly, under a file lock)."""
-        return Store(Path(self.data_dir) / DB_FILE)
-
-
-def _rate(name: str, default: int | None) -> int | None:
-    """A requests-per-minute setting: unset -> `default`, 0 -> no limit."""
-    import os
-
-    value = os.environ.get(name)
-    if not value:
-        return default
-    return int(value) or None
-
+from crm_wave.tenants import Tenant, get_tenant
 
 #: Wave publishes no limit; its schema's @rateLimit directive defaults to 60 per 60 s.
 WAVE_DEFAULT_RPM = 60
 
 
+def _rate(value: str | None, default: int | None) -> int | None:
+    """A requests-per-minute setting: unset -> `default`, 0 -> no limit."""
+    if not value:
+        return default
+    return int(value) or None
+
+
+class SyncResource(dg.ConfigurableResource):
+    """Settings, clients and DuckDB store of one tenant at a time."""
+
+    data_root: str = "data"
+
+    def tenant(self, name: str) -> Tenant:
+        """The tenant registered under `name`."""
+        return get_tenant(Path(self.data_root), name)
+
+    def _env(self, tenant: str) -> dict[str, str]:
+        return self.tenant(tenant).environ(os.environ, Path(self.data_root))
+
+    def settings(self, tenant: str) -> Settings:
+        """The tenant's endpoints and credentials (repr hides the tokens)."""
+        return self.tenant(tenant).settings(os.environ, Path(self.data_root))
+
+    def store(self, tenant: str) -> Store:
+        """The tenant's DuckDB file."""
+        return Store(self.tenant(tenant).data_dir(Path(self.data_root)) / "crm_wave.duckdb")
+
+    def crm(self, tenant: str) -> CrmClient:
+        """A new CRM client for the tenant (close it after use)."""
+        s, env = self.settings(tenant), self._env(tenant)
+        return CrmClient(base_url=s.crm_base_url, token=s.crm_api_token,
+                         policy=HttpPolicy(requests_per_minute=_rate(env.get("CRM_REQUESTS_PER_MINUTE"), None)),
+                         naming=CrmNaming.loads(env["CRM_NAMING"]) if env.get("CRM_NAMING") else None)
+
+    def wave(self, tenant: str) -> WaveClient:
+        """A new Wave client for the tenant (close it after use)."""
+        s, env = self.settings(tenant), self._env(tenant)
+        return WaveClient(url=s.wave_graphql_url, token=s.wave_api_token, business_id=s.wave_business_id,
+                          policy=HttpPolicy(requests_per_minute=_rate(env.get("WAVE_REQUESTS_PER_MINUTE"), WAVE_DEFAULT_RPM)))
+
+    def client(self, system: str, tenant: str):
+        """The client of `system` ("crm" or "wave") for the tenant."""
+        return self.crm(tenant) if system == "crm" else self.wave(tenant)
+
+
 @dg.definitions
 def resources() -> dg.Definitions:
-    """Resources bound from the environment (see README: Configuration)."""
-    import os
-
-    return dg.Definitions(resources={
-        "crm": CrmResource(base_url=dg.EnvVar("CRM_BASE_URL"), api_token=dg.EnvVar("CRM_API_TOKEN"),
-                           requests_per_minute=_rate("CRM_REQUESTS_PER_MINUTE", None),
-                           naming=os.environ.get("CRM_NAMING") or None),
-        "wave": WaveResource(graphql_url=dg.EnvVar("WAVE_GRAPHQL_URL"), api_token=dg.EnvVar("WAVE_API_TOKEN"),
-                             business_id=os.environ.get("WAVE_BUSINESS_ID") or None,
-                             requests_per_minute=_rate("WAVE_REQUESTS_PER_MINUTE", WAVE_DEFAULT_RPM)),
-        "store": StoreResource(data_dir=os.environ.get("CRM_WAVE_DATA_DIR") or "data"),
-    })
+    """The sync resource; `CRM_WAVE_DATA_DIR` (default ./data) is the data root of every tenant."""
+    return dg.Definitions(resources={"sync": SyncResource(data_root=os.environ.get("CRM_WAVE_DATA_DIR") or "data")})

@@ -1,9 +1,10 @@
-"""Running the sync job in-process (for `crm-wave sync --once` and the demo)."""
+"""Running the sync job in-process for one tenant (for `crm-wave sync --once` and the demo)."""
 
 import dagster as dg
 
+from crm_wave.defs.assets import TENANTS
 from crm_wave.sync.names import ENTITIES, dataset
-
+from crm_wave.tenants import DEFAULT_TENANT
 
 #: Console logs at WARNING: the CLI prints its own summary.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -13,15 +14,19 @@ def _push_keys() -> list[str]:
     return [f"push_{dataset(t, e)}" for e in ENTITIES for t in ("crm", "wave")]
 
 
-def run_sync_job(*, max_passes: int = 4, instance: dg.DagsterInstance | None = None) -> list[dict[str, dict]]:
-    """Run `sync_job` in-process until a pass writes nothing; return each pass's asset metadata."""
+def run_sync_job(*, tenant: str = DEFAULT_TENANT, max_passes: int = 4,
+                 instance: dg.DagsterInstance | None = None) -> list[dict[str, dict]]:
+    """Run `sync_job` for `tenant` until a pass writes nothing; return each pass's asset metadata."""
     from crm_wave.definitions import defs
 
     job = defs().resolve_job_def("sync_job")
     instance = instance or dg.DagsterInstance.ephemeral()
+    if tenant not in instance.get_dynamic_partitions(TENANTS.name):
+        instance.add_dynamic_partitions(TENANTS.name, [tenant])
     passes = []
     for _ in range(max_passes):
-        result = job.execute_in_process(instance=instance, raise_on_error=True, run_config=QUIET)
+        result = job.execute_in_process(instance=instance, partition_key=tenant, tags={"tenant": tenant},
+                                        raise_on_error=True, run_config=QUIET)
         meta: dict[str, dict] = {}
         for event in result.get_asset_materialization_events():
             mat = event.event_specific_data.materialization

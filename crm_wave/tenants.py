@@ -1,0 +1,109 @@
+"""Tenants: one CRM and one Wave business each, with their own credentials and DuckDB file.
+
+The registry (`<data>/tenants.json`) holds tenant names and the *names* of their
+environment variables, never values. The default tenant is the embedded setup: it reads
+the plain variables (`CRM_BASE_URL`, ...) and keeps its file at `<data>/crm_wave.duckdb`;
+tenant `acme` reads `ACME_CRM_BASE_URL`, ... and keeps `<data>/tenants/acme/crm_wave.duckdb`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from crm_wave.settings import Settings
+
+__all__ = ["DEFAULT_TENANT", "Tenant", "TenantError", "add_tenant", "get_tenant", "load_tenants", "remove_tenant"]
+
+DEFAULT_TENANT = "default"
+REGISTRY = "tenants.json"
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+_SETTINGS_VARS = ("CRM_BASE_URL", "CRM_API_TOKEN", "CRM_NAMING", "CRM_REQUESTS_PER_MINUTE", "WAVE_GRAPHQL_URL",
+                  "WAVE_API_TOKEN", "WAVE_BUSINESS_ID", "WAVE_REQUESTS_PER_MINUTE")
+
+
+class TenantError(ValueError):
+    """A tenant name or registry problem."""
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A tenant and the prefix of its environment variables."""
+
+    name: str
+    env_prefix: str = ""
+
+    def var(self, key: str) -> str:
+        """The environment variable holding `key` for this tenant, e.g. ACME_WAVE_API_TOKEN."""
+        return f"{self.env_prefix}{key}"
+
+    def data_dir(self, data_root: Path) -> Path:
+        """Where this tenant's DuckDB file and snapshots live."""
+        return data_root if self.name == DEFAULT_TENANT else data_root / "tenants" / self.name
+
+    def environ(self, environ: Mapping[str, str], data_root: Path) -> dict[str, str]:
+        """The plain variable names with this tenant's values (what one sync of this tenant reads)."""
+        out = {k: environ[self.var(k)] for k in _SETTINGS_VARS if environ.get(self.var(k))}
+        out["CRM_WAVE_DATA_DIR"] = str(self.data_dir(data_root))
+        return out
+
+    def settings(self, environ: Mapping[str, str], data_root: Path) -> Settings:
+        """This tenant's settings; missing variables are named with the tenant's prefix."""
+        try:
+            return Settings.from_env(self.environ(environ, data_root))
+        except ValueError as exc:
+            raise TenantError(f"tenant {self.name!r}: {exc} (expected under the prefix {self.env_prefix!r})") from None
+
+
+def _check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise TenantError(f"tenant name {name!r}: use 1-40 of a-z, 0-9, '-' and '_', starting with a letter")
+    return name
+
+
+def _read(data_root: Path) -> list[Tenant]:
+    path = data_root / REGISTRY
+    if not path.exists():
+        return []
+    return [Tenant(**t) for t in json.loads(path.read_text())["tenants"]]
+
+
+def load_tenants(data_root: Path) -> list[Tenant]:
+    """Every tenant: the default one first, then the registered ones."""
+    return [Tenant(DEFAULT_TENANT), *_read(data_root)]
+
+
+def get_tenant(data_root: Path, name: str) -> Tenant:
+    """One tenant by name."""
+    for t in load_tenants(data_root):
+        if t.name == name:
+            return t
+    raise TenantError(f"no tenant {name!r}; known: {', '.join(t.name for t in load_tenants(data_root))}")
+
+
+def add_tenant(data_root: Path, name: str, env_prefix: str | None = None) -> Tenant:
+    """Register a tenant (its variables are `<PREFIX>CRM_BASE_URL`, ...; default prefix NAME_)."""
+    _check_name(name)
+    if name == DEFAULT_TENANT or any(t.name == name for t in _read(data_root)):
+        raise TenantError(f"tenant {name!r} exists already")
+    tenant = Tenant(name, env_prefix if env_prefix is not None else re.sub(r"[^A-Z0-9]", "_", name.upper()) + "_")
+    _write(data_root, [*_read(data_root), tenant])
+    return tenant
+
+
+def remove_tenant(data_root: Path, name: str) -> None:
+    """Unregister a tenant (its DuckDB file is kept)."""
+    tenants = _read(data_root)
+    if not any(t.name == name for t in tenants):
+        raise TenantError(f"no registered tenant {name!r}")
+    _write(data_root, [t for t in tenants if t.name != name])
+
+
+def _write(data_root: Path, tenants: list[Tenant]) -> None:
+    data_root.mkdir(parents=True, exist_ok=True)
+    tmp = data_root / (REGISTRY + ".tmp")
+    tmp.write_text(json.dumps({"tenants": [asdict(t) for t in tenants]}, indent=2) + "\n")
+    tmp.replace(data_root / REGISTRY)
