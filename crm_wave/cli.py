@@ -247,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--all", action="store_true")
     cf.set_defaults(func=_cmd_confirm)
 
+    sub.add_parser("soak", help="faults and rate limits on both simulators, syncs until equal (crm-wave soak --help)")
+
     te = sub.add_parser("tenants", help="list, add or remove tenants (one CRM + one Wave business each)")
     te.add_argument("action", nargs="?", choices=["list", "add", "remove"], default="list")
     te.add_argument("name", nargs="?")
@@ -265,6 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["soak"]:  # its own options (and --help) are parsed by crm_wave.soak
+        from crm_wave.soak import main as soak_main
+
+        return soak_main(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 
