@@ -19,6 +19,7 @@ def _cmd_sim_wave(args: argparse.Namespace) -> int:
 
 def _cmd_sim_crm(args: argparse.Namespace) -> int:
     from crm_wave.systems.crm.simulator import create_app, seed
+    from crm_wave.systems.serve import serve_forever
 
     if args.seed is not None:
         counts = seed(Path(args.db), seed=args.seed, customers=args.customers, products=args.products, orders=args.orders)
@@ -32,16 +33,25 @@ def _cmd_sim_crm(args: argparse.Namespace) -> int:
 def _cmd_sync(args: argparse.Namespace) -> int:
     import time
 
-    from crm_wave.defs.run import run_sync_job
+    from crm_wave.defs.run import SyncHeld, run_sync_job
     from crm_wave.report import format_summary, state_summary
 
     _, store = _settings_store(args.tenant)  # fails early, naming what is missing
     while True:
-        passes = run_sync_job(tenant=args.tenant, max_passes=args.max_passes)
-        print(f"{len(passes)} pass(es)")
+        code = 0
+        try:
+            passes = run_sync_job(tenant=args.tenant, max_passes=args.max_passes)
+            print(f"{len(passes)} pass(es)")
+        except SyncHeld as held:
+            code = 3 if held.breaker else 1
+            print("sync held:" if held.breaker else "sync failed:", file=sys.stderr)
+            for reason in held.reasons:
+                print(f"  {reason}", file=sys.stderr)
+            if held.breaker:
+                print("  review with `crm-wave plan`, then `crm-wave confirm <share table>`", file=sys.stderr)
         print(format_summary(state_summary(store)))
         if args.once:
-            return 0
+            return code
         time.sleep(args.every)
 
 
@@ -73,13 +83,13 @@ def _settings_store(tenant: str):
     return settings, Store(settings.db_path)
 
 
-def _clients(settings) -> dict:
-    from crm_wave.systems.crm.client import CrmClient
-    from crm_wave.systems.wave.client import WaveClient
+def _clients(tenant: str) -> dict:
+    import os
 
-    return {"crm": CrmClient(base_url=settings.crm_base_url, token=settings.crm_api_token),
-            "wave": WaveClient(url=settings.wave_graphql_url, token=settings.wave_api_token,
-                               business_id=settings.wave_business_id)}
+    from crm_wave.clients import clients
+    from crm_wave.tenants import get_tenant
+
+    return clients(get_tenant(_data_root(), tenant).environ(os.environ, _data_root()))
 
 
 def _cmd_deadletters(args: argparse.Namespace) -> int:
@@ -102,12 +112,12 @@ def _cmd_deletes(args: argparse.Namespace) -> int:
     from crm_wave.sync.collect import utcnow
     from crm_wave.sync.deletes import approve_deletes, pending_deletes
 
-    settings, store = _settings_store(args.tenant)
+    _, store = _settings_store(args.tenant)
     if args.action == "approve":
         if not (args.all or args.ids):
             print("name the global ids to approve, or --all", file=sys.stderr)
             return 2
-        for line in approve_deletes(store, _clients(settings), None if args.all else set(args.ids), utcnow()):
+        for line in approve_deletes(store, _clients(args.tenant), None if args.all else set(args.ids), utcnow()):
             print(line)
         return 0
     pending = pending_deletes(store)
@@ -120,16 +130,19 @@ def _cmd_deletes(args: argparse.Namespace) -> int:
 def _cmd_confirm(args: argparse.Namespace) -> int:
     from crm_wave.sync.breaker import breaker_state, confirm
     from crm_wave.sync.collect import utcnow
-    from crm_wave.sync.names import ENTITIES
+    from crm_wave.sync.names import ENTITIES, share_table
 
     _, store = _settings_store(args.tenant)
-    for entity in ENTITIES:
-        for system in ("crm", "wave"):
-            state = breaker_state(store, system, entity)
-            if state.open and (args.all or f"{system}_{entity}" in args.shares or
-                               f"{system}_{entity}_share" in args.shares):
-                state = confirm(store, system, entity, utcnow())
-            print(state.describe())
+    known = {share_table(system, entity): (system, entity) for entity in ENTITIES for system in ("crm", "wave")}
+    unknown = [s for s in args.shares if s not in known]
+    if unknown:
+        print(f"unknown share table(s) {', '.join(unknown)}; one of {', '.join(sorted(known))}", file=sys.stderr)
+        return 2
+    for name, (system, entity) in known.items():
+        state = breaker_state(store, system, entity)
+        if state.open and (args.all or name in args.shares):
+            state = confirm(store, system, entity, utcnow())
+        print(state.describe())
     return 0
 
 
@@ -153,8 +166,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from crm_wave.sync.collect import utcnow
     from crm_wave.sync.plan import plan
 
-    settings, store = _settings_store(args.tenant)
-    planned = plan(store, _clients(settings), utcnow())
+    _, store = _settings_store(args.tenant)
+    planned = plan(store, _clients(args.tenant), utcnow())
     writes = [p for p in planned if p.writes]
     if args.format == "json":
         print(json.dumps([{"system": p.system, "entity": p.entity, "global_id": p.global_id, "target_id": p.target_id,

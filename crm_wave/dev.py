@@ -15,10 +15,14 @@ from crm_wave.systems.serve import serve_in_thread
 from crm_wave.systems.wave.simulator import create_app as wave_app
 
 DAGSTER_YAML = """\
-# Written by `crm-wave dev`. Every DuckDB-writing asset is in the `duckdb` pool: one at a time.
-concurrency:
-  pools:
-    default_limit: 1
+# Written by `crm-wave dev`: one run per tenant at a time (runs carry the tag `tenant`), tenants in parallel.
+run_queue:
+  max_concurrent_runs: 4
+  tag_concurrency_limits:
+    - key: "tenant"
+      value:
+        applyLimitPerUniqueValue: true
+      limit: 1
 telemetry:
   enabled: false
 """

@@ -111,3 +111,54 @@ def test_circuit_breaker_holds_mass_overwrites_until_confirmed(env, capsys):
     assert "confirmed" in capsys.readouterr().out
     env.sync()
     assert {c["phone"] for c in env.wave.list_customers()} == {"new"}
+
+
+def test_sync_command_reports_a_held_push_with_exit_code_3(env, capsys):
+    ids = [env.crm_create("customers", {"Type": "organization", "Name": f"H{i}", "Email": f"h{i}@x.example",
+                                        "Phone": "old"})["Id"] for i in range(55)]
+    assert main(["sync", "--once"]) == 0
+    for cid in ids:
+        env.crm.patch("customers", cid, {"Phone": "new"}, if_match=env.crm.get("customers", cid)["Version"])
+    assert main(["sync", "--once"]) == 3
+    err = capsys.readouterr().err
+    assert "wave_customer_share: 55 overwrites/deletes against 55 records" in err and "crm-wave confirm" in err
+    assert main(["confirm", "wave_invoice_share"]) == 0  # a real share table name is accepted
+    assert main(["confirm", "nonsense_share"]) == 2
+    assert main(["confirm", "wave_customer_share"]) == 0
+    assert main(["sync", "--once"]) == 0
+    assert {c["phone"] for c in env.wave.list_customers()} == {"new"}
+
+
+@pytest.mark.parametrize("system, path", [("crm", "/api/v1/customers"), ("wave", "/graphql/public")])
+def test_sim_commands_serve_over_http(system, path, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from crm_wave.systems.serve import free_port
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "crm_wave.cli", "sim", system, "--port", str(port), "--db", str(tmp_path / "s.db"),
+           "--token", "tok"] + (["--seed", "1", "--customers", "3", "--products", "2", "--orders", "1"] if system == "crm" else [])
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if system == "crm":
+                    r = httpx.get(f"http://127.0.0.1:{port}{path}", headers={"Authorization": "Bearer tok"})
+                    assert len(r.json()["items"]) == 3
+                else:
+                    r = httpx.post(f"http://127.0.0.1:{port}{path}", json={"query": "{ user { id } }"},
+                                   headers={"Authorization": "Bearer tok"})
+                    assert r.json()["data"]["user"]["id"]
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -10,13 +10,39 @@ from crm_wave.tenants import DEFAULT_TENANT
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
+class SyncHeld(RuntimeError):
+    """A pass stopped short: a circuit breaker is open or a step failed; `reasons` says which."""
+
+    def __init__(self, reasons: list[str], *, breaker: bool) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons
+        self.breaker = breaker
+
+
+def _failures(result: dg.ExecuteInProcessResult) -> tuple[list[str], bool]:
+    reasons, breaker = [], False
+    for event in result.all_events:
+        if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = event.event_specific_data
+            if not evaluation.passed and evaluation.blocking:
+                reasons.append(evaluation.description or evaluation.check_name)
+                breaker = breaker or evaluation.check_name == "circuit_breaker"
+        elif event.is_step_failure:
+            reasons.append(f"{event.step_key}: {event.event_specific_data.error.message.strip()}")
+            breaker = breaker or "CircuitOpen" in event.event_specific_data.error.message
+    return reasons, breaker
+
+
 def _push_keys() -> list[str]:
     return [f"push_{dataset(t, e)}" for e in ENTITIES for t in ("crm", "wave")]
 
 
 def run_sync_job(*, tenant: str = DEFAULT_TENANT, max_passes: int = 4,
                  instance: dg.DagsterInstance | None = None) -> list[dict[str, dict]]:
-    """Run `sync_job` for `tenant` until a pass writes nothing; return each pass's asset metadata."""
+    """Run `sync_job` for `tenant` until a pass writes nothing; return each pass's asset metadata.
+
+    Raises `SyncHeld` when a pass stops short (a circuit breaker is open, or a step failed).
+    """
     from crm_wave.definitions import defs
 
     job = defs().resolve_job_def("sync_job")
@@ -26,12 +52,15 @@ def run_sync_job(*, tenant: str = DEFAULT_TENANT, max_passes: int = 4,
     passes = []
     for _ in range(max_passes):
         result = job.execute_in_process(instance=instance, partition_key=tenant, tags={"tenant": tenant},
-                                        raise_on_error=True, run_config=QUIET)
+                                        raise_on_error=False, run_config=QUIET)
         meta: dict[str, dict] = {}
         for event in result.get_asset_materialization_events():
             mat = event.event_specific_data.materialization
             meta[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
         passes.append(meta)
+        reasons, breaker = _failures(result)
+        if reasons or not result.success:
+            raise SyncHeld(reasons or ["the run failed"], breaker=breaker)
         if sum(meta.get(k, {}).get("created", 0) + meta.get(k, {}).get("updated", 0) for k in _push_keys()) == 0:
             break
     return passes

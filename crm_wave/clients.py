@@ -1,0 +1,44 @@
+"""Building the two clients from one tenant's settings (`Tenant.environ`): one place for every caller."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from crm_wave.settings import Settings
+from crm_wave.systems.crm.client import CrmClient
+from crm_wave.systems.crm.naming import CrmNaming
+from crm_wave.systems.http import HttpPolicy
+from crm_wave.systems.wave.client import WaveClient
+
+__all__ = ["WAVE_DEFAULT_RPM", "crm_client", "wave_client", "clients"]
+
+#: Wave publishes no limit; its schema's @rateLimit directive defaults to 60 per 60 s.
+WAVE_DEFAULT_RPM = 60
+
+
+def _rate(value: str | None, default: int | None) -> int | None:
+    """A requests-per-minute setting: unset -> `default`, 0 -> no limit."""
+    if not value:
+        return default
+    return int(value) or None
+
+
+def crm_client(env: Mapping[str, str]) -> CrmClient:
+    """The CRM client: `CRM_BASE_URL`, `CRM_API_TOKEN`, optional `CRM_NAMING`, `CRM_REQUESTS_PER_MINUTE`."""
+    s = Settings.from_env(env)
+    return CrmClient(base_url=s.crm_base_url, token=s.crm_api_token,
+                     policy=HttpPolicy(requests_per_minute=_rate(env.get("CRM_REQUESTS_PER_MINUTE"), None)),
+                     naming=CrmNaming.loads(env["CRM_NAMING"]) if env.get("CRM_NAMING") else None)
+
+
+def wave_client(env: Mapping[str, str]) -> WaveClient:
+    """The Wave client: `WAVE_GRAPHQL_URL`, `WAVE_API_TOKEN`, optional `WAVE_BUSINESS_ID`,
+    `WAVE_REQUESTS_PER_MINUTE` (default 60; 0 = no limit)."""
+    s = Settings.from_env(env)
+    return WaveClient(url=s.wave_graphql_url, token=s.wave_api_token, business_id=s.wave_business_id,
+                      policy=HttpPolicy(requests_per_minute=_rate(env.get("WAVE_REQUESTS_PER_MINUTE"), WAVE_DEFAULT_RPM)))
+
+
+def clients(env: Mapping[str, str]) -> dict[str, CrmClient | WaveClient]:
+    """Both clients, keyed by system name."""
+    return {"crm": crm_client(env), "wave": wave_client(env)}
