@@ -28,8 +28,11 @@ def _failures(result: dg.ExecuteInProcessResult) -> tuple[list[str], bool]:
                 reasons.append(evaluation.description or evaluation.check_name)
                 breaker = breaker or evaluation.check_name == "circuit_breaker"
         elif event.is_step_failure:
-            reasons.append(f"{event.step_key}: {event.event_specific_data.error.message.strip()}")
-            breaker = breaker or "CircuitOpen" in event.event_specific_data.error.message
+            error = event.event_specific_data.error
+            while error.cause is not None:  # Dagster wraps the step's own exception: show that one
+                error = error.cause
+            reasons.append(f"{event.step_key}: {error.message.strip()}")
+            breaker = breaker or error.cls_name == "CircuitOpen"
     return reasons, breaker
 
 
