@@ -1,0 +1,158 @@
+"""Figures for many tenants: N tenants x M records synced through Dagster's queue on Postgres.
+
+`python -m crm_wave.bench_tenants` starts a CRM and a Wave simulator per tenant (each its
+own process), registers the tenants, starts `dagster-daemon` with the Postgres instance of
+`deploy/dagster.local-postgres.yaml` (the QueuedRunCoordinator with one run per tenant and
+`--max-concurrent` runs at once), launches one `sync_job` run per tenant and waits until all
+are done. It prints the total time, runs, per-run durations and the peak memory of every
+process involved. Needs PostgreSQL: `eval "$(bash .ci/postgres.sh)"`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from crm_wave.systems.serve import free_port
+from crm_wave.tenants import add_tenant
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rss_kb(pid: int) -> int:
+    total = 0
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    except OSError:
+        return 0
+    return total + sum(_rss_kb(int(c)) for c in children)
+
+
+class _Sampler(threading.Thread):
+    """Samples the summed RSS of a set of process trees."""
+
+    def __init__(self, pids: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.peak_kb, self.stop = pids, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.peak_kb = max(self.peak_kb, sum(_rss_kb(p) for p in self.pids) + _rss_kb(os.getpid()))
+            time.sleep(0.5)
+
+
+def _wait_http(url: str, headers: dict, body: dict | None = None) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            (httpx.post(url, json=body, headers=headers) if body else httpx.get(url, headers=headers)).raise_for_status()
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the figures; print a table."""
+    p = argparse.ArgumentParser(prog="python -m crm_wave.bench_tenants", description=__doc__)
+    p.add_argument("--tenants", type=int, default=20)
+    p.add_argument("--records", type=int, default=500, help="customers per tenant (plus a fifth as many products and orders)")
+    p.add_argument("--max-concurrent", type=int, default=4, help="max_concurrent_runs of the run queue")
+    a = p.parse_args(argv)
+    if not os.environ.get("DAGSTER_PG_HOST"):
+        print('PostgreSQL is needed: eval "$(bash .ci/postgres.sh)"', file=sys.stderr)
+        return 2
+    import dagster as dg
+    import psycopg2
+
+    tmp = Path(tempfile.mkdtemp(prefix="crm-wave-tenants-"))
+    data, home = tmp / "data", tmp / "dagster_home"
+    home.mkdir(parents=True)
+    config = (ROOT / "deploy" / "dagster.local-postgres.yaml").read_text()
+    (home / "dagster.yaml").write_text(config.replace("max_concurrent_runs: 8", f"max_concurrent_runs: {a.max_concurrent}"))
+    db = f"crm_wave_bench_{os.getpid()}"
+    admin = psycopg2.connect(host=os.environ["DAGSTER_PG_HOST"], port=os.environ["DAGSTER_PG_PORT"],
+                             user=os.environ["DAGSTER_PG_USERNAME"], password=os.environ["DAGSTER_PG_PASSWORD"],
+                             dbname=os.environ["DAGSTER_PG_DB"])
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{db}"')
+    env = {**os.environ, "DAGSTER_HOME": str(home), "DAGSTER_PG_DB": db, "CRM_WAVE_DATA_DIR": str(data)}
+    procs: list[subprocess.Popen] = []
+    names = [f"t{i:02d}" for i in range(a.tenants)]
+    try:
+        for name in names:
+            t = add_tenant(data, name)
+            cport, wport = free_port(), free_port()
+            procs.append(subprocess.Popen([sys.executable, "-m", "crm_wave.cli", "sim", "crm", "--port", str(cport),
+                                           "--db", str(tmp / f"{name}-crm.db"), "--token", "c", "--seed", str(len(procs)),
+                                           "--customers", str(a.records), "--products", str(a.records // 5),
+                                           "--orders", str(a.records // 5)], stdout=subprocess.DEVNULL))
+            procs.append(subprocess.Popen([sys.executable, "-m", "crm_wave.cli", "sim", "wave", "--port", str(wport),
+                                           "--db", str(tmp / f"{name}-wave.db"), "--token", "w"], stdout=subprocess.DEVNULL))
+            env.update({t.var("CRM_BASE_URL"): f"http://127.0.0.1:{cport}/api/v1", t.var("CRM_API_TOKEN"): "c",
+                        t.var("WAVE_GRAPHQL_URL"): f"http://127.0.0.1:{wport}/graphql/public",
+                        t.var("WAVE_API_TOKEN"): "w", t.var("WAVE_REQUESTS_PER_MINUTE"): "0"})
+            _wait_http(f"http://127.0.0.1:{cport}/api/v1/customers?limit=1", {"Authorization": "Bearer c"})
+            _wait_http(f"http://127.0.0.1:{wport}/graphql/public", {"Authorization": "Bearer w"}, {"query": "{ user { id } }"})
+        daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w",
+                                   str(ROOT / "workspace.yaml")], env=env, cwd=ROOT,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(daemon)
+        sampler = _Sampler([p.pid for p in procs])
+        sampler.start()
+        os.environ["DAGSTER_HOME"], os.environ["DAGSTER_PG_DB"] = str(home), db
+        with dg.DagsterInstance.get() as instance:
+            instance.add_dynamic_partitions("tenants", names)
+            started = time.monotonic()
+            for name in names:
+                subprocess.run([sys.executable, "-m", "dagster", "job", "launch", "-w", str(ROOT / "workspace.yaml"),
+                                "-j", "sync_job", "--tags", json.dumps({"dagster/partition": name, "tenant": name})],
+                               env=env, cwd=ROOT, check=True, capture_output=True)
+            submitted = time.monotonic() - started
+            while True:
+                runs = instance.get_runs(filters=dg.RunsFilter(job_name="sync_job"))
+                done = [r for r in runs if r.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)]
+                if len(done) >= len(names):
+                    break
+                time.sleep(1)
+            total = time.monotonic() - started
+            records = {r.run_id: instance.get_run_record_by_id(r.run_id) for r in runs}
+            durations = [rec.end_time - rec.start_time for rec in records.values() if rec.start_time and rec.end_time]
+        sampler.stop.set()
+        ok = sum(1 for r in runs if r.status == dg.DagsterRunStatus.SUCCESS)
+        print(f"tenants {a.tenants} x {a.records} customers (+{a.records // 5} products, +{a.records // 5} orders of "
+              f"1-4 lines), max_concurrent_runs {a.max_concurrent}, one run per tenant at a time")
+        print(f"runs {len(runs)} ({ok} succeeded); launching took {submitted:.1f} s; all done after {total:.1f} s")
+        print(f"run duration: median {statistics.median(durations):.1f} s, max {max(durations):.1f} s; "
+              f"sum {sum(durations):.1f} s -> effective parallelism {sum(durations) / total:.2f}")
+        print(f"peak memory (all simulators, daemon, runs, this process): {sampler.peak_kb / 1024:.0f} MiB")
+        return 0 if ok == len(names) else 1
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
