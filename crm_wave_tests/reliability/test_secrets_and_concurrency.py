@@ -1,0 +1,70 @@
+"""Tokens never leave the environment; two syncs at once neither corrupt the file nor double-push."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from crm_wave.systems.crm.client import CrmClient
+from crm_wave.systems.serve import serve_in_thread
+from crm_wave.systems.wave.client import WaveClient
+
+CRM_SECRET = "crm-SECRET-4f1d9a"
+WAVE_SECRET = "wave-SECRET-77b0c2"
+
+
+def test_tokens_never_reach_duckdb_snapshots_logs_or_the_ui(tmp_path, monkeypatch):
+    from crm_wave.definitions import defs
+    from crm_wave.defs.run import run_sync_job
+    from crm_wave.systems.crm.simulator import create_app as crm_app
+    from crm_wave.systems.wave.simulator import create_app as wave_app
+
+    with serve_in_thread(crm_app(db_path=tmp_path / "c.db", token=CRM_SECRET)) as crm, \
+            serve_in_thread(wave_app(db_path=tmp_path / "w.db", token=WAVE_SECRET)) as wave:
+        for k, v in {"CRM_BASE_URL": f"{crm}/api/v1", "CRM_API_TOKEN": CRM_SECRET,
+                     "WAVE_GRAPHQL_URL": f"{wave}/graphql/public", "WAVE_API_TOKEN": WAVE_SECRET,
+                     "WAVE_REQUESTS_PER_MINUTE": "0", "CRM_WAVE_DATA_DIR": str(tmp_path / "data")}.items():
+            monkeypatch.setenv(k, v)
+        with CrmClient(base_url=f"{crm}/api/v1", token=CRM_SECRET) as c:
+            c.create("customers", {"Type": "organization", "Name": "S", "Email": "s@x.example"}, idempotency_key="s")
+            assert CRM_SECRET not in repr(c)
+        with WaveClient(url=f"{wave}/graphql/public", token=WAVE_SECRET) as w:
+            assert WAVE_SECRET not in repr(w)
+        with dg.instance_for_test() as instance:
+            run_sync_job(instance=instance)
+            logs = "\n".join(str(e) for r in instance.get_runs() for e in instance.all_logs(r.run_id))
+            configs = "\n".join(str(r.run_config) + str(r.tags) for r in instance.get_runs())
+    assert "S" in logs or logs  # the run did log events
+    for secret in (CRM_SECRET, WAVE_SECRET):
+        assert secret not in logs and secret not in configs
+        for path in Path(tmp_path / "data").rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), path
+    # What the UI shows of resources: their config (only the data root) and descriptions.
+    snap = str(defs().get_repository_def().get_top_level_resources())
+    assert CRM_SECRET not in snap and WAVE_SECRET not in snap
+
+
+def test_two_syncs_started_at_once_do_not_corrupt_or_double_push(rig, crm_sim, wave_sim, tmp_path):
+    for i in range(120):
+        rig.crm_create("customers", {"Type": "organization", "Name": f"Twice {i}", "Email": f"t{i}@x.example"})
+    env = {**os.environ, "CRM_BASE_URL": crm_sim.url, "CRM_API_TOKEN": crm_sim.token, "WAVE_GRAPHQL_URL": wave_sim.url,
+           "WAVE_API_TOKEN": wave_sim.token, "WAVE_REQUESTS_PER_MINUTE": "0", "CRM_WAVE_DATA_DIR": str(tmp_path / "d")}
+    procs = [subprocess.Popen([sys.executable, "-m", "crm_wave.cli", "sync", "--once"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    names = [c["name"] for c in rig.wave.list_customers()]
+    assert len(names) == 120 and len(set(names)) == 120
+    from crm_wave.store import Store
+
+    store = Store(tmp_path / "d" / "crm_wave.duckdb")
+    with store.connect() as con:
+        links = con.execute("SELECT count(*), count(DISTINCT wave_id) FROM links WHERE entity = 'customer'").fetchall()[0]
+        inserts = con.execute("SELECT count(*) FROM sync_log WHERE system = 'wave' AND op = 'insert' AND outcome = 'ok'"
+                              ).fetchall()[0][0]
+    assert links == (120, 120) and inserts == 120
