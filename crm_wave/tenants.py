@@ -71,9 +71,15 @@ def _read(data_root: Path) -> list[Tenant]:
     return [Tenant(**t) for t in json.loads(path.read_text())["tenants"]]
 
 
-def load_tenants(data_root: Path) -> list[Tenant]:
-    """Every tenant: the default one first, then the registered ones."""
-    return [Tenant(DEFAULT_TENANT), *_read(data_root)]
+def load_tenants(data_root: Path, environ: Mapping[str, str] | None = None) -> list[Tenant]:
+    """Every tenant: the default one first, then the registered ones.
+
+    With `environ`, the default tenant counts only when its variables are set (a fleet of
+    registered tenants need not configure the embedded one).
+    """
+    default = Tenant(DEFAULT_TENANT)
+    configured = environ is None or all(environ.get(k) for k in ("CRM_BASE_URL", "WAVE_GRAPHQL_URL"))
+    return [*([default] if configured else []), *_read(data_root)]
 
 
 def get_tenant(data_root: Path, name: str) -> Tenant:

@@ -74,9 +74,15 @@ def test_tenants_sensor_matches_partitions_to_the_registry(tmp_path, monkeypatch
     from crm_wave.tenants import add_tenant
 
     add_tenant(tmp_path, "acme")
+    monkeypatch.setenv("CRM_BASE_URL", "http://crm")  # the default tenant is configured too
+    monkeypatch.setenv("WAVE_GRAPHQL_URL", "http://wave")
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("tenants", ["stale"])
         result = tenants_sensor(dg.build_sensor_context(instance=instance, resources={"sync": SyncResource(data_root=str(tmp_path))}))
         adds = [r for r in result.dynamic_partitions_requests if isinstance(r, dg.AddDynamicPartitionsRequest)]
         deletes = [r for r in result.dynamic_partitions_requests if isinstance(r, dg.DeleteDynamicPartitionsRequest)]
         assert sorted(adds[0].partition_keys) == ["acme", "default"] and deletes[0].partition_keys == ["stale"]
+    monkeypatch.delenv("CRM_BASE_URL")
+    with dg.instance_for_test() as instance:  # without its variables, the default tenant is not part of the fleet
+        result = tenants_sensor(dg.build_sensor_context(instance=instance, resources={"sync": SyncResource(data_root=str(tmp_path))}))
+        assert result.dynamic_partitions_requests[0].partition_keys == ["acme"]

@@ -9,6 +9,7 @@ Every run carries the tag `tenant`, so the run queue can limit runs per tenant (
 at a time, see `deploy/dagster.yaml`) while different tenants run in parallel.
 """
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -36,7 +37,7 @@ collect_job = dg.define_asset_job(
            description="Adds and removes `tenants` partitions to match the tenant registry (`crm-wave tenants`).")
 def tenants_sensor(context: dg.SensorEvaluationContext, sync: SyncResource):
     """Reconcile the dynamic partitions with the registry file."""
-    wanted = {t.name for t in load_tenants(Path(sync.data_root))}
+    wanted = {t.name for t in load_tenants(Path(sync.data_root), os.environ)}
     have = set(context.instance.get_dynamic_partitions(TENANTS.name))
     requests = []
     if wanted - have:
