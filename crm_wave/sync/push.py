@@ -145,7 +145,8 @@ def _plan(store: Store, target: str, entity: str, now: datetime, policy: PushPol
     linked_gids = set(links["global_id"].to_list())
     if share is None or golden_frame is None:
         return [], result
-    work = share.filter(pl.col("op").is_in(["insert", "update"]))
+    # In global id order, as a full rebuild of the share table lists them.
+    work = share.filter(pl.col("op").is_in(["insert", "update"])).sort("global_id")
     if work.height == 0:
         return [], result
     golden = {r["global_id"]: r for r in
@@ -257,24 +258,28 @@ class _WavePush(_TargetPush):
             ops.append(Mutation("invoiceApprove", {"invoiceId": row.share["target_id"]}, row.gid))
         return ops
 
-    def lookup(self, row: _Row, linked: set[str]) -> str | None:
-        """Find a record an earlier create of `row` may have made (outcome unknown)."""
-        key = intent_key(self.entity, {f: to_cell(v) for f, v in row.golden.items()})
-        if key is None:
-            return None
-        if self.entity == "customer" and key[0] == "email":
-            found = self.client.find_customers_by_email(row.golden["Email"])
-        elif self.entity == "product":
-            found = self.client.find_products_by_name(row.golden["Name"])
-        elif self.entity == "order":
-            found = self.client.find_invoices_by_number(row.golden["OrderNumber"])
-        else:
-            found = self.client.list_customers()
-        for node in found:
-            if node["id"] not in linked and intent_key(self.entity, {
-                    k: to_cell(v) for k, v in wave_to_canonical(self.entity, node).items()}) == key:
-                return node["id"]
-        return None
+    def recover(self, rows: list[_Row], pending: dict, linked: set[str]) -> dict[str, str]:
+        """Find records that earlier creates of `rows` may have made (outcome unknown): `global_id -> Wave id`.
+
+        One read of the whole type, only when intents are pending (usually the next
+        collect has linked them already), instead of a lookup per record.
+        """
+        keyed = {intent_key(self.entity, {f: to_cell(v) for f, v in row.golden.items()}): row.gid
+                 for row in rows if row.op == "insert" and row.gid in pending}
+        keyed.pop(None, None)
+        if not keyed:
+            return {}
+        read = {"customer": self.client.list_customers, "product": self.client.list_products,
+                "order": self.client.list_invoices}[self.entity]
+        found: dict[str, str] = {}
+        for node in read():
+            if node["id"] in linked:
+                continue
+            key = intent_key(self.entity, {k: to_cell(v) for k, v in wave_to_canonical(self.entity, node).items()})
+            gid = keyed.pop(key, None)
+            if gid is not None:
+                found[gid] = node["id"]
+        return found
 
     def changed_since_collect(self, rows: list[_Row]) -> set[str]:
         """Wave ids changed after the last collect (optimistic check: Wave has no If-Match)."""
@@ -299,6 +304,7 @@ class _WavePush(_TargetPush):
             pending = self.store.pending_intents(con, "wave", self.entity)
             linked = set(self.store.read_links(con, self.entity)["wave_id"].drop_nulls().to_list())
         stale = self.changed_since_collect(rows)
+        recovered = self.recover(rows, pending, linked)
         planned = []
         for row in rows:
             if row.op == "update" and row.share["target_id"] in stale:
@@ -306,13 +312,10 @@ class _WavePush(_TargetPush):
                 result.messages.append(f"wave {self.entity} {row.share['target_id']}: changed since collected; "
                                        "merged on the next pass")
                 continue
-            if row.op == "insert" and row.gid in pending:
-                found = self.lookup(row, linked)
-                if found is not None:
-                    with self.store.connect() as con:
-                        self.done(con, row, found, result, now, run_id, how="created:wave (recovered)")
-                    linked.add(found)
-                    continue
+            if row.gid in recovered:
+                with self.store.connect() as con:
+                    self.done(con, row, recovered[row.gid], result, now, run_id, how="created:wave (recovered)")
+                continue
             ops = self.ops(row)
             if not ops:
                 result.skipped += 1
@@ -334,8 +337,13 @@ class _WavePush(_TargetPush):
             outcomes = {res.key: res for res in self.client.mutate([ops[0] for _, ops in chunk])}
         except TransientError as exc:
             outcomes = {res.key: res for res in getattr(exc, "results", [])}
-            result.unknown += len(chunk) - len(outcomes)
+            unsent = set(getattr(exc, "unsent_keys", []))
+            result.unknown += len(chunk) - len(outcomes) - len(unsent)
+            result.skipped += len(unsent)
             result.messages.append(f"wave {self.entity}: {exc}")
+            with self.store.connect() as con:
+                for gid in unsent:  # never sent: nothing to look for, the next pass sends them
+                    self.store.clear_intent(con, "wave", self.entity, gid)
         follow = []
         with self.store.connect() as con:
             for row, ops in chunk:
