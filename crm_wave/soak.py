@@ -69,10 +69,12 @@ def check(crm: CrmClient, wave: WaveClient, store: Store) -> dict[str, object]:
         with store.connect() as con:
             linked = con.execute("SELECT count(*) FROM links WHERE entity = ? AND crm_id IS NOT NULL "
                                  "AND wave_id IS NOT NULL", [entity]).fetchall()[0][0]
+        # Two different seeded records may share a key (two persons of one name, no email): a
+        # duplicate made by the sync shows as a key more often on one side than on the other.
         out[entity] = {"crm": len(crm_rows), "wave": len(wave_rows), "linked": linked,
-                       "crm_duplicates": sum(v - 1 for v in crm_keys.values() if v > 1),
-                       "wave_duplicates": sum(v - 1 for v in wave_keys.values() if v > 1),
-                       "only_one_side": len(set(crm_keys) ^ set(wave_keys))}
+                       "same_key_in_seed": sum(v - 1 for v in crm_keys.values() if v > 1),
+                       "extra_in_crm": sum((crm_keys - wave_keys).values()),
+                       "extra_in_wave": sum((wave_keys - crm_keys).values())}
     return out
 
 
@@ -126,8 +128,7 @@ def soak(n: int, *, error_rate: float, lost_rate: float, crm_rpm: int, wave_rpm:
     ok = quiet
     for entity, row in summary.items():
         print(f"{entity:9} {row}")
-        ok = ok and row["crm_duplicates"] == 0 and row["wave_duplicates"] == 0 and row["only_one_side"] == 0 \
-            and row["crm"] == row["wave"] == row["linked"]
+        ok = ok and row["extra_in_crm"] == 0 and row["extra_in_wave"] == 0 and row["crm"] == row["wave"] == row["linked"]
     print("RESULT:", "both systems equal, zero duplicates, zero lost" if ok else "NOT CONVERGED")
     return 0 if ok else 1
 
