@@ -86,3 +86,18 @@ def test_tenants_sensor_matches_partitions_to_the_registry(tmp_path, monkeypatch
     with dg.instance_for_test() as instance:  # without its variables, the default tenant is not part of the fleet
         result = tenants_sensor(dg.build_sensor_context(instance=instance, resources={"sync": SyncResource(data_root=str(tmp_path))}))
         assert result.dynamic_partitions_requests[0].partition_keys == ["acme"]
+
+
+def test_collect_schedule_skips_tenants_with_a_run_in_progress():
+    import datetime as dt
+
+    from crm_wave.defs.automation import collect_schedule
+
+    when = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.timezone.utc)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tenants", ["default", "acme"])
+        ctx = lambda: dg.build_schedule_context(instance=instance, scheduled_execution_time=when)  # noqa: E731
+        assert sorted(r.partition_key for r in collect_schedule(ctx())) == ["acme", "default"]
+        instance.add_run(dg.DagsterRun(job_name="collect_job", run_id="running-acme", tags={"tenant": "acme"},
+                                       status=dg.DagsterRunStatus.STARTED))
+        assert [r.partition_key for r in collect_schedule(ctx())] == ["default"]

@@ -47,13 +47,24 @@ def tenants_sensor(context: dg.SensorEvaluationContext, sync: SyncResource):
     return dg.SensorResult(dynamic_partitions_requests=requests, skip_reason=None if requests else "tenants unchanged")
 
 
+_ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+           dg.DagsterRunStatus.STARTED]
+
+
+def _busy(instance: dg.DagsterInstance, tenant: str) -> bool:
+    """A run of this tenant is queued or running: another request would only lengthen the queue."""
+    return bool(instance.get_run_ids(filters=dg.RunsFilter(tags={"tenant": tenant}, statuses=_ACTIVE), limit=1))
+
+
 @dg.schedule(name="collect_schedule", job=collect_job, cron_schedule="* * * * *",
              default_status=dg.DefaultScheduleStatus.RUNNING,
              description="Every minute, for every tenant: read both systems' changes and recompute the diffs.")
 def collect_schedule(context: dg.ScheduleEvaluationContext):
-    """One run per tenant."""
+    """One run per tenant, unless that tenant already has a run queued or in progress."""
     stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "now"
     for tenant in context.instance.get_dynamic_partitions(TENANTS.name):
+        if _busy(context.instance, tenant):
+            continue
         yield dg.RunRequest(run_key=f"collect-{tenant}-{stamp}", partition_key=tenant, tags={"tenant": tenant})
 
 
