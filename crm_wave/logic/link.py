@@ -1,7 +1,7 @@
 """Link records of the two systems into global entities (Sesam's `global-<type>` merge).
 
 A link, once made, is kept. Records without a link are matched by the flow's merge
-keys, in order, one-to-one; what stays unmatched gets a global id of its own, named
+keys, in order, one-to-one (records sharing a key value pair up in id order); what stays unmatched gets a global id of its own, named
 after its origin (`crm-customer:C1`, `wave-customer:<id>`), and waits for the share
 step to create its counterpart.
 """
@@ -49,11 +49,17 @@ def link_records(
     out: list[pl.DataFrame] = []
     dropped: list[str] = []
     for crm_key, wave_key in keys:
-        left = crm_c.filter(pl.col(crm_key).is_not_null()).unique(crm_key, keep="first", maintain_order=True)
-        right = wave_c.filter(pl.col(wave_key).is_not_null()).unique(wave_key, keep="first", maintain_order=True)
-        pairs = left.select("crm_id", pl.col("global_id").alias("g_crm"), pl.col(crm_key).alias("_k")).join(
-            right.select("wave_id", pl.col("global_id").alias("g_wave"), pl.col(wave_key).alias("_k")), on="_k"
-        )
+        # Records sharing a key value pair up in id order: the first CRM record with the first
+        # Wave record, the second with the second, ... (all in one pass, so duplicates on both
+        # sides are linked, never created again on the other side).
+        left = crm_c.filter(pl.col(crm_key).is_not_null()).with_columns(
+            pl.int_range(pl.len()).over(crm_key).alias("_rank"))
+        right = wave_c.filter(pl.col(wave_key).is_not_null()).with_columns(
+            pl.int_range(pl.len()).over(wave_key).alias("_rank"))
+        pairs = left.select("crm_id", pl.col("global_id").alias("g_crm"), pl.col(crm_key).alias("_k"), "_rank").join(
+            right.select("wave_id", pl.col("global_id").alias("g_wave"), pl.col(wave_key).alias("_k"), "_rank"),
+            on=["_k", "_rank"],
+        ).sort("crm_id")
         if pairs.height == 0:
             continue
         pairs = pairs.with_columns(

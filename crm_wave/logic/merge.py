@@ -65,16 +65,21 @@ def merge_records(
         .join(base, on="global_id", how="left")
         .with_columns(side_state("crm"), side_state("wave"), pl.col("has_base").fill_null(False))
     )
-    both = (pl.col("crm_state") == "present") & (pl.col("wave_state") == "present")
-    crm_only = pl.col("crm_state") == "present"
     ts = lambda side: pl.col(f"{side}_modified").str.to_datetime(time_zone="UTC", strict=False)  # noqa: E731
-    crm_newer = (ts("crm") >= ts("wave")).fill_null(True)
+    # Computed once per row (not once per field).
+    df = df.with_columns(
+        ((pl.col("crm_state") == "present") & (pl.col("wave_state") == "present")).alias("_both"),
+        (pl.col("crm_state") == "present").alias("_crm_only"),
+        (ts("crm") >= ts("wave")).fill_null(True).alias("_crm_newer"),
+        (pl.col("wave_state") == "present").alias("_wave_present"),
+    )
+    both, crm_only, crm_newer = pl.col("_both"), pl.col("_crm_only"), pl.col("_crm_newer")
 
     desired, conflicts, agreed_cols = [], [], []
     for f in fields:
         c, w, b = pl.col(f + CRM), pl.col(f + WAVE), pl.col(f + BASE)
         if f in one_way:
-            desired.append(pl.when(pl.col("wave_state") == "present").then(w).otherwise(c).alias(f))
+            desired.append(pl.when(pl.col("_wave_present")).then(w).otherwise(c).alias(f))
             continue
         desired.append(
             pl.when(~both).then(pl.when(crm_only).then(c).otherwise(w))
@@ -115,5 +120,6 @@ def merge_records(
     two_way = [f for f in fields if f not in one_way]
     moved = pl.any_horizontal([pl.col(f + "__moved") for f in two_way]) if two_way else pl.lit(False)
     agreed_frame = df.filter(moved).select("global_id", *[pl.col(f + "__agreed").alias(f) for f in two_way])
-    df = df.drop([c for c in df.columns if c.endswith(("__conflict", "__agreed", "__moved", BASE))])
+    df = df.drop([c for c in df.columns if c.endswith(("__conflict", "__agreed", "__moved", BASE))]
+                 + ["_both", "_crm_only", "_crm_newer", "_wave_present"])
     return MergeResult(merged=df, conflicts=conflict_frame, agreed=agreed_frame)

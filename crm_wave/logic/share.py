@@ -3,6 +3,9 @@
 Desired state (the golden record) against the target's current state, both already
 normalised: an update carries only the fields that differ, so the sync's own write,
 read back by the next collect, differs in nothing and never echoes.
+
+`changes` and `before` are JSON objects written exactly as `json.dumps(..., sort_keys=True)`
+writes them, built with polars string expressions (no Python per row).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import json
 
 import polars as pl
 
-__all__ = ["share_diff", "SHARE_SCHEMA"]
+__all__ = ["share_diff", "SHARE_SCHEMA", "json_literal_series"]
 
 SHARE_SCHEMA = {
     "global_id": pl.String,
@@ -23,13 +26,37 @@ SHARE_SCHEMA = {
     "reason": pl.String,
 }
 
+def json_literal_series(s: pl.Series) -> pl.Series:
+    """`json.dumps(v)` of every value of a String series ("null" for None), as the standard library writes it.
 
-def share_diff(merged: pl.DataFrame, target: str, fields: list[str], *, wait_reason: str | None = None) -> pl.DataFrame:
+    Printable ASCII needs only `\\` and `"` escaped; anything else goes through `json.dumps`."""
+    s = s.cast(pl.String)
+    printable = s.str.contains(r"^[\x20-\x7e]*$")
+    escaped = s.str.replace_all("\\", "\\\\", literal=True).str.replace_all('"', '\\"', literal=True)
+    out = pl.select(pl.when(s.is_null()).then(pl.lit("null")).when(printable).then(pl.lit('"') + escaped + pl.lit('"'))
+                    ).to_series()
+    idx = (s.is_not_null() & ~printable).fill_null(False).arg_true()
+    if idx.len():
+        out = out.scatter(idx, pl.Series([json.dumps(v) for v in s.gather(idx).to_list()], dtype=pl.String))
+    return out.alias(s.name)
+
+
+def _object(pieces: list[tuple[str, pl.Expr, pl.Expr]]) -> pl.Expr:
+    """A JSON object of the pieces `(key, JSON value, included)` whose condition holds, keys sorted."""
+    parts = [pl.when(cond).then(pl.lit(json.dumps(key) + ": ") + value) for key, value, cond in sorted(pieces, key=lambda p: p[0])]
+    if not parts:
+        return pl.lit("{}")
+    return pl.lit("{") + pl.concat_str(parts, separator=", ", ignore_nulls=True) + pl.lit("}")
+
+
+def share_diff(merged: pl.DataFrame, target: str, fields: list[str], *, wait_reason: str | None = None,
+               insert_extra: dict[str, pl.Expr] | None = None) -> pl.DataFrame:
     """The share frame for `target` ("crm" or "wave") over `fields`.
 
     `merged` comes from `merge_records` (golden columns, `<f>__crm`, `<f>__wave`,
     `<side>_state`, `<side>_id`). `wait_reason`, if given, names a string column that,
     when not null, turns an insert or update into a visible wait with that reason.
+    `insert_extra`: more `changes` keys of inserts only (name -> String expression).
     """
     source = "wave" if target == "crm" else "crm"
     t_state, s_state = pl.col(f"{target}_state"), pl.col(f"{source}_state")
@@ -44,25 +71,34 @@ def share_diff(merged: pl.DataFrame, target: str, fields: list[str], *, wait_rea
         .otherwise(pl.lit(None, pl.String))
     )
     df = df.with_columns(op.alias("op")).filter(pl.col("op").is_not_null())
-    reason = pl.lit(None, pl.String)
     if wait_reason is not None:
         reason = pl.when(pl.col("op").is_in(["insert", "update"])).then(pl.col(wait_reason)).otherwise(None)
         df = df.with_columns(reason.alias("reason")).with_columns(
             pl.when(pl.col("reason").is_not_null()).then(pl.lit("wait")).otherwise(pl.col("op")).alias("op")
         )
     else:
-        df = df.with_columns(reason.alias("reason"))
-    rows = []
-    for r in df.iter_rows(named=True):
-        if r["op"] == "delete":
-            changes, before = {}, {}
-        elif r["op"] == "insert" or (r["op"] == "wait" and r[f"{target}_state"] == "absent"):
-            changes = {f: r[f] for f in fields if r[f] is not None}
-            before = {}
-        else:
-            changed = [f for f in fields if r[f"_d_{f}"]]
-            changes = {f: r[f] for f in changed}
-            before = {f: r[f"{f}__{target}"] for f in changed}
-        rows.append((r["global_id"], r["op"], r[f"{target}_id"], r[f"{source}_id"],
-                     json.dumps(changes, sort_keys=True), json.dumps(before, sort_keys=True), r["reason"]))
-    return pl.DataFrame(rows, schema=SHARE_SCHEMA, orient="row")
+        df = df.with_columns(pl.lit(None, pl.String).alias("reason"))
+    if df.height == 0:
+        return pl.DataFrame(schema=SHARE_SCHEMA)
+    df = df.with_columns(
+        *[json_literal_series(df[f]).alias(f"_j_{f}") for f in fields],
+        *[json_literal_series(df[f"{f}__{target}"]).alias(f"_b_{f}") for f in fields],
+    )
+    whole = (pl.col("op") == "insert") | ((pl.col("op") == "wait") & (t_state == "absent"))
+    partial = (pl.col("op") == "update") | ((pl.col("op") == "wait") & (t_state != "absent"))
+    changes_pieces = [(f, pl.col(f"_j_{f}"), (whole & pl.col(f).is_not_null()) | (partial & pl.col(f"_d_{f}")))
+                      for f in fields]
+    for name, expr in (insert_extra or {}).items():
+        df = df.with_columns(json_literal_series(df.select(expr.cast(pl.String)).to_series()).alias(f"_x_{name}"))
+        changes_pieces.append((name, pl.col(f"_x_{name}"), pl.col("op") == "insert"))
+    before_pieces = [(f, pl.col(f"_b_{f}"), partial & pl.col(f"_d_{f}")) for f in fields]
+    out = df.select(
+        pl.col("global_id").cast(pl.String),
+        "op",
+        pl.col(f"{target}_id").cast(pl.String).alias("target_id"),
+        pl.col(f"{source}_id").cast(pl.String).alias("source_id"),
+        _object(changes_pieces).alias("changes"),
+        _object(before_pieces).alias("before"),
+        pl.col("reason").cast(pl.String),
+    )
+    return out.cast(SHARE_SCHEMA)

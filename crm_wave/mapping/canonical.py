@@ -7,10 +7,14 @@ system's ids here; the global step translates them through the link tables.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
+import polars as pl
+
 from crm_wave.mapping.flows import FieldMap, flows_for
-from crm_wave.mapping.normalize import canonical
+from crm_wave.mapping.normalize import canonical, canonical_series
 
 __all__ = [
     "canonical_fields",
@@ -20,6 +24,11 @@ __all__ = [
     "person_name",
     "canonical_to_crm",
     "canonical_to_wave_input",
+    "canonical_from_fragments",
+    "source_slots",
+    "LINE_DTYPE",
+    "LINES_PATH",
+    "LINE_SLOTS",
 ]
 
 _LINE_KINDS = {"ProductId": "text", "Description": "text", "Quantity": "decimal8", "UnitPrice": "decimal8"}
@@ -158,3 +167,163 @@ def canonical_to_wave_input(entity: str, values: dict[str, Any]) -> dict[str, An
             for path in f.inputs:
                 _set(out, path, v)
     return out
+
+
+# ---- vectorised: canonical records of many raw records at once ------------------------
+#
+# The collected datasets hold each record's JSON body. The global step asks the database
+# for the JSON fragment of every slot the mapping reads (`source_slots`: dotted paths; the
+# order lines as a list of structs), and `canonical_from_fragments` turns those fragments
+# into canonical cells with polars expressions. A row whose fragments are anything but
+# strings and nulls where strings are expected (a number in a text field, an escaped
+# character, lines that are not a list of objects...) is mapped by `crm_to_canonical` /
+# `wave_to_canonical` from its body instead, so both paths give the same cells.
+
+#: Item paths of an order line, per system: canonical line field -> dotted path in the item.
+LINE_SLOTS = {
+    "crm": {"Description": "Description", "ProductId": "ProductId", "Quantity": "Quantity", "UnitPrice": "UnitPrice"},
+    "wave": {"Description": "description", "ProductId": "product.id", "Quantity": "quantity", "UnitPrice": "unitPrice"},
+}
+#: Where the lines are in a raw record.
+LINES_PATH = {"crm": "Lines", "wave": "items"}
+LINE_FIELDS = ("Description", "ProductId", "Quantity", "UnitPrice")  # sorted: the order of a lines cell
+LINE_DTYPE = pl.Struct({f: pl.String for f in LINE_FIELDS})
+
+
+def source_slots(system: str, entity: str) -> dict[str, str]:
+    """Canonical field -> dotted path of its raw value (lines excluded; see `LINES_PATH`)."""
+    out: dict[str, str] = {}
+    for name, f in canonical_fields(entity).items():
+        if f.kind != "lines":
+            out[name] = name if system == "crm" else f.wave
+    if entity == "customer" and system == "crm":
+        out["Type"] = "Type"
+    return out
+
+
+def _decoded(frag: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """(string value or None, True where the fragment is not a plain string or null)."""
+    plain = frag.str.starts_with('"') & ~frag.str.contains("\\", literal=True)
+    value = pl.select(pl.when(plain).then(frag.str.slice(1, frag.str.len_chars() - 2))).to_series()
+    return value.alias(frag.name), (frag.is_not_null() & ~plain).fill_null(False)
+
+
+def _bool_decoded(frag: pl.Series) -> tuple[pl.Series, pl.Series]:
+    value = (frag == "true").fill_null(False)
+    return value.alias(frag.name), (frag.is_not_null() & ~frag.is_in(["true", "false"])).fill_null(False)
+
+
+def _cells(kind: str, value: pl.Series, system: str) -> pl.Series:
+    if kind == "bool":
+        return pl.select(pl.when(value).then(pl.lit("true")).otherwise(pl.lit("false"))).to_series().alias(value.name)
+    if kind.startswith("ref:"):
+        return canonical_series("text", value)
+    if kind in ("order_status", "payment_status"):
+        s = canonical_series("text", value)
+        if kind == "order_status" and system == "wave":
+            expr = pl.when(s.is_null()).then(None).when(s.str.to_uppercase() == "DRAFT").then(pl.lit("draft")) \
+                .otherwise(pl.lit("confirmed"))
+        elif kind == "order_status":
+            expr = pl.when(s.is_null()).then(pl.lit("draft")).otherwise(s.str.to_lowercase())
+        else:
+            low = s.str.to_lowercase()
+            expr = pl.when(low == "saved").then(pl.lit("unpaid")).otherwise(low)
+        out = pl.select(expr).to_series().alias(value.name)
+        # str.upper()/lower() of non-ASCII text: leave it to Python.
+        fn = (lambda v: _special(kind, v, system))  # noqa: E731
+        return _patch_series(out, s.str.contains(r"[^\x00-\x7f]"), value, fn)
+    return canonical_series(kind, value)
+
+
+def _patch_series(out: pl.Series, mask: pl.Series, source: pl.Series, fn: Any) -> pl.Series:
+    idx = mask.fill_null(False).arg_true()
+    if idx.len() == 0:
+        return out
+    return out.scatter(idx, pl.Series([fn(v) for v in source.gather(idx).to_list()], dtype=out.dtype))
+
+
+def _lines(frags: pl.Series, ok: pl.Series, system: str) -> tuple[pl.Series, pl.Series]:
+    """Normalised lines (List of LINE_DTYPE, [] for none) and the rows that need the slow path."""
+    n = frags.len()
+    slots = LINE_SLOTS[system]
+    rows = pl.DataFrame({"_r": pl.int_range(0, n, eager=True)})
+    exploded = pl.DataFrame({"_r": rows["_r"], "_l": frags}).explode("_l")
+    present = exploded["_l"].is_not_null()
+    items = exploded.unnest("_l") if exploded.height else exploded
+    bad = pl.Series([False] * exploded.height, dtype=pl.Boolean)
+    cols = {}
+    for name in LINE_FIELDS:
+        frag = items[slots[name].replace(".", "__")].cast(pl.String) if exploded.height else pl.Series([], dtype=pl.String)
+        value, wrong = _decoded(frag)
+        bad = bad | wrong
+        cols[name] = canonical_series("decimal8" if name in ("Quantity", "UnitPrice") else "text", value)
+    elements = pl.DataFrame({"_r": exploded["_r"], "_present": present, "_b": bad,
+                             "_line": pl.DataFrame(cols, schema=dict.fromkeys(LINE_FIELDS, pl.String)).to_struct()})
+    grouped = elements.group_by("_r").agg(pl.col("_line").filter(pl.col("_present")), pl.col("_b").any())
+    full = rows.join(grouped, on="_r", how="left", maintain_order="left")
+    out = full["_line"].cast(pl.List(LINE_DTYPE)).fill_null(pl.lit([], dtype=pl.List(LINE_DTYPE))).alias("Lines")
+    return out, (full["_b"].fill_null(False) | ~ok.fill_null(False))
+
+
+def canonical_from_fragments(frags: pl.DataFrame, system: str, entity: str,
+                             bodies: pl.Series | Callable[[pl.Series], pl.Series],
+                             fields_wanted: tuple[str, ...] | None = None) -> pl.DataFrame:
+    """Canonical cells of raw records given as JSON fragments (see the module note above).
+
+    `frags` has one String column per `source_slots` path (the JSON text of the value,
+    null when absent or null) and, for orders, `Lines` (a list of structs of the item's
+    fragments, item paths with "." spelled "__") and `lines_ok` (the raw lines are null
+    or a list of objects). `bodies` holds each row's JSON body, for the slow path (or
+    is a function from row numbers to those rows' bodies, so that only they are fetched).
+    Returns one String column per canonical field (`Lines`: a list of `LINE_DTYPE`,
+    product ids as in the source), plus `Type` for customers; just `fields_wanted` if given.
+    """
+    fields = canonical_fields(entity)
+    slots = source_slots(system, entity)
+    if fields_wanted is not None:
+        slots = {k: v for k, v in slots.items() if k in fields_wanted}
+    n = frags.height
+    bad = pl.Series([False] * n)
+    out: dict[str, pl.Series] = {}
+    for name, path in slots.items():
+        kind = "text" if name == "Type" else fields[name].kind
+        frag = frags[path]
+        value, wrong = (_bool_decoded if kind == "bool" else _decoded)(frag)
+        bad = bad | wrong
+        out[name] = _cells(kind, value.alias(name), system).alias(name)
+    if entity == "customer" and (fields_wanted is None or "Type" in fields_wanted):
+        if system == "crm":
+            out["Type"] = out["Type"].fill_null("organization")
+        else:
+            first, last, nm = out["FirstName"], out["LastName"], out["Name"]
+            person = pl.select(pl.concat_str([first, last], separator=" ", ignore_nulls=True)).to_series()
+            is_person = (first.is_not_null() | last.is_not_null()) & (nm.is_null() | (nm == person)).fill_null(False)
+            out["Type"] = pl.select(pl.when(is_person).then(pl.lit("person")).otherwise(pl.lit("organization"))).to_series()
+    lines_name = next((n_ for n_, f in fields.items() if f.kind == "lines"), None)
+    if lines_name is not None and (fields_wanted is None or lines_name in fields_wanted):
+        out[lines_name], lines_bad = _lines(frags["Lines"], frags["lines_ok"], system)
+        bad = bad | lines_bad
+    order = [*[f for f in fields], *(["Type"] if entity == "customer" else [])]
+    if fields_wanted is not None:
+        order = [c for c in order if c in fields_wanted]
+    frame = pl.DataFrame([out[c].alias(c) for c in order])
+    idx = bad.arg_true()
+    if idx.len():
+        to_canonical = crm_to_canonical if system == "crm" else wave_to_canonical
+        slow = []
+        slow_bodies = bodies(idx) if callable(bodies) else bodies.gather(idx)
+        for body in slow_bodies.to_list():
+            rec = to_canonical(entity, json.loads(body)) if body is not None else {}
+            slow.append({c: (rec.get(c) if fields.get(c) is not None and fields[c].kind == "lines"
+                             else _cell(rec.get(c))) for c in order})
+        patch = pl.DataFrame(slow, schema=frame.schema, orient="row").with_columns(idx.cast(pl.UInt32).alias("_i"))
+        frame = pl.concat([frame.with_row_index("_i").filter(~bad), patch.select("_i", *order)]).sort("_i").drop("_i")
+    return frame
+
+
+def _cell(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

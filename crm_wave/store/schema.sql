@@ -80,3 +80,23 @@ CREATE TABLE IF NOT EXISTS sync_log (
     before JSON,
     outcome VARCHAR NOT NULL
 );
+-- What changed since an incremental step last ran, besides new dataset versions: links and agreed
+-- values written (by pushes, by the global step), golden rows rewritten by the global step.
+-- global_id "*" stands for every global id of the entity (after a full rebuild). Rows every
+-- step has read are deleted.
+CREATE SEQUENCE IF NOT EXISTS change_seq;
+CREATE TABLE IF NOT EXISTS changes (
+    seq BIGINT NOT NULL,
+    entity VARCHAR NOT NULL,
+    global_id VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,         -- link | agreed | golden
+    writer VARCHAR                 -- 'global' when the global step wrote it itself
+);
+-- How far each incremental step (global_<type>, share_<system>_<type>) has read: a dataset's
+-- _seq, the changes' seq, and the fingerprint of the mapping it was built with.
+CREATE TABLE IF NOT EXISTS step_marks (
+    step VARCHAR NOT NULL,
+    source VARCHAR NOT NULL,
+    mark BIGINT NOT NULL,
+    PRIMARY KEY (step, source)
+);

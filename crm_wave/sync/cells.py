@@ -8,7 +8,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["to_cell", "from_cell"]
+import polars as pl
+
+from crm_wave.logic.share import json_literal_series
+
+__all__ = ["to_cell", "from_cell", "json_literal_series", "lines_cell_series"]
 
 
 def to_cell(value: Any) -> str | None:
@@ -31,3 +35,24 @@ def from_cell(kind: str, cell: str | None) -> Any:
     if kind == "lines":
         return json.loads(cell)
     return cell
+
+
+# ---- vectorised ----------------------------------------------------------------------
+_NOT_PRINTABLE_ASCII = r"[^\x20-\x7e]"
+
+
+def _json_of(s: pl.Series, key: str) -> pl.Series:
+    """`json.dumps(v)` of every value (default separators do not matter for scalars)."""
+    wrapped = pl.DataFrame({key: s}).select(pl.struct(key).struct.json_encode()).to_series()
+    return wrapped.str.slice(len(key) + 4, wrapped.str.len_bytes() - len(key) - 5)
+
+
+def lines_cell_series(lines: pl.Series) -> pl.Series:
+    """`to_cell(lines)` of every value of a list-of-struct series (keys already in sorted order)."""
+    out = _json_of(lines, "v")
+    out = pl.select(pl.when(lines.is_not_null()).then(out)).to_series()
+    mask = out.str.contains(_NOT_PRINTABLE_ASCII)
+    idx = mask.fill_null(False).arg_true()
+    if idx.len():
+        out = out.scatter(idx, pl.Series([to_cell(v) for v in lines.gather(idx).to_list()], dtype=pl.String))
+    return out.alias(lines.name)

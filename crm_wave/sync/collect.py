@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from crm_wave.store.db import Store, Version
+import polars as pl
+
+from crm_wave.store.db import VERSION_SCHEMA, Store
 from crm_wave.sync.names import CRM_RESOURCE, dataset, namespaced
 
-__all__ = ["CollectResult", "CollectError", "collect"]
+__all__ = ["CollectResult", "CollectError", "collect", "versions_frame", "body_hash"]
 
 #: Wave's modifiedAt cursor is re-read with this overlap; unchanged records write nothing.
 WAVE_CURSOR_LAG = timedelta(seconds=2)
@@ -47,33 +49,89 @@ def body_hash(body: dict[str, Any] | None) -> str:
     return hashlib.sha1(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _crm_records(client: Any, entity: str, cursor: str | None):
-    records, next_cursor = [], cursor
+_DUMPS = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
+
+class _Chunks:
+    """Collected records, page by page, as frames (a page's dicts are dropped once encoded)."""
+
+    def __init__(self, system: str, entity: str) -> None:
+        self.prefix = namespaced(system, entity, "")
+        self.frames: list[pl.DataFrame] = []
+        self.count = 0
+
+    def add(self, records: list[tuple[str, bool, str | None, int | None, dict | None]]) -> None:
+        if records:
+            self.frames.append(_frame(self.prefix, records))
+            self.count += len(records)
+
+    def frame(self) -> pl.DataFrame:
+        return pl.concat(self.frames) if self.frames else pl.DataFrame(schema=VERSION_SCHEMA)
+
+
+def _frame(prefix: str, records: list[tuple[str, bool, str | None, int | None, dict | None]]) -> pl.DataFrame:
+    sids = [r[0] for r in records]
+    return pl.DataFrame({
+        "_id": [prefix + sid for sid in sids],
+        "_source_id": sids,
+        "_hash": [None] * len(records),
+        "_deleted": [r[1] for r in records],
+        "_modified": [r[2] for r in records],
+        "_version": [r[3] for r in records],
+        "body": [None if r[4] is None else _DUMPS(r[4]) for r in records],
+    }, schema=VERSION_SCHEMA)
+
+
+def _crm_records(client: Any, entity: str, cursor: str | None, out: _Chunks) -> str | None:
+    next_cursor = cursor
     for page in client.read_changes(CRM_RESOURCE[entity], cursor):
+        records = []
         for item in page.items:
             deleted = bool(item.get("Deleted"))
             records.append((str(item["Id"]), deleted, item.get("UpdatedAt"), item.get("Version"), None if deleted else item))
+        out.add(records)
         next_cursor = page.next_cursor or next_cursor
-    return records, next_cursor
+    return next_cursor
 
 
-def _wave_records(client: Any, entity: str, cursor: str | None, started: datetime):
+def _wave_pages(client: Any, entity: str, after: str | None):
+    pages = getattr(client, {"customer": "iter_customers", "product": "iter_products", "order": "iter_invoices"}[entity], None)
+    if pages is not None:
+        yield from pages(modified_after=after)
+        return
+    read = {"customer": client.list_customers, "product": client.list_products, "order": client.list_invoices}[entity]
+    yield read(modified_after=after)
+
+
+def _wave_records(client: Any, entity: str, cursor: str | None, started: datetime, out: _Chunks) -> str | None:
     after = None
     if cursor:
         after = (datetime.fromisoformat(cursor.replace("Z", "+00:00")) - WAVE_CURSOR_LAG).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    read = {"customer": client.list_customers, "product": client.list_products, "order": client.list_invoices}[entity]
-    records, newest = [], cursor
-    for node in read(modified_after=after):
-        records.append((str(node["id"]), False, node.get("modifiedAt"), None, node))
-        if node.get("modifiedAt") and (newest is None or node["modifiedAt"] > newest):
-            newest = node["modifiedAt"]
+    newest = cursor
+    for page in _wave_pages(client, entity, after):
+        records = []
+        for node in page:
+            modified = node.get("modifiedAt")
+            records.append((str(node["id"]), False, modified, None, node))
+            if modified and (newest is None or modified > newest):
+                newest = modified
+        out.add(records)
     # Wave pages by offset: a record changed while we paged moves to the end and may push
     # another one past us. If anything changed after the read began, keep the old cursor
     # and read that stretch again next time (unchanged records write nothing).
     margin = (started - WAVE_SKEW).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     if newest is not None and newest >= margin:
-        return records, cursor
-    return records, newest
+        return cursor
+    return newest
+
+
+def versions_frame(system: str, entity: str, records: list[tuple[str, bool, str | None, int | None, dict | None]]) -> pl.DataFrame:
+    """Collected records `(source id, deleted, modified, version, body)` as a frame of `VERSION_SCHEMA`.
+
+    The body is kept as the JSON text `body_hash` hashes (keys sorted, compact), so the
+    database computes the same hash from it (`Store.append_frame`).
+    """
+    return _frame(namespaced(system, entity, ""), records)
 
 
 def collect(store: Store, system: str, entity: str, client: Any, now: datetime, *,
@@ -85,30 +143,30 @@ def collect(store: Store, system: str, entity: str, client: Any, now: datetime, 
     if full is None:
         full = cursor is None or last_full is None or now - last_full.replace(tzinfo=now.tzinfo) >= full_every
     started = utcnow()
+    chunks = _Chunks(system, entity)
     if system == "crm":
-        records, next_cursor = _crm_records(client, entity, None if full else cursor)
+        next_cursor = _crm_records(client, entity, None if full else cursor, chunks)
     else:
-        records, next_cursor = _wave_records(client, entity, None if full else cursor, started)
-    versions = [
-        Version(namespaced(system, entity, sid), sid, body_hash(body), deleted, modified, version, body)
-        for sid, deleted, modified, version, body in records
-    ]
-    deleted = sum(1 for v in versions if v.deleted)
+        next_cursor = _wave_records(client, entity, None if full else cursor, started, chunks)
+    frame = chunks.frame()
+    deleted = int(frame["_deleted"].sum())
     with store.connect() as con:
         if full:
-            seen = {v.id for v in versions}
-            live = {i for i, (_, _, d) in store.current_index(con, name).items() if not d}
-            gone = live - seen
-            if len(live) > EMPTY_READ_GUARD and not seen:
+            live, gone = store.live_ids_not_in(con, name, frame["_id"])
+            if live > EMPTY_READ_GUARD and frame.height == 0:
                 raise CollectError(
-                    f"{name}: a full read returned no records while {len(live)} are known; "
+                    f"{name}: a full read returned no records while {live} are known; "
                     "refusing to read that as 'everything was deleted'"
                 )
-            versions += [Version(i, i.split(":", 1)[1], body_hash(None), True, None, None, None) for i in sorted(gone)]
+            if gone:
+                frame = pl.concat([frame, pl.DataFrame({
+                    "_id": gone, "_source_id": [i.split(":", 1)[1] for i in gone], "_hash": [body_hash(None)] * len(gone),
+                    "_deleted": [True] * len(gone), "_modified": [None] * len(gone), "_version": [None] * len(gone),
+                    "body": [None] * len(gone)}, schema=VERSION_SCHEMA)])
             deleted += len(gone)
-        written = store.append_versions(con, name, versions, now.replace(tzinfo=None))
+        written = store.append_frame(con, name, frame, now.replace(tzinfo=None))
         store.set_cursor(con, name, next_cursor, now.replace(tzinfo=None), full=full)
-    return CollectResult(name, len(records), written, deleted, full)
+    return CollectResult(name, chunks.count, written, deleted, full)
 
 
 def utcnow() -> datetime:

@@ -46,7 +46,7 @@ def pending_deletes(store: Store) -> list[PendingDelete]:
                 frame = store.read_table(con, share_table(system, entity))
                 if frame is None:
                     continue
-                for gid, target_id in frame.filter(pl.col("op") == "delete").select("global_id", "target_id").iter_rows():
+                for gid, target_id in frame.filter(pl.col("op") == "delete").sort("global_id").select("global_id", "target_id").iter_rows():
                     out.append(PendingDelete(system, entity, gid, target_id, "wave" if system == "crm" else "crm"))
     return out
 

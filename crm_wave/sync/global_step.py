@@ -4,27 +4,57 @@ Reads both collected datasets, maps them to canonical records (references transl
 global ids through the link tables), links unlinked records by the merge keys, merges
 per field against the agreed values, and stores the golden table, new links, agreed
 values and conflicts.
+
+The step is incremental. It remembers (`step_marks`) the last dataset `_seq` it merged
+from each side and the last entry of `changes` (links and agreed values written by the
+pushes) it read. A pass re-merges only the global ids whose records have a new version,
+whose link or agreed values changed, or (orders) whose customer or product link changed,
+and replaces just those rows of the golden table; the other rows are what a full rebuild
+would compute again. The first run, a mapping change (`fingerprint`) or `full=True`
+rebuilds everything.
+
+Canonical records are computed in bulk: the database hands over the JSON fragment of
+every field the mapping reads (`json_transform`), polars normalises them
+(`crm_wave.mapping.canonical.canonical_from_fragments`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+import duckdb
 import polars as pl
 
 from crm_wave.logic.intents import intent_key
-from crm_wave.logic.link import link_records
+from crm_wave.logic.link import LINK_SCHEMA, link_records
 from crm_wave.logic.merge import merge_records
-from crm_wave.mapping.canonical import canonical_fields, crm_to_canonical, person_name, wave_to_canonical
+from crm_wave.mapping.canonical import (
+    LINE_DTYPE,
+    LINE_SLOTS,
+    LINES_PATH,
+    canonical_fields,
+    canonical_from_fragments,
+    source_slots,
+)
 from crm_wave.mapping.flows import flows_for
-from crm_wave.mapping.normalize import canonical
+from crm_wave.mapping.normalize import canonical_series
 from crm_wave.store.db import Store
-from crm_wave.sync.cells import to_cell
+from crm_wave.sync.cells import json_literal_series, lines_cell_series
 from crm_wave.sync.names import dataset, global_table
 
-__all__ = ["GlobalResult", "build_global", "merge_fields", "one_way_fields"]
+__all__ = ["GlobalResult", "build_global", "merge_fields", "one_way_fields", "read_canonical", "ENGINE_VERSION"]
+
+#: Bump when the canonical mapping or the merge changes in a way `flows.py` does not show:
+#: every step then rebuilds its table once.
+ENGINE_VERSION = 2
+#: `changes.writer` of the global step's own writes.
+OWN = "global"
+SIDES = ("crm", "wave")
 
 
 @dataclass(frozen=True)
@@ -48,64 +78,208 @@ def one_way_fields(entity: str) -> frozenset[str]:
     return frozenset(n for n, f in canonical_fields(entity).items() if f.direction == "wave_to_crm")
 
 
-def _ref_maps(links_by_entity: dict[str, pl.DataFrame], system: str) -> dict[str, dict[str, str]]:
-    col = f"{system}_id"
-    return {
-        e: dict(zip(df[col].to_list(), df["global_id"].to_list()))
-        for e, df in links_by_entity.items()
-        if df.height
-    }
+def fingerprint(entity: str) -> int:
+    """Changes when the mapping of `entity` or the engine version changes."""
+    return zlib.crc32(f"{ENGINE_VERSION}|{flows_for(entity)!r}".encode())
 
 
-def _translate(entity: str, rec: dict, refs: dict[str, dict[str, str]], system: str) -> None:
-    if entity != "order":
-        return
-    cust = rec.get("CustomerId")
-    if cust is not None:
-        rec["CustomerId"] = refs.get("customer", {}).get(cust, f"unlinked:{system}:{cust}")
-    for line in rec.get("Lines") or []:
-        pid = line.get("ProductId")
-        if pid is not None:
-            line["ProductId"] = refs.get("product", {}).get(pid, f"unlinked:{system}:{pid}")
+# ---- canonical records from the collected datasets ----------------------------------------
+
+def _tree(paths: list[str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for path in paths:
+        node = tree
+        *parents, leaf = path.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = "JSON"
+    return tree
 
 
-def canonical_frame(raw: pl.DataFrame, system: str, entity: str, refs: dict[str, dict[str, str]]) -> pl.DataFrame:
-    """Canonical cells of a collected dataset's current records, plus merge-key columns."""
+def _sql_path(root: str, path: str) -> str:
+    return root + "".join(f"['{p}']" for p in path.split("."))
+
+
+@functools.cache
+def _fragment_query(system: str, entity: str, fields: tuple[str, ...] | None = None) -> tuple[str, str, str]:
+    """(json_transform structure, select list, lines validity expression) for one dataset."""
+    paths = list(dict.fromkeys(p for f, p in source_slots(system, entity).items() if fields is None or f in fields))
+    tree = _tree(paths)
+    select = [f'{_sql_path("s", p)} AS "{p}"' for p in paths]
+    lines_ok = "true"
+    if entity == "order" and (fields is None or "Lines" in fields):
+        # The lines come over as one JSON fragment, split into its elements (`_elems`, see
+        # read_canonical), each parsed again on its own: a line that is not an object, or
+        # lines that are not a list, leave the row to the Python mapping.
+        lp = LINES_PATH[system]
+        slots = LINE_SLOTS[system]
+        tree[lp] = "JSON"
+        fields_sql = ", ".join(f"'{p.replace('.', '__')}': {_sql_path('x', p)}" for p in slots.values())
+        select.append(f"list_transform(_items, x -> {{{fields_sql}}}) AS \"Lines\"")
+        lines_ok = ("CASE WHEN _lines IS NULL THEN true WHEN _elems IS NULL THEN false "
+                    "ELSE coalesce(list_bool_and(list_transform(_elems, e -> starts_with(e, '{'))), true) END")
+    return json.dumps(tree), ", ".join(select), lines_ok
+
+
+def _register_ids(con: duckdb.DuckDBPyConnection, name: str, ids: pl.Series) -> None:
+    con.register(name, pl.DataFrame({"id": ids.cast(pl.String)}).unique())
+
+
+def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str,
+                   ids: pl.Series | None = None, fields: tuple[str, ...] | None = None) -> pl.DataFrame:
+    """Canonical cells of the current records of (`system`, `entity`), all or those whose source id is in `ids`.
+
+    Columns: `<system>_id`, `deleted`, `modified`, one String column per canonical field
+    (`Lines` still a list of structs, references still source ids), `Type` for customers.
+    Deleted records have every field null. `fields`: just these canonical fields.
+    """
+    name = dataset(system, entity)
+    store.ensure_dataset(con, name)
+    structure, select, lines_ok = _fragment_query(system, entity, fields)
+    lines_sql = "NULL AS _lines, NULL AS _elems, NULL AS _items"
+    if entity == "order" and (fields is None or "Lines" in fields):
+        lp = LINES_PATH[system]
+        item = json.dumps(_tree(list(LINE_SLOTS[system].values())))
+        lines_sql = (f"s['{lp}'] AS _lines, json_transform(s['{lp}'], '[\"JSON\"]') AS _elems, "
+                     f"list_transform(json_transform(s['{lp}'], '[\"JSON\"]'), e -> json_transform(e, '{item}')) AS _items")
+    where = ""
+    if ids is not None:
+        _register_ids(con, "_canon_ids", ids)
+        where = "WHERE _source_id IN (SELECT id FROM _canon_ids)"
+    try:
+        raw = con.execute(
+            f"WITH cur AS (SELECT _source_id, _deleted, _modified, body FROM {name} {where} "
+            f"QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _seq DESC) = 1) "
+            f"SELECT _source_id, _deleted, _modified, body IS NULL AS _nobody, {lines_ok} AS lines_ok, {select} "
+            f"FROM (SELECT *, {lines_sql} FROM (SELECT *, json_transform(body, ?) AS s FROM cur))", [structure]).pl()
+    finally:
+        if ids is not None:
+            con.unregister("_canon_ids")
+
+    def bodies(source_ids: pl.Series) -> pl.Series:
+        """The JSON bodies of some of these rows (for the rows the fast path cannot map)."""
+        _register_ids(con, "_body_ids", source_ids)
+        try:
+            found = dict(con.execute(
+                f"SELECT _source_id, body::VARCHAR FROM {name} WHERE _source_id IN (SELECT id FROM _body_ids) "
+                f"QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _seq DESC) = 1").fetchall())
+        finally:
+            con.unregister("_body_ids")
+        return pl.Series([found.get(i) for i in source_ids.to_list()], dtype=pl.String)
+
+    return _canonical_frame(raw, system, entity, bodies, fields)
+
+
+def _canonical_frame(raw: pl.DataFrame, system: str, entity: str, bodies: Any = None,
+                     subset: tuple[str, ...] | None = None) -> pl.DataFrame:
     fields = merge_fields(entity)
-    to_canonical = crm_to_canonical if system == "crm" else wave_to_canonical
-    keys = [(k.crm, k.kind) for k in flows_for(entity)[0].merge_keys]
-    rows = []
-    for sid, deleted, modified, body in raw.select("_source_id", "_deleted", "_modified", "body").iter_rows():
-        rec = to_canonical(entity, json.loads(body)) if body and not deleted else {}
-        _translate(entity, rec, refs, system)
-        row = [sid, bool(deleted), modified, *[to_cell(rec.get(f)) for f in fields]]
-        row += [rec.get("Type")] if entity == "customer" else []
-        row += [canonical(kind, rec.get(k)) for k, kind in keys]
-        rows.append(row)
-    schema = {f"{system}_id": pl.String, "deleted": pl.Boolean, "modified": pl.String, **{f: pl.String for f in fields}}
-    if entity == "customer":
-        schema["Type"] = pl.String
-    schema.update({f"_key_{k}": pl.String for k, _ in keys})
-    return pl.DataFrame(rows, schema=schema, orient="row")
+    cols = [*fields, *(["Type"] if entity == "customer" else [])]
+    if subset is not None:
+        cols = [c for c in cols if c in subset]
+    id_col = f"{system}_id"
+    if raw.height == 0:
+        schema = {id_col: pl.String, "deleted": pl.Boolean, "modified": pl.String,
+                  **{c: (pl.List(LINE_DTYPE) if c == "Lines" else pl.String) for c in cols}}
+        return pl.DataFrame(schema=schema)
+    paths = list(dict.fromkeys(p for f, p in source_slots(system, entity).items() if subset is None or f in subset))
+    with_lines = entity == "order" and "Lines" in cols
+    frags = raw.select([pl.col(p).cast(pl.String) for p in paths]
+                       + ([pl.col("Lines"), pl.col("lines_ok")] if with_lines else []))
+    ids = raw["_source_id"].cast(pl.String)
+    cells = canonical_from_fragments(frags, system, entity, lambda idx: bodies(ids.gather(idx)), subset)
+    gone = raw["_deleted"].fill_null(False) | raw["_nobody"]
+    cells = cells.with_columns([pl.when(gone).then(None).otherwise(pl.col(c)).alias(c) for c in cols])
+    return pl.concat([
+        raw.select(pl.col("_source_id").cast(pl.String).alias(id_col), pl.col("_deleted").fill_null(False).alias("deleted"),
+                   pl.col("_modified").cast(pl.String).alias("modified")),
+        cells,
+    ], how="horizontal")
+
+
+def _ref_map(links: pl.DataFrame, system: str) -> pl.DataFrame:
+    return links.select(pl.col(f"{system}_id").alias("_src"), pl.col("global_id").alias("_gid")).drop_nulls("_src")
+
+
+def _translate(frame: pl.DataFrame, system: str, refs: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """Orders: `CustomerId` and line `ProductId` from source ids to global ids (or `unlinked:<system>:<id>`);
+    `Lines` becomes its cell (JSON text)."""
+    unlinked = f"unlinked:{system}:"
+    cust = refs["customer"]
+    frame = frame.join(cust, left_on="CustomerId", right_on="_src", how="left", maintain_order="left").with_columns(
+        pl.when(pl.col("CustomerId").is_not_null()).then(pl.coalesce("_gid", pl.lit(unlinked) + pl.col("CustomerId")))
+        .alias("CustomerId")).drop("_gid")
+    n = frame.height
+    rows = pl.DataFrame({"_r": pl.int_range(0, n, eager=True)})
+    exploded = pl.DataFrame({"_r": rows["_r"], "_l": frame["Lines"]}).explode("_l").filter(pl.col("_l").is_not_null())
+    items = exploded.unnest("_l") if exploded.height else pl.DataFrame(
+        schema={"_r": pl.Int64, **LINE_DTYPE.to_schema()})
+    items = items.join(refs["product"], left_on="ProductId", right_on="_src", how="left", maintain_order="left").with_columns(
+        pl.when(pl.col("ProductId").is_not_null()).then(pl.coalesce("_gid", pl.lit(unlinked) + pl.col("ProductId")))
+        .alias("ProductId"))
+    grouped = items.select("_r", pl.struct(list(LINE_DTYPE.to_schema())).alias("_line")).group_by("_r").agg("_line")
+    lines = rows.join(grouped, on="_r", how="left", maintain_order="left")["_line"].cast(pl.List(LINE_DTYPE)) \
+        .fill_null(pl.lit([], dtype=pl.List(LINE_DTYPE)))
+    lines = pl.select(pl.when(frame["Lines"].is_not_null()).then(lines)).to_series()
+    return frame.with_columns(lines_cell_series(lines).alias("Lines"))
+
+
+def _keyed(frame: pl.DataFrame, entity: str) -> pl.DataFrame:
+    """Add the merge-key columns `_key_<field>` (the CRM key's kind applied to both sides)."""
+    flow = flows_for(entity)[0]
+    return frame.with_columns([canonical_series(k.kind, frame[k.crm]).alias(f"_key_{k.crm}") for k in flow.merge_keys])
+
+
+def _load(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str, ids: pl.Series | None,
+          refs: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    frame = read_canonical(store, con, system, entity, ids)
+    if entity == "order":
+        frame = _translate(frame, system, refs)
+    return _keyed(frame, entity)
+
+
+# ---- link bookkeeping -------------------------------------------------------------------
+
+def _links_where(con: duckdb.DuckDBPyConnection, entity: str, crm_ids: pl.Series | None = None,
+                 wave_ids: pl.Series | None = None, gids: pl.Series | None = None) -> pl.DataFrame:
+    """Link rows of `entity` touching any of the given CRM ids, Wave ids or global ids."""
+    parts, names = [], []
+    for col, ids, reg in (("crm_id", crm_ids, "_lk_crm"), ("wave_id", wave_ids, "_lk_wave"), ("global_id", gids, "_lk_gid")):
+        if ids is not None and ids.len():
+            _register_ids(con, reg, ids)
+            names.append(reg)
+            parts.append(f"{col} IN (SELECT id FROM {reg})")
+    try:
+        if not parts:
+            return pl.DataFrame(schema=LINK_SCHEMA)
+        frame = con.execute(f"SELECT global_id, crm_id, wave_id, how FROM links WHERE entity = ? AND ({' OR '.join(parts)}) "
+                            "ORDER BY global_id", [entity]).pl()
+    finally:
+        for reg in names:
+            con.unregister(reg)
+    return frame.cast(LINK_SCHEMA) if frame.height else pl.DataFrame(schema=LINK_SCHEMA)
+
+
+def _all_links(store: Store, con: duckdb.DuckDBPyConnection, entity: str) -> pl.DataFrame:
+    frame = store.read_links(con, entity)
+    return frame.cast(LINK_SCHEMA) if frame.height else pl.DataFrame(schema=LINK_SCHEMA)
 
 
 def _recover_intents(store: Store, entity: str, links: pl.DataFrame, frames: dict[str, pl.DataFrame],
-                     now: datetime) -> int:
+                     now: datetime) -> list[str]:
     """Link records created by a push whose response was lost to the intent that created them."""
-    recovered = 0
+    recovered = []
     with store.connect() as con:
         for system, frame in frames.items():
             pending = store.pending_intents(con, system, entity)
             if not pending:
                 continue
             col = f"{system}_id"
-            linked = set(links[col].drop_nulls().to_list())
+            unlinked = frame.filter(~pl.col("deleted")).join(links.select(col).drop_nulls(), on=col, how="anti").sort(col)
             by_key: dict[tuple, str] = {}
-            for row in frame.filter(~pl.col("deleted")).iter_rows(named=True):
-                if row[col] not in linked:
-                    key = intent_key(entity, row)
-                    if key is not None:
-                        by_key.setdefault(key, row[col])
+            for row in unlinked.iter_rows(named=True):
+                key = intent_key(entity, row)
+                if key is not None:
+                    by_key.setdefault(key, row[col])
             for gid, (_key, payload, _at) in pending.items():
                 key = intent_key(entity, payload)
                 found = by_key.pop(key, None) if key is not None else None
@@ -114,82 +288,280 @@ def _recover_intents(store: Store, entity: str, links: pl.DataFrame, frames: dic
                 side = (found, None) if system == "crm" else (None, found)
                 store.upsert_links(con, entity, [(gid, side[0], side[1], f"created:{system} (recovered)")], now)
                 store.clear_intent(con, system, entity, gid)
-                recovered += 1
+                recovered.append(gid)
     return recovered
 
 
-def build_global(store: Store, entity: str, now: datetime) -> GlobalResult:
-    """Run the global step of `entity` (stem); dependencies' links must exist first."""
-    fields = merge_fields(entity)
-    flow = flows_for(entity)[0]
-    naive_now = now.replace(tzinfo=None)
-    with store.connect() as con:
-        crm_raw = store.read_current(con, dataset("crm", entity))
-        wave_raw = store.read_current(con, dataset("wave", entity))
-        links = store.read_links(con, entity)
-        dep_links = {e: store.read_links(con, e) for e in ("customer", "product")} if entity == "order" else {}
-        agreed = store.read_agreed(con, entity)
-    crm = canonical_frame(crm_raw, "crm", entity, _ref_maps(dep_links, "crm"))
-    wave = canonical_frame(wave_raw, "wave", entity, _ref_maps(dep_links, "wave"))
-    # Merge keys compare the CRM key's kind on both sides (e.g. trimmed, case-insensitive).
-    wave = wave.with_columns(
-        *[pl.col(k.crm).map_elements(lambda v, kind=k.kind: canonical(kind, v), return_dtype=pl.String).alias(f"_key_{k.crm}")
-          for k in flow.merge_keys]
-    )
-    _recover_intents(store, entity, links, {"crm": crm, "wave": wave}, naive_now)
-    with store.connect() as con:
-        links = store.read_links(con, entity)
-    crm_keyed = crm.rename({f"_key_{k.crm}": f"_kc_{k.crm}" for k in flow.merge_keys})
-    wave_keyed = wave.rename({f"_key_{k.crm}": f"_kw_{k.crm}" for k in flow.merge_keys})
-    new_links, dropped = link_records(
-        entity, links, crm_keyed, wave_keyed, [(f"_kc_{k.crm}", f"_kw_{k.crm}") for k in flow.merge_keys]
-    )
-    with store.connect() as con:
-        if dropped:
-            con.executemany("DELETE FROM links WHERE entity = ? AND global_id = ?", [(entity, g) for g in dropped])
-        store.upsert_links(
-            con, entity,
-            [(r["global_id"], r["crm_id"], r["wave_id"], r["how"].replace("_kc_", "").replace("_kw_", ""))
-             for r in new_links.iter_rows(named=True)],
-            naive_now,
-        )
-        links = store.read_links(con, entity)
-    agreed_frame = pl.DataFrame(
-        [[g, *[vals.get(f) for f in fields]] for g, vals in agreed.items()],
-        schema={"global_id": pl.String, **{f: pl.String for f in fields}}, orient="row",
-    )
-    result = merge_records(links, crm, wave, agreed_frame, fields, one_way_fields(entity))
-    merged = result.merged
+# ---- golden rows ------------------------------------------------------------------------
+
+def _golden(result_merged: pl.DataFrame, crm: pl.DataFrame, wave: pl.DataFrame, entity: str) -> pl.DataFrame:
+    merged = result_merged
     if entity == "customer":
         types = crm.select("crm_id", pl.col("Type").alias("Type__crm"))
         wtypes = wave.select("wave_id", pl.col("Type").alias("Type__wave"))
-        merged = merged.join(types, on="crm_id", how="left").join(wtypes, on="wave_id", how="left")
+        merged = merged.join(types, on="crm_id", how="left", maintain_order="left").join(
+            wtypes, on="wave_id", how="left", maintain_order="left")
         merged = merged.with_columns(
             pl.when(pl.col("crm_state") != "absent").then(pl.col("Type__crm")).otherwise(pl.col("Type__wave")).alias("Type")
         )
+        person = pl.concat_str(["FirstName", "LastName"], separator=" ", ignore_nulls=True)
         merged = merged.with_columns(
             pl.when(pl.col("Type") == "person")
-            .then(pl.struct("FirstName", "LastName").map_elements(
-                lambda s: person_name(s["FirstName"], s["LastName"]), return_dtype=pl.String))
+            .then(pl.when(person.str.len_bytes() > 0).then(person))
             .otherwise(pl.col("Name")).alias("Name")
         )
+    fields = [c for c in merged.columns if merged.schema[c] == pl.Null]
+    return merged.with_columns([pl.col(c).cast(pl.String) for c in fields])
+
+
+def _canonical_schema(system: str, entity: str) -> dict[str, Any]:
+    frame = _keyed(_translate(_canonical_frame(pl.DataFrame(), system, entity), system,
+                              {"customer": pl.DataFrame(schema={"_src": pl.String, "_gid": pl.String}),
+                               "product": pl.DataFrame(schema={"_src": pl.String, "_gid": pl.String})})
+                   if entity == "order" else _canonical_frame(pl.DataFrame(), system, entity), entity)
+    return dict(frame.schema)
+
+
+@functools.cache
+def golden_columns(entity: str) -> tuple[str, ...]:
+    """The columns of `global_<entity>`, in order."""
+    crm = pl.DataFrame(schema=_canonical_schema("crm", entity))
+    wave = pl.DataFrame(schema=_canonical_schema("wave", entity))
+    fields = merge_fields(entity)
+    agreed = pl.DataFrame(schema={"global_id": pl.String, **{f: pl.String for f in fields}})
+    result = merge_records(pl.DataFrame(schema=LINK_SCHEMA), crm, wave, agreed, fields, one_way_fields(entity))
+    return tuple(_golden(result.merged, crm, wave, entity).columns)
+
+
+def _golden_schema(entity: str) -> dict[str, Any]:
+    return {c: (pl.Boolean if c in ("crm_deleted", "wave_deleted", "has_base") else pl.String) for c in golden_columns(entity)}
+
+
+# ---- which orders a changed customer or product link touches ---------------------------
+
+_PRODUCT_REF = r'"ProductId":("(?:[^"\\]|\\.)*")'
+
+
+def ref_values(con: duckdb.DuckDBPyConnection, changes: pl.DataFrame, ref_entity: str) -> pl.Series:
+    """Values an order cell may hold for the customers/products whose links changed:
+    their global ids and `unlinked:<system>:<source id>` of their source ids."""
+    gids = changes.filter((pl.col("entity") == ref_entity) & (pl.col("kind") == "link"))["global_id"].unique()
+    if gids.len() == 0:
+        return pl.Series("v", [], pl.String)
+    links = _links_where(con, ref_entity, gids=gids)
+    return pl.concat([
+        gids.alias("v"),
+        ("unlinked:crm:" + links["crm_id"].drop_nulls()).alias("v"),
+        ("unlinked:wave:" + links["wave_id"].drop_nulls()).alias("v"),
+    ]).unique()
+
+
+def orders_touching(con: duckdb.DuckDBPyConnection, changes: pl.DataFrame) -> pl.Series:
+    """Global ids of golden orders that refer to a customer or product whose link changed."""
+    customers = ref_values(con, changes, "customer")
+    products = ref_values(con, changes, "product")
+    if customers.len() == 0 and products.len() == 0:
+        return pl.Series("global_id", [], pl.String)
+    cols = con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'global_order' AND table_schema = 'main'"
+    ).fetchall()
+    if not cols:
+        return pl.Series("global_id", [], pl.String)
+    cust_cols = ["CustomerId", "CustomerId__crm", "CustomerId__wave"]
+    line_cols = ["Lines", "Lines__crm", "Lines__wave"]
+    frame = con.execute(f"SELECT global_id, {', '.join(cust_cols + line_cols)} FROM global_order").pl()
+    hit = pl.lit(False)
+    for c in cust_cols:
+        hit = hit | pl.col(c).is_in(customers.implode())
+    out = frame.filter(hit)["global_id"]
+    if products.len():
+        literals = json_literal_series(products)
+        exploded = frame.select("global_id", pl.concat_list([pl.col(c).fill_null("").str.extract_all(_PRODUCT_REF) for c in line_cols])
+                                .alias("_p")).explode("_p")
+        exploded = exploded.with_columns(pl.col("_p").str.slice(len('"ProductId":')))
+        out = pl.concat([out, exploded.filter(pl.col("_p").is_in(literals.implode()))["global_id"]])
+    return out.unique()
+
+
+# ---- the step ---------------------------------------------------------------------------
+
+#: Golden rows merged and written per part (bounds memory on large rebuilds).
+CHUNK = 200_000
+
+
+def _link_fields(entity: str) -> tuple[str, ...]:
+    """Fields linking needs: the merge keys and what an intent is recognised by."""
+    keys = [k.crm for k in flows_for(entity)[0].merge_keys]
+    extra = {"customer": ["Email", "Name", "CustomerNumber"], "product": ["Name"], "order": ["OrderNumber"]}[entity]
+    return tuple(dict.fromkeys(keys + extra))
+
+
+def build_global(store: Store, entity: str, now: datetime, *, full: bool | None = None) -> GlobalResult:
+    """Run the global step of `entity` (stem); dependencies' links must exist first.
+
+    Incremental unless `full` is true (or there is nothing to continue from). One global
+    step per entity runs at a time (two syncs started at once take turns).
+    """
+    with store.named_lock(f"global_{entity}"):
+        return _build_global(store, entity, now, full=full)
+
+
+def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None) -> GlobalResult:
+    fields = merge_fields(entity)
+    flow = flows_for(entity)[0]
+    naive_now = now.replace(tzinfo=None)
+    step = f"global_{entity}"
+    table = global_table(entity)
+    names = {s: dataset(s, entity) for s in SIDES}
+    fp = fingerprint(entity)
+    with store.connect() as con:
+        marks = store.read_marks(con, step)
+        top = {names[s]: store.max_seq(con, names[s]) for s in SIDES}
+        top_change = store.last_change(con)
+        incremental = (not full and store.table_columns(con, table) == list(golden_columns(entity))
+                       and marks.get("fingerprint") == fp and "changes" in marks and all(n in marks for n in top))
+        logged = pl.DataFrame(schema={"entity": pl.String, "global_id": pl.String, "kind": pl.String, "writer": pl.String})
+        if incremental:
+            logged = store.read_changes(con, marks["changes"], top_change)
+            stars = logged.filter(pl.col("kind").is_in(["link", "agreed"]) & (pl.col("global_id") == "*"))
+            mine = (pl.col("entity") == entity) & (pl.col("writer").is_null() | (pl.col("writer") != OWN))
+            deps = pl.lit(entity == "order") & (pl.col("entity") != entity) & (pl.col("kind") == "link")
+            if stars.filter(mine | deps).height:
+                incremental = False
+        dep = {e: _all_links(store, con, e) for e in ("customer", "product")} if entity == "order" else {}
+        refs = {s: {e: _ref_map(df, s) for e, df in dep.items()} for s in SIDES}
+        if incremental:
+            changed = {s: store.changed_source_ids(con, names[s], marks[names[s]], top[names[s]]) for s in SIDES}
+            frames = {s: _load(store, con, s, entity, changed[s], refs[s]) for s in SIDES}
+            links = _links_where(con, entity, frames["crm"]["crm_id"], frames["wave"]["wave_id"])
+            frames, links = _with_key_peers(store, con, entity, frames, links, refs)
+        else:
+            # Linking needs the keys of every record, the merge below reads the rest part by part.
+            changed = {s: None for s in SIDES}
+            frames = {s: _keyed(read_canonical(store, con, s, entity, None, _link_fields(entity)), entity) for s in SIDES}
+            links = _all_links(store, con, entity)
+    recovered = _recover_intents(store, entity, links, frames, naive_now)
+    if recovered:
+        with store.connect() as con:
+            links = _all_links(store, con, entity) if not incremental else _links_where(
+                con, entity, frames["crm"]["crm_id"], frames["wave"]["wave_id"], pl.Series(recovered, dtype=pl.String))
+    crm_keyed = frames["crm"].rename({f"_key_{k.crm}": f"_kc_{k.crm}" for k in flow.merge_keys})
+    wave_keyed = frames["wave"].rename({f"_key_{k.crm}": f"_kw_{k.crm}" for k in flow.merge_keys})
+    new_links, dropped = link_records(
+        entity, links, crm_keyed, wave_keyed, [(f"_kc_{k.crm}", f"_kw_{k.crm}") for k in flow.merge_keys]
+    )
+    del frames, crm_keyed, wave_keyed
+    new_links = new_links.with_columns(pl.col("how").str.replace_all("_kc_", "", literal=True)
+                                       .str.replace_all("_kw_", "", literal=True))
+    with store.connect() as con:
+        store.drop_links(con, entity, dropped, writer=OWN)
+        store.upsert_links_frame(con, entity, new_links, naive_now, writer=OWN, log=incremental)
+        if not incremental:
+            store.log_changes(con, entity, ["*"], "link", writer=OWN)
+            links = _all_links(store, con, entity)
+        else:
+            mine = logged.filter((pl.col("entity") == entity) & pl.col("kind").is_in(["link", "agreed"])
+                                 & (pl.col("writer").is_null() | (pl.col("writer") != OWN)))["global_id"]
+            touched = [mine, new_links["global_id"], pl.Series(dropped, dtype=pl.String), pl.Series(recovered, dtype=pl.String)]
+            if entity == "order":
+                touched.append(orders_touching(con, logged.filter(pl.col("entity") != "order")))
+            links = _links_where(con, entity, changed["crm"], changed["wave"], pl.concat(touched).unique())
+    dropped_ids = pl.Series(dropped, dtype=pl.String)
+    staging = f"{table}__rebuild"
+    n_conflicts = 0
+    parts = [links.slice(i, CHUNK) for i in range(0, links.height, CHUNK)] or [links]
+    for i, part in enumerate(parts):
+        with store.connect() as con:
+            crm = _load(store, con, "crm", entity, part["crm_id"].drop_nulls(), refs["crm"])
+            wave = _load(store, con, "wave", entity, part["wave_id"].drop_nulls(), refs["wave"])
+            agreed = store.read_agreed_frame(con, entity, fields, part["global_id"])
+        merged, conflicts, agreed_now = _merge(entity, part, crm, wave, agreed, fields)
+        del crm, wave, agreed
+        with store.connect() as con:
+            if incremental:
+                keys = pl.concat([part["global_id"], dropped_ids]) if i == 0 else part["global_id"]
+                store.replace_rows(con, table, "global_id", keys, merged)
+            elif i == 0:
+                store.replace_table(con, staging, merged)
+            else:
+                store.insert_rows(con, staging, merged)
+            n_conflicts += store.record_conflicts_frame(con, entity, conflicts, naive_now)
+            store.upsert_agreed_frame(con, entity, agreed_now, naive_now, log=False)
+        del merged
+    with store.connect() as con:
+        if incremental:
+            store.log_changes(con, entity, pl.concat([links["global_id"], dropped_ids]).unique(), "golden", writer=OWN)
+        else:
+            store.swap_table(con, staging, table)
+            store.log_changes(con, entity, ["*"], "golden", writer=OWN)
+        store.set_marks(con, step, {**top, "changes": top_change, "fingerprint": fp})
+        golden = int(con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
+    return GlobalResult(
+        entity=entity,
+        golden=golden,
+        new_links=new_links.height,
+        merged_by_key=new_links.filter(pl.col("how").str.starts_with("merge:")).height,
+        conflicts=n_conflicts,
+    )
+
+
+def _merge(entity: str, links: pl.DataFrame, crm: pl.DataFrame, wave: pl.DataFrame, agreed: pl.DataFrame,
+           fields: list[str]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(golden rows, conflicts, newly agreed values) of the global ids in `links`."""
+    result = merge_records(links, crm, wave, agreed, fields, one_way_fields(entity))
+    merged = _golden(result.merged, crm, wave, entity)
+    # The values agreed in this pass are the base from now on (as a rebuild would show it).
+    merged = merged.with_columns((pl.col("has_base") | pl.col("global_id").is_in(result.agreed["global_id"].implode()))
+                                 .alias("has_base"))
+    merged = merged.select(list(golden_columns(entity))).cast(_golden_schema(entity))
     conflicts = result.conflicts
     if entity == "customer" and conflicts.height:
         persons = merged.filter(pl.col("Type") == "person").select("global_id")
         conflicts = conflicts.join(persons.with_columns(pl.lit(True).alias("_p")), on="global_id", how="left").filter(
             ~((pl.col("field") == "Name") & pl.col("_p").fill_null(False))).drop("_p")
-    with store.connect() as con:
-        store.replace_table(con, global_table(entity), merged)
-        n_conflicts = store.record_conflicts(con, entity, conflicts.iter_rows(named=True), naive_now)
-        store.upsert_agreed(
-            con, entity,
-            {r["global_id"]: {k: v for k, v in r.items() if k != "global_id"} for r in result.agreed.iter_rows(named=True)},
-            naive_now,
-        )
-    return GlobalResult(
-        entity=entity,
-        golden=merged.height,
-        new_links=new_links.height,
-        merged_by_key=new_links.filter(pl.col("how").str.starts_with("merge:")).height,
-        conflicts=n_conflicts,
-    )
+    return merged, conflicts, result.agreed
+
+
+def _with_key_peers(store: Store, con: duckdb.DuckDBPyConnection, entity: str, frames: dict[str, pl.DataFrame],
+                    links: pl.DataFrame, refs: dict[str, dict[str, pl.DataFrame]]) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+    """Add the unlinked records that share a merge-key value with a changed unlinked record.
+
+    Those are the only records a full pass could link besides the changed ones (a pass
+    leaves no two unlinked records of the two systems with a key value in common), and
+    their order decides who pairs with whom.
+    """
+    flow = flows_for(entity)[0]
+    keys = [f"_key_{k.crm}" for k in flow.merge_keys]
+    values: dict[str, pl.Series] = {}
+    for s in SIDES:
+        col, other = f"{s}_id", f"{'wave' if s == 'crm' else 'crm'}_id"
+        complete = links.filter(pl.col(other).is_not_null()).select(col).drop_nulls()
+        open_ = frames[s].filter(~pl.col("deleted")).join(complete, on=col, how="anti")
+        for k in keys:
+            values[k] = pl.concat([values.get(k, pl.Series(k, [], pl.String)), open_[k].drop_nulls()])
+    if all(v.len() == 0 for v in values.values()):
+        return frames, links
+    # Half-linked records and their key values, from the golden table (their cells are current:
+    # a record that changed is among the changed ones already).
+    half = con.execute(
+        f"SELECT global_id, crm_id, wave_id, {', '.join(f'{k.crm}__crm, {k.crm}__wave' for k in flow.merge_keys)} "
+        f"FROM {global_table(entity)} WHERE (crm_id IS NULL) <> (wave_id IS NULL)").pl()
+    extra: dict[str, list[pl.Series]] = {s: [] for s in SIDES}
+    for k in flow.merge_keys:
+        wanted = values[f"_key_{k.crm}"].unique()
+        if wanted.len() == 0:
+            continue
+        for s in SIDES:
+            cell = half[f"{k.crm}__{s}"].cast(pl.String)
+            hit = canonical_series(k.kind, cell).is_in(wanted.implode())
+            extra[s].append(half.filter(hit & half[f"{s}_id"].is_not_null())[f"{s}_id"].cast(pl.String))
+    for s in SIDES:
+        col = f"{s}_id"
+        if not extra[s]:
+            continue
+        ids = pl.concat(extra[s]).unique()
+        ids = pl.DataFrame({col: ids}).join(frames[s].select(col), on=col, how="anti")[col]
+        if ids.len():
+            frames[s] = pl.concat([frames[s], _load(store, con, s, entity, ids, refs[s])], how="vertical_relaxed")
+    links = _links_where(con, entity, frames["crm"]["crm_id"], frames["wave"]["wave_id"])
+    return frames, links

@@ -72,7 +72,7 @@ def plan(store: Store, clients: dict[str, Any], now: datetime) -> list[PlannedWr
                 build_share(scratch, system, entity)
                 with scratch.connect() as con:
                     frame = scratch.read_table(con, share_table(system, entity))
-                for r in (frame if frame is not None else pl.DataFrame()).iter_rows(named=True):
+                for r in (frame.sort("global_id") if frame is not None else pl.DataFrame()).iter_rows(named=True):
                     changes, before = json.loads(r["changes"]), json.loads(r["before"])
                     out.append(PlannedWrite(system, entity, r["global_id"], r["target_id"], r["op"],
                                             {f: (before.get(f), v) for f, v in changes.items()}, r["reason"]))

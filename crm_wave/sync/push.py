@@ -28,7 +28,8 @@ from crm_wave.store.db import Store
 from crm_wave.sync.breaker import BreakerPolicy, CircuitOpen, breaker_state
 from crm_wave.sync.cells import from_cell, to_cell
 from crm_wave.sync.names import CRM_RESOURCE, dataset, global_table, share_table
-from crm_wave.sync.share_step import target_fields
+from crm_wave.sync.global_step import _links_where
+from crm_wave.sync.share_step import _order_links, target_fields
 from crm_wave.sync.validate import problems
 from crm_wave.systems.http import TransientError
 from crm_wave.systems.wave.client import Mutation
@@ -92,12 +93,8 @@ class _Row:
 class _Refs:
     """Global ids -> ids in the target, for references (order customer and line products)."""
 
-    def __init__(self, store: Store, con: Any, target: str) -> None:
-        self.maps = {
-            e: dict(zip(df["global_id"].to_list(), df[f"{target}_id"].to_list()))
-            for e in ("customer", "product")
-            for df in [store.read_links(con, e)]
-        }
+    def __init__(self, links: dict[str, pl.DataFrame], target: str) -> None:
+        self.maps = {e: dict(zip(df["global_id"].to_list(), df[f"{target}_id"].to_list())) for e, df in links.items()}
 
     def apply(self, entity: str, values: dict[str, Any]) -> dict[str, Any]:
         if entity != "order":
@@ -137,20 +134,20 @@ def _plan(store: Store, target: str, entity: str, now: datetime, policy: PushPol
     result = PushResult(table)
     with store.connect() as con:
         share = store.read_table(con, table)
-        golden_frame = store.read_table(con, global_table(entity))
-        refs = _Refs(store, con, target)
-        links = store.read_links(con, entity).filter(pl.col(f"{target}_id").is_not_null())
+        if share is None or store.table_columns(con, global_table(entity)) is None:
+            return [], result
+        # In global id order, as a full rebuild of the share table lists them.
+        work = share.filter(pl.col("op").is_in(["insert", "update"])).sort("global_id")
+        if work.height == 0:
+            return [], result
+        golden_frame = store.read_rows(con, global_table(entity), "global_id", work["global_id"])
+        refs = _Refs(_order_links(store, con, golden_frame) if entity == "order" else {}, target)
+        links = _links_where(con, entity, gids=work["global_id"], **{
+            f"{target}_ids": work["target_id"].drop_nulls()}).filter(pl.col(f"{target}_id").is_not_null())
         parked = store.dead_letters(con, target, entity)
     linked = set(links[f"{target}_id"].to_list())
     linked_gids = set(links["global_id"].to_list())
-    if share is None or golden_frame is None:
-        return [], result
-    # In global id order, as a full rebuild of the share table lists them.
-    work = share.filter(pl.col("op").is_in(["insert", "update"])).sort("global_id")
-    if work.height == 0:
-        return [], result
-    golden = {r["global_id"]: r for r in
-              golden_frame.filter(pl.col("global_id").is_in(work["global_id"].to_list())).iter_rows(named=True)}
+    golden = {r["global_id"]: r for r in golden_frame.iter_rows(named=True)}
     fields = target_fields(entity, target)
     rows = []
     for r in work.iter_rows(named=True):
@@ -212,6 +209,30 @@ class _TargetPush:
         self.store.clear_dead_letter(con, self.system, self.entity, row.gid)
         self.store.log(con, [(now, run_id, self.system, self.entity, row.gid, new_id or row.share["target_id"], row.op,
                               row.cells, json.loads(row.share["before"]), how or "ok")])
+
+    def done_many(self, con: Any, done: list[tuple[_Row, str | None]], result: PushResult, now: datetime,
+                  run_id: str | None) -> None:
+        """`done` of many rows `(row, new id)` at once, in few statements."""
+        if not done:
+            return
+        links, agreed, logs = [], {}, []
+        for row, new_id in done:
+            if row.op == "insert":
+                result.created += 1
+                side = (new_id, None) if self.system == "crm" else (None, new_id)
+                links.append((row.gid, side[0], side[1], f"created:{self.system}"))
+                agreed[row.gid] = {f: to_cell(v) for f, v in row.golden.items()}
+            else:
+                result.updated += 1
+                agreed[row.gid] = row.cells
+            logs.append((now, run_id, self.system, self.entity, row.gid, new_id or row.share["target_id"], row.op,
+                         row.cells, json.loads(row.share["before"]), "ok"))
+        gids = [row.gid for row, _ in done]
+        self.store.upsert_links(con, self.entity, links, now)
+        self.store.clear_many(con, "intents", self.system, self.entity, [g for g, *_ in links])
+        self.store.upsert_agreed(con, self.entity, agreed, now)
+        self.store.clear_many(con, "dead_letters", self.system, self.entity, gids)
+        self.store.log(con, logs)
 
     def reject_invalid(self, rows: list[_Row], result: PushResult, now: datetime, run_id: str | None) -> list[_Row]:
         """Dead-letter rows that fail validation; return the others."""
@@ -287,22 +308,30 @@ class _WavePush(_TargetPush):
             return set()
         name = dataset("wave", self.entity)
         with self.store.connect() as con:
-            collected = dict(con.execute(f"SELECT _source_id, _modified FROM {name}_current").fetchall())
-        newest = max((m for m in collected.values() if m), default=None)
+            self.store.ensure_dataset(con, name)
+            ((newest,),) = con.execute(f"SELECT max(_modified) FROM {name}").fetchall()
         if newest is None:
             return set()
         read = {"customer": self.client.list_customers, "product": self.client.list_products,
                 "order": self.client.list_invoices}[self.entity]
         # Everything modified after the newest change we collected: one read, usually empty.
-        return {node["id"] for node in read(modified_after=newest)
-                if (node.get("modifiedAt") or "") > (collected.get(node["id"]) or "")}
+        nodes = read(modified_after=newest)
+        if not nodes:
+            return set()
+        with self.store.connect() as con:
+            collected = dict(self.store.read_rows(con, name, "_source_id", pl.Series([n["id"] for n in nodes]),
+                                                  ["_source_id", "_modified", "_seq"])
+                             .sort("_seq").select("_source_id", "_modified").iter_rows())
+        return {node["id"] for node in nodes if (node.get("modifiedAt") or "") > (collected.get(node["id"]) or "")}
 
     def run(self, rows: list[_Row], result: PushResult, now: datetime, run_id: str | None, policy: PushPolicy,
             progress: Callable[[str], None] | None) -> None:
         rows = self.reject_invalid(rows, result, now, run_id)
         with self.store.connect() as con:
             pending = self.store.pending_intents(con, "wave", self.entity)
-            linked = set(self.store.read_links(con, self.entity)["wave_id"].drop_nulls().to_list())
+            # Every linked Wave id, for lookups of creates whose outcome is unknown (rare).
+            linked = set(self.store.read_links(con, self.entity)["wave_id"].drop_nulls().to_list()) \
+                if any(row.op == "insert" and row.gid in pending for row in rows) else set()
         stale = self.changed_since_collect(rows)
         recovered = self.recover(rows, pending, linked)
         planned = []
@@ -322,9 +351,8 @@ class _WavePush(_TargetPush):
                 continue
             planned.append((row, ops))
         with self.store.connect() as con:
-            for row, _ in planned:
-                if row.op == "insert":
-                    self.store.add_intent(con, "wave", self.entity, row.gid, row.gid, row.cells, now)
+            self.store.add_intents(con, "wave", self.entity,
+                                   [(row.gid, row.gid, row.cells) for row, _ in planned if row.op == "insert"], now)
         for start in range(0, len(planned), policy.chunk):
             self._chunk(planned[start:start + policy.chunk], result, now, run_id)
             if progress:
@@ -344,7 +372,7 @@ class _WavePush(_TargetPush):
             with self.store.connect() as con:
                 for gid in unsent:  # never sent: nothing to look for, the next pass sends them
                     self.store.clear_intent(con, "wave", self.entity, gid)
-        follow = []
+        follow, succeeded = [], []
         with self.store.connect() as con:
             for row, ops in chunk:
                 res = outcomes.get(row.gid)
@@ -357,13 +385,14 @@ class _WavePush(_TargetPush):
                     self.store.clear_intent(con, "wave", self.entity, row.gid)
                     continue
                 new_id = (res.entity or {}).get("id") if row.op == "insert" else None
-                self.done(con, row, new_id, result, now, run_id)
+                succeeded.append((row, new_id))
                 for op in ops[1:]:
                     data = dict(op.input)
                     for k in ("id", "invoiceId"):
                         if k in data and new_id:
                             data[k] = new_id
                     follow.append(Mutation(op.name, data, op.key))
+            self.done_many(con, succeeded, result, now, run_id)
         if follow:
             try:
                 for res in self.client.mutate(follow):
@@ -383,8 +412,10 @@ class _CrmPush(_TargetPush):
         rows = self.reject_invalid(rows, result, now, run_id)
         resource = CRM_RESOURCE[self.entity]
         with self.store.connect() as con:
-            versions = dict(con.execute(
-                f"SELECT _source_id, _version FROM {dataset('crm', self.entity)}_current").fetchall())
+            ids = pl.Series([row.share["target_id"] for row in rows if row.op == "update"], dtype=pl.String)
+            versions = dict(self.store.read_rows(con, dataset("crm", self.entity), "_source_id", ids,
+                                                 ["_source_id", "_version", "_seq"])
+                            .sort("_seq").select("_source_id", "_version").iter_rows())
         for i, row in enumerate(rows, 1):
             body = canonical_to_crm(self.entity, row.values)
             body.pop("Total", None)

@@ -4,6 +4,10 @@ Orders wait, visibly and with the reason, until their customer and every line's
 product exist in the target. Values a target cannot take are held at the target's
 value here (Wave has no un-archive and no un-approve; a cancelled order is not created
 in Wave), so they never loop.
+
+Incremental like the global step: a pass recomputes the rows of the global ids whose
+golden row the global step rewrote since this step last ran (and, for orders, whose
+customer or product link changed), and replaces just those rows of the share table.
 """
 
 from __future__ import annotations
@@ -13,9 +17,17 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from crm_wave.logic.share import share_diff
+from crm_wave.logic.share import SHARE_SCHEMA, share_diff
 from crm_wave.store.db import Store
-from crm_wave.sync.global_step import merge_fields, one_way_fields
+from crm_wave.sync.global_step import (
+    CHUNK,
+    _links_where,
+    fingerprint,
+    golden_columns,
+    merge_fields,
+    one_way_fields,
+    orders_touching,
+)
 from crm_wave.sync.names import global_table, share_table
 
 __all__ = ["ShareResult", "build_share", "target_fields"]
@@ -46,24 +58,51 @@ def target_fields(entity: str, target: str) -> list[str]:
     return [f for f in fields if f != "Total"]
 
 
-def _order_waits(merged: pl.DataFrame, target: str, links: dict[str, dict[str, str | None]]) -> pl.Series:
-    reasons = []
-    for gid, cust, lines, status, t_state in merged.select(
-        "global_id", "CustomerId", "Lines", "Status", f"{target}_state"
-    ).iter_rows():
-        why = []
-        if target == "wave" and status == "cancelled" and t_state == "absent":
-            why.append("cancelled in the CRM: not created in Wave")
-        # A reference to a record that exists nowhere is an error for the push to report, not a wait.
-        if cust is not None and not cust.startswith("unlinked:") and links["customer"].get(cust) is None:
-            why.append(f"customer {cust} is not linked in {target} yet")
-        missing = sorted({line.get("ProductId") for line in json.loads(lines or "[]")
-                          if not str(line.get("ProductId")).startswith("unlinked:")
-                          and links["product"].get(line.get("ProductId")) is None})
-        if missing:
-            why.append(f"product(s) {', '.join(str(m) for m in missing)} not linked in {target} yet")
-        reasons.append("; ".join(why) or None)
-    return pl.Series("_wait", reasons, dtype=pl.String)
+_PRODUCT_REF = r'"ProductId":("(?:[^"\\]|\\.)*"|null)'
+
+
+def _decode_literals(s: pl.Series) -> pl.Series:
+    """JSON string literals (or `null`) -> values."""
+    plain = s.str.starts_with('"') & ~s.str.contains("\\", literal=True)
+    out = pl.select(pl.when(plain).then(s.str.slice(1, s.str.len_chars() - 2))).to_series()
+    idx = (s.is_not_null() & ~plain & (s != "null")).fill_null(False).arg_true()
+    if idx.len():
+        out = out.scatter(idx, pl.Series([json.loads(v) for v in s.gather(idx).to_list()], dtype=pl.String))
+    return out
+
+
+def _order_waits(merged: pl.DataFrame, target: str, links: dict[str, pl.DataFrame]) -> pl.Series:
+    """Why each order waits (None: it does not), from the golden `CustomerId` and `Lines`."""
+    t_col = f"{target}_id"
+    ids = merged.select(pl.int_range(pl.len()).alias("_r"), "CustomerId", "Lines", "Status", f"{target}_state")
+    cust = ids.join(links["customer"].select(pl.col("global_id").alias("CustomerId"), pl.col(t_col).alias("_t")),
+                    on="CustomerId", how="left", maintain_order="left")
+    cancelled = pl.lit(target == "wave") & (pl.col("Status") == "cancelled") & (pl.col(f"{target}_state") == "absent")
+    unlinked_customer = (pl.col("CustomerId").is_not_null() & ~pl.col("CustomerId").str.starts_with("unlinked:")
+                         & pl.col("_t").is_null())
+    reasons = cust.select(
+        "_r",
+        pl.when(cancelled).then(pl.lit("cancelled in the CRM: not created in Wave")).alias("_w1"),
+        pl.when(unlinked_customer).then(pl.lit("customer ") + pl.col("CustomerId") + pl.lit(f" is not linked in {target} yet"))
+        .alias("_w2"),
+    )
+    refs = ids.select("_r", pl.col("Lines").str.extract_all(_PRODUCT_REF).alias("_p")).explode("_p").drop_nulls("_p")
+    if refs.height:
+        refs = refs.with_columns(_decode_literals(refs["_p"].str.slice(len('"ProductId":'))).alias("_p"))
+        # A product id that is null reads "None", as str() has it (and sorts like one).
+        refs = refs.with_columns(pl.col("_p").fill_null("None"))
+        products = links["product"].select(pl.col("global_id").alias("_p"), pl.col(t_col).alias("_t"))
+        missing = (refs.filter(~pl.col("_p").str.starts_with("unlinked:"))
+                   .join(products, on="_p", how="left").filter(pl.col("_t").is_null())
+                   .unique(["_r", "_p"]).sort("_r", "_p")
+                   .group_by("_r").agg(pl.col("_p").str.join(", ").alias("_m")))
+        reasons = reasons.join(missing, on="_r", how="left", maintain_order="left")
+    else:
+        reasons = reasons.with_columns(pl.lit(None, pl.String).alias("_m"))
+    w3 = pl.when(pl.col("_m").is_not_null()).then(pl.lit("product(s) ") + pl.col("_m") + pl.lit(f" not linked in {target} yet"))
+    out = reasons.sort("_r").select(pl.concat_str([pl.col("_w1"), pl.col("_w2"), w3], separator="; ", ignore_nulls=True)
+                                     .alias("_wait"))["_wait"]
+    return pl.select(pl.when(out.str.len_bytes() > 0).then(out)).to_series().alias("_wait")
 
 
 def _hold(merged: pl.DataFrame, field: str, cond: pl.Expr, target: str) -> pl.DataFrame:
@@ -73,36 +112,89 @@ def _hold(merged: pl.DataFrame, field: str, cond: pl.Expr, target: str) -> pl.Da
     )
 
 
-def build_share(store: Store, target: str, entity: str) -> ShareResult:
-    """Compute and store the share table of (`target`, `entity`)."""
-    with store.connect() as con:
-        merged = store.read_table(con, global_table(entity))
-        links = {e: store.read_links(con, e) for e in ("customer", "product")} if entity == "order" else {}
-    if merged is None:
-        raise RuntimeError(f"{global_table(entity)} does not exist yet: run the global step first")
+def _order_links(store: Store, con, merged: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """Customer and product links the orders in `merged` refer to."""
+    cust = merged["CustomerId"].drop_nulls().unique()
+    prods = merged.select(pl.col("Lines").str.extract_all(_PRODUCT_REF).alias("_p")).explode("_p").drop_nulls()["_p"]
+    prods = _decode_literals(prods.str.slice(len('"ProductId":'))).drop_nulls().unique()
+    return {"customer": _links_where(con, "customer", gids=cust), "product": _links_where(con, "product", gids=prods)}
+
+
+def compute_share(merged: pl.DataFrame, target: str, entity: str, links: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """The share rows of the golden rows `merged` (any subset of the golden table)."""
     wait_col = None
     if entity == "order":
-        ref = {e: dict(zip(df["global_id"].to_list(), df[f"{target}_id"].to_list())) for e, df in links.items()}
-        merged = merged.with_columns(_order_waits(merged, target, ref))
+        merged = merged.with_columns(_order_waits(merged, target, links))
         wait_col = "_wait"
         if target == "wave":
             merged = _hold(merged, "Status", pl.col("Status").is_in(["cancelled", "draft"]) & (pl.col("Status__wave") != "draft"), target)
     if entity == "product" and target == "wave":
         merged = _hold(merged, "IsArchived", (pl.col("IsArchived") == "false") & (pl.col("IsArchived__wave") == "true"), target)
+    extra = None
     if entity == "customer" and target == "crm":
         # A person's Name is derived; it is written to the CRM only when the customer is created there.
         merged = _hold(merged, "Name", pl.col("Type") == "person", target)
-    frame = share_diff(merged, target, target_fields(entity, target), wait_reason=wait_col)
-    if entity == "customer" and target == "crm":
-        types = dict(zip(merged["global_id"].to_list(), merged["Type"].to_list()))
-        frame = frame.with_columns(
-            pl.struct("global_id", "op", "changes").map_elements(
-                lambda r: json.dumps({**json.loads(r["changes"]), "Type": types.get(r["global_id"]) or "organization"}, sort_keys=True)
-                if r["op"] == "insert" else r["changes"], return_dtype=pl.String).alias("changes")
-        )
+        extra = {"Type": pl.coalesce(pl.col("Type"), pl.lit("organization"))}
+    return share_diff(merged, target, target_fields(entity, target), wait_reason=wait_col, insert_extra=extra)
+
+
+def build_share(store: Store, target: str, entity: str, *, full: bool | None = None) -> ShareResult:
+    """Compute and store the share table of (`target`, `entity`); incremental unless `full`.
+
+    One share step per table runs at a time (two syncs started at once take turns)."""
+    with store.named_lock(f"share_{target}_{entity}"):
+        return _build_share(store, target, entity, full=full)
+
+
+def _build_share(store: Store, target: str, entity: str, *, full: bool | None) -> ShareResult:
     table = share_table(target, entity)
+    gtable = global_table(entity)
+    step = f"share_{target}_{entity}"
+    fp = fingerprint(entity)
     with store.connect() as con:
-        store.replace_table(con, table, frame)
-    counts = frame["op"].value_counts()
-    get = dict(zip(counts["op"].to_list(), counts["count"].to_list())) if frame.height else {}
-    return ShareResult(table, get.get("insert", 0), get.get("update", 0), get.get("delete", 0), get.get("wait", 0))
+        columns = store.table_columns(con, gtable)
+        if columns is None:
+            raise RuntimeError(f"{gtable} does not exist yet: run the global step first")
+        marks = store.read_marks(con, step)
+        top_change = store.last_change(con)
+        incremental = (not full and marks.get("fingerprint") == fp and "changes" in marks
+                       and columns == list(golden_columns(entity)) and store.table_columns(con, table) == list(SHARE_SCHEMA))
+        dirty = None
+        if incremental:
+            logged = store.read_changes(con, marks["changes"], top_change)
+            golden = logged.filter((pl.col("entity") == entity) & (pl.col("kind") == "golden"))
+            deps = logged.filter((pl.col("entity") != entity) & (pl.col("kind") == "link")) if entity == "order" \
+                else logged.clear()
+            if (golden["global_id"] == "*").any() or (deps["global_id"] == "*").any():
+                incremental = False
+            else:
+                sources = [golden["global_id"]]
+                if entity == "order" and deps.height:
+                    sources.append(orders_touching(con, deps))
+                dirty = pl.concat(sources).unique()
+        # In parts, so that a rebuild of a large table needs bounded memory.
+        if incremental:
+            parts: list = [dirty.slice(i, CHUNK) for i in range(0, dirty.len(), CHUNK)] or [dirty]
+        else:
+            parts = store.row_ranges(con, gtable, CHUNK)
+    staging = f"{table}__rebuild"
+    for i, part in enumerate(parts):
+        with store.connect() as con:
+            merged = store.read_rows(con, gtable, "global_id", part) if incremental else store.read_range(con, gtable, part)
+            links = _order_links(store, con, merged) if entity == "order" else {}
+        frame = compute_share(merged, target, entity, links)
+        del merged
+        with store.connect() as con:
+            if incremental:
+                store.replace_rows(con, table, "global_id", part, frame)
+            elif i == 0:
+                store.replace_table(con, staging, frame)
+            else:
+                store.insert_rows(con, staging, frame)
+    with store.connect() as con:
+        if not incremental:
+            store.swap_table(con, staging, table)
+        store.set_marks(con, step, {"changes": top_change, "fingerprint": fp})
+        counts = dict(con.execute(f"SELECT op, count(*) FROM {table} GROUP BY op").fetchall())
+    return ShareResult(table, counts.get("insert", 0), counts.get("update", 0), counts.get("delete", 0), counts.get("wait", 0))
+

@@ -1,0 +1,259 @@
+"""`python -m crm_wave.bench`: run the benchmark and print a table (see `crm_wave/bench/__init__.py`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from crm_wave.bench.data import NAIVE, QUICK, Scale
+
+STAGES = ("transform", "incremental", "naive", "api", "latency")
+RESULT = "BENCH-RESULT "
+SIDES = ("crm", "wave")
+ENTITIES = ("customer", "product", "order")
+
+
+# ---- workers: one measured run per subprocess -------------------------------------------
+
+def _worker(stage: str, params: dict[str, Any]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="crm-wave-bench-", dir=params.get("workdir")) as tmp:
+        work = Path(tmp)
+        if stage == "transform":
+            from crm_wave.bench.transform import run_transform
+
+            return run_transform(Scale(**params["scale"]), params["seed"], work)
+        if stage == "naive":
+            from crm_wave.bench.versus import run_versus
+
+            return run_versus(Scale(**params["scale"]), params["seed"], work)
+        if stage == "api":
+            from crm_wave.bench.api import run_api
+
+            return run_api(params["records"], params["pushes"], params["seed"], work, rate_limit=params["rate_limit"],
+                           rate_limited_products=params["products"])
+        if stage == "latency":
+            from crm_wave.bench.latency import measure_stages
+
+            return measure_stages(work, seed=params["seed"], repeats=params["repeats"])
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+def _spawn(stage: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter; return its result."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "crm_wave.bench", "--worker", stage, "--params", json.dumps(params)],
+        capture_output=True, text=True, check=False,
+    )
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT):
+            return json.loads(line[len(RESULT):])
+    raise RuntimeError(f"bench worker {stage} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+
+
+# ---- the table ------------------------------------------------------------------------------
+
+def _median(runs: list[Any]) -> Any:
+    """Median per key, recursively, of dicts of numbers (booleans: all of them)."""
+    first = runs[0]
+    if isinstance(first, bool):
+        return all(runs)
+    if isinstance(first, (int, float)):
+        return statistics.median(runs)
+    if isinstance(first, dict):
+        return {k: _median([r[k] for r in runs]) for k in first}
+    return first
+
+
+def machine() -> dict[str, Any]:
+    """Cores, memory, load and versions of the machine the benchmark runs on."""
+    import duckdb
+    import polars
+
+    mem_kb = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    return {"cores": os.cpu_count(), "memory_gb": round(mem_kb / 1024 / 1024, 1), "load": os.getloadavg()[0],
+            "python": platform.python_version(), "polars": polars.__version__, "duckdb": duckdb.__version__}
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def _sum(stages: dict[str, float], prefix: str = "") -> float:
+    return sum(v for k, v in stages.items() if prefix in k)
+
+
+def _print_transform(res: dict[str, Any], scale: Scale, runs: int, out: list[str]) -> dict[str, bool]:
+    full = res["full"]
+    out.append(f"Transform at scale: {scale.customers:,} customers per side, {scale.products:,} products, "
+               f"{scale.orders:,} orders of 3 lines (median of {runs} run{'s' * (runs > 1)}; seconds)")
+    out.append(f"  {'stage':<22}{'crm':>10}{'wave':>10}{'both':>10}")
+    for entity in ENTITIES:
+        c, w = full[f"collect crm {entity}"], full[f"collect wave {entity}"]
+        out.append(f"  {'collect ' + entity:<22}{c:>10.2f}{w:>10.2f}{c + w:>10.2f}")
+        g = full[f"global {entity}"]
+        out.append(f"  {'global ' + entity:<22}{'':>10}{'':>10}{g:>10.2f}")
+        c, w = full[f"share crm {entity}"], full[f"share wave {entity}"]
+        out.append(f"  {'share ' + entity:<22}{c:>10.2f}{w:>10.2f}{c + w:>10.2f}")
+    customers = _sum(full, "customer")
+    everything = _sum(full)
+    rss_gb = res["peak_rss_mb"] / 1024
+    goals = {"customers <= 10 s": customers <= 10, "all types <= 60 s": everything <= 60, "peak RSS <= 4 GB": rss_gb <= 4}
+    out.append(f"  customers: collect+global+share {customers:.1f} s (goal <= 10 s: {_verdict(goals['customers <= 10 s'])})")
+    out.append(f"  all types: {everything:.1f} s (goal <= 60 s: {_verdict(goals['all types <= 60 s'])}); "
+               f"peak RSS {rss_gb:.2f} GB (goal <= 4 GB: {_verdict(goals['peak RSS <= 4 GB'])}); "
+               f"DuckDB file {res['db_mb']:.0f} MB")
+    return goals
+
+
+def _print_incremental(res: dict[str, Any], out: list[str]) -> dict[str, bool]:
+    full, inc = _sum(res["full"]), _sum(res["incremental"])
+    ratio = inc / full if full else 0.0
+    out.append(f"Incremental: {res['changed']:,} CRM customers changed (1 %); the next pass collects, merges and "
+               f"diffs every type")
+    for part in ("collect", "global", "share"):
+        out.append(f"  {part:<10} full {_sum(res['full'], part):8.2f} s   incremental {_sum(res['incremental'], part):8.2f} s")
+    ok = ratio <= 0.10
+    out.append(f"  pass: full {full:.2f} s, incremental {inc:.2f} s = {100 * ratio:.1f} % (goal <= 10 %: {_verdict(ok)})")
+    return {"incremental <= 10 %": ok}
+
+
+def _print_naive(res: dict[str, Any], scale: Scale, runs: int, out: list[str]) -> tuple[dict[str, bool], bool]:
+    speedup = res["naive_s"] / res["engine_s"] if res["engine_s"] else 0.0
+    equal = all(res["equal"].values())
+    out.append(f"Against the naive baseline: {res['records']:,} records ({scale.customers:,} customers per side, "
+               f"{scale.products:,} products, {scale.orders:,} orders); global + share of every type "
+               f"(median of {runs})")
+    out.append(f"  from the datasets to the golden and share tables: engine {res['engine_s']:.2f} s "
+               f"(incl. writing its tables), naive {res['naive_s']:.2f} s (writes nothing): {speedup:.1f}x "
+               f"(goal >= 20x: {_verdict(speedup >= 20)})")
+    inner = res["naive_merge_diff_s"] / res["engine_merge_diff_s"] if res["engine_merge_diff_s"] else 0.0
+    out.append(f"  link + merge + diff of records already mapped, in memory: engine {res['engine_merge_diff_s']:.2f} s, "
+               f"naive {res['naive_merge_diff_s']:.2f} s: {inner:.1f}x")
+    bad = [t for t, ok in res["equal"].items() if not ok]
+    out.append(f"  equality check: {'PASSED' if equal else 'FAILED'} (golden values and share rows of "
+               f"{len(res['equal'])} tables{'' if equal else '; different: ' + ', '.join(bad)})")
+    return {"naive >= 20x": speedup >= 20}, equal
+
+
+def _print_api(res: dict[str, Any], out: list[str]) -> dict[str, bool]:
+    cc, cw, p = res["collect_crm"], res["collect_wave"], res["push_wave"]
+    fewer = p["requests_if_one_per_record"] / max(p["requests"], 1)
+    goals = {"collect >= 2000/s": min(cc["per_s"], cw["per_s"]) >= 2000, "push >= 300/s": p["per_s"] >= 300,
+             "requests 10x fewer": fewer >= 10}
+    out.append(f"APIs on loopback (simulators in-process; WaveClient batch_size={res['batch_size']}, "
+               f"max_workers={res['max_workers']})")
+    out.append(f"  collect CRM: {cc['entities']:,} in {cc['seconds']:.1f} s = {cc['per_s']:,.0f}/s; "
+               f"collect Wave: {cw['entities']:,} in {cw['seconds']:.1f} s = {cw['per_s']:,.0f}/s "
+               f"(goal >= 2,000/s: {_verdict(goals['collect >= 2000/s'])})")
+    out.append(f"  push Wave: {p['mutations']:,} creates in {p['seconds']:.1f} s = {p['per_s']:,.0f}/s "
+               f"(goal >= 300/s: {_verdict(goals['push >= 300/s'])}); {p['requests']:,} requests instead of "
+               f"{p['requests_if_one_per_record']:,} = {fewer:.0f}x fewer (goal >= 10x: {_verdict(goals['requests 10x fewer'])})")
+    rl = res.get("rate_limited")
+    if rl:
+        ok = rl["max_in_any_60s"] <= rl["limit_per_minute"] and rl["rate_limited_429"] == 0
+        goals["rate limit kept"] = ok
+        out.append(f"  with a limit of {rl['limit_per_minute']}/min (client and server): {rl['mutations']:,} creates, "
+                   f"{rl['requests']} requests in {rl['seconds']:.0f} s; at most {rl['max_in_any_60s']} in any 60 s, "
+                   f"{rl['rate_limited_429']} answered 429 ({_verdict(ok)})")
+    else:
+        out.append("  rate-limited run: skipped (--quick)")
+    return goals
+
+
+def _print_latency(stages: dict[str, float], out: list[str], seed: int) -> None:
+    from crm_wave.bench.latency import simulate
+
+    out.append("Edit-to-other-side latency, `make dev` defaults (collect every 60 s, push sensor every 15 s), "
+               "simulated for 20 edits")
+    out.append(f"  measured: collect run after one edit {stages['collect_run_s']:.2f} s, push of it "
+               f"{stages['push_s']:.2f} s (dev-size data, simulators)")
+    for launch in (0.0, 3.0, 8.0):
+        r = simulate(stages, edits=20, seed=seed, launch_s=launch)
+        out.append(f"  run launch {launch:.0f} s: median {r['median_s']:.1f} s, p95 {r['p95_s']:.1f} s "
+                   f"(min {r['min_s']:.1f}, max {r['max_s']:.1f})")
+
+
+def run(args: argparse.Namespace) -> int:
+    quick = args.quick
+    scale = QUICK if quick else Scale(args.scale, max(10, args.scale // 10), args.scale)
+    naive_scale = QUICK if quick else (NAIVE if args.scale >= NAIVE.customers else scale)
+    runs = args.runs or (1 if quick else 3)
+    stages = [args.only] if args.only else ["transform", "naive", "api", "latency"]
+    out: list[str] = []
+    info = machine()
+    out.append(f"crm-wave bench: {info['cores']} cores, {info['memory_gb']} GB RAM, load {info['load']:.2f} "
+               f"(Python {info['python']}, polars {info['polars']}, DuckDB {info['duckdb']}); seed {args.seed}")
+    results: dict[str, Any] = {"machine": info, "args": vars(args)}
+    goals: dict[str, bool] = {}
+    equal = True
+    base = {"seed": args.seed, "workdir": args.workdir}
+    if "transform" in stages or "incremental" in stages:
+        res = _median([_spawn("transform", {**base, "scale": scale.__dict__}) for _ in range(runs)])
+        results["transform"] = res
+        out.append("")
+        if "transform" in stages:
+            goals.update(_print_transform(res, scale, runs, out))
+            out.append("")
+        goals.update(_print_incremental(res, out))
+    if "naive" in stages:
+        res = _median([_spawn("naive", {**base, "scale": naive_scale.__dict__}) for _ in range(runs)])
+        results["naive"] = res
+        out.append("")
+        g, equal = _print_naive(res, naive_scale, runs, out)
+        goals.update(g)
+    if "api" in stages:
+        params = {**base, "records": 500 if quick else args.api_records, "pushes": 200 if quick else args.api_pushes,
+                  "rate_limit": None if quick else args.rate_limit, "products": 2000}
+        res = _median([_spawn("api", params) for _ in range(1 if quick else max(1, min(runs, 2)))])
+        results["api"] = res
+        out.append("")
+        goals.update(_print_api(res, out))
+    if "latency" in stages:
+        res = _spawn("latency", {**base, "repeats": 3 if quick else 5})
+        results["latency"] = res
+        out.append("")
+        _print_latency(res, out, args.seed)
+    out.append("")
+    out.append("goals: " + ", ".join(f"{k} {_verdict(v)}" for k, v in goals.items()))
+    print("\n".join(out))
+    if args.json:
+        Path(args.json).write_text(json.dumps({**results, "goals": goals}, indent=1, default=str))
+    return 0 if equal else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="crm-wave bench", description=__doc__)
+    parser.add_argument("--scale", type=int, default=1_000_000,
+                        help="customers per side (products: a tenth; orders: as many, 3 lines each); default 1,000,000")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one run: a smoke run")
+    parser.add_argument("--runs", type=int, default=None, help="runs per measurement (medians); default 3, 1 with --quick")
+    parser.add_argument("--only", choices=STAGES, default=None, help="run one stage")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--api-records", type=int, default=20_000, help="CRM customers collected in the api stage")
+    parser.add_argument("--api-pushes", type=int, default=5_000, help="Wave creates pushed in the api stage")
+    parser.add_argument("--rate-limit", type=int, default=60, help="requests per minute of the rate-limited run")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--workdir", default=None, help="where the temporary files go (default: the system's)")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--params", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(RESULT + json.dumps(_worker(args.worker, json.loads(args.params)), default=str))
+        return 0
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

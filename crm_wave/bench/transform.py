@@ -1,0 +1,98 @@
+"""Transform at scale: collect (from in-memory API pages), global and share, full and incremental.
+
+One run works on a fresh DuckDB file:
+
+1. a full pass: every dataset collected from the synthetic pages (`data.FakeCrm` /
+   `data.FakeWave` serve them page by page, as the API clients do), then the global and
+   share steps of customers, products and orders;
+2. an incremental pass after 1 % of the CRM customers changed: every dataset collected
+   again incrementally (the CRM returns the changed customers, everything else returns
+   nothing), then the global and share steps of every entity.
+
+Times are per stage. Making the synthetic pages is the "API"'s work, not the sync's: it
+is timed on its own (`source`) and left out of the collect figures.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from crm_wave.bench.data import Dataset, FakeCrm, FakeWave, Scale
+from crm_wave.store.db import Store
+from crm_wave.sync.collect import collect
+from crm_wave.sync.global_step import build_global
+from crm_wave.sync.names import ENTITIES
+from crm_wave.sync.share_step import build_share
+
+__all__ = ["run_transform", "peak_rss_mb"]
+
+SIDES = ("crm", "wave")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MB (Linux reports KB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _TimedData(Dataset):
+    """A `Dataset` that adds the time spent making pages to `source_s`."""
+
+    source_s: float = 0.0
+
+    def pages(self, system: str, entity: str, indices: list[int] | None = None) -> Iterator[list[dict[str, Any]]]:
+        inner = super().pages(system, entity, indices)
+        while True:
+            t = time.perf_counter()
+            try:
+                page = next(inner)
+            except StopIteration:
+                self.source_s += time.perf_counter() - t
+                return
+            self.source_s += time.perf_counter() - t
+            yield page
+
+
+def _pass(store: Store, data: _TimedData, clients: dict[str, Any], now: datetime, *, full: bool) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for entity in ENTITIES:
+        for system in SIDES:
+            data.source_s = 0.0
+            t = time.perf_counter()
+            collect(store, system, entity, clients[system], now, full=full)
+            out[f"collect {system} {entity}"] = time.perf_counter() - t - data.source_s
+    for entity in ENTITIES:
+        t = time.perf_counter()
+        build_global(store, entity, now)
+        out[f"global {entity}"] = time.perf_counter() - t
+        for target in SIDES:
+            t = time.perf_counter()
+            build_share(store, target, entity)
+            out[f"share {target} {entity}"] = time.perf_counter() - t
+    return out
+
+
+def run_transform(scale: Scale, seed: int, workdir: Path, *, edit_share: float = 0.01) -> dict[str, Any]:
+    """One full pass and one incremental pass; stage times in seconds, row counts, peak RSS."""
+    data = _TimedData(scale, seed)
+    crm, wave = FakeCrm(data), FakeWave(data)
+    clients = {"crm": crm, "wave": wave}
+    store = Store(workdir / "bench.duckdb")
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    full = _pass(store, data, clients, now, full=True)
+    rss_full = peak_rss_mb()
+    changed = data.edit("crm", "customer", edit_share)
+    crm.pending["customer"] = changed
+    incremental = _pass(store, data, clients, now, full=False)
+    with store.connect() as con:
+        rows = {name: con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]
+                for name in ("global_customer", "global_product", "global_order", "crm_customer", "wave_customer",
+                             "crm_order", "wave_invoice")}
+        share = dict(con.execute("SELECT 'wave_customer_share', count(*) FROM wave_customer_share UNION ALL "
+                                 "SELECT 'crm_customer_share', count(*) FROM crm_customer_share").fetchall())
+    return {"full": full, "incremental": incremental, "changed": len(changed), "rows": {**rows, **share},
+            "peak_rss_mb_full": rss_full, "peak_rss_mb": peak_rss_mb(), "db_mb": store.path.stat().st_size / 1e6}

@@ -1,0 +1,24 @@
+"""`python -m crm_wave.bench --quick` runs every stage on tiny sizes, and the engine's output
+equals the naive baseline's. Timings are not asserted (speed is measured only by the benchmark)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_quick_benchmark_runs_and_its_equality_check_passes(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "crm_wave.bench", "--quick", "--workdir", str(tmp_path), "--json", str(out)],
+        capture_output=True, text=True, timeout=900, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "equality check: PASSED" in proc.stdout
+    results = json.loads(out.read_text())
+    assert all(results["naive"]["equal"].values())
+    assert results["transform"]["rows"]["global_customer"] > 0
+    assert results["api"]["push_wave"]["failed"] == 0
+    assert results["latency"]["push_s"] > 0
