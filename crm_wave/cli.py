@@ -260,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--all", action="store_true")
     cf.set_defaults(func=_cmd_confirm)
 
+    sub.add_parser("bench", help="benchmark at a million records, APIs and latency (crm-wave bench --help)")
     sub.add_parser("soak", help="faults and rate limits on both simulators, syncs until equal (crm-wave soak --help)")
 
     te = sub.add_parser("tenants", help="list, add or remove tenants (one CRM + one Wave business each)")
@@ -285,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         from crm_wave.soak import main as soak_main
 
         return soak_main(argv[1:])
+    if argv[:1] == ["bench"]:  # likewise: `crm-wave bench --help`
+        from crm_wave.bench.__main__ import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -1,4 +1,15 @@
-"""Edit-to-other-side latency under `make dev`'s default automation, by simulation.
+"""Edit-to-other-side latency under `make dev`'s default automation: measured live, and modelled.
+
+`measure_live` is the figure the benchmark reports: it starts `crm-wave dev` (both
+simulators and `dagster dev` with its daemon, default settings, a fresh data directory),
+waits until the first scheduled syncs have linked every CRM customer to Wave, then edits
+the `Description` of 20 CRM customers one after another at random intervals and watches
+Wave until each edit shows in the customer's `internalNotes`. Latency = first time seen
+in Wave minus the time of the CRM write; the poll runs every second (so figures are late
+by at most about one second).
+
+The rest of this module models the same path from measured stage durations, to show
+where the time goes:
 
 `make dev` runs Dagster's daemon: the collect schedule (`collect_job`: collect, global,
 share) starts every minute on the minute, and the push sensor looks every 15 s for share
@@ -22,9 +33,15 @@ parameter (`launch_s`). The edits fall at random times; the result is the median
 from __future__ import annotations
 
 import math
+import os
 import random
+import signal
 import statistics
+import subprocess
+import sys
+import threading
 import time
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,11 +56,11 @@ from crm_wave.sync.share_step import build_share
 from crm_wave.systems.crm.client import CrmClient
 from crm_wave.systems.crm.simulator import create_app as crm_app
 from crm_wave.systems.crm.simulator import seed as seed_crm
-from crm_wave.systems.serve import serve_in_thread
+from crm_wave.systems.serve import free_port, serve_in_thread
 from crm_wave.systems.wave.client import WaveClient
 from crm_wave.systems.wave.simulator import create_app as wave_app
 
-__all__ = ["measure_stages", "simulate", "percentile"]
+__all__ = ["measure_live", "measure_stages", "simulate", "percentile"]
 
 COLLECT_EVERY_S = 60.0  # crm_wave/defs/automation.py: cron "* * * * *"
 SENSOR_EVERY_S = 15.0  # push_sensor: minimum_interval_seconds=15
@@ -107,3 +124,97 @@ def simulate(stages: dict[str, float], *, edits: int = 20, seed: int = 7, launch
             latencies.append(done - edit)
     return {"edits": len(latencies), "median_s": statistics.median(latencies), "p95_s": percentile(latencies, 95),
             "min_s": min(latencies), "max_s": max(latencies), "launch_s": launch_s, **stages}
+
+
+# ---- live, against `crm-wave dev` -------------------------------------------------------
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEV_CRM = "http://127.0.0.1:8701/api/v1"  # crm_wave/dev.py: fixed ports
+DEV_WAVE = "http://127.0.0.1:8702/graphql/public"
+
+
+def _wait(what: str, check: Any, timeout_s: float, proc: subprocess.Popen, every_s: float = 2.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"`crm-wave dev` exited (code {proc.returncode}) while waiting for {what}")
+        try:
+            value = check()
+        except Exception:  # noqa: BLE001 - not up yet
+            value = None
+        if value:
+            return value
+        time.sleep(every_s)
+    raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def measure_live(workdir: Path, *, edits: int = 20, seed: int = 42, settle_timeout_s: float = 600,
+                 edit_timeout_s: float = 300, log: Any = print) -> dict[str, Any]:
+    """Edit-to-Wave latency of `edits` CRM edits with `crm-wave dev` running on default settings."""
+    from crm_wave.demo import CRM_TOKEN, WAVE_TOKEN
+
+    rng = random.Random(seed)
+    data_dir = workdir / "dev-data"
+    out = open(workdir / "dev.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crm_wave.cli", "dev", "--data-dir", str(data_dir), "--port", str(free_port())],
+        cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        env={k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"},
+    )
+    started = time.monotonic()
+    try:
+        with CrmClient(base_url=DEV_CRM, token=CRM_TOKEN) as crm, WaveClient(url=DEV_WAVE, token=WAVE_TOKEN) as wave:
+            customers = _wait("the CRM simulator", lambda: crm.read_all("customers"), 120, proc)
+
+            def linked() -> list[dict[str, Any]]:
+                emails = {(c.get("email") or "").lower() for c in wave.list_customers()}
+                ok = [c for c in crm.read_all("customers") if (c.get("Email") or "").lower() in emails]
+                return ok if len(ok) >= min(edits, len(customers)) else []
+
+            targets = _wait("the first syncs to link the CRM customers to Wave", linked, settle_timeout_s, proc, 5.0)
+            settled_s = time.monotonic() - started
+            log(f"latency: dev up and first syncs done after {settled_s:.0f} s; {len(targets)} customers linked")
+            nonce = uuid.uuid4().hex[:8]
+            written: dict[str, float] = {}
+            seen: dict[str, float] = {}
+            stop = threading.Event()
+
+            def watch() -> None:
+                while not stop.is_set():
+                    try:
+                        notes = {c.get("internalNotes") for c in wave.list_customers()}
+                    except Exception:  # noqa: BLE001 - keep watching through a hiccup
+                        notes = set()
+                    now = time.monotonic()
+                    for marker in list(written):
+                        if marker in notes and marker not in seen:
+                            seen[marker] = now
+                    stop.wait(1.0)
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            for i in range(edits):
+                customer = targets[i % len(targets)]
+                if i >= len(targets):  # the same customer again: only after its last edit arrived
+                    prev = [m for m in written if m.endswith(f"@{customer['Id']}")][-1]
+                    _wait("the previous edit of the same customer", lambda: prev in seen, edit_timeout_s, proc, 0.5)
+                current = crm.get("customers", customer["Id"])
+                marker = f"latency {nonce} #{i:02d} @{customer['Id']}"
+                crm.patch("customers", customer["Id"], {"Description": marker}, if_match=current["Version"])
+                written[marker] = time.monotonic()
+                time.sleep(rng.uniform(2.0, 14.0))  # edits at random points of the schedule's minute
+            _wait("every edit to reach Wave", lambda: len(seen) == len(written), edit_timeout_s, proc, 1.0)
+            stop.set()
+            watcher.join(5)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        out.close()
+    latencies = [seen[m] - written[m] for m in written]
+    return {"edits": len(latencies), "median_s": statistics.median(latencies), "p95_s": percentile(latencies, 95),
+            "min_s": min(latencies), "max_s": max(latencies), "settle_s": settled_s,
+            "latencies_s": [round(x, 2) for x in latencies]}

@@ -21,4 +21,4 @@ def test_quick_benchmark_runs_and_its_equality_check_passes(tmp_path: Path) -> N
     assert all(results["naive"]["equal"].values())
     assert results["transform"]["rows"]["global_customer"] > 0
     assert results["api"]["push_wave"]["failed"] == 0
-    assert results["latency"]["push_s"] > 0
+    assert results["latency"]["stages"]["push_s"] > 0
