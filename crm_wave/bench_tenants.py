@@ -48,15 +48,18 @@ def _rss_kb(pid: int) -> int:
 
 
 class _Sampler(threading.Thread):
-    """Samples the summed RSS of a set of process trees."""
+    """Samples the summed RSS of a set of process trees: in all, and of the Dagster daemon's tree
+    (daemon, code server, runs) alone."""
 
-    def __init__(self, pids: list[int]) -> None:
+    def __init__(self, pids: list[int], daemon_pid: int) -> None:
         super().__init__(daemon=True)
-        self.pids, self.peak_kb, self.stop = pids, 0, threading.Event()
+        self.pids, self.daemon_pid, self.stop = pids, daemon_pid, threading.Event()
+        self.peak_kb = self.peak_dagster_kb = 0
 
     def run(self) -> None:
         while not self.stop.is_set():
             self.peak_kb = max(self.peak_kb, sum(_rss_kb(p) for p in self.pids) + _rss_kb(os.getpid()))
+            self.peak_dagster_kb = max(self.peak_dagster_kb, _rss_kb(self.daemon_pid))
             time.sleep(0.5)
 
 
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                                    str(ROOT / "workspace.yaml")], env=env, cwd=ROOT,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(daemon)
-        sampler = _Sampler([p.pid for p in procs])
+        sampler = _Sampler([p.pid for p in procs], daemon.pid)
         sampler.start()
         os.environ["DAGSTER_HOME"], os.environ["DAGSTER_PG_DB"] = str(home), db
         with dg.DagsterInstance.get() as instance:
@@ -170,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
               f"(schedule every 60 s, push sensor every 15 s)")
         print(f"runs {len(runs)}: {ok} succeeded, {failed} failed; run duration median "
               f"{statistics.median(durations):.1f} s, max {max(durations):.1f} s, sum {sum(durations):.0f} s")
-        print(f"peak memory (all simulators, daemon, runs, this process): {sampler.peak_kb / 1024:.0f} MiB")
+        print(f"peak memory (all simulators, daemon, runs, this process): {sampler.peak_kb / 1024:.0f} MiB; "
+              f"of the daemon, its code server and runs alone: {sampler.peak_dagster_kb / 1024:.0f} MiB")
+        busy = sum(durations)
+        print(f"run-seconds per tenant {busy / len(names):.0f} s; busy share of the run slots "
+              f"{100 * busy / (a.max_concurrent * total):.0f} % ({a.max_concurrent} slots x {total:.0f} s)")
         for message, n in failures.most_common(5):
             print(f"failure x{n}: {message}")
         return 0 if not pending else 1
