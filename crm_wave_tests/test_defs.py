@@ -68,6 +68,14 @@ def test_push_sensor_requests_push_per_tenant_only_for_share_assets_with_work():
         assert isinstance(push_sensor(ctx(second.cursor)), dg.SkipReason)
 
 
+def test_scheduled_and_sensor_runs_execute_in_one_process():
+    """Every step in its own process (Dagster's default) costs seconds of imports per step."""
+    d = defs()
+    assert push_sensor.job_name == "push_job"
+    for name in ("sync_job", "collect_job", "push_job"):
+        assert d.get_job_def(name).executor_def.name == "in_process", name
+
+
 def test_tenants_sensor_matches_partitions_to_the_registry(tmp_path, monkeypatch):
     from crm_wave.defs.automation import tenants_sensor
     from crm_wave.defs.resources import SyncResource

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import orjson
 import polars as pl
 
 from crm_wave.store.db import VERSION_SCHEMA, Store
 from crm_wave.sync.names import CRM_RESOURCE, dataset, namespaced
 
-__all__ = ["CollectResult", "CollectError", "collect", "versions_frame", "body_hash"]
+__all__ = ["CollectResult", "CollectError", "collect", "versions_frame", "body_hash", "body_text"]
 
 #: Wave's modifiedAt cursor is re-read with this overlap; unchanged records write nothing.
 WAVE_CURSOR_LAG = timedelta(seconds=2)
@@ -44,12 +45,24 @@ class CollectResult:
     full: bool
 
 
+def body_text(body: dict[str, Any] | None) -> str:
+    """A record body as stored and hashed: JSON with sorted keys, compact, UTF-8 (not escaped).
+
+    orjson does this about ten times faster than `json`; what orjson refuses (an integer
+    beyond 64 bits) goes through `json` with the same options, so one odd record never
+    stops a read.
+    """
+    try:
+        return orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def body_hash(body: dict[str, Any] | None) -> str:
-    """Stable hash of a record body."""
-    return hashlib.sha1(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """Stable hash of a record body: SHA-1 of `body_text` (as the database computes it)."""
+    return hashlib.sha1(body_text(body).encode()).hexdigest()
 
 
-_DUMPS = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 
 class _Chunks:
@@ -78,7 +91,7 @@ def _frame(prefix: str, records: list[tuple[str, bool, str | None, int | None, d
         "_deleted": [r[1] for r in records],
         "_modified": [r[2] for r in records],
         "_version": [r[3] for r in records],
-        "body": [None if r[4] is None else _DUMPS(r[4]) for r in records],
+        "body": [None if r[4] is None else body_text(r[4]) for r in records],
     }, schema=VERSION_SCHEMA)
 
 
