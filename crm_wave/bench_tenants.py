@@ -93,6 +93,35 @@ def _converged(env: dict[str, str], name: str) -> bool:
     return _count(url, "w", "customers") >= customers and _count(url, "w", "invoices") >= len(orders)
 
 
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def _steady(instance, dg, names: list[str], window_s: float) -> dict:
+    """Keep the converged fleet running `window_s`; runs started in the window, cadence per tenant, CPU use."""
+    t0, (busy0, all0) = time.time(), _cpu_times()
+    time.sleep(window_s)
+    t1, (busy1, all1) = time.time(), _cpu_times()
+    runs = instance.get_runs(filters=dg.RunsFilter(job_name="collect_job"))
+    per_tenant = Counter()
+    durations = []
+    for r in runs:
+        rec = instance.get_run_record_by_id(r.run_id)
+        if rec.start_time and t0 <= rec.start_time < t1:
+            per_tenant[r.tags.get("tenant")] += 1
+            if rec.end_time:
+                durations.append(rec.end_time - rec.start_time)
+    counts = [per_tenant.get(n, 0) for n in names]
+    n = sum(counts)
+    return {"window_s": t1 - t0, "collect_runs": n, "per_tenant_min": min(counts), "per_tenant_max": max(counts),
+            "cadence_s": (t1 - t0) * len(names) / n if n else float("inf"),
+            "run_median_s": statistics.median(durations) if durations else float("nan"),
+            "cpu_busy_pct": 100 * (busy1 - busy0) / max(all1 - all0, 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the figures; print a table."""
     p = argparse.ArgumentParser(prog="python -m crm_wave.bench_tenants", description=__doc__)
@@ -100,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--records", type=int, default=500, help="customers per tenant (plus a fifth as many products and orders)")
     p.add_argument("--max-concurrent", type=int, default=4, help="max_concurrent_runs of the run queue")
     p.add_argument("--max-minutes", type=float, default=30)
+    p.add_argument("--steady-minutes", type=float, default=3,
+                   help="after every tenant converged, keep the fleet running this long and measure it at rest")
     a = p.parse_args(argv)
     if not os.environ.get("DAGSTER_PG_HOST"):
         print('PostgreSQL is needed: eval "$(bash .ci/postgres.sh)"', file=sys.stderr)
@@ -151,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(5)
                 pending = {n for n in pending if not _converged(env, n)}
             total = time.monotonic() - started
+            steady = _steady(instance, dg, names, a.steady_minutes * 60) if not pending and a.steady_minutes else None
             runs = instance.get_runs(filters=dg.RunsFilter(tags={}))
             records = [instance.get_run_record_by_id(r.run_id) for r in runs]
             durations = [rec.end_time - rec.start_time for rec in records if rec.start_time and rec.end_time]
@@ -178,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         busy = sum(durations)
         print(f"run-seconds per tenant {busy / len(names):.0f} s; busy share of the run slots "
               f"{100 * busy / (a.max_concurrent * total):.0f} % ({a.max_concurrent} slots x {total:.0f} s)")
+        if steady:
+            print(f"at rest, over {steady['window_s']:.0f} s after converging: {steady['collect_runs']} collect runs "
+                  f"({steady['per_tenant_min']}-{steady['per_tenant_max']} per tenant), so each tenant was re-read every "
+                  f"{steady['cadence_s']:.0f} s on average (the schedule asks for 60 s); run duration median "
+                  f"{steady['run_median_s']:.1f} s; machine CPU busy {steady['cpu_busy_pct']:.0f} % of {os.cpu_count()} cores")
         for message, n in failures.most_common(5):
             print(f"failure x{n}: {message}")
         return 0 if not pending else 1
