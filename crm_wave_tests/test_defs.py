@@ -73,7 +73,7 @@ def test_scheduled_and_sensor_runs_execute_in_one_process():
     d = defs()
     assert push_sensor.job_name == "push_job"
     for name in ("sync_job", "collect_job", "push_job"):
-        assert d.get_job_def(name).executor_def.name == "in_process", name
+        assert d.resolve_job_def(name).executor_def.name == "in_process", name
 
 
 def test_tenants_sensor_matches_partitions_to_the_registry(tmp_path, monkeypatch):

@@ -39,6 +39,17 @@ _CONFLICT_SCHEMA = {"global_id": pl.String, "field": pl.String, "crm_value": pl.
                     "base_value": pl.String, "winner": pl.String, "reason": pl.String}
 
 
+@contextlib.contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    """An exclusive `fcntl` lock on the file `path` (created if missing), between processes."""
+    with open(path, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _arrow(frame: pl.DataFrame):
     """A frame as Arrow with plain (not view) strings: DuckDB scans those about twice as fast."""
     return frame.to_arrow(compat_level=pl.CompatLevel.oldest())
@@ -89,23 +100,14 @@ class Store:
     @contextlib.contextmanager
     def named_lock(self, name: str) -> Iterator[None]:
         """An exclusive lock of its own beside the database, e.g. one push of one share table at a time."""
-        path = self.path.with_name(f"{self.path.name}.{_ident(name)}.lock")
-        with open(path, "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with _flock(self.path.with_name(f"{self.path.name}.{_ident(name)}.lock")):
+            yield
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the database's exclusive lock (no connection open): for copying the file."""
-        with self._thread_lock, open(self._lock_path, "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with self._thread_lock, _flock(self._lock_path):
+            yield
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
