@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import statistics
 from collections import Counter
 import subprocess
@@ -93,6 +94,25 @@ def _converged(env: dict[str, str], name: str) -> bool:
     return _count(url, "w", "customers") >= customers and _count(url, "w", "invoices") >= len(orders)
 
 
+def start_daemon(env: dict[str, str]) -> subprocess.Popen:
+    """`dagster-daemon run` on the project's workspace, in a process group of its own (see `stop_daemon`)."""
+    return subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def stop_daemon(daemon: subprocess.Popen) -> None:
+    """Stop the daemon, then its whole group: the code server it starts outlives a SIGTERM of the daemon."""
+    daemon.terminate()
+    try:
+        daemon.wait(timeout=30)
+    finally:
+        try:
+            os.killpg(daemon.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def _cpu_times() -> tuple[int, int]:
     """(busy, total) jiffies of all cores, from /proc/stat."""
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -151,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     admin.cursor().execute(f'CREATE DATABASE "{db}"')
     env = {**os.environ, "DAGSTER_HOME": str(home), "DAGSTER_PG_DB": db, "CRM_WAVE_DATA_DIR": str(data)}
     procs: list[subprocess.Popen] = []
+    daemon = None
     names = [f"t{i:02d}" for i in range(a.tenants)]
     try:
         for name in names:
@@ -167,9 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                         t.var("WAVE_API_TOKEN"): "w", t.var("WAVE_REQUESTS_PER_MINUTE"): "0"})
             _wait_http(f"http://127.0.0.1:{cport}/api/v1/customers?limit=1", {"Authorization": "Bearer c"})
             _wait_http(f"http://127.0.0.1:{wport}/graphql/public", {"Authorization": "Bearer w"}, {"query": "{ user { id } }"})
-        daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w",
-                                   str(ROOT / "workspace.yaml")], env=env, cwd=ROOT,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        daemon = start_daemon(env)
         procs.append(daemon)
         sampler = _Sampler([p.pid for p in procs], daemon.pid)
         sampler.start()
@@ -223,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=30)
+        if daemon is not None:
+            stop_daemon(daemon)
         admin.cursor().execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from crm_wave.bench_tenants import start_daemon, stop_daemon
+
 from crm_wave.systems.crm.client import CrmClient
 from crm_wave.systems.crm.simulator import create_app as crm_app
 from crm_wave.systems.serve import serve_in_thread
@@ -126,9 +128,7 @@ def test_runs_for_two_tenants_are_queued_and_complete_on_postgres(two_tenants, f
     home.mkdir()
     shutil.copy(ROOT / "deploy" / "dagster.local-postgres.yaml", home / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(home)}
-    daemon_cmd = str(Path(sys.executable).parent / "dagster-daemon")
-    daemon = subprocess.Popen([daemon_cmd, "run", "-w", str(ROOT / "workspace.yaml")],
-                              env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    daemon = start_daemon(env)
     try:
         os.environ["DAGSTER_HOME"] = str(home)
         with dg.DagsterInstance.get() as instance:
@@ -154,8 +154,7 @@ def test_runs_for_two_tenants_are_queued_and_complete_on_postgres(two_tenants, f
                 assert {"PIPELINE_ENQUEUED", "PIPELINE_STARTING", "PIPELINE_SUCCESS"} <= kinds  # queued, then launched
     finally:
         os.environ.pop("DAGSTER_HOME", None)
-        daemon.terminate()
-        daemon.wait(timeout=30)
+        stop_daemon(daemon)
     assert _wave_emails("acme") == {f"c{i}@acme.example" for i in range(3)}
     assert _wave_emails("globex") == {f"c{i}@globex.example" for i in range(3)}
     assert _file_emails(two_tenants, "acme").isdisjoint(_file_emails(two_tenants, "globex"))
