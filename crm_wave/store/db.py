@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import orjson
 import polars as pl
 
-__all__ = ["Store", "Version", "VERSION_SCHEMA"]
+__all__ = ["Store", "Version", "VERSION_SCHEMA", "body_text"]
 
 _SQL_DIR = Path(__file__).parent
 _IDENT_OK = set("abcdefghijklmnopqrstuvwxyz_0123456789")
@@ -37,6 +38,19 @@ VERSION_SCHEMA = {"_id": pl.String, "_source_id": pl.String, "_hash": pl.String,
 _LINK_SCHEMA = {"global_id": pl.String, "crm_id": pl.String, "wave_id": pl.String, "how": pl.String}
 _CONFLICT_SCHEMA = {"global_id": pl.String, "field": pl.String, "crm_value": pl.String, "wave_value": pl.String,
                     "base_value": pl.String, "winner": pl.String, "reason": pl.String}
+
+
+def body_text(body: dict[str, Any] | None) -> str:
+    """A record body as stored and hashed: JSON with sorted keys, compact, UTF-8 (not escaped).
+
+    orjson does this about ten times faster than `json`; what orjson refuses (an integer
+    beyond 64 bits) goes through `json` with the same options, so one odd record never
+    stops a read.
+    """
+    try:
+        return orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 @contextlib.contextmanager
@@ -133,17 +147,11 @@ class Store:
         con.execute((_SQL_DIR / "datasets.sql").read_text().replace("{name}", _ident(name)))
         self._datasets.add(name)
 
-    def current_index(self, con: duckdb.DuckDBPyConnection, name: str) -> dict[str, tuple[int, str, bool]]:
-        """`_id -> (_seq, _hash, _deleted)` of the newest version of every entity."""
-        self.ensure_dataset(con, name)
-        rows = con.execute(f"SELECT _id, _seq, _hash, _deleted FROM {_ident(name)}_current").fetchall()
-        return {r[0]: (r[1], r[2], r[3]) for r in rows}
-
     def append_versions(self, con: duckdb.DuckDBPyConnection, name: str, versions: Sequence[Version], now: datetime) -> int:
         """Append the versions that are new or changed (hash or deleted flag); return how many."""
         frame = pl.DataFrame(
             [(v.id, v.source_id, v.hash, v.deleted, v.modified, v.version,
-              None if v.body is None else json.dumps(v.body, sort_keys=True)) for v in versions],
+              None if v.body is None else body_text(v.body)) for v in versions],
             schema=VERSION_SCHEMA, orient="row")
         return self.append_frame(con, name, frame, now)
 
@@ -203,14 +211,6 @@ class Store:
         finally:
             con.unregister("_seen_ids")
         return int(rows[0][0]), list(rows[0][1] or [])
-
-    def read_current(self, con: duckdb.DuckDBPyConnection, name: str) -> pl.DataFrame:
-        """Newest version of every entity of dataset `name` (deleted ones included)."""
-        self.ensure_dataset(con, name)
-        return con.execute(
-            f"SELECT _id, _source_id, _deleted, _modified, _version, body::VARCHAR AS body "
-            f"FROM {_ident(name)}_current ORDER BY _id"
-        ).pl()
 
     # ---- cursors --------------------------------------------------------------------
     def get_cursor(self, con: duckdb.DuckDBPyConnection, dataset: str) -> tuple[str | None, datetime | None]:

@@ -8,19 +8,16 @@ same transaction as the versions it covers.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import orjson
 import polars as pl
 
-from crm_wave.store.db import VERSION_SCHEMA, Store
+from crm_wave.store.db import VERSION_SCHEMA, Store, body_text
 from crm_wave.sync.names import CRM_RESOURCE, dataset, namespaced
 
-__all__ = ["CollectResult", "CollectError", "collect", "versions_frame", "body_hash", "body_text"]
+__all__ = ["CollectResult", "CollectError", "collect"]
 
 #: Wave's modifiedAt cursor is re-read with this overlap; unchanged records write nothing.
 WAVE_CURSOR_LAG = timedelta(seconds=2)
@@ -43,26 +40,6 @@ class CollectResult:
     written: int
     deleted: int
     full: bool
-
-
-def body_text(body: dict[str, Any] | None) -> str:
-    """A record body as stored and hashed: JSON with sorted keys, compact, UTF-8 (not escaped).
-
-    orjson does this about ten times faster than `json`; what orjson refuses (an integer
-    beyond 64 bits) goes through `json` with the same options, so one odd record never
-    stops a read.
-    """
-    try:
-        return orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
-    except TypeError:
-        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def body_hash(body: dict[str, Any] | None) -> str:
-    """Stable hash of a record body: SHA-1 of `body_text` (as the database computes it)."""
-    return hashlib.sha1(body_text(body).encode()).hexdigest()
-
-
 
 
 class _Chunks:
@@ -138,15 +115,6 @@ def _wave_records(client: Any, entity: str, cursor: str | None, started: datetim
     return newest
 
 
-def versions_frame(system: str, entity: str, records: list[tuple[str, bool, str | None, int | None, dict | None]]) -> pl.DataFrame:
-    """Collected records `(source id, deleted, modified, version, body)` as a frame of `VERSION_SCHEMA`.
-
-    The body is kept as the JSON text `body_hash` hashes (keys sorted, compact), so the
-    database computes the same hash from it (`Store.append_frame`).
-    """
-    return _frame(namespaced(system, entity, ""), records)
-
-
 def collect(store: Store, system: str, entity: str, client: Any, now: datetime, *,
             full: bool | None = None, full_every: timedelta = timedelta(hours=1)) -> CollectResult:
     """Collect `entity` (stem) from `system` ("crm" or "wave") through its client."""
@@ -172,10 +140,8 @@ def collect(store: Store, system: str, entity: str, client: Any, now: datetime, 
                     "refusing to read that as 'everything was deleted'"
                 )
             if gone:
-                frame = pl.concat([frame, pl.DataFrame({
-                    "_id": gone, "_source_id": [i.split(":", 1)[1] for i in gone], "_hash": [body_hash(None)] * len(gone),
-                    "_deleted": [True] * len(gone), "_modified": [None] * len(gone), "_version": [None] * len(gone),
-                    "body": [None] * len(gone)}, schema=VERSION_SCHEMA)])
+                frame = pl.concat([frame, _frame(chunks.prefix, [(i.removeprefix(chunks.prefix), True, None, None, None)
+                                                                 for i in gone])])
             deleted += len(gone)
         written = store.append_frame(con, name, frame, now.replace(tzinfo=None))
         store.set_cursor(con, name, next_cursor, now.replace(tzinfo=None), full=full)
