@@ -11,9 +11,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
-import polars as pl
 
 from crm_wave.defs.resources import SyncResource
+from crm_wave.store.db import Store
 from crm_wave.sync.collect import collect, utcnow
 from crm_wave.sync.global_step import build_global
 from crm_wave.sync.names import ENTITIES, dataset, global_table, share_table
@@ -33,10 +33,14 @@ class CollectConfig(dg.Config):
     full: bool | None = None
 
 
-def _preview(frame: pl.DataFrame | None, columns: list[str], n: int = 10) -> dg.MetadataValue:
-    if frame is None or frame.height == 0:
+def _preview(store: Store, table: str, columns: list[str] | None = None, n: int = 10) -> dg.MetadataValue:
+    """The first rows of `table` as a Markdown table (read with LIMIT: a large table is not loaded)."""
+    with store.connect() as con:
+        if columns is None:  # golden tables: the first merged fields (not the per-side columns)
+            columns = [c for c in (store.table_columns(con, table) or []) if "__" not in c][:8]
+        head = store.head(con, table, columns, n)
+    if head is None or head.height == 0:
         return dg.MetadataValue.md("_empty_")
-    head = frame.select([c for c in columns if c in frame.columns]).head(n)
     lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * len(head.columns)]
     for row in head.iter_rows():
         lines.append("| " + " | ".join(str(v)[:60].replace("|", "\\|") for v in row) + " |")
@@ -75,11 +79,8 @@ def global_asset(entity: str) -> dg.AssetsDefinition:
     def _global(context: dg.AssetExecutionContext, sync: SyncResource) -> dg.MaterializeResult:
         store = sync.store(context.partition_key)
         result = build_global(store, entity, utcnow())
-        with store.connect() as con:
-            frame = store.read_table(con, global_table(entity))
-        golden = [c for c in (frame.columns if frame is not None else []) if "__" not in c][:8]
         return dg.MaterializeResult(metadata={**asdict(result), "dagster/row_count": result.golden,
-                                              "preview": _preview(frame, golden)})
+                                              "preview": _preview(store, global_table(entity))})
 
     return _global
 
@@ -95,11 +96,9 @@ def share_asset(target: str, entity: str) -> dg.AssetsDefinition:
     def _share(context: dg.AssetExecutionContext, sync: SyncResource) -> dg.MaterializeResult:
         store = sync.store(context.partition_key)
         result = build_share(store, target, entity)
-        with store.connect() as con:
-            frame = store.read_table(con, name)
         return dg.MaterializeResult(metadata={
             **asdict(result), "work": result.work, "dagster/row_count": result.work,
-            "preview": _preview(frame, ["op", "global_id", "target_id", "changes", "reason"])})
+            "preview": _preview(store, name, ["op", "global_id", "target_id", "changes", "reason"])})
 
     return _share
 

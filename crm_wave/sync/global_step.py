@@ -402,7 +402,7 @@ def build_global(store: Store, entity: str, now: datetime, *, full: bool | None 
     Incremental unless `full` is true (or there is nothing to continue from). One global
     step per entity runs at a time (two syncs started at once take turns).
     """
-    with store.named_lock(f"global_{entity}"):
+    with store.named_lock(f"global_{entity}"), store.session():
         return _build_global(store, entity, now, full=full)
 
 

@@ -142,7 +142,7 @@ def build_share(store: Store, target: str, entity: str, *, full: bool | None = N
     """Compute and store the share table of (`target`, `entity`); incremental unless `full`.
 
     One share step per table runs at a time (two syncs started at once take turns)."""
-    with store.named_lock(f"share_{target}_{entity}"):
+    with store.named_lock(f"share_{target}_{entity}"), store.session():
         return _build_share(store, target, entity, full=full)
 
 
