@@ -250,7 +250,8 @@ def naive_share(golden: dict[str, dict[str, Any]], target: str, entity: str,
         if op == "insert" and entity == "customer" and target == "crm":
             changes["Type"] = row["Type"] or "organization"
         out.append((gid, op, row[f"{target}_id"], row[f"{source}_id"],
-                    json.dumps(changes, sort_keys=True), json.dumps(before, sort_keys=True), reason))
+                    json.dumps(changes, sort_keys=True, ensure_ascii=False),
+                    json.dumps(before, sort_keys=True, ensure_ascii=False), reason))
     return out
 
 

@@ -4,8 +4,9 @@ Desired state (the golden record) against the target's current state, both alrea
 normalised: an update carries only the fields that differ, so the sync's own write,
 read back by the next collect, differs in nothing and never echoes.
 
-`changes` and `before` are JSON objects written exactly as `json.dumps(..., sort_keys=True)`
-writes them, built with polars string expressions (no Python per row).
+`changes` and `before` are JSON objects written exactly as
+`json.dumps(..., sort_keys=True, ensure_ascii=False)` writes them (so "København" reads as
+such in SQL), built with polars string expressions (no Python per row).
 """
 
 from __future__ import annotations
@@ -26,18 +27,21 @@ SHARE_SCHEMA = {
     "reason": pl.String,
 }
 
-def json_literal_series(s: pl.Series) -> pl.Series:
-    """`json.dumps(v)` of every value of a String series ("null" for None), as the standard library writes it.
+def json_literal_series(s: pl.Series, *, ensure_ascii: bool = True) -> pl.Series:
+    """`json.dumps(v, ensure_ascii=...)` of every value of a String series ("null" for None), as the
+    standard library writes it.
 
-    Printable ASCII needs only `\\` and `"` escaped; anything else goes through `json.dumps`."""
+    Most values need only `\\` and `"` escaped, done in polars; the rest (control characters,
+    and with `ensure_ascii` anything outside printable ASCII) goes through `json.dumps`."""
     s = s.cast(pl.String)
-    printable = s.str.contains(r"^[\x20-\x7e]*$")
+    plain = s.str.contains(r"^[\x20-\x7e]*$") if ensure_ascii else ~s.str.contains(r"[\x00-\x1f]")
     escaped = s.str.replace_all("\\", "\\\\", literal=True).str.replace_all('"', '\\"', literal=True)
-    out = pl.select(pl.when(s.is_null()).then(pl.lit("null")).when(printable).then(pl.lit('"') + escaped + pl.lit('"'))
+    out = pl.select(pl.when(s.is_null()).then(pl.lit("null")).when(plain).then(pl.lit('"') + escaped + pl.lit('"'))
                     ).to_series()
-    idx = (s.is_not_null() & ~printable).fill_null(False).arg_true()
+    idx = (s.is_not_null() & ~plain).fill_null(False).arg_true()
     if idx.len():
-        out = out.scatter(idx, pl.Series([json.dumps(v) for v in s.gather(idx).to_list()], dtype=pl.String))
+        out = out.scatter(idx, pl.Series([json.dumps(v, ensure_ascii=ensure_ascii) for v in s.gather(idx).to_list()],
+                                         dtype=pl.String))
     return out.alias(s.name)
 
 
@@ -81,15 +85,16 @@ def share_diff(merged: pl.DataFrame, target: str, fields: list[str], *, wait_rea
     if df.height == 0:
         return pl.DataFrame(schema=SHARE_SCHEMA)
     df = df.with_columns(
-        *[json_literal_series(df[f]).alias(f"_j_{f}") for f in fields],
-        *[json_literal_series(df[f"{f}__{target}"]).alias(f"_b_{f}") for f in fields],
+        *[json_literal_series(df[f], ensure_ascii=False).alias(f"_j_{f}") for f in fields],
+        *[json_literal_series(df[f"{f}__{target}"], ensure_ascii=False).alias(f"_b_{f}") for f in fields],
     )
     whole = (pl.col("op") == "insert") | ((pl.col("op") == "wait") & (t_state == "absent"))
     partial = (pl.col("op") == "update") | ((pl.col("op") == "wait") & (t_state != "absent"))
     changes_pieces = [(f, pl.col(f"_j_{f}"), (whole & pl.col(f).is_not_null()) | (partial & pl.col(f"_d_{f}")))
                       for f in fields]
     for name, expr in (insert_extra or {}).items():
-        df = df.with_columns(json_literal_series(df.select(expr.cast(pl.String)).to_series()).alias(f"_x_{name}"))
+        df = df.with_columns(json_literal_series(df.select(expr.cast(pl.String)).to_series(), ensure_ascii=False)
+                             .alias(f"_x_{name}"))
         changes_pieces.append((name, pl.col(f"_x_{name}"), pl.col("op") == "insert"))
     before_pieces = [(f, pl.col(f"_b_{f}"), partial & pl.col(f"_d_{f}")) for f in fields]
     out = df.select(

@@ -45,6 +45,9 @@ def test_whitespace_is_what_str_strip_removes():
 
 def test_json_literals_match_json_dumps():
     assert json_literal_series(pl.Series(TEXTS, dtype=pl.String)).to_list() == [json.dumps(v) for v in TEXTS]
+    # Share rows keep non-ASCII text readable (as json.dumps(ensure_ascii=False) writes it).
+    assert json_literal_series(pl.Series(TEXTS, dtype=pl.String), ensure_ascii=False).to_list() == \
+        [json.dumps(v, ensure_ascii=False) for v in TEXTS]
 
 
 def test_lines_cells_match_to_cell():
