@@ -414,6 +414,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     table = global_table(entity)
     names = {s: dataset(s, entity) for s in SIDES}
     fp = fingerprint(entity)
+    whole: dict[str, pl.DataFrame] | None = None
     with store.connect() as con:
         marks = store.read_marks(con, step)
         top = {names[s]: store.max_seq(con, names[s]) for s in SIDES}
@@ -436,9 +437,14 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
             links = _links_where(con, entity, frames["crm"]["crm_id"], frames["wave"]["wave_id"])
             frames, links = _with_key_peers(store, con, entity, frames, links, refs)
         else:
-            # Linking needs the keys of every record, the merge below reads the rest part by part.
             changed = {s: None for s in SIDES}
-            frames = {s: _keyed(read_canonical(store, con, s, entity, None, _link_fields(entity)), entity) for s in SIDES}
+            if sum(store.version_count(con, names[s]) for s in SIDES) <= CHUNK:
+                # Small enough for one part: every field of every record, read once, for linking and merging.
+                frames = whole = {s: _load(store, con, s, entity, None, refs[s]) for s in SIDES}
+            else:
+                # Linking needs the keys of every record, the merge below reads the rest part by part.
+                frames = {s: _keyed(read_canonical(store, con, s, entity, None, _link_fields(entity)), entity)
+                          for s in SIDES}
             links = _all_links(store, con, entity)
     recovered = _recover_intents(store, entity, links, frames, naive_now)
     if recovered:
@@ -472,11 +478,15 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     parts = [links.slice(i, CHUNK) for i in range(0, links.height, CHUNK)] or [links]
     for i, part in enumerate(parts):
         with store.connect() as con:
-            crm = _load(store, con, "crm", entity, part["crm_id"].drop_nulls(), refs["crm"])
-            wave = _load(store, con, "wave", entity, part["wave_id"].drop_nulls(), refs["wave"])
+            if whole is not None and len(parts) == 1:  # merge_records takes just the linked ones
+                crm, wave = whole["crm"], whole["wave"]
+            else:
+                crm = _load(store, con, "crm", entity, part["crm_id"].drop_nulls(), refs["crm"])
+                wave = _load(store, con, "wave", entity, part["wave_id"].drop_nulls(), refs["wave"])
             agreed = store.read_agreed_frame(con, entity, fields, part["global_id"])
         merged, conflicts, agreed_now = _merge(entity, part, crm, wave, agreed, fields)
         del crm, wave, agreed
+        whole = None
         with store.connect() as con:
             if incremental:
                 keys = pl.concat([part["global_id"], dropped_ids]) if i == 0 else part["global_id"]
