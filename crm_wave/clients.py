@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
 
 from crm_wave.settings import Settings
 from crm_wave.systems.crm.client import CrmClient
@@ -23,20 +25,25 @@ def _rate(value: str | None, default: int | None) -> int | None:
     return int(value) or None
 
 
-def crm_client(env: Mapping[str, str]) -> CrmClient:
-    """The CRM client: `CRM_BASE_URL`, `CRM_API_TOKEN`, optional `CRM_NAMING`, `CRM_REQUESTS_PER_MINUTE`."""
+def crm_client(env: Mapping[str, str], **policy: Any) -> CrmClient:
+    """The CRM client: `CRM_BASE_URL`, `CRM_API_TOKEN`, optional `CRM_NAMING`, `CRM_REQUESTS_PER_MINUTE`.
+
+    Keyword arguments override fields of its `HttpPolicy` (e.g. `timeout_s=5, max_attempts=2`)."""
     s = Settings.from_env(env)
     return CrmClient(base_url=s.crm_base_url, token=s.crm_api_token,
-                     policy=HttpPolicy(requests_per_minute=_rate(env.get("CRM_REQUESTS_PER_MINUTE"), None)),
+                     policy=replace(HttpPolicy(requests_per_minute=_rate(env.get("CRM_REQUESTS_PER_MINUTE"), None)),
+                                    **policy),
                      naming=CrmNaming.loads(env["CRM_NAMING"]) if env.get("CRM_NAMING") else None)
 
 
-def wave_client(env: Mapping[str, str]) -> WaveClient:
+def wave_client(env: Mapping[str, str], **policy: Any) -> WaveClient:
     """The Wave client: `WAVE_GRAPHQL_URL`, `WAVE_API_TOKEN`, optional `WAVE_BUSINESS_ID`,
-    `WAVE_REQUESTS_PER_MINUTE` (default 60; 0 = no limit)."""
+    `WAVE_REQUESTS_PER_MINUTE` (default 60; 0 = no limit). Keyword arguments override fields of
+    its `HttpPolicy`."""
     s = Settings.from_env(env)
+    rate = _rate(env.get("WAVE_REQUESTS_PER_MINUTE"), WAVE_DEFAULT_RPM)
     return WaveClient(url=s.wave_graphql_url, token=s.wave_api_token, business_id=s.wave_business_id,
-                      policy=HttpPolicy(requests_per_minute=_rate(env.get("WAVE_REQUESTS_PER_MINUTE"), WAVE_DEFAULT_RPM)))
+                      policy=replace(HttpPolicy(requests_per_minute=rate), **policy))
 
 
 def clients(env: Mapping[str, str]) -> dict[str, CrmClient | WaveClient]:

@@ -72,6 +72,9 @@ def test_scheduled_and_sensor_runs_execute_in_one_process():
     """Every step in its own process (Dagster's default) costs seconds of imports per step."""
     d = defs()
     assert push_sensor.job_name == "push_job"
+    from crm_wave.defs.automation import changes_sensor
+
+    assert changes_sensor.job_name == "sync_job"
     for name in ("sync_job", "collect_job", "push_job"):
         assert d.resolve_job_def(name).executor_def.name == "in_process", name
 

@@ -11,23 +11,35 @@ by at most about one second).
 The rest of this module models the same path from measured stage durations, to show
 where the time goes:
 
-`make dev` runs Dagster's daemon: the collect schedule (`collect_job`: collect, global,
-share) starts every minute on the minute, and the push sensor looks every 15 s for share
-assets whose latest materialization has work, then launches a run with their pushes.
-An edit in the CRM reaches Wave when:
+`make dev` runs Dagster's daemon with three automations per tenant:
 
-1. the next collect run reads the CRM (the run starts on the next minute, plus the time
-   Dagster takes to launch a run),
-2. that run has merged and diffed (measured here: collect of all six datasets,
-   global and share of all three entities, against the simulators, after one edit),
-3. the sensor's next tick after that (ticks every 15 s at a fixed offset from the
-   minute, drawn at random once per simulated session),
-4. plus another run launch, plus the push itself (measured here: pushing that edit).
+- `changes_sensor` (every 10 s) asks both systems whether anything changed since its last
+  look (`crm_wave/sync/heads.py`: the CRM change feeds after its cursor, Wave's newest
+  `modifiedAt` and counts; four small requests, no DuckDB) and, on a change, launches one
+  `sync_job` run: collect, global, share and push in one process. This is the fast path.
+- the collect schedule (`collect_job`: collect, global, share) starts every minute on the
+  minute, and the push sensor (every 15 s) pushes share assets whose latest
+  materialization has work: the fallback cadence, which also covers changes the changes
+  sensor could not see (its first look at a tenant, a system that did not answer).
 
-Steps 2 and 4 are measured in-process with the real engine and simulators at the size of
-the dev data set; the run-launch time is not measured (no Dagster daemon here) and is a
-parameter (`launch_s`). The edits fall at random times; the result is the median and
-95th percentile over `edits` edits.
+An edit in the CRM reaches Wave at the earlier of:
+
+1. fast path: the changes sensor's next tick after the edit (every 10 s at a fixed
+   offset, drawn at random once per simulated session), plus a run launch, plus one
+   sync run (collect of all six datasets, global and share of all three entities, and the
+   push of that edit; measured here against the simulators, after one edit);
+2. fallback: the next collect run (the next minute, plus a launch), then the push
+   sensor's next tick after it has diffed (every 15 s), plus another launch and the push.
+
+Our own pushes move the changes sensor's marks as well, so a run that wrote is followed by
+one more that reads the writes back; while a tenant has a run queued or in progress the
+sensor does not look at it. The model leaves both out (it assumes an idle tenant), so the
+live figure is the one to trust; the model shows the floor set by the cadences.
+
+The stage durations are measured in-process with the real engine and simulators at the
+size of the dev data set; Dagster's own per-step overhead and the run-launch time are not
+measured (no Dagster daemon here): the launch is a parameter (`launch_s`). The edits fall
+at random times; the result is the median and 95th percentile over `edits` edits.
 """
 
 from __future__ import annotations
@@ -64,6 +76,7 @@ __all__ = ["measure_live", "measure_stages", "simulate", "percentile"]
 
 COLLECT_EVERY_S = 60.0  # crm_wave/defs/automation.py: cron "* * * * *"
 SENSOR_EVERY_S = 15.0  # push_sensor: minimum_interval_seconds=15
+CHANGES_EVERY_S = 10.0  # changes_sensor: minimum_interval_seconds=10
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -113,15 +126,20 @@ def simulate(stages: dict[str, float], *, edits: int = 20, seed: int = 7, launch
     latencies = []
     for _ in range(sessions):
         sensor_offset = rng.uniform(0, SENSOR_EVERY_S)
+        changes_offset = rng.uniform(0, CHANGES_EVERY_S)
         for _ in range(edits):
             edit = rng.uniform(0, 600)
-            # The collect run that reads the edit: the first one whose read starts after it.
+            # Fallback: the collect run that reads the edit (the first one whose read starts after
+            # it), then the push sensor's next tick after that run has diffed, then the push run.
             k = math.floor((edit - launch_s) / COLLECT_EVERY_S) + 1
             read = k * COLLECT_EVERY_S + launch_s
             shared = read + stages["collect_run_s"]
             tick = sensor_offset + math.ceil((shared - sensor_offset) / SENSOR_EVERY_S) * SENSOR_EVERY_S
-            done = tick + launch_s + stages["push_s"]
-            latencies.append(done - edit)
+            scheduled = tick + launch_s + stages["push_s"]
+            # Fast path: the changes sensor's next look after the edit starts one sync run.
+            look = changes_offset + math.ceil((edit - changes_offset) / CHANGES_EVERY_S) * CHANGES_EVERY_S
+            sensed = look + launch_s + stages["collect_run_s"] + stages["push_s"]
+            latencies.append(min(scheduled, sensed) - edit)
     return {"edits": len(latencies), "median_s": statistics.median(latencies), "p95_s": percentile(latencies, 95),
             "min_s": min(latencies), "max_s": max(latencies), "launch_s": launch_s, **stages}
 

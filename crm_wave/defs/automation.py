@@ -5,18 +5,27 @@
 - `push_sensor` launches, per tenant, the push of every share asset whose latest
   materialization reported work, plus what follows it (orders need customers and
   products pushed first).
+- `changes_sensor` asks both systems of every idle tenant every 10 s whether anything
+  changed (`crm_wave/sync/heads.py`: the CRM change feeds' heads, Wave's newest `modifiedAt`)
+  and, when something did, launches one `sync_job` run (collect -> global -> share -> push),
+  so an edit reaches the other side without waiting for the schedule and the push sensor.
 Every run carries the tag `tenant`, so the run queue can limit runs per tenant (one
 at a time, see `deploy/dagster.yaml`) while different tenants run in parallel.
 """
 
+import hashlib
+import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
 
 from crm_wave.defs.assets import COLLECT, GLOBAL, PUSH, SHARE, SHARE_TO_PUSH, TENANTS, snapshot
 from crm_wave.defs.resources import SyncResource
-from crm_wave.tenants import load_tenants
+from crm_wave.sync.heads import Look, Unreachable, look
+from crm_wave.systems.http import ApiError
+from crm_wave.tenants import TenantError, load_tenants
 
 sync_job = dg.define_asset_job(
     "sync_job",
@@ -80,6 +89,17 @@ def collect_schedule(context: dg.ScheduleEvaluationContext):
         yield dg.RunRequest(run_key=f"collect-{tenant}-{stamp}", partition_key=tenant, tags={"tenant": tenant})
 
 
+def _pushes_itself(instance: dg.DagsterInstance, run_id: str | None, push_key: str) -> bool:
+    """The run that diffed also runs this push (a `sync_job` run, or a push run whose orders were
+    re-diffed after their customers were pushed): nothing is left for another run to push."""
+    run = instance.get_run_by_id(run_id) if run_id else None
+    if run is None:
+        return False
+    if run.asset_selection:  # a subset of its job (None or empty: the whole job)
+        return dg.AssetKey(push_key) in run.asset_selection
+    return run.job_name in (sync_job.name, push_job.name)
+
+
 def _latest(instance: dg.DagsterInstance, key: str, tenant: str):
     records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(key),
                                                                     asset_partitions=[tenant]), limit=1).records
@@ -101,7 +121,8 @@ def push_sensor(context: dg.SensorEvaluationContext):
                 continue
             mark = f"{tenant}/{share_key}"
             work = record.asset_materialization.metadata.get("work")
-            if seen.get(mark) != str(record.storage_id) and work is not None and work.value > 0:
+            if (seen.get(mark) != str(record.storage_id) and work is not None and work.value > 0
+                    and not _pushes_itself(context.instance, record.run_id, push_key)):
                 to_push.append(push_key)
             cursor[mark] = str(record.storage_id)
         if to_push:
@@ -111,3 +132,57 @@ def push_sensor(context: dg.SensorEvaluationContext):
                                           asset_selection=sorted(keys), partition_key=tenant, tags={"tenant": tenant}))
     context.update_cursor(",".join(f"{k}={v}" for k, v in sorted(cursor.items())))
     return requests or dg.SkipReason("no share asset has work")
+
+
+#: How `changes_sensor` asks: a short timeout and one retry, so a system that is down costs a
+#: few seconds of the tick, not the clients' usual minute of backoff.
+PROBE_POLICY = {"timeout_s": 5.0, "max_attempts": 2, "backoff_max_s": 1.0, "max_retry_after_s": 5.0}
+
+
+def _look(sync: SyncResource, tenant: str, previous: dict[str, str] | None) -> Look | str:
+    """One tenant's look, or why there is none (a reason that names no secret)."""
+    try:
+        with sync.client("crm", tenant, **PROBE_POLICY) as crm, sync.client("wave", tenant, **PROBE_POLICY) as wave:
+            return look(crm, wave, previous)
+    except (Unreachable, TenantError) as exc:  # both name the system or variable only
+        return f"{tenant}: {exc}"
+    except (ApiError, ValueError) as exc:  # a client could not be built from the tenant's settings
+        return f"{tenant}: no client from its settings ({type(exc).__name__})"
+
+
+@dg.sensor(name="changes_sensor", minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING,
+           job=sync_job,
+           description="Every 10 s, asks both systems of each idle tenant whether anything changed (CRM change feed "
+                       "heads, Wave's newest modifiedAt) and launches one sync of that tenant when something did.")
+def changes_sensor(context: dg.SensorEvaluationContext, sync: SyncResource):
+    """Per idle tenant: look (never at DuckDB), compare with the marks in the cursor, sync on a change.
+
+    The first look at a tenant only records its marks. A busy tenant (a run queued or in
+    progress) is not looked at, so its marks stay and a change made meanwhile is seen after
+    that run. A tenant whose systems do not answer keeps its marks and is skipped with the
+    reason. Our own pushes move the marks too: a sync that wrote is followed by one more that
+    reads its writes back (see `crm_wave/sync/heads.py`).
+    """
+    state: dict[str, dict[str, str]] = json.loads(context.cursor) if context.cursor else {}
+    tenants = list(context.instance.get_dynamic_partitions(TENANTS.name))
+    idle = [t for t in tenants if not _busy(context.instance, t)]
+    reasons = [f"{t}: a run is queued or in progress" for t in tenants if t not in idle]
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(idle))), thread_name_prefix="changes") as pool:
+        looks = dict(zip(idle, pool.map(lambda t: _look(sync, t, state.get(t)), idle)))
+    requests = []
+    for tenant, found in looks.items():
+        if isinstance(found, str):
+            reasons.append(found)
+            continue
+        previous, state[tenant] = state.get(tenant), found.marks
+        if found.first:
+            reasons.append(f"{tenant}: first look, marks recorded")
+        elif not found.changed:
+            reasons.append(f"{tenant}: no change")
+        else:
+            digest = hashlib.sha1(json.dumps([previous, found.marks], sort_keys=True).encode()).hexdigest()[:16]
+            requests.append(dg.RunRequest(run_key=f"changes-{tenant}-{digest}", partition_key=tenant,
+                                          tags={"tenant": tenant, "crm_wave/changed": ",".join(found.changed)}))
+    state = {t: marks for t, marks in state.items() if t in tenants}
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(state, sort_keys=True),
+                           skip_reason=None if requests else "; ".join(reasons) or "no tenants")

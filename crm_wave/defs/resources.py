@@ -9,6 +9,7 @@ a step asks for a client, never at import.
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -39,11 +40,14 @@ class SyncResource(dg.ConfigurableResource):
         """The tenant's DuckDB file."""
         return Store(self.tenant(tenant).data_dir(Path(self.data_root)) / "crm_wave.duckdb")
 
-    def client(self, system: str, tenant: str) -> CrmClient | WaveClient:
-        """A new client of `system` ("crm" or "wave") for the tenant (close it after use)."""
+    def client(self, system: str, tenant: str, **policy: Any) -> CrmClient | WaveClient:
+        """A new client of `system` ("crm" or "wave") for the tenant (close it after use).
+
+        Keyword arguments override fields of the client's `HttpPolicy` (the sensors ask with a
+        short timeout and few retries)."""
         self.settings(tenant)  # names the tenant's missing variables, if any
         env = self._env(tenant)
-        return crm_client(env) if system == "crm" else wave_client(env)
+        return crm_client(env, **policy) if system == "crm" else wave_client(env, **policy)
 
 
 @dg.definitions

@@ -535,6 +535,23 @@ class WaveClient:
         """One invoice by id, or None when there is none."""
         return self._get("get_invoice", "invoice", invoice_id)
 
+    def change_heads(self) -> dict[str, dict[str, Any]]:
+        """The newest change of each type, in one request (plus one to find the business when
+        none is configured): `{"customers" | "products" | "invoices": {"id", "modifiedAt",
+        "totalCount"}}`, `id` and `modifiedAt` None for an empty listing. Archived products count."""
+        data = self._execute(DOCUMENTS["change_heads"], {"businessId": self.business_id}, operation_name="ChangeHeads")
+        business = data.get("business")
+        if business is None:
+            raise WaveError(f"Wave: business {self.business_id!r} not found")
+        heads: dict[str, dict[str, Any]] = {}
+        for connection in ("customers", "products", "invoices"):
+            conn = business.get(connection) or {}
+            nodes = [e["node"] for e in conn.get("edges") or [] if e.get("node")]
+            newest = nodes[0] if nodes else {}
+            heads[connection] = {"id": newest.get("id"), "modifiedAt": newest.get("modifiedAt"),
+                                 "totalCount": (conn.get("pageInfo") or {}).get("totalCount")}
+        return heads
+
     # ----------------------------------------------------------------- writes
 
     def mutate(self, ops: Sequence[Mutation]) -> list[MutationResult]:
