@@ -44,3 +44,16 @@ def crm_sim(tmp_path: Path) -> Iterator[Sim]:
     db = tmp_path / "crm.sqlite3"
     with serve_in_thread(create_app(db_path=db, token=CRM_TOKEN)) as base:
         yield Sim(base=base, url=f"{base}/api/v1", token=CRM_TOKEN, db_path=db)
+
+
+@pytest.fixture
+def sim_env(crm_sim: Sim, wave_sim: Sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Sim, Sim]:
+    """The default tenant's variables pointing at both simulators, data under `tmp_path`:
+    what the Dagster definitions read when a run or a sensor asks for clients."""
+    monkeypatch.setenv("CRM_BASE_URL", crm_sim.url)
+    monkeypatch.setenv("CRM_API_TOKEN", crm_sim.token)
+    monkeypatch.setenv("WAVE_GRAPHQL_URL", wave_sim.url)
+    monkeypatch.setenv("WAVE_API_TOKEN", wave_sim.token)
+    monkeypatch.setenv("CRM_WAVE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("WAVE_REQUESTS_PER_MINUTE", "0")  # the simulator needs no client-side limit
+    return crm_sim, wave_sim

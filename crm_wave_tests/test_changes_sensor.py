@@ -19,13 +19,8 @@ from crm_wave.systems.wave.client import Mutation, WaveClient
 
 
 @pytest.fixture
-def env(crm_sim, wave_sim, tmp_path, monkeypatch):
-    monkeypatch.setenv("CRM_BASE_URL", crm_sim.url)
-    monkeypatch.setenv("CRM_API_TOKEN", crm_sim.token)
-    monkeypatch.setenv("WAVE_GRAPHQL_URL", wave_sim.url)
-    monkeypatch.setenv("WAVE_API_TOKEN", wave_sim.token)
-    monkeypatch.setenv("CRM_WAVE_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("WAVE_REQUESTS_PER_MINUTE", "0")
+def env(sim_env):
+    crm_sim, wave_sim = sim_env
     with CrmClient(base_url=crm_sim.url, token=crm_sim.token) as crm, \
             WaveClient(url=wave_sim.url, token=wave_sim.token) as wave:
         yield crm, wave

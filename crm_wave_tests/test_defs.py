@@ -25,15 +25,10 @@ def test_definitions_load_and_validate():
     assert {"push_wave_customer", "push_wave_product"} <= parents("global_order")
 
 
-def test_sync_job_runs_in_process_and_converges(crm_sim, wave_sim, tmp_path, monkeypatch):
+def test_sync_job_runs_in_process_and_converges(sim_env, tmp_path):
     from crm_wave.systems.crm.client import CrmClient
 
-    monkeypatch.setenv("CRM_BASE_URL", crm_sim.url)
-    monkeypatch.setenv("CRM_API_TOKEN", crm_sim.token)
-    monkeypatch.setenv("WAVE_GRAPHQL_URL", wave_sim.url)
-    monkeypatch.setenv("WAVE_API_TOKEN", wave_sim.token)
-    monkeypatch.setenv("CRM_WAVE_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("WAVE_REQUESTS_PER_MINUTE", "0")  # the simulator needs no client-side limit
+    crm_sim, wave_sim = sim_env
     with CrmClient(base_url=crm_sim.url, token=crm_sim.token) as crm:
         crm.create("customers", {"Type": "organization", "Name": "Via Dagster", "Email": "d@x.example"},
                    idempotency_key="k")
