@@ -193,3 +193,16 @@ def test_a_long_crm_feed_is_caught_up_a_few_pages_per_look_without_reporting_the
     assert third.changed == ("crm:customers",) and third.marks["crm:customers"] == str(crm.n)
     crm.requests = 0
     assert not look(crm, _FakeWave(), third.marks).changed and crm.requests == 3  # one empty page per feed
+
+
+def test_a_tenant_never_looked_at_starts_at_its_last_collect_not_at_the_start_of_the_feed(instance):
+    from crm_wave.defs.automation import _seed
+
+    instance.report_runless_asset_event(dg.AssetMaterialization("crm_customer", partition="default",
+                                                                metadata={"cursor": "6990"}))
+    seed = _seed(instance, "default")
+    assert seed == {"crm:customers": "~6990"}  # products and orders: never collected, no seed
+    crm = _FakeCrm(7000)
+    found = look(crm, _FakeWave(), seed)
+    assert found.first and not found.changed and found.marks["crm:customers"] == "7000"
+    assert crm.requests == 3  # one page per feed: the 10 changes after the collect, not 7,000 from the start

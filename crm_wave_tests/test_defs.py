@@ -32,7 +32,12 @@ def test_sync_job_runs_in_process_and_converges(sim_env, tmp_path):
     with CrmClient(base_url=crm_sim.url, token=crm_sim.token) as crm:
         crm.create("customers", {"Type": "organization", "Name": "Via Dagster", "Email": "d@x.example"},
                    idempotency_key="k")
-    passes = run_sync_job(max_passes=4)
+    with dg.instance_for_test() as instance:
+        passes = run_sync_job(max_passes=4, instance=instance)
+        # Collects publish their cursor: changes_sensor starts a new tenant's feeds there (`_seed`).
+        from crm_wave.defs.automation import _seed
+
+        assert set(_seed(instance, "default")) == {"crm:customers", "crm:products", "crm:orders"}
     assert passes[0]["push_wave_customer"]["created"] == 1
     assert passes[-1]["push_wave_customer"]["created"] == 0 and passes[-1]["push_crm_customer"]["updated"] == 0
     assert (tmp_path / "crm_wave.duckdb").exists()

@@ -23,7 +23,8 @@ import dagster as dg
 
 from crm_wave.defs.assets import COLLECT, GLOBAL, PUSH, SHARE, SHARE_TO_PUSH, TENANTS, snapshot
 from crm_wave.defs.resources import SyncResource
-from crm_wave.sync.heads import Look, Unreachable, look
+from crm_wave.sync.heads import Look, Unreachable, look, seed_marks
+from crm_wave.sync.names import CRM_RESOURCE, dataset
 from crm_wave.systems.http import ApiError
 from crm_wave.tenants import TenantError, load_tenants
 
@@ -139,6 +140,16 @@ def push_sensor(context: dg.SensorEvaluationContext):
 PROBE_POLICY = {"timeout_s": 5.0, "max_attempts": 2, "backoff_max_s": 1.0, "max_retry_after_s": 5.0}
 
 
+def _seed(instance: dg.DagsterInstance, tenant: str) -> dict[str, str]:
+    """First marks of a tenant: where its last collects of the CRM feeds ended (their `cursor` metadata)."""
+    cursors = {}
+    for entity, resource in CRM_RESOURCE.items():
+        record = _latest(instance, dataset("crm", entity), tenant)
+        cursor = record.asset_materialization.metadata.get("cursor") if record else None
+        cursors[resource] = cursor.value if cursor is not None else None
+    return seed_marks(cursors)
+
+
 def _look(sync: SyncResource, tenant: str, previous: dict[str, str] | None) -> Look | str:
     """One tenant's look, or why there is none (a reason that names no secret)."""
     try:
@@ -168,7 +179,7 @@ def changes_sensor(context: dg.SensorEvaluationContext, sync: SyncResource):
     idle = [t for t in tenants if not _busy(context.instance, t)]
     reasons = [f"{t}: a run is queued or in progress" for t in tenants if t not in idle]
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(idle))), thread_name_prefix="changes") as pool:
-        looks = dict(zip(idle, pool.map(lambda t: _look(sync, t, state.get(t)), idle)))
+        looks = dict(zip(idle, pool.map(lambda t: _look(sync, t, state.get(t) or _seed(context.instance, t)), idle)))
     requests = []
     for tenant, found in looks.items():
         if isinstance(found, str):

@@ -40,6 +40,8 @@ class CollectResult:
     written: int
     deleted: int
     full: bool
+    #: Where the next incremental read starts (the source's change cursor; not a secret).
+    cursor: str | None = None
 
 
 class _Chunks:
@@ -145,7 +147,7 @@ def collect(store: Store, system: str, entity: str, client: Any, now: datetime, 
             deleted += len(gone)
         written = store.append_frame(con, name, frame, now.replace(tzinfo=None))
         store.set_cursor(con, name, next_cursor, now.replace(tzinfo=None), full=full)
-    return CollectResult(name, chunks.count, written, deleted, full)
+    return CollectResult(name, chunks.count, written, deleted, full, next_cursor)
 
 
 def utcnow() -> datetime:

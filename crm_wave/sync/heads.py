@@ -17,9 +17,10 @@ once-a-minute collect schedule. A look costs four or five small requests:
   `WAVE_BUSINESS_ID` the client first asks for the token's business (one more request).
 
 The first look at a feed only records its mark: the collect schedule covers everything
-that happened before. A CRM feed's first read starts at the beginning of the feed, so it
-reads at most `MAX_PAGES` pages per look; until it reaches the head its mark starts with
-`~` ("behind") and what it reads is not reported as a change. A burst of more than
+that happened before. A CRM feed's first read starts where the tenant's last collect of it
+ended (`seed_marks`, from the collect assets' `cursor` metadata), or at the beginning of the
+feed when there was none; it reads at most `MAX_PAGES` pages per look, and until it reaches
+the head its mark starts with `~` ("behind") and what it reads is not reported as a change. A burst of more than
 `MAX_PAGES` pages after the head was reached is reported once (the sync it starts reads all
 of it) and the rest is skipped over the same way.
 
@@ -41,7 +42,7 @@ import httpx
 
 from crm_wave.systems.http import ApiError
 
-__all__ = ["CRM_FEEDS", "MAX_PAGES", "WAVE_FEEDS", "Look", "Unreachable", "look"]
+__all__ = ["CRM_FEEDS", "MAX_PAGES", "WAVE_FEEDS", "Look", "Unreachable", "look", "seed_marks"]
 
 #: The CRM resources whose change feeds are watched.
 CRM_FEEDS = ("customers", "products", "orders")
@@ -68,7 +69,7 @@ class Look:
 
     `marks` maps `crm:<resource>` and `wave:<listing>` to a position (see the module doc).
     `changed` lists the feeds with a change since `previous` (empty on a first look);
-    `first` is true when there were no previous marks at all.
+    `first` is true when there were no previous marks, or only those of `seed_marks`.
     """
 
     marks: dict[str, str]
@@ -97,6 +98,13 @@ def _wave_mark(head: Mapping[str, Any]) -> str:
     return f"{head.get('modifiedAt') or ''}|{head.get('id') or ''}|{head.get('totalCount')}"
 
 
+def seed_marks(crm_cursors: Mapping[str, str | None]) -> dict[str, str]:
+    """First marks of a tenant never looked at, from the cursors its collects ended at
+    (`resource -> cursor`): each CRM feed is read on from there, not from the start of a feed
+    that may hold millions of changes. Nothing read on the way counts as a change."""
+    return {f"crm:{r}": _BEHIND + c for r, c in crm_cursors.items() if r in CRM_FEEDS and c}
+
+
 def look(crm: Any, wave: Any, previous: Mapping[str, str] | None, *, max_pages: int = MAX_PAGES) -> Look:
     """Ask both systems whether anything changed since `previous` (None: the first look).
 
@@ -123,4 +131,5 @@ def look(crm: Any, wave: Any, previous: Mapping[str, str] | None, *, max_pages: 
         marks[key] = _wave_mark(heads.get(listing) or {})
         if key in previous and previous[key] != marks[key]:
             changed.append(key)
-    return Look(marks=marks, changed=tuple(changed), first=not previous)
+    first = all(v.startswith(_BEHIND) for v in previous.values())  # nothing, or only `seed_marks`
+    return Look(marks=marks, changed=tuple(changed), first=first)
