@@ -75,6 +75,15 @@ def test_held_delete_is_listed_then_approved(env, capsys):
     assert f"crm-customer:{c['Id']}: deleted in crm; approve to delete wave customer" in out
     assert main(["deletes", "approve", f"crm-customer:{c['Id']}"]) == 0
     assert env.wave.list_customers() == []
+    # Done, so no longer pending: not listed now, nor after an incremental pass (which cannot see
+    # a Wave delete; the approval recorded it in the Wave dataset).
+    capsys.readouterr()
+    assert main(["deletes"]) == 0
+    assert "0 delete(s) waiting" in capsys.readouterr().out
+    env.sync()
+    assert main(["deletes"]) == 0
+    assert "0 delete(s) waiting" in capsys.readouterr().out
+    assert len(env.wave.list_customers()) == 0 and env.crm.get("customers", c["Id"]) is None
 
 
 def test_dead_letters_park_after_three_attempts_and_retry_on_request(env, capsys):

@@ -17,7 +17,7 @@ import polars as pl
 from crm_wave.store.db import VERSION_SCHEMA, Store, body_text
 from crm_wave.sync.names import CRM_RESOURCE, dataset, namespaced
 
-__all__ = ["CollectResult", "CollectError", "collect"]
+__all__ = ["CollectResult", "CollectError", "collect", "deleted_versions"]
 
 #: Wave's modifiedAt cursor is re-read with this overlap; unchanged records write nothing.
 WAVE_CURSOR_LAG = timedelta(seconds=2)
@@ -72,6 +72,12 @@ def _frame(prefix: str, records: list[tuple[str, bool, str | None, int | None, d
         "_version": [r[3] for r in records],
         "body": [None if r[4] is None else body_text(r[4]) for r in records],
     }, schema=VERSION_SCHEMA)
+
+
+def deleted_versions(system: str, entity: str, source_ids: list[str]) -> pl.DataFrame:
+    """Versions saying these records are gone, as a full read that misses them writes them
+    (for a delete the sync itself made, which an incremental read of Wave cannot see)."""
+    return _frame(namespaced(system, entity, ""), [(i, True, None, None, None) for i in source_ids])
 
 
 def _crm_records(client: Any, entity: str, cursor: str | None, out: _Chunks) -> str | None:
@@ -142,8 +148,7 @@ def collect(store: Store, system: str, entity: str, client: Any, now: datetime, 
                     "refusing to read that as 'everything was deleted'"
                 )
             if gone:
-                frame = pl.concat([frame, _frame(chunks.prefix, [(i.removeprefix(chunks.prefix), True, None, None, None)
-                                                                 for i in gone])])
+                frame = pl.concat([frame, deleted_versions(system, entity, [i.removeprefix(chunks.prefix) for i in gone])])
             deleted += len(gone)
         written = store.append_frame(con, name, frame, now.replace(tzinfo=None))
         store.set_cursor(con, name, next_cursor, now.replace(tzinfo=None), full=full)

@@ -15,7 +15,8 @@ from typing import Any
 import polars as pl
 
 from crm_wave.store.db import Store
-from crm_wave.sync.names import CRM_RESOURCE, ENTITIES, share_table
+from crm_wave.sync.collect import deleted_versions
+from crm_wave.sync.names import CRM_RESOURCE, ENTITIES, dataset, share_table
 from crm_wave.systems.wave.client import Mutation
 
 __all__ = ["PendingDelete", "pending_deletes", "approve_deletes"]
@@ -58,6 +59,7 @@ def approve_deletes(store: Store, clients: dict[str, Any], global_ids: set[str] 
     for d in pending_deletes(store):
         if global_ids is not None and d.global_id not in global_ids:
             continue
+        archive = (d.system, d.entity) == ("wave", "product")
         if d.system == "wave":
             name = {"customer": "customerDelete", "product": "productArchive", "order": "invoiceDelete"}[d.entity]
             data = {"invoiceId": d.target_id} if d.entity == "order" else {"id": d.target_id}
@@ -69,5 +71,12 @@ def approve_deletes(store: Store, clients: dict[str, Any], global_ids: set[str] 
         with store.connect() as con:
             store.log(con, [(now.replace(tzinfo=None), run_id, d.system, d.entity, d.global_id, d.target_id,
                              "delete", {}, {}, f"approved: {outcome}")])
+            if outcome == "ok" and not archive:
+                # Gone now: the dataset says so (Wave's incremental reads never show a delete, so
+                # only the next full read would), and the delete is no longer pending.
+                store.append_frame(con, dataset(d.system, d.entity), deleted_versions(d.system, d.entity, [d.target_id]),
+                                   now.replace(tzinfo=None))
+                con.execute(f"DELETE FROM {share_table(d.system, d.entity)} WHERE global_id = ? AND op = 'delete'",
+                            [d.global_id])
         done.append(f"{d.describe()} -> {outcome}")
     return done
