@@ -86,6 +86,21 @@ def test_held_delete_is_listed_then_approved(env, capsys):
     assert len(env.wave.list_customers()) == 0 and env.crm.get("customers", c["Id"]) is None
 
 
+def test_held_product_delete_is_approved_as_an_archive_and_then_no_longer_listed(env, capsys):
+    p = env.crm_create("products", {"Name": "Old Widget", "UnitPrice": "5"})
+    env.sync()
+    env.crm.delete("products", p["Id"], if_match=None)
+    env.sync()
+    assert main(["deletes"]) == 0
+    assert f"crm-product:{p['Id']}: deleted in crm; approve to archive wave product" in capsys.readouterr().out
+    assert main(["deletes", "approve", "--all"]) == 0
+    capsys.readouterr()
+    assert [w["isArchived"] for w in env.wave.list_products()] == [True]
+    env.sync()  # reads the archived product back: nothing is left to delete
+    assert main(["deletes"]) == 0
+    assert "0 delete(s) waiting" in capsys.readouterr().out
+
+
 def test_dead_letters_park_after_three_attempts_and_retry_on_request(env, capsys):
     biz = env.wave.business_id
     env.wave_write("customerCreate", {"businessId": biz, "name": "A", "email": "a@x.example", "displayId": "SAME"})

@@ -130,6 +130,9 @@ def compute_share(merged: pl.DataFrame, target: str, entity: str, links: dict[st
             merged = _hold(merged, "Status", pl.col("Status").is_in(["cancelled", "draft"]) & (pl.col("Status__wave") != "draft"), target)
     if entity == "product" and target == "wave":
         merged = _hold(merged, "IsArchived", (pl.col("IsArchived") == "false") & (pl.col("IsArchived__wave") == "true"), target)
+        # Archiving is Wave's delete of a product: one archived already has nothing left to delete.
+        done = ((pl.col("crm_state") == "deleted") & (pl.col("IsArchived__wave") == "true")).fill_null(False)
+        merged = merged.filter(~done)
     extra = None
     if entity == "customer" and target == "crm":
         # A person's Name is derived; it is written to the CRM only when the customer is created there.
