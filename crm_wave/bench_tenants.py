@@ -125,18 +125,23 @@ def _steady(instance, dg, names: list[str], window_s: float) -> dict:
     t0, (busy0, all0) = time.time(), _cpu_times()
     time.sleep(window_s)
     t1, (busy1, all1) = time.time(), _cpu_times()
-    runs = instance.get_runs(filters=dg.RunsFilter(job_name="collect_job"))
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={}))
     per_tenant = Counter()
+    by_job = Counter()
     durations = []
     for r in runs:
         rec = instance.get_run_record_by_id(r.run_id)
         if rec.start_time and t0 <= rec.start_time < t1:
+            by_job[r.job_name] += 1
+            if r.job_name != "collect_job":
+                continue
             per_tenant[r.tags.get("tenant")] += 1
             if rec.end_time:
                 durations.append(rec.end_time - rec.start_time)
     counts = [per_tenant.get(n, 0) for n in names]
     n = sum(counts)
     return {"window_s": t1 - t0, "collect_runs": n, "per_tenant_min": min(counts), "per_tenant_max": max(counts),
+            "runs_by_job": dict(by_job),
             "cadence_s": (t1 - t0) * len(names) / n if n else float("inf"),
             "run_median_s": statistics.median(durations) if durations else float("nan"),
             "cpu_busy_pct": 100 * (busy1 - busy0) / max(all1 - all0, 1)}
@@ -221,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tenants {a.tenants} x {a.records} customers (+{a.records // 5} products, +{a.records // 5} orders of "
               f"1-4 lines), max_concurrent_runs {a.max_concurrent}, one run per tenant at a time")
         print(f"converged: {len(names) - len(pending)}/{len(names)} tenants after {total:.0f} s "
-              f"(schedule every 60 s, push sensor every 15 s)")
+              f"(schedule every 60 s, push sensor every 15 s, changes sensor every 10 s)")
         print(f"runs {len(runs)}: {ok} succeeded, {failed} failed; run duration median "
               f"{statistics.median(durations):.1f} s, max {max(durations):.1f} s, sum {sum(durations):.0f} s")
         print(f"peak memory (all simulators, daemon, runs, this process): {sampler.peak_kb / 1024:.0f} MiB; "
@@ -234,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"({steady['per_tenant_min']}-{steady['per_tenant_max']} per tenant), so each tenant was re-read every "
                   f"{steady['cadence_s']:.0f} s on average (the schedule asks for 60 s); run duration median "
                   f"{steady['run_median_s']:.1f} s; machine CPU busy {steady['cpu_busy_pct']:.0f} % of {os.cpu_count()} cores")
+            print("  runs started at rest, by job: " + (", ".join(f"{j} {k}" for j, k in sorted(steady["runs_by_job"].items()))
+                                                      or "none"))
         for message, n in failures.most_common(5):
             print(f"failure x{n}: {message}")
         return 0 if not pending else 1
