@@ -135,6 +135,6 @@ Where to look next:
   DuckDB file      {data_dir / DB_FILE}   (tables: links, conflicts, dead_letters, sync_log,
                    global_customer, wave_customer_share, crm_order_share, ... and the *_current views)
   ad hoc SQL       uv run python -c "import duckdb; print(duckdb.connect('{data_dir / DB_FILE}', read_only=True).sql('SELECT * FROM conflicts'))"
-  Dagster UI       make dev   (asset lineage collect -> global -> share -> push, schedule and push sensor on)
+  Dagster UI       make dev   (asset lineage collect -> global -> share -> push, changes sensor, schedule and push sensor on)
 """)
     return 0
