@@ -464,11 +464,6 @@ class Store:
         return con.execute(f"SELECT * FROM {_ident(name)} WHERE rowid >= ? AND rowid < ?", list(rows)).pl()
 
     # ---- incremental steps: what changed since a step last ran ----------------------
-    def version_count(self, con: duckdb.DuckDBPyConnection, name: str) -> int:
-        """How many versions dataset `name` holds (at least as many as its current records)."""
-        self.ensure_dataset(con, name)
-        return int(con.execute(f"SELECT count(*) FROM {_ident(name)}").fetchall()[0][0])
-
     def max_seq(self, con: duckdb.DuckDBPyConnection, name: str) -> int:
         """The newest `_seq` of dataset `name` (0 when empty)."""
         self.ensure_dataset(con, name)

@@ -32,9 +32,14 @@ class PendingDelete:
     target_id: str
     deleted_in: str
 
+    @property
+    def archives(self) -> bool:
+        """Wave has no product delete: approving archives the product instead."""
+        return (self.system, self.entity) == ("wave", "product")
+
     def describe(self) -> str:
         """One line for the CLI."""
-        action = "archive" if (self.system, self.entity) == ("wave", "product") else "delete"
+        action = "archive" if self.archives else "delete"
         return f"{self.global_id}: deleted in {self.deleted_in}; approve to {action} {self.system} {self.entity} {self.target_id}"
 
 
@@ -59,7 +64,6 @@ def approve_deletes(store: Store, clients: dict[str, Any], global_ids: set[str] 
     for d in pending_deletes(store):
         if global_ids is not None and d.global_id not in global_ids:
             continue
-        archive = (d.system, d.entity) == ("wave", "product")
         if d.system == "wave":
             name = {"customer": "customerDelete", "product": "productArchive", "order": "invoiceDelete"}[d.entity]
             data = {"invoiceId": d.target_id} if d.entity == "order" else {"id": d.target_id}
@@ -71,7 +75,7 @@ def approve_deletes(store: Store, clients: dict[str, Any], global_ids: set[str] 
         with store.connect() as con:
             store.log(con, [(now.replace(tzinfo=None), run_id, d.system, d.entity, d.global_id, d.target_id,
                              "delete", {}, {}, f"approved: {outcome}")])
-            if outcome == "ok" and not archive:
+            if outcome == "ok" and not d.archives:
                 # Gone now: the dataset says so (Wave's incremental reads never show a delete, so
                 # only the next full read would), and the delete is no longer pending.
                 store.append_frame(con, dataset(d.system, d.entity), deleted_versions(d.system, d.entity, [d.target_id]),

@@ -438,7 +438,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
             frames, links = _with_key_peers(store, con, entity, frames, links, refs)
         else:
             changed = {s: None for s in SIDES}
-            if sum(store.version_count(con, names[s]) for s in SIDES) <= CHUNK:
+            if sum(top.values()) <= CHUNK:  # `_seq` counts versions: at least the current records
                 # Small enough for one part: every field of every record, read once, for linking and merging.
                 frames = whole = {s: _load(store, con, s, entity, None, refs[s]) for s in SIDES}
             else:

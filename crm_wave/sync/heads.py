@@ -20,9 +20,9 @@ The first look at a feed only records its mark: the collect schedule covers ever
 that happened before. A CRM feed's first read starts where the tenant's last collect of it
 ended (`seed_marks`, from the collect assets' `cursor` metadata), or at the beginning of the
 feed when there was none; it reads at most `MAX_PAGES` pages per look, and until it reaches
-the head its mark starts with `~` ("behind") and what it reads is not reported as a change. A burst of more than
-`MAX_PAGES` pages after the head was reached is reported once (the sync it starts reads all
-of it) and the rest is skipped over the same way.
+the head its mark starts with `~` ("behind") and what it reads is not reported as a change.
+A burst of more than `MAX_PAGES` pages after the head was reached is reported once (the sync
+it starts reads all of it) and the rest is skipped over the same way.
 
 The sync's own writes move the marks too, so a sync that wrote something is followed by one
 more (which reads those writes back and normally writes nothing): the same last pass
@@ -40,12 +40,13 @@ from typing import Any
 
 import httpx
 
+from crm_wave.sync.names import CRM_RESOURCE
 from crm_wave.systems.http import ApiError
 
 __all__ = ["CRM_FEEDS", "MAX_PAGES", "WAVE_FEEDS", "Look", "Unreachable", "look", "seed_marks"]
 
-#: The CRM resources whose change feeds are watched.
-CRM_FEEDS = ("customers", "products", "orders")
+#: The CRM resources whose change feeds are watched: those the sync collects.
+CRM_FEEDS = tuple(CRM_RESOURCE.values())
 #: Wave's listings whose newest change is watched.
 WAVE_FEEDS = ("customers", "products", "invoices")
 #: CRM pages (of 1000 changes) read per feed and look; bounds a look on a large CRM.
