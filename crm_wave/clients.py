@@ -12,7 +12,7 @@ from crm_wave.systems.crm.naming import CrmNaming
 from crm_wave.systems.http import HttpPolicy
 from crm_wave.systems.wave.client import WaveClient
 
-__all__ = ["WAVE_DEFAULT_RPM", "crm_client", "wave_client", "clients"]
+__all__ = ["WAVE_DEFAULT_RPM", "crm_client", "wave_client", "clients", "rate_file"]
 
 #: Wave publishes no limit; its schema's @rateLimit directive defaults to 60 per 60 s.
 WAVE_DEFAULT_RPM = 60
@@ -25,25 +25,36 @@ def _rate(value: str | None, default: int | None) -> int | None:
     return int(value) or None
 
 
+def rate_file(settings: Settings, system: str) -> str:
+    """Where the tenant's requests to `system` are counted: one file in its data directory, so the
+    runs, the sensors and the CLI of one tenant keep one rate limit together."""
+    return str(settings.data_dir / f"{system}-requests.sqlite")
+
+
+def _policy(settings: Settings, system: str, rate: int | None, overrides: dict[str, Any]) -> HttpPolicy:
+    return replace(HttpPolicy(requests_per_minute=rate, rate_file=rate_file(settings, system) if rate else None),
+                   **overrides)
+
+
 def crm_client(env: Mapping[str, str], **policy: Any) -> CrmClient:
-    """The CRM client: `CRM_BASE_URL`, `CRM_API_TOKEN`, optional `CRM_NAMING`, `CRM_REQUESTS_PER_MINUTE`.
+    """The CRM client: `CRM_BASE_URL`, `CRM_API_TOKEN`, optional `CRM_NAMING`, `CRM_REQUESTS_PER_MINUTE`
+    (none by default; counted for the tenant's every process, see `rate_file`).
 
     Keyword arguments override fields of its `HttpPolicy` (e.g. `timeout_s=5, max_attempts=2`)."""
     s = Settings.from_env(env)
     return CrmClient(base_url=s.crm_base_url, token=s.crm_api_token,
-                     policy=replace(HttpPolicy(requests_per_minute=_rate(env.get("CRM_REQUESTS_PER_MINUTE"), None)),
-                                    **policy),
+                     policy=_policy(s, "crm", _rate(env.get("CRM_REQUESTS_PER_MINUTE"), None), policy),
                      naming=CrmNaming.loads(env["CRM_NAMING"]) if env.get("CRM_NAMING") else None)
 
 
 def wave_client(env: Mapping[str, str], **policy: Any) -> WaveClient:
     """The Wave client: `WAVE_GRAPHQL_URL`, `WAVE_API_TOKEN`, optional `WAVE_BUSINESS_ID`,
-    `WAVE_REQUESTS_PER_MINUTE` (default 60; 0 = no limit). Keyword arguments override fields of
-    its `HttpPolicy`."""
+    `WAVE_REQUESTS_PER_MINUTE` (default 60 for all of the tenant's processes together; 0 = no
+    limit). Keyword arguments override fields of its `HttpPolicy`."""
     s = Settings.from_env(env)
     rate = _rate(env.get("WAVE_REQUESTS_PER_MINUTE"), WAVE_DEFAULT_RPM)
     return WaveClient(url=s.wave_graphql_url, token=s.wave_api_token, business_id=s.wave_business_id,
-                      policy=replace(HttpPolicy(requests_per_minute=rate), **policy))
+                      policy=_policy(s, "wave", rate, policy))
 
 
 def clients(env: Mapping[str, str]) -> dict[str, CrmClient | WaveClient]:

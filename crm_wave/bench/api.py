@@ -17,6 +17,7 @@ the sync uses: they are a floor for a real deployment, not a ceiling.
 
 from __future__ import annotations
 
+import threading
 import time
 from bisect import bisect_left
 from datetime import datetime, timezone
@@ -33,7 +34,7 @@ from crm_wave.sync.share_step import build_share
 from crm_wave.systems.crm.client import CrmClient
 from crm_wave.systems.crm.simulator import create_app as crm_app
 from crm_wave.systems.crm.simulator import seed as seed_crm
-from crm_wave.systems.http import HttpPolicy
+from crm_wave.systems.http import ApiError, HttpPolicy
 from crm_wave.systems.serve import serve_in_thread
 from crm_wave.systems.wave.client import WaveClient
 from crm_wave.systems.wave.simulator import create_app as wave_app
@@ -106,21 +107,45 @@ def run_api(records: int, pushes: int, seed: int, workdir: Path, *, batch_size: 
 
 def _rate_limited(crm_base: str, wave_base: str, wave_url: str, store: Store, rate: int, batch_size: int,
                   max_workers: int, now: datetime) -> dict[str, Any]:
+    """The product push under a limit of `rate` a minute on both ends, while a second client (as the
+    changes sensor in the daemon would) looks at Wave's heads every 5 s, counted in the same file."""
     httpx.put(f"{wave_base}/_sim/faults", json={"rate_limit_per_minute": rate}).raise_for_status()
-    policy = HttpPolicy(requests_per_minute=rate)
+    policy = HttpPolicy(requests_per_minute=rate, rate_file=str(store.path.with_name("wave-requests.sqlite")))
+    looks = {"done": 0, "skipped": 0}
+    stop = threading.Event()
+
+    def sensor(client: WaveClient) -> None:
+        while not stop.wait(5.0):
+            try:
+                client.change_heads()
+                looks["done"] += 1
+            except ApiError:
+                looks["skipped"] += 1
+
     with CrmClient(base_url=f"{crm_base}/api/v1", token=CRM_TOKEN) as crm, \
             WaveClient(url=wave_url, token=WAVE_TOKEN, policy=policy, batch_size=batch_size,
-                       max_workers=max_workers) as wave:
+                       max_workers=max_workers) as wave, \
+            WaveClient(url=wave_url, token=WAVE_TOKEN,
+                       policy=HttpPolicy(requests_per_minute=rate, rate_file=policy.rate_file, timeout_s=5.0,
+                                         max_attempts=2, max_rate_wait_s=2.0)) as looker:
         collect(store, "crm", "product", crm, now, full=True)
         times = _record_requests(wave)
+        look_times = _record_requests(looker)
+        watcher = threading.Thread(target=sensor, args=(looker,), daemon=True)
+        watcher.start()
         t = time.perf_counter()
         collect(store, "wave", "product", wave, now, full=True)
         build_global(store, "product", now)
         build_share(store, "wave", "product")
         result = push(store, "wave", "product", wave, now)
         s = time.perf_counter() - t
+        stop.set()
+        watcher.join()
         stats = wave.stats.as_dict()
+        rejected = stats["rate_limited"] + looker.stats.rate_limited
     httpx.put(f"{wave_base}/_sim/faults", json={}).raise_for_status()
+    every = sorted(times + look_times)
     return {"limit_per_minute": rate, "mutations": result.created + result.updated, "seconds": s,
-            "requests": len(times), "max_in_any_60s": max_in_window(times), "rate_limited_429": stats["rate_limited"],
-            "mean_per_minute": 60 * len(times) / max(times[-1] - times[0], 1e-9) if len(times) > 1 else 0.0}
+            "requests": len(times), "looks": looks["done"], "looks_skipped": looks["skipped"],
+            "look_requests": len(look_times), "max_in_any_60s": max_in_window(every), "rate_limited_429": rejected,
+            "mean_per_minute": 60 * len(every) / max(every[-1] - every[0], 1e-9) if len(every) > 1 else 0.0}

@@ -11,25 +11,31 @@ One run works on a fresh DuckDB file:
 
 Times are per stage. Making the synthetic pages is the "API"'s work, not the sync's: it
 is timed on its own (`source`) and left out of the collect figures.
+
+3. the storage floor: DuckDB alone writing the tables the passes wrote (datasets, golden,
+   share, links, agreed values) into a fresh file from Arrow, with no logic at all: what
+   any pass that keeps the same tables costs at least.
 """
 
 from __future__ import annotations
 
 import resource
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import duckdb
 from crm_wave.bench.data import Dataset, FakeCrm, FakeWave, Scale
 from crm_wave.store.db import Store
 from crm_wave.sync.collect import collect
 from crm_wave.sync.global_step import build_global
-from crm_wave.sync.names import ENTITIES
+from crm_wave.sync.names import ENTITIES, dataset, global_table, share_table
 from crm_wave.sync.share_step import build_share
 
-__all__ = ["run_transform", "peak_rss_mb"]
+__all__ = ["run_transform", "peak_rss_mb", "storage_floor"]
 
 SIDES = ("crm", "wave")
 
@@ -88,6 +94,8 @@ def run_transform(scale: Scale, seed: int, workdir: Path, *, edit_share: float =
     changed = data.edit("crm", "customer", edit_share)
     crm.pending["customer"] = changed
     incremental = _pass(store, data, clients, now, full=False)
+    rss = peak_rss_mb()
+    floor = storage_floor(store, workdir)
     with store.connect() as con:
         rows = {name: con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]
                 for name in ("global_customer", "global_product", "global_order", "crm_customer", "wave_customer",
@@ -95,4 +103,33 @@ def run_transform(scale: Scale, seed: int, workdir: Path, *, edit_share: float =
         share = dict(con.execute("SELECT 'wave_customer_share', count(*) FROM wave_customer_share UNION ALL "
                                  "SELECT 'crm_customer_share', count(*) FROM crm_customer_share").fetchall())
     return {"full": full, "incremental": incremental, "changed": len(changed), "rows": {**rows, **share},
-            "peak_rss_mb_full": rss_full, "peak_rss_mb": peak_rss_mb(), "db_mb": store.path.stat().st_size / 1e6}
+            "peak_rss_mb_full": rss_full, "peak_rss_mb": rss, "db_mb": store.path.stat().st_size / 1e6,
+            "floor": floor}
+
+
+def _entity_tables(entity: str) -> list[str]:
+    return [*(dataset(s, entity) for s in SIDES), global_table(entity), *(share_table(s, entity) for s in SIDES)]
+
+
+def storage_floor(store: Store, workdir: Path) -> dict[str, float]:
+    """Seconds DuckDB alone takes to write the tables of `store` the passes wrote (read into Arrow
+    first, untimed; written into a fresh file with `CREATE TABLE AS`, committed and closed): per
+    entity (its datasets, golden and share tables), and `links+agreed`."""
+    groups = {**{e: _entity_tables(e) for e in ENTITIES}, "links+agreed": ["links", "agreed"]}
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        for group, tables in groups.items():
+            out[group] = 0.0
+            for table in tables:
+                with store.connect() as con:
+                    arrow = con.execute(f"SELECT * FROM {table}").arrow().read_all()
+                target = duckdb.connect(str(Path(tmp) / f"{table}.duckdb"))
+                t = time.perf_counter()
+                target.execute("BEGIN")
+                target.register("_rows", arrow)
+                target.execute(f"CREATE TABLE {table} AS SELECT * FROM _rows")
+                target.execute("COMMIT")
+                target.close()
+                out[group] += time.perf_counter() - t
+                del arrow
+    return out

@@ -136,8 +136,9 @@ def push_sensor(context: dg.SensorEvaluationContext):
 
 
 #: How `changes_sensor` asks: a short timeout and one retry, so a system that is down costs a
-#: few seconds of the tick, not the clients' usual minute of backoff.
-PROBE_POLICY = {"timeout_s": 5.0, "max_attempts": 2, "backoff_max_s": 1.0, "max_retry_after_s": 5.0}
+#: few seconds of the tick, not the clients' usual minute of backoff; and at most 2 s of waiting
+#: for room under the tenant's rate limit (which its runs share), else it looks next tick.
+PROBE_POLICY = {"timeout_s": 5.0, "max_attempts": 2, "backoff_max_s": 1.0, "max_retry_after_s": 5.0, "max_rate_wait_s": 2.0}
 
 
 def _seed(instance: dg.DagsterInstance, tenant: str) -> dict[str, str]:

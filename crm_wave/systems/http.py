@@ -1,7 +1,9 @@
 """HTTP machinery shared by the CRM and Wave clients: retries, backoff, rate limit, counters.
 
 Retries use tenacity (exponential backoff with jitter, `Retry-After` honoured when the
-server sends it); the request rate is kept by pyrate-limiter. A request that is not
+server sends it); the request rate is kept by pyrate-limiter, counted in a SQLite file when
+several processes talk to one system for one tenant (`HttpPolicy.rate_file`: the Dagster runs,
+the sensors in the daemon and the CLI then share one budget). A request that is not
 idempotent (a create without an idempotency key) is never retried once it may have
 reached the server: a 502, 504 or read timeout then raises `OutcomeUnknown`, and the
 caller looks the record up before trying again (the safe-create pattern).
@@ -11,13 +13,14 @@ from __future__ import annotations
 
 import random
 import threading
+from pathlib import Path
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
 
 import httpx
 import tenacity
-from pyrate_limiter import Duration, Limiter, Rate
+from pyrate_limiter import Duration, Limiter, Rate, SQLiteBucket
 
 __all__ = [
     "ApiError",
@@ -26,6 +29,7 @@ __all__ = [
     "RequestStats",
     "RetryingSender",
     "TransientError",
+    "request_limiter",
 ]
 
 #: Status codes that mean "nothing was done, try again later".
@@ -61,6 +65,12 @@ class HttpPolicy:
     backoff_max_s: float = 10.0
     max_retry_after_s: float = 90.0
     requests_per_minute: int | None = None
+    #: A SQLite file counting the requests of every client and process that names it, so that
+    #: `requests_per_minute` holds for all of them together (None: this client alone).
+    rate_file: str | None = None
+    #: Give up (`TransientError`) rather than wait longer than this for room under the rate
+    #: (None: wait as long as it takes). The sensors wait briefly and look again next tick.
+    max_rate_wait_s: float | None = None
 
 
 @dataclass
@@ -100,6 +110,16 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
+def request_limiter(limit: int, rate_file: str | Path | None = None, *, window_ms: int = Duration.MINUTE) -> Limiter:
+    """At most `limit` requests in any `window_ms`; counted in `rate_file` (SQLite, under a file lock)
+    across every process that uses the same file, or in memory for this limiter alone."""
+    rate = Rate(limit, window_ms)
+    if rate_file is None:
+        return Limiter(rate)
+    Path(rate_file).parent.mkdir(parents=True, exist_ok=True)
+    return Limiter(SQLiteBucket.init_from_file([rate], db_path=str(rate_file), use_file_lock=True))
+
+
 class _Retry(Exception):
     """Internal: this attempt failed in a way that is safe to retry."""
 
@@ -118,7 +138,7 @@ class RetryingSender:
         self.name = name
         self.stats = RequestStats()
         self._limiter = (
-            Limiter(Rate(policy.requests_per_minute, Duration.MINUTE)) if policy.requests_per_minute else None
+            request_limiter(policy.requests_per_minute, policy.rate_file) if policy.requests_per_minute else None
         )
         self._jitter = random.Random()
 
@@ -129,6 +149,11 @@ class RetryingSender:
             return min(retry_after, self.policy.max_retry_after_s) + self._jitter.uniform(0, 0.05)
         base = min(self.policy.backoff_max_s, self.policy.backoff_initial_s * 2 ** (state.attempt_number - 1))
         return self._jitter.uniform(0, base)  # full jitter
+
+    def close(self) -> None:
+        """Release the limiter (its leak thread and, with a `rate_file`, its SQLite connection)."""
+        if self._limiter is not None:
+            self._limiter.close()
 
     def send(self, request: httpx.Request, *, idempotent: bool) -> httpx.Response:
         """Send `request`; retry what is safe to retry; return the final non-retryable response."""
@@ -150,7 +175,10 @@ class RetryingSender:
 
     def _attempt(self, request: httpx.Request, idempotent: bool) -> httpx.Response:
         if self._limiter is not None:
-            self._limiter.try_acquire(self.name)
+            wait = self.policy.max_rate_wait_s
+            if not self._limiter.try_acquire(self.name, timeout=-1 if wait is None else wait):
+                raise TransientError(f"{self.name}: no room under the limit of {self.policy.requests_per_minute} "
+                                     f"requests a minute within {wait:g} s")
         self.stats.add("requests")
         try:
             response = self.client.send(request)

@@ -136,6 +136,7 @@ class CrmClient:
 
     def close(self) -> None:
         self._http.close()
+        self._sender.close()
 
     def __enter__(self) -> CrmClient:
         return self

@@ -321,6 +321,7 @@ class WaveClient:
     def close(self) -> None:
         """Close the HTTP connections."""
         self._http.close()
+        self._sender.close()
 
     def __enter__(self) -> WaveClient:
         return self
