@@ -35,7 +35,7 @@ from crm_wave.sync.global_step import build_global
 from crm_wave.sync.names import ENTITIES, dataset, global_table, share_table
 from crm_wave.sync.share_step import build_share
 
-__all__ = ["run_transform", "peak_rss_mb", "storage_floor"]
+__all__ = ["run_transform", "peak_rss_mb", "storage_floor", "output_tables"]
 
 SIDES = ("crm", "wave")
 
@@ -107,15 +107,18 @@ def run_transform(scale: Scale, seed: int, workdir: Path, *, edit_share: float =
             "floor": floor}
 
 
-def _entity_tables(entity: str) -> list[str]:
-    return [*(dataset(s, entity) for s in SIDES), global_table(entity), *(share_table(s, entity) for s in SIDES)]
+def _entity_tables(entity: str, *, datasets: bool = True) -> list[str]:
+    return [*((dataset(s, entity) for s in SIDES) if datasets else ()), global_table(entity),
+            *(share_table(s, entity) for s in SIDES)]
 
 
-def storage_floor(store: Store, workdir: Path) -> dict[str, float]:
-    """Seconds DuckDB alone takes to write the tables of `store` the passes wrote (read into Arrow
-    first, untimed; written into a fresh file with `CREATE TABLE AS`, committed and closed): per
-    entity (its datasets, golden and share tables), and `links+agreed`."""
-    groups = {**{e: _entity_tables(e) for e in ENTITIES}, "links+agreed": ["links", "agreed"]}
+def storage_floor(store: Store, workdir: Path, groups: dict[str, list[str]] | None = None) -> dict[str, float]:
+    """Seconds DuckDB alone takes to write tables of `store` (read into Arrow first, untimed; written
+    into a fresh file with `CREATE TABLE AS`, committed and closed), per group of tables. By
+    default the tables a pass writes: per entity its datasets, golden and share tables, and
+    `links+agreed`."""
+    if groups is None:
+        groups = {**{e: _entity_tables(e) for e in ENTITIES}, "links+agreed": ["links", "agreed"]}
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         for group, tables in groups.items():
@@ -133,3 +136,8 @@ def storage_floor(store: Store, workdir: Path) -> dict[str, float]:
                 out[group] += time.perf_counter() - t
                 del arrow
     return out
+
+
+def output_tables() -> list[str]:
+    """The tables the global and share steps write (golden, share, links, agreed values)."""
+    return [*(t for e in ENTITIES for t in _entity_tables(e, datasets=False)), "links", "agreed"]

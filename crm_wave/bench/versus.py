@@ -22,6 +22,7 @@ import polars as pl
 
 from crm_wave.bench.data import Dataset, FakeCrm, FakeWave, Scale
 from crm_wave.bench.naive import naive_pass
+from crm_wave.bench.transform import output_tables, storage_floor
 from crm_wave.store.db import Store
 from crm_wave.sync.collect import collect
 from crm_wave.sync.global_step import build_global
@@ -108,8 +109,9 @@ def run_versus(scale: Scale, seed: int, workdir: Path) -> dict[str, Any]:
     naive = naive_pass(Store(copy), timings=phases)
     naive_s = time.perf_counter() - t
     equal = compare(store, naive)
+    writes = storage_floor(store, workdir, {"outputs": output_tables()})["outputs"]
     records = sum(data.count(s, e) for s in SIDES for e in ENTITIES)
-    return {"engine_s": engine_s, "naive_s": naive_s, "equal": equal, "records": records,
+    return {"engine_s": engine_s, "naive_s": naive_s, "equal": equal, "records": records, "writes_floor_s": writes,
             "engine_merge_diff_s": engine_compute, "naive_merge_diff_s": phases.get("merge", 0.0) + phases.get("diff", 0.0),
             "golden_rows": {e: len(naive[e]["golden"]) for e in ENTITIES},
             "share_rows": {e: {t: len(naive[e][t]) for t in SIDES} for e in ENTITIES}}

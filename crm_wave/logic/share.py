@@ -15,7 +15,7 @@ import json
 
 import polars as pl
 
-__all__ = ["share_diff", "SHARE_SCHEMA", "json_literal_series"]
+__all__ = ["share_diff", "SHARE_SCHEMA", "json_literal_series", "json_literal_columns"]
 
 SHARE_SCHEMA = {
     "global_id": pl.String,
@@ -27,22 +27,41 @@ SHARE_SCHEMA = {
     "reason": pl.String,
 }
 
+def _json_literal_fast(col: pl.Expr, ensure_ascii: bool) -> pl.Expr:
+    """`json.dumps` of a String expression where polars can write it ("null" for None); None
+    where the value needs `json.dumps` itself (control characters; with `ensure_ascii`, anything
+    outside printable ASCII)."""
+    col = col.cast(pl.String)
+    plain = col.str.contains(r"^[\x20-\x7e]*$") if ensure_ascii else ~col.str.contains(r"[\x00-\x1f]")
+    escaped = col.str.replace_all("\\", "\\\\", literal=True).str.replace_all('"', '\\"', literal=True)
+    return pl.when(col.is_null()).then(pl.lit("null")).when(plain).then(pl.lit('"') + escaped + pl.lit('"'))
+
+
+def _json_literal_rest(out: pl.Series, s: pl.Series, ensure_ascii: bool) -> pl.Series:
+    """Fill in the values `_json_literal_fast` left to `json.dumps`."""
+    if out.null_count() == 0:
+        return out
+    idx = out.is_null().arg_true()
+    values = [json.dumps(v, ensure_ascii=ensure_ascii) for v in s.cast(pl.String).gather(idx).to_list()]
+    return out.scatter(idx, pl.Series(values, dtype=pl.String))
+
+
 def json_literal_series(s: pl.Series, *, ensure_ascii: bool = True) -> pl.Series:
     """`json.dumps(v, ensure_ascii=...)` of every value of a String series ("null" for None), as the
     standard library writes it.
 
     Most values need only `\\` and `"` escaped, done in polars; the rest (control characters,
     and with `ensure_ascii` anything outside printable ASCII) goes through `json.dumps`."""
-    s = s.cast(pl.String)
-    plain = s.str.contains(r"^[\x20-\x7e]*$") if ensure_ascii else ~s.str.contains(r"[\x00-\x1f]")
-    escaped = s.str.replace_all("\\", "\\\\", literal=True).str.replace_all('"', '\\"', literal=True)
-    out = pl.select(pl.when(s.is_null()).then(pl.lit("null")).when(plain).then(pl.lit('"') + escaped + pl.lit('"'))
-                    ).to_series()
-    idx = (s.is_not_null() & ~plain).fill_null(False).arg_true()
-    if idx.len():
-        out = out.scatter(idx, pl.Series([json.dumps(v, ensure_ascii=ensure_ascii) for v in s.gather(idx).to_list()],
-                                         dtype=pl.String))
-    return out.alias(s.name)
+    out = pl.select(_json_literal_fast(pl.lit(s), ensure_ascii)).to_series()
+    return _json_literal_rest(out, s, ensure_ascii).alias(s.name)
+
+
+def json_literal_columns(df: pl.DataFrame, columns: dict[str, str], *, ensure_ascii: bool = True) -> pl.DataFrame:
+    """`df` with `json_literal_series` of several columns at once (`{new name: column}`): one
+    polars pass over all of them (in parallel), `json.dumps` only for the odd values."""
+    fast = df.select([_json_literal_fast(pl.col(src), ensure_ascii).alias(name) for name, src in columns.items()])
+    return df.with_columns([_json_literal_rest(fast[name], df[src], ensure_ascii).alias(name)
+                            for name, src in columns.items()])
 
 
 def _object(pieces: list[tuple[str, pl.Expr, pl.Expr]]) -> pl.Expr:
@@ -84,10 +103,8 @@ def share_diff(merged: pl.DataFrame, target: str, fields: list[str], *, wait_rea
         df = df.with_columns(pl.lit(None, pl.String).alias("reason"))
     if df.height == 0:
         return pl.DataFrame(schema=SHARE_SCHEMA)
-    df = df.with_columns(
-        *[json_literal_series(df[f], ensure_ascii=False).alias(f"_j_{f}") for f in fields],
-        *[json_literal_series(df[f"{f}__{target}"], ensure_ascii=False).alias(f"_b_{f}") for f in fields],
-    )
+    df = json_literal_columns(df, {**{f"_j_{f}": f for f in fields}, **{f"_b_{f}": f"{f}__{target}" for f in fields}},
+                              ensure_ascii=False)
     whole = (pl.col("op") == "insert") | ((pl.col("op") == "wait") & (t_state == "absent"))
     partial = (pl.col("op") == "update") | ((pl.col("op") == "wait") & (t_state != "absent"))
     changes_pieces = [(f, pl.col(f"_j_{f}"), (whole & pl.col(f).is_not_null()) | (partial & pl.col(f"_d_{f}")))

@@ -459,9 +459,11 @@ class Store:
         lo, hi = con.execute(f"SELECT coalesce(min(rowid), 0), coalesce(max(rowid), -1) + 1 FROM {_ident(name)}").fetchall()[0]
         return [(a, min(a + size, hi)) for a in range(lo, hi, size)] or [(0, 0)]
 
-    def read_range(self, con: duckdb.DuckDBPyConnection, name: str, rows: tuple[int, int]) -> pl.DataFrame:
-        """The rows of table `name` with rowid in `[lo, hi)`."""
-        return con.execute(f"SELECT * FROM {_ident(name)} WHERE rowid >= ? AND rowid < ?", list(rows)).pl()
+    def read_range(self, con: duckdb.DuckDBPyConnection, name: str, rows: tuple[int, int],
+                   columns: Sequence[str] | None = None) -> pl.DataFrame:
+        """The rows of table `name` with rowid in `[lo, hi)` (just `columns`, if given)."""
+        sel = ", ".join(_sql_ident(c) for c in columns) if columns else "*"
+        return con.execute(f"SELECT {sel} FROM {_ident(name)} WHERE rowid >= ? AND rowid < ?", list(rows)).pl()
 
     # ---- incremental steps: what changed since a step last ran ----------------------
     def max_seq(self, con: duckdb.DuckDBPyConnection, name: str) -> int:

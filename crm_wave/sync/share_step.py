@@ -149,6 +149,12 @@ def build_share(store: Store, target: str, entity: str, *, full: bool | None = N
         return _build_share(store, target, entity, full=full)
 
 
+def _read_columns(entity: str, target: str) -> list[str]:
+    """The golden columns a share of `target` reads: all but the other side's copies of the fields."""
+    other = "__wave" if target == "crm" else "__crm"
+    return [c for c in golden_columns(entity) if not c.endswith(other)]
+
+
 def _build_share(store: Store, target: str, entity: str, *, full: bool | None) -> ShareResult:
     table = share_table(target, entity)
     gtable = global_table(entity)
@@ -183,7 +189,9 @@ def _build_share(store: Store, target: str, entity: str, *, full: bool | None) -
     staging = f"{table}__rebuild"
     for i, part in enumerate(parts):
         with store.connect() as con:
-            merged = store.read_rows(con, gtable, "global_id", part) if incremental else store.read_range(con, gtable, part)
+            wanted = _read_columns(entity, target)
+            merged = (store.read_rows(con, gtable, "global_id", part, wanted) if incremental
+                      else store.read_range(con, gtable, part, wanted))
             links = _order_links(store, con, merged) if entity == "order" else {}
         frame = compute_share(merged, target, entity, links)
         del merged
