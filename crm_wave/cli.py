@@ -40,7 +40,8 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     while True:
         code = 0
         try:
-            passes = run_sync_job(tenant=args.tenant, max_passes=args.max_passes)
+            passes = run_sync_job(tenant=args.tenant, max_passes=args.max_passes,
+                                  log_level="WARNING" if args.quiet else "INFO")
             print(f"{len(passes)} pass(es)")
         except SyncHeld as held:
             code = 3 if held.breaker else 1
@@ -227,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--once", action="store_true", help="one sync (passes until nothing is left to write), then exit")
     sync.add_argument("--every", type=float, default=60.0, help="seconds between syncs without --once")
     sync.add_argument("--max-passes", type=int, default=4)
+    sync.add_argument("--quiet", action="store_true",
+                      help="no progress on stderr (what each collect read, how far each push is), only problems")
     sync.set_defaults(func=_cmd_sync)
 
     demo = sub.add_parser("demo", help="simulators with overlapping data, two syncs with edits between, a summary")

@@ -18,11 +18,18 @@ __all__ = ["WAVE_DEFAULT_RPM", "crm_client", "wave_client", "clients", "rate_fil
 WAVE_DEFAULT_RPM = 60
 
 
-def _rate(value: str | None, default: int | None) -> int | None:
-    """A requests-per-minute setting: unset -> `default`, 0 -> no limit."""
+def _rate(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    """The requests-per-minute setting `name`: unset -> `default`, 0 -> no limit."""
+    value = (env.get(name) or "").strip()
     if not value:
         return default
-    return int(value) or None
+    try:
+        rate = int(value)
+    except ValueError:
+        rate = -1
+    if rate < 0:
+        raise ValueError(f"{name}: expected a whole number of requests a minute (0 = no limit), got {value!r}")
+    return rate or None
 
 
 def rate_file(settings: Settings, system: str) -> str:
@@ -43,7 +50,7 @@ def crm_client(env: Mapping[str, str], **policy: Any) -> CrmClient:
     Keyword arguments override fields of its `HttpPolicy` (e.g. `timeout_s=5, max_attempts=2`)."""
     s = Settings.from_env(env)
     return CrmClient(base_url=s.crm_base_url, token=s.crm_api_token,
-                     policy=_policy(s, "crm", _rate(env.get("CRM_REQUESTS_PER_MINUTE"), None), policy),
+                     policy=_policy(s, "crm", _rate(env, "CRM_REQUESTS_PER_MINUTE", None), policy),
                      naming=CrmNaming.loads(env["CRM_NAMING"]) if env.get("CRM_NAMING") else None)
 
 
@@ -52,7 +59,7 @@ def wave_client(env: Mapping[str, str], **policy: Any) -> WaveClient:
     `WAVE_REQUESTS_PER_MINUTE` (default 60 for all of the tenant's processes together; 0 = no
     limit). Keyword arguments override fields of its `HttpPolicy`."""
     s = Settings.from_env(env)
-    rate = _rate(env.get("WAVE_REQUESTS_PER_MINUTE"), WAVE_DEFAULT_RPM)
+    rate = _rate(env, "WAVE_REQUESTS_PER_MINUTE", WAVE_DEFAULT_RPM)
     return WaveClient(url=s.wave_graphql_url, token=s.wave_api_token, business_id=s.wave_business_id,
                       policy=_policy(s, "wave", rate, policy))
 

@@ -52,6 +52,19 @@ def test_sync_publishes_a_snapshot_that_sql_reads(env, capsys):
     assert "wave,insert,ok" in capsys.readouterr().out
 
 
+def test_sync_shows_progress_on_stderr_unless_quiet(env, capsys):
+    for i in range(3):
+        env.crm_create("customers", {"Type": "organization", "Name": f"Progress {i}", "Email": f"p{i}@x.example"})
+    assert main(["sync", "--once"]) == 0
+    err = capsys.readouterr().err
+    assert "crm_customer: read 3, wrote 3 versions (full=True)" in err
+    assert "wave customer: 3/3 sent (100%)" in err
+    env.crm_create("customers", {"Type": "organization", "Name": "Quiet", "Email": "q@x.example"})
+    assert main(["sync", "--once", "--quiet"]) == 0
+    out = capsys.readouterr()
+    assert "sent (" not in out.err and "pass(es)" in out.out
+
+
 def test_sync_log_records_before_and_after(env):
     c = env.crm_create("customers", {"Type": "organization", "Name": "Logged", "Email": "log@x.example", "Phone": "1"})
     env.sync()

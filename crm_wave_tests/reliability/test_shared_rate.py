@@ -72,3 +72,6 @@ def test_clients_count_in_the_tenants_data_directory(tmp_path: Path) -> None:
         assert crm.policy.rate_file == str(tmp_path / "crm-requests.sqlite")
     with wave_client({**env, "WAVE_REQUESTS_PER_MINUTE": "0"}) as wave, crm_client(env) as crm:
         assert wave.policy.rate_file is None and crm.policy.rate_file is None
+    for bad in ("fast", "-5", "1.5"):
+        with pytest.raises(ValueError, match=f"WAVE_REQUESTS_PER_MINUTE: expected a whole number .* got '{bad}'"):
+            wave_client({**env, "WAVE_REQUESTS_PER_MINUTE": bad})
