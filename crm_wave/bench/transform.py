@@ -7,14 +7,13 @@ One run works on a fresh DuckDB file:
    share steps of customers, products and orders;
 2. an incremental pass after 1 % of the CRM customers changed: every dataset collected
    again incrementally (the CRM returns the changed customers, everything else returns
-   nothing), then the global and share steps of every entity.
-
-Times are per stage. Making the synthetic pages is the "API"'s work, not the sync's: it
-is timed on its own (`source`) and left out of the collect figures.
-
+   nothing), then the global and share steps of every entity;
 3. the storage floor: DuckDB alone writing the tables the passes wrote (datasets, golden,
    share, links, agreed values) into a fresh file from Arrow, with no logic at all: what
    any pass that keeps the same tables costs at least.
+
+Times are per stage. Making the synthetic pages is the "API"'s work, not the sync's: it
+is timed on its own (`source`) and left out of the collect figures.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+
 from crm_wave.bench.data import Dataset, FakeCrm, FakeWave, Scale
 from crm_wave.store.db import Store
 from crm_wave.sync.collect import collect

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import random
 import threading
-from pathlib import Path
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from pathlib import Path
 
 import httpx
 import tenacity
