@@ -6,9 +6,13 @@ from crm_wave.defs.assets import TENANTS
 from crm_wave.sync.names import ENTITIES, dataset
 from crm_wave.tenants import DEFAULT_TENANT
 
-def _console(level: str) -> dict:
+def console_log(level: str) -> dict:
     """Run config of Dagster's console logger (stderr) at `level`."""
     return {"loggers": {"console": {"config": {"log_level": level}}}}
+
+
+#: Console logs at WARNING: only what went wrong (the CLI prints its own summary).
+QUIET = console_log("WARNING")
 
 
 class SyncHeld(RuntimeError):
@@ -59,7 +63,7 @@ def run_sync_job(*, tenant: str = DEFAULT_TENANT, max_passes: int = 4,
     passes = []
     for _ in range(max_passes):
         result = job.execute_in_process(instance=instance, partition_key=tenant, tags={"tenant": tenant},
-                                        raise_on_error=False, run_config=_console(log_level))
+                                        raise_on_error=False, run_config=console_log(log_level))
         meta: dict[str, dict] = {}
         for event in result.get_asset_materialization_events():
             mat = event.event_specific_data.materialization
