@@ -13,6 +13,7 @@ import httpx
 import pytest
 from graphql import build_schema, parse, validate
 
+from crm_wave.clients import WAVE_DEFAULT_RPM, wave_client
 from crm_wave.systems.http import HttpPolicy, OutcomeUnknown, TransientError
 from crm_wave.systems.wave.client import (
     DOCUMENTS,
@@ -126,18 +127,18 @@ def test_repr_never_shows_token_and_auth_header_is_sent() -> None:
     assert rec.requests[0].method == "POST"
 
 
-def test_from_env_reads_variables_and_rate() -> None:
-    env = {"WAVE_GRAPHQL_URL": URL, "WAVE_API_TOKEN": TOKEN, "WAVE_BUSINESS_ID": BIZ,
-           "WAVE_REQUESTS_PER_MINUTE": "42"}
-    with WaveClient.from_env(env) as c:
+def test_wave_client_from_env_reads_variables_and_rate(tmp_path: Path) -> None:
+    env = {"CRM_BASE_URL": "http://crm.test", "CRM_API_TOKEN": "c", "WAVE_GRAPHQL_URL": URL, "WAVE_API_TOKEN": TOKEN,
+           "WAVE_BUSINESS_ID": BIZ, "WAVE_REQUESTS_PER_MINUTE": "42", "CRM_WAVE_DATA_DIR": str(tmp_path)}
+    with wave_client(env) as c:
         assert c.url == URL and c.business_id == BIZ
         assert c.policy.requests_per_minute == 42
-    with WaveClient.from_env({"WAVE_GRAPHQL_URL": URL, "WAVE_API_TOKEN": TOKEN}) as c:
-        assert c.policy.requests_per_minute is None
-    with pytest.raises(WaveError, match="WAVE_API_TOKEN"):
-        WaveClient.from_env({"WAVE_GRAPHQL_URL": URL})
-    with pytest.raises(WaveError, match="WAVE_REQUESTS_PER_MINUTE"):
-        WaveClient.from_env({**env, "WAVE_REQUESTS_PER_MINUTE": "fast"})
+    with wave_client({k: v for k, v in env.items() if k != "WAVE_REQUESTS_PER_MINUTE"}) as c:
+        assert c.policy.requests_per_minute == WAVE_DEFAULT_RPM
+    with pytest.raises(ValueError, match="WAVE_API_TOKEN"):
+        wave_client({k: v for k, v in env.items() if k != "WAVE_API_TOKEN"})
+    with pytest.raises(ValueError, match="WAVE_REQUESTS_PER_MINUTE"):
+        wave_client({**env, "WAVE_REQUESTS_PER_MINUTE": "fast"})
 
 
 def test_business_id_resolved_from_single_business() -> None:

@@ -229,8 +229,9 @@ def _attach(exc: TransientError, *, keys: list[str], unsent: list[str], results:
 class WaveClient:
     """A client for one Wave business.
 
-    Construct it with the GraphQL endpoint and an access token, or with
-    `WaveClient.from_env(os.environ)`. Use it as a context manager (or call `close()`).
+    Construct it with the GraphQL endpoint and an access token, or from a tenant's environment
+    with `crm_wave.clients.wave_client(env)` (the one place that reads the variables and the
+    default rate). Use it as a context manager (or call `close()`).
 
     `policy` controls timeouts, retries and the request rate (`HttpPolicy()` by default:
     no rate limit); `transport` replaces httpx's network transport (tests use
@@ -276,39 +277,6 @@ class WaveClient:
             limits=httpx.Limits(max_connections=max(10, max_workers * 2), max_keepalive_connections=max(10, max_workers * 2)),
         )
         self._sender = RetryingSender(self._http, self.policy, name="wave")
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> WaveClient:
-        """Build a client from `WAVE_GRAPHQL_URL`, `WAVE_API_TOKEN` and, optionally,
-        `WAVE_BUSINESS_ID` and `WAVE_REQUESTS_PER_MINUTE`.
-
-        Without `WAVE_REQUESTS_PER_MINUTE` the client keeps no request rate of its own
-        (fine for the simulator; against the real Wave set it, e.g. to 60, and the client
-        still honours 429 + `Retry-After`). Keyword `overrides` go to the constructor.
-        """
-        url = (environ.get("WAVE_GRAPHQL_URL") or "").strip()
-        token = (environ.get("WAVE_API_TOKEN") or "").strip()
-        missing = [n for n, v in (("WAVE_GRAPHQL_URL", url), ("WAVE_API_TOKEN", token)) if not v]
-        if missing:
-            raise WaveError(f"missing environment variable(s): {', '.join(missing)}")
-        rpm_text = (environ.get("WAVE_REQUESTS_PER_MINUTE") or "").strip()
-        rpm: int | None = None
-        if rpm_text:
-            try:
-                rpm = int(rpm_text)
-            except ValueError:
-                rpm = 0
-            if rpm <= 0:
-                raise WaveError(f"WAVE_REQUESTS_PER_MINUTE: expected a positive integer, got {rpm_text!r}")
-        kwargs: dict[str, Any] = {
-            "url": url,
-            "token": token,
-            "business_id": (environ.get("WAVE_BUSINESS_ID") or "").strip() or None,
-        }
-        if "policy" not in overrides:
-            kwargs["policy"] = HttpPolicy(requests_per_minute=rpm)
-        kwargs.update(overrides)
-        return cls(**kwargs)
 
     def __repr__(self) -> str:
         return (
