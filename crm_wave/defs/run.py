@@ -6,6 +6,7 @@ from crm_wave.defs.assets import TENANTS
 from crm_wave.sync.names import ENTITIES, dataset
 from crm_wave.tenants import DEFAULT_TENANT
 
+
 def console_log(level: str) -> dict:
     """Run config of Dagster's console logger (stderr) at `level`."""
     return {"loggers": {"console": {"config": {"log_level": level}}}}
