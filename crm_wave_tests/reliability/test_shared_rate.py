@@ -34,10 +34,12 @@ def test_two_processes_share_one_limit(tmp_path: Path) -> None:
     starts = sorted(t for p in procs for t in json.loads(p.communicate(timeout=60)[0]))
     assert all(p.returncode == 0 for p in procs)
     assert len(starts) == 12
-    # 5 per 2 s for both together: no 2-second window holds more than 5 starts
-    busiest = max(sum(1 for t in starts if s <= t < s + 2.0) for s in starts)
+    # 5 per 2 s for both together. A start is recorded just after the limiter let it go, so a
+    # process the scheduler holds back records it late: allow half a second of that (on their own
+    # limiters the two processes would start 10 within milliseconds).
+    busiest = max(sum(1 for t in starts if s <= t < s + 1.5) for s in starts)
     assert busiest <= 5, starts
-    assert starts[-1] - starts[0] >= 4.0 - 0.1
+    assert starts[-1] - starts[0] >= 4.0 - 0.5
 
 
 def _sender(rate_file: Path, seen: list[httpx.Request]) -> RetryingSender:
