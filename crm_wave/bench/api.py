@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_left
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -126,8 +127,7 @@ def _rate_limited(crm_base: str, wave_base: str, wave_url: str, store: Store, ra
             WaveClient(url=wave_url, token=WAVE_TOKEN, policy=policy, batch_size=batch_size,
                        max_workers=max_workers) as wave, \
             WaveClient(url=wave_url, token=WAVE_TOKEN,
-                       policy=HttpPolicy(requests_per_minute=rate, rate_file=policy.rate_file, timeout_s=5.0,
-                                         max_attempts=2, max_rate_wait_s=2.0)) as looker:
+                       policy=replace(policy, timeout_s=5.0, max_attempts=2, max_rate_wait_s=2.0)) as looker:
         collect(store, "crm", "product", crm, now, full=True)
         times = _record_requests(wave)
         look_times = _record_requests(looker)

@@ -187,9 +187,9 @@ def _build_share(store: Store, target: str, entity: str, *, full: bool | None) -
         else:
             parts = store.row_ranges(con, gtable, CHUNK)
     staging = f"{table}__rebuild"
+    wanted = _read_columns(entity, target)
     for i, part in enumerate(parts):
         with store.connect() as con:
-            wanted = _read_columns(entity, target)
             merged = (store.read_rows(con, gtable, "global_id", part, wanted) if incremental
                       else store.read_range(con, gtable, part, wanted))
             links = _order_links(store, con, merged) if entity == "order" else {}
