@@ -1,34 +1,41 @@
 """The dataflow as assets: collect -> global -> share -> push (-> snapshot), partitioned by tenant.
 
-Asset keys are the dataset and table names in DuckDB (`crm_customer`, `global_order`,
-`wave_invoice_share`, `push_wave_invoice`): one name per concept. Each tenant has its
-own DuckDB file, so different tenants run in parallel; within one tenant, writers are
-serialised by the file's lock and by the per-tenant run limit (tag `tenant`).
+Every stage of `crm_wave/sync/stages.py` is an asset, keyed by its dataset or table name in
+DuckDB (`crm_customer`, `global_order`, `wave_invoice_share`, `push_wave_invoice`): one name
+per concept. They are the outputs of one subsettable multi-asset, `sync_pass`, whose single
+step runs the selected stages through the engine (`sync/engine.py`) on one DuckDB connection
+and one pair of clients, and reports each stage as its asset's materialization: the lineage
+shows every stage, and a run costs one step instead of one per stage. Each tenant has its own
+DuckDB file, so different tenants run in parallel; within one tenant, writers are serialised
+by the file's lock and by the per-tenant run limit (tag `tenant`).
 """
 
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
 from crm_wave.defs.resources import SyncResource
 from crm_wave.store.db import Store
-from crm_wave.sync.collect import collect, utcnow
-from crm_wave.sync.global_step import build_global
-from crm_wave.sync.names import ENTITIES, dataset, global_table, share_table
-from crm_wave.sync.push import push
-from crm_wave.sync.share_step import build_share
+from crm_wave.sync.breaker import CircuitOpen, breaker_state
+from crm_wave.sync.collect import CollectResult, utcnow
+from crm_wave.sync.engine import StageResult, run_pass
+from crm_wave.sync.global_step import GlobalResult
+from crm_wave.sync.push import PushResult
+from crm_wave.sync.share_step import ShareResult
+from crm_wave.sync.stages import STAGES, Stage
 
-SYSTEMS = ("crm", "wave")
 TENANTS = dg.DynamicPartitionsDefinition(name="tenants")
 _TITLES = {"crm": "Custom CRM", "wave": "Wave"}
 #: A collect older than this is stale (the schedule runs every minute).
 COLLECT_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes=15), warn_window=timedelta(minutes=5))
 
 
-class CollectConfig(dg.Config):
-    """`full: true` forces a full read (detects deletes); by default the first read and one an hour are full."""
+class PassConfig(dg.Config):
+    """`full: true` makes the collects full reads (detects deletes); by default the first read and one an hour are."""
 
     full: bool | None = None
 
@@ -47,89 +54,97 @@ def _preview(store: Store, table: str, columns: list[str] | None = None, n: int 
     return dg.MetadataValue.md("\n".join(lines))
 
 
-def collect_asset(system: str, entity: str) -> dg.AssetsDefinition:
-    """`<system>_<type>`: the append-only dataset of one system's records of one type."""
-    name = dataset(system, entity)
+#: Asset keys of the stages, by kind.
+COLLECT, GLOBAL, SHARE, PUSH = ([s.name for s in STAGES if s.kind == k] for k in ("collect", "global", "share", "push"))
+SHARE_TO_PUSH = {s.deps[0]: s.name for s in STAGES if s.kind == "push"}
 
-    @dg.asset(name=name, group_name="collect", partitions_def=TENANTS, kinds={"duckdb"},
-              freshness_policy=COLLECT_FRESHNESS,
-              description=f"{_TITLES[system]} {name.split('_', 1)[1]}s as read from the API: an append-only log of "
-                          f"versions (`{name}`, newest per id in `{name}_current`). Incremental by cursor; "
-                          f"full reads detect deletes.")
-    def _collect(context: dg.AssetExecutionContext, config: CollectConfig, sync: SyncResource) -> dg.MaterializeResult:
-        tenant = context.partition_key
-        with sync.client(system, tenant) as client:
-            result = collect(sync.store(tenant), system, entity, client, utcnow(), full=config.full)
-        context.log.info(f"{name}: read {result.read}, wrote {result.written} versions (full={result.full})")
-        return dg.MaterializeResult(metadata={**asdict(result), "dagster/row_count": result.written})
-
-    return _collect
+_KINDS = {"collect": {"duckdb"}, "global": {"polars", "duckdb"}, "share": {"polars", "duckdb"}, "push": {"python"}}
 
 
-def global_asset(entity: str) -> dg.AssetsDefinition:
-    """`global_<type>`: golden records merged from both systems."""
-    deps = [dataset("crm", entity), dataset("wave", entity)]
-    if entity == "order":
-        deps += [f"push_{dataset(s, e)}" for e in ("customer", "product") for s in SYSTEMS]
-
-    @dg.asset(name=global_table(entity), group_name="global", partitions_def=TENANTS, deps=deps,
-              kinds={"polars", "duckdb"},
-              description=f"Golden {entity}s: CRM and Wave records linked (merge keys, or created by the sync) and "
-                          f"merged per field against the last agreed values; conflicts go to `conflicts`.")
-    def _global(context: dg.AssetExecutionContext, sync: SyncResource) -> dg.MaterializeResult:
-        store = sync.store(context.partition_key)
-        result = build_global(store, entity, utcnow())
-        return dg.MaterializeResult(metadata={**asdict(result), "dagster/row_count": result.golden,
-                                              "preview": _preview(store, global_table(entity))})
-
-    return _global
+def _description(s: Stage) -> str:
+    if s.kind == "collect":
+        return (f"{_TITLES[s.system or '']} {s.name.split('_', 1)[1]}s as read from the API: an append-only log of "
+                f"versions (`{s.name}`, newest per id in `{s.name}_current`). Incremental by cursor; full reads "
+                f"detect deletes.")
+    if s.kind == "global":
+        return (f"Golden {s.entity}s: CRM and Wave records linked (merge keys, or created by the sync) and merged per "
+                f"field against the last agreed values; conflicts go to `conflicts`.")
+    if s.kind == "share":
+        return (f"Diff between golden {s.entity}s and {_TITLES[s.system or '']}'s current state: inserts, updates "
+                f"(changed fields only), held deletes, and records waiting on a dependency (with the reason).")
+    return (f"Sends `{s.deps[0]}` to {_TITLES[s.system or '']}: creates (intent recorded first, new id linked in the "
+            f"same step), patches with optimistic checks; refused records go to `dead_letters`.")
 
 
-def share_asset(target: str, entity: str) -> dg.AssetsDefinition:
-    """`<target>_<type>_share`: what must change in the target."""
-    name = share_table(target, entity)
-
-    @dg.asset(name=name, group_name="share", partitions_def=TENANTS, deps=[global_table(entity)],
-              kinds={"polars", "duckdb"},
-              description=f"Diff between golden {entity}s and {_TITLES[target]}'s current state: inserts, updates "
-                          f"(changed fields only), held deletes, and records waiting on a dependency (with the reason).")
-    def _share(context: dg.AssetExecutionContext, sync: SyncResource) -> dg.MaterializeResult:
-        store = sync.store(context.partition_key)
-        result = build_share(store, target, entity)
-        return dg.MaterializeResult(metadata={
-            **asdict(result), "work": result.work, "dagster/row_count": result.work,
-            "preview": _preview(store, name, ["op", "global_id", "target_id", "changes", "reason"])})
-
-    return _share
+def _spec(s: Stage) -> dg.AssetSpec:
+    return dg.AssetSpec(s.name, deps=s.deps, group_name=s.kind, kinds=_KINDS[s.kind], description=_description(s),
+                        partitions_def=TENANTS, skippable=s.kind == "push",
+                        freshness_policy=COLLECT_FRESHNESS if s.kind == "collect" else None)
 
 
-def push_asset(target: str, entity: str) -> dg.AssetsDefinition:
-    """`push_<target>_<type>`: the share table's writes, sent."""
-    share = share_table(target, entity)
-    name = f"push_{dataset(target, entity)}"
+#: The circuit breaker of each share table: blocking, so a run whose breaker held a push fails
+#: (and `crm-wave sync` exits 3) after the rest of the pass has run.
+BREAKER_CHECKS = [dg.AssetCheckSpec("circuit_breaker", asset=s.name, blocking=True,
+                                    description="Holds the push when it would overwrite or delete over 20% (and over "
+                                                "50) of the target's records, until `crm-wave confirm`.")
+                  for s in STAGES if s.kind == "share"]
 
-    @dg.asset(name=name, group_name="push", partitions_def=TENANTS, deps=[share], kinds={"python"},
-              retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
-              description=f"Sends `{share}` to {_TITLES[target]}: creates (intent recorded first, new id linked in the "
-                          f"same step), patches with optimistic checks; refused records go to `dead_letters`.")
-    def _push(context: dg.AssetExecutionContext, sync: SyncResource) -> dg.MaterializeResult:
-        tenant = context.partition_key
-        with sync.client(target, tenant) as client:
-            result = push(sync.store(tenant), target, entity, client, utcnow(), run_id=context.run.run_id,
-                          progress=context.log.info)
-        for message in result.messages[:50]:
-            context.log.warning(message)
-        return dg.MaterializeResult(metadata={
-            "created": result.created, "updated": result.updated, "failed": result.failed,
-            "skipped": result.skipped, "parked": result.parked, "recovered": result.recovered,
-            "unknown": result.unknown, "dagster/row_count": result.writes,
-            "messages": dg.MetadataValue.md("\n".join(f"- {m}" for m in result.messages[:20]) or "_none_")})
 
-    return _push
+def _metadata(store: Store, s: Stage, result: StageResult) -> dict[str, Any]:
+    """What the UI shows of one stage's result."""
+    if isinstance(result, CollectResult):
+        return {**asdict(result), "dagster/row_count": result.written}
+    if isinstance(result, GlobalResult):
+        return {**asdict(result), "dagster/row_count": result.golden, "preview": _preview(store, s.name)}
+    if isinstance(result, ShareResult):
+        return {**asdict(result), "work": result.work, "dagster/row_count": result.work,
+                "preview": _preview(store, s.name, ["op", "global_id", "target_id", "changes", "reason"])}
+    assert isinstance(result, PushResult)
+    return {"created": result.created, "updated": result.updated, "failed": result.failed, "skipped": result.skipped,
+            "parked": result.parked, "recovered": result.recovered, "unknown": result.unknown,
+            "writes": result.writes, "dagster/row_count": result.writes,
+            "messages": dg.MetadataValue.md("\n".join(f"- {m}" for m in result.messages[:20]) or "_none_")}
+
+
+def _breaker_result(store: Store, s: Stage) -> dg.AssetCheckResult:
+    state = breaker_state(store, s.system or "", s.entity)
+    return dg.AssetCheckResult(asset_key=s.name, check_name="circuit_breaker", passed=not state.open,
+                               description=state.describe(),
+                               metadata={"changes": state.changes, "target_size": state.target_size,
+                                         "confirmed": state.confirmed})
+
+
+@dg.multi_asset(name="sync_pass", specs=[_spec(s) for s in STAGES], check_specs=BREAKER_CHECKS, can_subset=True,
+                partitions_def=TENANTS,
+                description="One pass of the sync for one tenant: the selected stages of `crm_wave/sync/stages.py` "
+                            "(collect -> global -> share -> push), in one step with one DuckDB connection.")
+def sync_pass(context: dg.AssetExecutionContext, config: PassConfig, sync: SyncResource) -> Iterator[Any]:
+    """Run the selected stages through the engine; report each as its asset's materialization."""
+    tenant = context.partition_key
+    selected = {k.to_user_string() for k in context.selected_asset_keys}
+    checks = {k.asset_key.to_user_string() for k in context.selected_asset_check_keys}
+    store = sync.store(tenant)
+    events: list[Any] = []
+
+    def on_stage(s: Stage, result: StageResult | CircuitOpen) -> None:
+        if isinstance(result, CollectResult):
+            context.log.info(f"{s.name}: read {result.read}, wrote {result.written} versions (full={result.full})")
+        if isinstance(result, PushResult):
+            for message in result.messages[:50]:
+                context.log.warning(message)
+        if not isinstance(result, CircuitOpen):
+            events.append(dg.MaterializeResult(asset_key=s.name, metadata=_metadata(store, s, result)))
+        if s.kind == "share" and s.name in checks:
+            events.append(_breaker_result(store, s))
+
+    with sync.client("crm", tenant) as crm, sync.client("wave", tenant) as wave:
+        run_pass(store, {"crm": crm, "wave": wave}, now=utcnow(), full=config.full, run_id=context.run.run_id,
+                 only=selected, progress=context.log.info, on_stage=on_stage)
+    yield from events
 
 
 @dg.asset(name="snapshot", group_name="analyst", partitions_def=TENANTS, kinds={"duckdb"},
-          deps=[f"push_{dataset(t, e)}" for e in ENTITIES for t in SYSTEMS],
+          deps=PUSH,
           description="A read-only copy of the DuckDB file with analyst views (`golden_customers`, `record_links`, "
                       "`entity_history`, `field_conflicts`, `failed_records`, `pending_deletes`, ...), published after "
                       "each sync under `<data>/snapshots/`. Query it with `crm-wave sql`.")
@@ -140,11 +155,3 @@ def snapshot(context: dg.AssetExecutionContext, sync: SyncResource) -> dg.Materi
     store = sync.store(context.partition_key)
     path = publish_snapshot(store, Path(store.path).parent / "snapshots", utcnow())
     return dg.MaterializeResult(metadata={"path": str(path)})
-
-
-COLLECT = [collect_asset(s, e) for e in ENTITIES for s in SYSTEMS]
-GLOBAL = [global_asset(e) for e in ENTITIES]
-SHARE = [share_asset(t, e) for e in ENTITIES for t in SYSTEMS]
-PUSH = [push_asset(t, e) for e in ENTITIES for t in SYSTEMS]
-
-SHARE_TO_PUSH = {share_table(t, e): f"push_{dataset(t, e)}" for e in ENTITIES for t in SYSTEMS}

@@ -1,4 +1,5 @@
-"""Asset checks: circuit breaker (blocking), link integrity, both sides present, order totals."""
+"""Asset checks: link integrity, both sides present, order totals. (The circuit breaker is a check of the
+`sync_pass` multi-asset itself, `assets.BREAKER_CHECKS`: it is decided inside the pass.)"""
 
 from decimal import Decimal, InvalidOperation
 
@@ -7,23 +8,7 @@ import dagster as dg
 from crm_wave.defs.assets import TENANTS
 from crm_wave.defs.resources import SyncResource
 from crm_wave.store import Store
-from crm_wave.sync.breaker import breaker_state
-from crm_wave.sync.names import ENTITIES, dataset, global_table, share_table
-
-
-def breaker_check(system: str, entity: str) -> dg.AssetChecksDefinition:
-    """Fails (and so holds the push in the same run) while the share table's breaker is open."""
-
-    @dg.asset_check(asset=share_table(system, entity), name="circuit_breaker", blocking=True, partitions_def=TENANTS,
-                    description="Holds the push when it would overwrite or delete over 20% (and over 50) of the "
-                                "target's records, until `crm-wave confirm`.")
-    def _check(context: dg.AssetCheckExecutionContext, sync: SyncResource) -> dg.AssetCheckResult:
-        state = breaker_state(sync.store(context.partition_key), system, entity)
-        return dg.AssetCheckResult(passed=not state.open, description=state.describe(),
-                                   metadata={"changes": state.changes, "target_size": state.target_size,
-                                             "confirmed": state.confirmed})
-
-    return _check
+from crm_wave.sync.names import ENTITIES, dataset, global_table
 
 
 def links_check(entity: str) -> dg.AssetChecksDefinition:
@@ -91,7 +76,6 @@ def order_totals_check(context: dg.AssetCheckExecutionContext, sync: SyncResourc
 def defs() -> dg.Definitions:
     """Every check."""
     return dg.Definitions(asset_checks=[
-        *[breaker_check(s, e) for e in ENTITIES for s in ("crm", "wave")],
         *[links_check(e) for e in ENTITIES],
         order_totals_check,
     ])

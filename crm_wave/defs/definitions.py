@@ -1,11 +1,11 @@
-"""The assets built by the factories in assets.py (jobs, schedule and sensor are found in automation.py)."""
+"""The assets of assets.py (jobs, schedule and sensor are found in automation.py)."""
 
 import dagster as dg
 
-from crm_wave.defs.assets import COLLECT, GLOBAL, PUSH, SHARE, snapshot
+from crm_wave.defs.assets import snapshot, sync_pass
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    """The collect, global, share and push assets, and the analysts' snapshot."""
-    return dg.Definitions(assets=[*COLLECT, *GLOBAL, *SHARE, *PUSH, snapshot])
+    """The stages' assets (one multi-asset, `sync_pass`) and the analysts' snapshot."""
+    return dg.Definitions(assets=[sync_pass, snapshot])

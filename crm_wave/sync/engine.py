@@ -1,72 +1,126 @@
-"""One sync pass, in-process: the same stages the Dagster assets run, in dependency order.
+"""One sync pass, in-process: the stages of `stages.STAGES`, in their order, on one connection.
 
-`sync_once` repeats passes until one writes nothing (the sync reads its own writes back
-and must find nothing left to do: no echo), at most `max_passes` times.
+`run_pass` is the only code that runs a pass: `sync_once` (the tests, the benchmarks),
+the Dagster `sync_job`/`collect_job`/`push_job` (one asset step running the selected
+stages, `crm_wave/defs/assets.py`) and `plan` (the read-only stages on a scratch copy) all
+call it. `sync_once` repeats passes until one writes nothing (the sync reads its own writes
+back and must find nothing left to do: no echo), at most `max_passes` times.
+
+A whole pass holds one DuckDB connection (`Store.session`): opening the file and running
+its schema per stage was most of a small pass's cost. Each stage still commits its own
+transactions, so a crash loses at most the stage in flight.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from crm_wave.store.db import Store
+from crm_wave.sync.breaker import CircuitOpen
 from crm_wave.sync.collect import CollectResult, collect, utcnow
 from crm_wave.sync.global_step import GlobalResult, build_global
-from crm_wave.sync.push import PushResult, push
+from crm_wave.sync.push import PushPolicy, PushResult, push
 from crm_wave.sync.share_step import ShareResult, build_share
+from crm_wave.sync.stages import STAGES, SYSTEMS, Stage
 
-__all__ = ["PassResult", "run_pass", "sync_once"]
+__all__ = ["PassResult", "StageResult", "run_pass", "sync_once", "SYSTEMS"]
 
-SYSTEMS = ("crm", "wave")
+StageResult = CollectResult | GlobalResult | ShareResult | PushResult
 
 
 @dataclass
 class PassResult:
-    """Everything one pass did, stage by stage."""
+    """Everything one pass did: each stage's result by stage name, and the pushes a breaker held."""
 
-    collects: list[CollectResult] = field(default_factory=list)
-    globals: list[GlobalResult] = field(default_factory=list)
-    shares: list[ShareResult] = field(default_factory=list)
-    pushes: list[PushResult] = field(default_factory=list)
+    results: dict[str, StageResult] = field(default_factory=dict)
+    held: list[CircuitOpen] = field(default_factory=list)
+
+    def _of(self, kind: type) -> list[Any]:
+        return [r for r in self.results.values() if isinstance(r, kind)]
+
+    @property
+    def collects(self) -> list[CollectResult]:
+        return self._of(CollectResult)
+
+    @property
+    def globals(self) -> list[GlobalResult]:
+        return self._of(GlobalResult)
+
+    @property
+    def shares(self) -> list[ShareResult]:
+        return self._of(ShareResult)
+
+    @property
+    def pushes(self) -> list[PushResult]:
+        return self._of(PushResult)
 
     @property
     def writes(self) -> int:
-        """Records written to either system."""
+        """Records written to either system (`PushResult.writes`): a pass with none ends a sync."""
         return sum(p.writes for p in self.pushes)
 
 
-def _entity_stage(store: Store, entity: str, clients: dict[str, Any], now: datetime, out: PassResult,
-                  run_id: str | None, business_id: str | None) -> None:
-    out.globals.append(build_global(store, entity, now))
-    for target in SYSTEMS:
-        out.shares.append(build_share(store, target, entity))
-        out.pushes.append(push(store, target, entity, clients[target], now, run_id=run_id,
-                               business_id=business_id if target == "wave" else None))
+def _run_stage(store: Store, s: Stage, clients: Mapping[str, Any], now: datetime, full: bool | None,
+               run_id: str | None, business_id: str | None, policy: PushPolicy,
+               progress: Callable[[str], None] | None) -> StageResult:
+    if s.kind == "collect":
+        assert s.system is not None
+        return collect(store, s.system, s.entity, clients[s.system], now, full=full)
+    if s.kind == "global":
+        return build_global(store, s.entity, now)
+    assert s.system is not None
+    if s.kind == "share":
+        return build_share(store, s.system, s.entity)
+    return push(store, s.system, s.entity, clients[s.system], now, run_id=run_id, policy=policy, progress=progress,
+                business_id=business_id if s.system == "wave" else None)
 
 
-def run_pass(store: Store, clients: dict[str, Any], *, now: datetime | None = None, full: bool | None = None,
-             run_id: str | None = None, business_id: str | None = None) -> PassResult:
-    """collect -> global -> share -> push for every entity; customers and products before orders."""
+def run_pass(store: Store, clients: Mapping[str, Any], *, now: datetime | None = None, full: bool | None = None,
+             run_id: str | None = None, business_id: str | None = None, only: Collection[str] | None = None,
+             policy: PushPolicy = PushPolicy(), progress: Callable[[str], None] | None = None,
+             on_stage: Callable[[Stage, StageResult | CircuitOpen], None] | None = None) -> PassResult:
+    """Run the stages of one pass (those named in `only`, if given) in `STAGES` order.
+
+    A push held by its circuit breaker is recorded in `held` and the pass goes on (its
+    records wait; nothing else depends on them being sent). `on_stage` is called after each
+    stage with its result (or the `CircuitOpen` that held it).
+    """
     now = now or utcnow()
     out = PassResult()
-    for entity in ("customer", "product", "order"):
-        for system in SYSTEMS:
-            out.collects.append(collect(store, system, entity, clients[system], now, full=full))
-    for entity in ("customer", "product", "order"):
-        _entity_stage(store, entity, clients, now, out, run_id, business_id)
+    with store.session():
+        for s in STAGES:
+            if only is not None and s.name not in only:
+                continue
+            try:
+                result: StageResult | CircuitOpen = _run_stage(store, s, clients, now, full, run_id, business_id,
+                                                               policy, progress)
+            except CircuitOpen as held:
+                out.held.append(held)
+                result = held
+            else:
+                out.results[s.name] = result
+            if on_stage is not None:
+                on_stage(s, result)
     return out
 
 
-def sync_once(store: Store, clients: dict[str, Any], *, max_passes: int = 4, full: bool | None = None,
+def sync_once(store: Store, clients: Mapping[str, Any], *, max_passes: int = 4, full: bool | None = None,
               clock: Callable[[], datetime] = utcnow, run_id: str | None = None,
               business_id: str | None = None) -> list[PassResult]:
-    """Run passes until one writes nothing (or `max_passes`); return every pass's result."""
+    """Run passes until one writes nothing (or `max_passes`); return every pass's result.
+
+    Raises the first `CircuitOpen` of a pass in which a breaker held a push, after that pass.
+    """
     passes = []
     for i in range(max_passes):
         result = run_pass(store, clients, now=clock(), full=full if i == 0 else None, run_id=run_id,
                           business_id=business_id)
         passes.append(result)
+        if result.held:
+            raise result.held[0]
         if result.writes == 0:
             break
     return passes

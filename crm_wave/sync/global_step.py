@@ -44,8 +44,9 @@ from crm_wave.mapping.canonical import (
 from crm_wave.mapping.flows import flows_for
 from crm_wave.mapping.normalize import canonical_series
 from crm_wave.store.db import Store
-from crm_wave.sync.cells import json_literal_series, lines_cell_series
+from crm_wave.sync.cells import lines_cell_series
 from crm_wave.sync.names import dataset, global_table
+from crm_wave.sync.refs import line_products, links_where
 
 __all__ = ["GlobalResult", "build_global", "merge_fields", "one_way_fields", "read_canonical", "ENGINE_VERSION"]
 
@@ -239,26 +240,6 @@ def _load(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str
 
 # ---- link bookkeeping -------------------------------------------------------------------
 
-def _links_where(con: duckdb.DuckDBPyConnection, entity: str, crm_ids: pl.Series | None = None,
-                 wave_ids: pl.Series | None = None, gids: pl.Series | None = None) -> pl.DataFrame:
-    """Link rows of `entity` touching any of the given CRM ids, Wave ids or global ids."""
-    parts, names = [], []
-    for col, ids, reg in (("crm_id", crm_ids, "_lk_crm"), ("wave_id", wave_ids, "_lk_wave"), ("global_id", gids, "_lk_gid")):
-        if ids is not None and ids.len():
-            _register_ids(con, reg, ids)
-            names.append(reg)
-            parts.append(f"{col} IN (SELECT id FROM {reg})")
-    try:
-        if not parts:
-            return pl.DataFrame(schema=LINK_SCHEMA)
-        frame = con.execute(f"SELECT global_id, crm_id, wave_id, how FROM links WHERE entity = ? AND ({' OR '.join(parts)}) "
-                            "ORDER BY global_id", [entity]).pl()
-    finally:
-        for reg in names:
-            con.unregister(reg)
-    return frame.cast(LINK_SCHEMA) if frame.height else pl.DataFrame(schema=LINK_SCHEMA)
-
-
 def _all_links(store: Store, con: duckdb.DuckDBPyConnection, entity: str) -> pl.DataFrame:
     frame = store.read_links(con, entity)
     return frame.cast(LINK_SCHEMA) if frame.height else pl.DataFrame(schema=LINK_SCHEMA)
@@ -287,7 +268,7 @@ def _recover_intents(store: Store, entity: str, links: pl.DataFrame, frames: dic
                     continue
                 side = (found, None) if system == "crm" else (None, found)
                 store.upsert_links(con, entity, [(gid, side[0], side[1], f"created:{system} (recovered)")], now)
-                store.clear_intent(con, system, entity, gid)
+                store.clear(con, "intents", system, entity, [gid])
                 recovered.append(gid)
     return recovered
 
@@ -339,16 +320,13 @@ def _golden_schema(entity: str) -> dict[str, Any]:
 
 # ---- which orders a changed customer or product link touches ---------------------------
 
-_PRODUCT_REF = r'"ProductId":("(?:[^"\\]|\\.)*")'
-
-
 def ref_values(con: duckdb.DuckDBPyConnection, changes: pl.DataFrame, ref_entity: str) -> pl.Series:
     """Values an order cell may hold for the customers/products whose links changed:
     their global ids and `unlinked:<system>:<source id>` of their source ids."""
     gids = changes.filter((pl.col("entity") == ref_entity) & (pl.col("kind") == "link"))["global_id"].unique()
     if gids.len() == 0:
         return pl.Series("v", [], pl.String)
-    links = _links_where(con, ref_entity, gids=gids)
+    links = links_where(con, ref_entity, gids=gids)
     return pl.concat([
         gids.alias("v"),
         ("unlinked:crm:" + links["crm_id"].drop_nulls()).alias("v"),
@@ -375,11 +353,8 @@ def orders_touching(con: duckdb.DuckDBPyConnection, changes: pl.DataFrame) -> pl
         hit = hit | pl.col(c).is_in(customers.implode())
     out = frame.filter(hit)["global_id"]
     if products.len():
-        literals = json_literal_series(products)
-        exploded = frame.select("global_id", pl.concat_list([pl.col(c).fill_null("").str.extract_all(_PRODUCT_REF) for c in line_cols])
-                                .alias("_p")).explode("_p")
-        exploded = exploded.with_columns(pl.col("_p").str.slice(len('"ProductId":')))
-        out = pl.concat([out, exploded.filter(pl.col("_p").is_in(literals.implode()))["global_id"]])
+        refs = pl.concat([frame.select("global_id", line_products(frame[c]).alias("_p")) for c in line_cols]).explode("_p")
+        out = pl.concat([out, refs.filter(pl.col("_p").is_in(products.implode()))["global_id"]])
     return out.unique()
 
 
@@ -434,7 +409,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
         if incremental:
             changed = {s: store.changed_source_ids(con, names[s], marks[names[s]], top[names[s]]) for s in SIDES}
             frames = {s: _load(store, con, s, entity, changed[s], refs[s]) for s in SIDES}
-            links = _links_where(con, entity, frames["crm"]["crm_id"], frames["wave"]["wave_id"])
+            links = links_where(con, entity, frames["crm"]["crm_id"], frames["wave"]["wave_id"])
             frames, links = _with_key_peers(store, con, entity, frames, links, refs)
         else:
             changed = {s: None for s in SIDES}
@@ -449,7 +424,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     recovered = _recover_intents(store, entity, links, frames, naive_now)
     if recovered:
         with store.connect() as con:
-            links = _all_links(store, con, entity) if not incremental else _links_where(
+            links = _all_links(store, con, entity) if not incremental else links_where(
                 con, entity, frames["crm"]["crm_id"], frames["wave"]["wave_id"], pl.Series(recovered, dtype=pl.String))
     crm_keyed = frames["crm"].rename({f"_key_{k.crm}": f"_kc_{k.crm}" for k in flow.merge_keys})
     wave_keyed = frames["wave"].rename({f"_key_{k.crm}": f"_kw_{k.crm}" for k in flow.merge_keys})
@@ -461,7 +436,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
                                        .str.replace_all("_kw_", "", literal=True))
     with store.connect() as con:
         store.drop_links(con, entity, dropped, writer=OWN)
-        store.upsert_links_frame(con, entity, new_links, naive_now, writer=OWN, log=incremental)
+        store.upsert_links(con, entity, new_links, naive_now, writer=OWN, log=incremental)
         if not incremental:
             store.log_changes(con, entity, ["*"], "link", writer=OWN)
             links = _all_links(store, con, entity)
@@ -471,7 +446,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
             touched = [mine, new_links["global_id"], pl.Series(dropped, dtype=pl.String), pl.Series(recovered, dtype=pl.String)]
             if entity == "order":
                 touched.append(orders_touching(con, logged.filter(pl.col("entity") != "order")))
-            links = _links_where(con, entity, changed["crm"], changed["wave"], pl.concat(touched).unique())
+            links = links_where(con, entity, changed["crm"], changed["wave"], pl.concat(touched).unique())
     dropped_ids = pl.Series(dropped, dtype=pl.String)
     staging = f"{table}__rebuild"
     n_conflicts = 0
@@ -495,8 +470,8 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
                 store.replace_table(con, staging, merged)
             else:
                 store.insert_rows(con, staging, merged)
-            n_conflicts += store.record_conflicts_frame(con, entity, conflicts, naive_now)
-            store.upsert_agreed_frame(con, entity, agreed_now, naive_now, log=False)
+            n_conflicts += store.record_conflicts(con, entity, conflicts, naive_now)
+            store.upsert_agreed(con, entity, agreed_now, naive_now, log=False)
         del merged
     with store.connect() as con:
         if incremental:
@@ -573,5 +548,5 @@ def _with_key_peers(store: Store, con: duckdb.DuckDBPyConnection, entity: str, f
         ids = pl.DataFrame({col: ids}).join(frames[s].select(col), on=col, how="anti")[col]
         if ids.len():
             frames[s] = pl.concat([frames[s], _load(store, con, s, entity, ids, refs[s])], how="vertical_relaxed")
-    links = _links_where(con, entity, frames["crm"]["crm_id"], frames["wave"]["wave_id"])
+    links = links_where(con, entity, frames["crm"]["crm_id"], frames["wave"]["wave_id"])
     return frames, links

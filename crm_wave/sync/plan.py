@@ -1,6 +1,7 @@
 """Dry run: what the next sync would write, field by field, without writing anything.
 
-The plan runs collect -> global -> share on a scratch copy of the DuckDB file, so the
+The plan runs the read-only stages of a pass (collect -> global -> share, `stages.READ_ONLY`)
+on a scratch copy of the DuckDB file, so the
 live file (its cursors, links and datasets) and both systems stay untouched; the APIs
 are only read.
 """
@@ -18,10 +19,8 @@ from typing import Any
 import polars as pl
 
 from crm_wave.store.db import Store
-from crm_wave.sync.collect import collect
-from crm_wave.sync.global_step import build_global
-from crm_wave.sync.names import ENTITIES, share_table
-from crm_wave.sync.share_step import build_share
+from crm_wave.sync.engine import run_pass
+from crm_wave.sync.stages import READ_ONLY, STAGES
 
 __all__ = ["PlannedWrite", "plan"]
 
@@ -62,18 +61,15 @@ def plan(store: Store, clients: dict[str, Any], now: datetime) -> list[PlannedWr
             if wal.exists():
                 shutil.copyfile(wal, scratch_path.with_name(scratch_path.name + ".wal"))
         scratch = Store(scratch_path)
-        for entity in ENTITIES:
-            for system in ("crm", "wave"):
-                collect(scratch, system, entity, clients[system], now)
+        run_pass(scratch, clients, now=now, only={s.name for s in STAGES if s.kind in READ_ONLY})
         out: list[PlannedWrite] = []
-        for entity in ENTITIES:
-            build_global(scratch, entity, now)
-            for system in ("crm", "wave"):
-                build_share(scratch, system, entity)
-                with scratch.connect() as con:
-                    frame = scratch.read_table(con, share_table(system, entity))
+        with scratch.connect() as con:
+            for s in STAGES:
+                if s.kind != "share":
+                    continue
+                frame = scratch.read_table(con, s.name)
                 for r in (frame.sort("global_id") if frame is not None else pl.DataFrame()).iter_rows(named=True):
                     changes, before = json.loads(r["changes"]), json.loads(r["before"])
-                    out.append(PlannedWrite(system, entity, r["global_id"], r["target_id"], r["op"],
+                    out.append(PlannedWrite(s.system or "", s.entity, r["global_id"], r["target_id"], r["op"],
                                             {f: (before.get(f), v) for f, v in changes.items()}, r["reason"]))
         return out

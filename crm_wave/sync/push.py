@@ -28,8 +28,8 @@ from crm_wave.store.db import Store
 from crm_wave.sync.breaker import BreakerPolicy, CircuitOpen, breaker_state
 from crm_wave.sync.cells import from_cell, to_cell
 from crm_wave.sync.names import CRM_RESOURCE, dataset, global_table, share_table
-from crm_wave.sync.global_step import _links_where
-from crm_wave.sync.share_step import _order_links, target_fields
+from crm_wave.sync.refs import links_where, order_links
+from crm_wave.sync.share_step import target_fields
 from crm_wave.sync.validate import problems
 from crm_wave.systems.http import TransientError
 from crm_wave.systems.wave.client import Mutation
@@ -141,8 +141,8 @@ def _plan(store: Store, target: str, entity: str, now: datetime, policy: PushPol
         if work.height == 0:
             return [], result
         golden_frame = store.read_rows(con, global_table(entity), "global_id", work["global_id"])
-        refs = _Refs(_order_links(store, con, golden_frame) if entity == "order" else {}, target)
-        links = _links_where(con, entity, gids=work["global_id"], **{
+        refs = _Refs(order_links(con, golden_frame) if entity == "order" else {}, target)
+        links = links_where(con, entity, gids=work["global_id"], **{
             f"{target}_ids": work["target_id"].drop_nulls()}).filter(pl.col(f"{target}_id").is_not_null())
         parked = store.dead_letters(con, target, entity)
     linked = set(links[f"{target}_id"].to_list())
@@ -200,13 +200,13 @@ class _TargetPush:
                 result.created += 1
             side = (new_id, None) if self.system == "crm" else (None, new_id)
             self.store.upsert_links(con, self.entity, [(row.gid, side[0], side[1], how or f"created:{self.system}")], now)
-            self.store.clear_intent(con, self.system, self.entity, row.gid)
+            self.store.clear(con, "intents", self.system, self.entity, [row.gid])
             agreed = {f: to_cell(v) for f, v in row.golden.items()}
         else:
             result.updated += 1
             agreed = row.cells
         self.store.upsert_agreed(con, self.entity, {row.gid: agreed}, now)
-        self.store.clear_dead_letter(con, self.system, self.entity, row.gid)
+        self.store.clear(con, "dead_letters", self.system, self.entity, [row.gid])
         self.store.log(con, [(now, run_id, self.system, self.entity, row.gid, new_id or row.share["target_id"], row.op,
                               row.cells, json.loads(row.share["before"]), how or "ok")])
 
@@ -229,9 +229,9 @@ class _TargetPush:
                          row.cells, json.loads(row.share["before"]), "ok"))
         gids = [row.gid for row, _ in done]
         self.store.upsert_links(con, self.entity, links, now)
-        self.store.clear_many(con, "intents", self.system, self.entity, [g for g, *_ in links])
+        self.store.clear(con, "intents", self.system, self.entity, [g for g, *_ in links])
         self.store.upsert_agreed(con, self.entity, agreed, now)
-        self.store.clear_many(con, "dead_letters", self.system, self.entity, gids)
+        self.store.clear(con, "dead_letters", self.system, self.entity, gids)
         self.store.log(con, logs)
 
     def reject_invalid(self, rows: list[_Row], result: PushResult, now: datetime, run_id: str | None) -> list[_Row]:
@@ -242,7 +242,7 @@ class _TargetPush:
                 if row.problems:
                     fld, msg = row.problems[0]
                     self.fail(con, row, fld, msg, result, now, run_id)
-                    self.store.clear_intent(con, self.system, self.entity, row.gid)
+                    self.store.clear(con, "intents", self.system, self.entity, [row.gid])
                 else:
                     good.append(row)
         return good
@@ -371,7 +371,7 @@ class _WavePush(_TargetPush):
             result.messages.append(f"wave {self.entity}: {exc}")
             with self.store.connect() as con:
                 for gid in unsent:  # never sent: nothing to look for, the next pass sends them
-                    self.store.clear_intent(con, "wave", self.entity, gid)
+                    self.store.clear(con, "intents", "wave", self.entity, [gid])
         follow, succeeded = [], []
         with self.store.connect() as con:
             for row, ops in chunk:
@@ -382,7 +382,7 @@ class _WavePush(_TargetPush):
                     err = res.errors[0] if res.errors else None
                     self.fail(con, row, _error_field(self.entity, err.path if err else None),
                               (err.message if err else None) or "refused", result, now, run_id)
-                    self.store.clear_intent(con, "wave", self.entity, row.gid)
+                    self.store.clear(con, "intents", "wave", self.entity, [row.gid])
                     continue
                 new_id = (res.entity or {}).get("id") if row.op == "insert" else None
                 succeeded.append((row, new_id))
@@ -425,7 +425,7 @@ class _CrmPush(_TargetPush):
                     body["Type"] = row.values.get("Type") or "organization"
                 body = {k: v for k, v in body.items() if v is not None}
                 with self.store.connect() as con:
-                    self.store.add_intent(con, "crm", self.entity, row.gid, key, row.cells, now)
+                    self.store.add_intents(con, "crm", self.entity, [(row.gid, key, row.cells)], now)
             try:
                 if row.op == "insert":
                     stored = self.client.create(resource, body, idempotency_key=key)
@@ -443,7 +443,7 @@ class _CrmPush(_TargetPush):
             except CrmError as exc:
                 with self.store.connect() as con:
                     self.fail(con, row, exc.field, exc.message, result, now, run_id)
-                    self.store.clear_intent(con, "crm", self.entity, row.gid)
+                    self.store.clear(con, "intents", "crm", self.entity, [row.gid])
                 continue
             except TransientError as exc:
                 result.unknown += 1

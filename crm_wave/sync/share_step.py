@@ -12,7 +12,6 @@ customer or product link changed), and replaces just those rows of the share tab
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import polars as pl
@@ -21,7 +20,6 @@ from crm_wave.logic.share import SHARE_SCHEMA, share_diff
 from crm_wave.store.db import Store
 from crm_wave.sync.global_step import (
     CHUNK,
-    _links_where,
     fingerprint,
     golden_columns,
     merge_fields,
@@ -29,6 +27,7 @@ from crm_wave.sync.global_step import (
     orders_touching,
 )
 from crm_wave.sync.names import global_table, share_table
+from crm_wave.sync.refs import line_products, order_links
 
 __all__ = ["ShareResult", "build_share", "target_fields"]
 
@@ -58,19 +57,6 @@ def target_fields(entity: str, target: str) -> list[str]:
     return [f for f in fields if f != "Total"]
 
 
-_PRODUCT_REF = r'"ProductId":("(?:[^"\\]|\\.)*"|null)'
-
-
-def _decode_literals(s: pl.Series) -> pl.Series:
-    """JSON string literals (or `null`) -> values."""
-    plain = s.str.starts_with('"') & ~s.str.contains("\\", literal=True)
-    out = pl.select(pl.when(plain).then(s.str.slice(1, s.str.len_chars() - 2))).to_series()
-    idx = (s.is_not_null() & ~plain & (s != "null")).fill_null(False).arg_true()
-    if idx.len():
-        out = out.scatter(idx, pl.Series([json.loads(v) for v in s.gather(idx).to_list()], dtype=pl.String))
-    return out
-
-
 def _order_waits(merged: pl.DataFrame, target: str, links: dict[str, pl.DataFrame]) -> pl.Series:
     """Why each order waits (None: it does not), from the golden `CustomerId` and `Lines`."""
     t_col = f"{target}_id"
@@ -86,11 +72,10 @@ def _order_waits(merged: pl.DataFrame, target: str, links: dict[str, pl.DataFram
         pl.when(unlinked_customer).then(pl.lit("customer ") + pl.col("CustomerId") + pl.lit(f" is not linked in {target} yet"))
         .alias("_w2"),
     )
-    refs = ids.select("_r", pl.col("Lines").str.extract_all(_PRODUCT_REF).alias("_p")).explode("_p").drop_nulls("_p")
+    # A line's product id that is null reads "None", as str() has it (and sorts like one).
+    products_named = line_products(ids["Lines"]).list.eval(pl.element().fill_null("None"))
+    refs = ids.select("_r", products_named.alias("_p")).explode("_p").drop_nulls("_p")
     if refs.height:
-        refs = refs.with_columns(_decode_literals(refs["_p"].str.slice(len('"ProductId":'))).alias("_p"))
-        # A product id that is null reads "None", as str() has it (and sorts like one).
-        refs = refs.with_columns(pl.col("_p").fill_null("None"))
         products = links["product"].select(pl.col("global_id").alias("_p"), pl.col(t_col).alias("_t"))
         missing = (refs.filter(~pl.col("_p").str.starts_with("unlinked:"))
                    .join(products, on="_p", how="left").filter(pl.col("_t").is_null())
@@ -110,14 +95,6 @@ def _hold(merged: pl.DataFrame, field: str, cond: pl.Expr, target: str) -> pl.Da
     return merged.with_columns(
         pl.when(cond & (pl.col(f"{target}_state") == "present")).then(pl.col(f"{field}__{target}")).otherwise(pl.col(field)).alias(field)
     )
-
-
-def _order_links(store: Store, con, merged: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    """Customer and product links the orders in `merged` refer to."""
-    cust = merged["CustomerId"].drop_nulls().unique()
-    prods = merged.select(pl.col("Lines").str.extract_all(_PRODUCT_REF).alias("_p")).explode("_p").drop_nulls()["_p"]
-    prods = _decode_literals(prods.str.slice(len('"ProductId":'))).drop_nulls().unique()
-    return {"customer": _links_where(con, "customer", gids=cust), "product": _links_where(con, "product", gids=prods)}
 
 
 def compute_share(merged: pl.DataFrame, target: str, entity: str, links: dict[str, pl.DataFrame]) -> pl.DataFrame:
@@ -192,7 +169,7 @@ def _build_share(store: Store, target: str, entity: str, *, full: bool | None) -
         with store.connect() as con:
             merged = (store.read_rows(con, gtable, "global_id", part, wanted) if incremental
                       else store.read_range(con, gtable, part, wanted))
-            links = _order_links(store, con, merged) if entity == "order" else {}
+            links = order_links(con, merged) if entity == "order" else {}
         frame = compute_share(merged, target, entity, links)
         del merged
         with store.connect() as con:

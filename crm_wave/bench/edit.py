@@ -1,0 +1,133 @@
+"""The cost of one edit, end to end, in a warm process: what a pass costs when almost nothing changed.
+
+Both simulators run in processes of their own (so their CPU is not counted), seeded with a
+small tenant (`customers` CRM customers, half as many products, three quarters as many
+orders). This process syncs until converged, then, `repeats` times: edits one CRM customer's
+phone and syncs until nothing is left to write (the edit is carried to Wave and read back),
+measuring wall and CPU seconds of this process. Once through the engine called as plain
+functions (Store and clients kept), once through the Dagster `sync_job` in-process (instance
+kept), and the same two with no edit at all (an idle pass).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = ["run_edit"]
+
+
+@contextmanager
+def _sims(workdir: Path, customers: int, seed: int) -> Iterator[tuple[str, str]]:
+    """Both simulators as subprocesses on free ports: (CRM API base, Wave GraphQL URL)."""
+    from crm_wave.systems.crm.simulator import seed as seed_crm
+    from crm_wave.systems.serve import free_port
+
+    crm_db, wave_db = workdir / "crm.sqlite3", workdir / "wave.sqlite3"
+    seed_crm(crm_db, seed=seed, customers=customers, products=max(1, customers // 2),
+             orders=max(1, customers * 3 // 4))
+    ports = free_port(), free_port()
+    procs = [subprocess.Popen([sys.executable, "-m", "crm_wave.cli", "sim", name, "--port", str(port), "--db", str(db),
+                               "--token", "t"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for name, port, db in (("crm", ports[0], crm_db), ("wave", ports[1], wave_db))]
+    try:
+        bases = [f"http://127.0.0.1:{p}" for p in ports]
+        for base in bases:
+            for _ in range(200):
+                try:
+                    httpx.get(base + "/_sim/faults", timeout=1.0)
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+        yield f"{bases[0]}/api/v1", f"{bases[1]}/graphql/public"
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=10)
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - wall, time.process_time() - cpu, out
+
+
+def _medians(runs: list[tuple[float, float, int]]) -> dict[str, float]:
+    return {"wall_s": round(statistics.median(r[0] for r in runs), 3),
+            "cpu_s": round(statistics.median(r[1] for r in runs), 3),
+            "passes": statistics.median(r[2] for r in runs)}
+
+
+def run_edit(workdir: Path, *, customers: int = 250, repeats: int = 5, seed: int = 42) -> dict[str, Any]:
+    """Median wall/CPU seconds and passes of one edit and of an idle sync, engine and Dagster."""
+    from crm_wave.store import Store
+    from crm_wave.sync.engine import sync_once
+    from crm_wave.systems.crm.client import CrmClient
+    from crm_wave.systems.wave.client import WaveClient
+
+    out: dict[str, Any] = {"customers": customers, "repeats": repeats}
+    with _sims(workdir, customers, seed) as (crm_url, wave_url), \
+            CrmClient(base_url=crm_url, token="t") as crm, WaveClient(url=wave_url, token="t") as wave:
+        store = Store(workdir / "engine.duckdb")
+        clients = {"crm": crm, "wave": wave}
+        sync_once(store, clients, max_passes=6)
+        people = [c for c in crm.read_all("customers") if c["Type"] == "organization"][:repeats * 2]
+
+        def edit(i: int) -> None:
+            c = crm.get("customers", people[i]["Id"])
+            crm.patch("customers", c["Id"], {"Phone": f"+47 90 00 {i:04d}"}, if_match=c["Version"])
+
+        def engine() -> int:
+            return len(sync_once(store, clients))
+
+        runs = []
+        for i in range(repeats):
+            edit(i)
+            runs.append(_timed(engine))
+        out["engine_edit"] = _medians(runs)
+        out["engine_idle"] = _medians([_timed(engine) for _ in range(repeats)])
+
+        import dagster as dg
+
+        from crm_wave.defs.run import run_sync_job
+
+        env = {"CRM_BASE_URL": crm_url, "CRM_API_TOKEN": "t", "WAVE_GRAPHQL_URL": wave_url, "WAVE_API_TOKEN": "t",
+               "CRM_WAVE_DATA_DIR": str(workdir / "dagster-data"), "WAVE_REQUESTS_PER_MINUTE": "0"}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            with dg.instance_for_test() as instance:
+                def dagster() -> int:
+                    return len(run_sync_job(instance=instance))
+
+                dagster()  # links the tenant's own DuckDB file
+                runs = []
+                for i in range(repeats, 2 * repeats):
+                    edit(i)
+                    runs.append(_timed(dagster))
+                out["dagster_edit"] = _medians(runs)
+                out["dagster_idle"] = _medians([_timed(dagster) for _ in range(repeats)])
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    return out
+
+
+if __name__ == "__main__":
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="crm-wave-edit-") as tmp:
+        print(json.dumps(run_edit(Path(tmp), repeats=int(sys.argv[1]) if len(sys.argv) > 1 else 5), indent=1))

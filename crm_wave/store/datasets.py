@@ -1,0 +1,150 @@
+"""Datasets: append-only logs of entity versions (Sesam's model), one table per system and type,
+and the cursor each collect reads on from."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import polars as pl
+
+from crm_wave.store.connection import ident, registered
+
+__all__ = ["Datasets", "Version", "VERSION_SCHEMA", "APPEND_CHUNK", "body_text"]
+
+#: Versions handed to DuckDB per statement.
+APPEND_CHUNK = 100_000
+#: The columns a batch of collected versions comes in (`Datasets.append_frame`).
+VERSION_SCHEMA = {"_id": pl.String, "_source_id": pl.String, "_hash": pl.String, "_deleted": pl.Boolean,
+                  "_modified": pl.String, "_version": pl.Int64, "body": pl.String}
+
+
+def body_text(body: dict[str, Any] | None) -> str:
+    """A record body as stored and hashed: JSON with sorted keys, compact, UTF-8 (not escaped).
+
+    orjson does this about ten times faster than `json`; what orjson refuses (an integer
+    beyond 64 bits) goes through `json` with the same options, so one odd record never
+    stops a read.
+    """
+    try:
+        return orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Version:
+    """One collected entity version, before it gets its sequence number."""
+
+    id: str
+    source_id: str
+    hash: str
+    deleted: bool
+    modified: str | None
+    version: int | None
+    body: dict[str, Any] | None
+
+
+class Datasets:
+    """Dataset tables (`crm_customer`, `wave_invoice`, ...) and the `cursors` of their collects."""
+
+    _datasets: set[str]
+
+    def ensure_dataset(self, con: duckdb.DuckDBPyConnection, name: str) -> None:
+        """Create dataset table `name` and its `_current` view if missing."""
+        if name in self._datasets:
+            return
+        con.execute((Path(__file__).parent / "datasets.sql").read_text().replace("{name}", ident(name)))
+        self._datasets.add(name)
+
+    def append_versions(self, con: duckdb.DuckDBPyConnection, name: str, versions: Sequence[Version], now: datetime) -> int:
+        """Append the versions that are new or changed (hash or deleted flag); return how many."""
+        frame = pl.DataFrame(
+            [(v.id, v.source_id, v.hash, v.deleted, v.modified, v.version,
+              None if v.body is None else body_text(v.body)) for v in versions],
+            schema=VERSION_SCHEMA, orient="row")
+        return self.append_frame(con, name, frame, now)
+
+    def append_frame(self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, now: datetime) -> int:
+        """`append_versions` of a frame (columns of `VERSION_SCHEMA`; `_hash` may be null: then it is the
+        SHA-1 of `body`, or of "null" for no body). Rows are taken in order, so an id read twice
+        gets two versions when they differ; return how many versions were written."""
+        self.ensure_dataset(con, name)
+        if frame.height == 0:
+            return 0
+        frame = frame.select(list(VERSION_SCHEMA)).cast(VERSION_SCHEMA).with_row_index("_pos")
+        rounds = frame.with_columns(pl.int_range(pl.len()).over("_id").alias("_round"))
+        written = 0
+        for part in rounds.partition_by("_round", maintain_order=True, include_key=False):
+            for piece in part.iter_slices(APPEND_CHUNK):  # bounded memory in DuckDB
+                written += self._append_round(con, name, piece, now)
+        return written
+
+    def _append_round(self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, now: datetime) -> int:
+        """Append versions of distinct ids (new, or hash/deleted flag changed)."""
+        table = ident(name)
+        ((next_seq,),) = con.execute(f"SELECT coalesce(max(_seq), 0) FROM {table}").fetchall()
+        with registered(con, "_versions_in", frame):
+            ((n,),) = con.execute(
+                f"""
+                INSERT INTO {table}
+                WITH incoming AS (
+                    SELECT *, coalesce(_hash, sha1(coalesce(body, 'null'))) AS _h FROM _versions_in
+                ), cur AS (
+                    SELECT _id, _seq, _hash, _deleted FROM {table}
+                    WHERE _id IN (SELECT _id FROM _versions_in)
+                    QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _seq DESC) = 1
+                )
+                SELECT i._id, ? + row_number() OVER (ORDER BY i._pos), i._h, i._deleted, ?, c._seq,
+                       i._source_id, i._modified, i._version, i.body
+                FROM incoming i LEFT JOIN cur c ON c._id = i._id
+                WHERE CASE WHEN c._id IS NULL THEN NOT i._deleted
+                           ELSE c._hash <> i._h OR c._deleted <> i._deleted END
+                """,
+                [next_seq, now],
+            ).fetchall()
+        return int(n)
+
+    def live_ids_not_in(self, con: duckdb.DuckDBPyConnection, name: str, seen: pl.Series) -> tuple[int, list[str]]:
+        """(how many entities are live, the live ids not among `seen`, sorted): for full reads."""
+        self.ensure_dataset(con, name)
+        with registered(con, "_seen_ids", pl.DataFrame({"_id": seen.cast(pl.String)})):
+            rows = con.execute(
+                f"WITH live AS (SELECT _id, _deleted FROM {ident(name)} "
+                f"QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _seq DESC) = 1) "
+                f"SELECT (SELECT count(*) FROM live WHERE NOT _deleted), list(_id ORDER BY _id) FROM live "
+                f"WHERE NOT _deleted AND _id NOT IN (SELECT _id FROM _seen_ids)").fetchall()
+        return int(rows[0][0]), list(rows[0][1] or [])
+
+    def max_seq(self, con: duckdb.DuckDBPyConnection, name: str) -> int:
+        """The newest `_seq` of dataset `name` (0 when empty)."""
+        self.ensure_dataset(con, name)
+        return int(con.execute(f"SELECT coalesce(max(_seq), 0) FROM {ident(name)}").fetchall()[0][0])
+
+    def changed_source_ids(self, con: duckdb.DuckDBPyConnection, name: str, after: int, upto: int) -> pl.Series:
+        """Source ids of dataset `name` with a version in (`after`, `upto`]."""
+        self.ensure_dataset(con, name)
+        frame = con.execute(f"SELECT DISTINCT _source_id FROM {ident(name)} WHERE _seq > ? AND _seq <= ?",
+                            [after, upto]).pl()
+        return frame["_source_id"].cast(pl.String) if frame.height else pl.Series("_source_id", [], pl.String)
+
+    def get_cursor(self, con: duckdb.DuckDBPyConnection, dataset: str) -> tuple[str | None, datetime | None]:
+        """(cursor, time of the last full read) of a dataset."""
+        row = con.execute("SELECT cursor, last_full_at FROM cursors WHERE dataset = ?", [dataset]).fetchall()
+        return (row[0][0], row[0][1]) if row else (None, None)
+
+    def set_cursor(self, con: duckdb.DuckDBPyConnection, dataset: str, cursor: str | None, now: datetime,
+                   *, full: bool) -> None:
+        """Move a dataset's cursor (in the same transaction as the versions it covers)."""
+        con.execute(
+            "INSERT INTO cursors VALUES (?, ?, ?, ?) ON CONFLICT (dataset) DO UPDATE SET "
+            "cursor = excluded.cursor, updated_at = excluded.updated_at, "
+            "last_full_at = CASE WHEN ? THEN excluded.updated_at ELSE cursors.last_full_at END",
+            [dataset, cursor, now if full else None, now, full],
+        )

@@ -1,0 +1,125 @@
+"""Links (which CRM and Wave records are one global entity) and agreed values (the base of the
+three-way merge: the last values both sides held)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from crm_wave.store.changes import ChangeLog
+from crm_wave.store.connection import FEW, registered, sql_ident, sql_str
+
+__all__ = ["Links", "LINK_ROW_SCHEMA"]
+
+#: A link row as written: global id, the two sides' ids, and how the link was made.
+LINK_ROW_SCHEMA = {"global_id": pl.String, "crm_id": pl.String, "wave_id": pl.String, "how": pl.String}
+
+_UPSERT_LINK = (
+    "ON CONFLICT (entity, global_id) DO UPDATE SET "
+    "crm_id = coalesce(links.crm_id, excluded.crm_id), wave_id = coalesce(links.wave_id, excluded.wave_id), "
+    "how = CASE WHEN links.crm_id IS NULL OR links.wave_id IS NULL THEN excluded.how ELSE links.how END, "
+    "linked_at = CASE WHEN links.crm_id IS NULL OR links.wave_id IS NULL THEN excluded.linked_at "
+    "ELSE links.linked_at END")
+
+
+class Links(ChangeLog):
+    """The `links` and `agreed` tables. Every write is logged in `changes` (see `ChangeLog`)."""
+
+    def read_links(self, con: duckdb.DuckDBPyConnection, entity: str) -> pl.DataFrame:
+        """The link table of one entity stem."""
+        return con.execute(
+            "SELECT global_id, crm_id, wave_id, how FROM links WHERE entity = ? ORDER BY global_id", [entity]
+        ).pl()
+
+    def upsert_links(self, con: duckdb.DuckDBPyConnection, entity: str,
+                     links: pl.DataFrame | Iterable[tuple[str, str | None, str | None, str]], now: datetime, *,
+                     writer: str | None = None, log: bool = True) -> None:
+        """Insert or complete links `(global_id, crm_id, wave_id, how)` (rows or a frame); a side once
+        set is never unset."""
+        frame = links if isinstance(links, pl.DataFrame) else pl.DataFrame(list(links), schema=LINK_ROW_SCHEMA,
+                                                                            orient="row")
+        if frame.height == 0:
+            return
+        frame = frame.select(list(LINK_ROW_SCHEMA)).cast(LINK_ROW_SCHEMA)
+        if frame["global_id"].n_unique() != frame.height:  # the same link twice: one after the other
+            for part in frame.with_row_index("_i").with_columns(
+                    pl.int_range(pl.len()).over("global_id").alias("_n")).partition_by("_n", maintain_order=True):
+                self.upsert_links(con, entity, part.drop("_i", "_n"), now, writer=writer, log=log)
+            return
+        if frame.height <= FEW:
+            for g, c, w, h in frame.iter_rows():
+                con.execute(f"INSERT INTO links VALUES (?, ?, ?, ?, ?, ?) {_UPSERT_LINK}", [entity, g, c, w, h, now])
+        else:
+            with registered(con, "_links_in", frame):
+                con.execute(f"INSERT INTO links SELECT ?, global_id, crm_id, wave_id, how, ? FROM _links_in {_UPSERT_LINK}",
+                            [entity, now])
+        if log:
+            self.log_changes(con, entity, frame["global_id"], "link", writer=writer)
+
+    def drop_links(self, con: duckdb.DuckDBPyConnection, entity: str, global_ids: Sequence[str], *,
+                   writer: str | None = None) -> None:
+        """Remove link rows (a half link absorbed into another one)."""
+        if not global_ids:
+            return
+        ids = pl.DataFrame({"global_id": list(global_ids)}, schema={"global_id": pl.String})
+        with registered(con, "_drop_in", ids):
+            con.execute("DELETE FROM links WHERE entity = ? AND global_id IN (SELECT global_id FROM _drop_in)", [entity])
+        self.log_changes(con, entity, ids["global_id"], "link", writer=writer)
+
+    # ---- agreed values --------------------------------------------------------------
+    def read_agreed(self, con: duckdb.DuckDBPyConnection, entity: str) -> dict[str, dict[str, Any]]:
+        """`global_id -> last agreed canonical values`."""
+        rows = con.execute('SELECT global_id, "values"::VARCHAR FROM agreed WHERE entity = ?', [entity]).fetchall()
+        return {g: json.loads(v) for g, v in rows}
+
+    def read_agreed_frame(self, con: duckdb.DuckDBPyConnection, entity: str, fields: Sequence[str],
+                          global_ids: pl.Series | None = None) -> pl.DataFrame:
+        """Agreed values as a frame: `global_id` and one String column per field (null when not agreed)."""
+        schema = {"global_id": pl.String, **{f: pl.String for f in fields}}
+        if global_ids is not None and global_ids.len() == 0:
+            return pl.DataFrame(schema=schema)
+        structure = json.dumps({f: "VARCHAR" for f in fields})
+        sel = ", ".join(f"s[{sql_str(f)}] AS {sql_ident(f)}" for f in fields)
+        query = (f"SELECT global_id{', ' + sel if fields else ''} FROM (SELECT global_id, json_transform(\"values\", ?) "
+                 f"AS s FROM agreed WHERE entity = ?{{where}})")
+        if global_ids is None:
+            frame = con.execute(query.format(where=""), [structure, entity]).pl()
+        else:
+            with registered(con, "_agreed_ids", pl.DataFrame({"global_id": global_ids.cast(pl.String)})):
+                frame = con.execute(query.format(where=" AND global_id IN (SELECT global_id FROM _agreed_ids)"),
+                                    [structure, entity]).pl()
+        return frame.cast(schema) if frame.height else pl.DataFrame(schema=schema)
+
+    def upsert_agreed(self, con: duckdb.DuckDBPyConnection, entity: str,
+                      values: pl.DataFrame | dict[str, dict[str, Any]], now: datetime, *, log: bool = True) -> None:
+        """Store agreed values per global id, merged over what was agreed before: a dict
+        `global_id -> values`, or a frame of `global_id` plus one String column per field.
+
+        A null stands for "agreed: empty"; `log=False` for the global step's own writes (it has
+        merged those rows already)."""
+        if isinstance(values, pl.DataFrame):
+            if values.height == 0:
+                return
+            fields = [c for c in values.columns if c != "global_id"]
+            frame = values.select("global_id", pl.struct(fields).struct.json_encode().alias("values"))
+        else:
+            if not values:
+                return
+            frame = pl.DataFrame({"global_id": list(values),
+                                  "values": [json.dumps(v, sort_keys=True) for v in values.values()]},
+                                 schema={"global_id": pl.String, "values": pl.String})
+        # json_merge_patch drops a key whose new value is null, which reads back as null all the same.
+        with registered(con, "_agreed_in", frame):
+            con.execute(
+                'INSERT INTO agreed SELECT ?, global_id, json_merge_patch(\'{}\', "values"), ? FROM _agreed_in '
+                'ON CONFLICT (entity, global_id) DO UPDATE SET '
+                '"values" = json_merge_patch(agreed."values", excluded."values"), updated_at = excluded.updated_at',
+                [entity, now],
+            )
+        if log:
+            self.log_changes(con, entity, frame["global_id"], "agreed")

@@ -1,0 +1,80 @@
+"""Whole tables the global and share steps rewrite (golden and share tables), read in parts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import duckdb
+import polars as pl
+
+from crm_wave.store.connection import ident, registered, sql_ident
+
+__all__ = ["Tables"]
+
+
+class Tables:
+    """Reading and replacing whole tables, or the rows of some keys."""
+
+    def replace_table(self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
+        """Replace table `name` with `frame` (global and share tables are recomputed each pass)."""
+        with registered(con, "_frame", frame):
+            con.execute(f"CREATE OR REPLACE TABLE {ident(name)} AS SELECT * FROM _frame")
+
+    def read_table(self, con: duckdb.DuckDBPyConnection, name: str) -> pl.DataFrame | None:
+        """A whole table as polars, or None if it does not exist yet."""
+        exists = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [ident(name)]
+        ).fetchall()[0][0]
+        return con.execute(f"SELECT * FROM {ident(name)}").pl() if exists else None
+
+    def head(self, con: duckdb.DuckDBPyConnection, name: str, columns: Sequence[str], n: int) -> pl.DataFrame | None:
+        """The first `n` rows of table `name`, just those of `columns` it has; None if it does not exist."""
+        have = self.table_columns(con, name)
+        if have is None:
+            return None
+        sel = ", ".join(sql_ident(c) for c in columns if c in have) or "*"
+        return con.execute(f"SELECT {sel} FROM {ident(name)} LIMIT {int(n)}").pl()
+
+    def table_columns(self, con: duckdb.DuckDBPyConnection, name: str) -> list[str] | None:
+        """Column names of table `name` in order, or None if it does not exist."""
+        rows = con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_schema = 'main' "
+            "ORDER BY ordinal_position", [ident(name)]).fetchall()
+        return [r[0] for r in rows] or None
+
+    def read_rows(self, con: duckdb.DuckDBPyConnection, name: str, key: str, values: pl.Series,
+                  columns: Sequence[str] | None = None) -> pl.DataFrame:
+        """The rows of table `name` whose column `key` is one of `values`."""
+        sel = ", ".join(sql_ident(c) for c in columns) if columns else "*"
+        with registered(con, "_rows_keys", pl.DataFrame({"k": values.cast(pl.String)})):
+            return con.execute(
+                f"SELECT {sel} FROM {ident(name)} WHERE {sql_ident(key)} IN (SELECT k FROM _rows_keys)").pl()
+
+    def replace_rows(self, con: duckdb.DuckDBPyConnection, name: str, key: str, values: pl.Series,
+                     frame: pl.DataFrame) -> None:
+        """Delete the rows of `name` whose `key` is one of `values`, then insert `frame` (by column name)."""
+        with registered(con, "_rows_keys", pl.DataFrame({"k": values.cast(pl.String)})):
+            con.execute(f"DELETE FROM {ident(name)} WHERE {sql_ident(key)} IN (SELECT k FROM _rows_keys)")
+        self.insert_rows(con, name, frame)
+
+    def insert_rows(self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
+        """Insert `frame` into table `name` (by column name)."""
+        if frame.height:
+            with registered(con, "_frame", frame):
+                con.execute(f"INSERT INTO {ident(name)} BY NAME SELECT * FROM _frame")
+
+    def swap_table(self, con: duckdb.DuckDBPyConnection, staging: str, name: str) -> None:
+        """Replace table `name` by table `staging` (renamed), in the caller's transaction."""
+        con.execute(f"DROP TABLE IF EXISTS {ident(name)}")
+        con.execute(f"ALTER TABLE {ident(staging)} RENAME TO {ident(name)}")
+
+    def row_ranges(self, con: duckdb.DuckDBPyConnection, name: str, size: int) -> list[tuple[int, int]]:
+        """`[lo, hi)` rowid ranges of table `name`, about `size` rows each (for reading it in parts)."""
+        lo, hi = con.execute(f"SELECT coalesce(min(rowid), 0), coalesce(max(rowid), -1) + 1 FROM {ident(name)}").fetchall()[0]
+        return [(a, min(a + size, hi)) for a in range(lo, hi, size)] or [(0, 0)]
+
+    def read_range(self, con: duckdb.DuckDBPyConnection, name: str, rows: tuple[int, int],
+                   columns: Sequence[str] | None = None) -> pl.DataFrame:
+        """The rows of table `name` with rowid in `[lo, hi)` (just `columns`, if given)."""
+        sel = ", ".join(sql_ident(c) for c in columns) if columns else "*"
+        return con.execute(f"SELECT {sel} FROM {ident(name)} WHERE rowid >= ? AND rowid < ?", list(rows)).pl()

@@ -1,0 +1,49 @@
+"""Queries the global, share and push steps share: link rows by id, and what an order refers to.
+
+An order's `Lines` cell is a JSON list of line objects (`cells.to_cell`); `line_products`
+decodes it once with a typed polars schema (`LINES_DTYPE`) instead of matching text.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import polars as pl
+
+from crm_wave.logic.link import LINK_SCHEMA
+from crm_wave.store.connection import registered
+
+__all__ = ["LINES_DTYPE", "line_products", "links_where", "order_links"]
+
+#: An order's lines as stored in a cell (canonical field names; values as text).
+LINES_DTYPE = pl.List(pl.Struct({"ProductId": pl.String, "Description": pl.String, "Quantity": pl.String,
+                                 "UnitPrice": pl.String}))
+
+
+def line_products(lines: pl.Series) -> pl.Series:
+    """Per order, the `ProductId` of each of its lines (null where a line names none)."""
+    decoded = lines.cast(pl.String).str.json_decode(LINES_DTYPE)
+    return decoded.list.eval(pl.element().struct.field("ProductId")).alias("_products")
+
+
+def links_where(con: duckdb.DuckDBPyConnection, entity: str, crm_ids: pl.Series | None = None,
+                wave_ids: pl.Series | None = None, gids: pl.Series | None = None) -> pl.DataFrame:
+    """Link rows of `entity` touching any of the given CRM ids, Wave ids or global ids."""
+    wanted = [(col, ids) for col, ids in (("crm_id", crm_ids), ("wave_id", wave_ids), ("global_id", gids))
+              if ids is not None and ids.len()]
+    if not wanted:
+        return pl.DataFrame(schema=LINK_SCHEMA)
+    ids = pl.concat([pl.DataFrame({"col": col, "id": ids.cast(pl.String)}) for col, ids in wanted]).unique()
+    with registered(con, "_lk_ids", ids):
+        frame = con.execute(
+            "SELECT global_id, crm_id, wave_id, how FROM links WHERE entity = ? AND ("
+            + " OR ".join(f"{col} IN (SELECT id FROM _lk_ids WHERE col = '{col}')" for col, _ in wanted)
+            + ") ORDER BY global_id", [entity]).pl()
+    return frame.cast(LINK_SCHEMA) if frame.height else pl.DataFrame(schema=LINK_SCHEMA)
+
+
+def order_links(con: duckdb.DuckDBPyConnection, orders: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """Customer and product links the golden orders in `orders` refer to (by `CustomerId` and `Lines`)."""
+    customers = orders["CustomerId"].drop_nulls().unique()
+    products = line_products(orders["Lines"]).explode().drop_nulls().unique()
+    return {"customer": links_where(con, "customer", gids=customers),
+            "product": links_where(con, "product", gids=products)}
