@@ -126,8 +126,8 @@ def _steady(instance, dg, names: list[str], window_s: float) -> dict:
     time.sleep(window_s)
     t1, (busy1, all1) = time.time(), _cpu_times()
     runs = instance.get_runs(filters=dg.RunsFilter(tags={}))
-    per_tenant = Counter()
-    by_job = Counter()
+    per_tenant: Counter[str] = Counter()
+    by_job: Counter[str] = Counter()
     durations = []
     for r in runs:
         rec = instance.get_run_record_by_id(r.run_id)
@@ -209,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             steady = _steady(instance, dg, names, a.steady_minutes * 60) if not pending and a.steady_minutes else None
             runs = instance.get_runs(filters=dg.RunsFilter(tags={}))
             records = [instance.get_run_record_by_id(r.run_id) for r in runs]
-            durations = [rec.end_time - rec.start_time for rec in records if rec.start_time and rec.end_time]
-            failures = Counter()
+            durations = [rec.end_time - rec.start_time for rec in records if rec and rec.start_time and rec.end_time]
+            failures: Counter[str] = Counter()
             for r in runs:
                 if r.status == dg.DagsterRunStatus.FAILURE:
                     for e in instance.all_logs(r.run_id):

@@ -37,7 +37,13 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     from crm_wave.report import format_summary, state_summary
 
     _, store = _settings_store(args.tenant)  # fails early, naming what is missing
+    marks: dict[str, str] | None = None
     while True:
+        if not args.once:  # an idle tenant costs a look (a few small requests), not a pass
+            changed, marks = _changed(args.tenant, marks)
+            if not changed:
+                time.sleep(args.every)
+                continue
         code = 0
         try:
             passes = run_sync_job(tenant=args.tenant, max_passes=args.max_passes,
@@ -54,6 +60,22 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         if args.once:
             return code
         time.sleep(args.every)
+
+
+def _changed(tenant: str, marks: dict[str, str] | None) -> tuple[bool, dict[str, str] | None]:
+    """Whether either system changed since `marks` (always true on the first look, or when a
+    system does not answer: the sync then reports why), and the marks to keep."""
+    from crm_wave.sync.heads import Unreachable, look
+
+    clients = _clients(tenant)
+    try:
+        found = look(clients["crm"], clients["wave"], marks)
+    except Unreachable:
+        return True, marks
+    finally:
+        for client in clients.values():
+            client.close()
+    return marks is None or bool(found.changed), found.marks
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 
 from crm_wave.bench.data import NAIVE, QUICK, Scale
 
-STAGES = ("transform", "incremental", "naive", "api", "latency")
+STAGES = ("transform", "incremental", "naive", "api", "latency", "edit")
 RESULT = "BENCH-RESULT "
 SIDES = ("crm", "wave")
 ENTITIES = ("customer", "product", "order")
@@ -39,6 +39,10 @@ def _worker(stage: str, params: dict[str, Any]) -> dict[str, Any]:
 
             return run_api(params["records"], params["pushes"], params["seed"], work, rate_limit=params["rate_limit"],
                            rate_limited_products=params["products"])
+        if stage == "edit":
+            from crm_wave.bench.edit import run_edit
+
+            return run_edit(work, customers=params["customers"], repeats=params["repeats"], seed=params["seed"])
         if stage == "latency":
             from crm_wave.bench.latency import measure_live, measure_stages
 
@@ -212,12 +216,27 @@ def _print_latency(res: dict[str, Any], out: list[str], seed: int) -> dict[str, 
     return goals
 
 
+def _print_edit(res: dict[str, Any], out: list[str]) -> dict[str, bool]:
+    e, d = res["engine_edit"], res["dagster_edit"]
+    out.append(f"One CRM edit carried to Wave and read back, {res['customers']} customers (medians of {res['repeats']}; "
+               f"simulators in their own processes)")
+    for name, key in (("engine, warm (plain calls)", "engine"), ("Dagster sync_job, warm (execute_in_process)", "dagster")):
+        edit, idle = res[f"{key}_edit"], res[f"{key}_idle"]
+        out.append(f"  {name:<44} edit {edit['wall_s']:6.2f} s wall {edit['cpu_s']:6.2f} s CPU ({edit['passes']:.0f} passes); "
+                   f"idle {idle['wall_s']:6.2f} s wall {idle['cpu_s']:6.2f} s CPU")
+    goals = {"one edit, warm engine <= 1 s wall": e["wall_s"] <= 1.0, "one edit, warm engine <= 0.3 s CPU": e["cpu_s"] <= 0.3,
+             "crm-wave sync --once one edit <= 3 s": res["cli_edit_wall_s"] <= 3.0}
+    out.append(f"  crm-wave sync --once (new process)             edit {res['cli_edit_wall_s']:6.2f} s wall")
+    out.append("  goals: " + ", ".join(f"{k}: {_verdict(v)}" for k, v in goals.items()) + f" (Dagster warm: {d['wall_s']:.2f} s)")
+    return goals
+
+
 def run(args: argparse.Namespace) -> int:
     quick = args.quick
     scale = QUICK if quick else Scale(args.scale, max(10, args.scale // 10), args.scale)
     naive_scale = QUICK if quick else (NAIVE if args.scale >= NAIVE.customers else scale)
     runs = args.runs or (1 if quick else 3)
-    stages = [args.only] if args.only else ["transform", "naive", "api", "latency"]
+    stages = [args.only] if args.only else ["transform", "naive", "api", "latency", "edit"]
     out: list[str] = []
     info = machine()
     out.append(f"crm-wave bench: {info['cores']} cores, {info['memory_gb']} GB RAM, load {info['load']:.2f} "
@@ -252,6 +271,11 @@ def run(args: argparse.Namespace) -> int:
         results["latency"] = res
         out.append("")
         goals.update(_print_latency(res, out, args.seed))
+    if "edit" in stages:
+        res = _spawn("edit", {**base, "customers": 20 if quick else 250, "repeats": 1 if quick else 5})
+        results["edit"] = res
+        out.append("")
+        goals.update(_print_edit(res, out))
     out.append("")
     out.append("goals: " + ", ".join(f"{k} {_verdict(v)}" for k, v in goals.items()))
     print("\n".join(out))

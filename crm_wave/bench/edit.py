@@ -6,7 +6,8 @@ orders). This process syncs until converged, then, `repeats` times: edits one CR
 phone and syncs until nothing is left to write (the edit is carried to Wave and read back),
 measuring wall and CPU seconds of this process. Once through the engine called as plain
 functions (Store and clients kept), once through the Dagster `sync_job` in-process (instance
-kept), and the same two with no edit at all (an idle pass).
+kept), the same two with no edit at all (an idle pass), and `crm-wave sync --once` as a new
+process after one edit (wall only: its CPU is another process's).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def _medians(runs: list[tuple[float, float, int]]) -> dict[str, float]:
 
 
 def run_edit(workdir: Path, *, customers: int = 250, repeats: int = 5, seed: int = 42) -> dict[str, Any]:
-    """Median wall/CPU seconds and passes of one edit and of an idle sync, engine and Dagster."""
+    """Median wall/CPU seconds and passes of one edit and of an idle sync: engine, Dagster, CLI."""
     from crm_wave.store import Store
     from crm_wave.sync.engine import sync_once
     from crm_wave.systems.crm.client import CrmClient
@@ -80,10 +81,11 @@ def run_edit(workdir: Path, *, customers: int = 250, repeats: int = 5, seed: int
         store = Store(workdir / "engine.duckdb")
         clients = {"crm": crm, "wave": wave}
         sync_once(store, clients, max_passes=6)
-        people = [c for c in crm.read_all("customers") if c["Type"] == "organization"][:repeats * 2]
+        people = [c for c in crm.read_all("customers") if c["Type"] == "organization"][:repeats * 3]
 
         def edit(i: int) -> None:
             c = crm.get("customers", people[i]["Id"])
+            assert c is not None, people[i]["Id"]
             crm.patch("customers", c["Id"], {"Phone": f"+47 90 00 {i:04d}"}, if_match=c["Version"])
 
         def engine() -> int:
@@ -116,6 +118,18 @@ def run_edit(workdir: Path, *, customers: int = 250, repeats: int = 5, seed: int
                     runs.append(_timed(dagster))
                 out["dagster_edit"] = _medians(runs)
                 out["dagster_idle"] = _medians([_timed(dagster) for _ in range(repeats)])
+
+            def cli() -> int:  # a new process: imports, instance, one run per pass, exit
+                subprocess.run([sys.executable, "-m", "crm_wave.cli", "sync", "--once", "--quiet"], check=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                return 0
+
+            runs = []
+            for i in range(2 * repeats, 3 * repeats):
+                edit(i)
+                wall, _, _ = _timed(cli)
+                runs.append((wall, 0.0, 0))
+            out["cli_edit_wall_s"] = round(statistics.median(r[0] for r in runs), 3)
         finally:
             for k, v in saved.items():
                 if v is None:

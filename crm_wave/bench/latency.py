@@ -217,6 +217,7 @@ def measure_live(workdir: Path, *, edits: int = 20, seed: int = 42, settle_timeo
                     prev = [m for m in written if m.endswith(f"@{customer['Id']}")][-1]
                     _wait("the previous edit of the same customer", lambda: prev in seen, edit_timeout_s, proc, 0.5)
                 current = crm.get("customers", customer["Id"])
+                assert current is not None, customer["Id"]
                 marker = f"latency {nonce} #{i:02d} @{customer['Id']}"
                 crm.patch("customers", customer["Id"], {"Description": marker}, if_match=current["Version"])
                 written[marker] = time.monotonic()

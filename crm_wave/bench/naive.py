@@ -92,7 +92,7 @@ def _link(entity: str, links: dict[str, dict[str, Any]], recs: dict[str, dict[st
                 key = recs[side][s]["keys"][k.crm]
                 if key is not None:
                     groups[side].setdefault(key, []).append(s)
-        taken = {"crm": set(), "wave": set()}
+        taken: dict[str, set[str]] = {"crm": set(), "wave": set()}
         for key, crm_ids in groups["crm"].items():
             for c, w in zip(crm_ids, groups["wave"].get(key, [])):
                 g_crm, g_wave = by_crm.get(c), by_wave.get(w)
@@ -241,7 +241,8 @@ def naive_share(golden: dict[str, dict[str, Any]], target: str, entity: str,
         if reason is not None:
             op = "wait"
         if op == "delete":
-            changes, before = {}, {}
+            changes: dict[str, Any] = {}
+            before: dict[str, Any] = {}
         elif op == "insert" or (op == "wait" and ts == "absent"):
             changes, before = {f: row[f] for f in fields if row[f] is not None}, {}
         else:

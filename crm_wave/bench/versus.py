@@ -40,13 +40,17 @@ def compare(store: Store, naive: dict[str, Any]) -> dict[str, bool]:
     out: dict[str, bool] = {}
     with store.connect() as con:
         for entity in ENTITIES:
-            golden = store.read_table(con, global_table(entity)).drop(_NOT_COMPARED).sort("global_id")
+            table = store.read_table(con, global_table(entity))
+            assert table is not None, global_table(entity)
+            golden = table.drop(_NOT_COMPARED).sort("global_id")
             rows = list(naive[entity]["golden"].values())
             expected = pl.DataFrame(rows, schema={c: golden.schema[c] for c in golden.columns}, orient="row") \
                 if rows else golden.clear()
             out[global_table(entity)] = golden.equals(expected.select(golden.columns).sort("global_id"))
             for target in SIDES:
-                share = store.read_table(con, share_table(target, entity)).sort("global_id")
+                share_frame = store.read_table(con, share_table(target, entity))
+                assert share_frame is not None, share_table(target, entity)
+                share = share_frame.sort("global_id")
                 expected = pl.DataFrame(naive[entity][target], schema=share.schema, orient="row")
                 out[share_table(target, entity)] = share.equals(expected)
     return out

@@ -28,7 +28,9 @@ from crm_wave.sync.push import PushResult
 from crm_wave.sync.share_step import ShareResult
 from crm_wave.sync.stages import STAGES, Stage
 
-TENANTS = dg.DynamicPartitionsDefinition(name="tenants")
+#: The dynamic partitions of every asset: one key per tenant.
+TENANT_PARTITIONS = "tenants"
+TENANTS = dg.DynamicPartitionsDefinition(name=TENANT_PARTITIONS)
 _TITLES = {"crm": "Custom CRM", "wave": "Wave"}
 #: A collect older than this is stale (the schedule runs every minute).
 COLLECT_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes=15), warn_window=timedelta(minutes=5))

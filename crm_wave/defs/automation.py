@@ -21,7 +21,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from crm_wave.defs.assets import COLLECT, GLOBAL, PUSH, SHARE, SHARE_TO_PUSH, TENANTS, snapshot
+from crm_wave.defs.assets import COLLECT, GLOBAL, PUSH, SHARE, SHARE_TO_PUSH, TENANT_PARTITIONS, TENANTS, snapshot
 from crm_wave.defs.resources import SyncResource
 from crm_wave.sync.heads import Look, Unreachable, look, seed_marks
 from crm_wave.sync.names import CRM_RESOURCE, dataset
@@ -60,8 +60,8 @@ push_job = dg.define_asset_job(
 def tenants_sensor(context: dg.SensorEvaluationContext, sync: SyncResource):
     """Reconcile the dynamic partitions with the registry file."""
     wanted = {t.name for t in load_tenants(Path(sync.data_root), os.environ)}
-    have = set(context.instance.get_dynamic_partitions(TENANTS.name))
-    requests = []
+    have = set(context.instance.get_dynamic_partitions(TENANT_PARTITIONS))
+    requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
     if wanted - have:
         requests.append(TENANTS.build_add_request(sorted(wanted - have)))
     if have - wanted:
@@ -84,7 +84,7 @@ def _busy(instance: dg.DagsterInstance, tenant: str) -> bool:
 def collect_schedule(context: dg.ScheduleEvaluationContext):
     """One run per tenant, unless that tenant already has a run queued or in progress."""
     stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "now"
-    for tenant in context.instance.get_dynamic_partitions(TENANTS.name):
+    for tenant in context.instance.get_dynamic_partitions(TENANT_PARTITIONS):
         if _busy(context.instance, tenant):
             continue
         yield dg.RunRequest(run_key=f"collect-{tenant}-{stamp}", partition_key=tenant, tags={"tenant": tenant})
@@ -114,7 +114,7 @@ def push_sensor(context: dg.SensorEvaluationContext):
     """Look only at materialization metadata (never at DuckDB) and decide whether to push."""
     seen = dict(item.split("=", 1) for item in (context.cursor or "").split(",") if "=" in item)
     cursor, requests = dict(seen), []
-    for tenant in context.instance.get_dynamic_partitions(TENANTS.name):
+    for tenant in context.instance.get_dynamic_partitions(TENANT_PARTITIONS):
         to_push = []
         for share_key, push_key in SHARE_TO_PUSH.items():
             record = _latest(context.instance, share_key, tenant)
@@ -128,6 +128,7 @@ def push_sensor(context: dg.SensorEvaluationContext):
             cursor[mark] = str(record.storage_id)
         if to_push:
             # The pushes, and what depends on them (customers and products pushed -> orders re-merged and pushed).
+            assert context.repository_def is not None  # a sensor of these definitions
             keys = dg.AssetSelection.assets(*to_push).downstream().resolve(context.repository_def.asset_graph)
             requests.append(dg.RunRequest(run_key=f"push-{tenant}-{'-'.join(cursor.get(f'{tenant}/{k}', '') for k in SHARE_TO_PUSH)}",
                                           asset_selection=sorted(keys), partition_key=tenant, tags={"tenant": tenant}))
@@ -176,7 +177,7 @@ def changes_sensor(context: dg.SensorEvaluationContext, sync: SyncResource):
     reads its writes back (see `crm_wave/sync/heads.py`).
     """
     state: dict[str, dict[str, str]] = json.loads(context.cursor) if context.cursor else {}
-    tenants = list(context.instance.get_dynamic_partitions(TENANTS.name))
+    tenants = list(context.instance.get_dynamic_partitions(TENANT_PARTITIONS))
     idle = [t for t in tenants if not _busy(context.instance, t)]
     reasons = [f"{t}: a run is queued or in progress" for t in tenants if t not in idle]
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(idle))), thread_name_prefix="changes") as pool:

@@ -1,8 +1,9 @@
 """Running the sync job in-process for one tenant (for `crm-wave sync --once` and the demo)."""
 
 import dagster as dg
+from dagster._core.execution.plan.objects import StepFailureData
 
-from crm_wave.defs.assets import PUSH, TENANTS
+from crm_wave.defs.assets import PUSH, TENANT_PARTITIONS
 from crm_wave.tenants import DEFAULT_TENANT
 
 
@@ -27,13 +28,13 @@ class SyncHeld(RuntimeError):
 def _failures(result: dg.ExecuteInProcessResult) -> tuple[list[str], bool]:
     reasons, breaker = [], False
     for event in result.all_events:
-        if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
-            evaluation = event.event_specific_data
-            if not evaluation.passed and evaluation.blocking:
-                reasons.append(evaluation.description or evaluation.check_name)
-                breaker = breaker or evaluation.check_name == "circuit_breaker"
-        elif event.is_step_failure:
-            error = event.event_specific_data.error
+        data = event.event_specific_data
+        if isinstance(data, dg.AssetCheckEvaluation):
+            if not data.passed and data.blocking:
+                reasons.append(data.description or data.check_name)
+                breaker = breaker or data.check_name == "circuit_breaker"
+        elif event.is_step_failure and isinstance(data, StepFailureData) and data.error is not None:
+            error = data.error
             while error.cause is not None:  # Dagster wraps the step's own exception: show that one
                 error = error.cause
             if error.cls_name == "DagsterAssetCheckFailedError":  # the failed check itself is listed above
@@ -58,15 +59,15 @@ def run_sync_job(*, tenant: str = DEFAULT_TENANT, max_passes: int = 4,
 
     job = defs().resolve_job_def("sync_job")
     instance = instance or dg.DagsterInstance.ephemeral()
-    if tenant not in instance.get_dynamic_partitions(TENANTS.name):
-        instance.add_dynamic_partitions(TENANTS.name, [tenant])
+    if tenant not in instance.get_dynamic_partitions(TENANT_PARTITIONS):
+        instance.add_dynamic_partitions(TENANT_PARTITIONS, [tenant])
     passes = []
     for _ in range(max_passes):
         result = job.execute_in_process(instance=instance, partition_key=tenant, tags={"tenant": tenant},
                                         raise_on_error=False, run_config=console_log(log_level))
         meta: dict[str, dict] = {}
         for event in result.get_asset_materialization_events():
-            mat = event.event_specific_data.materialization
+            mat = event.materialization
             meta[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
         passes.append(meta)
         reasons, breaker = _failures(result)

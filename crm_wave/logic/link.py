@@ -12,7 +12,7 @@ import polars as pl
 
 __all__ = ["link_records", "LINK_SCHEMA"]
 
-LINK_SCHEMA = {"global_id": pl.String, "crm_id": pl.String, "wave_id": pl.String, "how": pl.String}
+LINK_SCHEMA = pl.Schema({"global_id": pl.String, "crm_id": pl.String, "wave_id": pl.String, "how": pl.String})
 
 
 def link_records(

@@ -104,6 +104,7 @@ class Connection:
         self._thread_lock = threading.RLock()
         self._datasets: set[str] = set()
         self._session: tuple[int, duckdb.DuckDBPyConnection] | None = None
+        self._session_lock = contextlib.ExitStack()
         if _file_key(self.path) not in Connection._ready:
             with self.connect() as con:
                 con.execute((_SQL_DIR / "schema.sql").read_text())
@@ -127,24 +128,59 @@ class Connection:
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
-        """Hold the file lock and one open connection for a whole step or pass: the `connect()`
-        calls of this thread inside it reuse that connection, each still its own transaction.
+        """Hold the file lock and one open connection for a stretch of database work: the
+        `connect()` calls of this thread inside it reuse that connection, each still its own
+        transaction.
 
         Opening the file costs about 15 ms and closing it checkpoints what was written: in a
         small incremental pass, reconnecting for every read and write was half the time. Other
-        processes and threads wait for the session to end, as they would for a connection.
+        processes and threads wait for the session to end, as they would for a connection, so
+        a session is given back while waiting for an API (`released`).
         """
         if self._in_session():
             yield
             return
-        with self.locked():
-            con = duckdb.connect(str(self.path))
-            self._session = (threading.get_ident(), con)
+        self._open_session()
+        try:
+            yield
+        finally:
+            self._close_session()
+
+    @contextlib.contextmanager
+    def released(self) -> Iterator[None]:
+        """Inside a session: give the file back for the `with` block (an API call may take minutes,
+        and operators' commands must not wait for it), then take it again."""
+        if not self._in_session():
+            yield
+            return
+        self._close_session()
+        try:
+            yield
+        finally:
+            self._open_session()
+
+    def _open_session(self) -> None:
+        self._thread_lock.acquire()
+        try:
+            self._session_lock = contextlib.ExitStack()
+            self._session_lock.enter_context(_flock(self._lock_path))
             try:
-                yield
-            finally:
-                self._session = None
-                con.close()
+                self._session = (threading.get_ident(), duckdb.connect(str(self.path)))
+            except BaseException:
+                self._session_lock.close()
+                raise
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def _close_session(self) -> None:
+        assert self._session is not None
+        con, self._session = self._session[1], None
+        try:
+            con.close()
+        finally:
+            self._session_lock.close()
+            self._thread_lock.release()
 
     def _in_session(self) -> bool:
         return self._session is not None and self._session[0] == threading.get_ident()

@@ -21,8 +21,8 @@ __all__ = ["Datasets", "Version", "VERSION_SCHEMA", "APPEND_CHUNK", "body_text"]
 #: Versions handed to DuckDB per statement.
 APPEND_CHUNK = 100_000
 #: The columns a batch of collected versions comes in (`Datasets.append_frame`).
-VERSION_SCHEMA = {"_id": pl.String, "_source_id": pl.String, "_hash": pl.String, "_deleted": pl.Boolean,
-                  "_modified": pl.String, "_version": pl.Int64, "body": pl.String}
+VERSION_SCHEMA = pl.Schema({"_id": pl.String, "_source_id": pl.String, "_hash": pl.String, "_deleted": pl.Boolean,
+                  "_modified": pl.String, "_version": pl.Int64, "body": pl.String})
 
 
 def body_text(body: dict[str, Any] | None) -> str:

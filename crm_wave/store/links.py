@@ -11,13 +11,12 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from crm_wave.logic.link import LINK_SCHEMA
 from crm_wave.store.changes import ChangeLog
 from crm_wave.store.connection import FEW, registered, sql_ident, sql_str
 
-__all__ = ["Links", "LINK_ROW_SCHEMA"]
+__all__ = ["Links"]
 
-#: A link row as written: global id, the two sides' ids, and how the link was made.
-LINK_ROW_SCHEMA = {"global_id": pl.String, "crm_id": pl.String, "wave_id": pl.String, "how": pl.String}
 
 _UPSERT_LINK = (
     "ON CONFLICT (entity, global_id) DO UPDATE SET "
@@ -41,11 +40,11 @@ class Links(ChangeLog):
                      writer: str | None = None, log: bool = True) -> None:
         """Insert or complete links `(global_id, crm_id, wave_id, how)` (rows or a frame); a side once
         set is never unset."""
-        frame = links if isinstance(links, pl.DataFrame) else pl.DataFrame(list(links), schema=LINK_ROW_SCHEMA,
+        frame = links if isinstance(links, pl.DataFrame) else pl.DataFrame(list(links), schema=LINK_SCHEMA,
                                                                             orient="row")
         if frame.height == 0:
             return
-        frame = frame.select(list(LINK_ROW_SCHEMA)).cast(LINK_ROW_SCHEMA)
+        frame = frame.select(list(LINK_SCHEMA)).cast(LINK_SCHEMA)
         if frame["global_id"].n_unique() != frame.height:  # the same link twice: one after the other
             for part in frame.with_row_index("_i").with_columns(
                     pl.int_range(pl.len()).over("global_id").alias("_n")).partition_by("_n", maintain_order=True):
@@ -80,7 +79,7 @@ class Links(ChangeLog):
     def read_agreed_frame(self, con: duckdb.DuckDBPyConnection, entity: str, fields: Sequence[str],
                           global_ids: pl.Series | None = None) -> pl.DataFrame:
         """Agreed values as a frame: `global_id` and one String column per field (null when not agreed)."""
-        schema = {"global_id": pl.String, **{f: pl.String for f in fields}}
+        schema = pl.Schema({"global_id": pl.String, **{f: pl.String for f in fields}})
         if global_ids is not None and global_ids.len() == 0:
             return pl.DataFrame(schema=schema)
         structure = json.dumps({f: "VARCHAR" for f in fields})

@@ -15,11 +15,10 @@ from crm_wave.store.connection import FEW, registered
 __all__ = ["Outcomes", "CONFLICT_SCHEMA"]
 
 #: A recorded conflict: the two sides' values, the base they were merged against, who won and why.
-CONFLICT_SCHEMA = {"global_id": pl.String, "field": pl.String, "crm_value": pl.String, "wave_value": pl.String,
-                   "base_value": pl.String, "winner": pl.String, "reason": pl.String}
-_LOG_SCHEMA = {"logged_at": pl.Datetime("us"), "run_id": pl.String, "system": pl.String, "entity": pl.String,
-               "global_id": pl.String, "record_id": pl.String, "op": pl.String, "changes": pl.String,
-               "before": pl.String, "outcome": pl.String}
+CONFLICT_SCHEMA = pl.Schema({"global_id": pl.String, "field": pl.String, "crm_value": pl.String, "wave_value": pl.String,
+                   "base_value": pl.String, "winner": pl.String, "reason": pl.String})
+_LOG_SCHEMA = pl.Schema({"logged_at": pl.Datetime("us"), **{c: pl.String() for c in (
+    "run_id", "system", "entity", "global_id", "record_id", "op", "changes", "before", "outcome")}})
 
 
 class Outcomes:

@@ -6,9 +6,11 @@ stages, `crm_wave/defs/assets.py`) and `plan` (the read-only stages on a scratch
 call it. `sync_once` repeats passes until one writes nothing (the sync reads its own writes
 back and must find nothing left to do: no echo), at most `max_passes` times.
 
-A whole pass holds one DuckDB connection (`Store.session`): opening the file and running
-its schema per stage was most of a small pass's cost. Each stage still commits its own
-transactions, so a crash loses at most the stage in flight.
+A pass holds one DuckDB connection (`Store.session`) across its database-only stages (global,
+share): opening the file and running its schema per step was most of a small pass's cost.
+Collects and pushes give the file back while they run (`Store.released`), so the lock is never
+held while waiting for an API and operators' commands do not wait for a slow push. Each stage
+commits its own transactions, so a crash loses at most the stage in flight.
 """
 
 from __future__ import annotations
@@ -68,14 +70,16 @@ def _run_stage(store: Store, s: Stage, clients: Mapping[str, Any], now: datetime
                progress: Callable[[str], None] | None) -> StageResult:
     if s.kind == "collect":
         assert s.system is not None
-        return collect(store, s.system, s.entity, clients[s.system], now, full=full)
+        with store.released():  # the file is not held while waiting for an API
+            return collect(store, s.system, s.entity, clients[s.system], now, full=full)
     if s.kind == "global":
         return build_global(store, s.entity, now)
     assert s.system is not None
     if s.kind == "share":
         return build_share(store, s.system, s.entity)
-    return push(store, s.system, s.entity, clients[s.system], now, run_id=run_id, policy=policy, progress=progress,
-                business_id=business_id if s.system == "wave" else None)
+    with store.released():
+        return push(store, s.system, s.entity, clients[s.system], now, run_id=run_id, policy=policy,
+                    progress=progress, business_id=business_id if s.system == "wave" else None)
 
 
 def run_pass(store: Store, clients: Mapping[str, Any], *, now: datetime | None = None, full: bool | None = None,
@@ -94,16 +98,15 @@ def run_pass(store: Store, clients: Mapping[str, Any], *, now: datetime | None =
         for s in STAGES:
             if only is not None and s.name not in only:
                 continue
+            outcome: StageResult | CircuitOpen
             try:
-                result: StageResult | CircuitOpen = _run_stage(store, s, clients, now, full, run_id, business_id,
-                                                               policy, progress)
+                outcome = out.results[s.name] = _run_stage(store, s, clients, now, full, run_id, business_id,
+                                                           policy, progress)
             except CircuitOpen as held:
                 out.held.append(held)
-                result = held
-            else:
-                out.results[s.name] = result
+                outcome = held
             if on_stage is not None:
-                on_stage(s, result)
+                on_stage(s, outcome)
     return out
 
 

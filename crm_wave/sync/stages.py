@@ -41,7 +41,7 @@ class Stage:
 def _stages() -> tuple[Stage, ...]:
     out = [Stage(dataset(s, e), "collect", e, s, ()) for e in ENTITIES for s in SYSTEMS]
     for e in ENTITIES:
-        deps = (dataset("crm", e), dataset("wave", e))
+        deps: tuple[str, ...] = (dataset("crm", e), dataset("wave", e))
         if e == "order":  # an order waits for its customer and products to be linked
             deps += tuple(push_name(s, x) for x in ("customer", "product") for s in SYSTEMS)
         out.append(Stage(global_table(e), "global", e, None, deps))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import duckdb
 
@@ -40,6 +41,7 @@ def test_snapshot_opens_read_only_while_a_sync_runs(rig, tmp_path):
         assert golden in (60, 200) and linked in (60, 200)  # one whole sync or the other, never half
         seen.add(golden)
         reads += 1
+        time.sleep(0.05)  # a reader that never sleeps starves the sync thread of the GIL
     worker.join()
     assert not errors, errors
     with duckdb.connect(str(latest_snapshot(snapshots)), read_only=True) as con:

@@ -22,3 +22,5 @@ def test_quick_benchmark_runs_and_its_equality_check_passes(tmp_path: Path) -> N
     assert results["transform"]["rows"]["global_customer"] > 0
     assert results["api"]["push_wave"]["failed"] == 0
     assert results["latency"]["stages"]["push_s"] > 0
+    # One edit is carried over and read back: a pass that writes, then one that finds nothing left.
+    assert results["edit"]["engine_edit"]["passes"] == 2 and results["edit"]["engine_idle"]["passes"] == 1
