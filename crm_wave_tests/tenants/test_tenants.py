@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from crm_wave.bench_tenants import start_daemon, stop_daemon
+from crm_wave.bench.tenants import start_daemon, stop_daemon
 
 from crm_wave.systems.crm.client import CrmClient
 from crm_wave.systems.crm.simulator import create_app as crm_app

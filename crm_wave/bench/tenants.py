@@ -1,6 +1,6 @@
 """Figures for many tenants: N tenants x M records synced through Dagster's queue on Postgres.
 
-`python -m crm_wave.bench_tenants` starts a CRM and a Wave simulator per tenant (each its
+`python -m crm_wave.bench.tenants` starts a CRM and a Wave simulator per tenant (each its
 own process), registers the tenants, starts `dagster-daemon` with the Postgres instance of
 `deploy/dagster.local-postgres.yaml` (the QueuedRunCoordinator with one run per tenant and
 `--max-concurrent` runs at once) and lets the fleet run unattended, as in production: the
@@ -149,7 +149,7 @@ def _steady(instance, dg, names: list[str], window_s: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the figures; print a table."""
-    p = argparse.ArgumentParser(prog="python -m crm_wave.bench_tenants", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m crm_wave.bench.tenants", description=__doc__)
     p.add_argument("--tenants", type=int, default=20)
     p.add_argument("--records", type=int, default=500, help="customers per tenant (plus a fifth as many products and orders)")
     p.add_argument("--max-concurrent", type=int, default=4, help="max_concurrent_runs of the run queue")
