@@ -32,7 +32,7 @@ from crm_wave.sync.global_step import _links_where
 from crm_wave.sync.share_step import _order_links, target_fields
 from crm_wave.sync.validate import problems
 from crm_wave.systems.http import TransientError
-from crm_wave.systems.wave.client import Mutation
+from crm_wave.systems.wave.client import Mutation, WaveBatchInterrupted
 
 __all__ = ["PushPolicy", "PushResult", "push"]
 
@@ -363,9 +363,9 @@ class _WavePush(_TargetPush):
                run_id: str | None) -> None:
         try:
             outcomes = {res.key: res for res in self.client.mutate([ops[0] for _, ops in chunk])}
-        except TransientError as exc:
-            outcomes = {res.key: res for res in getattr(exc, "results", [])}
-            unsent = set(getattr(exc, "unsent_keys", []))
+        except WaveBatchInterrupted as exc:
+            outcomes = {res.key: res for res in exc.results}
+            unsent = set(exc.unsent_keys)
             result.unknown += len(chunk) - len(outcomes) - len(unsent)
             result.skipped += len(unsent)
             result.messages.append(f"wave {self.entity}: {exc}")
