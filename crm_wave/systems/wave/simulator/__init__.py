@@ -163,10 +163,14 @@ def _validate_query(schema: GraphQLSchema, document: DocumentNode, *args: Any, *
 
 
 class _ClientErrorFilter(logging.Filter):
-    """Log only errors raised while resolving, not the client's own schema violations."""
+    """Log only errors raised while resolving, not the client's own schema violations nor the
+    answers Wave gives on purpose (NOT_FOUND, BAD_USER_INPUT)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (isinstance(record.msg, GraphQLError) and not record.msg.path)
+        if not isinstance(record.msg, GraphQLError):
+            return True
+        code = (record.msg.extensions or {}).get("code")
+        return bool(record.msg.path) and code not in ("NOT_FOUND", "BAD_USER_INPUT")
 
 
 _logger = logging.getLogger("crm_wave.wave_simulator")
