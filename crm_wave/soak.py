@@ -79,7 +79,7 @@ def check(crm: CrmClient, wave: WaveClient, store: Store) -> dict[str, object]:
 
 
 def soak(n: int, *, error_rate: float, lost_rate: float, crm_rpm: int, wave_rpm: int, max_minutes: float,
-         seed: int = 7, strict: bool = False, not_found_rate: float = 0.1) -> int:
+         seed: int = 7, strict: bool = False, not_found_rate: float = 0.1, wave_sim_rpm: int | None = None) -> int:
     """Run the soak; print figures; return 0 when both systems converged with no duplicate and no loss."""
     rng = random.Random(seed)
     tmp = Path(tempfile.mkdtemp(prefix="crm-wave-soak-"))
@@ -94,8 +94,9 @@ def soak(n: int, *, error_rate: float, lost_rate: float, crm_rpm: int, wave_rpm:
         seed_wave(wave, crm, n, rng)
         seeded = {"crm": n, "wave": n}
         for base, rpm in ((crm_base, crm_rpm), (wave_base, wave_rpm)):
+            limit = wave_sim_rpm if base == wave_base and wave_sim_rpm else rpm + rpm // 10
             _faults(base, {"error_rate": error_rate, "lost_response_rate": lost_rate, "seed": seed,
-                           "rate_limit_per_minute": rpm + rpm // 10,
+                           "rate_limit_per_minute": limit,
                            **(_strict_faults(not_found_rate) if strict and base == wave_base else {})})
         before = {"crm": dict(crm.stats.as_dict()), "wave": dict(wave.stats.as_dict())}
         store = Store(tmp / "crm_wave.duckdb")
@@ -160,10 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-minutes", type=float, default=30)
     p.add_argument("--strict", action="store_true",
                    help="the Wave simulator in strict mode (docs/wave-behaviour.md), with spurious NOT_FOUND on creates")
+    p.add_argument("--wave-sim-rpm", type=int, default=None,
+                   help="the Wave simulator's own limit (default: --wave-rpm + 10%%); below --wave-rpm it answers 429s")
     p.add_argument("--not-found-rate", type=float, default=0.1, help="with --strict: share of creates answered NOT_FOUND")
     a = p.parse_args(argv)
     return soak(a.records, error_rate=a.error_rate, lost_rate=a.lost_response_rate, crm_rpm=a.crm_rpm,
-                wave_rpm=a.wave_rpm, max_minutes=a.max_minutes, strict=a.strict, not_found_rate=a.not_found_rate)
+                wave_rpm=a.wave_rpm, max_minutes=a.max_minutes, strict=a.strict, not_found_rate=a.not_found_rate,
+                wave_sim_rpm=a.wave_sim_rpm)
 
 
 if __name__ == "__main__":

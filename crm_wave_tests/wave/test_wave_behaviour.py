@@ -17,7 +17,6 @@ import pytest
 from crm_wave.systems.faults import WaveFaultSettings
 from crm_wave.systems.serve import serve_in_thread
 from crm_wave.systems.wave.simulator import create_app
-from crm_wave_tests.conftest import Sim
 
 TOKEN = "behaviour-token"
 
@@ -170,14 +169,15 @@ def test_default_invoice_number_keeps_prefix_and_padding(gql: Gql) -> None:
 
 
 def test_page_size_above_200_is_capped(gql: Gql) -> None:
-    body = gql.data("{ business { customers(pageSize: 500) { pageInfo { totalPages } edges { node { id } } } } }")
-    assert body["business"]["customers"]["pageInfo"]["totalPages"] == 0
-    for i in range(3):
-        gql.create("customerCreate", "CustomerCreateInput", "customer", {"name": f"c{i}"})
-    from crm_wave.systems.wave.simulator import loader
-
-    assert loader.MAX_PAGE_SIZE == 200
-    assert loader._check_page(1, 500) == (1, 200)
+    params = ", ".join(f"$i{i}: CustomerCreateInput!" for i in range(201))
+    fields = " ".join(f"m{i}: customerCreate(input: $i{i}) {{ didSucceed }}" for i in range(201))
+    made = gql.data(f"mutation({params}) {{ {fields} }}",
+                    {f"i{i}": {"businessId": gql.business_id, "name": f"c{i}"} for i in range(201)})
+    assert all(r["didSucceed"] for r in made.values())
+    page = gql.data("{ business { customers(pageSize: 500) { pageInfo { currentPage totalPages totalCount } "
+                    "edges { node { id } } } } }")["business"]["customers"]
+    assert len(page["edges"]) == 200
+    assert page["pageInfo"] == {"currentPage": 1, "totalPages": 2, "totalCount": 201}
 
 
 # ---------------------------------------------------------------- strict mode

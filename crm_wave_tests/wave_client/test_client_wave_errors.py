@@ -4,7 +4,6 @@ both forms, the in-flight limit and spurious NOT_FOUND on creates (real simulato
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -161,4 +160,3 @@ def test_batch_interrupted_is_typed_with_results_and_unsent(sim: tuple[str, Wave
         wave.mutate([Mutation("customerCreate", {"businessId": wave.business_id, "name": f"x{i}"}, f"k{i}")
                      for i in range(3)])
     assert info.value.keys == ["k0"] and info.value.unsent_keys == ["k1", "k2"] and info.value.results == []
-    time.sleep(0)
