@@ -11,8 +11,9 @@ def _cmd_sim_wave(args: argparse.Namespace) -> int:
     from crm_wave.systems.serve import serve_forever
     from crm_wave.systems.wave.simulator import create_app
 
-    app = create_app(db_path=Path(args.db), token=args.token)
-    print(f"Wave simulator on http://{args.host}:{args.port}/graphql/public (db {args.db})", flush=True)
+    app = create_app(db_path=Path(args.db), token=args.token, strict=args.strict)
+    mode = " in strict mode" if args.strict else ""
+    print(f"Wave simulator{mode} on http://{args.host}:{args.port}/graphql/public (db {args.db})", flush=True)
     serve_forever(app, args.host, args.port)
     return 0
 
@@ -233,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     wave.add_argument("--port", type=int, default=8702)
     wave.add_argument("--db", default="data/sim/wave.sqlite3")
     wave.add_argument("--token", default="wave-dev-token")
+    wave.add_argument("--strict", action="store_true",
+                      help="play Wave's undocumented harsh side: locked invoices, payments that keep modifiedAt, "
+                           "one-second modifiedAt, 60 requests a minute and 2 in flight per token "
+                           "(docs/wave-behaviour.md)")
     wave.set_defaults(func=_cmd_sim_wave)
 
     crm = sim.add_parser("crm", help="the Custom CRM REST contract")

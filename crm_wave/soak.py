@@ -79,14 +79,14 @@ def check(crm: CrmClient, wave: WaveClient, store: Store) -> dict[str, object]:
 
 
 def soak(n: int, *, error_rate: float, lost_rate: float, crm_rpm: int, wave_rpm: int, max_minutes: float,
-         seed: int = 7) -> int:
+         seed: int = 7, strict: bool = False, not_found_rate: float = 0.1, wave_sim_rpm: int | None = None) -> int:
     """Run the soak; print figures; return 0 when both systems converged with no duplicate and no loss."""
     rng = random.Random(seed)
     tmp = Path(tempfile.mkdtemp(prefix="crm-wave-soak-"))
     seed_crm(tmp / "crm.db", seed=seed, customers=n, products=n, orders=n)
     with ExitStack() as stack:
         crm_base = stack.enter_context(serve_in_thread(crm_app(db_path=tmp / "crm.db", token="c")))
-        wave_base = stack.enter_context(serve_in_thread(wave_app(db_path=tmp / "wave.db", token="w")))
+        wave_base = stack.enter_context(serve_in_thread(_wave_sim(tmp / "wave.db", strict)))
         crm = stack.enter_context(CrmClient(base_url=f"{crm_base}/api/v1", token="c",
                                             policy=HttpPolicy(requests_per_minute=crm_rpm, max_attempts=12)))
         wave = stack.enter_context(WaveClient(url=f"{wave_base}/graphql/public", token="w",
@@ -94,8 +94,10 @@ def soak(n: int, *, error_rate: float, lost_rate: float, crm_rpm: int, wave_rpm:
         seed_wave(wave, crm, n, rng)
         seeded = {"crm": n, "wave": n}
         for base, rpm in ((crm_base, crm_rpm), (wave_base, wave_rpm)):
+            limit = wave_sim_rpm if base == wave_base and wave_sim_rpm else rpm + rpm // 10
             _faults(base, {"error_rate": error_rate, "lost_response_rate": lost_rate, "seed": seed,
-                           "rate_limit_per_minute": rpm + rpm // 10})
+                           "rate_limit_per_minute": limit,
+                           **(_strict_faults(not_found_rate) if strict and base == wave_base else {})})
         before = {"crm": dict(crm.stats.as_dict()), "wave": dict(wave.stats.as_dict())}
         store = Store(tmp / "crm_wave.duckdb")
         started, passes, quiet = time.monotonic(), 0, False
@@ -118,6 +120,9 @@ def soak(n: int, *, error_rate: float, lost_rate: float, crm_rpm: int, wave_rpm:
             _faults(base, {})
         summary = check(crm, wave, store)
     stats = {"crm": crm.stats.as_dict(), "wave": wave.stats.as_dict()}
+    if strict:
+        print(f"\nWave simulator in strict mode: rate limits answered in both forms, 2 in flight, "
+              f"spurious NOT_FOUND on {not_found_rate:.0%} of creates")
     print(f"\nseeded {seeded['crm']} per type in the CRM and {seeded['wave']} per type in Wave; faults: "
           f"error_rate {error_rate}, lost_response_rate {lost_rate}, rate limits CRM {crm_rpm}/min, Wave {wave_rpm}/min")
     print(f"converged: {quiet} after {passes} passes in {elapsed:.0f} s")
@@ -133,6 +138,18 @@ def soak(n: int, *, error_rate: float, lost_rate: float, crm_rpm: int, wave_rpm:
     return 0 if ok else 1
 
 
+def _wave_sim(db: Path, strict: bool):
+    """The Wave simulator; in strict mode its per-minute limit is lifted while seeding (the soak's own
+    limit is set with the faults)."""
+    from crm_wave.systems.faults import WaveFaultSettings
+
+    return wave_app(db_path=db, token="w", strict=strict, faults=WaveFaultSettings(max_in_flight=2) if strict else None)
+
+
+def _strict_faults(not_found_rate: float) -> dict:
+    return {"rate_limit_form": "both", "max_in_flight": 2, "not_found_rate": not_found_rate}
+
+
 def main(argv: list[str] | None = None) -> int:
     """`crm-wave soak` / `python -m crm_wave.soak`."""
     p = argparse.ArgumentParser(prog="crm-wave soak", description=__doc__)
@@ -142,9 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crm-rpm", type=int, default=6000)
     p.add_argument("--wave-rpm", type=int, default=1200)
     p.add_argument("--max-minutes", type=float, default=30)
+    p.add_argument("--strict", action="store_true",
+                   help="the Wave simulator in strict mode (docs/wave-behaviour.md), with spurious NOT_FOUND on creates")
+    p.add_argument("--wave-sim-rpm", type=int, default=None,
+                   help="the Wave simulator's own limit (default: --wave-rpm + 10%%); below --wave-rpm it answers 429s")
+    p.add_argument("--not-found-rate", type=float, default=0.1, help="with --strict: share of creates answered NOT_FOUND")
     a = p.parse_args(argv)
     return soak(a.records, error_rate=a.error_rate, lost_rate=a.lost_response_rate, crm_rpm=a.crm_rpm,
-                wave_rpm=a.wave_rpm, max_minutes=a.max_minutes)
+                wave_rpm=a.wave_rpm, max_minutes=a.max_minutes, strict=a.strict, not_found_rate=a.not_found_rate,
+                wave_sim_rpm=a.wave_sim_rpm)
 
 
 if __name__ == "__main__":

@@ -27,12 +27,17 @@ class Sim:
 
 
 @pytest.fixture
-def wave_sim(tmp_path: Path) -> Iterator[Sim]:
-    """The Wave simulator; `url` is its GraphQL endpoint."""
+def wave_sim(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Sim]:
+    """The Wave simulator; `url` is its GraphQL endpoint. Parametrise it indirectly with "strict"
+    for strict mode (locked invoices, payments keep modifiedAt, one-second modifiedAt, 2 in
+    flight; the per-minute limit lifted to keep suites fast: its tests set their own)."""
+    from crm_wave.systems.faults import WaveFaultSettings
     from crm_wave.systems.wave.simulator import create_app
 
     db = tmp_path / "wave.sqlite3"
-    with serve_in_thread(create_app(db_path=db, token=WAVE_TOKEN)) as base:
+    strict = getattr(request, "param", "default") == "strict"
+    faults = WaveFaultSettings(max_in_flight=2) if strict else None
+    with serve_in_thread(create_app(db_path=db, token=WAVE_TOKEN, strict=strict, faults=faults)) as base:
         yield Sim(base=base, url=f"{base}/graphql/public", token=WAVE_TOKEN, db_path=db)
 
 

@@ -137,6 +137,10 @@ def collect(store: Store, system: str, entity: str, client: Any, now: datetime, 
         next_cursor = _crm_records(client, entity, None if full else cursor, chunks)
     else:
         next_cursor = _wave_records(client, entity, None if full else cursor, started, chunks)
+        if not full and entity == "order":  # payments and overdue need not move modifiedAt
+            from crm_wave.sync.wave_survival import reread_open_invoices, seen_ids
+
+            chunks.add(reread_open_invoices(store, client, seen_ids(chunks.frames)))
     frame = chunks.frame()
     deleted = int(frame["_deleted"].sum())
     with store.connect() as con:

@@ -68,7 +68,7 @@ def approve_deletes(store: Store, clients: dict[str, Any], global_ids: set[str] 
             name = {"customer": "customerDelete", "product": "productArchive", "order": "invoiceDelete"}[d.entity]
             data = {"invoiceId": d.target_id} if d.entity == "order" else {"id": d.target_id}
             (res,) = clients["wave"].mutate([Mutation(name, data, d.global_id)])
-            outcome = "ok" if res.ok else f"failed: {json.dumps([e.message for e in res.errors])}"
+            outcome = "ok" if res.ok or res.not_found else f"failed: {json.dumps([e.message for e in res.errors])}"
         else:
             clients["crm"].delete(CRM_RESOURCE[d.entity], d.target_id, if_match=None)
             outcome = "ok"

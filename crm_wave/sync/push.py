@@ -32,7 +32,8 @@ from crm_wave.sync.refs import links_where, order_links
 from crm_wave.sync.share_step import target_fields
 from crm_wave.sync.validate import problems
 from crm_wave.systems.http import TransientError
-from crm_wave.systems.wave.client import Mutation
+from crm_wave.systems.wave.client import Mutation, MutationResult, WaveBatchInterrupted
+from crm_wave.sync.wave_survival import locked_invoice_reason, park_locked, wave_record_gone
 
 __all__ = ["PushPolicy", "PushResult", "push"]
 
@@ -326,6 +327,7 @@ class _WavePush(_TargetPush):
 
     def run(self, rows: list[_Row], result: PushResult, now: datetime, run_id: str | None, policy: PushPolicy,
             progress: Callable[[str], None] | None) -> None:
+        self.max_attempts = policy.max_attempts
         rows = self.reject_invalid(rows, result, now, run_id)
         with self.store.connect() as con:
             pending = self.store.pending_intents(con, "wave", self.entity)
@@ -359,13 +361,41 @@ class _WavePush(_TargetPush):
                 sent = min(start + policy.chunk, len(planned))
                 progress(f"wave {self.entity}: {sent}/{len(planned)} sent ({100 * sent // len(planned)}%)")
 
+    def survive(self, con: Any, row: _Row, res: MutationResult, result: PushResult, now: datetime,
+                run_id: str | None) -> bool:
+        """Handle Wave's harsher refusals of one op (wave_survival.py); True when handled here:
+        rate limited (nothing done; the next pass sends it), a linked record Wave no longer has
+        (its link breaks visibly: the CRM side is held as a delete), a locked invoice (parked)."""
+        target = row.share["target_id"]
+        if isinstance(res.error, TransientError):
+            self.store.clear_intent(con, "wave", self.entity, row.gid)
+            result.skipped += 1
+            result.messages.append(f"wave {self.entity} {row.gid}: {res.error}; sent again next pass")
+            return True
+        if res.not_found and row.op == "update":
+            wave_record_gone(self.store, con, self.entity, target, now)
+            result.skipped += 1
+            result.messages.append(f"wave {self.entity} {target}: no longer exists in Wave; the CRM side is held "
+                                   "as a delete (crm-wave deletes)")
+            self.store.log(con, [(now, run_id, "wave", self.entity, row.gid, target, row.op, row.cells,
+                                  json.loads(row.share["before"]), "gone: no longer exists in Wave; held as a delete")])
+            return True
+        if self.entity == "order" and row.op == "update" and res.name == "invoicePatch":
+            reason = locked_invoice_reason(self.client, target, [e.path for e in res.errors])
+            if reason:
+                err = next((e for e in res.errors if len(e.path) > 1), None)
+                self.fail(con, row, _error_field(self.entity, err.path if err else None), reason, result, now, run_id)
+                park_locked(self.store, con, self.entity, row.gid, self.max_attempts)
+                return True
+        return False
+
     def _chunk(self, chunk: list[tuple[_Row, list[Mutation]]], result: PushResult, now: datetime,
                run_id: str | None) -> None:
         try:
             outcomes = {res.key: res for res in self.client.mutate([ops[0] for _, ops in chunk])}
-        except TransientError as exc:
-            outcomes = {res.key: res for res in getattr(exc, "results", [])}
-            unsent = set(getattr(exc, "unsent_keys", []))
+        except WaveBatchInterrupted as exc:
+            outcomes = {res.key: res for res in exc.results}
+            unsent = set(exc.unsent_keys)
             result.unknown += len(chunk) - len(outcomes) - len(unsent)
             result.skipped += len(unsent)
             result.messages.append(f"wave {self.entity}: {exc}")
@@ -378,6 +408,8 @@ class _WavePush(_TargetPush):
                 res = outcomes.get(row.gid)
                 if res is None:
                     continue  # outcome unknown: the intent stays; found again before any new create
+                if not res.ok and self.survive(con, row, res, result, now, run_id):
+                    continue
                 if not res.ok:
                     err = res.errors[0] if res.errors else None
                     self.fail(con, row, _error_field(self.entity, err.path if err else None),

@@ -71,6 +71,9 @@ class HttpPolicy:
     #: Give up (`TransientError`) rather than wait longer than this for room under the rate
     #: (None: wait as long as it takes). The sensors wait briefly and look again next tick.
     max_rate_wait_s: float | None = None
+    #: At most this many requests of this client on the wire at once (None: no limit); Wave
+    #: answers a third concurrent request of one token with 429.
+    max_in_flight: int | None = None
 
 
 @dataclass
@@ -141,6 +144,7 @@ class RetryingSender:
             request_limiter(policy.requests_per_minute, policy.rate_file) if policy.requests_per_minute else None
         )
         self._jitter = random.Random()
+        self._in_flight = threading.BoundedSemaphore(policy.max_in_flight) if policy.max_in_flight else None
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -181,7 +185,11 @@ class RetryingSender:
                                      f"requests a minute within {wait:g} s")
         self.stats.add("requests")
         try:
-            response = self.client.send(request)
+            if self._in_flight is None:
+                response = self.client.send(request)
+            else:
+                with self._in_flight:
+                    response = self.client.send(request)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # Never reached the server: always safe to retry.
             self.stats.add("network_errors")

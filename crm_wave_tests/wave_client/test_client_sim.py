@@ -196,7 +196,7 @@ def test_input_errors_come_back_per_op_without_failing_the_batch(wave: WaveClien
     assert not by_key["negative"].ok and by_key["negative"].errors
     assert by_key["patch"].ok and by_key["patch"].entity["name"] == "Patched"  # type: ignore[index]
     assert not by_key["bad-enum"].ok
-    assert by_key["bad-enum"].errors[0].code == "GRAPHQL_VALIDATION_FAILED"
+    assert by_key["bad-enum"].errors[0].code == "BAD_USER_INPUT"
     assert sorted(p["name"] for p in wave.list_products()) == ["Good"]
 
 

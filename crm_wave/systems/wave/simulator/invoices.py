@@ -3,8 +3,9 @@
 Choices where Wave's documentation is silent:
 
 - `invoiceNumber` must be unique per business: a duplicate (create or patch) fails with
-  `DUPLICATE` at `["input", "invoiceNumber"]`. The default is the largest all-digit
-  number + 1 ("1" for the first invoice).
+  `DUPLICATE` at `["input", "invoiceNumber"]`. The default is the largest number + 1
+  keeping its prefix and padding (schema: "will find the current largest invoice number
+  and add 1"; "1" for the first invoice).
 - `dueDate` defaults to `invoiceDate` (payment terms of 0 days); a due date before the
   invoice date is `INVALID`.
 - Item `quantity` defaults to 1, `unitPrice` to the product's, `description` to the
@@ -19,18 +20,23 @@ Choices where Wave's documentation is silent:
   `invoicePatch` may approve (`status: SAVED`) but never returns an invoice to DRAFT.
 - A manual payment needs an approved invoice, an amount > 0 (rounded to the invoice
   currency) and an account of the business; `amountPaid` is the sum of the invoice's
-  payments and every payment change bumps the invoice's `modifiedAt`.
+  payments and every payment change bumps the invoice's `modifiedAt` (not in strict mode).
+- Strict mode: a SENT/VIEWED/PAID/PARTIAL/OVERDUE/OVERPAID invoice refuses `invoiceDelete`
+  and an `invoicePatch` of `items`, `customerId` or `currency` (`INVALID` at that field).
 """
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
 from graphql import GraphQLResolveInfo
 
 from .catalog import income_account_n
-from .mutations import fail, require_business, require_node, wave_mutation
+from .loader import effective_status
+from .mode import LOCKED_STATUSES, mode_of
+from .mutations import fail, require_business, require_node, require_target, wave_mutation
 from .query import loader_of
 from .store import Node, Tx
 from .types import tax_rate_on
@@ -52,10 +58,26 @@ _BOOLEANS = ("hideAmount", "hideDescription", "hideName", "hidePrice", "hideUnit
              "disableBankPayments", "disableCreditCardPayments", "requireTermsOfServiceAgreement")
 
 
+_TRAILING_DIGITS = re.compile(r"^(.*?)(\d+)$")
+
+
 def _next_number(tx: Tx, bid: str) -> str:
-    row = tx.rows("SELECT MAX(CAST(lookup AS INTEGER)) FROM entities WHERE business=? AND type='Invoice'"
-                  " AND lookup GLOB '[0-9]*' AND lookup NOT GLOB '*[^0-9]*'", (bid,))
-    return str((row[0][0] or 0) + 1)
+    """The largest invoice number + 1, keeping its prefix and zero padding (after INV-0042
+    comes INV-0043; after 9 comes 10); "1" when no number ends in digits. Largest is by the
+    trailing number, the most recently created winning a tie."""
+    best: tuple[int, int, str, int] | None = None
+    for number, n in tx.rows("SELECT lookup, n FROM entities WHERE business=? AND type='Invoice'"
+                             " AND lookup GLOB '*[0-9]'", (bid,)):
+        m = _TRAILING_DIGITS.match(number)
+        if m is None:
+            continue
+        key = (int(m.group(2)), n, m.group(1), len(m.group(2)))
+        if best is None or key[:2] > best[:2]:
+            best = key
+    if best is None:
+        return "1"
+    value, _, prefix, width = best
+    return f"{prefix}{value + 1:0{width}d}"
 
 
 def _items(tx: Tx, bid: str, items: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
@@ -168,10 +190,30 @@ def invoice_create(info: GraphQLResolveInfo, data: dict[str, Any]) -> Node:
         return tx.insert(biz["_bid"], "Invoice", _apply(tx, biz, body, data, None))
 
 
+_LOCKED_FIELDS = ("items", "customerId", "currency")
+
+
+def _refuse_if_locked(info: GraphQLResolveInfo, node: Node, data: dict[str, Any] | None) -> None:
+    """Strict mode: a sent, viewed, paid or overdue invoice keeps its lines, customer and currency
+    and cannot be deleted (`data` None); an `inputErrors` entry names the field."""
+    if not mode_of(info).strict:
+        return
+    status = effective_status(node)
+    if status not in LOCKED_STATUSES:
+        return
+    number = node["invoiceNumber"]
+    if data is None:
+        raise fail("INVALID", f"Invoice {number} is {status} and can no longer be deleted", "invoiceId")
+    for key in _LOCKED_FIELDS:
+        if key in data:
+            raise fail("INVALID", f"Invoice {number} is {status}; its {key} can no longer be changed", key)
+
+
 @wave_mutation("invoicePatch", "invoice")
 def invoice_patch(info: GraphQLResolveInfo, data: dict[str, Any]) -> Node:
     with loader_of(info).store.write() as tx:
-        node = require_node(tx, "Invoice", data["id"], "id")
+        node = require_target(tx, "Invoice", data["id"])
+        _refuse_if_locked(info, node, data)
         biz = tx.business(node["_bid"])
         assert biz is not None
         return tx.update(node, _apply(tx, biz, dict(node), data, node))
@@ -180,7 +222,8 @@ def invoice_patch(info: GraphQLResolveInfo, data: dict[str, Any]) -> Node:
 @wave_mutation("invoiceDelete", None)
 def invoice_delete(info: GraphQLResolveInfo, data: dict[str, Any]) -> None:
     with loader_of(info).store.write() as tx:
-        node = require_node(tx, "Invoice", data["invoiceId"], "invoiceId")
+        node = require_target(tx, "Invoice", data["invoiceId"])
+        _refuse_if_locked(info, node, None)
         for payment in tx.select(node["_bid"], "InvoicePayment", "ref = ?", (node["_n"],)):
             tx.delete(payment)
         tx.delete(node)
@@ -190,7 +233,7 @@ def invoice_delete(info: GraphQLResolveInfo, data: dict[str, Any]) -> None:
 @wave_mutation("invoiceApprove", "invoice")
 def invoice_approve(info: GraphQLResolveInfo, data: dict[str, Any]) -> Node:
     with loader_of(info).store.write() as tx:
-        node = require_node(tx, "Invoice", data["invoiceId"], "invoiceId")
+        node = require_target(tx, "Invoice", data["invoiceId"])
         if node["status"] != "DRAFT":
             return node
         return tx.update(node, {**node, "status": "SAVED"})
@@ -198,7 +241,7 @@ def invoice_approve(info: GraphQLResolveInfo, data: dict[str, Any]) -> Node:
 
 def _mark_sent(info: GraphQLResolveInfo, invoice_id: Any, via: str, sent_ms: int) -> Node:
     with loader_of(info).store.write() as tx:
-        node = require_node(tx, "Invoice", invoice_id, "invoiceId")
+        node = require_target(tx, "Invoice", invoice_id)
         return tx.update(node, {**node, "status": "SENT", "lastSentAt": sent_ms, "lastSentVia": via})
 
 
@@ -218,7 +261,7 @@ def invoice_send(info: GraphQLResolveInfo, data: dict[str, Any]) -> Node:
 @wave_mutation("invoiceClone", "invoice")
 def invoice_clone(info: GraphQLResolveInfo, data: dict[str, Any]) -> Node:
     with loader_of(info).store.write() as tx:
-        node = require_node(tx, "Invoice", data["invoiceId"], "invoiceId")
+        node = require_target(tx, "Invoice", data["invoiceId"])
         body = {**dict(node), "status": "DRAFT", "amountPaid": "0", "lastSentAt": None, "lastSentVia": None,
                 "lastViewedAt": None, "invoiceNumber": _next_number(tx, node["_bid"])}
         return tx.insert(node["_bid"], "Invoice", body)
@@ -227,10 +270,11 @@ def invoice_clone(info: GraphQLResolveInfo, data: dict[str, Any]) -> Node:
 # ---------------------------------------------------------------- payments
 
 
-def _refresh_paid(tx: Tx, invoice: Node) -> Node:
+def _refresh_paid(info: GraphQLResolveInfo, tx: Tx, invoice: Node) -> Node:
+    """Sum the payments into `amountPaid`; strict mode leaves the invoice's `modifiedAt` as it was."""
     payments = tx.select(invoice["_bid"], "InvoicePayment", "ref = ?", (invoice["_n"],), "n ASC")
     paid = sum((to_decimal(p["amount"]) for p in payments), Decimal(0))
-    return tx.update(invoice, {**invoice, "amountPaid": str(paid)})
+    return tx.update(invoice, {**invoice, "amountPaid": str(paid)}, touch=not mode_of(info).strict)
 
 
 def _apply_payment(tx: Tx, invoice: Node, body: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
@@ -258,33 +302,33 @@ def _apply_payment(tx: Tx, invoice: Node, body: dict[str, Any], data: dict[str, 
 @wave_mutation("invoicePaymentCreateManual", "invoicePayment")
 def payment_create(info: GraphQLResolveInfo, data: dict[str, Any]) -> Node:
     with loader_of(info).store.write() as tx:
-        invoice = require_node(tx, "Invoice", data["invoiceId"], "invoiceId")
+        invoice = require_target(tx, "Invoice", data["invoiceId"])
         if invoice["status"] == "DRAFT":
             raise fail("INVALID", "Approve the invoice before recording a payment", "invoiceId")
         body = {"invoiceN": invoice["_n"], "customerN": invoice["customerN"], "memo": None, "active": True,
                 "origin": "MANUAL", "state": "COMPLETED", "transactionType": "PAYMENT"}
         payment = tx.insert(invoice["_bid"], "InvoicePayment", _apply_payment(tx, invoice, body, data))
-        _refresh_paid(tx, invoice)
+        _refresh_paid(info, tx, invoice)
         return payment
 
 
 @wave_mutation("invoicePaymentPatch", "invoicePayment")
 def payment_patch(info: GraphQLResolveInfo, data: dict[str, Any]) -> Node:
     with loader_of(info).store.write() as tx:
-        payment = require_node(tx, "InvoicePayment", data["id"], "id")
+        payment = require_target(tx, "InvoicePayment", data["id"])
         invoice = tx.get(payment["_bid"], "Invoice", payment["invoiceN"])
         assert invoice is not None
         payment = tx.update(payment, _apply_payment(tx, invoice, dict(payment), data))
-        _refresh_paid(tx, invoice)
+        _refresh_paid(info, tx, invoice)
         return payment
 
 
 @wave_mutation("invoicePaymentDelete", None)
 def payment_delete(info: GraphQLResolveInfo, data: dict[str, Any]) -> None:
     with loader_of(info).store.write() as tx:
-        payment = require_node(tx, "InvoicePayment", data["id"], "id")
+        payment = require_target(tx, "InvoicePayment", data["id"])
         tx.delete(payment)
         invoice = tx.get(payment["_bid"], "Invoice", payment["invoiceN"])
         if invoice is not None:
-            _refresh_paid(tx, invoice)
+            _refresh_paid(info, tx, invoice)
     return None

@@ -17,8 +17,8 @@ __all__ = ["Loader", "ListSpec", "list_connection", "effective_status", "amount_
 
 
 def amount_due(inv: Node) -> Decimal:
-    """Total less amount paid, never below zero (an overpayment shows as status OVERPAID)."""
-    return max(to_decimal(inv["total"]) - to_decimal(inv["amountPaid"]), Decimal(0))
+    """Total less amount paid ("Invoice total less amount already paid": negative when overpaid)."""
+    return to_decimal(inv["total"]) - to_decimal(inv["amountPaid"])
 
 
 def effective_status(inv: Node, on: str | None = None) -> str:
@@ -145,9 +145,13 @@ class ListSpec:
             self.add("modified_ms < ?", us_to_ms(before, up=True))
 
 
+#: Larger `pageSize` values are capped (docs/wave-behaviour.md says why); pageInfo counts pages of this size.
+MAX_PAGE_SIZE = 200
+
+
 def _check_page(page: int | None, page_size: int | None) -> tuple[int, int]:
     page = 1 if page is None else page
-    page_size = 45 if page_size is None else page_size
+    page_size = 45 if page_size is None else min(page_size, MAX_PAGE_SIZE)
     if page < 1:
         raise GraphQLError("page must be 1 or more", extensions={"code": "BAD_USER_INPUT"})
     if page_size < 1:

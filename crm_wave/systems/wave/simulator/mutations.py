@@ -3,7 +3,10 @@
 Every mutation answers `{didSucceed, inputErrors, <entity>}`; a business-rule failure
 raises `InputErrors` inside the resolver and becomes `didSucceed: false` with
 `inputErrors [{code, message, path}]` (`path` starts with "input"). Codes used:
-REQUIRED, INVALID, NOT_FOUND, DUPLICATE, UNSUPPORTED.
+REQUIRED, INVALID, NOT_FOUND, DUPLICATE, UNSUPPORTED. The record a mutation acts on
+(`id` / `invoiceId`) being unknown or deleted is instead a top-level NOT_FOUND error with
+the mutation's field (its alias in a batch) null, as Wave answers a stale id; ids the
+input merely refers to (`customerId`, an item's `productId`...) stay `inputErrors`.
 
 Patch semantics: an omitted field is untouched, an explicit null clears it. Nested
 objects (`address`, `shippingDetails`, `shippingDetails.address`) merge the same way:
@@ -20,14 +23,16 @@ from collections.abc import Callable
 from typing import Any
 
 from ariadne import MutationType
-from graphql import GraphQLResolveInfo
+from graphql import GraphQLError, GraphQLResolveInfo
 
 from .catalog import EXPENSE_SUBTYPES, INCOME_SUBTYPES, income_account_n
+from .mode import mode_of, not_found
 from .query import loader_of
 from .store import Node, Tx
 from .values import PRODUCT_PRICE_PLACES, fmt_decimal, parse_business_id, parse_node_id, province, to_decimal
 
-__all__ = ["mutation", "InputErrors", "input_error", "require_business", "require_node", "BINDABLES", "IMPLEMENTED"]
+__all__ = ["mutation", "InputErrors", "input_error", "require_business", "require_node", "require_target", "BINDABLES",
+           "IMPLEMENTED"]
 
 mutation = MutationType()
 IMPLEMENTED: set[str] = set()
@@ -51,6 +56,8 @@ def wave_mutation(field: str, entity: str | None) -> Callable[[Callable[..., Nod
     """Bind `fn(info, input) -> node` as mutation `field`, wrapping the output type."""
     def deco(fn: Callable[..., Node | None]) -> Callable[..., Any]:
         def resolver(_: Any, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
+            if field.endswith("Create") and mode_of(info).spurious_not_found():
+                raise GraphQLError("Node could not be found.", extensions={"code": "NOT_FOUND"})
             try:
                 node = fn(info, input)
             except InputErrors as exc:
@@ -88,6 +95,15 @@ def require_node(tx: Tx, kind: str, value: Any, *path: str | int, bid: str | Non
     node = tx.get(parsed[0], kind, parsed[1])
     if node is None:
         raise fail("NOT_FOUND", f"{kind} {value!r} was not found", *path)
+    return node
+
+
+def require_target(tx: Tx, kind: str, value: Any) -> Node:
+    """The record a mutation acts on; unknown, stale or malformed: a top-level NOT_FOUND error."""
+    parsed = parse_node_id(value, kind)
+    node = tx.get(parsed[0], kind, parsed[1]) if parsed else None
+    if node is None:
+        raise not_found(kind, value)
     return node
 
 
@@ -158,7 +174,7 @@ def customer_create(info: GraphQLResolveInfo, data: dict[str, Any]) -> Node:
 @wave_mutation("customerPatch", "customer")
 def customer_patch(info: GraphQLResolveInfo, data: dict[str, Any]) -> Node:
     with loader_of(info).store.write() as tx:
-        node = require_node(tx, "Customer", data["id"], "id")
+        node = require_target(tx, "Customer", data["id"])
         body = _apply_customer(dict(node), data)
         return tx.update(node, body)
 
@@ -166,7 +182,7 @@ def customer_patch(info: GraphQLResolveInfo, data: dict[str, Any]) -> Node:
 @wave_mutation("customerDelete", None)
 def customer_delete(info: GraphQLResolveInfo, data: dict[str, Any]) -> None:
     with loader_of(info).store.write() as tx:
-        node = require_node(tx, "Customer", data["id"], "id")
+        node = require_target(tx, "Customer", data["id"])
         if tx.count(node["_bid"], "Invoice", "ref = ?", (node["_n"],)):
             raise fail("INVALID", "A customer with invoices cannot be deleted; delete its invoices first", "id")
         tx.delete(node)
@@ -231,14 +247,14 @@ def product_create(info: GraphQLResolveInfo, data: dict[str, Any]) -> Node:
 @wave_mutation("productPatch", "product")
 def product_patch(info: GraphQLResolveInfo, data: dict[str, Any]) -> Node:
     with loader_of(info).store.write() as tx:
-        node = require_node(tx, "Product", data["id"], "id")
+        node = require_target(tx, "Product", data["id"])
         return tx.update(node, _apply_product(tx, node["_bid"], dict(node), data))
 
 
 @wave_mutation("productArchive", "product")
 def product_archive(info: GraphQLResolveInfo, data: dict[str, Any]) -> Node:
     with loader_of(info).store.write() as tx:
-        node = require_node(tx, "Product", data["id"], "id")
+        node = require_target(tx, "Product", data["id"])
         if node["isArchived"]:
             return node
         return tx.update(node, {**node, "isArchived": True})

@@ -8,6 +8,7 @@ from ariadne import ObjectType, QueryType
 from graphql import GraphQLResolveInfo
 
 from .catalog import ACCOUNT_TYPES, SUBTYPE_TYPE, SYSTEM_SUBTYPES
+from .mode import not_found
 from .loader import UNPAID_STATUSES, ListSpec, Loader, amount_due, effective_status, list_connection, paginate_list, \
     parse_modified
 from .store import DEFAULT_BUSINESS_UUID, Node
@@ -66,7 +67,10 @@ def resolve_business(_: Any, info: GraphQLResolveInfo, id: str | None = None) ->
     if id is None:
         return loader.store.default_business()
     bid = parse_business_id(id)
-    return loader.business(bid) if bid else None
+    found = loader.business(bid) if bid else None
+    if found is None:
+        raise not_found("Business", id)
+    return found
 
 
 @query.field("countries")
@@ -117,18 +121,21 @@ def resolve_settings(obj: Node, info: GraphQLResolveInfo) -> dict[str, Any]:
     return {"generalSettings": {"accentColor": "#1C252C", "logoUrl": None}}
 
 
-def _lookup(obj: Node, info: GraphQLResolveInfo, kind: str, id: str) -> Node | None:
+def _lookup(obj: Node, info: GraphQLResolveInfo, kind: str, id: str) -> Node:
+    """The node an id names in this business; an unknown, stale or malformed id is NOT_FOUND."""
     parsed = parse_node_id(id, kind)
-    if not parsed or parsed[0] != obj["_bid"]:
-        return None
-    return loader_of(info).get(obj["_bid"], kind, parsed[1])
+    found = loader_of(info).get(obj["_bid"], kind, parsed[1]) if parsed and parsed[0] == obj["_bid"] else None
+    if found is None:
+        raise not_found(kind, id)
+    return found
 
 
-def _small(obj: Node, info: GraphQLResolveInfo, kind: str, id: str) -> Node | None:
+def _small(obj: Node, info: GraphQLResolveInfo, kind: str, id: str) -> Node:
     parsed = parse_node_id(id, kind)
-    if not parsed or parsed[0] != obj["_bid"]:
-        return None
-    return loader_of(info).all(obj["_bid"], kind).get(parsed[1])
+    found = loader_of(info).all(obj["_bid"], kind).get(parsed[1]) if parsed and parsed[0] == obj["_bid"] else None
+    if found is None:
+        raise not_found(kind, id)
+    return found
 
 
 for _kind, _field in (("Customer", "customer"), ("Product", "product"), ("Invoice", "invoice"),

@@ -8,7 +8,9 @@ milliseconds, a few indexed columns used for filters and sorts, and the JSON bod
 `modified_ms` is strictly increasing per business across all writes: every write takes
 `max(now, last + 1)` from `businesses.last_ms` inside its transaction, so an
 incremental reader using "modified strictly after the last seen modifiedAt" neither
-misses nor re-reads anything.
+misses nor re-reads anything. A store opened with `second_precision=True` (strict mode)
+plays the harsh case instead: times are whole seconds and never go backwards, so several
+records share one `modifiedAt`.
 
 All access goes through one connection guarded by a re-entrant lock; writes run in
 `BEGIN IMMEDIATE` transactions (`Store.write()`), so concurrent requests (and other
@@ -163,13 +165,16 @@ class _Reader:
 class Tx(_Reader):
     """One write transaction (`Store.write()`)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, second_precision: bool = False) -> None:
         self._conn = conn
+        self._seconds = second_precision
 
     def tick(self, bid: str) -> int:
-        """The next modification time of `bid`: now, or 1 ms after the last one."""
+        """The next modification time of `bid`: now, or 1 ms after the last one
+        (with second precision: this second, never earlier than the last one)."""
         row = self._conn.execute("SELECT last_ms FROM businesses WHERE id=?", (bid,)).fetchone()
-        ms = max(now_ms(), (row[0] if row else 0) + 1)
+        last = row[0] if row else 0
+        ms = max(now_ms(), last) // 1000 * 1000 if self._seconds else max(now_ms(), last + 1)
         self._conn.execute("UPDATE businesses SET last_ms=? WHERE id=?", (ms, bid))
         return ms
 
@@ -186,10 +191,10 @@ class Tx(_Reader):
         )
         return _node((bid, kind, n, ms, ms, data))
 
-    def update(self, node: Node, body: dict[str, Any]) -> Node:
-        """Replace the body of `node` and bump its `modifiedAt`."""
+    def update(self, node: Node, body: dict[str, Any], *, touch: bool = True) -> Node:
+        """Replace the body of `node` and bump its `modifiedAt` (kept as it is when `touch` is False)."""
         bid, kind, n = node["_bid"], node["_type"], node["_n"]
-        ms = self.tick(bid)
+        ms = self.tick(bid) if touch else node["modifiedAt"]
         data = _dump(body)
         self._conn.execute(
             "UPDATE entities SET modified_ms=?, sort_name=?, lookup=?, ref=?, day=?, archived=?, body=?"
@@ -217,8 +222,9 @@ class Tx(_Reader):
 class Store(_Reader):
     """The simulator's database. Reads lock the connection; writes use `write()`."""
 
-    def __init__(self, db_path: Path | str) -> None:
+    def __init__(self, db_path: Path | str, *, second_precision: bool = False) -> None:
         self.path = Path(db_path)
+        self.second_precision = second_precision
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
@@ -237,7 +243,7 @@ class Store(_Reader):
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield Tx(self._conn)
+                yield Tx(self._conn, self.second_precision)
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise

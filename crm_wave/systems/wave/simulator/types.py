@@ -195,6 +195,9 @@ def resolve_items(obj: Node, info: GraphQLResolveInfo) -> list[dict[str, Any]]:
 
 @invoice.field("payments")
 def resolve_payments(obj: Node, info: GraphQLResolveInfo) -> list[Node]:
+    """The invoice's payments: only on a single invoice, never in a listing (as Wave does)."""
+    if "edges" in info.path.as_list():
+        return []
     nodes = loader_of(info).store.select(obj["_bid"], "InvoicePayment", "ref = ?", (obj["_n"],), "n ASC")
     loader_of(info).prime(nodes)
     return nodes
