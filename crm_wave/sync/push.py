@@ -368,7 +368,7 @@ class _WavePush(_TargetPush):
         (its link breaks visibly: the CRM side is held as a delete), a locked invoice (parked)."""
         target = row.share["target_id"]
         if isinstance(res.error, TransientError):
-            self.store.clear_intent(con, "wave", self.entity, row.gid)
+            self.store.clear(con, "intents", "wave", self.entity, [row.gid])
             result.skipped += 1
             result.messages.append(f"wave {self.entity} {row.gid}: {res.error}; sent again next pass")
             return True
