@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
+from crm_wave.systems.crm.simulator.styles import STYLES
+
+# Every test runs against each shape of the CRM simulator, through the profile of that name.
+pytestmark = pytest.mark.parametrize("crm_style", STYLES, indirect=True)
+
 
 def _by(items, key):
     return {i[key]: i for i in items}
