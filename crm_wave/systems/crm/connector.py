@@ -348,11 +348,13 @@ class ProfileConnector:
             total += value
         return total
 
-    def _pages(self, source: Source, extra: Mapping[str, Any]) -> Iterator[tuple[list[dict[str, Any]], int | None]]:
+    def _pages(self, source: Source, extra: Mapping[str, Any],
+               page_size: int | None = None) -> Iterator[tuple[list[dict[str, Any]], int | None]]:
         """(records, reported count) per page of one pass over the listing."""
         p = source.paging
+        size = page_size or p.page_size
         url: str | None = self._url(source)
-        params: dict[str, Any] | None = {p.limit_param: p.page_size, **extra}
+        params: dict[str, Any] | None = {p.limit_param: size, **extra}
         offset, page = 0, p.first_page
         for _ in range(1_000_000):
             if p.style == "offset":
@@ -366,9 +368,9 @@ class ProfileConnector:
             yield records, self._count(source, data)
             if p.style in ("offset", "page"):
                 per_path = [get_path(data, path) or [] for path in p.records]
-                if all(len(items) < p.page_size for items in per_path):
+                if all(len(items) < size for items in per_path):
                     return
-                offset += p.page_size
+                offset += size
                 page += 1
             elif p.style == "next_url":
                 nxt = get_path(data, p.next_url)
@@ -384,11 +386,12 @@ class ProfileConnector:
                 raise AssertionError(p.style)
         raise self._shape_error(response, "the listing never ended")  # pragma: no cover
 
-    def _one_pass(self, source: Source, extra: Mapping[str, Any]) -> tuple[dict[str, dict[str, Any]], bool, list[int | None]]:
+    def _one_pass(self, source: Source, extra: Mapping[str, Any],
+                  page_size: int | None = None) -> tuple[dict[str, dict[str, Any]], bool, list[int | None]]:
         seen: dict[str, dict[str, Any]] = {}
         repeated = False
         counts: list[int | None] = []
-        for records, count in self._pages(source, extra):
+        for records, count in self._pages(source, extra, page_size):
             counts.append(count)
             for raw in records:
                 rid = get_path(raw, source.id_field)
@@ -402,12 +405,14 @@ class ProfileConnector:
 
     def full_read(self, source: Source) -> list[dict[str, Any]]:
         """Every record of a source (raw), from a pass proven complete (see the module docstring)."""
-        from .client import CrmError
-
+        p = source.paging
         previous: set[str] | None = None
-        for attempt in range(1, source.paging.max_passes + 1):
-            seen, repeated, counts = self._one_pass(source, {})
+        union: dict[str, dict[str, Any]] = {}
+        size = p.page_size
+        for _attempt in range(p.max_passes):
+            seen, repeated, counts = self._one_pass(source, {}, size)
             self.full_passes += 1
+            union.update(seen)
             known = [c for c in counts if c is not None]
             if not repeated:
                 if known and len(known) == len(counts) and min(known) == max(known) == len(seen):
@@ -417,8 +422,11 @@ class ProfileConnector:
                 if not known and source.paging.max_passes == 1:
                     return list(seen.values())
             previous = set(seen)
-        raise CrmError(f"CRM GET {self._url(source)}: the listing kept changing over {source.paging.max_passes} "
-                       "full reads (records repeated or skipped); the next run reads it again", status=0)
+            size = min(size * 4, max(p.max_page_size, p.page_size))
+        # Never provably complete (writes all the time): every record any pass saw, once. A record
+        # deleted meanwhile is in it (its delete shows on the next read); one skipped by every pass
+        # would read as deleted, and deletes are held for approval, never pushed unasked.
+        return list(union.values())
 
     def _detail(self, source: Source, raw: dict[str, Any]) -> dict[str, Any] | None:
         if not source.detail:

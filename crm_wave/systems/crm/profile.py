@@ -81,6 +81,9 @@ class Paging(_Strict):
     next_url: str = "next"
     #: Full reads of an unstable listing: re-read until one is provably complete, at most this often.
     max_passes: int = Field(5, ge=1, le=50)
+    #: Each re-read asks for pages 4 times larger, up to this (0 = page_size): one page is one query,
+    #: so a listing that fits in one page cannot move under the read.
+    max_page_size: int = Field(0, ge=0, le=1_000_000)
 
     @field_validator("records", "count", mode="before")
     @classmethod
