@@ -36,6 +36,7 @@ __all__ = [
     "CrmError",
     "CrmNaming",
     "CrmNotFound",
+    "CrmNothingToWrite",
     "CrmPage",
     "CrmValidationError",
     "CrmVersionMismatch",
@@ -66,6 +67,10 @@ class CrmVersionMismatch(CrmError):
 
 class CrmNotFound(CrmError):
     """404: the entity is absent or deleted."""
+
+
+class CrmNothingToWrite(CrmError):
+    """An update only of fields this CRM does not store (its profile maps them nowhere): nothing was sent."""
 
 
 class CrmAuthError(CrmError):
@@ -337,7 +342,8 @@ class CrmClient:
         else:
             cls = CrmError
         where = f"{response.request.method} {response.request.url.path}"
-        text = f"CRM {where}: HTTP {status}{' ' + code if code else ''}: {detail}"
+        named = f"{field_name}: " if field_name and self.connector is not None else ""
+        text = f"CRM {where}: HTTP {status}{' ' + code if code else ''}: {named}{detail}"
         return cls(text, status=status, code=code, field=field_name, detail=detail)
 
 

@@ -281,8 +281,8 @@ class ProfileConnector:
             rule = rules.get(name)
             if rule is None or rule.read_only:
                 continue
-            if value is None and rule.kind in ("decimal", "number"):
-                continue
+            if value is None:
+                continue  # lines are replaced whole: an absent value is the CRM's default
             self._write_field(out, name, rule, value)
         return out
 
@@ -593,6 +593,11 @@ class ProfileConnector:
         if w.update == "none":
             raise self._invalid(f"record: this CRM does not allow updating {source.path}", None)
         remote = self.to_remote(source, body, create=False)
+        if not remote:
+            from .client import CrmNothingToWrite
+
+            raise CrmNothingToWrite(f"CRM {source.path} {remote_id}: {', '.join(body)}: not stored by this CRM "
+                                    f"(profile {self.profile.name!r}); nothing sent", status=0)
         headers: dict[str, str] = {}
         if if_match is not None:
             if w.if_match_header:
@@ -602,13 +607,6 @@ class ProfileConnector:
                 if current is not None and current.get("Version") not in (None, if_match):
                     raise CrmVersionMismatch(f"CRM {source.path} {remote_id}: changed since it was collected",
                                              status=412, code="version_mismatch", field="Version")
-        if not remote:
-            got = self.get(resource, id)
-            if got is None:
-                from .client import CrmNotFound
-
-                raise CrmNotFound(f"CRM {source.path} {remote_id}: not found", status=404)
-            return got
         response = self._send(source, w.update, self._url(source, remote_id), json_body=remote, headers=headers)
         if w.update_returns == "record":
             data = self._body(response) if response.content.strip() else None
