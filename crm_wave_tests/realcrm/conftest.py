@@ -1,6 +1,6 @@
 """BottleCRM, the real open-source CRM, for the integration test (fixture `bottlecrm`).
 
-`REALCRM_ENV_FILE` names the `crm.env` that `deploy/realcrm/start.sh` (run by `.ci/run` in the
+`REALCRM_ENV_FILE` names the `crm.env` that `crm_wave_tests/realcrm/start.sh` (run by `.ci/run` in the
 background, or by hand) writes once BottleCRM answers. Without it the tests skip, unless `CI` is
 set: then they wait for the file and the server (the first start migrates for minutes) and fail
 if it never comes.
@@ -49,6 +49,9 @@ def bottlecrm() -> Iterator[RealCrm]:
     deadline = time.monotonic() + (WAIT_S if in_ci else 5)
     last = "its crm.env was never written"
     while time.monotonic() < deadline:
+        failed = path.parent / "failed"  # .ci/run writes the tail of start.sh's log here when it fails
+        if failed.is_file():
+            pytest.fail(f"BottleCRM did not start:\n{failed.read_text()}")
         if path.is_file() and path.stat().st_size:
             env = _read_env(path)
             try:

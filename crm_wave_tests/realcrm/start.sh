@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Copied from /work/shared/realcrm/start.sh (real-crm.md section 8); only the Python 3.12 lookup differs.
 # Run BottleCRM (PyPI: django-crm 1.35.0) locally as a "custom CRM" for sync tests.
 #
 #   bash start.sh [WEB_PORT] [PG_PORT] [ROOT]      defaults: 8761 8762 ./.realcrm
