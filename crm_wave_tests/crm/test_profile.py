@@ -148,3 +148,29 @@ def test_create_answering_only_an_id_is_read_back_and_auth_styles():
     with _client(paged, "paged") as crm:
         crm.read_all("products")
     assert seen[0].headers["x-api-key"] == "secret" and "authorization" not in seen[0].headers
+
+
+def test_crm_naming_with_a_non_contract_profile_is_refused_and_unknown_style_too(tmp_path: Path):
+    with pytest.raises(ProfileError, match="CRM_NAMING: applies to contract-shaped profiles only"):
+        CrmClient.from_env({"CRM_BASE_URL": "http://x", "CRM_API_TOKEN": "t", "CRM_PROFILE": "paged",
+                            "CRM_NAMING": '{"fields": {"Email": "mail"}}'})
+    from crm_wave.systems.crm.simulator import create_app
+
+    with pytest.raises(ValueError, match="style: 'soap' is not one of contract, offset, paged"):
+        create_app(db_path=tmp_path / "x.sqlite3", token="t", style="soap")
+
+
+def test_paged_style_wants_its_api_key_and_the_client_reads_403_as_check_the_token(tmp_path: Path):
+    from crm_wave.systems.crm.simulator import create_app
+    from crm_wave.systems.serve import serve_in_thread
+
+    with serve_in_thread(create_app(db_path=tmp_path / "crm.sqlite3", token="right", style="paged")) as base:
+        assert httpx.get(f"{base}/api/v1/products", headers={"Authorization": "Bearer right"}).status_code == 403
+        with CrmClient(base_url=f"{base}/api/v1", token="wrong", profile=load_profile("paged")) as crm, \
+                pytest.raises(CrmAuthError, match="check the CRM token"):
+            crm.read_all("products")
+        with CrmClient(base_url=f"{base}/api/v1", token="right", profile=load_profile("paged")) as crm:
+            made = crm.create("products", {"Name": "P", "UnitPrice": "2.50"}, idempotency_key="k")
+            raw = httpx.get(f"{base}/api/v1/products/{made['Id']}", headers={"X-Api-Key": "right"}).json()
+            assert raw["unit_price"] == 2.5 and isinstance(raw["id"], int)  # money as a number, an int id
+            assert made["UnitPrice"] == "2.5" and made["Id"] == str(raw["id"])

@@ -177,3 +177,27 @@ def test_bad_record_is_dead_lettered_and_its_invoice_waits_visibly(rig):
     ((system, entity, record_id, field, message),) = letters
     assert (system, entity, record_id, field) == ("crm", "customer", bad["id"], "CustomerNumber")
     assert "K-9" in message
+
+
+def test_deletes_on_either_side_are_held_then_approved(rig):
+    from datetime import datetime, timezone
+
+    from crm_wave.sync.deletes import approve_deletes, pending_deletes
+
+    gone_in_crm = rig.crm_create("customers", {"Type": "organization", "Name": "Gone Co", "Email": "gone@x.example"})
+    kept = rig.crm_create("customers", {"Type": "organization", "Name": "Kept Co", "Email": "kept@x.example"})
+    rig.sync()
+    by_email = _by(rig.wave.list_customers(), "email")
+    rig.crm.delete("customers", gone_in_crm["Id"], if_match=None)  # hard, tombstone or soft, per style
+    rig.wave_write("customerDelete", {"id": by_email["kept@x.example"]["id"]})
+    rig.sync(full=True)  # a full read is what shows a delete in Wave (and in a CRM without tombstones)
+    held = {(d.system, d.target_id) for d in pending_deletes(rig.store)}
+    assert held == {("wave", by_email["gone@x.example"]["id"]), ("crm", kept["Id"])}
+    assert "gone@x.example" in _by(rig.wave.list_customers(), "email")  # held, not carried out
+    assert rig.crm.get("customers", kept["Id"]) is not None
+    done = approve_deletes(rig.store, {"crm": rig.crm, "wave": rig.wave}, None, datetime.now(timezone.utc))
+    assert len(done) == 2 and all(line.endswith("-> ok") for line in done), done
+    assert rig.crm.get("customers", kept["Id"]) is None
+    assert [c["email"] for c in rig.wave.list_customers()] == []
+    rig.sync()
+    assert rig.crm.read_all("customers") == [] and rig.wave.list_customers() == []  # nothing re-created

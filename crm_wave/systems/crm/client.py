@@ -114,6 +114,9 @@ class CrmClient:
         self.base_url = base_url.rstrip("/")
         self.policy = policy or HttpPolicy()
         self.profile = profile
+        if naming is not None and profile is not None and not profile.contract_shaped:
+            raise ProfileError(f"CRM_NAMING: applies to contract-shaped profiles only; put the renames into the "
+                               f"`fields` of profile {profile.name!r} (docs/custom-crm.md)")
         if naming is None and profile is not None and profile.contract_shaped:
             naming = _naming_of(profile)
         self.naming = naming or CrmNaming()
