@@ -174,3 +174,21 @@ def test_paged_style_wants_its_api_key_and_the_client_reads_403_as_check_the_tok
             raw = httpx.get(f"{base}/api/v1/products/{made['Id']}", headers={"X-Api-Key": "right"}).json()
             assert raw["unit_price"] == 2.5 and isinstance(raw["id"], int)  # money as a number, an int id
             assert made["UnitPrice"] == "2.5" and made["Id"] == str(raw["id"])
+
+
+def test_without_if_match_an_update_checks_the_record_did_not_change_since_collected(tmp_path: Path):
+    import time
+
+    from crm_wave.systems.crm.client import CrmVersionMismatch
+    from crm_wave.systems.crm.simulator import create_app
+    from crm_wave.systems.serve import serve_in_thread
+
+    with serve_in_thread(create_app(db_path=tmp_path / "crm.sqlite3", token="t", style="offset")) as base, \
+            CrmClient(base_url=f"{base}/api/v1", token="t", profile=load_profile("offset")) as crm:
+        made = crm.create("customers", {"Type": "organization", "Name": "V"}, idempotency_key="k")
+        collected = crm.get("customers", made["Id"])["Version"]  # UpdatedAt in ms stands in for a Version
+        time.sleep(0.01)
+        crm.patch("customers", made["Id"], {"City": "Oslo"}, if_match=collected)  # unchanged since: goes through
+        with pytest.raises(CrmVersionMismatch):
+            crm.patch("customers", made["Id"], {"City": "Bergen"}, if_match=collected)  # changed since: refused
+        assert crm.get("customers", made["Id"])["City"] == "Oslo"
