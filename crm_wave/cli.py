@@ -25,8 +25,9 @@ def _cmd_sim_crm(args: argparse.Namespace) -> int:
     if args.seed is not None:
         counts = seed(Path(args.db), seed=args.seed, customers=args.customers, products=args.products, orders=args.orders)
         print(f"seeded {counts}", flush=True)
-    app = create_app(db_path=Path(args.db), token=args.token)
-    print(f"CRM simulator on http://{args.host}:{args.port}/api/v1 (db {args.db})", flush=True)
+    app = create_app(db_path=Path(args.db), token=args.token, style=args.style)
+    print(f"CRM simulator ({args.style} style; CRM_PROFILE={args.style}) on http://{args.host}:{args.port}/api/v1 "
+          f"(db {args.db})", flush=True)
     serve_forever(app, args.host, args.port)
     return 0
 
@@ -249,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     crm.add_argument("--customers", type=int, default=20)
     crm.add_argument("--products", type=int, default=10)
     crm.add_argument("--orders", type=int, default=15)
+    crm.add_argument("--style", choices=("contract", "offset", "paged"), default="contract",
+                     help="the API's shape; each has its CRM profile of the same name (docs/custom-crm.md)")
     crm.set_defaults(func=_cmd_sim_crm)
 
     sync = sub.add_parser("sync", help="run the sync job in-process against the configured systems")

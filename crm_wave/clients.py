@@ -9,6 +9,7 @@ from typing import Any
 from crm_wave.settings import Settings
 from crm_wave.systems.crm.client import CrmClient
 from crm_wave.systems.crm.naming import CrmNaming
+from crm_wave.systems.crm.profile import profile_from_env
 from crm_wave.systems.http import HttpPolicy
 from crm_wave.systems.wave.client import WaveClient
 
@@ -49,9 +50,11 @@ def crm_client(env: Mapping[str, str], **policy: Any) -> CrmClient:
 
     Keyword arguments override fields of its `HttpPolicy` (e.g. `timeout_s=5, max_attempts=2`)."""
     s = Settings.from_env(env)
-    return CrmClient(base_url=s.crm_base_url, token=s.crm_api_token,
+    profile = profile_from_env(env)  # CRM_PROFILE: a shipped profile name or a TOML path (default contract)
+    return CrmClient(base_url=env.get(profile.base_url_env) or s.crm_base_url,
+                     token=env.get(profile.token_env) or s.crm_api_token,
                      policy=_policy(s, "crm", _rate(env, "CRM_REQUESTS_PER_MINUTE", None), policy),
-                     naming=CrmNaming.loads(env["CRM_NAMING"]) if env.get("CRM_NAMING") else None)
+                     naming=CrmNaming.loads(env["CRM_NAMING"]) if env.get("CRM_NAMING") else None, profile=profile)
 
 
 def wave_client(env: Mapping[str, str], **policy: Any) -> WaveClient:

@@ -21,7 +21,7 @@ __all__ = ["DEFAULT_TENANT", "Tenant", "TenantError", "add_tenant", "get_tenant"
 DEFAULT_TENANT = "default"
 REGISTRY = "tenants.json"
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
-_SETTINGS_VARS = ("CRM_BASE_URL", "CRM_API_TOKEN", "CRM_NAMING", "CRM_REQUESTS_PER_MINUTE", "WAVE_GRAPHQL_URL",
+_SETTINGS_VARS = ("CRM_BASE_URL", "CRM_API_TOKEN", "CRM_NAMING", "CRM_PROFILE", "CRM_REQUESTS_PER_MINUTE", "WAVE_GRAPHQL_URL",
                   "WAVE_API_TOKEN", "WAVE_BUSINESS_ID", "WAVE_REQUESTS_PER_MINUTE")
 
 

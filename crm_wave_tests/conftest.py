@@ -24,6 +24,7 @@ class Sim:
     url: str
     token: str
     db_path: Path
+    style: str = "contract"  # the CRM simulator's API shape, and the CRM profile of that name
 
 
 @pytest.fixture
@@ -42,13 +43,19 @@ def wave_sim(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Sim]:
 
 
 @pytest.fixture
-def crm_sim(tmp_path: Path) -> Iterator[Sim]:
+def crm_style(request: pytest.FixtureRequest) -> str:
+    """The CRM simulator's style: `contract` unless a test parametrises it (indirect)."""
+    return getattr(request, "param", "contract")
+
+
+@pytest.fixture
+def crm_sim(tmp_path: Path, crm_style: str) -> Iterator[Sim]:
     """The Custom CRM simulator; `url` is its API base (…/api/v1)."""
     from crm_wave.systems.crm.simulator import create_app
 
     db = tmp_path / "crm.sqlite3"
-    with serve_in_thread(create_app(db_path=db, token=CRM_TOKEN)) as base:
-        yield Sim(base=base, url=f"{base}/api/v1", token=CRM_TOKEN, db_path=db)
+    with serve_in_thread(create_app(db_path=db, token=CRM_TOKEN, style=crm_style)) as base:
+        yield Sim(base=base, url=f"{base}/api/v1", token=CRM_TOKEN, db_path=db, style=crm_style)
 
 
 @pytest.fixture
@@ -57,6 +64,7 @@ def sim_env(crm_sim: Sim, wave_sim: Sim, tmp_path: Path, monkeypatch: pytest.Mon
     what the Dagster definitions read when a run or a sensor asks for clients."""
     monkeypatch.setenv("CRM_BASE_URL", crm_sim.url)
     monkeypatch.setenv("CRM_API_TOKEN", crm_sim.token)
+    monkeypatch.setenv("CRM_PROFILE", crm_sim.style)
     monkeypatch.setenv("WAVE_GRAPHQL_URL", wave_sim.url)
     monkeypatch.setenv("WAVE_API_TOKEN", wave_sim.token)
     monkeypatch.setenv("CRM_WAVE_DATA_DIR", str(tmp_path))

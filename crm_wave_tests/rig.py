@@ -65,5 +65,7 @@ class Rig:
 @pytest.fixture
 def rig(crm_sim, wave_sim, tmp_path: Path) -> Iterator[Rig]:
     """Both simulators, empty, with clients and a store in tmp_path."""
-    with CrmClient(base_url=crm_sim.url, token=crm_sim.token) as crm, WaveClient(url=wave_sim.url, token=wave_sim.token) as wave:
+    from crm_wave.systems.crm.profile import load_profile
+
+    with CrmClient(base_url=crm_sim.url, token=crm_sim.token, profile=load_profile(crm_sim.style)) as crm, WaveClient(url=wave_sim.url, token=wave_sim.token) as wave:
         yield Rig(crm=crm, wave=wave, store=Store(tmp_path / "crm_wave.duckdb"), crm_db=crm_sim.db_path)

@@ -131,6 +131,8 @@ def collect(store: Store, system: str, entity: str, client: Any, now: datetime, 
         cursor, last_full = store.get_cursor(con, name)
     if full is None:
         full = cursor is None or last_full is None or now - last_full.replace(tzinfo=now.tzinfo) >= full_every
+    if system == "crm" and getattr(client, "always_full", lambda _r: False)(CRM_RESOURCE[entity]):
+        full = True  # a CRM without a change listing: every read is whole, and shows deletes too
     started = utcnow()
     chunks = _Chunks(system, entity)
     if system == "crm":

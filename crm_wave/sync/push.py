@@ -439,7 +439,7 @@ class _CrmPush(_TargetPush):
 
     def run(self, rows: list[_Row], result: PushResult, now: datetime, run_id: str | None, policy: PushPolicy,
             progress: Callable[[str], None] | None) -> None:
-        from crm_wave.systems.crm.client import CrmError, CrmNotFound, CrmVersionMismatch
+        from crm_wave.systems.crm.client import CrmError, CrmNotFound, CrmNothingToWrite, CrmVersionMismatch
 
         rows = self.reject_invalid(rows, result, now, run_id)
         resource = CRM_RESOURCE[self.entity]
@@ -469,7 +469,7 @@ class _CrmPush(_TargetPush):
                 result.messages.append(f"crm {self.entity} {row.share['target_id']}: changed since collected; "
                                        "merged on the next pass")
                 continue
-            except CrmNotFound:
+            except (CrmNotFound, CrmNothingToWrite):  # gone, or only fields this CRM does not keep
                 result.skipped += 1
                 continue
             except CrmError as exc:

@@ -7,8 +7,14 @@ from decimal import Decimal
 
 import pytest
 
-#: Every test runs against the Wave simulator in default and in strict mode.
-pytestmark = pytest.mark.parametrize("wave_sim", ["default", "strict"], indirect=True)
+from crm_wave.systems.crm.simulator.styles import STYLES
+
+#: Every test runs against each shape of the CRM simulator (through the profile of that name) and
+#: each mode of the Wave simulator: every style and every mode at least once, strict Wave with the
+#: contract CRM and with a CRM without change feed, not the whole cross product (test time).
+_PAIRS = [("contract", "default"), ("contract", "strict")] + [
+    (style, "strict" if i % 2 == 0 else "default") for i, style in enumerate(s for s in STYLES if s != "contract")]
+pytestmark = pytest.mark.parametrize(("crm_style", "wave_sim"), _PAIRS, indirect=True)
 
 
 def _by(items, key):
@@ -178,3 +184,27 @@ def test_bad_record_is_dead_lettered_and_its_invoice_waits_visibly(rig):
     ((system, entity, record_id, field, message),) = letters
     assert (system, entity, record_id, field) == ("crm", "customer", bad["id"], "CustomerNumber")
     assert "K-9" in message
+
+
+def test_deletes_on_either_side_are_held_then_approved(rig):
+    from datetime import datetime, timezone
+
+    from crm_wave.sync.deletes import approve_deletes, pending_deletes
+
+    gone_in_crm = rig.crm_create("customers", {"Type": "organization", "Name": "Gone Co", "Email": "gone@x.example"})
+    kept = rig.crm_create("customers", {"Type": "organization", "Name": "Kept Co", "Email": "kept@x.example"})
+    rig.sync()
+    by_email = _by(rig.wave.list_customers(), "email")
+    rig.crm.delete("customers", gone_in_crm["Id"], if_match=None)  # hard, tombstone or soft, per style
+    rig.wave_write("customerDelete", {"id": by_email["kept@x.example"]["id"]})
+    rig.sync(full=True)  # a full read is what shows a delete in Wave (and in a CRM without tombstones)
+    held = {(d.system, d.target_id) for d in pending_deletes(rig.store)}
+    assert held == {("wave", by_email["gone@x.example"]["id"]), ("crm", kept["Id"])}
+    assert "gone@x.example" in _by(rig.wave.list_customers(), "email")  # held, not carried out
+    assert rig.crm.get("customers", kept["Id"]) is not None
+    done = approve_deletes(rig.store, {"crm": rig.crm, "wave": rig.wave}, None, datetime.now(timezone.utc))
+    assert len(done) == 2 and all(line.endswith("-> ok") for line in done), done
+    assert rig.crm.get("customers", kept["Id"]) is None
+    assert [c["email"] for c in rig.wave.list_customers()] == []
+    rig.sync()
+    assert rig.crm.read_all("customers") == [] and rig.wave.list_customers() == []  # nothing re-created

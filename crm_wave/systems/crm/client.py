@@ -5,7 +5,10 @@ Retries, `Retry-After`, backoff and the request-rate limit come from the shared
 carry an `Idempotency-Key`, a PATCH whose lost first attempt was applied is
 recognised on the retry's `412`, and a retried DELETE that finds nothing is done.
 Bodies use the contract's canonical PascalCase names; `CrmNaming` translates them
-for a CRM that names things differently.
+for a CRM that names things differently. A CRM shaped otherwise is described by a
+profile (`profile.py`, docs/custom-crm.md) and served by `ProfileConnector` behind the
+same methods; creates without an idempotency key are then sent once (never retried once
+they may have reached the server) and found again by the intent's key.
 """
 
 from __future__ import annotations
@@ -17,11 +20,15 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
+import json
+
 import httpx
 
 from crm_wave.systems.http import ApiError, HttpPolicy, RequestStats, RetryingSender
 
+from .connector import ProfileConnector
 from .naming import CrmNaming
+from .profile import Profile, ProfileError, profile_from_env
 
 __all__ = [
     "CrmAuthError",
@@ -29,6 +36,7 @@ __all__ = [
     "CrmError",
     "CrmNaming",
     "CrmNotFound",
+    "CrmNothingToWrite",
     "CrmPage",
     "CrmValidationError",
     "CrmVersionMismatch",
@@ -59,6 +67,10 @@ class CrmVersionMismatch(CrmError):
 
 class CrmNotFound(CrmError):
     """404: the entity is absent or deleted."""
+
+
+class CrmNothingToWrite(CrmError):
+    """An update only of fields this CRM does not store (its profile maps them nowhere): nothing was sent."""
 
 
 class CrmAuthError(CrmError):
@@ -93,6 +105,7 @@ class CrmClient:
         policy: HttpPolicy | None = None,
         naming: CrmNaming | None = None,
         transport: httpx.BaseTransport | None = None,
+        profile: Profile | None = None,
     ) -> None:
         if not base_url:
             raise ValueError("base_url: must not be empty")
@@ -100,12 +113,22 @@ class CrmClient:
             raise ValueError("token: must not be empty")
         self.base_url = base_url.rstrip("/")
         self.policy = policy or HttpPolicy()
+        self.profile = profile
+        if naming is not None and profile is not None and not profile.contract_shaped:
+            raise ProfileError(f"CRM_NAMING: applies to contract-shaped profiles only; put the renames into the "
+                               f"`fields` of profile {profile.name!r} (docs/custom-crm.md)")
+        if naming is None and profile is not None and profile.contract_shaped:
+            naming = _naming_of(profile)
         self.naming = naming or CrmNaming()
+        #: The profile-driven reads and writes; None for the contract's own shape.
+        self.connector = ProfileConnector(self, profile) if profile is not None and not profile.contract_shaped else None
         self.__token = token
+        auth = profile.auth if profile is not None else None
         self._http = httpx.Client(
             timeout=self.policy.timeout_s,
             transport=transport,
             event_hooks={"request": [_count_attempt]},
+            auth=httpx.BasicAuth(auth.username, token) if auth is not None and auth.kind == "basic" else None,
         )
         self._sender = RetryingSender(self._http, self.policy, name="crm")
 
@@ -117,14 +140,16 @@ class CrmClient:
         policy: HttpPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> CrmClient:
-        """From `CRM_BASE_URL`, `CRM_API_TOKEN` and optionally `CRM_NAMING` (JSON)."""
-        missing = [name for name in ("CRM_BASE_URL", "CRM_API_TOKEN") if not environ.get(name)]
+        """From `CRM_PROFILE` (a shipped profile name or a TOML path; default `contract`), the
+        variables it names (`CRM_BASE_URL`, `CRM_API_TOKEN` by default) and optionally `CRM_NAMING`."""
+        profile = profile_from_env(environ)
+        missing = [name for name in (profile.base_url_env, profile.token_env) if not environ.get(name)]
         if missing:
-            raise ValueError(f"{missing[0]}: environment variable is not set")
+            raise ProfileError(f"{missing[0]}: environment variable is not set (CRM profile {profile.name!r} reads it)")
         naming_text = environ.get("CRM_NAMING")
         naming = CrmNaming.loads(naming_text) if naming_text and naming_text.strip() else None
-        return cls(base_url=environ["CRM_BASE_URL"], token=environ["CRM_API_TOKEN"], policy=policy,
-                   naming=naming, transport=transport)
+        return cls(base_url=environ[profile.base_url_env], token=environ[profile.token_env], policy=policy,
+                   naming=naming, transport=transport, profile=profile)
 
     def __repr__(self) -> str:
         return f"CrmClient(base_url={self.base_url!r})"
@@ -155,6 +180,9 @@ class CrmClient:
         """
         if not 1 <= limit <= 1000:
             raise ValueError(f"limit: {limit} is not from 1 to 1000")
+        if self.connector is not None:
+            yield from self.connector.read_changes(resource, since)
+            return
         n = self.naming
         url = self._url(resource)
         cursor = since
@@ -184,6 +212,8 @@ class CrmClient:
         Pages after the first continue by cursor and so may repeat an entity changed
         during the listing (the newer copy wins) or name one deleted meanwhile (dropped).
         """
+        if self.connector is not None:
+            return self.connector.read_all(resource)
         current: dict[str, dict[str, Any]] = {}
         for page in self.read_changes(resource, None, limit=limit):
             for item in page.items:
@@ -195,6 +225,8 @@ class CrmClient:
 
     def get(self, resource: str, id: str) -> dict[str, Any] | None:
         """One entity, or None when it is absent or deleted."""
+        if self.connector is not None:
+            return self.connector.get(resource, id)
         response = self._send("GET", self._url(resource, id), allow={404})
         if response.status_code == 404:
             return None
@@ -206,6 +238,8 @@ class CrmClient:
         """Create an entity; retrying with the same `idempotency_key` never makes a second one."""
         if not idempotency_key:
             raise ValueError("idempotency_key: must not be empty")
+        if self.connector is not None:
+            return self.connector.create(resource, body, idempotency_key)
         response = self._send("POST", self._url(resource), json=self.naming.to_remote(dict(body)),
                               headers={self.naming.idempotency_header: idempotency_key})
         return self.naming.to_canonical(self._json(response))
@@ -218,6 +252,8 @@ class CrmClient:
         exactly `if_match + 1` and every patched field holds the patched value, that
         entity is returned instead of an error.
         """
+        if self.connector is not None:
+            return self.connector.patch(resource, id, body, if_match)
         headers = {self.naming.if_match_header: str(if_match)} if if_match is not None else {}
         url = self._url(resource, id)
         response = self._send("PATCH", url, json=self.naming.to_remote(dict(body)), headers=headers, allow={412})
@@ -234,12 +270,18 @@ class CrmClient:
 
     def delete(self, resource: str, id: str, *, if_match: int | None) -> None:
         """Delete an entity; a retried delete that finds it gone counts as done."""
+        if self.connector is not None:
+            return self.connector.delete(resource, id)
         headers = {self.naming.if_match_header: str(if_match)} if if_match is not None else {}
         response = self._send("DELETE", self._url(resource, id), headers=headers, allow={404})
         if response.status_code == 404:
             if _attempts(response) > 1:
                 return
             raise self._error(response)
+
+    def always_full(self, resource: str) -> bool:
+        """Whether every read of `resource` is a full read (the CRM cannot list changes only)."""
+        return self.connector is not None and self.connector.always_full(resource)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -248,11 +290,21 @@ class CrmClient:
         return url if id is None else f"{url}/{quote(str(id), safe='')}"
 
     def _send(self, method: str, url: str, *, params: Mapping[str, Any] | None = None, json: Any = None,
-              headers: Mapping[str, str] | None = None, allow: frozenset[int] | set[int] = frozenset()) -> httpx.Response:
-        all_headers = {"Accept": "application/json", self.naming.auth_header: self.naming.auth_value(self.__token)}
+              headers: Mapping[str, str] | None = None, allow: frozenset[int] | set[int] = frozenset(),
+              idempotent: bool = True) -> httpx.Response:
+        all_headers = {"Accept": "application/json"}
+        auth = self.profile.auth if self.profile is not None and self.connector is not None else None
+        if auth is None:
+            all_headers[self.naming.auth_header] = self.naming.auth_value(self.__token)
+        elif auth.kind == "bearer":
+            all_headers["Authorization"] = f"Bearer {self.__token}"
+        elif auth.kind == "header":
+            all_headers[auth.header] = f"{auth.scheme} {self.__token}" if auth.scheme else self.__token
+        elif auth.kind == "query":
+            params = {**(params or {}), auth.param: self.__token}
         all_headers.update(headers or {})
         request = self._http.build_request(method, url, params=params, json=json, headers=all_headers)
-        response = self._sender.send(request, idempotent=True)
+        response = self._sender.send(request, idempotent=idempotent)
         response.read()
         if response.is_success or response.status_code in allow:
             return response
@@ -273,10 +325,14 @@ class CrmClient:
             data = response.json()
         except ValueError:
             data = None
-        if isinstance(data, dict):
+        if self.connector is not None:
+            field_name, detail = _error_parts(data, self.profile, detail, response)  # type: ignore[arg-type]
+        elif isinstance(data, dict):
             code = data.get("error") if isinstance(data.get("error"), str) else None
             detail = str(data.get("message") or detail)
             field_name = self.naming.field_to_canonical(data.get("field") if isinstance(data.get("field"), str) else None)
+        if status in (401, 403):
+            detail = f"{detail} (check the CRM token: {self.profile.token_env if self.profile else 'CRM_API_TOKEN'})"
         cls: type[CrmError]
         if status in (400, 409, 422):
             cls = CrmValidationError
@@ -289,8 +345,57 @@ class CrmClient:
         else:
             cls = CrmError
         where = f"{response.request.method} {response.request.url.path}"
-        text = f"CRM {where}: HTTP {status}{' ' + code if code else ''}: {detail}"
+        named = f"{field_name}: " if field_name and self.connector is not None else ""
+        text = f"CRM {where}: HTTP {status}{' ' + code if code else ''}: {named}{detail}"
         return cls(text, status=status, code=code, field=field_name, detail=detail)
+
+
+def _error_parts(data: Any, profile: Profile, text: str, response: httpx.Response) -> tuple[str | None, str]:
+    """(remote field, message) of any error body: `{"field", "message"}`, Django REST framework's
+    `{"errors": {"name": ["..."]}}` or `{"name": ["..."]}`, `{"detail": "..."}`, or an HTML page."""
+    from .connector import get_path
+
+    if not isinstance(data, dict):
+        content_type = response.headers.get("content-type", "")
+        if "html" in content_type or text.lstrip().startswith("<"):
+            return None, f"the CRM answered an HTML page ({response.reason_phrase or 'error'}), not JSON"
+        return None, text.strip()[:300] or (response.reason_phrase or "error")
+    field = get_path(data, profile.error_field) if profile.error_field else None
+    message = next((m for m in (get_path(data, p) for p in profile.error_message) if isinstance(m, str) and m), None)
+    errors = get_path(data, profile.error_fields) if profile.error_fields else None
+    if not isinstance(errors, dict) and not isinstance(field, str):
+        # DRF's bare `{"name": ["This field is required."]}`.
+        listed = {k: v for k, v in data.items()
+                  if isinstance(v, list) and v and all(isinstance(m, (str, dict)) for m in v)}
+        errors = listed or None
+    if isinstance(errors, dict) and errors:
+        key, value = next(iter(errors.items()))
+        while isinstance(value, dict) and value:  # nested, e.g. {"line_items": {"0": {"quantity": [...]}}}
+            sub, value = next(iter(value.items()))
+            key = f"{key}.{sub}"
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            index, inner = next(((i, v) for i, v in enumerate(value) if v), (0, {}))
+            sub, value = next(iter(inner.items()), ("", []))
+            key = f"{key}.{index}.{sub}" if sub else key
+        first = value[0] if isinstance(value, list) and value else value
+        return (key if key not in ("non_field_errors", "__all__", "detail") else None), f"{first}"
+    if isinstance(errors, str) and not message:
+        message = errors
+    return (field if isinstance(field, str) and field else None), message or json.dumps(data)[:300]
+
+
+def _naming_of(profile: Profile) -> CrmNaming:
+    """The `CrmNaming` of a contract-shaped profile (paths, listing keys, headers)."""
+    paths = {r: profile.sources(r)[0].path.strip("/") for r in ("customers", "products", "orders")}
+    s = profile.customers[0]
+    auth = profile.auth
+    header = "Authorization" if auth.kind == "bearer" else auth.header
+    scheme = "Bearer" if auth.kind == "bearer" else auth.scheme
+    return CrmNaming(paths=paths, auth_header=header, auth_scheme=scheme, items_key=s.paging.records[0],
+                     next_cursor_key=s.paging.next_cursor, has_more_key=s.paging.has_more,
+                     since_param=s.paging.cursor_param, limit_param=s.paging.limit_param,
+                     idempotency_header=s.writes.idempotency_header or "Idempotency-Key",
+                     if_match_header=s.writes.if_match_header or "If-Match")
 
 
 def _same(current: Any, wanted: Any) -> bool:

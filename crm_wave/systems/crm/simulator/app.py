@@ -306,8 +306,13 @@ async def _server_error(request: Request, exc: Exception) -> Response:  # pragma
                     status_code=500, media_type=_JSON)
 
 
-def create_app(*, db_path: Path, token: str) -> FaultInjector:
-    """The CRM simulator as an ASGI app (wrapped in `FaultInjector`), storing into `db_path`."""
+def create_app(*, db_path: Path, token: str, style: str = "contract") -> FaultInjector:
+    """The CRM simulator as an ASGI app (wrapped in `FaultInjector`), storing into `db_path`;
+    `style` picks the API's shape (`contract`, `offset`, `paged`: see `styles.py`)."""
+    from .styles import STYLES, styled_routes
+
+    if style not in STYLES:
+        raise ValueError(f"style: {style!r} is not one of {', '.join(STYLES)}")
     store = Store(Path(db_path))
     api = _Api(CrmService(store), token)
     document = _dumps(build_openapi()).encode()
@@ -322,7 +327,9 @@ def create_app(*, db_path: Path, token: str) -> FaultInjector:
         return endpoint
 
     routes = [Route("/openapi.json", openapi, methods=["GET"])]
-    for name, spec in RESOURCES.items():
+    if style != "contract":
+        routes = styled_routes(api.service, token, style, API_PREFIX)
+    for name, spec in RESOURCES.items() if style == "contract" else ():
         routes.append(Route(f"{API_PREFIX}/{name}", bind(api.collection, spec), methods=["GET", "POST"]))
         routes.append(Route(f"{API_PREFIX}/{name}/{{id}}", bind(api.item, spec), methods=["GET", "PATCH", "DELETE"]))
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _server_error})
