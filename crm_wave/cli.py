@@ -67,7 +67,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 def _changed(tenant: str, marks: dict[str, str] | None) -> tuple[bool, dict[str, str] | None]:
     """Whether either system changed since `marks` (always true on the first look, or when a
     system does not answer: the sync then reports why), and the marks to keep."""
-    from crm_wave.sync.heads import Unreachable, look
+    from crm_wave.sync.heads import NO_FEED, Unreachable, look
 
     clients = _clients(tenant)
     try:
@@ -77,7 +77,8 @@ def _changed(tenant: str, marks: dict[str, str] | None) -> tuple[bool, dict[str,
     finally:
         for client in clients.values():
             client.close()
-    return marks is None or bool(found.changed), found.marks
+    # A CRM without change feed cannot be asked cheaply: every cycle reads it (at --every's pace).
+    return marks is None or bool(found.changed) or NO_FEED in found.marks.values(), found.marks
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -164,6 +164,9 @@ class _FakeCrm:
         self.n = n
         self.requests = 0
 
+    def always_full(self, resource):
+        return False
+
     def read_changes(self, resource, since, *, limit):
         start = int(since or 0) if resource == "customers" else 0
         end = self.n if resource == "customers" else 0

@@ -20,3 +20,26 @@ def test_an_idle_tenant_costs_a_look_not_a_pass(sim_env):
     changed, marks = _changed("default", marks)
     assert changed
     assert _changed("default", marks)[0] is False
+
+
+def test_a_crm_without_change_feed_is_left_to_the_schedule_not_read_whole_every_look(wave_sim):
+    """The offset-style CRM has no feed: a look does not read it (that would be a full read every
+    10 s) and never reports it changed; Wave is still looked at."""
+    from crm_wave.sync.heads import NO_FEED, look
+    from crm_wave.systems.crm.client import CrmClient
+    from crm_wave.systems.crm.profile import load_profile
+    from crm_wave.systems.wave.client import WaveClient
+
+    class Counting(CrmClient):
+        reads = 0
+
+        def read_changes(self, *a, **kw):
+            Counting.reads += 1
+            return super().read_changes(*a, **kw)
+
+    with Counting(base_url="http://127.0.0.1:9/api/v1", token="t", profile=load_profile("offset")) as crm, \
+            WaveClient(url=wave_sim.url, token=wave_sim.token) as wave:
+        first = look(crm, wave, None)
+        again = look(crm, wave, first.marks)
+    assert {v for k, v in first.marks.items() if k.startswith("crm:")} == {NO_FEED}
+    assert again.changed == () and Counting.reads == 0

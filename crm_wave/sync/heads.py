@@ -78,8 +78,15 @@ class Look:
     first: bool
 
 
+#: The mark of a CRM resource that has no change feed (its profile reads it whole every time): a
+#: look cannot tell cheaply whether it changed, so it is left to the collect schedule.
+NO_FEED = "no-feed"
+
+
 def _crm_feed(crm: Any, resource: str, mark: str | None, max_pages: int) -> tuple[str, bool]:
     """(new mark, whether the feed had changes after an at-head `mark`)."""
+    if crm.always_full(resource):
+        return NO_FEED, False
     behind = mark is None or mark.startswith(_BEHIND)
     since = (mark[1:] if mark and behind else mark) or None
     cursor, seen, at_head = since, 0, False
@@ -132,5 +139,5 @@ def look(crm: Any, wave: Any, previous: Mapping[str, str] | None, *, max_pages: 
         marks[key] = _wave_mark(heads.get(listing) or {})
         if key in previous and previous[key] != marks[key]:
             changed.append(key)
-    first = all(v.startswith(_BEHIND) for v in previous.values())  # nothing, or only `seed_marks`
+    first = all(v.startswith(_BEHIND) or v == NO_FEED for v in previous.values())  # nothing, or only `seed_marks`
     return Look(marks=marks, changed=tuple(changed), first=first)
