@@ -90,6 +90,34 @@ def _with_queue(df: pl.DataFrame, queue: pl.DataFrame, fields: list[str]) -> tup
     return df, added
 
 
+_POLICIES = ("newest", "crm", "wave", "crm->wave", "wave->crm", "review", "derived")
+_NONE = pl.lit(None, pl.String)
+
+
+def _branches(pol: str, first_sync: str, newest: pl.Expr) -> tuple[pl.Expr, ...]:
+    """For one field policy: the outcome at the first sync, after a Wave-only edit, after a CRM-only
+    edit, after edits on both sides; then why each of the last three is recorded (null: not recorded)."""
+    lit = pl.lit
+    owner = {"crm": "crm", "crm->wave": "crm", "wave": "wave", "wave->crm": "wave"}.get(pol)
+    if owner:
+        first = lit(owner)
+    elif pol == "review":
+        first = lit("wait")
+    elif pol == "derived" or first_sync == "newest":
+        first = newest
+    else:
+        first = lit("wait" if first_sync == "review" else first_sync)
+    wave_only = lit({"crm": "crm", "crm->wave": "keep_wave"}.get(pol, "wave"))
+    crm_only = lit({"wave": "wave", "wave->crm": "keep_crm"}.get(pol, "crm"))
+    both = lit(owner) if owner else (lit("wait") if pol == "review" else newest)
+    why_wave = lit("edited in Wave; the CRM owns the field") if pol == "crm" else _NONE
+    why_crm = lit("edited in the CRM; Wave owns the field") if pol == "wave" else _NONE
+    why_both = lit({"crm": "changed on both sides; crm owns the field", "wave": "changed on both sides; wave owns the field",
+                    "crm->wave": "changed on both sides; one-way crm->wave",
+                    "wave->crm": "changed on both sides; one-way wave->crm"}.get(pol, "changed on both sides"))
+    return first, wave_only, crm_only, both, why_wave, why_crm, why_both
+
+
 def merge_records(
     links: pl.DataFrame,
     crm: pl.DataFrame,
@@ -98,14 +126,14 @@ def merge_records(
     fields: list[str],
     one_way: frozenset[str] = frozenset(),
     *,
-    policy: Mapping[str, pl.Expr] | None = None,
+    policy: Mapping[str, str | pl.Expr] | None = None,
     first_sync: str = "newest",
     queue: pl.DataFrame | None = None,
 ) -> MergeResult:
     """Merge per field; `crm`/`wave` carry `crm_id`/`wave_id`, `deleted`, `modified` and the fields.
 
-    `policy`: per field, a String expression of the field policy (it may read `_type`, the
-    customer type); fields not named are `newest`. `first_sync`: review, crm, wave or newest.
+    `policy`: per field, the field policy, or a String expression of it per row (it may read
+    `_type`, the customer type); fields not named are `newest`. `first_sync`: review, crm, wave or newest.
     `queue`: the open and decided conflict-queue items of these global ids (`QUEUE_SCHEMA`).
     """
     policy = policy or {}
@@ -130,29 +158,33 @@ def merge_records(
     both, crm_only, crm_newer = pl.col("_both"), pl.col("_crm_only"), pl.col("_crm_newer")
 
     two_way = [f for f in fields if f not in one_way]
-    outcome_cols = []
+    outcome_cols: list[pl.Expr] = []
+    whys: dict[str, pl.Expr] = {}  # evaluated only where a field may have something to record
     for f in two_way:
         c, w, b = pl.col(f + CRM), pl.col(f + WAVE), pl.col(f + BASE)
-        pol = policy.get(f, pl.lit("newest"))
+        pol = policy.get(f, "newest")
         queued = f + "__qk" in df.columns
-        q_first = (pl.col(f + "__qk") == "first_sync").fill_null(False) if queued else pl.lit(False)
-        first_state = ~pl.col("has_base") | (q_first & b.is_null())
         if queued:
+            q_first = (pl.col(f + "__qk") == "first_sync").fill_null(False)
+            first_state = ~pl.col("has_base") | (q_first & b.is_null())
             qc, qw, qv = pl.col(f + "__qc"), pl.col(f + "__qw"), pl.col(f + "__qv")
             dec_ok = (pl.col(f + "__qd").fill_null(False) & (c.eq_missing(qc) | c.eq_missing(qv))
                       & (w.eq_missing(qw) | w.eq_missing(qv)))
         else:
-            dec_ok = pl.lit(False)
+            first_state, dec_ok = ~pl.col("has_base"), pl.lit(False)
         newest = (pl.when(crm_newer & c.is_not_null()).then(pl.lit("crm")).when(crm_newer).then(pl.lit("wave"))
                   .when(w.is_not_null()).then(pl.lit("wave")).otherwise(pl.lit("crm")))
-        owner = (pl.when(pol.is_in(["crm", "crm->wave"])).then(pl.lit("crm"))
-                 .when(pol.is_in(["wave", "wave->crm"])).then(pl.lit("wave")))
-        first_pick = (pl.when(owner.is_not_null()).then(owner)
-                      .when(pol == "review").then(pl.lit("wait"))
-                      .when(pol == "derived").then(newest)
-                      .when(pl.lit(first_sync) == "review").then(pl.lit("wait"))
-                      .when(pl.lit(first_sync) == "newest").then(newest)
-                      .otherwise(pl.lit(first_sync)))
+        branches = {v: _branches(v, first_sync, newest) for v in ([pol] if isinstance(pol, str) else _POLICIES)}
+
+        def per_policy(i: int) -> pl.Expr:
+            """Branch `i` of `_branches`, for this field's policy (a literal, or chosen per row)."""
+            if isinstance(pol, str):
+                return branches[pol][i]
+            expr = pl.when(pl.lit(False)).then(pl.lit(None, pl.String))
+            for v, b_ in branches.items():
+                expr = expr.when(pol == v).then(b_[i])
+            return expr.otherwise(pl.lit(None, pl.String))
+
         # outcome: same | crm | wave | dec | wait | keep_crm / keep_wave (one-way: the edit stays where it was made)
         # and why (for the conflicts record; null: nothing to record).
         outcome = (
@@ -161,29 +193,21 @@ def merge_records(
             .when(dec_ok).then(pl.lit("dec"))
             .when(first_state & c.is_null()).then(pl.lit("wave"))
             .when(first_state & w.is_null()).then(pl.lit("crm"))
-            .when(first_state).then(first_pick)
-            .when(c.eq_missing(b)).then(  # changed in Wave only
-                pl.when(pol == "crm").then(pl.lit("crm")).when(pol == "crm->wave").then(pl.lit("keep_wave"))
-                .otherwise(pl.lit("wave")))
-            .when(w.eq_missing(b)).then(  # changed in the CRM only
-                pl.when(pol == "wave").then(pl.lit("wave")).when(pol == "wave->crm").then(pl.lit("keep_crm"))
-                .otherwise(pl.lit("crm")))
-            .when(owner.is_not_null()).then(owner)
-            .when(pol == "review").then(pl.lit("wait"))
-            .otherwise(newest)
+            .when(first_state).then(per_policy(0))
+            .when(c.eq_missing(b)).then(per_policy(1))  # changed in Wave only
+            .when(w.eq_missing(b)).then(per_policy(2))  # changed in the CRM only
+            .otherwise(per_policy(3))
         )
         why = (
             pl.when(~both | c.eq_missing(w) | dec_ok).then(None)
             .when(first_state & (c.is_null() | w.is_null())).then(None)
             .when(first_state).then(pl.lit("differed when first linked"))
-            .when(c.eq_missing(b) & (pol == "crm")).then(pl.lit("edited in Wave; the CRM owns the field"))
-            .when(w.eq_missing(b) & (pol == "wave")).then(pl.lit("edited in the CRM; Wave owns the field"))
-            .when(c.eq_missing(b) | w.eq_missing(b)).then(None)
-            .when(pol.is_in(["crm", "wave"])).then(pl.lit("changed on both sides; ") + pol + pl.lit(" owns the field"))
-            .when(pol.is_in(["crm->wave", "wave->crm"])).then(pl.lit("changed on both sides; one-way ") + pol)
-            .otherwise(pl.lit("changed on both sides"))
+            .when(c.eq_missing(b)).then(per_policy(4))
+            .when(w.eq_missing(b)).then(per_policy(5))
+            .otherwise(per_policy(6))
         )
-        outcome_cols += [outcome.alias(f + "__o"), why.alias(f + "__why"), first_state.alias(f + "__first")]
+        whys[f] = why
+        outcome_cols += [outcome.alias(f + "__o"), first_state.alias(f + "__first")]
     df = df.with_columns(outcome_cols)
 
     desired, agreed_cols = [], []
@@ -207,17 +231,23 @@ def merge_records(
     df = df.with_columns(*desired, *agreed_cols, held["crm"], held["wave"])
 
     conflict_rows, wait_rows, fate_rows = [], [], []
+    # Which fields have any conflict or wait at all (one pass), so that only those are filtered.
+    flags = df.select([(pl.col(f + "__o").is_in(["crm", "wave"]) & both
+                        & ~pl.col(f + CRM).eq_missing(pl.col(f + WAVE))).any().alias(f + "|c") for f in two_way] + [(pl.col(f + "__o") == "wait").any().alias(f + "|w") for f in two_way]
+                      ).row(0, named=True) if two_way and df.height else {}
     for f in two_way:
         o = pl.col(f + "__o")
+        if f + "__qk" not in df.columns and not flags.get(f + "|c") and not flags.get(f + "|w"):
+            continue
         conflict_rows.append(
-            df.filter(pl.col(f + "__why").is_not_null() & (o != "wait")).select(
+            df.filter(whys[f].is_not_null() & (o != "wait")).select(
                 "global_id",
                 pl.lit(f).alias("field"),
                 pl.col(f + CRM).alias("crm_value"),
                 pl.col(f + WAVE).alias("wave_value"),
                 pl.col(f + BASE).alias("base_value"),
                 pl.when(pl.col(f).eq_missing(pl.col(f + CRM))).then(pl.lit("crm")).otherwise(pl.lit("wave")).alias("winner"),
-                pl.col(f + "__why").alias("reason"),
+                whys[f].alias("reason"),
             )
         )
         wait_rows.append(df.filter(o == "wait").select(
@@ -241,6 +271,6 @@ def merge_records(
     fates = pl.concat(fate_rows).cast(FATE_SCHEMA) if fate_rows else pl.DataFrame(schema=FATE_SCHEMA)
     moved = pl.any_horizontal([pl.col(f + "__moved") for f in two_way]) if two_way else pl.lit(False)
     agreed_frame = df.filter(moved).select("global_id", *[pl.col(f + "__agreed").alias(f) for f in two_way])
-    df = df.drop([c for c in df.columns if c.endswith(("__agreed", "__moved", BASE, "__o", "__why", "__first"))]
+    df = df.drop([c for c in df.columns if c.endswith(("__agreed", "__moved", BASE, "__o", "__first"))]
                  + queue_cols + type_cols + ["_type", "_both", "_crm_only", "_crm_newer", "_wave_present"])
     return MergeResult(merged=df, conflicts=conflict_frame, agreed=agreed_frame, waits=waits, fates=fates)

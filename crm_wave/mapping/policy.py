@@ -142,12 +142,11 @@ def load_policy(data_dir: Path, environ: Mapping[str, str]) -> Policy:
     return parse_policy(data, str(path))
 
 
-def field_policy_exprs(policy: Policy, entity: str, type_col: str = "_type") -> dict[str, pl.Expr]:
-    """Per two-way field of `entity`, the policy of each row as a String expression.
-
-    Customers belong to the organisation or the person flow by `type_col` ("person" or not)."""
+def field_policy_exprs(policy: Policy, entity: str, type_col: str = "_type") -> dict[str, str | pl.Expr]:
+    """Per two-way field of `entity`, its policy; a String expression (the policy of each row) where
+    the customer flows differ: customers belong to the organisation or the person flow by `type_col`."""
     flows = flows_for(entity)
-    out: dict[str, pl.Expr] = {}
+    out: dict[str, str | pl.Expr] = {}
     for name, fm in canonical_fields(entity).items():
         if fm.direction != "both":
             continue
@@ -158,7 +157,7 @@ def field_policy_exprs(policy: Policy, entity: str, type_col: str = "_type") -> 
             out[name] = (pl.when(pl.col(type_col) == "person").then(pl.lit(values["customer_person"]))
                          .otherwise(pl.lit(values["customer_organization"])))
         else:
-            out[name] = pl.lit(next(iter(values.values())))
+            out[name] = next(iter(values.values()))
     return out
 
 

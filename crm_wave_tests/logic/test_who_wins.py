@@ -24,7 +24,7 @@ def _merge(crm_value, wave_value, base, pol="newest", *, first_sync="newest", cr
                         schema={"wave_id": pl.String, "deleted": pl.Boolean, "modified": pl.String, "F": pl.String})
     agreed = pl.DataFrame({"global_id": ["g"] if has_base else [], "F": [base] if has_base else []},
                           schema={"global_id": pl.String, "F": pl.String})
-    r = merge_records(links, crm, wave, agreed, ["F"], policy={"F": pl.lit(pol)}, first_sync=first_sync,
+    r = merge_records(links, crm, wave, agreed, ["F"], policy={"F": pol}, first_sync=first_sync,
                       queue=None if queue is None else pl.DataFrame([queue], schema=QUEUE_SCHEMA, orient="row"))
     row = r.merged.row(0, named=True)
     return (row["F"], row["held__crm"], row["held__wave"], r.conflicts.select("winner", "reason").rows(),
@@ -124,6 +124,16 @@ def test_customer_policy_follows_the_flow_of_each_row():
     df = pl.DataFrame({"_type": ["person", "organization"]})
     assert df.select(exprs["Phone"]).to_series().to_list() == ["crm", "wave"]
     assert df.select(exprs["Name"]).to_series().to_list() == ["derived", "newest"]
+    assert field_policy_exprs(policy, "product")["Name"] == "newest"
+
+
+def test_policy_chosen_per_row_decides_like_the_literal():
+    # A customer field whose flows differ: the policy is an expression; each row decides as its own policy.
+    for pol in ("newest", "crm", "wave", "crm->wave", "wave->crm", "review"):
+        for c, w in (("c1", "b"), ("b", "w1"), ("c1", "w1")):
+            assert _merge(c, w, "b", pl.lit(pol))[:5] == _merge(c, w, "b", pol)[:5], (pol, c, w)
+        assert _merge("A", "a", None, pl.lit(pol), first_sync="review", has_base=False)[:5] == \
+            _merge("A", "a", None, pol, first_sync="review", has_base=False)[:5]
 
 
 # ---- the policy file --------------------------------------------------------------------
