@@ -182,8 +182,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
                            "fields": {f: {"from": a, "to": b} for f, (a, b) in p.fields.items()}} for p in planned],
                          indent=2, default=str))
     else:
-        from crm_wave.sync.conflicts_cli import review_lines
         from crm_wave.mapping.policy import describe_policy
+        from crm_wave.sync.conflicts_cli import review_lines
 
         print("\n".join(describe_policy(policy)))
         for p in planned:

@@ -43,8 +43,8 @@ from crm_wave.mapping.canonical import (
     source_slots,
 )
 from crm_wave.mapping.flows import flows_for
-from crm_wave.mapping.policy import Policy, field_policy_exprs, load_policy
 from crm_wave.mapping.normalize import canonical_series
+from crm_wave.mapping.policy import Policy, field_policy_exprs, load_policy
 from crm_wave.store.db import Store
 from crm_wave.store.queue import read_queue, reconcile
 from crm_wave.sync.cells import json_literal_series, lines_cell_series

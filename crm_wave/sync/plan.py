@@ -21,8 +21,8 @@ from crm_wave.store.db import Store
 from crm_wave.sync.collect import collect
 from crm_wave.sync.global_step import build_global
 from crm_wave.sync.names import ENTITIES, share_table
-from crm_wave.sync.share_step import build_share
 from crm_wave.sync.plan_reviews import copy_policy, planned_reviews
+from crm_wave.sync.share_step import build_share
 
 __all__ = ["PlannedWrite", "plan"]
 
