@@ -1,7 +1,7 @@
 """Who wins: the per-field policy of every flow and the first-sync policy, as configuration.
 
-Pure (the standard library's TOML reader and polars only). The policy file is TOML, named by
-`CRM_WAVE_POLICY` or else `<data dir>/policy.toml`; no file means the defaults:
+Pure (the standard library's TOML reader; polars only for `field_policy_exprs`). The policy file is
+TOML, named by `CRM_WAVE_POLICY` or else `<data dir>/policy.toml`; no file means the defaults:
 
     first_sync = "review"            # review | crm | wave | newest
 
@@ -34,11 +34,12 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import polars as pl
-
-from crm_wave.mapping.canonical import canonical_fields
 from crm_wave.mapping.flows import FLOWS, flows_for
+
+if TYPE_CHECKING:
+    import polars as pl
 
 __all__ = [
     "FIELD_POLICIES", "FIRST_SYNC_POLICIES", "Policy", "PolicyError", "POLICY_ENV", "POLICY_FILE",
@@ -145,6 +146,10 @@ def load_policy(data_dir: Path, environ: Mapping[str, str]) -> Policy:
 def field_policy_exprs(policy: Policy, entity: str, type_col: str = "_type") -> dict[str, str | pl.Expr]:
     """Per two-way field of `entity`, its policy; a String expression (the policy of each row) where
     the customer flows differ: customers belong to the organisation or the person flow by `type_col`."""
+    import polars as pl  # here, so that the docs render without polars
+
+    from crm_wave.mapping.canonical import canonical_fields
+
     flows = flows_for(entity)
     out: dict[str, str | pl.Expr] = {}
     for name, fm in canonical_fields(entity).items():
