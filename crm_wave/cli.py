@@ -38,7 +38,9 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     from crm_wave.defs.run import SyncHeld, run_sync_job
     from crm_wave.report import format_summary, state_summary
 
-    _, store = _settings_store(args.tenant)  # fails early, naming what is missing
+    settings, store = _settings_store(args.tenant)  # fails early, naming what is missing
+    if _check_policy(settings) is None:
+        return 2
     marks: dict[str, str] | None = None
     while True:
         if not args.once:  # an idle tenant costs a look (a few small requests), not a pass
@@ -192,8 +194,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from crm_wave.sync.collect import utcnow
     from crm_wave.sync.plan import plan
 
-    _, store = _settings_store(args.tenant)
-    planned = plan(store, _clients(args.tenant), utcnow())
+    settings, store = _settings_store(args.tenant)
+    policy = _check_policy(settings)
+    if policy is None:
+        return 2
+    reviews: list[dict] = []
+    planned = plan(store, _clients(args.tenant), utcnow(), reviews=reviews)
     writes = [p for p in planned if p.writes]
     if args.format == "json":
         print(json.dumps([{"system": p.system, "entity": p.entity, "global_id": p.global_id, "target_id": p.target_id,
@@ -201,11 +207,36 @@ def _cmd_plan(args: argparse.Namespace) -> int:
                            "fields": {f: {"from": a, "to": b} for f, (a, b) in p.fields.items()}} for p in planned],
                          indent=2, default=str))
     else:
+        from crm_wave.mapping.policy import describe_policy
+        from crm_wave.sync.conflicts_cli import review_lines
+
+        print("\n".join(describe_policy(policy)))
         for p in planned:
             print("\n".join(p.lines()))
+        print("\n".join(review_lines(reviews)))
         held = len(planned) - len(writes)
         print(f"{len(writes)} write(s) planned; {held} held or waiting" if planned else "in sync: nothing to write")
     return 2 if writes else 0
+
+
+def _check_policy(settings):
+    """The tenant's policy (see crm_wave.mapping.policy), or None after printing its one-line error."""
+    import os
+
+    from crm_wave.mapping.policy import PolicyError, load_policy
+
+    try:
+        return load_policy(settings.data_dir, os.environ)
+    except PolicyError as exc:
+        print(f"policy: {exc}", file=sys.stderr)
+        return None
+
+
+def _cmd_conflicts(args: argparse.Namespace) -> int:
+    from crm_wave.sync.conflicts_cli import run_conflicts
+
+    _, store = _settings_store(args.tenant)
+    return run_conflicts(store, args)
 
 
 def _cmd_tenants(args: argparse.Namespace) -> int:
@@ -294,6 +325,17 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--all", action="store_true")
     cf.set_defaults(func=_cmd_confirm)
 
+    co = sub.add_parser("conflicts", help="the conflict queue: field differences waiting for a person; decide them")
+    co.add_argument("action", nargs="?", choices=["list", "resolve", "history"], default="list")
+    co.add_argument("ids", nargs="*", type=int, help="conflict ids to resolve (from `crm-wave conflicts`)")
+    co.add_argument("--all", action="store_true", help="resolve every open conflict")
+    co.add_argument("--take", choices=["crm", "wave", "newest", "value"],
+                    help="which value wins: the CRM's, Wave's, the newer edit's, or --value")
+    co.add_argument("--value", help="the value to write to both systems (implies --take value)")
+    co.add_argument("--by", help="who decides (default: the login name)")
+    co.add_argument("--entity", choices=["customer", "product", "order"], help="only this entity")
+    co.set_defaults(func=_cmd_conflicts)
+
     sub.add_parser("bench", help="benchmark at a million records, APIs and latency (crm-wave bench --help)")
     sub.add_parser("soak", help="faults and rate limits on both simulators, syncs until equal (crm-wave soak --help)")
 
@@ -303,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--env-prefix", help="prefix of the tenant's variables (default NAME_)")
     te.set_defaults(func=_cmd_tenants)
 
-    for p in (sync, sql, pl_, dl, de, cf):
+    for p in (sync, sql, pl_, dl, de, cf, co):
         p.add_argument("--tenant", default="default", help="which tenant (default: the embedded single tenant)")
 
     dev = sub.add_parser("dev", help="simulators plus `dg dev`: the Dagster UI with schedule and sensor running")

@@ -1,4 +1,5 @@
-"""`make demo`: both simulators with overlapping data, a two-way sync, edits on both sides, a second sync.
+"""`make demo`: both simulators with overlapping data, a first sync that asks before overwriting, the
+approval, edits on both sides, another sync.
 
 Everything runs locally: the CRM and Wave simulators on loopback ports (SQLite files in
 `data/sim/`), the sync's DuckDB file in `data/`, the Dagster job in-process.
@@ -11,6 +12,7 @@ import shutil
 from contextlib import ExitStack
 from pathlib import Path
 
+from crm_wave.mapping.policy import describe_policy, load_policy
 from crm_wave.report import format_summary, state_summary
 from crm_wave.settings import DB_FILE
 from crm_wave.store import Store
@@ -26,7 +28,9 @@ WAVE_TOKEN = "wave-demo-token"
 
 
 def seed_wave_overlap(crm: CrmClient, wave: WaveClient) -> dict[str, int]:
-    """Put some of the CRM's customers and products in Wave already (and some of Wave's own)."""
+    """Put some of the CRM's customers and products in Wave already (and some of Wave's own); the
+    products' names lower-cased and the customers' currency left at Wave's default, so the first
+    sync finds differences to ask about."""
     customers = [c for c in crm.read_all("customers") if c.get("Email")][:5]
     products = crm.read_all("products")[:3]
     biz = wave.business_id
@@ -57,10 +61,11 @@ def make_edits(crm: CrmClient, wave: WaveClient) -> list[str]:
     done.append(f"Wave: customer {wc['name']!r} website -> https://edited-in-wave.example")
     # The same field on both sides: the newer edit (Wave's, made second) wins and the conflict is recorded.
     both = crm.get("customers", other["Id"])
-    crm.patch("customers", other["Id"], {"City": "Bergen"}, if_match=both["Version"])
+    city = "Stavanger" if both.get("City") == "Bergen" else "Bergen"  # a real edit, whatever the seed held
+    crm.patch("customers", other["Id"], {"City": city}, if_match=both["Version"])
     wave.mutate([Mutation("customerPatch", {"id": wc["id"], "address": {**_address(wc), "city": "Trondheim"},
                                             "shippingDetails": {"address": {**_address(wc), "city": "Trondheim"}}}, "w2")])
-    done.append(f"Both: customer {wc['name']!r} City -> 'Bergen' in the CRM, then 'Trondheim' in Wave")
+    done.append(f"Both: customer {wc['name']!r} City -> {city!r} in the CRM, then 'Trondheim' in Wave")
     invoice = next(i for i in wave.list_invoices() if i["status"] != "DRAFT")
     accounts = wave.execute("query($id: ID!) { business(id: $id) { accounts(page: 1, pageSize: 50) { edges { node { id subtype { value } } } } } }",
                             {"id": wave.business_id})
@@ -92,6 +97,28 @@ def _writes(passes: list[dict[str, dict]]) -> dict[str, int]:
     return out
 
 
+def show_and_approve_waiting(store: Store) -> int:
+    """Print what the first sync left waiting for a person, then approve it as the command would; return how many."""
+    from datetime import datetime, timezone
+
+    from crm_wave.store.queue import decide, list_items
+    from crm_wave.sync.conflicts_cli import item_line
+
+    with store.connect() as con:
+        items = list_items(con)
+    if not items:
+        return 0
+    print(f"\n{len(items)} field(s) differed between linked records and were NOT overwritten; they wait for review:")
+    for item in items:
+        print("  " + item_line(item))
+    print("list them with `crm-wave conflicts`; approve with `crm-wave conflicts resolve ID... --take crm|wave`")
+    print("\n== Approving: crm-wave conflicts resolve --all --take crm --by demo ==")
+    with store.connect() as con:
+        done = decide(store, con, items, "crm", None, "demo", datetime.now(timezone.utc).replace(tzinfo=None))
+    print(f"{len(done)} conflict(s) decided for the CRM's values; the next sync writes them")
+    return len(done)
+
+
 def run_demo(data_dir: Path = Path("data")) -> int:
     """The whole demo; returns an exit code."""
     from crm_wave.defs.run import run_sync_job
@@ -117,15 +144,21 @@ def run_demo(data_dir: Path = Path("data")) -> int:
         store = Store(data_dir / DB_FILE)
 
         print("\n== First sync (two-way, pre-existing pairs merged) ==")
+        print("\n".join(describe_policy(load_policy(data_dir, os.environ))))
         passes = run_sync_job()
         print(f"{len(passes)} pass(es)")
         print(format_summary(state_summary(store), _writes(passes)))
+        if show_and_approve_waiting(store):
+            print("\n== Sync after the approval ==")
+            passes = run_sync_job()
+            print(f"{len(passes)} pass(es)")
+            print(format_summary(state_summary(store), _writes(passes)))
 
         print("\n== Edits on both sides ==")
         for line in make_edits(crm, wave):
             print(" -", line)
 
-        print("\n== Second sync ==")
+        print("\n== Sync after the edits ==")
         passes = run_sync_job()
         print(f"{len(passes)} pass(es)")
         print(format_summary(state_summary(store), _writes(passes)))

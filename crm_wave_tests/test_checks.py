@@ -38,3 +38,24 @@ def test_preview_reads_the_first_rows_of_the_merged_columns(tmp_path: Path):
     assert lines[0] == "| global_id | crm_state | wave_state | OrderNumber |"
     assert len(lines) == 2 + 3
     assert _preview(sync.store("default"), "missing_table").value == "_empty_"
+
+
+def test_open_conflicts_check_lists_waiting_fields(tmp_path: Path):
+    from datetime import datetime
+
+    import polars as pl
+
+    from crm_wave.defs.checks import open_conflicts
+    from crm_wave.store.queue import reconcile
+
+    store = SyncResource(data_root=str(tmp_path)).store("default")
+    assert open_conflicts(store, "product") == []
+    waits = pl.DataFrame([{"global_id": "g1", "field": "Name", "crm_value": "Nordic", "wave_value": "nordic",
+                           "base_value": None, "kind": "first_sync", "crm_modified": None, "wave_modified": None}])
+    empty = pl.DataFrame(schema={"global_id": pl.String, "field": pl.String, "status": pl.String})
+    with store.connect() as con:
+        assert reconcile(con, "product", waits, empty, datetime(2026, 1, 1)) == 1
+        assert reconcile(con, "product", waits, empty, datetime(2026, 1, 2)) == 0  # recorded once
+    (line,) = open_conflicts(store, "product")
+    assert 'product g1 Name: CRM "Nordic" vs Wave "nordic"' in line and "first sync" in line
+    assert open_conflicts(store, "customer") == []

@@ -199,3 +199,21 @@ def test_sim_commands_serve_over_http(system, path, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_plan_shows_the_policy_and_what_the_first_sync_would_queue_and_a_bad_policy_stops(env, tmp_path, capsys):
+    env.crm_create("products", {"Name": "Nordic Headphones", "UnitPrice": "10"})
+    env.wave_write("productCreate", {"businessId": env.wave.business_id, "name": "nordic headphones", "unitPrice": "10"})
+    main(["plan"])
+    out = capsys.readouterr().out
+    assert "policy (defaults): first sync review; every field newest" in out
+    assert '(new) product crm-product:' in out and 'Name: CRM "Nordic Headphones" vs Wave "nordic headphones"' in out
+    assert "decide with: crm-wave conflicts resolve" in out
+    assert [p["name"] for p in env.wave.list_products()] == ["nordic headphones"]
+
+    (tmp_path / "policy.toml").write_text('[fields.product]\nName = "mine"\n')
+    for argv in (["plan"], ["sync", "--once"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "[fields.product] Name = 'mine' is not one of newest, crm, wave" in err
+    assert [p["name"] for p in env.wave.list_products()] == ["nordic headphones"]

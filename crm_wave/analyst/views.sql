@@ -249,3 +249,19 @@ SELECT * FROM share_rows WHERE op = 'wait';
 -- What was written to which system, when, with the values before and after.
 CREATE OR REPLACE VIEW sync_log_entries AS
 SELECT * FROM {sync_log};
+
+-- view: open_conflicts
+-- Field differences waiting for a person (policy `review`, the first sync): both values, the base,
+-- when each side last changed. Decide with `crm-wave conflicts resolve ID --take crm|wave|newest`.
+CREATE OR REPLACE VIEW open_conflicts AS
+SELECT
+    q.id, q.entity, q.global_id, l.crm_id, l.wave_id, q.field, q.kind,
+    q.crm_value, q.wave_value, q.base_value, q.crm_modified, q.wave_modified, q.detected_at
+FROM {conflict_queue} AS q
+LEFT JOIN {links} AS l ON l.entity = q.entity AND l.global_id = q.global_id
+WHERE q.status = 'open';
+
+-- view: conflict_decisions
+-- The conflict queue's history: every item, its status (open, decided, applied, superseded), who decided what, when.
+CREATE OR REPLACE VIEW conflict_decisions AS
+SELECT * FROM {conflict_queue};

@@ -1,5 +1,5 @@
-"""Asset checks: link integrity, both sides present, order totals. (The circuit breaker is a check of the
-`sync_pass` multi-asset itself, `assets.BREAKER_CHECKS`: it is decided inside the pass.)"""
+"""Asset checks: link integrity, both sides present, order totals, open conflicts. (The circuit breaker
+is a check of the `sync_pass` multi-asset itself, `assets.BREAKER_CHECKS`: it is decided inside the pass.)"""
 
 from decimal import Decimal, InvalidOperation
 
@@ -72,10 +72,36 @@ def order_totals_check(context: dg.AssetCheckExecutionContext, sync: SyncResourc
         "examples": dg.MetadataValue.md("\n".join(f"- {m}" for m in mismatched[:20]) or "_none_")})
 
 
+def open_conflicts(store: Store, entity: str) -> list[str]:
+    """One line per open conflict-queue item of `entity` (see `crm-wave conflicts`)."""
+    from crm_wave.store.queue import list_items
+    from crm_wave.sync.conflicts_cli import item_line
+
+    with store.connect() as con:
+        return [item_line(i) for i in list_items(con) if i["entity"] == entity]
+
+
+def conflicts_check(entity: str) -> dg.AssetChecksDefinition:
+    """Warns while field differences of `entity` wait in the conflict queue for a person."""
+
+    @dg.asset_check(asset=global_table(entity), name="open_conflicts", partitions_def=TENANTS,
+                    description="Field differences waiting for a person (policy `review`, the first sync); "
+                                "decide them with `crm-wave conflicts resolve`. Other records sync meanwhile.")
+    def _check(context: dg.AssetCheckExecutionContext, sync: SyncResource) -> dg.AssetCheckResult:
+        lines = open_conflicts(sync.store(context.partition_key), entity)
+        return dg.AssetCheckResult(passed=not lines, severity=dg.AssetCheckSeverity.WARN, metadata={
+            "open": len(lines),
+            "conflicts": dg.MetadataValue.md("\n".join(f"- {line}" for line in lines[:50]) or "_none_"),
+            "decide": "crm-wave conflicts resolve ID --take crm|wave|newest (or --value TEXT; --all)"})
+
+    return _check
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
     """Every check."""
     return dg.Definitions(asset_checks=[
         *[links_check(e) for e in ENTITIES],
+        *[conflicts_check(e) for e in ENTITIES],
         order_totals_check,
     ])

@@ -1,33 +1,59 @@
 """Three-way merge of linked records into golden records (mappings.md, "Rules for every flow").
 
-Per field, against the last value both sides agreed on (the base):
+Per field, against the last value both sides agreed on (the base), under the field's policy
+(`crm_wave.mapping.policy`; `newest` when none is given):
 - equal on both sides: that value (and it becomes the new base);
-- changed on one side only: that side's value;
-- changed on both sides: the side with the newer modification time wins, except that an
-  empty value never overwrites a non-empty one; the conflict is recorded.
-One-way fields (Wave -> CRM) always take Wave's value when the Wave record exists.
+- changed on one side only: that side's value; except that an owner (`crm`, `wave`) overwrites
+  the other side's edit (recorded), and a one-way field (`crm->wave`, `wave->crm`) keeps the
+  edit made on its target side where it was made (`held__<side>`);
+- changed on both sides: the owner's, or the one-way source's value; `review` waits for a
+  person (`waits`, the conflict queue); `newest`: the side with the newer modification time
+  wins, except that an empty value never overwrites a non-empty one. Recorded.
+- differing when first linked (no agreed value yet, both non-empty): the owner's value, or
+  the first-sync policy (`review` waits; `crm`, `wave`, `newest` decide at once, recorded).
+  An empty side is filled in from the other without asking.
+A decision from the queue (`queue` with `decided`) gives the decided value while each side
+still holds its queued value or the decided one.
+One-way fields of the mapping (Wave -> CRM) always take Wave's value when the Wave record exists.
 
 Every field column is a string (None for empty); see `cells.py`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import polars as pl
 
-__all__ = ["MergeResult", "merge_records", "side_state"]
+__all__ = ["MergeResult", "merge_records", "side_state", "QUEUE_SCHEMA", "WAIT_SCHEMA", "FATE_SCHEMA", "HELD"]
 
 CRM, WAVE, BASE = "__crm", "__wave", "__base"
+#: Golden columns listing the fields whose target value a share keeps (comma-separated).
+HELD = {"crm": "held__crm", "wave": "held__wave"}
+
+#: Open and decided conflict-queue items the merge reads.
+QUEUE_SCHEMA = {"global_id": pl.String, "field": pl.String, "kind": pl.String, "crm_value": pl.String,
+                "wave_value": pl.String, "decided": pl.Boolean, "value": pl.String}
+#: Fields that wait for a person, found by this merge.
+WAIT_SCHEMA = {"global_id": pl.String, "field": pl.String, "crm_value": pl.String, "wave_value": pl.String,
+               "base_value": pl.String, "kind": pl.String, "crm_modified": pl.String, "wave_modified": pl.String}
+#: What became of each queue item given: open (still waiting), decided (not applied yet), applied, superseded.
+FATE_SCHEMA = {"global_id": pl.String, "field": pl.String, "status": pl.String}
+_CONFLICT_SCHEMA = {"global_id": pl.String, "field": pl.String, "crm_value": pl.String, "wave_value": pl.String,
+                    "base_value": pl.String, "winner": pl.String, "reason": pl.String}
 
 
 @dataclass(frozen=True)
 class MergeResult:
-    """The merged frame (golden values plus each side's), the conflicts, the new agreed values."""
+    """The merged frame (golden values plus each side's), the conflicts, the new agreed values,
+    the fields that wait for a person and what became of the queue items given."""
 
     merged: pl.DataFrame
     conflicts: pl.DataFrame
     agreed: pl.DataFrame
+    waits: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=WAIT_SCHEMA))
+    fates: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=FATE_SCHEMA))
 
 
 def side_state(side: str) -> pl.Expr:
@@ -41,12 +67,55 @@ def side_state(side: str) -> pl.Expr:
 
 
 def _suffix(frame: pl.DataFrame, id_col: str, fields: list[str], suffix: str, side: str) -> pl.DataFrame:
+    extra = [pl.col("Type").alias(f"_type{suffix}")] if "Type" in frame.columns and "Type" not in fields else []
     return frame.select(
         pl.col(id_col),
         pl.col("deleted").alias(f"{side}_deleted"),
         pl.col("modified").alias(f"{side}_modified"),
         *[pl.col(f).alias(f + suffix) for f in fields],
+        *extra,
     )
+
+
+def _with_queue(df: pl.DataFrame, queue: pl.DataFrame, fields: list[str]) -> tuple[pl.DataFrame, list[str]]:
+    """Join the queue items per field as `<f>__qk` (kind), `__qc`, `__qw`, `__qd` (decided), `__qv`."""
+    queue = queue.cast(QUEUE_SCHEMA)
+    added: list[str] = []
+    for f in sorted(set(queue["field"].to_list()) & set(fields)):
+        part = queue.filter(pl.col("field") == f).unique("global_id", keep="last").select(
+            "global_id", pl.col("kind").alias(f + "__qk"), pl.col("crm_value").alias(f + "__qc"),
+            pl.col("wave_value").alias(f + "__qw"), pl.col("decided").alias(f + "__qd"), pl.col("value").alias(f + "__qv"))
+        df = df.join(part, on="global_id", how="left", maintain_order="left")
+        added += [f + s for s in ("__qk", "__qc", "__qw", "__qd", "__qv")]
+    return df, added
+
+
+_POLICIES = ("newest", "crm", "wave", "crm->wave", "wave->crm", "review", "derived")
+_NONE = pl.lit(None, pl.String)
+
+
+def _branches(pol: str, first_sync: str, newest: pl.Expr) -> tuple[pl.Expr, ...]:
+    """For one field policy: the outcome at the first sync, after a Wave-only edit, after a CRM-only
+    edit, after edits on both sides; then why each of the last three is recorded (null: not recorded)."""
+    lit = pl.lit
+    owner = {"crm": "crm", "crm->wave": "crm", "wave": "wave", "wave->crm": "wave"}.get(pol)
+    if owner:
+        first = lit(owner)
+    elif pol == "review":
+        first = lit("wait")
+    elif pol == "derived" or first_sync == "newest":
+        first = newest
+    else:
+        first = lit("wait" if first_sync == "review" else first_sync)
+    wave_only = lit({"crm": "crm", "crm->wave": "keep_wave"}.get(pol, "wave"))
+    crm_only = lit({"wave": "wave", "wave->crm": "keep_crm"}.get(pol, "crm"))
+    both = lit(owner) if owner else (lit("wait") if pol == "review" else newest)
+    why_wave = lit("edited in Wave; the CRM owns the field") if pol == "crm" else _NONE
+    why_crm = lit("edited in the CRM; Wave owns the field") if pol == "wave" else _NONE
+    why_both = lit({"crm": "changed on both sides; crm owns the field", "wave": "changed on both sides; wave owns the field",
+                    "crm->wave": "changed on both sides; one-way crm->wave",
+                    "wave->crm": "changed on both sides; one-way wave->crm"}.get(pol, "changed on both sides"))
+    return first, wave_only, crm_only, both, why_wave, why_crm, why_both
 
 
 def merge_records(
@@ -56,8 +125,18 @@ def merge_records(
     agreed: pl.DataFrame,
     fields: list[str],
     one_way: frozenset[str] = frozenset(),
+    *,
+    policy: Mapping[str, str | pl.Expr] | None = None,
+    first_sync: str = "newest",
+    queue: pl.DataFrame | None = None,
 ) -> MergeResult:
-    """Merge per field; `crm`/`wave` carry `crm_id`/`wave_id`, `deleted`, `modified` and the fields."""
+    """Merge per field; `crm`/`wave` carry `crm_id`/`wave_id`, `deleted`, `modified` and the fields.
+
+    `policy`: per field, the field policy, or a String expression of it per row (it may read
+    `_type`, the customer type); fields not named are `newest`. `first_sync`: review, crm, wave or newest.
+    `queue`: the open and decided conflict-queue items of these global ids (`QUEUE_SCHEMA`).
+    """
+    policy = policy or {}
     base = agreed.select("global_id", pl.lit(True).alias("has_base"), *[pl.col(f).alias(f + BASE) for f in fields])
     df = (
         links.join(_suffix(crm, "crm_id", fields, CRM, "crm"), on="crm_id", how="left")
@@ -65,6 +144,9 @@ def merge_records(
         .join(base, on="global_id", how="left")
         .with_columns(side_state("crm"), side_state("wave"), pl.col("has_base").fill_null(False))
     )
+    type_cols = [c for c in ("_type" + CRM, "_type" + WAVE) if c in df.columns]
+    df = df.with_columns((pl.coalesce(type_cols) if type_cols else pl.lit(None, pl.String)).alias("_type"))
+    df, queue_cols = _with_queue(df, queue if queue is not None else pl.DataFrame(schema=QUEUE_SCHEMA), fields)
     ts = lambda side: pl.col(f"{side}_modified").str.to_datetime(time_zone="UTC", strict=False)  # noqa: E731
     # Computed once per row (not once per field).
     df = df.with_columns(
@@ -75,51 +157,120 @@ def merge_records(
     )
     both, crm_only, crm_newer = pl.col("_both"), pl.col("_crm_only"), pl.col("_crm_newer")
 
-    desired, conflicts, agreed_cols = [], [], []
+    two_way = [f for f in fields if f not in one_way]
+    outcome_cols: list[pl.Expr] = []
+    whys: dict[str, pl.Expr] = {}  # evaluated only where a field may have something to record
+    for f in two_way:
+        c, w, b = pl.col(f + CRM), pl.col(f + WAVE), pl.col(f + BASE)
+        pol = policy.get(f, "newest")
+        queued = f + "__qk" in df.columns
+        if queued:
+            q_first = (pl.col(f + "__qk") == "first_sync").fill_null(False)
+            first_state = ~pl.col("has_base") | (q_first & b.is_null())
+            qc, qw, qv = pl.col(f + "__qc"), pl.col(f + "__qw"), pl.col(f + "__qv")
+            dec_ok = (pl.col(f + "__qd").fill_null(False) & (c.eq_missing(qc) | c.eq_missing(qv))
+                      & (w.eq_missing(qw) | w.eq_missing(qv)))
+        else:
+            first_state, dec_ok = ~pl.col("has_base"), pl.lit(False)
+        newest = (pl.when(crm_newer & c.is_not_null()).then(pl.lit("crm")).when(crm_newer).then(pl.lit("wave"))
+                  .when(w.is_not_null()).then(pl.lit("wave")).otherwise(pl.lit("crm")))
+        branches = {v: _branches(v, first_sync, newest) for v in ([pol] if isinstance(pol, str) else _POLICIES)}
+
+        def per_policy(i: int) -> pl.Expr:
+            """Branch `i` of `_branches`, for this field's policy (a literal, or chosen per row)."""
+            if isinstance(pol, str):
+                return branches[pol][i]
+            expr = pl.when(pl.lit(False)).then(pl.lit(None, pl.String))
+            for v, b_ in branches.items():
+                expr = expr.when(pol == v).then(b_[i])
+            return expr.otherwise(pl.lit(None, pl.String))
+
+        # outcome: same | crm | wave | dec | wait | keep_crm / keep_wave (one-way: the edit stays where it was made)
+        # and why (for the conflicts record; null: nothing to record).
+        outcome = (
+            pl.when(~both).then(pl.when(crm_only).then(pl.lit("crm")).otherwise(pl.lit("wave")))
+            .when(c.eq_missing(w)).then(pl.lit("same"))
+            .when(dec_ok).then(pl.lit("dec"))
+            .when(first_state & c.is_null()).then(pl.lit("wave"))
+            .when(first_state & w.is_null()).then(pl.lit("crm"))
+            .when(first_state).then(per_policy(0))
+            .when(c.eq_missing(b)).then(per_policy(1))  # changed in Wave only
+            .when(w.eq_missing(b)).then(per_policy(2))  # changed in the CRM only
+            .otherwise(per_policy(3))
+        )
+        why = (
+            pl.when(~both | c.eq_missing(w) | dec_ok).then(None)
+            .when(first_state & (c.is_null() | w.is_null())).then(None)
+            .when(first_state).then(pl.lit("differed when first linked"))
+            .when(c.eq_missing(b)).then(per_policy(4))
+            .when(w.eq_missing(b)).then(per_policy(5))
+            .otherwise(per_policy(6))
+        )
+        whys[f] = why
+        outcome_cols += [outcome.alias(f + "__o"), first_state.alias(f + "__first")]
+    df = df.with_columns(outcome_cols)
+
+    desired, agreed_cols = [], []
     for f in fields:
         c, w, b = pl.col(f + CRM), pl.col(f + WAVE), pl.col(f + BASE)
         if f in one_way:
             desired.append(pl.when(pl.col("_wave_present")).then(w).otherwise(c).alias(f))
             continue
-        desired.append(
-            pl.when(~both).then(pl.when(crm_only).then(c).otherwise(w))
-            .when(c.eq_missing(w)).then(c)
-            .when(c.eq_missing(b)).then(w)
-            .when(w.eq_missing(b)).then(c)
-            .when(crm_newer & c.is_not_null()).then(c)
-            .when(crm_newer).then(w)
-            .when(w.is_not_null()).then(w)
-            .otherwise(c)
-            .alias(f)
-        )
-        conflicts.append(
-            (both & ~c.eq_missing(w) & ~c.eq_missing(b) & ~w.eq_missing(b)).alias(f + "__conflict")
-        )
+        o = pl.col(f + "__o")
+        value = pl.when(o.is_in(["wave", "keep_crm"])).then(w)
+        if f + "__qv" in df.columns:
+            value = value.when(o == "dec").then(pl.col(f + "__qv"))
+        desired.append(value.otherwise(c).alias(f))
         agreed_cols.append(pl.when(both & c.eq_missing(w)).then(c).otherwise(b).alias(f + "__agreed"))
         agreed_cols.append((both & c.eq_missing(w) & ~c.eq_missing(b)).alias(f + "__moved"))
-    df = df.with_columns(*desired, *conflicts, *agreed_cols)
+    held = {}
+    for side, keeps in (("crm", ["keep_crm", "wait"]), ("wave", ["keep_wave", "wait"])):
+        parts = [pl.when(pl.col(f + "__o").is_in(keeps)).then(pl.lit(f)) for f in two_way]
+        joined = pl.concat_str(parts, separator=",", ignore_nulls=True) if parts else pl.lit("")
+        held[side] = pl.when(joined.str.len_bytes() > 0).then(joined).otherwise(pl.lit(None, pl.String)).alias(HELD[side])
+    df = df.with_columns(*desired, *agreed_cols, held["crm"], held["wave"])
 
-    conflict_rows = []
-    for f in fields:
-        if f in one_way:
+    conflict_rows, wait_rows, fate_rows = [], [], []
+    # Which fields have any conflict or wait at all (one pass), so that only those are filtered.
+    flags = df.select([(pl.col(f + "__o").is_in(["crm", "wave"]) & both
+                        & ~pl.col(f + CRM).eq_missing(pl.col(f + WAVE))).any().alias(f + "|c") for f in two_way] + [(pl.col(f + "__o") == "wait").any().alias(f + "|w") for f in two_way]
+                      ).row(0, named=True) if two_way and df.height else {}
+    for f in two_way:
+        o = pl.col(f + "__o")
+        if f + "__qk" not in df.columns and not flags.get(f + "|c") and not flags.get(f + "|w"):
             continue
         conflict_rows.append(
-            df.filter(pl.col(f + "__conflict")).select(
+            df.filter(whys[f].is_not_null() & (o != "wait")).select(
                 "global_id",
                 pl.lit(f).alias("field"),
                 pl.col(f + CRM).alias("crm_value"),
                 pl.col(f + WAVE).alias("wave_value"),
                 pl.col(f + BASE).alias("base_value"),
                 pl.when(pl.col(f).eq_missing(pl.col(f + CRM))).then(pl.lit("crm")).otherwise(pl.lit("wave")).alias("winner"),
-                pl.when(pl.col("has_base")).then(pl.lit("changed on both sides")).otherwise(pl.lit("differed when first linked")).alias("reason"),
+                whys[f].alias("reason"),
             )
         )
-    conflict_frame = pl.concat(conflict_rows) if conflict_rows else pl.DataFrame(
-        schema={"global_id": pl.String, "field": pl.String, "crm_value": pl.String, "wave_value": pl.String,
-                "base_value": pl.String, "winner": pl.String, "reason": pl.String})
-    two_way = [f for f in fields if f not in one_way]
+        wait_rows.append(df.filter(o == "wait").select(
+            "global_id", pl.lit(f).alias("field"), pl.col(f + CRM).alias("crm_value"), pl.col(f + WAVE).alias("wave_value"),
+            pl.col(f + BASE).alias("base_value"),
+            pl.when(pl.col(f + "__first")).then(pl.lit("first_sync")).otherwise(pl.lit("review")).alias("kind"),
+            pl.col("crm_modified").cast(pl.String), pl.col("wave_modified").cast(pl.String)))
+        if f + "__qk" in df.columns:
+            c, w = pl.col(f + CRM), pl.col(f + WAVE)
+            qc, qw, qv, qd = (pl.col(f + s) for s in ("__qc", "__qw", "__qv", "__qd"))
+            status = (
+                pl.when(qd.fill_null(False) & c.eq_missing(qv) & w.eq_missing(qv)).then(pl.lit("applied"))
+                .when(qd.fill_null(False) & (o == "dec")).then(pl.lit("decided"))
+                .when(~qd.fill_null(False) & (o == "wait") & c.eq_missing(qc) & w.eq_missing(qw)).then(pl.lit("open"))
+                .otherwise(pl.lit("superseded"))
+            )
+            fate_rows.append(df.filter(pl.col(f + "__qk").is_not_null()).select("global_id", pl.lit(f).alias("field"),
+                                                                                 status.alias("status")))
+    conflict_frame = pl.concat(conflict_rows).cast(_CONFLICT_SCHEMA) if conflict_rows else pl.DataFrame(schema=_CONFLICT_SCHEMA)
+    waits = pl.concat(wait_rows).cast(WAIT_SCHEMA) if wait_rows else pl.DataFrame(schema=WAIT_SCHEMA)
+    fates = pl.concat(fate_rows).cast(FATE_SCHEMA) if fate_rows else pl.DataFrame(schema=FATE_SCHEMA)
     moved = pl.any_horizontal([pl.col(f + "__moved") for f in two_way]) if two_way else pl.lit(False)
     agreed_frame = df.filter(moved).select("global_id", *[pl.col(f + "__agreed").alias(f) for f in two_way])
-    df = df.drop([c for c in df.columns if c.endswith(("__conflict", "__agreed", "__moved", BASE))]
-                 + ["_both", "_crm_only", "_crm_newer", "_wave_present"])
-    return MergeResult(merged=df, conflicts=conflict_frame, agreed=agreed_frame)
+    df = df.drop([c for c in df.columns if c.endswith(("__agreed", "__moved", BASE, "__o", "__first"))]
+                 + queue_cols + type_cols + ["_type", "_both", "_crm_only", "_crm_newer", "_wave_present"])
+    return MergeResult(merged=df, conflicts=conflict_frame, agreed=agreed_frame, waits=waits, fates=fates)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from crm_wave.mapping.flows import FLOWS, FieldMap, Flow, MergeKey
+from crm_wave.mapping.policy import Policy
 
 __all__ = ["render_mappings_markdown", "field_row", "table_header", "merge_sentence", "main"]
 
@@ -52,7 +53,8 @@ _RULES = """\
 - Conflicts: per field, against the last value both sides agreed on. A field changed
   on one side only takes that side's value. Changed on both sides: the side with the
   newer modification time wins (`UpdatedAt` vs `modifiedAt`), an empty value never
-  overwrites a non-empty one, and the conflict is recorded for analysts.
+  overwrites a non-empty one, and the conflict is recorded for analysts. This is the
+  default field policy `newest`; "Who wins" below lists the others.
 - Deletes are never propagated blindly: a delete on one side is recorded and held
   for approval (products: archive; customers and orders: delete on approval).
 - Values are normalised before comparison (trim, case of emails, decimal scale,
@@ -145,11 +147,69 @@ def render_flow(number: int, flow: Flow) -> str:
     return "\n\n".join(parts)
 
 
-def render_mappings_markdown(flows: Sequence[Flow] = FLOWS) -> str:
-    """The whole `docs/mappings.md` for `flows` (default: the project's FLOWS)."""
+_WHO_WINS = """\
+## Who wins
+Configured per deployment in a TOML file: `CRM_WAVE_POLICY` names it, else
+`<data dir>/policy.toml` (per tenant). It is checked when `crm-wave sync` and
+`crm-wave plan` start (a wrong flow, field or value stops them with a one-line error),
+and `crm-wave plan` prints it. Without a file every field is `newest` and the first
+sync is `review`.
+
+```toml
+first_sync = "review"          # review | crm | wave | newest
+
+[fields.product]               # a flow: customer_organization, customer_person, order, product
+Name = "crm"                   # [fields.customer] sets both customer flows
+
+[fields.customer_organization]
+Currency = "wave"
+```
+
+| Field policy | Edit in the CRM only | Edit in Wave only | Edits on both sides |
+|---|---|---|---|
+| `newest` (default) | reaches Wave | reaches the CRM | the newer edit wins (an empty value never overwrites a non-empty one); recorded |
+| `crm` | reaches Wave | overwritten by the CRM's value; recorded | the CRM's value wins; recorded |
+| `wave` | overwritten by Wave's value; recorded | reaches the CRM | Wave's value wins; recorded |
+| `crm->wave` | reaches Wave | stays in Wave only (not copied back, not overwritten) | the CRM's value wins; recorded |
+| `wave->crm` | stays in the CRM only (not copied back, not overwritten) | reaches the CRM | Wave's value wins; recorded |
+| `review` | reaches Wave | reaches the CRM | waits in the conflict queue; nothing is written for the field until decided |
+
+First sync: when a CRM and a Wave record are linked by merge key and a field holds two
+different non-empty values that were never agreed, `first_sync = "review"` (the default)
+queues each difference and writes nothing for it; `crm`, `wave` or `newest` decides at
+once and records it (reason "differed when first linked"). A field whose policy names an
+owner (`crm`, `wave`, `crm->wave`, `wave->crm`) follows its owner instead, and a `review`
+field always waits. An empty side is filled in from the other without asking. A person's
+`Name` is derived from `FirstName` and `LastName` and takes no policy; the one-way rows of
+the mapping (Wave -> CRM) take none either.
+
+The conflict queue: `crm-wave conflicts` lists the open items (entity, field, both values,
+the base, when each side changed); `crm-wave conflicts resolve ID... --take crm|wave|newest`
+or `--value TEXT` (or `--all`) decides; the next sync writes the decided value to the side(s)
+that differ, and the item is kept with who decided what, when (`crm-wave conflicts history`,
+SQL views `open_conflicts` and `conflict_decisions`). An item is superseded when either side
+changes the field again before the decision is applied; the new difference is queued afresh.
+Records and fields that wait never hold up the others."""
+
+
+def render_policy(policy: Policy) -> str:
+    """The configured field policies as a table (for `--policy`), or a sentence when all are `newest`."""
+    head = f"First sync: `{policy.first_sync}`."
+    if not policy.fields:
+        return head + " Every field: `newest`."
+    rows = "\n".join(f"| {flow} | `{name}` | `{value}` |" for (flow, name), value in sorted(policy.fields.items()))
+    return f"{head} Every field not listed: `newest`.\n\n| Flow | Field | Policy |\n|---|---|---|\n{rows}"
+
+
+def render_mappings_markdown(flows: Sequence[Flow] = FLOWS, policy: Policy | None = None) -> str:
+    """The whole `docs/mappings.md` for `flows` (default: the project's FLOWS); `policy`: also the
+    configured policy of one deployment."""
     sections = [GENERATED_HEADER, _INTRO]
     sections += [render_flow(i, flow) for i, flow in enumerate(flows, start=1)]
     sections.append(_RULES)
+    sections.append(_WHO_WINS)
+    if policy is not None:
+        sections.append(f"### This deployment's policy ({policy.source})\n\n{render_policy(policy)}")
     return "\n\n".join(sections) + "\n"
 
 
@@ -177,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Print docs/mappings.md rendered from crm_wave/mapping/flows.py, or check a file against it.",
     )
     parser.add_argument("--check", metavar="PATH", type=Path, help="exit 1 with a diff when PATH differs")
+    parser.add_argument("--policy", metavar="TOML", type=Path, help="also render this deployment's policy file")
     args = parser.parse_args(argv)
     if args.check is not None:
         ok, diff = check(args.check)
@@ -185,7 +246,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"{args.check} is out of date; regenerate with: {REGENERATE}\n")
             return 1
         return 0
-    sys.stdout.write(render_mappings_markdown())
+    policy = None
+    if args.policy is not None:
+        import os
+
+        from crm_wave.mapping.policy import PolicyError, load_policy
+
+        try:
+            policy = load_policy(args.policy.parent, {**os.environ, "CRM_WAVE_POLICY": str(args.policy)})
+        except PolicyError as exc:
+            sys.stderr.write(f"{exc}\n")
+            return 2
+    sys.stdout.write(render_mappings_markdown(policy=policy))
     return 0
 
 

@@ -100,3 +100,26 @@ CREATE TABLE IF NOT EXISTS step_marks (
     mark BIGINT NOT NULL,
     PRIMARY KEY (step, source)
 );
+-- The conflict queue: field differences that wait for a person (policy `review`, and the first sync),
+-- and their decisions. Rows are kept as history: status open -> decided -> applied, or superseded when
+-- a later edit (or a policy change) made the item moot. See crm_wave/store/queue.py.
+CREATE SEQUENCE IF NOT EXISTS conflict_queue_seq;
+CREATE TABLE IF NOT EXISTS conflict_queue (
+    id BIGINT PRIMARY KEY DEFAULT nextval('conflict_queue_seq'),
+    entity VARCHAR NOT NULL,
+    global_id VARCHAR NOT NULL,
+    field VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,         -- first_sync | review
+    crm_value VARCHAR,
+    wave_value VARCHAR,
+    base_value VARCHAR,
+    crm_modified VARCHAR,
+    wave_modified VARCHAR,
+    detected_at TIMESTAMP NOT NULL,
+    status VARCHAR NOT NULL,       -- open | decided | applied | superseded
+    decision VARCHAR,              -- crm | wave | value
+    value VARCHAR,                 -- the decided value (canonical cell)
+    decided_by VARCHAR,
+    decided_at TIMESTAMP,
+    closed_at TIMESTAMP
+);

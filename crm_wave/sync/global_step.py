@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import zlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,7 +44,9 @@ from crm_wave.mapping.canonical import (
 )
 from crm_wave.mapping.flows import flows_for
 from crm_wave.mapping.normalize import canonical_series
+from crm_wave.mapping.policy import Policy, field_policy_exprs, load_policy
 from crm_wave.store.db import Store
+from crm_wave.store.queue import read_queue, reconcile
 from crm_wave.sync.cells import lines_cell_series
 from crm_wave.sync.names import dataset, global_table
 from crm_wave.sync.refs import line_products, links_where
@@ -52,7 +55,7 @@ __all__ = ["GlobalResult", "build_global", "merge_fields", "one_way_fields", "re
 
 #: Bump when the canonical mapping or the merge changes in a way `flows.py` does not show:
 #: every step then rebuilds its table once.
-ENGINE_VERSION = 3
+ENGINE_VERSION = 4
 #: `changes.writer` of the global step's own writes.
 OWN = "global"
 SIDES = ("crm", "wave")
@@ -388,7 +391,9 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     step = f"global_{entity}"
     table = global_table(entity)
     names = {s: dataset(s, entity) for s in SIDES}
-    fp = fingerprint(entity)
+    policy = load_policy(store.path.parent, os.environ)
+    # A policy change re-merges everything once (open waits may be decided by it).
+    fp = zlib.crc32(f"{fingerprint(entity)}|{policy.key}".encode())
     whole: dict[str, pl.DataFrame] | None = None
     with store.connect() as con:
         marks = store.read_marks(con, step)
@@ -459,7 +464,8 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
                 crm = _load(store, con, "crm", entity, part["crm_id"].drop_nulls(), refs["crm"])
                 wave = _load(store, con, "wave", entity, part["wave_id"].drop_nulls(), refs["wave"])
             agreed = store.read_agreed_frame(con, entity, fields, part["global_id"])
-        merged, conflicts, agreed_now = _merge(entity, part, crm, wave, agreed, fields)
+            queue = read_queue(con, entity, part["global_id"])
+        merged, conflicts, agreed_now, waits, fates = _merge(entity, part, crm, wave, agreed, fields, policy, queue)
         del crm, wave, agreed
         whole = None
         with store.connect() as con:
@@ -471,6 +477,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
             else:
                 store.insert_rows(con, staging, merged)
             n_conflicts += store.record_conflicts(con, entity, conflicts, naive_now)
+            reconcile(con, entity, waits, fates, naive_now)
             store.upsert_agreed(con, entity, agreed_now, naive_now, log=False)
         del merged
     with store.connect() as con:
@@ -491,9 +498,12 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
 
 
 def _merge(entity: str, links: pl.DataFrame, crm: pl.DataFrame, wave: pl.DataFrame, agreed: pl.DataFrame,
-           fields: list[str]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """(golden rows, conflicts, newly agreed values) of the global ids in `links`."""
-    result = merge_records(links, crm, wave, agreed, fields, one_way_fields(entity))
+           fields: list[str], policy: Policy | None = None, queue: pl.DataFrame | None = None,
+           ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(golden rows, conflicts, newly agreed values, waits, queue fates) of the global ids in `links`."""
+    policy = policy or Policy()
+    result = merge_records(links, crm, wave, agreed, fields, one_way_fields(entity),
+                           policy=field_policy_exprs(policy, entity), first_sync=policy.first_sync, queue=queue)
     merged = _golden(result.merged, crm, wave, entity)
     # The values agreed in this pass are the base from now on (as a rebuild would show it).
     merged = merged.with_columns((pl.col("has_base") | pl.col("global_id").is_in(result.agreed["global_id"].implode()))
@@ -504,7 +514,7 @@ def _merge(entity: str, links: pl.DataFrame, crm: pl.DataFrame, wave: pl.DataFra
         persons = merged.filter(pl.col("Type") == "person").select("global_id")
         conflicts = conflicts.join(persons.with_columns(pl.lit(True).alias("_p")), on="global_id", how="left").filter(
             ~((pl.col("field") == "Name") & pl.col("_p").fill_null(False))).drop("_p")
-    return merged, conflicts, result.agreed
+    return merged, conflicts, result.agreed, result.waits, result.fates
 
 
 def _with_key_peers(store: Store, con: duckdb.DuckDBPyConnection, entity: str, frames: dict[str, pl.DataFrame],

@@ -20,6 +20,7 @@ import polars as pl
 
 from crm_wave.store.db import Store
 from crm_wave.sync.engine import run_pass
+from crm_wave.sync.plan_reviews import copy_policy, planned_reviews
 from crm_wave.sync.stages import READ_ONLY, STAGES
 
 __all__ = ["PlannedWrite", "plan"]
@@ -50,8 +51,11 @@ class PlannedWrite:
         return [head] + [f"    {f}: {json.dumps(old)} -> {json.dumps(new)}" for f, (old, new) in sorted(self.fields.items())]
 
 
-def plan(store: Store, clients: dict[str, Any], now: datetime) -> list[PlannedWrite]:
-    """Everything the next sync would do, computed on a scratch copy of `store`'s file."""
+def plan(store: Store, clients: dict[str, Any], now: datetime, *, reviews: list[dict] | None = None) -> list[PlannedWrite]:
+    """Everything the next sync would do, computed on a scratch copy of `store`'s file.
+
+    `reviews`, if given, receives the conflict-queue items that would wait for a person after
+    the sync (items not recorded yet have no id)."""
     with tempfile.TemporaryDirectory(prefix="crm-wave-plan-") as tmp:
         scratch_path = Path(tmp) / store.path.name
         with store.locked():
@@ -60,6 +64,7 @@ def plan(store: Store, clients: dict[str, Any], now: datetime) -> list[PlannedWr
             wal = store.path.with_name(store.path.name + ".wal")
             if wal.exists():
                 shutil.copyfile(wal, scratch_path.with_name(scratch_path.name + ".wal"))
+        copy_policy(store.path.parent, Path(tmp))
         scratch = Store(scratch_path)
         run_pass(scratch, clients, now=now, only={s.name for s in STAGES if s.kind in READ_ONLY})
         out: list[PlannedWrite] = []
@@ -72,4 +77,6 @@ def plan(store: Store, clients: dict[str, Any], now: datetime) -> list[PlannedWr
                     changes, before = json.loads(r["changes"]), json.loads(r["before"])
                     out.append(PlannedWrite(s.system or "", s.entity, r["global_id"], r["target_id"], r["op"],
                                             {f: (before.get(f), v) for f, v in changes.items()}, r["reason"]))
+        if reviews is not None:
+            reviews.extend(planned_reviews(store, scratch))
         return out

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from crm_wave.logic.merge import HELD
 from crm_wave.logic.share import SHARE_SCHEMA, share_diff
 from crm_wave.store.db import Store
 from crm_wave.sync.global_step import (
@@ -97,8 +98,21 @@ def _hold(merged: pl.DataFrame, field: str, cond: pl.Expr, target: str) -> pl.Da
     )
 
 
+def _hold_listed(merged: pl.DataFrame, target: str, entity: str) -> pl.DataFrame:
+    """Keep the target's value of the fields the merge listed in `held__<target>` (they wait for a
+    person, or are one-way and were edited on this side)."""
+    col = HELD[target]
+    if col not in merged.columns or merged[col].null_count() == merged.height:
+        return merged
+    listed = pl.lit(",") + pl.col(col) + pl.lit(",")
+    for f in target_fields(entity, target):
+        merged = _hold(merged, f, listed.str.contains(f",{f},", literal=True).fill_null(False), target)
+    return merged
+
+
 def compute_share(merged: pl.DataFrame, target: str, entity: str, links: dict[str, pl.DataFrame]) -> pl.DataFrame:
     """The share rows of the golden rows `merged` (any subset of the golden table)."""
+    merged = _hold_listed(merged, target, entity)
     wait_col = None
     if entity == "order":
         merged = merged.with_columns(_order_waits(merged, target, links))
