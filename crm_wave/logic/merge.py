@@ -33,15 +33,15 @@ CRM, WAVE, BASE = "__crm", "__wave", "__base"
 HELD = {"crm": "held__crm", "wave": "held__wave"}
 
 #: Open and decided conflict-queue items the merge reads.
-QUEUE_SCHEMA = {"global_id": pl.String, "field": pl.String, "kind": pl.String, "crm_value": pl.String,
-                "wave_value": pl.String, "decided": pl.Boolean, "value": pl.String}
+QUEUE_SCHEMA = pl.Schema({"global_id": pl.String, "field": pl.String, "kind": pl.String, "crm_value": pl.String,
+                "wave_value": pl.String, "decided": pl.Boolean, "value": pl.String})
 #: Fields that wait for a person, found by this merge.
-WAIT_SCHEMA = {"global_id": pl.String, "field": pl.String, "crm_value": pl.String, "wave_value": pl.String,
-               "base_value": pl.String, "kind": pl.String, "crm_modified": pl.String, "wave_modified": pl.String}
+WAIT_SCHEMA = pl.Schema({"global_id": pl.String, "field": pl.String, "crm_value": pl.String, "wave_value": pl.String,
+               "base_value": pl.String, "kind": pl.String, "crm_modified": pl.String, "wave_modified": pl.String})
 #: What became of each queue item given: open (still waiting), decided (not applied yet), applied, superseded.
-FATE_SCHEMA = {"global_id": pl.String, "field": pl.String, "status": pl.String}
-_CONFLICT_SCHEMA = {"global_id": pl.String, "field": pl.String, "crm_value": pl.String, "wave_value": pl.String,
-                    "base_value": pl.String, "winner": pl.String, "reason": pl.String}
+FATE_SCHEMA = pl.Schema({"global_id": pl.String, "field": pl.String, "status": pl.String})
+_CONFLICT_SCHEMA = pl.Schema({"global_id": pl.String, "field": pl.String, "crm_value": pl.String, "wave_value": pl.String,
+                    "base_value": pl.String, "winner": pl.String, "reason": pl.String})
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import polars as pl
 
 from crm_wave.logic.decide import DecisionError, decided_value
 from crm_wave.logic.merge import QUEUE_SCHEMA, WAIT_SCHEMA
+from crm_wave.store.connection import registered
 
 __all__ = ["read_queue", "reconcile", "list_items", "decide", "ITEM_COLUMNS", "WRITER"]
 
@@ -32,14 +33,11 @@ def read_queue(con: duckdb.DuckDBPyConnection, entity: str, global_ids: pl.Serie
     """Open and decided items of these global ids, as the merge reads them (`QUEUE_SCHEMA`)."""
     if global_ids.len() == 0:
         return pl.DataFrame(schema=QUEUE_SCHEMA)
-    con.register("_queue_ids", pl.DataFrame({"global_id": global_ids.cast(pl.String)}))
-    try:
+    with registered(con, "_queue_ids", pl.DataFrame({"global_id": global_ids.cast(pl.String)})):
         frame = con.execute(
             "SELECT global_id, field, kind, crm_value, wave_value, status = 'decided' AS decided, value "
             "FROM conflict_queue WHERE entity = ? AND status IN ('open', 'decided') "
             "AND global_id IN (SELECT global_id FROM _queue_ids) ORDER BY id", [entity]).pl()
-    finally:
-        con.unregister("_queue_ids")
     return frame.cast(QUEUE_SCHEMA) if frame.height else pl.DataFrame(schema=QUEUE_SCHEMA)
 
 
@@ -48,18 +46,14 @@ def reconcile(con: duckdb.DuckDBPyConnection, entity: str, waits: pl.DataFrame, 
     """Close the items the merge found applied or superseded; add the new waits; return how many are new."""
     closing = fates.filter(pl.col("status").is_in(["applied", "superseded"]))
     if closing.height:
-        con.register("_queue_fates", closing)
-        try:
+        with registered(con, "_queue_fates", closing):
             con.execute(
                 "UPDATE conflict_queue q SET status = f.status, closed_at = ? FROM _queue_fates f "
                 "WHERE q.entity = ? AND q.status IN ('open', 'decided') AND q.global_id = f.global_id "
                 "AND q.field = f.field", [now, entity])
-        finally:
-            con.unregister("_queue_fates")
     if waits.height == 0:
         return 0
-    con.register("_queue_waits", waits.cast(WAIT_SCHEMA))
-    try:
+    with registered(con, "_queue_waits", waits.cast(WAIT_SCHEMA)):
         ((n,),) = con.execute(
             "INSERT INTO conflict_queue (entity, global_id, field, kind, crm_value, wave_value, base_value, "
             "crm_modified, wave_modified, detected_at, status) "
@@ -67,17 +61,15 @@ def reconcile(con: duckdb.DuckDBPyConnection, entity: str, waits: pl.DataFrame, 
             "w.wave_modified, ?, 'open' FROM _queue_waits w WHERE NOT EXISTS (SELECT 1 FROM conflict_queue q "
             "WHERE q.entity = ? AND q.global_id = w.global_id AND q.field = w.field AND q.status IN ('open', 'decided'))",
             [entity, now, entity]).fetchall()
-    finally:
-        con.unregister("_queue_waits")
     return int(n)
 
 
 def list_items(con: duckdb.DuckDBPyConnection, *, statuses: Sequence[str] = ("open",),
                ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
     """Queue items with these statuses (or these ids), oldest first."""
-    where, params = "status IN (SELECT unnest(?))", [list(statuses)]
+    where, params = "status IN (SELECT unnest(?))", [list[Any](statuses)]
     if ids is not None:
-        where, params = "id IN (SELECT unnest(?))", [list(ids)]
+        where, params = "id IN (SELECT unnest(?))", [list[Any](ids)]
     rows = con.execute(f"SELECT {', '.join(ITEM_COLUMNS)} FROM conflict_queue WHERE {where} ORDER BY id", params).fetchall()
     return [dict(zip(ITEM_COLUMNS, r)) for r in rows]
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, cast
 
 import polars as pl
 
 from crm_wave.store.db import VERSION_SCHEMA, Store, body_text
 from crm_wave.sync.names import CRM_RESOURCE, dataset, namespaced
+from crm_wave.systems.protocols import Client, CrmApi, WaveApi
 
 __all__ = ["CollectResult", "CollectError", "collect", "deleted_versions"]
 
@@ -52,7 +54,7 @@ class _Chunks:
         self.frames: list[pl.DataFrame] = []
         self.count = 0
 
-    def add(self, records: list[tuple[str, bool, str | None, int | None, dict | None]]) -> None:
+    def add(self, records: Sequence[tuple[str, bool, Any, int | None, dict | None]]) -> None:
         if records:
             self.frames.append(_frame(self.prefix, records))
             self.count += len(records)
@@ -61,7 +63,7 @@ class _Chunks:
         return pl.concat(self.frames) if self.frames else pl.DataFrame(schema=VERSION_SCHEMA)
 
 
-def _frame(prefix: str, records: list[tuple[str, bool, str | None, int | None, dict | None]]) -> pl.DataFrame:
+def _frame(prefix: str, records: Sequence[tuple[str, bool, Any, int | None, dict | None]]) -> pl.DataFrame:
     sids = [r[0] for r in records]
     return pl.DataFrame({
         "_id": [prefix + sid for sid in sids],
@@ -80,7 +82,7 @@ def deleted_versions(system: str, entity: str, source_ids: list[str]) -> pl.Data
     return _frame(namespaced(system, entity, ""), [(i, True, None, None, None) for i in source_ids])
 
 
-def _crm_records(client: Any, entity: str, cursor: str | None, out: _Chunks) -> str | None:
+def _crm_records(client: CrmApi, entity: str, cursor: str | None, out: _Chunks) -> str | None:
     next_cursor = cursor
     for page in client.read_changes(CRM_RESOURCE[entity], cursor):
         records = []
@@ -92,16 +94,12 @@ def _crm_records(client: Any, entity: str, cursor: str | None, out: _Chunks) -> 
     return next_cursor
 
 
-def _wave_pages(client: Any, entity: str, after: str | None):
-    pages = getattr(client, {"customer": "iter_customers", "product": "iter_products", "order": "iter_invoices"}[entity], None)
-    if pages is not None:
-        yield from pages(modified_after=after)
-        return
-    read = {"customer": client.list_customers, "product": client.list_products, "order": client.list_invoices}[entity]
-    yield read(modified_after=after)
+def _wave_pages(client: WaveApi, entity: str, after: str | None) -> Iterator[list[dict[str, Any]]]:
+    pages = {"customer": client.iter_customers, "product": client.iter_products, "order": client.iter_invoices}[entity]
+    return pages(modified_after=after)
 
 
-def _wave_records(client: Any, entity: str, cursor: str | None, started: datetime, out: _Chunks) -> str | None:
+def _wave_records(client: WaveApi, entity: str, cursor: str | None, started: datetime, out: _Chunks) -> str | None:
     after = None
     if cursor:
         after = (datetime.fromisoformat(cursor.replace("Z", "+00:00")) - WAVE_CURSOR_LAG).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
@@ -123,7 +121,7 @@ def _wave_records(client: Any, entity: str, cursor: str | None, started: datetim
     return newest
 
 
-def collect(store: Store, system: str, entity: str, client: Any, now: datetime, *,
+def collect(store: Store, system: str, entity: str, client: Client, now: datetime, *,
             full: bool | None = None, full_every: timedelta = timedelta(hours=1)) -> CollectResult:
     """Collect `entity` (stem) from `system` ("crm" or "wave") through its client."""
     name = dataset(system, entity)
@@ -131,18 +129,19 @@ def collect(store: Store, system: str, entity: str, client: Any, now: datetime, 
         cursor, last_full = store.get_cursor(con, name)
     if full is None:
         full = cursor is None or last_full is None or now - last_full.replace(tzinfo=now.tzinfo) >= full_every
-    if system == "crm" and getattr(client, "always_full", lambda _r: False)(CRM_RESOURCE[entity]):
+    if system == "crm" and cast(CrmApi, client).always_full(CRM_RESOURCE[entity]):
         full = True  # a CRM without a change listing: every read is whole, and shows deletes too
     started = utcnow()
     chunks = _Chunks(system, entity)
     if system == "crm":
-        next_cursor = _crm_records(client, entity, None if full else cursor, chunks)
+        next_cursor = _crm_records(cast(CrmApi, client), entity, None if full else cursor, chunks)
     else:
-        next_cursor = _wave_records(client, entity, None if full else cursor, started, chunks)
+        wave = cast(WaveApi, client)
+        next_cursor = _wave_records(wave, entity, None if full else cursor, started, chunks)
         if not full and entity == "order":  # payments and overdue need not move modifiedAt
             from crm_wave.sync.wave_survival import reread_open_invoices, seen_ids
 
-            chunks.add(reread_open_invoices(store, client, seen_ids(chunks.frames)))
+            chunks.add(reread_open_invoices(store, wave, seen_ids(chunks.frames)))
     frame = chunks.frame()
     deleted = int(frame["_deleted"].sum())
     with store.connect() as con:

@@ -27,6 +27,7 @@ from crm_wave.sync.global_step import GlobalResult, build_global
 from crm_wave.sync.push import PushPolicy, PushResult, push
 from crm_wave.sync.share_step import ShareResult, build_share
 from crm_wave.sync.stages import STAGES, SYSTEMS, Stage
+from crm_wave.systems.protocols import Client
 
 __all__ = ["PassResult", "StageResult", "run_pass", "sync_once", "SYSTEMS"]
 
@@ -65,7 +66,7 @@ class PassResult:
         return sum(p.writes for p in self.pushes)
 
 
-def _run_stage(store: Store, s: Stage, clients: Mapping[str, Any], now: datetime, full: bool | None,
+def _run_stage(store: Store, s: Stage, clients: Mapping[str, Client], now: datetime, full: bool | None,
                run_id: str | None, business_id: str | None, policy: PushPolicy,
                progress: Callable[[str], None] | None) -> StageResult:
     if s.kind == "collect":
@@ -82,7 +83,7 @@ def _run_stage(store: Store, s: Stage, clients: Mapping[str, Any], now: datetime
                     progress=progress, business_id=business_id if s.system == "wave" else None)
 
 
-def run_pass(store: Store, clients: Mapping[str, Any], *, now: datetime | None = None, full: bool | None = None,
+def run_pass(store: Store, clients: Mapping[str, Client], *, now: datetime | None = None, full: bool | None = None,
              run_id: str | None = None, business_id: str | None = None, only: Collection[str] | None = None,
              policy: PushPolicy = PushPolicy(), progress: Callable[[str], None] | None = None,
              on_stage: Callable[[Stage, StageResult | CircuitOpen], None] | None = None) -> PassResult:
@@ -110,7 +111,7 @@ def run_pass(store: Store, clients: Mapping[str, Any], *, now: datetime | None =
     return out
 
 
-def sync_once(store: Store, clients: Mapping[str, Any], *, max_passes: int = 4, full: bool | None = None,
+def sync_once(store: Store, clients: Mapping[str, Client], *, max_passes: int = 4, full: bool | None = None,
               clock: Callable[[], datetime] = utcnow, run_id: str | None = None,
               business_id: str | None = None) -> list[PassResult]:
     """Run passes until one writes nothing (or `max_passes`); return every pass's result.

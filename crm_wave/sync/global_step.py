@@ -317,8 +317,9 @@ def golden_columns(entity: str) -> tuple[str, ...]:
     return tuple(_golden(result.merged, crm, wave, entity).columns)
 
 
-def _golden_schema(entity: str) -> dict[str, Any]:
-    return {c: (pl.Boolean if c in ("crm_deleted", "wave_deleted", "has_base") else pl.String) for c in golden_columns(entity)}
+def _golden_schema(entity: str) -> pl.Schema:
+    return pl.Schema({c: (pl.Boolean if c in ("crm_deleted", "wave_deleted", "has_base") else pl.String)
+                      for c in golden_columns(entity)})
 
 
 # ---- which orders a changed customer or product link touches ---------------------------
@@ -405,12 +406,13 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
         if incremental:
             logged = store.read_changes(con, marks["changes"], top_change)
             stars = logged.filter(pl.col("kind").is_in(["link", "agreed"]) & (pl.col("global_id") == "*"))
-            mine = (pl.col("entity") == entity) & (pl.col("writer").is_null() | (pl.col("writer") != OWN))
+            own = (pl.col("entity") == entity) & (pl.col("writer").is_null() | (pl.col("writer") != OWN))
             deps = pl.lit(entity == "order") & (pl.col("entity") != entity) & (pl.col("kind") == "link")
-            if stars.filter(mine | deps).height:
+            if stars.filter(own | deps).height:
                 incremental = False
         dep = {e: _all_links(store, con, e) for e in ("customer", "product")} if entity == "order" else {}
         refs = {s: {e: _ref_map(df, s) for e, df in dep.items()} for s in SIDES}
+        changed: dict[str, pl.Series | None]
         if incremental:
             changed = {s: store.changed_source_ids(con, names[s], marks[names[s]], top[names[s]]) for s in SIDES}
             frames = {s: _load(store, con, s, entity, changed[s], refs[s]) for s in SIDES}
@@ -448,7 +450,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
         else:
             mine = logged.filter((pl.col("entity") == entity) & pl.col("kind").is_in(["link", "agreed"])
                                  & (pl.col("writer").is_null() | (pl.col("writer") != OWN)))["global_id"]
-            touched = [mine, new_links["global_id"], pl.Series(dropped, dtype=pl.String), pl.Series(recovered, dtype=pl.String)]
+            touched: list[pl.Series] = [mine, new_links["global_id"], pl.Series(dropped, dtype=pl.String), pl.Series(recovered, dtype=pl.String)]
             if entity == "order":
                 touched.append(orders_touching(con, logged.filter(pl.col("entity") != "order")))
             links = links_where(con, entity, changed["crm"], changed["wave"], pl.concat(touched).unique())
@@ -532,8 +534,8 @@ def _with_key_peers(store: Store, con: duckdb.DuckDBPyConnection, entity: str, f
         col, other = f"{s}_id", f"{'wave' if s == 'crm' else 'crm'}_id"
         complete = links.filter(pl.col(other).is_not_null()).select(col).drop_nulls()
         open_ = frames[s].filter(~pl.col("deleted")).join(complete, on=col, how="anti")
-        for k in keys:
-            values[k] = pl.concat([values.get(k, pl.Series(k, [], pl.String)), open_[k].drop_nulls()])
+        for key in keys:
+            values[key] = pl.concat([values.get(key, pl.Series(key, [], pl.String)), open_[key].drop_nulls()])
     if all(v.len() == 0 for v in values.values()):
         return frames, links
     # Half-linked records and their key values, from the golden table (their cells are current:

@@ -42,6 +42,7 @@ import httpx
 
 from crm_wave.sync.names import CRM_RESOURCE
 from crm_wave.systems.http import ApiError
+from crm_wave.systems.protocols import CrmApi, WaveApi
 
 __all__ = ["CRM_FEEDS", "MAX_PAGES", "WAVE_FEEDS", "Look", "Unreachable", "look", "seed_marks"]
 
@@ -83,7 +84,7 @@ class Look:
 NO_FEED = "no-feed"
 
 
-def _crm_feed(crm: Any, resource: str, mark: str | None, max_pages: int) -> tuple[str, bool]:
+def _crm_feed(crm: CrmApi, resource: str, mark: str | None, max_pages: int) -> tuple[str, bool]:
     """(new mark, whether the feed had changes after an at-head `mark`)."""
     if crm.always_full(resource):
         return NO_FEED, False
@@ -113,7 +114,7 @@ def seed_marks(crm_cursors: Mapping[str, str | None]) -> dict[str, str]:
     return {f"crm:{r}": _BEHIND + c for r, c in crm_cursors.items() if r in CRM_FEEDS and c}
 
 
-def look(crm: Any, wave: Any, previous: Mapping[str, str] | None, *, max_pages: int = MAX_PAGES) -> Look:
+def look(crm: CrmApi, wave: WaveApi, previous: Mapping[str, str] | None, *, max_pages: int = MAX_PAGES) -> Look:
     """Ask both systems whether anything changed since `previous` (None: the first look).
 
     Raises `Unreachable` naming the system that failed; then nothing is known, and the

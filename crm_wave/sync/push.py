@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
@@ -32,6 +32,7 @@ from crm_wave.sync.refs import links_where, order_links
 from crm_wave.sync.share_step import target_fields
 from crm_wave.sync.validate import problems
 from crm_wave.systems.http import TransientError
+from crm_wave.systems.protocols import Client, CrmApi, WaveApi
 from crm_wave.systems.wave.client import Mutation, MutationResult, WaveBatchInterrupted
 from crm_wave.sync.wave_survival import locked_invoice_reason, park_locked, wave_record_gone
 
@@ -113,7 +114,7 @@ def _values(entity: str, cells: dict[str, str | None]) -> dict[str, Any]:
     return {f: (v if f == "Type" else from_cell(kinds.get(f, "text"), v)) for f, v in cells.items()}
 
 
-def push(store: Store, target: str, entity: str, client: Any, now: datetime, *, run_id: str | None = None,
+def push(store: Store, target: str, entity: str, client: Client, now: datetime, *, run_id: str | None = None,
          business_id: str | None = None, policy: PushPolicy = PushPolicy(),
          progress: Callable[[str], None] | None = None) -> PushResult:
     """Push the share table of (`target`, `entity`) through `client`; raise `CircuitOpen` if held."""
@@ -125,8 +126,12 @@ def push(store: Store, target: str, entity: str, client: Any, now: datetime, *, 
         rows, result = _plan(store, target, entity, now, policy, table)
         if not rows:
             return result
-        push_target = _WavePush(store, entity, client, business_id or client.business_id) if target == "wave" \
-            else _CrmPush(store, entity, client)
+        push_target: _WavePush | _CrmPush
+        if target == "wave":
+            wave = cast(WaveApi, client)
+            push_target = _WavePush(store, entity, wave, business_id or wave.business_id)
+        else:
+            push_target = _CrmPush(store, entity, cast(CrmApi, client))
         push_target.run(rows, result, now.replace(tzinfo=None), run_id, policy, progress)
         return result
 
@@ -179,8 +184,8 @@ class _TargetPush:
 
     system = ""
 
-    def __init__(self, store: Store, entity: str, client: Any) -> None:
-        self.store, self.entity, self.client = store, entity, client
+    def __init__(self, store: Store, entity: str) -> None:
+        self.store, self.entity = store, entity
 
     def fail(self, con: Any, row: _Row, fld: str | None, message: str, result: PushResult, now: datetime,
              run_id: str | None) -> None:
@@ -252,9 +257,9 @@ class _TargetPush:
 class _WavePush(_TargetPush):
     system = "wave"
 
-    def __init__(self, store: Store, entity: str, client: Any, business_id: str) -> None:
-        super().__init__(store, entity, client)
-        self.business_id = business_id
+    def __init__(self, store: Store, entity: str, client: WaveApi, business_id: str) -> None:
+        super().__init__(store, entity)
+        self.client, self.business_id = client, business_id
 
     def ops(self, row: _Row) -> list[Mutation]:
         """The Wave mutations for one row: a create, or a patch plus archive/approve."""
@@ -436,6 +441,10 @@ class _WavePush(_TargetPush):
 
 class _CrmPush(_TargetPush):
     system = "crm"
+
+    def __init__(self, store: Store, entity: str, client: CrmApi) -> None:
+        super().__init__(store, entity)
+        self.client = client
 
     def run(self, rows: list[_Row], result: PushResult, now: datetime, run_id: str | None, policy: PushPolicy,
             progress: Callable[[str], None] | None) -> None:

@@ -174,6 +174,7 @@ def _build_share(store: Store, target: str, entity: str, *, full: bool | None) -
                 dirty = pl.concat(sources).unique()
         # In parts, so that a rebuild of a large table needs bounded memory.
         if incremental:
+            assert dirty is not None  # set whenever the step stays incremental
             parts: list = [dirty.slice(i, CHUNK) for i in range(0, dirty.len(), CHUNK)] or [dirty]
         else:
             parts = store.row_ranges(con, gtable, CHUNK)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from datetime import date
@@ -30,7 +31,7 @@ def _unknown_ref(v: str) -> None:
         raise ValueError(f"refers to {sid}, which does not exist in {system}")
 
 
-_CHECKS = {
+_CHECKS: dict[str, Callable[[Any], Any]] = {
     "Email": normalize_email,
     "State": normalize_subdivision,
     "OrderDate": _date,

@@ -25,6 +25,7 @@ import polars as pl
 from crm_wave.store.db import Store
 from crm_wave.store.parking import park
 from crm_wave.sync.names import dataset
+from crm_wave.systems.protocols import WaveApi
 
 __all__ = ["OPEN_STATUSES", "reread_open_invoices", "wave_record_gone", "locked_invoice_reason", "park_locked"]
 
@@ -37,7 +38,7 @@ _LOCKED_FIELDS = {"items": "lines", "customerId": "customer", "currency": "curre
 Record = tuple[str, bool, str | None, int | None, dict | None]
 
 
-def reread_open_invoices(store: Store, client: Any, seen: set[str]) -> list[Record]:
+def reread_open_invoices(store: Store, client: WaveApi, seen: set[str]) -> list[Record]:
     """Collect records of the open invoices an incremental read did not return (`seen`): every
     invoice Wave lists as UNPAID, and a lookup of each invoice known open that it no longer lists
     (paid in full now, or deleted: a NOT_FOUND answer records it deleted)."""
@@ -74,7 +75,7 @@ def wave_record_gone(store: Store, con: Any, entity: str, wave_id: str, now: dat
     store.append_frame(con, dataset("wave", entity), deleted_versions("wave", entity, [wave_id]), now)
 
 
-def locked_invoice_reason(client: Any, invoice_id: str, paths: list[list[str]]) -> str | None:
+def locked_invoice_reason(client: WaveApi, invoice_id: str, paths: list[list[str]]) -> str | None:
     """Why Wave refused a patch of an invoice, in words, when the invoice is locked
     ("Wave invoice INV-0043 is PAID; its lines can no longer be changed"); None otherwise."""
     fields = [_LOCKED_FIELDS[p[1]] for p in paths if len(p) > 1 and p[1] in _LOCKED_FIELDS]
