@@ -38,3 +38,15 @@ def test_preview_reads_the_first_rows_of_the_merged_columns(tmp_path: Path):
     assert lines[0] == "| global_id | crm_state | wave_state | OrderNumber |"
     assert len(lines) == 2 + 3
     assert _preview(sync.store("default"), "missing_table").value == "_empty_"
+
+
+def test_order_totals_check_says_what_the_lines_add_up_to(tmp_path: Path):
+    sync = SyncResource(data_root=str(tmp_path))
+    lines = '[{"Quantity":"0.50","UnitPrice":"3580.99"},{"Quantity":"2.50","UnitPrice":"839.65"}]'
+    with sync.store("default").connect() as con:
+        con.execute("CREATE TABLE global_order (global_id VARCHAR, crm_state VARCHAR, wave_state VARCHAR, "
+                    "Total__crm VARCHAR, Total__wave VARCHAR, Lines VARCHAR, Currency VARCHAR)")
+        con.execute("INSERT INTO global_order VALUES ('g1', 'present', 'present', '3889.62', '3889.63', ?, 'NOK')",
+                    [lines])
+    _, mismatched = order_total_mismatches(sync.store("default"))
+    assert mismatched == ["g1: CRM 3889.62 vs Wave 3889.63; its lines add up to 3889.63"]
