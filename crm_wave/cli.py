@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -33,10 +34,12 @@ def _cmd_sim_crm(args: argparse.Namespace) -> int:
 def _cmd_sync(args: argparse.Namespace) -> int:
     import time
 
+    _, store = _settings_store(args.tenant)  # fails early, naming what is missing
+    _preflight(args.tenant)  # a wrong URL or token: one line now, not a failed run's stack traces
+
     from crm_wave.defs.run import SyncHeld, run_sync_job
     from crm_wave.report import format_summary, state_summary
 
-    _, store = _settings_store(args.tenant)  # fails early, naming what is missing
     while True:
         code = 0
         try:
@@ -84,6 +87,20 @@ def _settings_store(tenant: str):
     return settings, Store(settings.db_path)
 
 
+def _store(tenant: str):
+    """The tenant's live DuckDB file, for commands that read or mark it without calling an API."""
+    from crm_wave.cli_errors import CliError
+    from crm_wave.settings import DB_FILE
+    from crm_wave.store import Store
+    from crm_wave.tenants import get_tenant
+
+    path = get_tenant(_data_root(), tenant).data_dir(_data_root()) / DB_FILE
+    if not path.exists():
+        raise CliError(f"no sync has run in {path.parent} yet (no {DB_FILE}); run `crm-wave sync --once` first, "
+                       "or set CRM_WAVE_DATA_DIR to the data directory", "no_data")
+    return Store(path)
+
+
 def _clients(tenant: str) -> dict:
     import os
 
@@ -93,10 +110,33 @@ def _clients(tenant: str) -> dict:
     return clients(get_tenant(_data_root(), tenant).environ(os.environ, _data_root()))
 
 
+def _preflight(tenant: str) -> None:
+    import os
+
+    from crm_wave.cli_errors import preflight
+    from crm_wave.clients import crm_client, wave_client
+    from crm_wave.tenants import get_tenant
+
+    env = get_tenant(_data_root(), tenant).environ(os.environ, _data_root())
+    with crm_client(env, max_attempts=2, timeout_s=15) as crm, wave_client(env, max_attempts=2, timeout_s=15) as wave:
+        preflight({"crm": crm, "wave": wave})
+
+
 def _cmd_deadletters(args: argparse.Namespace) -> int:
-    _, store = _settings_store(args.tenant)
+    store = _store(args.tenant)  # DuckDB only: no API variables needed
     with store.connect() as con:
         if args.action == "retry":
+            from crm_wave.cli_errors import CliError
+
+            if not (args.all or args.ids):
+                raise CliError("name the global ids to retry (see `crm-wave deadletters`), or --all", "usage")
+            if not args.all:
+                known = {r[0] for r in con.execute("SELECT DISTINCT global_id FROM dead_letters "
+                                                   "WHERE global_id IN (SELECT unnest(?))", [args.ids]).fetchall()}
+                unknown = [i for i in args.ids if i not in known]
+                if unknown:
+                    raise CliError(f"no dead letter for {', '.join(unknown)}; `crm-wave deadletters` lists them "
+                                   "(nothing was retried)", "not_found")
             where, params = ("", []) if args.all else ("WHERE global_id IN (SELECT unnest(?))", [args.ids])
             n = con.execute(f"UPDATE dead_letters SET attempts = 0 {where}", params).fetchall()[0][0]
             print(f"{n} dead letter(s) will be retried by the next sync")
@@ -113,7 +153,7 @@ def _cmd_deletes(args: argparse.Namespace) -> int:
     from crm_wave.sync.collect import utcnow
     from crm_wave.sync.deletes import approve_deletes, pending_deletes
 
-    _, store = _settings_store(args.tenant)
+    store = _store(args.tenant)  # listing reads DuckDB only; approving builds the clients
     if args.action == "approve":
         if not (args.all or args.ids):
             print("name the global ids to approve, or --all", file=sys.stderr)
@@ -133,7 +173,7 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
     from crm_wave.sync.collect import utcnow
     from crm_wave.sync.names import ENTITIES, share_table
 
-    _, store = _settings_store(args.tenant)
+    store = _store(args.tenant)  # DuckDB only: no API variables needed
     known = {share_table(system, entity): (system, entity) for entity in ENTITIES for system in ("crm", "wave")}
     unknown = [s for s in args.shares if s not in known]
     if unknown:
@@ -154,10 +194,29 @@ def _cmd_sql(args: argparse.Namespace) -> int:
     from crm_wave.analyst.sql import run_sql
     from crm_wave.tenants import get_tenant
 
+    import duckdb
+
+    from crm_wave.analyst.sql import ReadOnlyError
+    from crm_wave.cli_errors import CliError
+
     data_dir = get_tenant(_data_root(), args.tenant).data_dir(_data_root())
-    at = datetime.fromisoformat(args.at.replace("Z", "+00:00")) if args.at else None
-    path = latest_snapshot(data_dir / "snapshots", at=at)
-    print(run_sql(path, args.query, fmt=args.format))
+    try:
+        at = datetime.fromisoformat(args.at.replace("Z", "+00:00")) if args.at else None
+    except ValueError:
+        raise CliError(f"--at {args.at!r} is not an ISO 8601 time; write e.g. 2026-11-28T18:00:00Z or 2026-11-28",
+                       "usage") from None
+    try:
+        path = latest_snapshot(data_dir / "snapshots", at=at)
+    except FileNotFoundError as exc:
+        message = (f"no snapshot in {data_dir / 'snapshots'} yet; run `crm-wave sync --once` (or `make demo`) first"
+                   if args.at is None else f"{exc}; pick a later --at")
+        raise CliError(message, "no_data") from None
+    try:
+        print(run_sql(path, args.query, fmt=args.format))
+    except (duckdb.Error, ReadOnlyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CliError(f"the query failed: {first}; list the tables and views with "
+                       "`crm-wave sql \"SHOW TABLES\"`", "bad_query") from None
     return 0
 
 
@@ -202,7 +261,10 @@ def _cmd_tenants(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
-    parser = argparse.ArgumentParser(prog="crm-wave", description=__doc__)
+    parser = argparse.ArgumentParser(prog="crm-wave", description=__doc__,
+                                     epilog="Errors are one line with a distinct exit code (README, Commands); "
+                                            "--debug (anywhere on the line) shows the traceback instead.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("sim", help="run a local simulator of one system").add_subparsers(dest="system", required=True)
@@ -293,8 +355,30 @@ def main(argv: list[str] | None = None) -> int:
         from crm_wave.bench.__main__ import main as bench_main
 
         return bench_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    debug = "--debug" in argv or bool(os.environ.get("CRM_WAVE_DEBUG"))
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    if debug:
+        return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one line for a person; --debug for the traceback
+        from crm_wave.cli_errors import explain
+
+        error = explain(exc, env_prefix=_env_prefix(getattr(args, "tenant", None)))
+        print(f"crm-wave {args.command}: {error.message}", file=sys.stderr)
+        return error.code
+
+
+def _env_prefix(tenant: str | None) -> str:
+    """The tenant's variable prefix for messages ("" for the default tenant or when unknown)."""
+    from crm_wave.tenants import TenantError, get_tenant
+
+    try:
+        return get_tenant(_data_root(), tenant).env_prefix if tenant else ""
+    except (TenantError, OSError, ValueError):
+        return ""
 
 
 if __name__ == "__main__":
