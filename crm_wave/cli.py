@@ -51,8 +51,10 @@ def _cmd_sync(args: argparse.Namespace) -> int:
             print("sync held:" if held.breaker else "sync failed:", file=sys.stderr)
             for reason in held.reasons:
                 print(f"  {reason}", file=sys.stderr)
-            if held.breaker:
+            if held.breaker:  # the breaker check published the snapshot the review reads
                 print("  review with `crm-wave plan`, then `crm-wave confirm <share table>`", file=sys.stderr)
+            else:
+                _publish(store)  # the snapshot step did not run: publish what the failed pass left
         print(format_summary(state_summary(store)))
         if args.once:
             return code
@@ -101,6 +103,13 @@ def _store(tenant: str):
     return Store(path)
 
 
+def _publish(store) -> None:
+    """A fresh snapshot after an operator's change, so `crm-wave sql` shows it at once."""
+    from crm_wave.analyst.snapshot import publish_now
+
+    publish_now(store)
+
+
 def _clients(tenant: str) -> dict:
     import os
 
@@ -124,28 +133,34 @@ def _preflight(tenant: str) -> None:
 
 def _cmd_deadletters(args: argparse.Namespace) -> int:
     store = _store(args.tenant)  # DuckDB only: no API variables needed
+    if args.action == "retry":
+        return _retry_dead_letters(store, args)
     with store.connect() as con:
-        if args.action == "retry":
-            from crm_wave.cli_errors import CliError
-
-            if not (args.all or args.ids):
-                raise CliError("name the global ids to retry (see `crm-wave deadletters`), or --all", "usage")
-            if not args.all:
-                known = {r[0] for r in con.execute("SELECT DISTINCT global_id FROM dead_letters "
-                                                   "WHERE global_id IN (SELECT unnest(?))", [args.ids]).fetchall()}
-                unknown = [i for i in args.ids if i not in known]
-                if unknown:
-                    raise CliError(f"no dead letter for {', '.join(unknown)}; `crm-wave deadletters` lists them "
-                                   "(nothing was retried)", "not_found")
-            where, params = ("", []) if args.all else ("WHERE global_id IN (SELECT unnest(?))", [args.ids])
-            n = con.execute(f"UPDATE dead_letters SET attempts = 0 {where}", params).fetchall()[0][0]
-            print(f"{n} dead letter(s) will be retried by the next sync")
-            return 0
         rows = con.execute("SELECT system, entity, global_id, record_id, op, field, message, attempts, last_seen "
                            "FROM dead_letters ORDER BY last_seen").fetchall()
     for system, entity, gid, rid, op, field, message, attempts, last in rows:
         print(f"{system} {entity} {gid} (record {rid}) {op}: {field or 'record'}: {message} [attempts {attempts}, last {last}]")
     print(f"{len(rows)} dead letter(s)")
+    return 0
+
+
+def _retry_dead_letters(store, args: argparse.Namespace) -> int:
+    from crm_wave.cli_errors import CliError
+
+    if not (args.all or args.ids):
+        raise CliError("name the global ids to retry (see `crm-wave deadletters`), or --all", "usage")
+    with store.connect() as con:
+        if not args.all:
+            known = {r[0] for r in con.execute("SELECT DISTINCT global_id FROM dead_letters "
+                                               "WHERE global_id IN (SELECT unnest(?))", [args.ids]).fetchall()}
+            unknown = [i for i in args.ids if i not in known]
+            if unknown:
+                raise CliError(f"no dead letter for {', '.join(unknown)}; `crm-wave deadletters` lists them "
+                               "(nothing was retried)", "not_found")
+        where, params = ("", []) if args.all else ("WHERE global_id IN (SELECT unnest(?))", [args.ids])
+        n = con.execute(f"UPDATE dead_letters SET attempts = 0 {where}", params).fetchall()[0][0]
+    print(f"{n} dead letter(s) will be retried by the next sync")
+    _publish(store)
     return 0
 
 
@@ -160,6 +175,7 @@ def _cmd_deletes(args: argparse.Namespace) -> int:
             return 2
         for line in approve_deletes(store, _clients(args.tenant), None if args.all else set(args.ids), utcnow()):
             print(line)
+        _publish(store)
         return 0
     pending = pending_deletes(store)
     for d in pending:

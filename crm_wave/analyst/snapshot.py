@@ -22,7 +22,8 @@ import duckdb
 from crm_wave.analyst.views import create_views
 from crm_wave.store.db import Store
 
-__all__ = ["SNAPSHOT_PREFIX", "list_snapshots", "latest_snapshot", "publish_snapshot", "snapshot_name", "snapshot_time"]
+__all__ = ["SNAPSHOT_PREFIX", "list_snapshots", "latest_snapshot", "publish_now", "publish_snapshot", "snapshot_name",
+           "snapshot_time"]
 
 SNAPSHOT_PREFIX = "crm_wave-"
 _STAMP = "%Y%m%dT%H%M%S.%fZ"
@@ -96,6 +97,12 @@ def publish_snapshot(store: Store, snapshots_dir: Path, now: datetime, *, keep: 
     for old in list_snapshots(snapshots_dir)[:-keep]:
         _remove(old)
     return final
+
+
+def publish_now(store: Store) -> Path:
+    """Publish a snapshot of `store` now, next to its file (`<data>/snapshots/`): after a share, when a
+    push is held and after an operator's command, so the snapshot shows what waits for review."""
+    return publish_snapshot(store, Path(store.path).parent / "snapshots", datetime.now(UTC))
 
 
 def latest_snapshot(snapshots_dir: Path, *, at: datetime | None = None) -> Path:

@@ -129,7 +129,8 @@ def push_asset(target: str, entity: str) -> dg.AssetsDefinition:
 
 
 @dg.asset(name="snapshot", group_name="analyst", partitions_def=TENANTS, kinds={"duckdb"},
-          deps=[f"push_{dataset(t, e)}" for e in ENTITIES for t in SYSTEMS],
+          deps=[f"push_{dataset(t, e)}" for e in ENTITIES for t in SYSTEMS]
+          + [share_table(t, e) for e in ENTITIES for t in SYSTEMS],  # ordered after share in `collect_job` too
           description="A read-only copy of the DuckDB file with analyst views (`golden_customers`, `record_links`, "
                       "`entity_history`, `field_conflicts`, `failed_records`, `pending_deletes`, ...), published after "
                       "each sync under `<data>/snapshots/`. Query it with `crm-wave sql`.")
