@@ -8,7 +8,6 @@ serialised by the file's lock and by the per-tenant run limit (tag `tenant`).
 
 from dataclasses import asdict
 from datetime import timedelta
-from pathlib import Path
 
 import dagster as dg
 
@@ -136,10 +135,10 @@ def push_asset(target: str, entity: str) -> dg.AssetsDefinition:
                       "each sync under `<data>/snapshots/`. Query it with `crm-wave sql`.")
 def snapshot(context: dg.AssetExecutionContext, sync: SyncResource) -> dg.MaterializeResult:
     """Publish the snapshot analysts query (the live file is never theirs to open)."""
-    from crm_wave.analyst.snapshot import publish_snapshot
+    from crm_wave.analyst.snapshot import publish_now
 
     store = sync.store(context.partition_key)
-    path = publish_snapshot(store, Path(store.path).parent / "snapshots", utcnow())
+    path = publish_now(store)  # retention: crm_wave.analyst.snapshot.Retention
     return dg.MaterializeResult(metadata={"path": str(path)})
 
 
