@@ -70,7 +70,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_dev(args: argparse.Namespace) -> int:
     from crm_wave.dev import run_dev
 
-    return run_dev(Path(args.data_dir), port=args.port)
+    return run_dev(Path(args.data_dir), port=args.port, crm_port=args.crm_port, wave_port=args.wave_port)
 
 
 def _data_root() -> Path:
@@ -355,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     dev = sub.add_parser("dev", help="simulators plus `dg dev`: the Dagster UI with schedule and sensor running")
     dev.add_argument("--data-dir", default="data")
-    dev.add_argument("--port", type=int, default=3000)
+    dev.add_argument("--port", type=int, default=3000, help="the Dagster UI's port")
+    dev.add_argument("--crm-port", type=int, default=8701, help="the CRM simulator's port (0: any free port)")
+    dev.add_argument("--wave-port", type=int, default=8702, help="the Wave simulator's port (0: any free port)")
     dev.set_defaults(func=_cmd_dev)
     return parser
 
@@ -372,6 +374,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     debug = "--debug" in argv or bool(os.environ.get("CRM_WAVE_DEBUG"))
+    if argv[:1] not in (["dev"], ["demo"], ["sim"]):  # the variables of a running `crm-wave dev`, if any
+        from crm_wave.envfile import apply_env_file
+
+        apply_env_file(os.environ, _data_root())
     args = build_parser().parse_args([a for a in argv if a != "--debug"])
     if debug:
         return int(args.func(args) or 0)
