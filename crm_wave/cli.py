@@ -146,19 +146,15 @@ def _cmd_deadletters(args: argparse.Namespace) -> int:
 
 def _retry_dead_letters(store, args: argparse.Namespace) -> int:
     from crm_wave.cli_errors import CliError
+    from crm_wave.store.dead_letters import retry_dead_letters
 
     if not (args.all or args.ids):
         raise CliError("name the global ids to retry (see `crm-wave deadletters`), or --all", "usage")
     with store.connect() as con:
-        if not args.all:
-            known = {r[0] for r in con.execute("SELECT DISTINCT global_id FROM dead_letters "
-                                               "WHERE global_id IN (SELECT unnest(?))", [args.ids]).fetchall()}
-            unknown = [i for i in args.ids if i not in known]
-            if unknown:
-                raise CliError(f"no dead letter for {', '.join(unknown)}; `crm-wave deadletters` lists them "
-                               "(nothing was retried)", "not_found")
-        where, params = ("", []) if args.all else ("WHERE global_id IN (SELECT unnest(?))", [args.ids])
-        n = con.execute(f"UPDATE dead_letters SET attempts = 0 {where}", params).fetchall()[0][0]
+        n, unknown = retry_dead_letters(con, None if args.all else list(args.ids))
+    if unknown:
+        raise CliError(f"no dead letter for {', '.join(unknown)}; `crm-wave deadletters` lists them "
+                       "(nothing was retried)", "not_found")
     print(f"{n} dead letter(s) will be retried by the next sync")
     _publish(store)
     return 0
