@@ -12,6 +12,7 @@ from datetime import timedelta
 import dagster as dg
 
 from crm_wave.defs.resources import SyncResource
+from crm_wave.defs.table_meta import OWNERS, recorded_conflicts, table_metadata
 from crm_wave.store.db import Store
 from crm_wave.sync.collect import collect, utcnow
 from crm_wave.sync.global_step import build_global
@@ -50,7 +51,7 @@ def collect_asset(system: str, entity: str) -> dg.AssetsDefinition:
     """`<system>_<type>`: the append-only dataset of one system's records of one type."""
     name = dataset(system, entity)
 
-    @dg.asset(name=name, group_name="collect", partitions_def=TENANTS, kinds={"duckdb"},
+    @dg.asset(name=name, group_name="collect", partitions_def=TENANTS, kinds={"duckdb"}, owners=OWNERS,
               freshness_policy=COLLECT_FRESHNESS,
               description=f"{_TITLES[system]} {name.split('_', 1)[1]}s as read from the API: an append-only log of "
                           f"versions (`{name}`, newest per id in `{name}_current`). Incremental by cursor; "
@@ -60,7 +61,8 @@ def collect_asset(system: str, entity: str) -> dg.AssetsDefinition:
         with sync.client(system, tenant) as client:
             result = collect(sync.store(tenant), system, entity, client, utcnow(), full=config.full)
         context.log.info(f"{name}: read {result.read}, wrote {result.written} versions (full={result.full})")
-        return dg.MaterializeResult(metadata={**asdict(result), "dagster/row_count": result.written})
+        return dg.MaterializeResult(metadata={**asdict(result), **table_metadata(  # row count: records held
+            sync.store(tenant), name, count_from=f"{name}_current WHERE NOT _deleted")})
 
     return _collect
 
@@ -71,14 +73,16 @@ def global_asset(entity: str) -> dg.AssetsDefinition:
     if entity == "order":
         deps += [f"push_{dataset(s, e)}" for e in ("customer", "product") for s in SYSTEMS]
 
-    @dg.asset(name=global_table(entity), group_name="global", partitions_def=TENANTS, deps=deps,
+    @dg.asset(name=global_table(entity), group_name="global", partitions_def=TENANTS, deps=deps, owners=OWNERS,
               kinds={"polars", "duckdb"},
               description=f"Golden {entity}s: CRM and Wave records linked (merge keys, or created by the sync) and "
                           f"merged per field against the last agreed values; conflicts go to `conflicts`.")
     def _global(context: dg.AssetExecutionContext, sync: SyncResource) -> dg.MaterializeResult:
         store = sync.store(context.partition_key)
         result = build_global(store, entity, utcnow())
-        return dg.MaterializeResult(metadata={**asdict(result), "dagster/row_count": result.golden,
+        return dg.MaterializeResult(metadata={**asdict(result), **table_metadata(store, global_table(entity)),
+                                              "conflicts": recorded_conflicts(store, entity),
+                                              "conflicts_this_run": result.conflicts,
                                               "preview": _preview(store, global_table(entity))})
 
     return _global
@@ -88,7 +92,7 @@ def share_asset(target: str, entity: str) -> dg.AssetsDefinition:
     """`<target>_<type>_share`: what must change in the target."""
     name = share_table(target, entity)
 
-    @dg.asset(name=name, group_name="share", partitions_def=TENANTS, deps=[global_table(entity)],
+    @dg.asset(name=name, group_name="share", partitions_def=TENANTS, deps=[global_table(entity)], owners=OWNERS,
               kinds={"polars", "duckdb"},
               description=f"Diff between golden {entity}s and {_TITLES[target]}'s current state: inserts, updates "
                           f"(changed fields only), held deletes, and records waiting on a dependency (with the reason).")
@@ -96,7 +100,7 @@ def share_asset(target: str, entity: str) -> dg.AssetsDefinition:
         store = sync.store(context.partition_key)
         result = build_share(store, target, entity)
         return dg.MaterializeResult(metadata={
-            **asdict(result), "work": result.work, "dagster/row_count": result.work,
+            **asdict(result), "work": result.work, **table_metadata(store, name),
             "preview": _preview(store, name, ["op", "global_id", "target_id", "changes", "reason"])})
 
     return _share
@@ -107,7 +111,7 @@ def push_asset(target: str, entity: str) -> dg.AssetsDefinition:
     share = share_table(target, entity)
     name = f"push_{dataset(target, entity)}"
 
-    @dg.asset(name=name, group_name="push", partitions_def=TENANTS, deps=[share], kinds={"python"},
+    @dg.asset(name=name, group_name="push", partitions_def=TENANTS, deps=[share], kinds={"python"}, owners=OWNERS,
               retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
               description=f"Sends `{share}` to {_TITLES[target]}: creates (intent recorded first, new id linked in the "
                           f"same step), patches with optimistic checks; refused records go to `dead_letters`.")
@@ -121,13 +125,13 @@ def push_asset(target: str, entity: str) -> dg.AssetsDefinition:
         return dg.MaterializeResult(metadata={
             "created": result.created, "updated": result.updated, "failed": result.failed,
             "skipped": result.skipped, "parked": result.parked, "recovered": result.recovered,
-            "unknown": result.unknown, "dagster/row_count": result.writes,
+            "unknown": result.unknown, "writes": result.writes,
             "messages": dg.MetadataValue.md("\n".join(f"- {m}" for m in result.messages[:20]) or "_none_")})
 
     return _push
 
 
-@dg.asset(name="snapshot", group_name="analyst", partitions_def=TENANTS, kinds={"duckdb"},
+@dg.asset(name="snapshot", group_name="analyst", partitions_def=TENANTS, kinds={"duckdb"}, owners=OWNERS,
           deps=[f"push_{dataset(t, e)}" for e in ENTITIES for t in SYSTEMS]
           + [share_table(t, e) for e in ENTITIES for t in SYSTEMS],  # ordered after share in `collect_job` too
           description="A read-only copy of the DuckDB file with analyst views (`golden_customers`, `record_links`, "
