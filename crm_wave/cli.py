@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -35,12 +36,14 @@ def _cmd_sim_crm(args: argparse.Namespace) -> int:
 def _cmd_sync(args: argparse.Namespace) -> int:
     import time
 
-    from crm_wave.defs.run import SyncHeld, run_sync_job
-    from crm_wave.report import format_summary, state_summary
-
     settings, store = _settings_store(args.tenant)  # fails early, naming what is missing
     if _check_policy(settings) is None:
         return 2
+    _preflight(args.tenant)  # a wrong URL or token: one line now, not a failed run's stack traces
+
+    from crm_wave.defs.run import SyncHeld, run_sync_job
+    from crm_wave.report import format_summary, state_summary
+
     marks: dict[str, str] | None = None
     while True:
         if not args.once:  # an idle tenant costs a look (a few small requests), not a pass
@@ -58,8 +61,10 @@ def _cmd_sync(args: argparse.Namespace) -> int:
             print("sync held:" if held.breaker else "sync failed:", file=sys.stderr)
             for reason in held.reasons:
                 print(f"  {reason}", file=sys.stderr)
-            if held.breaker:
+            if held.breaker:  # the breaker check published the snapshot the review reads
                 print("  review with `crm-wave plan`, then `crm-wave confirm <share table>`", file=sys.stderr)
+            else:
+                _publish(store)  # the snapshot step did not run: publish what the failed pass left
         print(format_summary(state_summary(store)))
         if args.once:
             return code
@@ -92,7 +97,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_dev(args: argparse.Namespace) -> int:
     from crm_wave.dev import run_dev
 
-    return run_dev(Path(args.data_dir), port=args.port)
+    return run_dev(Path(args.data_dir), port=args.port, crm_port=args.crm_port, wave_port=args.wave_port)
 
 
 def _data_root() -> Path:
@@ -111,6 +116,27 @@ def _settings_store(tenant: str):
     return settings, Store(settings.db_path)
 
 
+def _store(tenant: str):
+    """The tenant's live DuckDB file, for commands that read or mark it without calling an API."""
+    from crm_wave.cli_errors import CliError
+    from crm_wave.settings import DB_FILE
+    from crm_wave.store import Store
+    from crm_wave.tenants import get_tenant
+
+    path = get_tenant(_data_root(), tenant).data_dir(_data_root()) / DB_FILE
+    if not path.exists():
+        raise CliError(f"no sync has run in {path.parent} yet (no {DB_FILE}); run `crm-wave sync --once` first, "
+                       "or set CRM_WAVE_DATA_DIR to the data directory", "no_data")
+    return Store(path)
+
+
+def _publish(store) -> None:
+    """A fresh snapshot after an operator's change, so `crm-wave sql` shows it at once."""
+    from crm_wave.analyst.snapshot import publish_now
+
+    publish_now(store)
+
+
 def _clients(tenant: str) -> dict:
     import os
 
@@ -120,14 +146,23 @@ def _clients(tenant: str) -> dict:
     return clients(get_tenant(_data_root(), tenant).environ(os.environ, _data_root()))
 
 
+def _preflight(tenant: str) -> None:
+    import os
+
+    from crm_wave.cli_errors import preflight
+    from crm_wave.clients import crm_client, wave_client
+    from crm_wave.tenants import get_tenant
+
+    env = get_tenant(_data_root(), tenant).environ(os.environ, _data_root())
+    with crm_client(env, max_attempts=2, timeout_s=15) as crm, wave_client(env, max_attempts=2, timeout_s=15) as wave:
+        preflight({"crm": crm, "wave": wave})
+
+
 def _cmd_deadletters(args: argparse.Namespace) -> int:
-    _, store = _settings_store(args.tenant)
+    store = _store(args.tenant)  # DuckDB only: no API variables needed
+    if args.action == "retry":
+        return _retry_dead_letters(store, args)
     with store.connect() as con:
-        if args.action == "retry":
-            where, params = ("", []) if args.all else ("WHERE global_id IN (SELECT unnest(?))", [args.ids])
-            n = con.execute(f"UPDATE dead_letters SET attempts = 0 {where}", params).fetchall()[0][0]
-            print(f"{n} dead letter(s) will be retried by the next sync")
-            return 0
         rows = con.execute("SELECT system, entity, global_id, record_id, op, field, message, attempts, last_seen "
                            "FROM dead_letters ORDER BY last_seen").fetchall()
     for system, entity, gid, rid, op, field, message, attempts, last in rows:
@@ -136,17 +171,34 @@ def _cmd_deadletters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retry_dead_letters(store, args: argparse.Namespace) -> int:
+    from crm_wave.cli_errors import CliError
+    from crm_wave.store.dead_letters import retry_dead_letters
+
+    if not (args.all or args.ids):
+        raise CliError("name the global ids to retry (see `crm-wave deadletters`), or --all", "usage")
+    with store.connect() as con:
+        n, unknown = retry_dead_letters(con, None if args.all else list(args.ids))
+    if unknown:
+        raise CliError(f"no dead letter for {', '.join(unknown)}; `crm-wave deadletters` lists them "
+                       "(nothing was retried)", "not_found")
+    print(f"{n} dead letter(s) will be retried by the next sync")
+    _publish(store)
+    return 0
+
+
 def _cmd_deletes(args: argparse.Namespace) -> int:
     from crm_wave.sync.collect import utcnow
     from crm_wave.sync.deletes import approve_deletes, pending_deletes
 
-    _, store = _settings_store(args.tenant)
+    store = _store(args.tenant)  # listing reads DuckDB only; approving builds the clients
     if args.action == "approve":
         if not (args.all or args.ids):
             print("name the global ids to approve, or --all", file=sys.stderr)
             return 2
         for line in approve_deletes(store, _clients(args.tenant), None if args.all else set(args.ids), utcnow()):
             print(line)
+        _publish(store)
         return 0
     pending = pending_deletes(store)
     for d in pending:
@@ -160,7 +212,7 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
     from crm_wave.sync.collect import utcnow
     from crm_wave.sync.names import ENTITIES, share_table
 
-    _, store = _settings_store(args.tenant)
+    store = _store(args.tenant)  # DuckDB only: no API variables needed
     known = {share_table(system, entity): (system, entity) for entity in ENTITIES for system in ("crm", "wave")}
     unknown = [s for s in args.shares if s not in known]
     if unknown:
@@ -181,10 +233,29 @@ def _cmd_sql(args: argparse.Namespace) -> int:
     from crm_wave.analyst.sql import run_sql
     from crm_wave.tenants import get_tenant
 
+    import duckdb
+
+    from crm_wave.analyst.sql import ReadOnlyError
+    from crm_wave.cli_errors import CliError
+
     data_dir = get_tenant(_data_root(), args.tenant).data_dir(_data_root())
-    at = datetime.fromisoformat(args.at.replace("Z", "+00:00")) if args.at else None
-    path = latest_snapshot(data_dir / "snapshots", at=at)
-    print(run_sql(path, args.query, fmt=args.format))
+    try:
+        at = datetime.fromisoformat(args.at.replace("Z", "+00:00")) if args.at else None
+    except ValueError:
+        raise CliError(f"--at {args.at!r} is not an ISO 8601 time; write e.g. 2026-11-28T18:00:00Z or 2026-11-28",
+                       "usage") from None
+    try:
+        path = latest_snapshot(data_dir / "snapshots", at=at)
+    except FileNotFoundError as exc:
+        message = (f"no snapshot in {data_dir / 'snapshots'} yet; run `crm-wave sync --once` (or `make demo`) first"
+                   if args.at is None else f"{exc}; pick a later --at")
+        raise CliError(message, "no_data") from None
+    try:
+        print(run_sql(path, args.query, fmt=args.format))
+    except (duckdb.Error, ReadOnlyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CliError(f"the query failed: {first}; list the tables and views with "
+                       "`crm-wave sql \"SHOW TABLES\"`", "bad_query") from None
     return 0
 
 
@@ -258,7 +329,10 @@ def _cmd_tenants(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
-    parser = argparse.ArgumentParser(prog="crm-wave", description=__doc__)
+    parser = argparse.ArgumentParser(prog="crm-wave", description=__doc__,
+                                     epilog="Errors are one line with a distinct exit code (README, Commands); "
+                                            "--debug (anywhere on the line) shows the traceback instead.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("sim", help="run a local simulator of one system").add_subparsers(dest="system", required=True)
@@ -350,7 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     dev = sub.add_parser("dev", help="simulators plus `dg dev`: the Dagster UI with schedule and sensor running")
     dev.add_argument("--data-dir", default="data")
-    dev.add_argument("--port", type=int, default=3000)
+    dev.add_argument("--port", type=int, default=3000, help="the Dagster UI's port")
+    dev.add_argument("--crm-port", type=int, default=8701, help="the CRM simulator's port (0: any free port)")
+    dev.add_argument("--wave-port", type=int, default=8702, help="the Wave simulator's port (0: any free port)")
     dev.set_defaults(func=_cmd_dev)
     return parser
 
@@ -366,8 +442,34 @@ def main(argv: list[str] | None = None) -> int:
         from crm_wave.bench.__main__ import main as bench_main
 
         return bench_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    debug = "--debug" in argv or bool(os.environ.get("CRM_WAVE_DEBUG"))
+    if argv[:1] not in (["dev"], ["demo"], ["sim"]):  # the variables of a running `crm-wave dev`, if any
+        from crm_wave.envfile import apply_env_file
+
+        apply_env_file(os.environ, _data_root())
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    if debug:
+        return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one line for a person; --debug for the traceback
+        from crm_wave.cli_errors import explain
+
+        error = explain(exc, env_prefix=_env_prefix(getattr(args, "tenant", None)))
+        print(f"crm-wave {args.command}: {error.message}", file=sys.stderr)
+        return error.code
+
+
+def _env_prefix(tenant: str | None) -> str:
+    """The tenant's variable prefix for messages ("" for the default tenant or when unknown)."""
+    from crm_wave.tenants import TenantError, get_tenant
+
+    try:
+        return get_tenant(_data_root(), tenant).env_prefix if tenant else ""
+    except (TenantError, OSError, ValueError):
+        return ""
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from crm_wave.settings import Settings
+from crm_wave.settings import ConfigError, Settings
 from crm_wave.systems.crm.client import CrmClient
 from crm_wave.systems.crm.naming import CrmNaming
 from crm_wave.systems.crm.profile import profile_from_env
@@ -29,7 +29,7 @@ def _rate(env: Mapping[str, str], name: str, default: int | None) -> int | None:
     except ValueError:
         rate = -1
     if rate < 0:
-        raise ValueError(f"{name}: expected a whole number of requests a minute (0 = no limit), got {value!r}")
+        raise ConfigError(f"{name}: expected a whole number of requests a minute (0 = no limit), got {value!r}")
     return rate or None
 
 
@@ -54,7 +54,19 @@ def crm_client(env: Mapping[str, str], **policy: Any) -> CrmClient:
     return CrmClient(base_url=env.get(profile.base_url_env) or s.crm_base_url,
                      token=env.get(profile.token_env) or s.crm_api_token,
                      policy=_policy(s, "crm", _rate(env, "CRM_REQUESTS_PER_MINUTE", None), policy),
-                     naming=CrmNaming.loads(env["CRM_NAMING"]) if env.get("CRM_NAMING") else None, profile=profile)
+                     naming=crm_naming(env), profile=profile)
+
+
+def crm_naming(env: Mapping[str, str]) -> CrmNaming | None:
+    """The CRM's names from `CRM_NAMING` (JSON or TOML), None when unset; ConfigError naming the variable."""
+    text = env.get("CRM_NAMING")
+    if not text or not text.strip():
+        return None
+    try:
+        return CrmNaming.loads(text)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"CRM_NAMING is not a valid naming ({exc}); fix it or unset it for the "
+                          "default names (docs/mappings.md)") from None
 
 
 def wave_client(env: Mapping[str, str], **policy: Any) -> WaveClient:

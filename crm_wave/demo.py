@@ -163,11 +163,23 @@ def run_demo(data_dir: Path = Path("data")) -> int:
         print(f"{len(passes)} pass(es)")
         print(format_summary(state_summary(store), _writes(passes)))
 
-    print(f"""
-Where to look next:
-  DuckDB file      {data_dir / DB_FILE}   (tables: links, conflicts, dead_letters, sync_log,
-                   global_customer, wave_customer_share, crm_order_share, ... and the *_current views)
-  ad hoc SQL       uv run python -c "import duckdb; print(duckdb.connect('{data_dir / DB_FILE}', read_only=True).sql('SELECT * FROM conflicts'))"
-  Dagster UI       make dev   (asset lineage collect -> global -> share -> push, changes sensor, schedule and push sensor on)
-""")
+    print(next_steps(data_dir))
     return 0
+
+
+def next_steps(data_dir: Path) -> str:
+    """What to run after the demo: the project's own commands, on the demo's data directory."""
+    env = "" if data_dir == Path("data") else f"CRM_WAVE_DATA_DIR={data_dir} "
+    run = f"{env}.venv/bin/crm-wave"
+    return f"""
+Where to look next (the same commands run as `uv run crm-wave ...`; the simulators stopped with the
+demo, so only the commands that read the data directory {data_dir}/ work now):
+  {run} sql "SELECT entity, global_id, field, crm_value, wave_value, winner FROM field_conflicts"
+  {run} sql "SHOW TABLES"          views: golden_customers, golden_orders, record_links, planned_writes, ...
+  {run} deadletters                records a system refused (none in the demo)
+  {run} confirm                    the circuit breakers of the six share tables
+With the systems running (`make dev`, then its printed variables, see README):
+  {run} plan                       what the next sync would write, field by field; writes nothing
+  {run} deletes                    deletes waiting for approval
+  Dagster UI: make dev, then http://127.0.0.1:3000 (lineage collect -> global -> share -> push)
+"""

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shlex
+import signal
 import subprocess
 import sys
 from contextlib import ExitStack
 from pathlib import Path
 
 from crm_wave.demo import CRM_TOKEN, WAVE_TOKEN
+from crm_wave.envfile import ENV_FILE, write_env_file
 from crm_wave.systems.crm.simulator import create_app as crm_app
 from crm_wave.systems.crm.simulator import seed as seed_crm
 from crm_wave.systems.serve import serve_in_thread
@@ -28,8 +32,13 @@ telemetry:
 """
 
 
-def run_dev(data_dir: Path, *, port: int = 3000) -> int:
-    """Serve both simulators on 8701/8702 and run `dg dev` until interrupted."""
+def run_dev(data_dir: Path, *, port: int = 3000, crm_port: int = 8701, wave_port: int = 8702,
+            stop_timeout_s: float = 20.0) -> int:
+    """Serve both simulators (port 0: any free port) and run `dagster dev` until Ctrl-C or SIGTERM.
+
+    The variables the operator commands need are printed and written to `<data_dir>/.env` (read by
+    `crm-wave` when they are not set), which is removed again when this stops.
+    """
     sim_dir = data_dir / "sim"
     sim_dir.mkdir(parents=True, exist_ok=True)
     crm_db = sim_dir / "crm.sqlite3"
@@ -38,14 +47,45 @@ def run_dev(data_dir: Path, *, port: int = 3000) -> int:
     home = (data_dir / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    env_file = data_dir / ENV_FILE
     with ExitStack() as stack:
-        crm = stack.enter_context(serve_in_thread(crm_app(db_path=crm_db, token=CRM_TOKEN), port=8701))
-        wave = stack.enter_context(serve_in_thread(wave_app(db_path=sim_dir / "wave.sqlite3", token=WAVE_TOKEN), port=8702))
-        env = {**os.environ, "DAGSTER_HOME": str(home), "CRM_BASE_URL": f"{crm}/api/v1", "CRM_API_TOKEN": CRM_TOKEN,
-               "WAVE_GRAPHQL_URL": f"{wave}/graphql/public", "WAVE_API_TOKEN": WAVE_TOKEN, "WAVE_REQUESTS_PER_MINUTE": "0",
-               "CRM_WAVE_DATA_DIR": str(data_dir.resolve())}
+        crm = stack.enter_context(serve_in_thread(crm_app(db_path=crm_db, token=CRM_TOKEN), port=crm_port or None))
+        wave = stack.enter_context(serve_in_thread(wave_app(db_path=sim_dir / "wave.sqlite3", token=WAVE_TOKEN),
+                                                   port=wave_port or None))
+        variables = {"CRM_BASE_URL": f"{crm}/api/v1", "CRM_API_TOKEN": CRM_TOKEN,
+                     "WAVE_GRAPHQL_URL": f"{wave}/graphql/public", "WAVE_API_TOKEN": WAVE_TOKEN,
+                     "WAVE_REQUESTS_PER_MINUTE": "0", "CRM_WAVE_DATA_DIR": str(data_dir.resolve())}
+        write_env_file(env_file, variables)
+        stack.callback(lambda: env_file.unlink(missing_ok=True))
         print(f"CRM simulator {crm}/api/v1, Wave simulator {wave}/graphql/public; Dagster UI on http://127.0.0.1:{port}")
-        try:
-            return subprocess.call([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port)], env=env)
-        except KeyboardInterrupt:
-            return 0
+        print(f"Operator commands beside it read {env_file} (or export these in another shell):")
+        print("  export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in variables.items()))
+        print("  .venv/bin/crm-wave plan    # or: uv run crm-wave plan", flush=True)
+        child = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port)],
+                                 env={**os.environ, **variables, "DAGSTER_HOME": str(home)})
+        return _wait(child, stop_timeout_s)
+
+
+def _wait(child: subprocess.Popen, stop_timeout_s: float) -> int:
+    """Wait for `dagster dev`; on Ctrl-C or SIGTERM stop it (SIGINT, then SIGTERM, then SIGKILL) and return."""
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        print("stopping dagster dev ...", flush=True)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(sig)  # Ctrl-C reached it already; a SIGTERM to us did not
+            try:
+                child.wait(timeout=stop_timeout_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+            except KeyboardInterrupt:  # a second Ctrl-C: stop waiting for a clean exit
+                continue
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from crm_wave.settings import Settings
+from crm_wave.settings import ConfigError, Settings
 
-__all__ = ["DEFAULT_TENANT", "Tenant", "TenantError", "add_tenant", "get_tenant", "load_tenants", "remove_tenant"]
+__all__ = ["DEFAULT_TENANT", "Tenant", "TenantConfigError", "TenantError", "UnknownTenant", "add_tenant", "get_tenant", "load_tenants", "remove_tenant"]
 
 DEFAULT_TENANT = "default"
 REGISTRY = "tenants.json"
@@ -27,6 +27,14 @@ _SETTINGS_VARS = ("CRM_BASE_URL", "CRM_API_TOKEN", "CRM_NAMING", "CRM_PROFILE", 
 
 class TenantError(ValueError):
     """A tenant name or registry problem."""
+
+
+class UnknownTenant(TenantError):
+    """No tenant of that name is configured."""
+
+
+class TenantConfigError(TenantError, ConfigError):
+    """A tenant's variable is missing or invalid (named with the tenant's prefix)."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +63,9 @@ class Tenant:
         try:
             return Settings.from_env(self.environ(environ, data_root))
         except ValueError as exc:
-            raise TenantError(f"tenant {self.name!r}: {exc} (expected under the prefix {self.env_prefix!r})") from None
+            # Name the variables as this tenant spells them (ACME_CRM_BASE_URL for tenant acme).
+            text = re.sub(r"\b(" + "|".join(_SETTINGS_VARS) + r")\b", lambda m: self.var(m.group(1)), str(exc))
+            raise TenantConfigError(text if self.name == DEFAULT_TENANT else f"tenant {self.name!r}: {text}") from None
 
 
 def _check_name(name: str) -> str:
@@ -87,7 +97,8 @@ def get_tenant(data_root: Path, name: str) -> Tenant:
     for t in load_tenants(data_root):
         if t.name == name:
             return t
-    raise TenantError(f"no tenant {name!r}; known: {', '.join(t.name for t in load_tenants(data_root))}")
+    raise UnknownTenant(f"no tenant {name!r} (known: {', '.join(t.name for t in load_tenants(data_root))}); "
+                        f"pick one with --tenant, or register it with `crm-wave tenants add {name}`")
 
 
 def add_tenant(data_root: Path, name: str, env_prefix: str | None = None) -> Tenant:

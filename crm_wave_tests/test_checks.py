@@ -59,3 +59,15 @@ def test_open_conflicts_check_lists_waiting_fields(tmp_path: Path):
     (line,) = open_conflicts(store, "product")
     assert 'product g1 Name: CRM "Nordic" vs Wave "nordic"' in line and "first sync" in line
     assert open_conflicts(store, "customer") == []
+
+
+def test_order_totals_check_says_what_the_lines_add_up_to(tmp_path: Path):
+    sync = SyncResource(data_root=str(tmp_path))
+    lines = '[{"Quantity":"0.50","UnitPrice":"3580.99"},{"Quantity":"2.50","UnitPrice":"839.65"}]'
+    with sync.store("default").connect() as con:
+        con.execute("CREATE TABLE global_order (global_id VARCHAR, crm_state VARCHAR, wave_state VARCHAR, "
+                    "Total__crm VARCHAR, Total__wave VARCHAR, Lines VARCHAR, Currency VARCHAR)")
+        con.execute("INSERT INTO global_order VALUES ('g1', 'present', 'present', '3889.62', '3889.63', ?, 'NOK')",
+                    [lines])
+    _, mismatched = order_total_mismatches(sync.store("default"))
+    assert mismatched == ["g1: CRM 3889.62 vs Wave 3889.63; its lines add up to 3889.63"]

@@ -129,6 +129,14 @@ def test_dead_letters_park_after_three_attempts_and_retry_on_request(env, capsys
     env.sync(max_passes=1)
     with env.store.connect() as con:
         assert con.execute("SELECT attempts FROM dead_letters").fetchall()[0][0] == 1
+        (gid,) = con.execute("SELECT global_id FROM dead_letters").fetchall()[0]
+    capsys.readouterr()
+    assert main(["deadletters", "retry", gid, "wave-customer:nope"]) == 10  # one unknown: nothing retried
+    assert "no dead letter for wave-customer:nope" in capsys.readouterr().err
+    with env.store.connect() as con:
+        assert con.execute("SELECT attempts FROM dead_letters").fetchall()[0][0] == 1
+    assert main(["deadletters", "retry", gid]) == 0
+    assert "1 dead letter(s) will be retried" in capsys.readouterr().out
 
 
 def test_circuit_breaker_holds_mass_overwrites_until_confirmed(env, capsys):

@@ -14,7 +14,9 @@ import os
 import re
 import shutil
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -22,7 +24,8 @@ import duckdb
 from crm_wave.analyst.views import create_views
 from crm_wave.store.db import Store
 
-__all__ = ["SNAPSHOT_PREFIX", "list_snapshots", "latest_snapshot", "publish_snapshot", "snapshot_name", "snapshot_time"]
+__all__ = ["SNAPSHOT_PREFIX", "Retention", "list_snapshots", "prune_snapshots", "latest_snapshot", "publish_now", "publish_snapshot", "snapshot_name",
+           "snapshot_time"]
 
 SNAPSHOT_PREFIX = "crm_wave-"
 _STAMP = "%Y%m%dT%H%M%S.%fZ"
@@ -60,13 +63,69 @@ def _remove(path: Path) -> None:
             p.unlink()
 
 
-def publish_snapshot(store: Store, snapshots_dir: Path, now: datetime, *, keep: int = 48) -> Path:
-    """Copy the live database to a new snapshot with the analyst views; keep the `keep` newest.
+@dataclass(frozen=True)
+class Retention:
+    """Which snapshots are kept: at most `keep`, none older than `max_age` and together at most
+    `max_bytes` (the oldest go first); the newest is always kept, whatever its age or size.
+
+    Defaults: 48 snapshots, 24 hours, 256 MB; set with `CRM_WAVE_SNAPSHOT_KEEP`,
+    `CRM_WAVE_SNAPSHOT_MAX_AGE_HOURS` and `CRM_WAVE_SNAPSHOT_MAX_MB`."""
+
+    keep: int = 48
+    max_age: timedelta = timedelta(hours=24)
+    max_bytes: int = 256 * 2**20
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Retention:
+        """The retention the environment sets (defaults for unset variables); ConfigError names a bad one."""
+        from crm_wave.settings import ConfigError
+
+        def number(name: str, default: float) -> float:
+            text = (environ.get(name) or "").strip()
+            try:
+                value = float(text) if text else default
+            except ValueError:
+                value = -1
+            if value <= 0:
+                raise ConfigError(f"{name}={text!r} is not a positive number; set it to one or unset it")
+            return value
+
+        return cls(keep=max(1, int(number("CRM_WAVE_SNAPSHOT_KEEP", cls.keep))),
+                   max_age=timedelta(hours=number("CRM_WAVE_SNAPSHOT_MAX_AGE_HOURS", cls.max_age.total_seconds() / 3600)),
+                   max_bytes=int(number("CRM_WAVE_SNAPSHOT_MAX_MB", cls.max_bytes / 2**20) * 2**20))
+
+
+def prune_snapshots(snapshots_dir: Path, now: datetime, retention: Retention) -> list[Path]:
+    """Remove the snapshots `retention` does not keep (as of `now`); return them, oldest first."""
+    snaps = list_snapshots(snapshots_dir)
+    if not snaps:
+        return []
+    newest, older = snaps[-1], snaps[:-1]
+    limit = _utc(now) - retention.max_age
+    kept = [p for p in older if (snapshot_time(p) or limit) >= limit][-(retention.keep - 1):] if retention.keep > 1 else []
+    total = newest.stat().st_size
+    within: list[Path] = []
+    for p in reversed(kept):  # newest first, until the size is spent
+        total += p.stat().st_size
+        if total > retention.max_bytes:
+            break
+        within.append(p)
+    removed = [p for p in older if p not in within]
+    for p in removed:
+        _remove(p)
+    return removed
+
+
+def publish_snapshot(store: Store, snapshots_dir: Path, now: datetime, *, keep: int = 48,
+                     retention: Retention | None = None) -> Path:
+    """Copy the live database to a new snapshot with the analyst views; then prune by `retention`
+    (default: the `keep` newest, within the default age and size).
 
     Runs never wait on analysts: the lock is held only for CHECKPOINT and the copy.
     """
     if keep < 1:
         raise ValueError("keep must be at least 1")
+    retention = retention or Retention(keep=keep)
     snapshots_dir = Path(snapshots_dir)
     snapshots_dir.mkdir(parents=True, exist_ok=True)
     final = snapshots_dir / snapshot_name(now)
@@ -93,9 +152,15 @@ def publish_snapshot(store: Store, snapshots_dir: Path, now: datetime, *, keep: 
         os.replace(tmp, final)
     finally:
         _remove(tmp)
-    for old in list_snapshots(snapshots_dir)[:-keep]:
-        _remove(old)
+    prune_snapshots(snapshots_dir, now, retention)
     return final
+
+
+def publish_now(store: Store) -> Path:
+    """Publish a snapshot of `store` now, next to its file (`<data>/snapshots/`): after a share, when a
+    push is held and after an operator's command, so the snapshot shows what waits for review."""
+    return publish_snapshot(store, Path(store.path).parent / "snapshots", datetime.now(UTC),
+                            retention=Retention.from_env(os.environ))
 
 
 def latest_snapshot(snapshots_dir: Path, *, at: datetime | None = None) -> Path:

@@ -34,11 +34,34 @@ _NOT_GOLDEN = frozenset({"has_base", "crm_deleted", "wave_deleted", "crm_modifie
 
 
 def _blocks() -> list[tuple[str, str]]:
-    """`(name, sql)` of every object in views.sql, in file order."""
+    """`(name, sql)` of every object in views.sql, in file order, then the views built from the mapping."""
     text = _VIEWS_SQL.read_text()
     marks = list(_BLOCK.finditer(text))
     return [(m.group(1), text[m.end(): nxt.start() if nxt else len(text)].strip())
-            for m, nxt in zip(marks, [*marks[1:], None])]
+            for m, nxt in zip(marks, [*marks[1:], None])] + [("record_history", _record_history_sql())]
+
+
+def _record_history_sql() -> str:
+    """`record_history`: every collected version of every record of both systems, under its global id,
+    with the field values under their canonical names (`fields->>'Phone'`, whichever system it came from).
+
+    Built from the mapping (crm_wave/mapping/flows.py), so a new field appears here by itself."""
+    parts = []
+    for entity in ENTITIES:
+        for system in ("crm", "wave"):
+            name = dataset(system, entity)
+            pairs = []
+            for f in canonical_fields(entity).values():
+                path = f.name if system == "crm" else f.wave
+                arrow = "->" if f.kind == "lines" else "->>"
+                pairs.append(f"'{f.name}', d.body{arrow}'$.{path}'")
+            parts.append(
+                f"SELECT '{entity}' AS entity, coalesce(l.global_id, '{name.replace('_', '-')}:' || d._source_id) "
+                f"AS global_id, '{system}' AS system, d._source_id AS source_id, d._seq AS seq, d._deleted AS deleted, "
+                f"d._ts AS valid_from, lead(d._ts) OVER (PARTITION BY d._id ORDER BY d._seq) AS valid_to, "
+                f"try_cast(d._modified AS TIMESTAMP) AS modified_at, json_object({', '.join(pairs)}) AS fields "
+                f"FROM {{{name}}} AS d LEFT JOIN {{links}} AS l ON l.entity = '{entity}' AND l.{system}_id = d._source_id")
+    return "CREATE OR REPLACE VIEW record_history AS\n" + "\nUNION ALL ".join(parts) + ";"
 
 
 #: Every view (and the `entity_as_of` table macro) a snapshot gets.
@@ -94,12 +117,27 @@ def golden_columns(columns: list[str]) -> list[str]:
     return first + [c for c in keep if c not in first]
 
 
+#: SQL type of a golden value by its field kind (cells are text; the views give them their types).
+_KIND_TYPES = {"decimal2": "DECIMAL(18, 2)", "decimal5": "DECIMAL(18, 5)", "decimal8": "DECIMAL(18, 8)",
+               "date": "DATE", "bool": "BOOLEAN", "lines": "JSON"}
+
+
+def _typed(table: str, column: str) -> str:
+    """`column` of global table `table` as a select item of its field's type (text stays VARCHAR)."""
+    entity = table.removeprefix("global_")
+    field = canonical_fields(entity).get(column) if entity in ENTITIES else None
+    sql_type = _KIND_TYPES.get(field.kind) if field is not None else None
+    if sql_type is None:
+        return _quote(column)
+    return f"try_cast({_quote(column)} AS {sql_type}) AS {_quote(column)}"
+
+
 def _render(con: duckdb.DuckDBPyConnection, sql: str, tables: set[str], stand_in: set[str]) -> str:
     def sub(m: re.Match[str]) -> str:
         table = m.group(2)
         if m.group(1):  # {golden:table}
             cols = golden_columns(_columns(con, table)) if table not in stand_in else [c for c, _ in _standin_columns()[table]]
-            return ", ".join(_quote(c) for c in cols)
+            return ", ".join(_typed(table, c) for c in cols)
         return _standin(table) if table in stand_in else _quote(table)
 
     return _PLACEHOLDER.sub(sub, sql)

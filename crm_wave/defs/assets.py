@@ -13,12 +13,12 @@ by the file's lock and by the per-tenant run limit (tag `tenant`).
 from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from crm_wave.defs.resources import SyncResource
+from crm_wave.defs.table_meta import OWNERS, recorded_conflicts, table_metadata
 from crm_wave.store.db import Store
 from crm_wave.sync.breaker import CircuitOpen, breaker_state
 from crm_wave.sync.collect import CollectResult, utcnow
@@ -80,7 +80,7 @@ def _description(s: Stage) -> str:
 
 def _spec(s: Stage) -> dg.AssetSpec:
     return dg.AssetSpec(s.name, deps=s.deps, group_name=s.kind, kinds=_KINDS[s.kind], description=_description(s),
-                        partitions_def=TENANTS, skippable=s.kind == "push",
+                        partitions_def=TENANTS, skippable=s.kind == "push", owners=OWNERS,
                         freshness_policy=COLLECT_FRESHNESS if s.kind == "collect" else None)
 
 
@@ -94,17 +94,17 @@ BREAKER_CHECKS = [dg.AssetCheckSpec("circuit_breaker", asset=s.name, blocking=Tr
 
 def _metadata(store: Store, s: Stage, result: StageResult) -> dict[str, Any]:
     """What the UI shows of one stage's result."""
-    if isinstance(result, CollectResult):
-        return {**asdict(result), "dagster/row_count": result.written}
+    if isinstance(result, CollectResult):  # row count: the records the dataset holds, not this run's versions
+        return {**asdict(result), **table_metadata(store, s.name, count_from=f"{s.name}_current WHERE NOT _deleted")}
     if isinstance(result, GlobalResult):
-        return {**asdict(result), "dagster/row_count": result.golden, "preview": _preview(store, s.name)}
+        return {**asdict(result), **table_metadata(store, s.name), "conflicts": recorded_conflicts(store, s.entity),
+                "conflicts_this_run": result.conflicts, "preview": _preview(store, s.name)}
     if isinstance(result, ShareResult):
-        return {**asdict(result), "work": result.work, "dagster/row_count": result.work,
+        return {**asdict(result), "work": result.work, **table_metadata(store, s.name),
                 "preview": _preview(store, s.name, ["op", "global_id", "target_id", "changes", "reason"])}
     assert isinstance(result, PushResult)
     return {"created": result.created, "updated": result.updated, "failed": result.failed, "skipped": result.skipped,
-            "parked": result.parked, "recovered": result.recovered, "unknown": result.unknown,
-            "writes": result.writes, "dagster/row_count": result.writes,
+            "parked": result.parked, "recovered": result.recovered, "unknown": result.unknown, "writes": result.writes,
             "messages": dg.MetadataValue.md("\n".join(f"- {m}" for m in result.messages[:20]) or "_none_")}
 
 
@@ -140,20 +140,24 @@ def sync_pass(context: dg.AssetExecutionContext, config: PassConfig, sync: SyncR
             events.append(_breaker_result(store, s))
 
     with sync.client("crm", tenant) as crm, sync.client("wave", tenant) as wave:
-        run_pass(store, {"crm": crm, "wave": wave}, now=utcnow(), full=config.full, run_id=context.run.run_id,
-                 only=selected, progress=context.log.info, on_stage=on_stage)
+        result = run_pass(store, {"crm": crm, "wave": wave}, now=utcnow(), full=config.full,
+                          run_id=context.run.run_id, only=selected, progress=context.log.info, on_stage=on_stage)
+    if result.held:  # the run fails on the breaker check: the operator reviews `planned_writes` in a snapshot of now
+        from crm_wave.analyst.snapshot import publish_now
+
+        publish_now(store)
     yield from events
 
 
-@dg.asset(name="snapshot", group_name="analyst", partitions_def=TENANTS, kinds={"duckdb"},
-          deps=PUSH,
+@dg.asset(name="snapshot", group_name="analyst", partitions_def=TENANTS, kinds={"duckdb"}, owners=OWNERS,
+          deps=PUSH + SHARE,  # ordered after share in `collect_job` too
           description="A read-only copy of the DuckDB file with analyst views (`golden_customers`, `record_links`, "
                       "`entity_history`, `field_conflicts`, `failed_records`, `pending_deletes`, ...), published after "
                       "each sync under `<data>/snapshots/`. Query it with `crm-wave sql`.")
 def snapshot(context: dg.AssetExecutionContext, sync: SyncResource) -> dg.MaterializeResult:
     """Publish the snapshot analysts query (the live file is never theirs to open)."""
-    from crm_wave.analyst.snapshot import publish_snapshot
+    from crm_wave.analyst.snapshot import publish_now
 
     store = sync.store(context.partition_key)
-    path = publish_snapshot(store, Path(store.path).parent / "snapshots", utcnow())
+    path = publish_now(store)  # retention: crm_wave.analyst.snapshot.Retention
     return dg.MaterializeResult(metadata={"path": str(path)})

@@ -37,8 +37,9 @@ sync_job = dg.define_asset_job(
 
 collect_job = dg.define_asset_job(
     "collect_job",
-    selection=dg.AssetSelection.assets(*COLLECT, *GLOBAL, *SHARE),
-    description="Collect both systems and recompute golden records and share diffs (writes nothing to the systems).",
+    selection=dg.AssetSelection.assets(*COLLECT, *GLOBAL, *SHARE, snapshot),
+    description="Collect both systems and recompute golden records and share diffs (writes nothing to the systems); "
+                "then a snapshot, so held deletes, waits and planned writes can be reviewed with `crm-wave sql`.",
     executor_def=dg.in_process_executor,
 )
 

@@ -1,12 +1,14 @@
 """Asset checks: link integrity, both sides present, order totals, open conflicts. (The circuit breaker
 is a check of the `sync_pass` multi-asset itself, `assets.BREAKER_CHECKS`: it is decided inside the pass.)"""
 
+import json
 from decimal import Decimal, InvalidOperation
 
 import dagster as dg
 
 from crm_wave.defs.assets import TENANTS
 from crm_wave.defs.resources import SyncResource
+from crm_wave.model.money import currency_exponent, lines_total
 from crm_wave.store import Store
 from crm_wave.sync.names import ENTITIES, dataset, global_table
 
@@ -44,22 +46,36 @@ def order_total_mismatches(store: Store) -> tuple[int, list[str]]:
     """(linked orders compared, "gid: CRM x vs Wave y" for each whose totals differ as decimals)."""
     table = global_table("order")
     with store.connect() as con:
-        if "Total__crm" not in (store.table_columns(con, table) or []):
+        columns = store.table_columns(con, table) or []
+        if "Total__crm" not in columns:
             return 0, []
         both = f"FROM {table} WHERE crm_state = 'present' AND wave_state = 'present'"
         ((compared,),) = con.execute(f"SELECT count(*) {both}").fetchall()
+        lines = "Lines, Currency" if {"Lines", "Currency"} <= set(columns) else "NULL, NULL"
         # Equal text is equal; only the rest ("10" against "10.00") is compared as decimals.
-        differing = con.execute(f"SELECT global_id, Total__crm, Total__wave {both} "
+        differing = con.execute(f"SELECT global_id, Total__crm, Total__wave, {lines} {both} "
                                 "AND Total__crm IS DISTINCT FROM Total__wave ORDER BY global_id").fetchall()
     mismatched = []
-    for gid, crm_total, wave_total in differing:
+    for gid, crm_total, wave_total, lines_cell, currency in differing:
         try:
             equal = Decimal(crm_total or "0") == Decimal(wave_total or "0")
         except InvalidOperation:
             equal = False
         if not equal:
-            mismatched.append(f"{gid}: CRM {crm_total} vs Wave {wave_total}")
+            mismatched.append(f"{gid}: CRM {crm_total} vs Wave {wave_total}{_lines_add_up_to(lines_cell, currency)}")
     return compared, mismatched
+
+
+def _lines_add_up_to(lines_cell: str | None, currency: str | None) -> str:
+    """"; its lines add up to X" by the shared money rule, so the operator sees which side is off."""
+    if not lines_cell:
+        return ""
+    try:
+        lines = json.loads(lines_cell)
+        total = lines_total(((line["Quantity"], line["UnitPrice"]) for line in lines), currency_exponent(currency))
+    except (ValueError, TypeError, KeyError, InvalidOperation):
+        return ""
+    return f"; its lines add up to {total}"
 
 
 @dg.asset_check(asset=global_table("order"), name="order_totals_match_invoices", partitions_def=TENANTS,

@@ -11,7 +11,9 @@ caller looks the record up before trying again (the safe-create pattern).
 
 from __future__ import annotations
 
+import errno
 import random
+import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -29,6 +31,7 @@ __all__ = [
     "RequestStats",
     "RetryingSender",
     "TransientError",
+    "UnreachableError",
     "request_limiter",
 ]
 
@@ -53,6 +56,30 @@ class TransientError(ApiError):
 
 class OutcomeUnknown(TransientError):
     """A non-idempotent request may have been carried out; look before retrying."""
+
+
+class UnreachableError(TransientError):
+    """The URL cannot work as written (no http:// or https://) or its host does not resolve or route:
+    reported at once, since retrying cannot help. `system` and `url` say which."""
+
+    def __init__(self, message: str, *, system: str, url: str) -> None:
+        super().__init__(message)
+        self.system = system
+        self.url = url
+
+
+def _unreachable(exc: httpx.TransportError) -> str | None:
+    """Why `exc` cannot be cured by retrying (bad scheme, unknown host, no route), or None."""
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return "the URL needs http:// or https:// in front"
+    seen = exc.__cause__ or exc.__context__
+    while seen is not None:
+        if isinstance(seen, socket.gaierror):
+            return f"the host name does not resolve ({seen.strerror or seen})"
+        if isinstance(seen, OSError) and seen.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+            return f"no route to the host ({seen.strerror or seen})"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,7 +199,7 @@ class RetryingSender:
             return retrying(self._attempt, request, idempotent)
         except _Retry as exc:
             raise TransientError(
-                f"{self.name}: gave up after {self.policy.max_attempts} attempts: {exc}",
+                f"{self.name}: gave up after {self.policy.max_attempts} attempts at {_where(request)}: {exc}",
                 status=exc.status,
                 retry_after=exc.retry_after,
             ) from None
@@ -190,7 +217,13 @@ class RetryingSender:
             else:
                 with self._in_flight:
                     response = self.client.send(request)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        except (httpx.UnsupportedProtocol, httpx.ConnectError) as exc:
+            if (why := _unreachable(exc)) is None:
+                self.stats.add("network_errors")
+                raise _Retry(f"{type(exc).__name__} ({exc})", None, None) from exc
+            raise UnreachableError(f"{self.name}: cannot reach {_where(request)}: {why}",
+                                   system=self.name, url=_where(request)) from exc
+        except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # Never reached the server: always safe to retry.
             self.stats.add("network_errors")
             raise _Retry(f"{type(exc).__name__}", None, None) from exc
@@ -214,3 +247,8 @@ class RetryingSender:
                 raise OutcomeUnknown(f"{self.name}: HTTP {status}; the write may have happened", status=status)
             raise _Retry(f"HTTP {status}", status, parse_retry_after(response.headers.get("retry-after")))
         return response
+
+
+def _where(request: httpx.Request) -> str:
+    """The request's URL without its query string (cursors and filters add nothing to an error)."""
+    return str(request.url.copy_with(query=None))

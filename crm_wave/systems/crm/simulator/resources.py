@@ -14,9 +14,10 @@ import datetime as _dt
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import Decimal
 from typing import Any
 
+from crm_wave.model.money import currency_exponent, lines_total
 from crm_wave.model.values import (
     format_decimal,
     normalize_country,
@@ -372,14 +373,12 @@ def _person_name(entity: Mapping[str, Any]) -> str:
     return " ".join(p for p in (entity.get("FirstName"), entity.get("LastName")) if p and p.strip()).strip()
 
 
-def order_total(lines: list[dict[str, Any]]) -> str:
-    """Σ Quantity * UnitPrice, rounded half-up to 2 decimals (exact: no intermediate rounding)."""
-    with localcontext() as ctx:
-        ctx.prec = 80
-        total = sum((Decimal(l["Quantity"]) * Decimal(l["UnitPrice"]) for l in lines), Decimal(0))
-        if total >= MAX_DECIMAL:
-            raise invalid("Lines", f"the order Total {total:.2f} is too large (max 15 integer digits)")
-        return format(total.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP), "f")
+def order_total(lines: list[dict[str, Any]], currency: str | None = None) -> str:
+    """Σ of each line's Quantity * UnitPrice rounded to the currency's minor unit (crm_wave.model.money's rule)."""
+    total = lines_total(((l["Quantity"], l["UnitPrice"]) for l in lines), currency_exponent(currency))
+    if total >= MAX_DECIMAL:
+        raise invalid("Lines", f"the order Total {total} is too large (max 15 integer digits)")
+    return format(total, "f")
 
 
 def finalize(spec: ResourceSpec, changes: Mapping[str, Any], old: Mapping[str, Any] | None,
@@ -407,7 +406,7 @@ def finalize(spec: ResourceSpec, changes: Mapping[str, Any], old: Mapping[str, A
                     line["UnitPrice"] = price
         if entity["OrderDate"] and entity["DueDate"] and entity["DueDate"] < entity["OrderDate"]:
             raise invalid("DueDate", f"{show_value(entity['DueDate'])} is before OrderDate {show_value(entity['OrderDate'])}")
-        entity["Total"] = order_total(entity["Lines"])
+        entity["Total"] = order_total(entity["Lines"], entity.get("Currency"))
 
     for f in spec.fields:
         value = entity[f.name]

@@ -214,7 +214,7 @@ def _orders(rng: random.Random, n: int, clock: _Clock, customers: list[tuple[str
             "Memo": rng.choice([None, None, "Thank you for your business", "Deliver to the back entrance"]),
             "Status": status,
             "Lines": lines,
-            "Total": order_total(lines),
+            "Total": order_total(lines, currency),
             "AmountPaid": None,
             "AmountDue": None,
             "PaymentStatus": None,

@@ -33,6 +33,8 @@ from typing import Any
 
 from graphql import GraphQLResolveInfo
 
+from crm_wave.model.money import currency_exponent, line_amount
+
 from .catalog import income_account_n
 from .loader import effective_status
 from .mode import LOCKED_STATUSES, mode_of
@@ -116,7 +118,7 @@ def compute_totals(tx: Tx, bid: str, body: dict[str, Any]) -> dict[str, Any]:
     taxes = {t["_n"]: t for t in tx.select(bid, "SalesTax", order="n ASC")}
     subtotal = tax_total = Decimal(0)
     for item in body["items"]:
-        sub = round_money(to_decimal(item["quantity"]) * to_decimal(item["unitPrice"]), code)
+        sub = line_amount(item["quantity"], item["unitPrice"], currency_exponent(code))
         item_taxes = []
         for n in item["taxNs"]:
             if n not in taxes:

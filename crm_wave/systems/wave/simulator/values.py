@@ -23,6 +23,8 @@ from typing import Any
 
 import pycountry
 
+from crm_wave.model.money import currency_exponent
+
 # ---------------------------------------------------------------- ids
 
 
@@ -126,21 +128,10 @@ def fmt_decimal(value: object, places: int | None = None) -> str:
 
 # ---------------------------------------------------------------- currencies
 
-_ZERO_DECIMAL = {"BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI",
-                 "VND", "VUV", "XAF", "XOF", "XPF"}
-_THREE_DECIMAL = {"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"}
 _SYMBOLS = {"USD": "$", "CAD": "$", "AUD": "$", "NZD": "$", "SGD": "$", "HKD": "$", "MXN": "$",
             "EUR": "€", "GBP": "£", "JPY": "¥", "CNY": "¥", "INR": "₹", "NOK": "kr", "SEK": "kr",
             "DKK": "kr", "ISK": "kr", "CHF": "CHF", "BRL": "R$", "ZAR": "R", "KRW": "₩", "PLN": "zł",
             "RUB": "₽", "TRY": "₺", "ILS": "₪", "NGN": "₦", "PHP": "₱", "THB": "฿", "VND": "₫"}
-
-
-def currency_exponent(code: str) -> int:
-    if code in _ZERO_DECIMAL:
-        return 0
-    if code in _THREE_DECIMAL:
-        return 3
-    return 2
 
 
 @lru_cache(maxsize=None)

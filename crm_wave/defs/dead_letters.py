@@ -1,0 +1,79 @@
+"""Dead letters in the UI: a failing (warning) check on each push listing the records its system
+refused, and `retry_dead_letters_job`, launched from the UI with the ids to retry."""
+
+import dagster as dg
+
+from crm_wave.analyst.snapshot import publish_now
+from crm_wave.defs.assets import SYSTEMS, TENANTS
+from crm_wave.defs.resources import SyncResource
+from crm_wave.store.dead_letters import list_dead_letters, retry_dead_letters
+from crm_wave.sync.names import ENTITIES, dataset
+
+#: Records listed in a check's metadata; the count is always whole.
+SHOWN = 50
+
+
+def dead_letters_check(system: str, entity: str) -> dg.AssetChecksDefinition:
+    """Fails with WARN severity while `system` has refused records of `entity`, listing them."""
+    push = f"push_{dataset(system, entity)}"
+
+    @dg.asset_check(asset=push, name="no_dead_letters", partitions_def=TENANTS,
+                    description=f"Warns while {system} refused {entity} records (dead letters), listing each with the "
+                                "field and message. Fix the data at its source, or retry them with "
+                                "`retry_dead_letters_job` (Launchpad: the tenant and global ids) or "
+                                "`crm-wave deadletters retry`.")
+    def _check(context: dg.AssetCheckExecutionContext, sync: SyncResource) -> dg.AssetCheckResult:
+        store = sync.store(context.partition_key)
+        with store.connect() as con:
+            letters = list_dead_letters(con, system, entity)
+        listing = "\n".join(f"- `{d.global_id}` (record {d.record_id or 'not created'}) {d.op}: "
+                            f"**{d.field or 'record'}**: {d.message} _(attempts {d.attempts})_" for d in letters[:SHOWN])
+        if len(letters) > SHOWN:
+            listing += f"\n- … and {len(letters) - SHOWN} more (`crm-wave deadletters`)"
+        return dg.AssetCheckResult(
+            passed=not letters, severity=dg.AssetCheckSeverity.WARN,
+            description=(f"{len(letters)} {entity} record(s) refused by {system}" if letters else "none"),
+            metadata={"dead_letters": len(letters), "parked": sum(d.attempts >= 3 for d in letters),
+                      "records": dg.MetadataValue.md(listing or "_none_"),
+                      "global_ids": dg.MetadataValue.json([d.global_id for d in letters[:SHOWN]])})
+
+    return _check
+
+
+class RetryConfig(dg.Config):
+    """Which dead letters to retry: `global_ids` (from the check's list), or `all: true`."""
+
+    tenant: str = "default"
+    global_ids: list[str] = []
+    all: bool = False
+
+
+@dg.op(name="retry_dead_letters")
+def retry_op(context: dg.OpExecutionContext, config: RetryConfig, sync: SyncResource) -> int:
+    """Reset the attempts of the named dead letters; the next sync sends them again."""
+    if not (config.all or config.global_ids):
+        raise dg.Failure("name the global ids to retry in `global_ids` (the no_dead_letters check lists them), "
+                         "or set `all: true`")
+    store = sync.store(config.tenant)
+    with store.connect() as con:
+        n, unknown = retry_dead_letters(con, None if config.all else list(config.global_ids))
+    if unknown:
+        raise dg.Failure(f"no dead letter for {', '.join(unknown)} in tenant {config.tenant!r}; nothing was retried")
+    publish_now(store)
+    context.log.info(f"{n} dead letter(s) of tenant {config.tenant!r} will be retried by the next sync")
+    context.add_output_metadata({"retried": n})
+    return n
+
+
+@dg.job(name="retry_dead_letters_job",
+        description="Retry dead letters from the UI: Launchpad config `ops: {retry_dead_letters: {config: {tenant: "
+                    "default, global_ids: [crm-customer:C1024]}}}` (or `all: true`); the next sync sends them.")
+def retry_dead_letters_job() -> None:
+    retry_op()
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The dead-letter checks and the retry job."""
+    return dg.Definitions(asset_checks=[dead_letters_check(s, e) for e in ENTITIES for s in SYSTEMS],
+                          jobs=[retry_dead_letters_job])
