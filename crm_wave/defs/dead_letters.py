@@ -4,18 +4,17 @@ refused, and `retry_dead_letters_job`, launched from the UI with the ids to retr
 import dagster as dg
 
 from crm_wave.analyst.snapshot import publish_now
-from crm_wave.defs.assets import SYSTEMS, TENANTS
+from crm_wave.defs.assets import TENANTS
 from crm_wave.defs.resources import SyncResource
 from crm_wave.store.dead_letters import list_dead_letters, retry_dead_letters
-from crm_wave.sync.names import ENTITIES, dataset
+from crm_wave.sync.stages import STAGES
 
 #: Records listed in a check's metadata; the count is always whole.
 SHOWN = 50
 
 
-def dead_letters_check(system: str, entity: str) -> dg.AssetChecksDefinition:
-    """Fails with WARN severity while `system` has refused records of `entity`, listing them."""
-    push = f"push_{dataset(system, entity)}"
+def dead_letters_check(push: str, system: str, entity: str) -> dg.AssetChecksDefinition:
+    """Fails with WARN severity while `system` has refused records of `entity` (its push), listing them."""
 
     @dg.asset_check(asset=push, name="no_dead_letters", partitions_def=TENANTS,
                     description=f"Warns while {system} refused {entity} records (dead letters), listing each with the "
@@ -75,5 +74,5 @@ def retry_dead_letters_job() -> None:
 @dg.definitions
 def defs() -> dg.Definitions:
     """The dead-letter checks and the retry job."""
-    return dg.Definitions(asset_checks=[dead_letters_check(s, e) for e in ENTITIES for s in SYSTEMS],
+    return dg.Definitions(asset_checks=[dead_letters_check(s.name, s.system or "", s.entity) for s in STAGES if s.kind == "push"],
                           jobs=[retry_dead_letters_job])
