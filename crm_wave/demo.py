@@ -22,6 +22,7 @@ from crm_wave.systems.crm.simulator import seed as seed_crm
 from crm_wave.systems.serve import serve_in_thread
 from crm_wave.systems.wave.client import Mutation, WaveClient
 from crm_wave.systems.wave.simulator import create_app as wave_app
+from datetime import UTC
 
 CRM_TOKEN = "crm-demo-token"
 WAVE_TOKEN = "wave-demo-token"
@@ -99,7 +100,7 @@ def _writes(passes: list[dict[str, dict]]) -> dict[str, int]:
 
 def show_and_approve_waiting(store: Store) -> int:
     """Print what the first sync left waiting for a person, then approve it as the command would; return how many."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from crm_wave.store.queue import decide, list_items
     from crm_wave.sync.conflicts_cli import item_line
@@ -114,7 +115,7 @@ def show_and_approve_waiting(store: Store) -> int:
     print("list them with `crm-wave conflicts`; approve with `crm-wave conflicts resolve ID... --take crm|wave`")
     print("\n== Approving: crm-wave conflicts resolve --all --take crm --by demo ==")
     with store.connect() as con:
-        done = decide(store, con, items, "crm", None, "demo", datetime.now(timezone.utc).replace(tzinfo=None))
+        done = decide(store, con, items, "crm", None, "demo", datetime.now(UTC).replace(tzinfo=None))
     print(f"{len(done)} conflict(s) decided for the CRM's values; the next sync writes them")
     return len(done)
 

@@ -51,7 +51,7 @@ class Rig:
         db = CrmStore(self.crm_db)
         with db.write() as tx:
             rid = f"{prefix}{tx.next_value(f'id:{resource}', FIRST_ID)}"
-            full = {**body, "Id": rid, "Version": 1, "UpdatedAt": format_ts(dt.datetime.now(dt.timezone.utc))}
+            full = {**body, "Id": rid, "Version": 1, "UpdatedAt": format_ts(dt.datetime.now(dt.UTC))}
             tx.put(resource, rid, seq=tx.next_seq(resource), version=1, deleted=False, ukey=None, body=json.dumps(full))
         db.close()
         return rid
@@ -67,5 +67,6 @@ def rig(crm_sim, wave_sim, tmp_path: Path) -> Iterator[Rig]:
     """Both simulators, empty, with clients and a store in tmp_path."""
     from crm_wave.systems.crm.profile import load_profile
 
-    with CrmClient(base_url=crm_sim.url, token=crm_sim.token, profile=load_profile(crm_sim.style)) as crm, WaveClient(url=wave_sim.url, token=wave_sim.token) as wave:
+    with CrmClient(base_url=crm_sim.url, token=crm_sim.token, profile=load_profile(crm_sim.style)) as crm, \
+            WaveClient(url=wave_sim.url, token=wave_sim.token) as wave:
         yield Rig(crm=crm, wave=wave, store=Store(tmp_path / "crm_wave.duckdb"), crm_db=crm_sim.db_path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dagster as dg
-import pytest
 
 from crm_wave.defs.automation import push_sensor
 from crm_wave.defs.run import run_sync_job
@@ -104,7 +103,7 @@ def test_collect_schedule_skips_tenants_with_a_run_in_progress():
 
     from crm_wave.defs.automation import collect_schedule
 
-    when = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("tenants", ["default", "acme"])
         ctx = lambda: dg.build_schedule_context(instance=instance, scheduled_execution_time=when)  # noqa: E731

@@ -21,7 +21,7 @@ import threading
 import time
 from bisect import bisect_left
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ def _record_requests(client: WaveClient) -> list[float]:
 def run_api(records: int, pushes: int, seed: int, workdir: Path, *, batch_size: int = 25, max_workers: int = 4,
             rate_limit: int | None = 60, rate_limited_products: int = 2000) -> dict[str, Any]:
     """Collect/push throughput against the simulators, and a rate-limited push (skipped when `rate_limit` is None)."""
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
     crm_db, wave_db = workdir / "crm.sqlite3", workdir / "wave.sqlite3"
     seed_crm(crm_db, seed=seed, customers=records, products=rate_limited_products if rate_limit else 10, orders=0)
     out: dict[str, Any] = {"records": records, "batch_size": batch_size, "max_workers": max_workers}

@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from typing import Any
 
 __all__ = ["Scale", "Dataset", "FakeCrm", "FakeWave", "QUICK", "DEFAULT", "NAIVE"]
@@ -35,7 +35,7 @@ _CITIES = [("Oslo", "NO-03", "NO", "NOK"), ("Bergen", "NO-46", "NO", "NOK"), ("S
 _PRODUCTS = ["Office Chair", "Desk Lamp", "Coffee Beans 1 kg", "Backpack", "Headphones", "Rain Jacket", "Tent"]
 _PRICES = ["10", "12.50", "99.90", "149", "1250", "7.25", "0.5"]
 _QTY = ["1", "2", "3", "0.5", "10"]
-T0 = datetime(2025, 6, 1, tzinfo=timezone.utc)
+T0 = datetime(2025, 6, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +102,7 @@ def measure_stages(workdir: Path, *, seed: int = 42, repeats: int = 5, customers
         for i in range(repeats):
             customer = next(c for c in crm.read_all("customers") if c["Type"] == "organization")
             crm.patch("customers", customer["Id"], {"Phone": f"+47 99 00 00 {i:02d}"}, if_match=customer["Version"])
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             t = time.perf_counter()
             for entity in ENTITIES:
                 for system in ("crm", "wave"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 from crm_wave.mapping.canonical import canonical_fields, crm_to_canonical, person_name, wave_to_canonical
@@ -119,7 +119,7 @@ def _ts(value: str | None) -> datetime | None:
         ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 def _state(side_id: str | None, rec: dict[str, Any] | None) -> str:

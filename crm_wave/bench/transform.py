@@ -22,7 +22,7 @@ import resource
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,7 @@ def run_transform(scale: Scale, seed: int, workdir: Path, *, edit_share: float =
     crm, wave = FakeCrm(data), FakeWave(data)
     clients = {"crm": crm, "wave": wave}
     store = Store(workdir / "bench.duckdb")
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
     full = _pass(store, data, clients, now, full=True)
     rss_full = peak_rss_mb()
     changed = data.edit("crm", "customer", edit_share)

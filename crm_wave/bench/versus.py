@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,7 @@ def run_versus(scale: Scale, seed: int, workdir: Path) -> dict[str, Any]:
     data = Dataset(scale, seed)
     clients = {"crm": FakeCrm(data), "wave": FakeWave(data)}
     store = Store(workdir / "engine.duckdb")
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
     for entity in ENTITIES:
         for system in SIDES:
             collect(store, system, entity, clients[system], now, full=True)

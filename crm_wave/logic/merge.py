@@ -233,7 +233,8 @@ def merge_records(
     conflict_rows, wait_rows, fate_rows = [], [], []
     # Which fields have any conflict or wait at all (one pass), so that only those are filtered.
     flags = df.select([(pl.col(f + "__o").is_in(["crm", "wave"]) & both
-                        & ~pl.col(f + CRM).eq_missing(pl.col(f + WAVE))).any().alias(f + "|c") for f in two_way] + [(pl.col(f + "__o") == "wait").any().alias(f + "|w") for f in two_way]
+                        & ~pl.col(f + CRM).eq_missing(pl.col(f + WAVE))).any().alias(f + "|c") for f in two_way]
+                      + [(pl.col(f + "__o") == "wait").any().alias(f + "|w") for f in two_way]
                       ).row(0, named=True) if two_way and df.height else {}
     for f in two_way:
         o = pl.col(f + "__o")

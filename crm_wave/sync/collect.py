@@ -9,7 +9,7 @@ same transaction as the versions it covers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
@@ -162,4 +162,4 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
 
 def utcnow() -> datetime:
     """Now, in UTC (the only clock read of the stages; tests pass their own `now`)."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

@@ -6,7 +6,7 @@ import argparse
 import getpass
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 from crm_wave.logic.decide import DecisionError
@@ -88,7 +88,7 @@ def _resolve(store: Any, con: Any, args: argparse.Namespace) -> int:
             return 2
     try:
         done = decide(store, con, items, take, args.value, args.by or getpass.getuser(),
-                      datetime.now(timezone.utc).replace(tzinfo=None))
+                      datetime.now(UTC).replace(tzinfo=None))
     except DecisionError as exc:
         print(str(exc), file=sys.stderr)
         return 2

@@ -647,7 +647,7 @@ def test_seed_is_reproducible_realistic_and_valid(tmp_path: Path) -> None:
     customer_ids = {c["Id"] for c in customers}
     product_ids = {json.loads(body)["Id"] for res, _, body in rows if res == "products"}
     assert all(o["CustomerId"] in customer_ids and 1 <= len(o["Lines"]) <= 4 for o in orders)
-    assert all(l["ProductId"] in product_ids for o in orders for l in o["Lines"])
+    assert all(line["ProductId"] in product_ids for o in orders for line in o["Lines"])
 
 
 def test_seeded_data_is_served_and_new_ids_follow(tmp_path: Path) -> None:

@@ -104,7 +104,7 @@ def test_every_ref_resolves_and_every_schema_is_valid(document: dict[str, Any]) 
     assert refs
     for ref in refs:
         _resolve(document, ref)
-    for name, schema in document["components"]["schemas"].items():
+    for _name, schema in document["components"]["schemas"].items():
         jsonschema.Draft7Validator.check_schema(_json_schema(document, schema))
 
 

@@ -119,7 +119,7 @@ class World:
             for entity in ENTITIES:
                 links = store.read_links(con, entity)
                 half = links.filter(pl.col("crm_id").is_null() | pl.col("wave_id").is_null())
-                for gid, crm_id, wave_id, _how in half.iter_rows():
+                for gid, _crm_id, wave_id, _how in half.iter_rows():
                     if r.random() > 0.3:
                         continue
                     target = "wave" if wave_id is None else "crm"

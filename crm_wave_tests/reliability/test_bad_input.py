@@ -8,7 +8,6 @@ API, which accepts things the CRM refuses.
 
 from __future__ import annotations
 
-import pytest
 
 LONG = "x" * 10_000
 

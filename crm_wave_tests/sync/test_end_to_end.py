@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from crm_wave.systems.crm.simulator.styles import STYLES
+from datetime import UTC
 
 #: Every test runs against each shape of the CRM simulator (through the profile of that name) and
 #: each mode of the Wave simulator: every style and every mode at least once, strict Wave with the
@@ -35,7 +36,7 @@ def test_crm_records_are_created_in_wave_with_every_flow(rig):
                                        "CustomerNumber": "K-1", "Phone": "+47 1", "StreetAddress1": "Gate 1",
                                        "City": "Oslo", "ZipCode": "0150", "Country": "NO", "Currency": "NOK",
                                        "FirstName": "Per", "LastName": "Kontakt", "Description": "VIP"})
-    person = rig.crm_create("customers", {"Type": "person", "FirstName": "Kari", "LastName": "Nordmann",
+    rig.crm_create("customers", {"Type": "person", "FirstName": "Kari", "LastName": "Nordmann",
                                           "Email": "kari@example.no", "State": "US-CA", "Country": "US"})
     p1 = rig.crm_create("products", {"Name": "Widget", "UnitPrice": "149.90", "Description": "A widget"})
     p2 = rig.crm_create("products", {"Name": "Gizmo", "UnitPrice": "10.123456"})
@@ -187,7 +188,7 @@ def test_bad_record_is_dead_lettered_and_its_invoice_waits_visibly(rig):
 
 
 def test_deletes_on_either_side_are_held_then_approved(rig):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from crm_wave.sync.deletes import approve_deletes, pending_deletes
 
@@ -202,7 +203,7 @@ def test_deletes_on_either_side_are_held_then_approved(rig):
     assert held == {("wave", by_email["gone@x.example"]["id"]), ("crm", kept["Id"])}
     assert "gone@x.example" in _by(rig.wave.list_customers(), "email")  # held, not carried out
     assert rig.crm.get("customers", kept["Id"]) is not None
-    done = approve_deletes(rig.store, {"crm": rig.crm, "wave": rig.wave}, None, datetime.now(timezone.utc))
+    done = approve_deletes(rig.store, {"crm": rig.crm, "wave": rig.wave}, None, datetime.now(UTC))
     assert len(done) == 2 and all(line.endswith("-> ok") for line in done), done
     assert rig.crm.get("customers", kept["Id"]) is None
     assert [c["email"] for c in rig.wave.list_customers()] == []

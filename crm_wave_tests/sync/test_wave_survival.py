@@ -5,7 +5,7 @@ and spurious NOT_FOUND on creates. Real simulators over HTTP."""
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from decimal import Decimal
 from pathlib import Path
 
@@ -68,14 +68,14 @@ def test_wave_record_gone_breaks_its_link_visibly_and_the_batch_goes_on(rig):
         (gone,) = con.execute("SELECT count(*) FROM sync_log WHERE outcome LIKE 'gone:%'").fetchone()
     assert gone == 1
     done = approve_deletes(rig.store, {"crm": rig.crm, "wave": rig.wave}, {held[0].global_id},
-                           datetime.now(timezone.utc))
+                           datetime.now(UTC))
     assert len(done) == 1 and done[0].endswith("-> ok") and rig.crm.get("customers", lost["Id"]) is None
     # The other way: a CRM delete held for Wave, whose Wave record is gone by the time it is approved.
     rig.crm.delete("customers", kept["Id"], if_match=None)
     rig.sync()
     (held_wave,) = [d for d in pending_deletes(rig.store) if d.system == "wave"]
     rig.wave_write("customerDelete", {"id": held_wave.target_id})
-    done = approve_deletes(rig.store, {"crm": rig.crm, "wave": rig.wave}, None, datetime.now(timezone.utc))
+    done = approve_deletes(rig.store, {"crm": rig.crm, "wave": rig.wave}, None, datetime.now(UTC))
     assert len(done) == 1 and done[0].endswith("-> ok") and pending_deletes(rig.store) == []
 
 
@@ -117,7 +117,7 @@ def test_payments_that_keep_modified_at_reach_the_crm_for_few_requests(rig, wave
             con.execute("UPDATE entities SET modified_ms = modified_ms - ? WHERE type = 'Invoice' AND lookup = ?",
                         ((3600 + 10 * i) * 1000, str(7000 + i)))
     con.close()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     collect(rig.store, "wave", "order", rig.wave, now, full=True)
 
     def collect_requests() -> int:
@@ -139,7 +139,7 @@ def test_payments_that_keep_modified_at_reach_the_crm_for_few_requests(rig, wave
 def test_incremental_read_loses_nothing_when_records_share_a_modified_at(rig, wave_sim):
     biz = rig.wave.business_id
     first = rig.wave_write("customerCreate", {"businessId": biz, "name": "First"}).entity
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     collect(rig.store, "wave", "customer", rig.wave, now, full=True)
     second = rig.wave_write("customerCreate", {"businessId": biz, "name": "Second"}).entity
     con = sqlite3.connect(wave_sim.db_path)  # same second as the first: the harsh case, made certain

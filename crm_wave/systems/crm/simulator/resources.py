@@ -375,7 +375,7 @@ def _person_name(entity: Mapping[str, Any]) -> str:
 
 def order_total(lines: list[dict[str, Any]], currency: str | None = None) -> str:
     """Σ of each line's Quantity * UnitPrice rounded to the currency's minor unit (crm_wave.model.money's rule)."""
-    total = lines_total(((l["Quantity"], l["UnitPrice"]) for l in lines), currency_exponent(currency))
+    total = lines_total(((line["Quantity"], line["UnitPrice"]) for line in lines), currency_exponent(currency))
     if total >= MAX_DECIMAL:
         raise invalid("Lines", f"the order Total {total} is too large (max 15 integer digits)")
     return format(total, "f")

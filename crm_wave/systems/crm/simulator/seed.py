@@ -94,7 +94,7 @@ class _Clock:
     """Deterministic UpdatedAt values: a seed-derived start, +250 ms per entity."""
 
     def __init__(self, seed: int) -> None:
-        start = _dt.datetime(2025, 6, 1, tzinfo=_dt.timezone.utc) + _dt.timedelta(minutes=seed % 100_000)
+        start = _dt.datetime(2025, 6, 1, tzinfo=_dt.UTC) + _dt.timedelta(minutes=seed % 100_000)
         self._ms = int(start.timestamp() * 1000)
         self._second = -1
         self._prefix = ""
@@ -104,7 +104,7 @@ class _Clock:
         second, ms = divmod(self._ms, 1000)
         if second != self._second:
             self._second = second
-            self._prefix = format_ts(_dt.datetime.fromtimestamp(second, _dt.timezone.utc))[:-4]
+            self._prefix = format_ts(_dt.datetime.fromtimestamp(second, _dt.UTC))[:-4]
         return f"{self._prefix}{ms:03d}Z"
 
 

@@ -56,11 +56,11 @@ FIRST_ID = 1001
 
 def utc_now() -> str:
     """Current time as RFC 3339 UTC with milliseconds, e.g. 2026-11-27T12:00:00.123Z."""
-    return format_ts(_dt.datetime.now(_dt.timezone.utc))
+    return format_ts(_dt.datetime.now(_dt.UTC))
 
 
 def format_ts(when: _dt.datetime) -> str:
-    when = when.astimezone(_dt.timezone.utc)
+    when = when.astimezone(_dt.UTC)
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 

@@ -18,7 +18,7 @@ import binascii
 import re
 from datetime import UTC, date, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import pycountry
@@ -134,7 +134,7 @@ _SYMBOLS = {"USD": "$", "CAD": "$", "AUD": "$", "NZD": "$", "SGD": "$", "HKD": "
             "RUB": "₽", "TRY": "₺", "ILS": "₪", "NGN": "₦", "PHP": "₱", "THB": "฿", "VND": "₫"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def currency(code: str) -> dict[str, Any]:
     """The `Currency` object for an ISO 4217 code."""
     found = pycountry.currencies.get(alpha_3=code)
@@ -182,7 +182,7 @@ def currency_of_country(code: str) -> str:
     return _CURRENCY_OF_COUNTRY.get(code, "USD")
 
 
-@lru_cache(maxsize=None)
+@cache
 def country(code: str) -> dict[str, Any]:
     """The `Country` object (provinces resolved lazily from `_code`)."""
     found = pycountry.countries.get(alpha_2=code)
@@ -196,7 +196,7 @@ def country(code: str) -> dict[str, Any]:
     }
 
 
-@lru_cache(maxsize=None)
+@cache
 def province(code: str) -> dict[str, Any] | None:
     """The `Province` object for an ISO 3166-2 code, or None when the code is unknown."""
     found = pycountry.subdivisions.get(code=code.upper()) if code else None
@@ -205,7 +205,7 @@ def province(code: str) -> dict[str, Any] | None:
     return {"code": found.code, "name": found.name, "slug": re.sub(r"[^a-z0-9]+", "-", found.name.lower()).strip("-")}
 
 
-@lru_cache(maxsize=None)
+@cache
 def provinces_of(country_code: str) -> list[dict[str, Any]]:
     subs = pycountry.subdivisions.get(country_code=country_code) or []
     return [p for p in (province(s.code) for s in sorted(subs, key=lambda s: s.code)) if p]
