@@ -83,7 +83,7 @@ def explain(exc: BaseException, *, env_prefix: str = "") -> CliError:
     if isinstance(exc, TenantError):
         return CliError(_one_line(exc), "usage")
     if isinstance(exc, (CrmAuthError, WaveAuthError)):
-        system = "crm" if isinstance(exc, CrmAuthError) else "wave"
+        system: str | None = "crm" if isinstance(exc, CrmAuthError) else "wave"
         name = "the CRM" if system == "crm" else "Wave"
         return CliError(f"{name} refused the token in {_var(env_prefix, system, 'token')} ({_one_line(exc)}); "
                         f"set it to a valid API token", "auth")

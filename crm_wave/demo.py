@@ -62,6 +62,7 @@ def make_edits(crm: CrmClient, wave: WaveClient) -> list[str]:
     done.append(f"Wave: customer {wc['name']!r} website -> https://edited-in-wave.example")
     # The same field on both sides: the newer edit (Wave's, made second) wins and the conflict is recorded.
     both = crm.get("customers", other["Id"])
+    assert both is not None, other["Id"]
     city = "Stavanger" if both.get("City") == "Bergen" else "Bergen"  # a real edit, whatever the seed held
     crm.patch("customers", other["Id"], {"City": city}, if_match=both["Version"])
     wave.mutate([Mutation("customerPatch", {"id": wc["id"], "address": {**_address(wc), "city": "Trondheim"},

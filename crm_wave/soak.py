@@ -41,8 +41,8 @@ def seed_wave(wave: WaveClient, crm: CrmClient, n: int, rng: random.Random) -> N
     ops += [Mutation("productCreate", {"businessId": biz, "name": crm_products[i] if i < n // 10 else f"Wave Product {i}",
                                        "unitPrice": f"{rng.randint(100, 99999) / 100:.2f}"}, f"p{i}") for i in range(n)]
     created = wave.mutate(ops)
-    customers = [r.entity["id"] for r in created if r.ok and r.name == "customerCreate"]
-    products = [r.entity["id"] for r in created if r.ok and r.name == "productCreate"]
+    customers = [r.entity["id"] for r in created if r.ok and r.entity and r.name == "customerCreate"]
+    products = [r.entity["id"] for r in created if r.ok and r.entity and r.name == "productCreate"]
     wave.mutate([Mutation("invoiceCreate", {
         "businessId": biz, "customerId": rng.choice(customers), "invoiceNumber": f"W-{i}", "status": "SAVED",
         "invoiceDate": "2026-11-01", "dueDate": "2026-12-01",
@@ -54,9 +54,9 @@ def _faults(base: str, body: dict) -> None:
     httpx.put(f"{base}/_sim/faults", json=body, timeout=30).raise_for_status()
 
 
-def check(crm: CrmClient, wave: WaveClient, store: Store) -> dict[str, object]:
+def check(crm: CrmClient, wave: WaveClient, store: Store) -> dict[str, dict[str, int]]:
     """Compare both systems: counts, duplicates, links."""
-    out: dict[str, object] = {}
+    out: dict[str, dict[str, int]] = {}
     # A cancelled CRM order is never created in Wave (mappings: held in the CRM).
     crm_orders = [o for o in crm.read_all("orders") if o.get("Status") != "cancelled"]
     pairs = {"customer": (crm.read_all("customers"), wave.list_customers(), "Email", "email"),

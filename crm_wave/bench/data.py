@@ -231,13 +231,17 @@ class _Page:
 
 
 class FakeCrm:
-    """What `crm_wave.sync.collect` needs of a CRM client (`read_changes`), served from a `Dataset`."""
+    """What `crm_wave.sync.collect` needs of a CRM client (`always_full`, `read_changes`), served from a `Dataset`."""
 
     _RESOURCES = {"customers": "customer", "products": "product", "orders": "order"}
 
     def __init__(self, data: Dataset) -> None:
         self.data = data
         self.pending: dict[str, list[int]] = {}  # entity -> indices changed since the last read
+
+    def always_full(self, resource: str) -> bool:
+        """A change feed: incremental reads."""
+        return False
 
     def read_changes(self, resource: str, since: str | None, *, limit: int = 1000) -> Iterator[_Page]:
         entity = self._RESOURCES[resource]

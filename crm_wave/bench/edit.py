@@ -71,6 +71,7 @@ def _medians(runs: list[tuple[float, float, int]]) -> dict[str, float]:
 def run_edit(workdir: Path, *, customers: int = 250, repeats: int = 5, seed: int = 42) -> dict[str, Any]:
     """Median wall/CPU seconds and passes of one edit and of an idle sync: engine, Dagster, CLI."""
     from crm_wave.store import Store
+    from crm_wave.systems.protocols import Client
     from crm_wave.sync.engine import sync_once
     from crm_wave.systems.crm.client import CrmClient
     from crm_wave.systems.wave.client import WaveClient
@@ -79,7 +80,7 @@ def run_edit(workdir: Path, *, customers: int = 250, repeats: int = 5, seed: int
     with _sims(workdir, customers, seed) as (crm_url, wave_url), \
             CrmClient(base_url=crm_url, token="t") as crm, WaveClient(url=wave_url, token="t") as wave:
         store = Store(workdir / "engine.duckdb")
-        clients = {"crm": crm, "wave": wave}
+        clients: dict[str, Client] = {"crm": crm, "wave": wave}
         sync_once(store, clients, max_passes=6)
         people = [c for c in crm.read_all("customers") if c["Type"] == "organization"][:repeats * 3]
 

@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from crm_wave.store.db import Store
+from crm_wave.systems.protocols import Client
 from crm_wave.sync.collect import collect
 from crm_wave.sync.engine import sync_once
 from crm_wave.sync.global_step import build_global
@@ -97,7 +98,7 @@ def measure_stages(workdir: Path, *, seed: int = 42, repeats: int = 5, customers
             CrmClient(base_url=f"{crm_base}/api/v1", token="t1") as crm, \
             WaveClient(url=f"{wave_base}/graphql/public", token="t2") as wave:
         store = Store(workdir / "dev.duckdb")
-        clients = {"crm": crm, "wave": wave}
+        clients: dict[str, Client] = {"crm": crm, "wave": wave}
         sync_once(store, clients)  # converged, as `make dev` is after its first minutes
         for i in range(repeats):
             customer = next(c for c in crm.read_all("customers") if c["Type"] == "organization")

@@ -88,7 +88,7 @@ def _untime_compute(acc: dict[str, Any]) -> None:
 def run_versus(scale: Scale, seed: int, workdir: Path) -> dict[str, Any]:
     """Collect (not timed), then time the engine's and the naive global+share steps; compare."""
     data = Dataset(scale, seed)
-    clients = {"crm": FakeCrm(data), "wave": FakeWave(data)}
+    clients: dict[str, Any] = {"crm": FakeCrm(data), "wave": FakeWave(data)}  # fakes of just what collect reads
     store = Store(workdir / "engine.duckdb")
     now = datetime(2026, 1, 1, tzinfo=UTC)
     for entity in ENTITIES:

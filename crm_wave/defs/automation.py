@@ -18,6 +18,7 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import cast
 
 import dagster as dg
 
@@ -26,6 +27,7 @@ from crm_wave.defs.resources import SyncResource
 from crm_wave.sync.heads import Look, Unreachable, look, seed_marks
 from crm_wave.sync.names import CRM_RESOURCE, dataset
 from crm_wave.systems.http import ApiError
+from crm_wave.systems.protocols import CrmApi, WaveApi
 from crm_wave.tenants import TenantError, load_tenants
 
 sync_job = dg.define_asset_job(
@@ -157,7 +159,7 @@ def _look(sync: SyncResource, tenant: str, previous: dict[str, str] | None) -> L
     """One tenant's look, or why there is none (a reason that names no secret)."""
     try:
         with sync.client("crm", tenant, **PROBE_POLICY) as crm, sync.client("wave", tenant, **PROBE_POLICY) as wave:
-            return look(crm, wave, previous)
+            return look(cast(CrmApi, crm), cast(WaveApi, wave), previous)
     except (Unreachable, TenantError) as exc:  # both name the system or variable only
         return f"{tenant}: {exc}"
     except (ApiError, ValueError) as exc:  # a client could not be built from the tenant's settings

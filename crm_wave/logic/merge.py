@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import polars as pl
+from polars.expr.whenthen import ChainedThen, Then
 
 __all__ = ["MergeResult", "merge_records", "side_state", "QUEUE_SCHEMA", "WAIT_SCHEMA", "FATE_SCHEMA", "HELD"]
 
@@ -180,7 +181,7 @@ def merge_records(
             """Branch `i` of `_branches`, for this field's policy (a literal, or chosen per row)."""
             if isinstance(pol, str):
                 return branches[pol][i]
-            expr = pl.when(pl.lit(False)).then(pl.lit(None, pl.String))
+            expr: Then | ChainedThen = pl.when(pl.lit(False)).then(pl.lit(None, pl.String))
             for v, b_ in branches.items():
                 expr = expr.when(pol == v).then(b_[i])
             return expr.otherwise(pl.lit(None, pl.String))
@@ -217,7 +218,7 @@ def merge_records(
             desired.append(pl.when(pl.col("_wave_present")).then(w).otherwise(c).alias(f))
             continue
         o = pl.col(f + "__o")
-        value = pl.when(o.is_in(["wave", "keep_crm"])).then(w)
+        value: Then | ChainedThen = pl.when(o.is_in(["wave", "keep_crm"])).then(w)
         if f + "__qv" in df.columns:
             value = value.when(o == "dec").then(pl.col(f + "__qv"))
         desired.append(value.otherwise(c).alias(f))

@@ -17,7 +17,7 @@ import polars as pl
 
 __all__ = ["share_diff", "SHARE_SCHEMA", "json_literal_series", "json_literal_columns"]
 
-SHARE_SCHEMA = {
+SHARE_SCHEMA = pl.Schema({
     "global_id": pl.String,
     "op": pl.String,  # insert | update | delete | wait
     "target_id": pl.String,
@@ -25,7 +25,7 @@ SHARE_SCHEMA = {
     "changes": pl.String,  # JSON {field: desired value}
     "before": pl.String,  # JSON {field: target's current value}
     "reason": pl.String,
-}
+})
 
 def _json_literal_fast(col: pl.Expr, ensure_ascii: bool) -> pl.Expr:
     """`json.dumps` of a String expression where polars can write it ("null" for None); None

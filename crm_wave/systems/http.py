@@ -140,7 +140,7 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def request_limiter(limit: int, rate_file: str | Path | None = None, *, window_ms: int = Duration.MINUTE) -> Limiter:
+def request_limiter(limit: int, rate_file: str | Path | None = None, *, window_ms: int = int(Duration.MINUTE)) -> Limiter:
     """At most `limit` requests in any `window_ms`; counted in `rate_file` (SQLite, under a file lock)
     across every process that uses the same file, or in memory for this limiter alone."""
     rate = Rate(limit, window_ms)

@@ -308,7 +308,7 @@ class ProfileConnector:
     # ------------------------------------------------------------------ HTTP
 
     def _send(self, source: Source, method: str, url: str, *, params: Mapping[str, Any] | None = None,
-              json_body: Any = None, headers: Mapping[str, str] | None = None, allow: set[int] = frozenset(),
+              json_body: Any = None, headers: Mapping[str, str] | None = None, allow: frozenset[int] | set[int] = frozenset(),
               idempotent: bool = True) -> httpx.Response:
         from .client import CrmError
 
@@ -513,7 +513,7 @@ class ProfileConnector:
         return all(s.changes.mode == "none" for s in self.profile.sources(resource))
 
     def read_all(self, resource: str) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         for source in self.profile.sources(resource):
             if source.changes.mode == "feed":
                 items, _ = self._feed(source, None)

@@ -125,14 +125,14 @@ class _Styled:
         lines = {snake(n): n for n in ("ProductId", "Description", "Quantity", "UnitPrice")}
         out: dict[str, Any] = {}
         for key, value in body.items():
-            name = names.get(key, key)
+            name = names.get(key) or key
             if name in _REFS and isinstance(value, int) and not isinstance(value, bool):
                 value = f"{_REFS[name]}{value}"
             elif name in _MONEY and isinstance(value, (int, float)) and not isinstance(value, bool):
                 value = str(value)
             elif name == "Lines" and isinstance(value, list):
                 value = [
-                    {lines.get(k, k): (f"P{v}" if lines.get(k) == "ProductId" and isinstance(v, int) else
+                    {lines.get(k) or k: (f"P{v}" if lines.get(k) == "ProductId" and isinstance(v, int) else
                                         str(v) if lines.get(k) in _MONEY and isinstance(v, (int, float)) else v)
                      for k, v in line.items()} if isinstance(line, dict) else line
                     for line in value
@@ -239,7 +239,8 @@ def _int_id(value: Any) -> Any:
 
 def _number(value: Any) -> Any:
     d = Decimal(str(value))
-    return int(d) if d == d.to_integral_value() and d.as_tuple().exponent >= 0 else float(d)
+    exponent = d.as_tuple().exponent
+    return int(d) if d == d.to_integral_value() and isinstance(exponent, int) and exponent >= 0 else float(d)
 
 
 def styled_routes(service: Any, token: str, style: str, prefix: str) -> list[Route]:

@@ -110,7 +110,7 @@ def _repair_enum_parse_value(schema: GraphQLSchema) -> None:
 
 def format_error(error: GraphQLError, debug: bool = False) -> dict[str, Any]:
     """Apollo-style error codes in `extensions.code`, and a support `id` on every error."""
-    formatted = dict(error.formatted)
+    formatted: dict[str, Any] = dict(error.formatted)
     extensions = dict(formatted.get("extensions") or {})
     if "code" not in extensions:
         if isinstance(error, GraphQLSyntaxError):
@@ -297,7 +297,7 @@ def create_app(*, db_path: Path, token: str, strict: bool = False,
         return {"request": request, "loader": Loader(store), "mode": mode}
 
     graphql_app = GraphQL(build_schema(), context_value=context, error_formatter=format_error, logger=_logger,
-                          query_parser=_parse_query, query_validator=_validate_query,
+                          query_parser=_parse_query, query_validator=_validate_query,  # type: ignore[arg-type]
                           execution_context_class=SyncExecutionContext,
                           http_handler=_AuthenticatedHandler(token))
     app = Starlette(routes=[Route(GRAPHQL_PATH, graphql_app.handle_request, methods=["GET", "POST", "OPTIONS"])])

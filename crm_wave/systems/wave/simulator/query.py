@@ -33,7 +33,8 @@ def account_type(value: str) -> dict[str, Any]:
 
 def account_subtype(value: str, info: GraphQLResolveInfo) -> dict[str, Any]:
     enum = info.schema.get_type("AccountSubtypeValue")
-    desc = enum.values[value].description if enum and value in enum.values else None  # type: ignore[union-attr]
+    values = getattr(enum, "values", None) or {}  # an enum type's values by name
+    desc = values[value].description if value in values else None
     return {"archivable": value not in SYSTEM_SUBTYPES, "description": desc, "name": desc or value.title(),
             "systemCreated": value in SYSTEM_SUBTYPES, "type": account_type(SUBTYPE_TYPE[value]), "value": value}
 
