@@ -81,12 +81,8 @@ def test_the_extraction_finds_the_runbook_commands():
 
 
 @pytest.fixture
-def synced(rig, crm_sim, wave_sim, tmp_path, monkeypatch):
+def synced(rig, sim_env, tmp_path):
     """A data directory after a sync of a few customers, products and an order on both sides."""
-    for k, v in {"CRM_BASE_URL": crm_sim.url, "CRM_API_TOKEN": crm_sim.token, "WAVE_GRAPHQL_URL": wave_sim.url,
-                 "WAVE_API_TOKEN": wave_sim.token, "CRM_WAVE_DATA_DIR": str(tmp_path),
-                 "WAVE_REQUESTS_PER_MINUTE": "0"}.items():
-        monkeypatch.setenv(k, v)
     c = rig.crm_create("customers", {"Type": "organization", "Name": "Doc AS", "Email": "doc@x.example",
                                      "Phone": "+47 22 00 00 01"})
     p = rig.crm_create("products", {"Name": "Doc widget", "UnitPrice": "12.50"})

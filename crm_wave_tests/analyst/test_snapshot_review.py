@@ -12,11 +12,8 @@ from crm_wave.cli import main
 
 
 @pytest.fixture
-def env(rig, crm_sim, wave_sim, tmp_path, monkeypatch):
-    for k, v in {"CRM_BASE_URL": crm_sim.url, "CRM_API_TOKEN": crm_sim.token, "WAVE_GRAPHQL_URL": wave_sim.url,
-                 "WAVE_API_TOKEN": wave_sim.token, "CRM_WAVE_DATA_DIR": str(tmp_path),
-                 "WAVE_REQUESTS_PER_MINUTE": "0"}.items():
-        monkeypatch.setenv(k, v)
+def env(rig, sim_env):
+    """The environment the commands read (`sim_env`), pointing at the rig's simulators and store."""
     return rig
 
 
