@@ -8,6 +8,7 @@ same transaction as the versions it covers.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, UTC
 from collections.abc import Iterator, Sequence
@@ -133,15 +134,18 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
         full = True  # a CRM without a change listing: every read is whole, and shows deletes too
     started = utcnow()
     chunks = _Chunks(system, entity)
-    if system == "crm":
-        next_cursor = _crm_records(cast(CrmApi, client), entity, None if full else cursor, chunks)
-    else:
-        wave = cast(WaveApi, client)
-        next_cursor = _wave_records(wave, entity, None if full else cursor, started, chunks)
-        if not full and entity == "order":  # payments and overdue need not move modifiedAt
-            from crm_wave.sync.wave_survival import reread_open_invoices, seen_ids
+    # A full read may take minutes: the file is not held meanwhile. An incremental read is a
+    # request or two; giving the file back and opening it again would cost more than it saves.
+    with store.released() if full else contextlib.nullcontext():
+        if system == "crm":
+            next_cursor = _crm_records(cast(CrmApi, client), entity, None if full else cursor, chunks)
+        else:
+            wave = cast(WaveApi, client)
+            next_cursor = _wave_records(wave, entity, None if full else cursor, started, chunks)
+            if not full and entity == "order":  # payments and overdue need not move modifiedAt
+                from crm_wave.sync.wave_survival import reread_open_invoices, seen_ids
 
-            chunks.add(reread_open_invoices(store, wave, seen_ids(chunks.frames)))
+                chunks.add(reread_open_invoices(store, wave, seen_ids(chunks.frames)))
     frame = chunks.frame()
     deleted = int(frame["_deleted"].sum())
     with store.connect() as con:

@@ -132,7 +132,8 @@ def push(store: Store, target: str, entity: str, client: Client, now: datetime, 
             push_target = _WavePush(store, entity, wave, business_id or wave.business_id)
         else:
             push_target = _CrmPush(store, entity, cast(CrmApi, client))
-        push_target.run(rows, result, now.replace(tzinfo=None), run_id, policy, progress)
+        with store.released():  # sending may take minutes: the file is not held meanwhile
+            push_target.run(rows, result, now.replace(tzinfo=None), run_id, policy, progress)
         return result
 
 
