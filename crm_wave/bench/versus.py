@@ -32,7 +32,8 @@ from crm_wave.sync.share_step import build_share
 __all__ = ["run_versus", "compare"]
 
 SIDES = ("crm", "wave")
-_NOT_COMPARED = ("how", "crm_deleted", "wave_deleted", "crm_modified", "wave_modified", "has_base")
+_NOT_COMPARED = ("how", "crm_deleted", "wave_deleted", "crm_modified", "wave_modified", "has_base",
+                 "held__crm", "held__wave")
 
 
 def compare(store: Store, naive: dict[str, Any]) -> dict[str, bool]:
@@ -89,6 +90,9 @@ def run_versus(scale: Scale, seed: int, workdir: Path) -> dict[str, Any]:
     """Collect (not timed), then time the engine's and the naive global+share steps; compare."""
     data = Dataset(scale, seed)
     clients: dict[str, Any] = {"crm": FakeCrm(data), "wave": FakeWave(data)}  # fakes of just what collect reads
+    # The naive code decides records first linked with differing values as the newer side (the
+    # policy before `review` became the default first-sync policy): the engine runs with the same.
+    (workdir / "policy.toml").write_text('first_sync = "newest"\n')
     store = Store(workdir / "engine.duckdb")
     now = datetime(2026, 1, 1, tzinfo=UTC)
     for entity in ENTITIES:
