@@ -114,9 +114,22 @@ class Connection:
 
     @contextlib.contextmanager
     def named_lock(self, name: str) -> Iterator[None]:
-        """An exclusive lock of its own beside the database, e.g. one push of one share table at a time."""
-        with _flock(self.path.with_name(f"{self.path.name}.{ident(name)}.lock")):
-            yield
+        """An exclusive lock of its own beside the database, e.g. one push of one share table at a time.
+
+        Never waited for while holding the file: when another process has it, this thread's
+        session is given back until it is ours (that process may be waiting for the file, to
+        record what it sent). Locks are always taken in the order named lock, then file.
+        """
+        with open(self.path.with_name(f"{self.path.name}.{ident(name)}.lock"), "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                with self.released():
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
