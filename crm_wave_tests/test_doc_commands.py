@@ -28,6 +28,7 @@ DOCS = [ROOT / "docs" / "runbook.md", ROOT / "README.md"]
 ALLOWED = {
     ("plan",): {2},                       # writes are planned
     ("deadletters", "retry"): {10},       # the example's id is no dead letter in this data
+    ("conflicts", "resolve"): {2},        # the example's id is no open conflict in this data
 }
 
 

@@ -24,7 +24,12 @@ from crm_wave.sync.deletes import pending_deletes
 from crm_wave.systems.crm.client import CrmClient
 from crm_wave.systems.crm.profile import load_profile
 from crm_wave.systems.wave.client import WaveClient
+from crm_wave_tests.realcrm.conftest import WAIT_S
 from crm_wave_tests.rig import Rig
+
+# The first test may wait for BottleCRM's first start (CI starts it in the background at once:
+# install and migrate take 6-15 minutes), longer than the suite's 300 s per test.
+pytestmark = pytest.mark.timeout(WAIT_S + 600)
 
 
 @pytest.fixture
