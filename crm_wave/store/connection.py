@@ -11,8 +11,9 @@ import contextlib
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -27,10 +28,16 @@ FEW = 1
 
 
 @contextlib.contextmanager
-def _flock(path: Path) -> Iterator[None]:
-    """An exclusive `fcntl` lock on the file `path` (created if missing), between processes."""
+def _flock(path: Path, while_waiting: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+           ) -> Iterator[None]:
+    """An exclusive `fcntl` lock on the file `path` (created if missing), between processes;
+    `while_waiting()` is entered only while another process holds it."""
     with open(path, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with while_waiting():
+                fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -120,16 +127,8 @@ class Connection:
         session is given back until it is ours (that process may be waiting for the file, to
         record what it sent). Locks are always taken in the order named lock, then file.
         """
-        with open(self.path.with_name(f"{self.path.name}.{ident(name)}.lock"), "a+") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                with self.released():
-                    fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with _flock(self.path.with_name(f"{self.path.name}.{ident(name)}.lock"), self.released):
+            yield
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
