@@ -30,7 +30,7 @@ import httpx
 from crm_wave.systems.serve import free_port
 from crm_wave.tenants import add_tenant
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _rss_kb(pid: int) -> int:
@@ -94,11 +94,13 @@ def _converged(env: dict[str, str], name: str) -> bool:
     return _count(url, "w", "customers") >= customers and _count(url, "w", "invoices") >= len(orders)
 
 
-def start_daemon(env: dict[str, str]) -> subprocess.Popen:
-    """`dagster-daemon run` on the project's workspace, in a process group of its own (see `stop_daemon`)."""
+def start_daemon(env: dict[str, str], log: Path | None = None) -> subprocess.Popen:
+    """`dagster-daemon run` on the project's workspace, in a process group of its own (see `stop_daemon`).
+
+    Its output goes to `log` when given (a test prints it when runs do not finish), else nowhere."""
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
     return subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")],
-                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def stop_daemon(daemon: subprocess.Popen) -> None:

@@ -121,6 +121,7 @@ def fresh_postgres_db(monkeypatch):
     admin.close()
 
 
+@pytest.mark.timeout(600)  # two Dagster runs through the daemon; the wait below gives up at 420 s
 def test_runs_for_two_tenants_are_queued_and_complete_on_postgres(two_tenants, fresh_postgres_db, tmp_path):
     import dagster as dg
 
@@ -128,7 +129,7 @@ def test_runs_for_two_tenants_are_queued_and_complete_on_postgres(two_tenants, f
     home.mkdir()
     shutil.copy(ROOT / "deploy" / "dagster.local-postgres.yaml", home / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(home)}
-    daemon = start_daemon(env)
+    daemon = start_daemon(env, log=tmp_path / "daemon.log")
     try:
         os.environ["DAGSTER_HOME"] = str(home)
         with dg.DagsterInstance.get() as instance:
@@ -146,6 +147,7 @@ def test_runs_for_two_tenants_are_queued_and_complete_on_postgres(two_tenants, f
                 if all(rs and rs[-1].status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)
                        for rs in runs.values()):
                     break
+                assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
                 time.sleep(1)
             for name, rs in runs.items():
                 run = rs[-1]
