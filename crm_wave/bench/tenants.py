@@ -98,7 +98,7 @@ def start_daemon(env: dict[str, str], log: Path | None = None) -> subprocess.Pop
     """`dagster-daemon run` on the project's workspace, in a process group of its own (see `stop_daemon`).
 
     Its output goes to `log` when given (a test prints it when runs do not finish), else nowhere."""
-    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
+    out = open(log, "wb") if log else subprocess.DEVNULL  # the child process owns it
     return subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")],
                             env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
