@@ -8,6 +8,7 @@ DuckDB table name as `dagster/table_name`. Every asset names its owners.
 import dagster as dg
 
 from crm_wave.store import Store
+from crm_wave.store.tables import column_types
 
 #: Who answers for the sync's assets (shown on every asset page and filterable in the catalog).
 OWNERS = ["team:operations"]
@@ -23,9 +24,7 @@ def table_metadata(store: Store, table: str, *, count_from: str | None = None) -
     `count_from`: a FROM clause counting what the table holds when that is not its row count
     (a collected dataset holds versions; its records are the current, not deleted ones)."""
     with store.connect() as con:
-        columns = [(c, t) for c, t in con.execute(
-            "SELECT column_name, data_type FROM information_schema.columns WHERE table_catalog = current_database() "
-            "AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [table]).fetchall()]
+        columns = column_types(con, table)
         if not columns:
             return {"dagster/table_name": table}
         (rows,) = con.execute(f"SELECT count(*) FROM {count_from or chr(34) + table + chr(34)}").fetchall()[0]
@@ -35,7 +34,6 @@ def table_metadata(store: Store, table: str, *, count_from: str | None = None) -
 def recorded_conflicts(store: Store, entity: str) -> int:
     """Conflicts recorded for `entity` so far (what `crm-wave sql` shows in `field_conflicts`)."""
     with store.connect() as con:
-        if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database() "
-                           "AND table_schema = 'main' AND table_name = 'conflicts'").fetchall()[0][0]:
+        if column_types(con, "conflicts") is None:
             return 0
         return con.execute("SELECT count(*) FROM conflicts WHERE entity = ?", [entity]).fetchall()[0][0]

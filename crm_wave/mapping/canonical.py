@@ -180,6 +180,10 @@ def canonical_to_wave_input(entity: str, values: dict[str, Any]) -> dict[str, An
 # `wave_to_canonical` from its body instead, so both paths give the same cells.
 
 #: Item paths of an order line, per system: canonical line field -> dotted path in the item.
+# Up to this many rows, the exact path (the Python mapping of each body) costs less than the
+# vectorised one's fixed cost: ~40 polars calls per field. Measured in docs/benchmarks.md.
+SMALL = 64
+
 LINE_SLOTS = {
     "crm": {"Description": "Description", "ProductId": "ProductId", "Quantity": "Quantity", "UnitPrice": "UnitPrice"},
     "wave": {"Description": "description", "ProductId": "product.id", "Quantity": "quantity", "UnitPrice": "unitPrice"},
@@ -279,10 +283,17 @@ def canonical_from_fragments(frags: pl.DataFrame, system: str, entity: str,
     product ids as in the source), plus `Type` for customers; just `fields_wanted` if given.
     """
     fields = canonical_fields(entity)
+    order = [*[f for f in fields], *(["Type"] if entity == "customer" else [])]
+    if fields_wanted is not None:
+        order = [c for c in order if c in fields_wanted]
+    n = frags.height
+    if n <= SMALL:  # the exact path costs less than the vectorised one's fixed cost
+        schema = {c: pl.List(LINE_DTYPE) if fields.get(c) is not None and fields[c].kind == "lines" else pl.String
+                  for c in order}
+        return _exact(pl.DataFrame(schema=schema), pl.Series(range(n), dtype=pl.UInt32), system, entity, bodies, order)
     slots = source_slots(system, entity)
     if fields_wanted is not None:
         slots = {k: v for k, v in slots.items() if k in fields_wanted}
-    n = frags.height
     bad = pl.Series([False] * n)
     out: dict[str, pl.Series] = {}
     for name, path in slots.items():
@@ -303,22 +314,26 @@ def canonical_from_fragments(frags: pl.DataFrame, system: str, entity: str,
     if lines_name is not None and (fields_wanted is None or lines_name in fields_wanted):
         out[lines_name], lines_bad = _lines(frags["Lines"], frags["lines_ok"], system)
         bad = bad | lines_bad
-    order = [*[f for f in fields], *(["Type"] if entity == "customer" else [])]
-    if fields_wanted is not None:
-        order = [c for c in order if c in fields_wanted]
     frame = pl.DataFrame([out[c].alias(c) for c in order])
     idx = bad.arg_true()
     if idx.len():
-        to_canonical = crm_to_canonical if system == "crm" else wave_to_canonical
-        slow = []
-        slow_bodies = bodies(idx) if callable(bodies) else bodies.gather(idx)
-        for body in slow_bodies.to_list():
-            rec = to_canonical(entity, json.loads(body)) if body is not None else {}
-            slow.append({c: (rec.get(c) if fields.get(c) is not None and fields[c].kind == "lines"
-                             else _cell(rec.get(c))) for c in order})
-        patch = pl.DataFrame(slow, schema=frame.schema, orient="row").with_columns(idx.cast(pl.UInt32).alias("_i"))
-        frame = pl.concat([frame.with_row_index("_i").filter(~bad), patch.select("_i", *order)]).sort("_i").drop("_i")
+        patch = _exact(frame, idx, system, entity, bodies, order)
+        frame = pl.concat([frame.with_row_index("_i").filter(~bad), patch.with_columns(idx.cast(pl.UInt32).alias("_i"))
+                           .select("_i", *order)]).sort("_i").drop("_i")
     return frame
+
+
+def _exact(like: pl.DataFrame, idx: pl.Series, system: str, entity: str,
+           bodies: pl.Series | Callable[[pl.Series], pl.Series], order: list[str]) -> pl.DataFrame:
+    """Rows `idx` mapped by the exact path (`crm_to_canonical`/`wave_to_canonical` of the body), as `like`'s schema."""
+    fields = canonical_fields(entity)
+    to_canonical = crm_to_canonical if system == "crm" else wave_to_canonical
+    slow = []
+    for body in (bodies(idx) if callable(bodies) else bodies.gather(idx)).to_list():
+        rec = to_canonical(entity, json.loads(body)) if body is not None else {}
+        slow.append({c: (rec.get(c) if fields.get(c) is not None and fields[c].kind == "lines"
+                         else _cell(rec.get(c))) for c in order})
+    return pl.DataFrame(slow, schema=like.schema, orient="row")
 
 
 def _cell(value: Any) -> str | None:

@@ -111,6 +111,7 @@ class Connection:
         self._thread_lock = threading.RLock()
         self._datasets: set[str] = set()
         self._session: tuple[int, duckdb.DuckDBPyConnection] | None = None
+        self._atomic = False  # the session's connection is inside `atomic()`
         self._session_lock = contextlib.ExitStack()
         if _file_key(self.path) not in Connection._ready:
             with self.connect() as con:
@@ -159,12 +160,30 @@ class Connection:
             self._close_session()
 
     @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Inside a session: one transaction for the `with` block, which the `connect()` calls in it
+        join. For a stage that calls no API (global, share): it commits once instead of once per
+        step (each commit syncs the WAL to disk), and a failure leaves none of it behind."""
+        if not self._in_session() or self._atomic:
+            yield
+            return
+        assert self._session is not None
+        self._atomic = True
+        try:
+            with _transaction(self._session[1]):
+                yield
+        finally:
+            self._atomic = False
+
+    @contextlib.contextmanager
     def released(self) -> Iterator[None]:
         """Inside a session: give the file back for the `with` block (an API call may take minutes,
         and operators' commands must not wait for it), then take it again."""
         if not self._in_session():
             yield
             return
+        if self._atomic:
+            raise RuntimeError(f"{self.path}: released() inside atomic() would commit half of it")
         self._close_session()
         try:
             yield
@@ -202,6 +221,9 @@ class Connection:
         """A connection under the file lock (the session's, inside `session()`), committed on
         success, rolled back on error."""
         if self._session is not None and self._in_session():
+            if self._atomic:
+                yield self._session[1]
+                return
             with _transaction(self._session[1]) as con:
                 yield con
             return

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import duckdb
 
+from crm_wave.store.tables import column_types
+
 __all__ = ["DeadLetter", "list_dead_letters", "retry_dead_letters"]
 
 
@@ -29,8 +31,7 @@ class DeadLetter:
 
 
 def _exists(con: duckdb.DuckDBPyConnection) -> bool:
-    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database() "
-                            "AND table_schema = 'main' AND table_name = 'dead_letters'").fetchall()[0][0])
+    return column_types(con, "dead_letters") is not None
 
 
 def list_dead_letters(con: duckdb.DuckDBPyConnection, system: str | None = None,

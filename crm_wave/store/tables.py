@@ -9,7 +9,20 @@ import polars as pl
 
 from crm_wave.store.connection import ident, registered, sql_ident
 
-__all__ = ["Tables"]
+__all__ = ["Tables", "column_types"]
+
+
+def column_types(con: duckdb.DuckDBPyConnection, name: str) -> list[tuple[str, str]] | None:
+    """(column, DuckDB type) of table or view `name` in order, or None if it does not exist.
+
+    From a statement's description, not `information_schema`: that builds every table's columns
+    first (measured 50 ms against 2 ms with 120 tables and views; a pass asks ~15 times).
+    """
+    try:
+        cursor = con.execute(f"SELECT * FROM main.{ident(name)} LIMIT 0")
+    except duckdb.CatalogException:  # a binder error: the transaction goes on
+        return None
+    return [(d[0], str(d[1])) for d in cursor.description or []]
 
 
 class Tables:
@@ -22,10 +35,10 @@ class Tables:
 
     def read_table(self, con: duckdb.DuckDBPyConnection, name: str) -> pl.DataFrame | None:
         """A whole table as polars, or None if it does not exist yet."""
-        exists = con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [ident(name)]
-        ).fetchall()[0][0]
-        return con.execute(f"SELECT * FROM {ident(name)}").pl() if exists else None
+        try:
+            return con.execute(f"SELECT * FROM main.{ident(name)}").pl()
+        except duckdb.CatalogException:  # a binder error: the transaction goes on
+            return None
 
     def head(self, con: duckdb.DuckDBPyConnection, name: str, columns: Sequence[str], n: int) -> pl.DataFrame | None:
         """The first `n` rows of table `name`, just those of `columns` it has; None if it does not exist."""
@@ -36,11 +49,9 @@ class Tables:
         return con.execute(f"SELECT {sel} FROM {ident(name)} LIMIT {int(n)}").pl()
 
     def table_columns(self, con: duckdb.DuckDBPyConnection, name: str) -> list[str] | None:
-        """Column names of table `name` in order, or None if it does not exist."""
-        rows = con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_schema = 'main' "
-            "ORDER BY ordinal_position", [ident(name)]).fetchall()
-        return [r[0] for r in rows] or None
+        """Column names of table (or view) `name` in order, or None if it does not exist."""
+        typed = column_types(con, name)
+        return None if typed is None else [c for c, _ in typed]
 
     def read_rows(self, con: duckdb.DuckDBPyConnection, name: str, key: str, values: pl.Series,
                   columns: Sequence[str] | None = None) -> pl.DataFrame:

@@ -120,6 +120,9 @@ def push(store: Store, target: str, entity: str, client: Client, now: datetime, 
     """Push the share table of (`target`, `entity`) through `client`; raise `CircuitOpen` if held."""
     table = share_table(target, entity)
     with store.named_lock(f"push_{dataset(target, entity)}"):
+        with store.connect() as con:
+            if store.table_columns(con, table) is not None and not con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]:
+                return PushResult(table)  # nothing to send, nothing the breaker could hold
         state = breaker_state(store, target, entity, policy.breaker)
         if state.open:
             raise CircuitOpen(state)

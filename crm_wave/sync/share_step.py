@@ -12,8 +12,10 @@ customer or product link changed), and replaces just those rows of the share tab
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
+import duckdb
 import polars as pl
 
 from crm_wave.logic.merge import HELD
@@ -136,8 +138,8 @@ def build_share(store: Store, target: str, entity: str, *, full: bool | None = N
     """Compute and store the share table of (`target`, `entity`); incremental unless `full`.
 
     One share step per table runs at a time (two syncs started at once take turns)."""
-    with store.named_lock(f"share_{target}_{entity}"), store.session():
-        return _build_share(store, target, entity, full=full)
+    with store.named_lock(f"share_{target}_{entity}"), store.session(), contextlib.ExitStack() as rest:
+        return _build_share(store, target, entity, full=full, rest=rest)
 
 
 def _read_columns(entity: str, target: str) -> list[str]:
@@ -146,7 +148,7 @@ def _read_columns(entity: str, target: str) -> list[str]:
     return [c for c in golden_columns(entity) if not c.endswith(other)]
 
 
-def _build_share(store: Store, target: str, entity: str, *, full: bool | None) -> ShareResult:
+def _build_share(store: Store, target: str, entity: str, *, full: bool | None, rest: contextlib.ExitStack) -> ShareResult:
     table = share_table(target, entity)
     gtable = global_table(entity)
     step = f"share_{target}_{entity}"
@@ -172,12 +174,17 @@ def _build_share(store: Store, target: str, entity: str, *, full: bool | None) -
                 if entity == "order" and deps.height:
                     sources.append(orders_touching(con, deps))
                 dirty = pl.concat(sources).unique()
+                if dirty.len() == 0:  # no golden row changed: the share table stands as it is
+                    store.set_marks(con, step, {"changes": top_change, "fingerprint": fp})
+                    return _share_result(con, table)
         # In parts, so that a rebuild of a large table needs bounded memory.
         if incremental:
             assert dirty is not None  # set whenever the step stays incremental
             parts: list = [dirty.slice(i, CHUNK) for i in range(0, dirty.len(), CHUNK)] or [dirty]
         else:
             parts = store.row_ranges(con, gtable, CHUNK)
+    if incremental:  # a few rows: the rest of the step is one transaction (see `Connection.atomic`)
+        rest.enter_context(store.atomic())
     staging = f"{table}__rebuild"
     wanted = _read_columns(entity, target)
     for i, part in enumerate(parts):
@@ -198,6 +205,10 @@ def _build_share(store: Store, target: str, entity: str, *, full: bool | None) -
         if not incremental:
             store.swap_table(con, staging, table)
         store.set_marks(con, step, {"changes": top_change, "fingerprint": fp})
-        counts = dict(con.execute(f"SELECT op, count(*) FROM {table} GROUP BY op").fetchall())
+        return _share_result(con, table)
+
+
+def _share_result(con: duckdb.DuckDBPyConnection, table: str) -> ShareResult:
+    counts = dict(con.execute(f"SELECT op, count(*) FROM {table} GROUP BY op").fetchall())
     return ShareResult(table, counts.get("insert", 0), counts.get("update", 0), counts.get("delete", 0), counts.get("wait", 0))
 

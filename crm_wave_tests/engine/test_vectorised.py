@@ -131,9 +131,18 @@ def _python_cells(system: str, entity: str, body: dict) -> dict:
     return out
 
 
+@pytest.fixture(params=["vectorised", "exact"])
+def path(request, monkeypatch):
+    """Both ways `canonical_from_fragments` maps: vectorised (forced for a few rows) and exact."""
+    from crm_wave.mapping import canonical
+
+    monkeypatch.setattr(canonical, "SMALL", 0 if request.param == "vectorised" else 10**9)
+    return request.param
+
+
 @pytest.mark.parametrize("system", ["crm", "wave"])
 @pytest.mark.parametrize("entity", ["customer", "product", "order"])
-def test_read_canonical_matches_the_python_mapping(tmp_path: Path, system: str, entity: str):
+def test_read_canonical_matches_the_python_mapping(tmp_path: Path, system: str, entity: str, path: str):
     bodies = (CRM_BODIES if system == "crm" else WAVE_BODIES)[entity]
     store = Store(tmp_path / "s.duckdb")
     key = "Id" if system == "crm" else "id"
@@ -156,7 +165,7 @@ def test_read_canonical_matches_the_python_mapping(tmp_path: Path, system: str, 
         assert row == expected[sid], sid
 
 
-def test_read_canonical_of_some_ids(tmp_path: Path):
+def test_read_canonical_of_some_ids(tmp_path: Path, path: str):
     store = Store(tmp_path / "s.duckdb")
     with store.connect() as con:
         store.append_versions(con, "crm_product", [
