@@ -233,8 +233,12 @@ def _print_edit(res: dict[str, Any], out: list[str]) -> dict[str, bool]:
 
 def run(args: argparse.Namespace) -> int:
     quick = args.quick
-    scale = QUICK if quick else Scale(args.scale, max(10, args.scale // 10), args.scale)
-    naive_scale = QUICK if quick else (NAIVE if args.scale >= NAIVE.customers else scale)
+    if quick and not args.scale:
+        scale = QUICK
+    else:
+        size = args.scale or 1_000_000
+        scale = Scale(size, max(10, size // 10), size, page=QUICK.page if quick else Scale.page)
+    naive_scale = scale if quick else (NAIVE if scale.customers >= NAIVE.customers else scale)
     runs = args.runs or (1 if quick else 3)
     stages = [args.only] if args.only else ["transform", "naive", "api", "latency", "edit"]
     out: list[str] = []
@@ -267,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
         out.append("")
         goals.update(_print_api(res, out))
     if "latency" in stages:
-        res = _spawn("latency", {**base, "repeats": 3 if quick else 5, "live": not quick, "edits": args.edits})
+        res = _spawn("latency", {**base, "repeats": 1 if quick else 5, "live": not quick, "edits": args.edits})
         results["latency"] = res
         out.append("")
         goals.update(_print_latency(res, out, args.seed))
@@ -286,8 +290,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="crm-wave bench", description=__doc__)
-    parser.add_argument("--scale", type=int, default=1_000_000,
-                        help="customers per side (products: a tenth; orders: as many, 3 lines each); default 1,000,000")
+    parser.add_argument("--scale", type=int, default=None,
+                        help="customers per side (products: a tenth; orders: as many, 3 lines each); default 1,000,000 "
+                             "(2,000 with --quick)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one run: a smoke run")
     parser.add_argument("--runs", type=int, default=None, help="runs per measurement (medians); default 3, 1 with --quick")
     parser.add_argument("--only", choices=STAGES, default=None, help="run one stage")

@@ -165,7 +165,9 @@ def _golden_of(frame: pl.DataFrame) -> pl.DataFrame:
                       "held__crm", "held__wave")
 
 
-@pytest.mark.parametrize(("seed", "chunk"), [(1, None), (2, None), (3, 7)])
+# One random world merged whole and one in parts of 7 rows: the two code paths (a third seed on the
+# whole path added 50-90 s and no path of its own).
+@pytest.mark.parametrize(("seed", "chunk"), [(1, None), (3, 7)])
 def test_incremental_equals_full_rebuild_and_naive(tmp_path: Path, seed: int, chunk: int | None, monkeypatch) -> None:
     if chunk is not None:  # large tables are merged and diffed in parts: make the parts small
         import crm_wave.sync.global_step as global_step

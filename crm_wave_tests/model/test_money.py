@@ -39,6 +39,7 @@ def _oracle_round(x: Fraction, places: int) -> Fraction:
     return Fraction(sign * whole, 10**places)
 
 
+@settings(deadline=None)  # a per-example deadline fails on a loaded machine, not on a wrong total
 @given(lines=lines_of, currency=currencies)
 def test_total_is_the_sum_of_line_amounts_each_rounded_half_away(lines: list[tuple[Decimal, Decimal]],
                                                                  currency: str) -> None:
