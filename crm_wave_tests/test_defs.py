@@ -13,9 +13,14 @@ def test_definitions_load_and_validate():
     d = defs()
     dg.Definitions.validate_loadable(d)
     graph = d.resolve_asset_graph()
-    groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
-    assert groups["crm_customer"] == "collect" and groups["global_order"] == "global"
-    assert groups["wave_invoice_share"] == "share" and groups["push_wave_invoice"] == "push"
+    # One group, so the UI's lineage opens on the assets (it collapses groups when there are several);
+    # the stage is a kind (shown on each node) and the tag `stage`.
+    assert {graph.get(k).group_name for k in graph.get_all_asset_keys()} == {"sync"}
+    stages = {k.to_user_string(): graph.get(k).tags["stage"] for k in graph.get_all_asset_keys()}
+    assert stages["crm_customer"] == "collect" and stages["global_order"] == "global"
+    assert stages["wave_invoice_share"] == "share" and stages["push_wave_invoice"] == "push"
+    assert stages["snapshot"] == "analyst"
+    assert all(stage in graph.get(dg.AssetKey(key)).kinds for key, stage in stages.items())
     # Lineage reads collect -> global -> share -> push.
     parents = lambda key: {p.to_user_string() for p in graph.get(dg.AssetKey(key)).parent_keys}  # noqa: E731
     assert parents("global_customer") == {"crm_customer", "wave_customer"}
