@@ -1,27 +1,18 @@
 """The Wave client used by the sync: GraphQL over httpx, with retries, rate limit and batching.
 
 `WaveClient` speaks Wave's public GraphQL API (or the simulator's copy of it) and nothing
-else: it reads customers, products and invoices page by page, looks records up for the
-safe-create pattern, and sends writes as batched aliased mutations. Mapping between CRM
-records and Wave inputs lives elsewhere.
+else: it reads customers, products and invoices page by page, looks invoices up by id, and
+sends writes as batched aliased mutations. Mapping between CRM records and Wave inputs lives
+elsewhere. The package is split the way httpx is: this module is the client; `errors` the
+typed errors (a small hierarchy under `crm_wave.systems.http.ApiError`); `models` the
+writes and their results (`Mutation`, `MutationResult`); `documents` the GraphQL documents
+(`queries/*.graphql`, loaded with graphql-core). Their public names are re-exported here.
 
 Every request goes through `crm_wave.systems.http.RetryingSender`: 429/503 and network
 errors are retried with backoff (honouring `Retry-After`), the request rate follows
 `HttpPolicy.requests_per_minute`, and a request that is not idempotent (a batch holding a
 create, a delete or a payment) is never retried once it may have reached Wave; a lost
 response then raises `OutcomeUnknown` and the caller looks the records up before retrying.
-
-Errors form a small hierarchy (all `crm_wave.systems.http.ApiError`):
-
-- `WaveError`: Wave refused or could not answer (bad configuration, bad response);
-  - `WaveGraphQLError`: top-level GraphQL `errors` (`errors`, `codes`, `support_ids`);
-    - `WaveAuthError`: the token was refused (`UNAUTHENTICATED`, HTTP 401/403);
-    - `WaveNotFound`: an id Wave does not know (`NOT_FOUND`; a deleted or stale record);
-    - `WaveRateLimited`: still rate limited after every wait (also a `TransientError`);
-  - `WaveRejected`: a mutation's business-rule failure (`inputErrors`);
-- `WaveBatchInterrupted` (a `TransientError`): `mutate` stopped part-way at transport
-  level, with `keys`, `unsent_keys` and `results`; `WaveBatchOutcomeUnknown` is also an
-  `OutcomeUnknown` (some writes may have happened).
 
 Per record, `MutationResult.error` holds the typed error of a failed mutation
 (`WaveNotFound`, `WaveRejected`, `WaveRateLimited` or `WaveGraphQLError`).
@@ -31,34 +22,38 @@ sender) and HTTP 200 with a GraphQL error coded `RATE_LIMITED` (field-level `@ra
 only the refused fields are sent again). At most `max_in_flight` requests (2) are on the
 wire at once. A create answered `NOT_FOUND` (Wave sometimes does so for ids that exist;
 nothing was created) is sent again up to `not_found_retries` times.
-
-The query documents live in `queries/*.graphql` beside this module. Values are only ever
-sent as GraphQL variables; the one piece of query text built at run time is the batched
-mutation, composed from alias names (`m0`, `m1`, ...) and the fixed mutation allow-list.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from functools import lru_cache
-from importlib import resources
+from dataclasses import replace
 from typing import Any
 
 import httpx
 
-from crm_wave.systems.http import (
-    ApiError,
-    HttpPolicy,
-    OutcomeUnknown,
-    RequestStats,
-    RetryingSender,
-    TransientError,
+from crm_wave.systems.http import HttpPolicy, OutcomeUnknown, RequestStats, RetryingSender, TransientError
+from crm_wave.systems.wave.documents import DOCUMENTS, lookup_document, mutation_document
+from crm_wave.systems.wave.errors import (
+    RATE_LIMIT_CODES,
+    InputError,
+    WaveAuthError,
+    WaveBatchInterrupted,
+    WaveBatchOutcomeUnknown,
+    WaveError,
+    WaveGraphQLError,
+    WaveNotFound,
+    WaveRateLimited,
+    WaveRejected,
+    error_class,
+    error_code,
+    parse_input_errors,
+    result_error,
 )
+from crm_wave.systems.wave.models import MUTATION_NAMES, MUTATIONS, Mutation, MutationResult
 
 __all__ = [
     "MUTATION_NAMES",
@@ -75,273 +70,6 @@ __all__ = [
     "WaveRateLimited",
     "WaveRejected",
 ]
-
-# --------------------------------------------------------------------------- errors
-
-
-class WaveError(ApiError):
-    """Wave refused or could not answer a request (bad configuration, bad response...)."""
-
-
-class WaveGraphQLError(WaveError):
-    """Wave answered with top-level GraphQL `errors`.
-
-    `errors` holds the error objects as sent; `codes` their `extensions.code` values
-    (for example `GRAPHQL_VALIDATION_FAILED`), in order, without duplicates.
-    """
-
-    def __init__(self, message: str, errors: Sequence[Mapping[str, Any]] = ()) -> None:
-        super().__init__(message)
-        self.errors: list[dict[str, Any]] = [dict(e) for e in errors]
-        codes: list[str] = []
-        for e in self.errors:
-            code = (e.get("extensions") or {}).get("code")
-            if isinstance(code, str) and code not in codes:
-                codes.append(code)
-        self.codes: list[str] = codes
-
-
-    @property
-    def support_ids(self) -> list[str]:
-        """The support `id` of each error (give them to Wave Support when asking about one)."""
-        return [str(i) for e in self.errors if (i := (e.get("extensions") or {}).get("id"))]
-
-
-class WaveAuthError(WaveGraphQLError):
-    """The token was refused (`UNAUTHENTICATED`, HTTP 401/403)."""
-
-
-class WaveNotFound(WaveGraphQLError):
-    """Wave does not know an id (`NOT_FOUND`): the record was deleted, or the id is stale."""
-
-
-class WaveRateLimited(WaveGraphQLError, TransientError):
-    """Wave kept answering "rate limited" as a GraphQL error after every wait; nothing was done."""
-
-    def __init__(self, message: str, errors: Sequence[Mapping[str, Any]] = (), *,
-                 retry_after: float | None = None) -> None:
-        WaveGraphQLError.__init__(self, message, errors)
-        self.status = 200
-        self.retry_after = retry_after
-
-
-class WaveRejected(WaveError):
-    """A mutation's business-rule failure: Wave's `inputErrors` (`didSucceed: false`)."""
-
-    def __init__(self, message: str, input_errors: Sequence[InputError] = ()) -> None:
-        super().__init__(message)
-        self.input_errors = list(input_errors)
-
-
-class WaveBatchInterrupted(TransientError):
-    """`mutate` stopped part-way at transport level: nothing more was sent after the failure.
-
-    `keys` are the ops of the failed batches, `unsent_keys` the ops never sent, and
-    `results` the results of the batches that did complete."""
-
-    def __init__(self, message: str, *, keys: list[str], unsent_keys: list[str], results: list[MutationResult],
-                 status: int | None = None, retry_after: float | None = None) -> None:
-        super().__init__(message, status=status, retry_after=retry_after)
-        self.keys = keys
-        self.unsent_keys = unsent_keys
-        self.results = results
-
-
-class WaveBatchOutcomeUnknown(WaveBatchInterrupted, OutcomeUnknown):
-    """`mutate` stopped part-way and some writes of the failed batches may have happened:
-    look them up before sending them again."""
-
-
-#: GraphQL error codes that mean "rate limited: wait and send again" (Wave's `@rateLimit`).
-_RATE_LIMIT_CODES = frozenset({"RATE_LIMITED", "RATE_LIMIT_EXCEEDED", "TOO_MANY_REQUESTS", "THROTTLED"})
-
-
-def _code(error: Mapping[str, Any]) -> str | None:
-    code = (error.get("extensions") or {}).get("code")
-    return code if isinstance(code, str) else None
-
-
-def _error_class(codes: Sequence[str]) -> type[WaveGraphQLError]:
-    if "UNAUTHENTICATED" in codes:
-        return WaveAuthError
-    if codes and all(c in _RATE_LIMIT_CODES for c in codes):
-        return WaveRateLimited
-    if codes and all(c == "NOT_FOUND" for c in codes):
-        return WaveNotFound
-    return WaveGraphQLError
-
-
-# --------------------------------------------------------------------------- mutations
-
-
-@dataclass(frozen=True)
-class _MutationSpec:
-    input_type: str
-    entity_field: str | None
-    idempotent: bool
-
-
-_MUTATIONS: dict[str, _MutationSpec] = {
-    "customerCreate": _MutationSpec("CustomerCreateInput", "customer", False),
-    "customerPatch": _MutationSpec("CustomerPatchInput", "customer", True),
-    "customerDelete": _MutationSpec("CustomerDeleteInput", None, False),
-    "productCreate": _MutationSpec("ProductCreateInput", "product", False),
-    "productPatch": _MutationSpec("ProductPatchInput", "product", True),
-    "productArchive": _MutationSpec("ProductArchiveInput", "product", True),
-    "invoiceCreate": _MutationSpec("InvoiceCreateInput", "invoice", False),
-    "invoicePatch": _MutationSpec("InvoicePatchInput", "invoice", True),
-    "invoiceDelete": _MutationSpec("InvoiceDeleteInput", None, False),
-    "invoiceApprove": _MutationSpec("InvoiceApproveInput", "invoice", True),
-    "invoiceMarkSent": _MutationSpec("InvoiceMarkSentInput", "invoice", True),
-    "invoicePaymentCreateManual": _MutationSpec("InvoicePaymentCreateManualInput", "invoicePayment", False),
-}
-
-#: The mutations `WaveClient.mutate` accepts.
-MUTATION_NAMES: frozenset[str] = frozenset(_MUTATIONS)
-
-
-@dataclass(frozen=True)
-class Mutation:
-    """One write: `name` is a Wave mutation (see `MUTATION_NAMES`), `input` its input object
-    exactly as Wave's schema spells it, and `key` the caller's identifier, echoed in the result."""
-
-    name: str
-    input: dict[str, Any]
-    key: str
-
-    def __post_init__(self) -> None:
-        if self.name not in _MUTATIONS:
-            raise ValueError(f"unknown Wave mutation {self.name!r}; expected one of {sorted(_MUTATIONS)}")
-
-    @property
-    def idempotent(self) -> bool:
-        """Whether sending this mutation twice is harmless (patch, archive, approve, mark sent)."""
-        return _MUTATIONS[self.name].idempotent
-
-
-@dataclass(frozen=True)
-class InputError:
-    """One of Wave's `inputErrors` (a business-rule failure of one mutation)."""
-
-    code: str | None
-    message: str | None
-    path: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class MutationResult:
-    """The outcome of one `Mutation`: `ok` is Wave's `didSucceed`; `entity` the customer,
-    product, invoice or invoice payment Wave returned (None for deletes and failures);
-    `errors` Wave's input errors and top-level errors of this op, as `InputError`s; `error`
-    the typed error of a failed op (None when `ok`)."""
-
-    key: str
-    name: str
-    ok: bool
-    entity: dict[str, Any] | None
-    errors: list[InputError] = field(default_factory=list)
-    error: WaveError | None = None
-
-    @property
-    def not_found(self) -> bool:
-        """Whether Wave answered NOT_FOUND: the record this op acts on (or refers to) is gone."""
-        return isinstance(self.error, WaveNotFound)
-
-
-# --------------------------------------------------------------------------- documents
-
-_SPREAD = re.compile(r"\.\.\.\s*(?!on\b)([_A-Za-z][_0-9A-Za-z]*)")
-_FRAGMENT_DEF = re.compile(r"^fragment\s+([_A-Za-z][_0-9A-Za-z]*)\s", re.MULTILINE)
-
-
-def _load_documents() -> tuple[dict[str, str], dict[str, str]]:
-    """Read `queries/*.graphql`: operations by file stem, fragments by fragment name."""
-    operations: dict[str, str] = {}
-    fragments: dict[str, str] = {}
-    folder = resources.files(__package__).joinpath("queries")
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if not entry.name.endswith(".graphql"):
-            continue
-        text = entry.read_text(encoding="utf-8")
-        starts = [m.start() for m in _FRAGMENT_DEF.finditer(text)]
-        if starts:
-            for i, start in enumerate(starts):
-                chunk = text[start : starts[i + 1] if i + 1 < len(starts) else len(text)].strip()
-                name = _FRAGMENT_DEF.match(chunk)
-                assert name is not None
-                fragments[name.group(1)] = chunk
-        else:
-            operations[entry.name.removesuffix(".graphql")] = text.strip()
-    return operations, fragments
-
-
-_OPERATIONS, _FRAGMENTS = _load_documents()
-
-
-def _with_fragments(body: str) -> str:
-    """`body` followed by every fragment it spreads, transitively (and no unused one)."""
-    needed: list[str] = []
-    pending = _SPREAD.findall(body)
-    while pending:
-        name = pending.pop(0)
-        if name in needed:
-            continue
-        if name not in _FRAGMENTS:
-            raise KeyError(f"unknown GraphQL fragment {name!r}")
-        needed.append(name)
-        pending.extend(_SPREAD.findall(_FRAGMENTS[name]))
-    return "\n\n".join([body, *(_FRAGMENTS[n] for n in needed)])
-
-
-#: The fixed documents, fragments appended, by file stem (`list_customers`...).
-DOCUMENTS: dict[str, str] = {name: _with_fragments(text) for name, text in _OPERATIONS.items()}
-
-
-def _result_fragment(name: str) -> str:
-    return name[0].upper() + name[1:] + "Result"
-
-
-@lru_cache(maxsize=64)
-def _lookup_document(field_name: str, fragment: str, count: int) -> str:
-    """`count` aliased lookups (`i0: invoice(id: $id0) {...}`) of one business in one query."""
-    params = "".join(f", $id{i}: ID!" for i in range(count))
-    fields = "\n".join(f"    i{i}: {field_name}(id: $id{i}) {{ ...{fragment} }}" for i in range(count))
-    return _with_fragments(f"query GetInvoices($businessId: ID!{params}) {{\n  business(id: $businessId) {{\n"
-                           f"    id\n{fields}\n  }}\n}}")
-
-
-@lru_cache(maxsize=256)
-def _mutation_document(names: tuple[str, ...]) -> str:
-    """The batched aliased mutation for `names` (each from the allow-list)."""
-    params = ", ".join(f"$i{i}: {_MUTATIONS[n].input_type}!" for i, n in enumerate(names))
-    fields = "\n".join(f"  m{i}: {n}(input: $i{i}) {{ ...{_result_fragment(n)} }}" for i, n in enumerate(names))
-    return _with_fragments(f"mutation WaveBatch({params}) {{\n{fields}\n}}")
-
-
-# --------------------------------------------------------------------------- client
-
-
-def _input_errors(raw: Any) -> list[InputError]:
-    out: list[InputError] = []
-    for e in raw or []:
-        path = e.get("path") or []
-        out.append(InputError(code=e.get("code"), message=e.get("message"), path=[str(p) for p in path]))
-    return out
-
-
-def _result_error(errors: list[dict[str, Any]], input_errors: list[InputError]) -> WaveError:
-    """The typed error of one failed op: its top-level errors, else its input errors."""
-    if errors:
-        codes = [c for e in errors if (c := _code(e))]
-        text = "; ".join(str(e.get("message")) for e in errors[:3])
-        cls = _error_class(codes)
-        if cls is WaveRateLimited:
-            after = [(e.get("extensions") or {}).get("retryAfter") for e in errors]
-            return WaveRateLimited(text, errors, retry_after=max((a for a in after if isinstance(a, (int, float))),
-                                                                 default=None))
-        return cls(text, errors)
-    text = "; ".join(f"{'.'.join(e.path) or 'input'}: {e.message}" for e in input_errors[:3]) or "refused"
-    return WaveRejected(text, input_errors)
 
 
 class WaveClient:
@@ -458,14 +186,14 @@ class WaveClient:
         messages = "; ".join(str(e.get("message")) for e in err.errors[:5])
         codes = f" [{', '.join(err.codes)}]" if err.codes else ""
         text = f"Wave GraphQL error{codes}: {messages}"
-        cls = _error_class(err.codes)
+        cls = error_class(err.codes)
         if cls is WaveRateLimited:
-            raise _result_error(err.errors, [])
+            raise result_error(err.errors, [])
         raise cls(text, errors)
 
     @staticmethod
     def _rate_limited(errors: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-        return [e for e in errors if _code(e) in _RATE_LIMIT_CODES]
+        return [e for e in errors if error_code(e) in RATE_LIMIT_CODES]
 
     def _pause(self, attempt: int, errors: Sequence[Mapping[str, Any]]) -> None:
         """Wait out a rate limit answered as GraphQL errors (their `retryAfter`, else backoff)."""
@@ -598,7 +326,7 @@ class WaveClient:
         out: dict[str, dict[str, Any] | None] = {}
         for start in range(0, len(ids), per_request):
             chunk = ids[start:start + per_request]
-            document = _lookup_document("invoice", "InvoiceFields", len(chunk))
+            document = lookup_document("invoice", "InvoiceFields", len(chunk))
             variables: dict[str, Any] = {"businessId": self.business_id, **{f"id{i}": v for i, v in enumerate(chunk)}}
             for attempt in range(self.policy.max_attempts):
                 body = self._post(document, variables, idempotent=True, operation_name="GetInvoices")
@@ -607,7 +335,7 @@ class WaveClient:
                     break
                 self._pause(attempt, limited)
             errors = body.get("errors") or []
-            other = [e for e in errors if _code(e) != "NOT_FOUND" or len(e.get("path") or []) < 2]
+            other = [e for e in errors if error_code(e) != "NOT_FOUND" or len(e.get("path") or []) < 2]
             if other:
                 self._raise_for_errors(other)
             business = (body.get("data") or {}).get("business") or {}
@@ -628,41 +356,6 @@ class WaveClient:
         """Every invoice (or those modified after `modified_after`)."""
         return [node for page in self.iter_invoices(modified_after=modified_after) for node in page]
 
-    def find_customers_by_email(self, email: str) -> list[dict[str, Any]]:
-        """Customers whose email equals `email`, trimmed and case-insensitively."""
-        wanted = email.strip().casefold()
-        if not wanted:
-            return []
-        found: dict[str, dict[str, Any]] = {}
-        for probe in dict.fromkeys([email.strip(), email.strip().lower()]):
-            for page in self._pages("list_customers", "customers", {"modifiedAtAfter": None, "email": probe}):
-                for node in page:
-                    if (node.get("email") or "").strip().casefold() == wanted:
-                        found.setdefault(node["id"], node)
-        return list(found.values())
-
-    def find_invoices_by_number(self, number: str) -> list[dict[str, Any]]:
-        """Invoices whose `invoiceNumber` is exactly `number` (Wave's filter only narrows it down)."""
-        if not number:
-            return []
-        return [
-            node
-            for page in self._pages("list_invoices", "invoices", {"modifiedAtAfter": None, "invoiceNumber": number})
-            for node in page
-            if node.get("invoiceNumber") == number
-        ]
-
-    def find_products_by_name(self, name: str) -> list[dict[str, Any]]:
-        """Products (archived included) whose name equals `name`, trimmed and case-insensitively.
-
-        Wave has no name filter: this lists every product, so prefer one `list_products`
-        and a local index when looking up many names.
-        """
-        wanted = name.strip().casefold()
-        if not wanted:
-            return []
-        return [p for p in self.list_products() if (p.get("name") or "").strip().casefold() == wanted]
-
     def _get(self, document: str, field_name: str, entity_id: str) -> dict[str, Any] | None:
         operation_name = "".join(part.capitalize() for part in document.split("_"))
         try:
@@ -678,14 +371,6 @@ class WaveClient:
         if business is None:
             raise WaveError(f"Wave: business {self.business_id!r} not found")
         return business.get(field_name)
-
-    def get_customer(self, customer_id: str) -> dict[str, Any] | None:
-        """One customer by id, or None when there is none."""
-        return self._get("get_customer", "customer", customer_id)
-
-    def get_product(self, product_id: str) -> dict[str, Any] | None:
-        """One product by id, or None when there is none."""
-        return self._get("get_product", "product", product_id)
 
     def get_invoice(self, invoice_id: str) -> dict[str, Any] | None:
         """One invoice by id, or None when there is none."""
@@ -793,7 +478,7 @@ class WaveClient:
 
     def _send_batch(self, batch: list[Mutation], attempt: int = 0) -> list[MutationResult]:
         names = tuple(op.name for op in batch)
-        document = _mutation_document(names)
+        document = mutation_document(names)
         variables = {f"i{i}": op.input for i, op in enumerate(batch)}
         idempotent = all(op.idempotent for op in batch)
         body = self._post(document, variables, idempotent=idempotent, operation_name="WaveBatch")
@@ -811,10 +496,10 @@ class WaveClient:
                 return self._send_batch(batch, attempt + 1)
             if len(batch) > 1:
                 return [r for op in batch for r in self._send_batch([op])]
-            errs = [InputError(code=_code(e), message=e.get("message"), path=[str(p) for p in e.get("path") or []])
+            errs = [InputError(code=error_code(e), message=e.get("message"), path=[str(p) for p in e.get("path") or []])
                     for e in errors]
             return [MutationResult(key=batch[0].key, name=batch[0].name, ok=False, entity=None, errors=errs,
-                                   error=_result_error(list(errors), errs))]
+                                   error=result_error(list(errors), errs))]
         if not isinstance(data, dict):
             raise WaveError("Wave: mutation response without data")
         by_alias: dict[str, list[dict[str, Any]]] = {}
@@ -826,34 +511,34 @@ class WaveClient:
         for i, op in enumerate(batch):
             alias = f"m{i}"
             out = data.get(alias)
-            spec = _MUTATIONS[op.name]
+            spec = MUTATIONS[op.name]
             raw = by_alias.get(alias, [])
-            tops = [InputError(code=_code(e), message=e.get("message"), path=[str(p) for p in e.get("path") or []])
+            tops = [InputError(code=error_code(e), message=e.get("message"), path=[str(p) for p in e.get("path") or []])
                     for e in raw]
             if not isinstance(out, dict):
                 raw = raw or by_alias.get("", [])
-                if raw and not last_try and all(_code(e) in _RATE_LIMIT_CODES for e in raw):
+                if raw and not last_try and all(error_code(e) in RATE_LIMIT_CODES for e in raw):
                     refused.append(i)  # refused by @rateLimit: this op ran nothing; send it again
                     results.append(None)  # type: ignore[arg-type]
                     continue
-                errs = [InputError(code=_code(e), message=e.get("message"), path=[str(p) for p in e.get("path") or []])
+                errs = [InputError(code=error_code(e), message=e.get("message"), path=[str(p) for p in e.get("path") or []])
                         for e in raw] or [
                     InputError(code="NO_RESULT", message="Wave returned no result for this mutation", path=[alias])]
                 raw = raw or [{"message": "Wave returned no result for this mutation",
                                "extensions": {"code": "NO_RESULT"}}]
                 results.append(MutationResult(key=op.key, name=op.name, ok=False, entity=None, errors=errs,
-                                              error=_result_error(raw, errs)))
+                                              error=result_error(raw, errs)))
                 continue
             entity = out.get(spec.entity_field) if spec.entity_field else None
             ok = bool(out.get("didSucceed"))
-            input_errors = _input_errors(out.get("inputErrors"))
+            input_errors = parse_input_errors(out.get("inputErrors"))
             results.append(MutationResult(
                 key=op.key,
                 name=op.name,
                 ok=ok,
                 entity=entity if isinstance(entity, dict) else None,
                 errors=input_errors + tops,
-                error=None if ok else _result_error(raw, input_errors),
+                error=None if ok else result_error(raw, input_errors),
             ))
         if refused:
             self._pause(attempt, [e for i in refused for e in by_alias.get(f"m{i}", by_alias.get("", []))])
