@@ -3,10 +3,12 @@
 `WaveClient` speaks Wave's public GraphQL API (or the simulator's copy of it) and nothing
 else: it reads customers, products and invoices page by page, looks invoices up by id, and
 sends writes as batched aliased mutations. Mapping between CRM records and Wave inputs lives
-elsewhere. The package is split the way httpx is: this module is the client; `errors` the
-typed errors (a small hierarchy under `crm_wave.systems.http.ApiError`); `models` the
-writes and their results (`Mutation`, `MutationResult`); `documents` the GraphQL documents
-(`queries/*.graphql`, loaded with graphql-core). Their public names are re-exported here.
+elsewhere. The package is split the way httpx is: this module is the client (the public
+surface); `errors` the typed errors (a small hierarchy under `crm_wave.systems.http.ApiError`);
+`models` the writes and their results (`Mutation`, `MutationResult`); `documents` the GraphQL
+documents (`queries/*.graphql`, loaded with graphql-core); `transport` one GraphQL request
+(envelope, typed errors, GraphQL-level rate limits); `batch` the batched mutations behind
+`mutate`. The public names of `errors` and `models` are re-exported here.
 
 Every request goes through `crm_wave.systems.http.RetryingSender`: 429/503 and network
 errors are retried with backoff (honouring `Retry-After`), the request rate follows
@@ -27,18 +29,16 @@ nothing was created) is sent again up to `not_found_retries` times.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
 import httpx
 
-from crm_wave.systems.http import HttpPolicy, OutcomeUnknown, RequestStats, RetryingSender, TransientError
-from crm_wave.systems.wave.documents import DOCUMENTS, lookup_document, mutation_document
+from crm_wave.systems.http import HttpPolicy, RequestStats, RetryingSender
+from crm_wave.systems.wave.batch import send_mutations
+from crm_wave.systems.wave.documents import DOCUMENTS, lookup_document
 from crm_wave.systems.wave.errors import (
-    RATE_LIMIT_CODES,
     InputError,
     WaveAuthError,
     WaveBatchInterrupted,
@@ -48,12 +48,10 @@ from crm_wave.systems.wave.errors import (
     WaveNotFound,
     WaveRateLimited,
     WaveRejected,
-    error_class,
     error_code,
-    parse_input_errors,
-    result_error,
 )
-from crm_wave.systems.wave.models import MUTATION_NAMES, MUTATIONS, Mutation, MutationResult
+from crm_wave.systems.wave.models import MUTATION_NAMES, Mutation, MutationResult
+from crm_wave.systems.wave.transport import GraphQLTransport
 
 __all__ = [
     "MUTATION_NAMES",
@@ -113,16 +111,16 @@ class WaveClient:
         self.page_size = page_size
         self.batch_size = batch_size
         self.max_workers = max_workers
-        self.policy = policy or HttpPolicy()
-        if self.policy.max_in_flight is None:
-            self.policy = replace(self.policy, max_in_flight=max_in_flight)
+        policy = policy or HttpPolicy()
+        if policy.max_in_flight is None:
+            policy = replace(policy, max_in_flight=max_in_flight)
         self.not_found_retries = not_found_retries
         self._configured_business_id = business_id
         self._business_id = business_id
         self._business_lock = threading.Lock()
         self._http = httpx.Client(
             transport=transport,
-            timeout=self.policy.timeout_s,
+            timeout=policy.timeout_s,
             headers={
                 "Authorization": f"Bearer {token}",
                 "Accept": "application/json",
@@ -130,7 +128,8 @@ class WaveClient:
             },
             limits=httpx.Limits(max_connections=max(10, max_workers * 2), max_keepalive_connections=max(10, max_workers * 2)),
         )
-        self._sender = RetryingSender(self._http, self.policy, name="wave")
+        self._sender = RetryingSender(self._http, policy, name="wave")
+        self._gql = GraphQLTransport(self._http, self._sender, url)
 
     def __repr__(self) -> str:
         return (
@@ -156,55 +155,16 @@ class WaveClient:
         """Request counters (requests, retries, rate_limited, server_errors, network_errors)."""
         return self._sender.stats
 
-    # ----------------------------------------------------------------- low level
+    @property
+    def policy(self) -> HttpPolicy:
+        """Timeouts, retries and request rate (shared by every request of this client)."""
+        return self._sender.policy
 
-    def _post(self, query: str, variables: Mapping[str, Any] | None, *, idempotent: bool,
-              operation_name: str | None = None) -> dict[str, Any]:
-        """POST one GraphQL request; return the decoded response body (data and errors)."""
-        payload: dict[str, Any] = {"query": query, "variables": dict(variables or {})}
-        if operation_name:
-            payload["operationName"] = operation_name
-        request = self._http.build_request("POST", self.url, json=payload)
-        response = self._sender.send(request, idempotent=idempotent)
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if response.status_code in (401, 403):
-            errors = body.get("errors") if isinstance(body, dict) else None
-            raise WaveAuthError(f"Wave refused the token (HTTP {response.status_code})", errors or [])
-        if not isinstance(body, dict) or ("data" not in body and "errors" not in body):
-            snippet = response.text[:200]
-            raise WaveError(f"Wave: unexpected response (HTTP {response.status_code}): {snippet!r}")
-        if response.status_code >= 400 and not body.get("errors"):
-            raise WaveError(f"Wave: HTTP {response.status_code}: {response.text[:200]!r}")
-        return body
+    @policy.setter
+    def policy(self, policy: HttpPolicy) -> None:
+        self._sender.policy = policy
 
-    @staticmethod
-    def _raise_for_errors(errors: Sequence[Mapping[str, Any]]) -> None:
-        err = WaveGraphQLError("", errors)
-        messages = "; ".join(str(e.get("message")) for e in err.errors[:5])
-        codes = f" [{', '.join(err.codes)}]" if err.codes else ""
-        text = f"Wave GraphQL error{codes}: {messages}"
-        cls = error_class(err.codes)
-        if cls is WaveRateLimited:
-            raise result_error(err.errors, [])
-        raise cls(text, errors)
-
-    @staticmethod
-    def _rate_limited(errors: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-        return [e for e in errors if error_code(e) in RATE_LIMIT_CODES]
-
-    def _pause(self, attempt: int, errors: Sequence[Mapping[str, Any]]) -> None:
-        """Wait out a rate limit answered as GraphQL errors (their `retryAfter`, else backoff)."""
-        self.stats.add("rate_limited")
-        self.stats.add("retries")
-        after = [a for e in errors if isinstance(a := (e.get("extensions") or {}).get("retryAfter"), (int, float))]
-        if after:
-            wait = min(max(after), self.policy.max_retry_after_s)
-        else:
-            wait = min(self.policy.backoff_max_s, self.policy.backoff_initial_s * 2 ** attempt)
-        time.sleep(wait)
+    # ----------------------------------------------------------------- GraphQL
 
     def execute(self, query: str, variables: dict[str, Any] | None = None, *, idempotent: bool = True) -> dict[str, Any]:
         """Run one GraphQL document and return its `data`.
@@ -213,23 +173,7 @@ class WaveClient:
         `UNAUTHENTICATED`). Pass `idempotent=False` for a document with a create: a
         lost response then raises `OutcomeUnknown` instead of being retried.
         """
-        return self._execute(query, variables, idempotent=idempotent)
-
-    def _execute(self, query: str, variables: Mapping[str, Any] | None, *, idempotent: bool = True,
-                 operation_name: str | None = None) -> dict[str, Any]:
-        for attempt in range(self.policy.max_attempts):
-            body = self._post(query, variables, idempotent=idempotent, operation_name=operation_name)
-            limited = self._rate_limited(body.get("errors") or [])
-            if not limited:
-                break
-            if attempt + 1 < self.policy.max_attempts:
-                self._pause(attempt, limited)  # a refused field ran nothing: send it all again
-        if body.get("errors"):
-            self._raise_for_errors(body["errors"])
-        data = body.get("data")
-        if not isinstance(data, dict):
-            raise WaveError("Wave: response without data")
-        return data
+        return self._gql.execute(query, variables, idempotent=idempotent)
 
     # ----------------------------------------------------------------- business
 
@@ -252,8 +196,8 @@ class WaveClient:
         out: list[dict[str, Any]] = []
         page = 1
         while True:
-            data = self._execute(DOCUMENTS["list_businesses"], {"page": page, "pageSize": 50},
-                                 operation_name="ListBusinesses")
+            data = self._gql.execute(DOCUMENTS["list_businesses"], {"page": page, "pageSize": 50},
+                                     operation_name="ListBusinesses")
             conn = data.get("businesses") or {}
             out.extend(e["node"] for e in conn.get("edges") or [] if e.get("node"))
             info = conn.get("pageInfo") or {}
@@ -294,7 +238,7 @@ class WaveClient:
     def _business_data(self, document: str, variables: Mapping[str, Any], operation_name: str) -> dict[str, Any]:
         """`data.business` of a read; an unknown business is a `WaveNotFound` that says what to do."""
         try:
-            data = self._execute(DOCUMENTS[document], variables, operation_name=operation_name)
+            data = self._gql.execute(DOCUMENTS[document], variables, operation_name=operation_name)
         except WaveNotFound as exc:
             if any((e.get("path") or [None])[-1] == "business" for e in exc.errors):
                 raise WaveNotFound(f"Wave: business {self.business_id!r} could not be found; check WAVE_BUSINESS_ID",
@@ -329,15 +273,15 @@ class WaveClient:
             document = lookup_document("invoice", "InvoiceFields", len(chunk))
             variables: dict[str, Any] = {"businessId": self.business_id, **{f"id{i}": v for i, v in enumerate(chunk)}}
             for attempt in range(self.policy.max_attempts):
-                body = self._post(document, variables, idempotent=True, operation_name="GetInvoices")
-                limited = self._rate_limited(body.get("errors") or [])
+                body = self._gql.post(document, variables, idempotent=True, operation_name="GetInvoices")
+                limited = self._gql.rate_limited(body.get("errors") or [])
                 if not limited or attempt + 1 == self.policy.max_attempts:
                     break
-                self._pause(attempt, limited)
+                self._gql.pause(attempt, limited)
             errors = body.get("errors") or []
             other = [e for e in errors if error_code(e) != "NOT_FOUND" or len(e.get("path") or []) < 2]
             if other:
-                self._raise_for_errors(other)
+                self._gql.raise_for_errors(other)
             business = (body.get("data") or {}).get("business") or {}
             for i, invoice_id in enumerate(chunk):
                 node = business.get(f"i{i}")
@@ -359,8 +303,8 @@ class WaveClient:
     def _get(self, document: str, field_name: str, entity_id: str) -> dict[str, Any] | None:
         operation_name = "".join(part.capitalize() for part in document.split("_"))
         try:
-            data = self._execute(DOCUMENTS[document], {"businessId": self.business_id, "id": entity_id},
-                                 operation_name=operation_name)
+            data = self._gql.execute(DOCUMENTS[document], {"businessId": self.business_id, "id": entity_id},
+                                     operation_name=operation_name)
         except WaveAuthError:
             raise
         except WaveGraphQLError as exc:
@@ -380,7 +324,7 @@ class WaveClient:
         """The newest change of each type, in one request (plus one to find the business when
         none is configured): `{"customers" | "products" | "invoices": {"id", "modifiedAt",
         "totalCount"}}`, `id` and `modifiedAt` None for an empty listing. Archived products count."""
-        data = self._execute(DOCUMENTS["change_heads"], {"businessId": self.business_id}, operation_name="ChangeHeads")
+        data = self._gql.execute(DOCUMENTS["change_heads"], {"businessId": self.business_id}, operation_name="ChangeHeads")
         business = data.get("business")
         if business is None:
             raise WaveError(f"Wave: business {self.business_id!r} not found")
@@ -420,128 +364,5 @@ class WaveClient:
                 raise TypeError(f"mutate() expects Mutation objects, got {type(op).__name__}")
         if not ops:
             return []
-        results = self._mutate_once(ops)
-        for _ in range(self.not_found_retries):
-            again = [i for i, (op, res) in enumerate(zip(ops, results))
-                     if res.not_found and op.name.endswith("Create")]
-            if not again:
-                break
-            # NOT_FOUND with a null result: nothing was created, so sending it again is safe.
-            self.stats.add("retries", len(again))
-            try:
-                retried = self._mutate_once([ops[i] for i in again])
-            except WaveBatchInterrupted as exc:
-                kept = [r for j, r in enumerate(results) if j not in set(again)]
-                raise type(exc)(str(exc), keys=exc.keys, unsent_keys=exc.unsent_keys, results=kept + exc.results,
-                                status=exc.status, retry_after=exc.retry_after) from exc
-            for i, res in zip(again, retried):
-                results[i] = res
-        return results
-
-    def _mutate_once(self, ops: list[Mutation]) -> list[MutationResult]:
-        batches = [ops[i : i + self.batch_size] for i in range(0, len(ops), self.batch_size)]
-        done: dict[int, list[MutationResult]] = {}
-        failures: list[tuple[int, TransientError]] = []
-        stop = threading.Event()
-
-        def run(index: int) -> None:
-            if stop.is_set():
-                return
-            try:
-                done[index] = self._send_batch(batches[index])
-            except TransientError as exc:
-                failures.append((index, exc))
-                stop.set()
-
-        if self.max_workers == 1 or len(batches) == 1:
-            for i in range(len(batches)):
-                run(i)
-        else:
-            with ThreadPoolExecutor(max_workers=min(self.max_workers, len(batches)),
-                                    thread_name_prefix="wave-mutate") as pool:
-                for future in [pool.submit(run, i) for i in range(len(batches))]:
-                    future.result()
-
-        if failures:
-            failures.sort(key=lambda f: f[0])
-            failed_idx = {i for i, _ in failures}
-            keys = [op.key for i, _ in failures for op in batches[i]]
-            unsent = [op.key for i, b in enumerate(batches) if i not in done and i not in failed_idx for op in b]
-            results = [r for i in sorted(done) for r in done[i]]
-            unknown = [exc for _, exc in failures if isinstance(exc, OutcomeUnknown)]
-            first = unknown[0] if unknown else failures[0][1]
-            cls = WaveBatchOutcomeUnknown if unknown else WaveBatchInterrupted
-            message = f"{first} (batch of {len(keys)} op(s); {len(unsent)} not sent)"
-            raise cls(message, keys=keys, unsent_keys=unsent, results=results, status=first.status,
-                      retry_after=first.retry_after) from first
-        return [r for i in range(len(batches)) for r in done[i]]
-
-    def _send_batch(self, batch: list[Mutation], attempt: int = 0) -> list[MutationResult]:
-        names = tuple(op.name for op in batch)
-        document = mutation_document(names)
-        variables = {f"i{i}": op.input for i, op in enumerate(batch)}
-        idempotent = all(op.idempotent for op in batch)
-        body = self._post(document, variables, idempotent=idempotent, operation_name="WaveBatch")
-        data = body.get("data")
-        errors = body.get("errors") or []
-        last_try = attempt + 1 >= self.policy.max_attempts
-        if errors and not isinstance(data, dict):
-            # Nothing ran: the request as a whole was refused.
-            err = WaveGraphQLError("", errors)
-            if "UNAUTHENTICATED" in err.codes:
-                self._raise_for_errors(errors)
-            limited = self._rate_limited(errors)
-            if limited and len(limited) == len(errors) and not last_try:
-                self._pause(attempt, limited)
-                return self._send_batch(batch, attempt + 1)
-            if len(batch) > 1:
-                return [r for op in batch for r in self._send_batch([op])]
-            errs = [InputError(code=error_code(e), message=e.get("message"), path=[str(p) for p in e.get("path") or []])
-                    for e in errors]
-            return [MutationResult(key=batch[0].key, name=batch[0].name, ok=False, entity=None, errors=errs,
-                                   error=result_error(list(errors), errs))]
-        if not isinstance(data, dict):
-            raise WaveError("Wave: mutation response without data")
-        by_alias: dict[str, list[dict[str, Any]]] = {}
-        for e in errors:
-            path = e.get("path") or []
-            by_alias.setdefault(str(path[0]) if path else "", []).append(e)
-        results: list[MutationResult] = []
-        refused: list[int] = []
-        for i, op in enumerate(batch):
-            alias = f"m{i}"
-            out = data.get(alias)
-            spec = MUTATIONS[op.name]
-            raw = by_alias.get(alias, [])
-            tops = [InputError(code=error_code(e), message=e.get("message"), path=[str(p) for p in e.get("path") or []])
-                    for e in raw]
-            if not isinstance(out, dict):
-                raw = raw or by_alias.get("", [])
-                if raw and not last_try and all(error_code(e) in RATE_LIMIT_CODES for e in raw):
-                    refused.append(i)  # refused by @rateLimit: this op ran nothing; send it again
-                    results.append(None)  # type: ignore[arg-type]
-                    continue
-                errs = [InputError(code=error_code(e), message=e.get("message"), path=[str(p) for p in e.get("path") or []])
-                        for e in raw] or [
-                    InputError(code="NO_RESULT", message="Wave returned no result for this mutation", path=[alias])]
-                raw = raw or [{"message": "Wave returned no result for this mutation",
-                               "extensions": {"code": "NO_RESULT"}}]
-                results.append(MutationResult(key=op.key, name=op.name, ok=False, entity=None, errors=errs,
-                                              error=result_error(raw, errs)))
-                continue
-            entity = out.get(spec.entity_field) if spec.entity_field else None
-            ok = bool(out.get("didSucceed"))
-            input_errors = parse_input_errors(out.get("inputErrors"))
-            results.append(MutationResult(
-                key=op.key,
-                name=op.name,
-                ok=ok,
-                entity=entity if isinstance(entity, dict) else None,
-                errors=input_errors + tops,
-                error=None if ok else result_error(raw, input_errors),
-            ))
-        if refused:
-            self._pause(attempt, [e for i in refused for e in by_alias.get(f"m{i}", by_alias.get("", []))])
-            for i, res in zip(refused, self._send_batch([batch[i] for i in refused], attempt + 1)):
-                results[i] = res
-        return results
+        return send_mutations(self._gql, ops, batch_size=self.batch_size, max_workers=self.max_workers,
+                              not_found_retries=self.not_found_retries)
