@@ -19,7 +19,7 @@ sit in memory at once, and the same seed always gives the same records.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, UTC
 from typing import Any
@@ -275,5 +275,12 @@ class FakeWave:
     def iter_products(self, *, modified_after: str | None = None) -> Iterator[list[dict[str, Any]]]:
         return self._iter("product", modified_after)
 
-    def iter_invoices(self, *, modified_after: str | None = None) -> Iterator[list[dict[str, Any]]]:
+    def iter_invoices(self, *, modified_after: str | None = None,
+                      status: str | None = None) -> Iterator[list[dict[str, Any]]]:
+        if status is not None:  # the open-invoice re-read: nothing changes behind the bench's back
+            return iter(())
         return self._iter("order", modified_after)
+
+    def get_invoices(self, invoice_ids: Sequence[str], *, per_request: int = 50) -> dict[str, dict[str, Any] | None]:
+        """No lookups: the bench's invoices change only through the listings above."""
+        return {}

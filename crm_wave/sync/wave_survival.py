@@ -42,9 +42,6 @@ def reread_open_invoices(store: Store, client: WaveApi, seen: set[str]) -> list[
     """Collect records of the open invoices an incremental read did not return (`seen`): every
     invoice Wave lists as UNPAID, and a lookup of each invoice known open that it no longer lists
     (paid in full now, or deleted: a NOT_FOUND answer records it deleted)."""
-    lookup = getattr(client, "get_invoices", None)
-    if lookup is None:  # a client without batched lookups (test and benchmark fakes)
-        return []
     name = dataset("wave", "order")
     with store.connect() as con:
         store.ensure_dataset(con, name)
@@ -62,8 +59,8 @@ def reread_open_invoices(store: Store, client: WaveApi, seen: set[str]) -> list[
             if node["id"] not in seen:
                 records.append((node["id"], False, node.get("modifiedAt"), None, node))
     left = sorted(known_open - seen - listed)
-    for invoice_id, node in (lookup(left) if left else {}).items():
-        records.append((invoice_id, node is None, None if node is None else node.get("modifiedAt"), None, node))
+    for invoice_id, found in (client.get_invoices(left) if left else {}).items():
+        records.append((invoice_id, found is None, None if found is None else found.get("modifiedAt"), None, found))
     return records
 
 

@@ -81,6 +81,10 @@ class WaveApi(Protocol):
         """One invoice with its payments, or None when Wave does not know it."""
         ...
 
+    def get_invoices(self, invoice_ids: Sequence[str], *, per_request: int = ...) -> dict[str, dict[str, Any] | None]:
+        """Several invoices by id (batched lookups): `id -> invoice`, None for an id Wave does not know."""
+        ...
+
     def change_heads(self) -> dict[str, dict[str, Any]]:
         """Per listing, the most recently modified record and the count (see `sync/heads.py`)."""
         ...

@@ -12,6 +12,7 @@ import pytest
 
 from crm_wave.systems.http import HttpPolicy, OutcomeUnknown, TransientError
 from crm_wave.systems.wave.client import Mutation, WaveAuthError, WaveClient
+from crm_wave_tests import wave_reads
 
 FAST = HttpPolicy(backoff_initial_s=0.005, backoff_max_s=0.05, max_attempts=10, timeout_s=10)
 
@@ -135,7 +136,7 @@ def test_archived_products_are_listed(wave: WaveClient) -> None:
     data = wave.execute("query($b: ID!) { business(id: $b) { products { edges { node { name } } } } }",
                         {"b": wave.business_id})
     assert sorted(e["node"]["name"] for e in data["business"]["products"]["edges"]) == ["Keep", "Other"]
-    assert [p["id"] for p in wave.find_products_by_name("old")] == [products[1]["id"]]
+    assert [p["id"] for p in wave_reads.find_products_by_name(wave, "old")] == [products[1]["id"]]
 
 
 def test_find_lookups_are_exact(wave: WaveClient) -> None:
@@ -147,13 +148,13 @@ def test_find_lookups_are_exact(wave: WaveClient) -> None:
     ])
     assert all(r.ok for r in made)
     ann = made[0].entity["id"]  # type: ignore[index]
-    assert [c["id"] for c in wave.find_customers_by_email("ann@x.com")] == [ann]
-    assert [c["id"] for c in wave.find_customers_by_email("  ANN@X.com ")] == [ann]
-    assert wave.find_customers_by_email("nobody@x.com") == []
+    assert [c["id"] for c in wave_reads.find_customers_by_email(wave, "ann@x.com")] == [ann]
+    assert [c["id"] for c in wave_reads.find_customers_by_email(wave, "  ANN@X.com ")] == [ann]
+    assert wave_reads.find_customers_by_email(wave, "nobody@x.com") == []
 
     products = create_products(wave, ["Widget", "Widget Deluxe", "Gadget"])
-    assert [p["id"] for p in wave.find_products_by_name(" widget ")] == [products[0]["id"]]
-    assert wave.find_products_by_name("Widg") == []
+    assert [p["id"] for p in wave_reads.find_products_by_name(wave, " widget ")] == [products[0]["id"]]
+    assert wave_reads.find_products_by_name(wave, "Widg") == []
 
     inv_ops = [Mutation("invoiceCreate", {
         "businessId": bid, "customerId": ann, "invoiceNumber": number,
@@ -161,12 +162,12 @@ def test_find_lookups_are_exact(wave: WaveClient) -> None:
     }, number) for number in ("12", "112", "120")]
     invoices = wave.mutate(inv_ops)
     assert all(r.ok for r in invoices), [r.errors for r in invoices]
-    found = wave.find_invoices_by_number("12")
+    found = wave_reads.find_invoices_by_number(wave, "12")
     assert [i["id"] for i in found] == [invoices[0].entity["id"]]  # type: ignore[index]
-    assert wave.find_invoices_by_number("1") == []
+    assert wave_reads.find_invoices_by_number(wave, "1") == []
 
-    assert wave.get_customer(ann)["email"] == "ann@x.com"  # type: ignore[index]
-    assert wave.get_product(products[2]["id"])["name"] == "Gadget"  # type: ignore[index]
+    assert wave_reads.get_customer(wave, ann)["email"] == "ann@x.com"  # type: ignore[index]
+    assert wave_reads.get_product(wave, products[2]["id"])["name"] == "Gadget"  # type: ignore[index]
     assert wave.get_invoice(invoices[1].entity["id"])["invoiceNumber"] == "112"  # type: ignore[index]
 
 
@@ -174,7 +175,7 @@ def test_deleted_records_are_gone(wave: WaveClient) -> None:
     [cust] = create_customers(wave, 1)
     [res] = wave.mutate([Mutation("customerDelete", {"id": cust["id"]}, "del")])
     assert res.ok and res.entity is None
-    assert wave.get_customer(cust["id"]) is None
+    assert wave_reads.get_customer(wave, cust["id"]) is None
     assert wave.list_customers() == []
 
 
@@ -246,7 +247,7 @@ def test_lost_create_response_raises_outcome_unknown_and_the_write_is_findable(w
     assert info.value.keys == ["lost"]
     assert wave.stats.requests - requests_before == 1  # not retried
     set_faults(wave_sim)
-    assert [c["name"] for c in wave.find_customers_by_email("lost@x.com")] == ["Lost"]
+    assert [c["name"] for c in wave_reads.find_customers_by_email(wave, "lost@x.com")] == ["Lost"]
 
 
 def test_client_rate_limit_keeps_under_server_limit(wave_sim: Any) -> None:

@@ -23,6 +23,7 @@ from crm_wave.systems.wave.client import (
     WaveRejected,
 )
 from crm_wave.systems.wave.simulator import create_app
+from crm_wave_tests import wave_reads
 
 FAST = HttpPolicy(backoff_initial_s=0.005, backoff_max_s=0.05, max_attempts=10, timeout_s=10)
 TOKEN = "client-token"
@@ -58,7 +59,7 @@ def test_not_found_in_a_batch_fails_only_that_op_with_a_typed_error(sim: tuple[s
     assert not res[1].ok and res[1].not_found and isinstance(res[1].error, WaveNotFound)
     assert res[1].error.codes == ["NOT_FOUND"] and res[1].error.support_ids
     assert isinstance(res[2].error, WaveRejected) and res[2].error.input_errors[0].path == ["input", "name"]
-    assert wave.get_customer(b["id"]) is None
+    assert wave_reads.get_customer(wave, b["id"]) is None
 
 
 def test_unknown_business_is_wave_not_found_naming_the_variable(sim: tuple[str, WaveClient]) -> None:
