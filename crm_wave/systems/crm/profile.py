@@ -132,6 +132,10 @@ class Writes(_Strict):
     if_match_header: str = ""
     #: Constant remote fields sent with every create, e.g. `{"tax_rate" = "0"}`.
     create_defaults: dict[str, Any] = {}
+    #: A remote field the CRM keeps verbatim (dotted path, e.g. `custom_fields.crm_wave_key`) where a
+    #: create writes the sync's own key; "" = none. For a CRM that assigns the natural key itself (an
+    #: invoice number): a create whose answer was lost is then found again by this key.
+    create_key: str = ""
 
 
 class FieldRule(_Strict):
