@@ -76,3 +76,12 @@ def test_crm_wave_sync_with_a_wrong_token_says_so_in_one_line(style: str, tmp_pa
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "CRM_API_TOKEN" in lines[0] and "token" in lines[0], done.stderr
     assert WRONG not in done.stderr + done.stdout
+
+
+def test_a_token_sent_as_a_query_parameter_never_reaches_a_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    caplog.set_level("INFO", logger="httpx")
+    with serve_in_thread(create_app(db_path=tmp_path / "crm.sqlite3", token=SECRET, style="paged-number")) as base, \
+            CrmClient(base_url=f"{base}/api/v1", token=SECRET, profile=load_profile("paged-number")) as crm:
+        crm.read_all("products")
+    assert "api_key=[redacted]" in caplog.text  # httpx logged the request, without the token
+    assert SECRET not in caplog.text

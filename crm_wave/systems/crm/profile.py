@@ -289,7 +289,7 @@ class Profile(_Strict):
         return self.auth.kind in ("bearer", "header") and all(
             len(self.sources(r)) == 1 and self.sources(r)[0].identity and self.sources(r)[0].changes.mode == "feed"
             and self.sources(r)[0].writes.update == "PATCH" and self.sources(r)[0].writes.create_returns == "record"
-            and self.sources(r)[0].writes.update_returns == "record"
+            and self.sources(r)[0].writes.update_returns == "record" and not self.sources(r)[0].writes.create_key
             for r in CANONICAL_RESOURCES
         )
 
