@@ -356,7 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     crm.add_argument("--customers", type=int, default=20)
     crm.add_argument("--products", type=int, default=10)
     crm.add_argument("--orders", type=int, default=15)
-    crm.add_argument("--style", choices=("contract", "offset", "paged"), default="contract",
+    from crm_wave.systems.crm.simulator.styles import ALL_STYLES
+
+    crm.add_argument("--style", choices=ALL_STYLES, default="contract",
                      help="the API's shape; each has its CRM profile of the same name (docs/custom-crm.md)")
     crm.set_defaults(func=_cmd_sim_crm)
 

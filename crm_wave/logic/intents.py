@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["intent_key"]
+__all__ = ["CREATE_KEY_FIELD", "intent_key"]
+
+#: Where a collected CRM record carries the key the sync wrote into it on create (a CRM profile's
+#: `writes.create_key`): the intent's own key, for a CRM that assigns the natural key itself.
+CREATE_KEY_FIELD = "_CreateKey"
 
 
 def _fold(v: Any) -> str:

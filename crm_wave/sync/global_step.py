@@ -32,7 +32,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from crm_wave.logic.intents import intent_key
+from crm_wave.logic.intents import CREATE_KEY_FIELD, intent_key
 from crm_wave.logic.link import LINK_SCHEMA, link_records
 from crm_wave.logic.merge import merge_records
 from crm_wave.mapping.canonical import (
@@ -266,16 +266,41 @@ def _recover_intents(store: Store, entity: str, links: pl.DataFrame, frames: dic
                 key = intent_key(entity, row)
                 if key is not None:
                     by_key.setdefault(key, row[col])
-            for gid, (_key, payload, _at) in pending.items():
+            # A CRM that numbers records itself keeps the intent's own key in them (profile `create_key`).
+            by_created = _created_keys(con, system, entity, unlinked[col]) if system == "crm" else {}
+            taken: set[str] = set()
+            for gid, (created_key, payload, _at) in pending.items():
                 key = intent_key(entity, payload)
-                found = by_key.pop(key, None) if key is not None else None
-                if found is None:
+                found = by_created.get(created_key)
+                if found is not None and found not in taken:
+                    # As after a create whose answer came: what was sent is agreed, so the values the
+                    # CRM assigned itself (its number) read as its change and reach the other side.
+                    store.upsert_agreed(con, entity, {gid: payload}, now)
+                else:
+                    found = by_key.pop(key, None) if key is not None else None
+                if found is None or found in taken:
                     continue
+                taken.add(found)
                 side = (found, None) if system == "crm" else (None, found)
                 store.upsert_links(con, entity, [(gid, side[0], side[1], f"created:{system} (recovered)")], now)
                 store.clear(con, "intents", system, entity, [gid])
                 recovered.append(gid)
     return recovered
+
+
+def _created_keys(con: duckdb.DuckDBPyConnection, system: str, entity: str, ids: pl.Series) -> dict[str, str]:
+    """{key the sync wrote into the record on create: source id} of these records (those that kept one)."""
+    if ids.is_empty():
+        return {}
+    _register_ids(con, "_created_ids", ids)
+    try:
+        rows = con.execute(
+            f"SELECT _source_id, json_extract_string(body, '$.{CREATE_KEY_FIELD}') FROM {dataset(system, entity)} "
+            "WHERE _source_id IN (SELECT id FROM _created_ids) "
+            "QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _seq DESC) = 1").fetchall()
+    finally:
+        con.unregister("_created_ids")
+    return {key: sid for sid, key in rows if key}
 
 
 # ---- golden rows ------------------------------------------------------------------------

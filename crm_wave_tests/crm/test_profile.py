@@ -192,3 +192,33 @@ def test_without_if_match_an_update_checks_the_record_did_not_change_since_colle
         with pytest.raises(CrmVersionMismatch):
             crm.patch("customers", made["Id"], {"City": "Bergen"}, if_match=collected)  # changed since: refused
         assert crm.get("customers", made["Id"])["City"] == "Oslo"
+
+
+def test_an_invoice_create_writes_the_create_key_and_warns_once_when_the_crm_drops_it(caplog: pytest.LogCaptureFixture):
+    sent: list[dict] = []
+    keep = {"on": True}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/api/accounts/"):
+            return httpx.Response(200, json={"account_obj": {"id": "a1"}, "contacts": [{"id": "c1"}]})
+        body = json.loads(request.content)
+        sent.append(body)
+        invoice = {"id": f"i{len(sent)}", "invoice_number": f"INV-{len(sent)}", "account": {"id": "a1"},
+                   "custom_fields": body["custom_fields"] if keep["on"] else {}, "line_items": []}
+        return httpx.Response(201, json={"error": False, "invoice": invoice})
+
+    order = {"OrderNumber": "W-1", "CustomerId": "account:a1", "Title": "T", "Lines": []}
+    with _client(handler) as crm:
+        made = crm.create("orders", order, idempotency_key="crm-wave:G1")
+        assert sent[0]["custom_fields"] == {"crm_wave_key": "crm-wave:G1"} and "invoice_number" not in sent[0]
+        assert made["OrderNumber"] == "INV-1" and made["_CreateKey"] == "crm-wave:G1"
+        keep["on"] = False  # the custom field is not defined in this BottleCRM: its value is dropped
+        with caplog.at_level("WARNING"):
+            crm.create("orders", order, idempotency_key="crm-wave:G2")
+            crm.create("orders", order, idempotency_key="crm-wave:G3")
+        assert crm.connector is not None and len(crm.connector.key_warnings) == 1
+    assert caplog.text.count("did not keep the create key at 'custom_fields.crm_wave_key'") == 1
+    # A contract-shaped profile with a create key goes through the profile connector, which honours it.
+    data = tomllib.loads((Path(__file__).parents[2] / "crm_wave/systems/crm/profiles/contract.toml").read_text())
+    data["orders"]["writes"]["create_key"] = "Ref"
+    assert load_profile("contract").contract_shaped and not parse_profile(data).contract_shaped

@@ -36,6 +36,23 @@ def _read_env(path: Path) -> dict[str, str]:
     return out
 
 
+#: The invoice custom field the `bottlecrm` profile keeps its create key in (`writes.create_key`).
+KEY_FIELD = "crm_wave_key"
+
+
+def ensure_key_field(crm: RealCrm) -> None:
+    """Define the invoice custom field `crm_wave_key` once (what docs/custom-crm.md asks a BottleCRM admin to do)."""
+    headers = {"Authorization": f"Bearer {crm.token}"}
+    listed = httpx.get(f"{crm.base_url}/api/custom-fields/", params={"target_model": "Invoice", "include_counts": "false"},
+                       headers=headers, timeout=60)
+    listed.raise_for_status()
+    if any(d.get("key") == KEY_FIELD for d in listed.json().get("definitions", [])):
+        return
+    made = httpx.post(f"{crm.base_url}/api/custom-fields/", headers=headers, timeout=60,
+                      json={"target_model": "Invoice", "key": KEY_FIELD, "label": "crm-wave sync key", "field_type": "text"})
+    assert made.status_code == 201, made.text[:300]
+
+
 @pytest.fixture(scope="session")
 def bottlecrm() -> Iterator[RealCrm]:
     """A running BottleCRM: its base URL and personal access token."""
@@ -56,7 +73,9 @@ def bottlecrm() -> Iterator[RealCrm]:
             env = _read_env(path)
             try:
                 if httpx.get(f"{env['CRM_BASE_URL']}/healthz/", timeout=5).status_code == 200:
-                    yield RealCrm(base_url=env["CRM_BASE_URL"], token=env["CRM_TOKEN"])
+                    crm = RealCrm(base_url=env["CRM_BASE_URL"], token=env["CRM_TOKEN"])
+                    ensure_key_field(crm)
+                    yield crm
                     return
                 last = "/healthz/ did not answer 200"
             except (httpx.HTTPError, KeyError) as exc:

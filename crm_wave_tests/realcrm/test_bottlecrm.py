@@ -160,3 +160,71 @@ def test_a_killed_push_to_bottlecrm_leaves_no_duplicates(real_rig, bottlecrm, wa
     assert len(names) == n and len(set(names)) == n
     assert _tagged_accounts(bottlecrm, tag) == n
     print(f"killed at {killed_at}/{n} accounts; after restart {len(names)} accounts, no duplicates")
+
+
+_SYNC = ("import os; from pathlib import Path; from crm_wave.store import Store; from crm_wave.sync.engine import sync_once; "
+         "from crm_wave.systems.crm.client import CrmClient; from crm_wave.systems.wave.client import WaveClient; "
+         "crm = CrmClient.from_env(os.environ); wave = WaveClient(url=os.environ['WAVE_GRAPHQL_URL'], "
+         "token=os.environ['WAVE_API_TOKEN']); sync_once(Store(Path(os.environ['CRM_WAVE_DATA_DIR']) / 'crm_wave.duckdb'), "
+         "{'crm': crm, 'wave': wave})")
+
+
+def test_a_killed_invoice_create_is_found_by_its_key_not_created_twice(real_rig, bottlecrm, wave_sim, tmp_path):
+    """BottleCRM numbers invoices itself: a sync killed after an invoice create reached BottleCRM and before
+    it was recorded finds the invoice again by the key kept in its custom field `crm_wave_key`."""
+    from crm_wave_tests.crm.holding import HoldAnswer, proxy
+    from crm_wave.systems.serve import serve_in_thread
+
+    rig, tag, n = real_rig, uuid.uuid4().hex[:8], 4
+    data_dir = tmp_path / "data"
+    rig.store = Store(data_dir / "crm_wave.duckdb")
+    acme = rig.crm_create("customers", {"Type": "organization", "Name": f"Numbered {tag}", "Email": f"n-{tag}@acme.example"})
+    account_id = acme["Id"].removeprefix("account:")
+    _raw(bottlecrm, "POST", "contacts/", json={"first_name": "Nils", "last_name": f"Numbered{tag}",
+                                               "email": f"nils-{tag}@acme.example", "account": account_id})
+    biz = rig.wave.business_id
+    service = rig.wave_write("productCreate", {"businessId": biz, "name": f"Hours {tag}", "unitPrice": "80"}).entity
+    rig.sync()
+    (customer,) = [c for c in rig.wave.list_customers() if c["name"] == f"Numbered {tag}"]
+    for i in range(n):
+        rig.wave_write("invoiceCreate", {"businessId": biz, "customerId": customer["id"], "invoiceNumber": f"K-{tag}-{i}",
+                                         "invoiceDate": "2026-11-03", "items": [{"productId": service["id"], "quantity": str(i + 1)}]})
+
+    def invoices() -> list[dict]:
+        return _raw(bottlecrm, "GET", "invoices/", params={"account": account_id, "limit": 1000})["results"]
+
+    # The second invoice create reaches BottleCRM, which makes the invoice; its answer is held until the kill.
+    hold = HoldAnswer(proxy(bottlecrm.base_url), "POST", "/api/invoices", nth=2)
+    with serve_in_thread(hold) as via:
+        env = {**os.environ, "CRM_PROFILE": "bottlecrm", "CRM_BASE_URL": via, "CRM_API_TOKEN": bottlecrm.token,
+               "WAVE_GRAPHQL_URL": wave_sim.url, "WAVE_API_TOKEN": wave_sim.token, "WAVE_REQUESTS_PER_MINUTE": "0",
+               "CRM_WAVE_DATA_DIR": str(data_dir)}
+        # The sync itself, as `crm-wave sync --once` runs it, without the CLI's 15 s preflight read (a
+        # full read of BottleCRM's accounts, which a busy machine does not answer in 15 s).
+        proc = subprocess.Popen([sys.executable, "-c", _SYNC], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 600
+            while not hold.held.wait(0.2):
+                assert proc.poll() is None, "the sync finished before the second invoice create"
+                assert time.monotonic() < deadline, "the sync never reached the second invoice create"
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        finally:
+            hold.release.set()
+            if proc.poll() is None:
+                proc.kill()
+    assert len(invoices()) == 2  # the second one exists; the sync never heard of it
+
+    rig.store = Store(data_dir / "crm_wave.duckdb")
+    passes = rig.sync()
+    assert passes[-1].writes == 0
+    made = invoices()
+    assert len(made) == n, sorted(i["invoice_number"] for i in made)
+    links = rig.links("order")
+    ours = links.filter(links["crm_id"].is_in([i["id"] for i in made]))
+    assert ours.height == n and ours["wave_id"].n_unique() == n
+    assert (ours["how"] == "created:crm (recovered)").sum() == 1
+    numbers = sorted(i["invoice_number"] for i in made)
+    # One Wave invoice each, numbered as BottleCRM numbered it (the recovered one too).
+    assert sorted(i["invoiceNumber"] for i in rig.wave.list_invoices() if i["customer"]["id"] == customer["id"]) == numbers
+    print(f"killed after invoice create 2/{n}; after restart {len(made)} invoices, 1 recovered by its key")

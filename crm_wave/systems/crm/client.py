@@ -21,6 +21,8 @@ from typing import Any
 from urllib.parse import quote
 
 import json
+import logging
+import re
 
 import httpx
 
@@ -86,6 +88,25 @@ class CrmPage:
     has_more: bool = False
 
 
+class _RedactQuerySecret(logging.Filter):
+    """Masks the token in httpx's request log lines for profiles that send it as a query parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.params: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.params and isinstance(record.args, tuple):
+            pattern = re.compile(r"([?&](?:" + "|".join(map(re.escape, sorted(self.params))) + r")=)[^&#\s]*")
+            record.args = tuple(pattern.sub(r"\1[redacted]", str(a)) if isinstance(a, (str, httpx.URL)) else a
+                                for a in record.args)
+        return True
+
+
+_REDACT = _RedactQuerySecret()
+logging.getLogger("httpx").addFilter(_REDACT)
+
+
 def _count_attempt(request: httpx.Request) -> None:
     request.extensions[_ATTEMPTS] = request.extensions.get(_ATTEMPTS, 0) + 1
 
@@ -124,6 +145,8 @@ class CrmClient:
         self.connector = ProfileConnector(self, profile) if profile is not None and not profile.contract_shaped else None
         self.__token = token
         auth = profile.auth if profile is not None else None
+        if auth is not None and auth.kind == "query":
+            _REDACT.params.add(auth.param)  # the token is in every URL: never in a log line
         self._http = httpx.Client(
             timeout=self.policy.timeout_s,
             transport=transport,

@@ -16,6 +16,7 @@ the same ids as the pass before. docs/custom-crm.md has the measurements.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, UTC
 from decimal import Decimal, InvalidOperation
@@ -24,6 +25,7 @@ from urllib.parse import quote
 
 import httpx
 
+from crm_wave.logic.intents import CREATE_KEY_FIELD
 from crm_wave.systems.http import OutcomeUnknown
 
 from .profile import FieldRule, Profile, Source
@@ -33,7 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ProfileConnector", "get_path"]
 
-_SYSTEM = ("Id", "Version", "UpdatedAt", "Deleted")
+_SYSTEM = ("Id", "Version", "UpdatedAt", "Deleted", CREATE_KEY_FIELD)
+_log = logging.getLogger(__name__)
 
 
 def get_path(data: Any, dotted: str) -> Any:
@@ -96,6 +99,9 @@ class ProfileConnector:
         self.profile = profile
         #: Passes over whole listings so far (a quiet listing with a count needs one).
         self.full_passes = 0
+        #: Sources whose CRM dropped the create key (`writes.create_key`), said once each.
+        self.key_warnings: list[str] = []
+        self._warned: set[str] = set()
 
     # ------------------------------------------------------------------ sources and ids
 
@@ -153,6 +159,12 @@ class ProfileConnector:
             out = {k: v for k, v in raw.items() if k not in (source.id_field, source.lines.path if source.lines else "")}
         for name in source.drop:
             out.pop(name, None)
+        if source.writes.create_key:
+            if not rules:  # records as they are: the key's field is not a canonical one
+                out.pop(source.writes.create_key.split(".")[0], None)
+            key = get_path(raw, source.writes.create_key)
+            if isinstance(key, str) and key:
+                out[CREATE_KEY_FIELD] = key
         out.update(source.when)
         rid = get_path(raw, source.id_field)
         out["Id"] = None if rid is None else f"{source.id_prefix}{rid}"
@@ -565,25 +577,43 @@ class ProfileConnector:
         source = self._source_for_body(resource, body)
         remote = self.to_remote(source, body, create=True)
         self._companions(source, remote)
+        w = source.writes
+        if w.create_key and idempotency_key:
+            # The CRM numbers the record itself: our key, kept in the record, finds it again if the
+            # answer is lost (the intent holds the same key).
+            _set_path(remote, w.create_key, idempotency_key)
         headers = self._auth_headers(source, idempotency_key)
         response = self._send(source, "POST", self._url(source), json_body=remote, headers=headers,
                               idempotent=bool(headers))
         data = self._body(response) if response.content.strip() else None
-        w = source.writes
+        raw: Any = None
         if w.create_returns == "record":
             raw = get_path(data, w.record_path)
-            if isinstance(raw, dict) and get_path(raw, source.id_field) is not None:
-                return self.to_canonical(source, raw)
-        rid = get_path(data, w.id_path) if w.create_returns == "id" else None
-        if rid is None:
-            # The record exists but we cannot tell its id: keep the intent, the next collect links it.
-            raise OutcomeUnknown(f"crm: POST {response.request.url.path} answered {response.status_code} without "
-                                 f"{'the record at ' + repr(w.record_path) if w.create_returns == 'record' else 'an id at ' + repr(w.id_path)}; "
-                                 "the record is found by its key on the next collect")
-        got = self._get_raw(source, str(rid))
-        if got is None:
-            raise OutcomeUnknown(f"crm: created {source.path} {rid} cannot be read back")
-        return self.to_canonical(source, got)
+            if not (isinstance(raw, dict) and get_path(raw, source.id_field) is not None):
+                raw = None
+        if raw is None:
+            rid = get_path(data, w.id_path) if w.create_returns == "id" else None
+            if rid is None:
+                # The record exists but we cannot tell its id: keep the intent, the next collect links it.
+                raise OutcomeUnknown(f"crm: POST {response.request.url.path} answered {response.status_code} without "
+                                     f"{'the record at ' + repr(w.record_path) if w.create_returns == 'record' else 'an id at ' + repr(w.id_path)}; "
+                                     "the record is found by its key on the next collect")
+            raw = self._get_raw(source, str(rid))
+            if raw is None:
+                raise OutcomeUnknown(f"crm: created {source.path} {rid} cannot be read back")
+        if w.create_key and idempotency_key and get_path(raw, w.create_key) != idempotency_key:
+            self._key_not_kept(source)
+        return self.to_canonical(source, raw)
+
+    def _key_not_kept(self, source: Source) -> None:
+        """Say once per source that the CRM dropped the create key (the record is linked all the same)."""
+        if source.path in self._warned:
+            return
+        self._warned.add(source.path)
+        _log.warning("CRM profile %r: %s did not keep the create key at %r (writes.create_key): make that field "
+                     "exist in the CRM (see docs/custom-crm.md); until then a push killed mid-create may create "
+                     "a record twice", self.profile.name, source.path, source.writes.create_key)
+        self.key_warnings.append(f"{source.path}: create key {source.writes.create_key!r} not kept by the CRM")
 
     def patch(self, resource: str, id: str, body: Mapping[str, Any], if_match: int | None) -> dict[str, Any]:
         from .client import CrmVersionMismatch

@@ -132,6 +132,10 @@ class Writes(_Strict):
     if_match_header: str = ""
     #: Constant remote fields sent with every create, e.g. `{"tax_rate" = "0"}`.
     create_defaults: dict[str, Any] = {}
+    #: A remote field the CRM keeps verbatim (dotted path, e.g. `custom_fields.crm_wave_key`) where a
+    #: create writes the sync's own key; "" = none. For a CRM that assigns the natural key itself (an
+    #: invoice number): a create whose answer was lost is then found again by this key.
+    create_key: str = ""
 
 
 class FieldRule(_Strict):
@@ -285,7 +289,7 @@ class Profile(_Strict):
         return self.auth.kind in ("bearer", "header") and all(
             len(self.sources(r)) == 1 and self.sources(r)[0].identity and self.sources(r)[0].changes.mode == "feed"
             and self.sources(r)[0].writes.update == "PATCH" and self.sources(r)[0].writes.create_returns == "record"
-            and self.sources(r)[0].writes.update_returns == "record"
+            and self.sources(r)[0].writes.update_returns == "record" and not self.sources(r)[0].writes.create_key
             for r in CANONICAL_RESOURCES
         )
 

@@ -308,11 +308,11 @@ async def _server_error(request: Request, exc: Exception) -> Response:  # pragma
 
 def create_app(*, db_path: Path, token: str, style: str = "contract") -> FaultInjector:
     """The CRM simulator as an ASGI app (wrapped in `FaultInjector`), storing into `db_path`;
-    `style` picks the API's shape (`contract`, `offset`, `paged`: see `styles.py`)."""
-    from .styles import STYLES, styled_routes
+    `style` picks the API's shape (`contract`, `offset`, `paged`, ...: see `styles.py`)."""
+    from .styles import ALL_STYLES, styled_routes
 
-    if style not in STYLES:
-        raise ValueError(f"style: {style!r} is not one of {', '.join(STYLES)}")
+    if style not in ALL_STYLES:
+        raise ValueError(f"style: {style!r} is not one of {', '.join(ALL_STYLES)}")
     store = Store(Path(db_path))
     api = _Api(CrmService(store), token)
     document = _dumps(build_openapi()).encode()

@@ -4,7 +4,8 @@ One table holds every entity of every resource as its JSON text (`body`, exactly
 what the API returns), plus the columns the API queries on: `seq` (the resource's
 change sequence, stamped on every write in the write transaction; the listing
 cursor), `version`, `deleted` (a tombstone row stays after a delete) and `ukey`
-(the value of the resource's unique field). Writers take the database lock up
+(the value of the resource's unique field); `extras` holds the free-text reference the
+non-contract styles keep per record. Writers take the database lock up
 front (`BEGIN IMMEDIATE`), so writes are serialised and sequence numbers are
 committed in order: a reader that saw sequence N will find every later change
 above N.
@@ -39,6 +40,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS entities_ukey ON entities (resource, ukey)
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS extras (
+    resource TEXT NOT NULL,
+    id TEXT NOT NULL,
+    body TEXT,
+    PRIMARY KEY (resource, id)
 );
 CREATE TABLE IF NOT EXISTS idempotency (
     resource TEXT NOT NULL,
