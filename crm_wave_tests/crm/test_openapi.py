@@ -9,7 +9,6 @@ must find no 5xx and no response that breaks the document.
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -185,7 +184,6 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(live: str) -> No
     known_ids = {"customers": "C1005", "products": "P1003", "orders": "O1002"}
     failures: list[str] = []
     operations = 0
-    started = time.monotonic()
     for result in schema.get_all_operations():
         op = result.ok()
         if op.path.startswith("/_sim/"):
@@ -209,7 +207,6 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(live: str) -> No
                 failures.append(f"{op.label} [{mode.value}]: {str(exc)[:2000]}")
     assert operations >= 15
     assert not failures, "\n\n".join(failures)
-    assert time.monotonic() - started < 90
 
 
 def test_schemathesis_run_can_fail(tmp_path: Path) -> None:
