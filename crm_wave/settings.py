@@ -190,7 +190,11 @@ class CrmSettings(_Section):
         names = {field: prefix + name for field, name, default in (
             ("base_url", profile.base_url_env, "CRM_BASE_URL"), ("api_token", profile.token_env, "CRM_API_TOKEN"))
                  if name != default}
-        return cls._read(environ, prefix, names, profile=profile)
+        settings, missing, problems = cls._read(environ, prefix, names, profile=profile)
+        if settings is not None and settings.naming is not None and not profile.contract_shaped:
+            return None, [], [f"{cls.var('naming', prefix)}: applies to contract-shaped profiles only; put the "
+                              f"renames into the `fields` of profile {profile.name!r} (docs/custom-crm.md), or unset it"]
+        return settings, missing, problems
 
 
 class WaveSettings(_Section):

@@ -53,6 +53,12 @@ def test_every_missing_variable_is_named_in_one_line() -> None:
                               "ACME_WAVE_GRAPHQL_URL, ACME_WAVE_API_TOKEN; set them (see the README's Configuration)")
 
 
+def test_naming_with_a_non_contract_profile_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="ACME_CRM_NAMING: applies to contract-shaped profiles only; .* 'paged'"):
+        Settings.from_env(_acme({**FULL, "CRM_PROFILE": "paged", "CRM_NAMING": '{"fields": {"Email": "mail"}}'}),
+                          env_prefix="ACME_")
+
+
 @pytest.mark.parametrize(("key", "value", "needles"), [
     ("CRM_BASE_URL", "localhost:8701/api/v1", ["ACME_CRM_BASE_URL='localhost:8701/api/v1'", "http://localhost:8701"]),
     ("WAVE_GRAPHQL_URL", "http:///graphql", ["ACME_WAVE_GRAPHQL_URL='http:///graphql' names no host"]),

@@ -152,7 +152,7 @@ def test_create_answering_only_an_id_is_read_back_and_auth_styles():
 
 
 def test_crm_naming_with_a_non_contract_profile_is_refused_and_unknown_style_too(tmp_path: Path):
-    with pytest.raises(ProfileError, match="CRM_NAMING: applies to contract-shaped profiles only"):
+    with pytest.raises(ValueError, match="CRM_NAMING: applies to contract-shaped profiles only"):
         CrmClient.from_env({"CRM_BASE_URL": "http://x", "CRM_API_TOKEN": "t", "CRM_PROFILE": "paged",
                             "CRM_NAMING": '{"fields": {"Email": "mail"}}'})
     from crm_wave.systems.crm.simulator import create_app
