@@ -101,18 +101,22 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 
 
 def _data_root() -> Path:
-    import os
+    from crm_wave.settings import data_root
 
-    return Path(os.environ.get("CRM_WAVE_DATA_DIR") or "data")
+    return data_root()
+
+
+def _settings(tenant: str):
+    """The tenant's typed settings (crm_wave/settings.py); ConfigError naming what is missing."""
+    from crm_wave.tenants import get_tenant
+
+    return get_tenant(_data_root(), tenant).settings(os.environ, _data_root())
 
 
 def _settings_store(tenant: str):
-    import os
-
     from crm_wave.store import Store
-    from crm_wave.tenants import get_tenant
 
-    settings = get_tenant(_data_root(), tenant).settings(os.environ, _data_root())
+    settings = _settings(tenant)
     return settings, Store(settings.db_path)
 
 
@@ -138,23 +142,18 @@ def _publish(store) -> None:
 
 
 def _clients(tenant: str) -> dict:
-    import os
-
     from crm_wave.clients import clients
-    from crm_wave.tenants import get_tenant
 
-    return clients(get_tenant(_data_root(), tenant).environ(os.environ, _data_root()))
+    return clients(_settings(tenant))
 
 
 def _preflight(tenant: str) -> None:
-    import os
-
     from crm_wave.cli_errors import preflight
     from crm_wave.clients import crm_client, wave_client
-    from crm_wave.tenants import get_tenant
 
-    env = get_tenant(_data_root(), tenant).environ(os.environ, _data_root())
-    with crm_client(env, max_attempts=2, timeout_s=15) as crm, wave_client(env, max_attempts=2, timeout_s=15) as wave:
+    settings = _settings(tenant)
+    with crm_client(settings, max_attempts=2, timeout_s=15) as crm, \
+            wave_client(settings, max_attempts=2, timeout_s=15) as wave:
         preflight({"crm": crm, "wave": wave})
 
 

@@ -1,4 +1,4 @@
-"""Building the two clients from one tenant's settings (`Tenant.environ`): one place for every caller."""
+"""Building the two clients from one tenant's `Settings`: one place for every caller."""
 
 from __future__ import annotations
 
@@ -6,31 +6,17 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from crm_wave.settings import ConfigError, Settings
+from crm_wave.settings import WAVE_DEFAULT_RPM, Settings
 from crm_wave.systems.crm.client import CrmClient
-from crm_wave.systems.crm.naming import CrmNaming
-from crm_wave.systems.crm.profile import profile_from_env
 from crm_wave.systems.http import HttpPolicy
 from crm_wave.systems.wave.client import WaveClient
 
 __all__ = ["WAVE_DEFAULT_RPM", "crm_client", "wave_client", "clients", "rate_file"]
 
-#: Wave publishes no limit; its schema's @rateLimit directive defaults to 60 per 60 s.
-WAVE_DEFAULT_RPM = 60
 
-
-def _rate(env: Mapping[str, str], name: str, default: int | None) -> int | None:
-    """The requests-per-minute setting `name`: unset -> `default`, 0 -> no limit."""
-    value = (env.get(name) or "").strip()
-    if not value:
-        return default
-    try:
-        rate = int(value)
-    except ValueError:
-        rate = -1
-    if rate < 0:
-        raise ConfigError(f"{name}: expected a whole number of requests a minute (0 = no limit), got {value!r}")
-    return rate or None
+def _settings(settings: Settings | Mapping[str, str]) -> Settings:
+    """`settings`, or the default tenant's settings read from the mapping of variables."""
+    return settings if isinstance(settings, Settings) else Settings.from_env(settings)
 
 
 def rate_file(settings: Settings, system: str) -> str:
@@ -44,41 +30,25 @@ def _policy(settings: Settings, system: str, rate: int | None, overrides: dict[s
                    **overrides)
 
 
-def crm_client(env: Mapping[str, str], **policy: Any) -> CrmClient:
-    """The CRM client: `CRM_BASE_URL`, `CRM_API_TOKEN`, optional `CRM_NAMING`, `CRM_REQUESTS_PER_MINUTE`
-    (none by default; counted for the tenant's every process, see `rate_file`).
+def crm_client(settings: Settings | Mapping[str, str], **policy: Any) -> CrmClient:
+    """The CRM client of a tenant's settings (`CrmSettings`; a mapping is read as the default tenant's variables).
 
     Keyword arguments override fields of its `HttpPolicy` (e.g. `timeout_s=5, max_attempts=2`)."""
-    s = Settings.from_env(env)
-    profile = profile_from_env(env)  # CRM_PROFILE: a shipped profile name or a TOML path (default contract)
-    return CrmClient(base_url=env.get(profile.base_url_env) or s.crm_base_url,
-                     token=env.get(profile.token_env) or s.crm_api_token,
-                     policy=_policy(s, "crm", _rate(env, "CRM_REQUESTS_PER_MINUTE", None), policy),
-                     naming=crm_naming(env), profile=profile)
+    s = _settings(settings)
+    return CrmClient(base_url=s.crm.base_url, token=s.crm.api_token.get_secret_value(),
+                     policy=_policy(s, "crm", s.crm.requests_per_minute, policy),
+                     naming=s.crm.naming, profile=s.crm.profile)
 
 
-def crm_naming(env: Mapping[str, str]) -> CrmNaming | None:
-    """The CRM's names from `CRM_NAMING` (JSON or TOML), None when unset; ConfigError naming the variable."""
-    text = env.get("CRM_NAMING")
-    if not text or not text.strip():
-        return None
-    try:
-        return CrmNaming.loads(text)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"CRM_NAMING is not a valid naming ({exc}); fix it or unset it for the "
-                          "default names (docs/mappings.md)") from None
+def wave_client(settings: Settings | Mapping[str, str], **policy: Any) -> WaveClient:
+    """The Wave client of a tenant's settings (`WaveSettings`; a mapping is read as the default tenant's
+    variables). Keyword arguments override fields of its `HttpPolicy`."""
+    s = _settings(settings)
+    return WaveClient(url=s.wave.graphql_url, token=s.wave.api_token.get_secret_value(),
+                      business_id=s.wave.business_id, policy=_policy(s, "wave", s.wave.requests_per_minute, policy))
 
 
-def wave_client(env: Mapping[str, str], **policy: Any) -> WaveClient:
-    """The Wave client: `WAVE_GRAPHQL_URL`, `WAVE_API_TOKEN`, optional `WAVE_BUSINESS_ID`,
-    `WAVE_REQUESTS_PER_MINUTE` (default 60 for all of the tenant's processes together; 0 = no
-    limit). Keyword arguments override fields of its `HttpPolicy`."""
-    s = Settings.from_env(env)
-    rate = _rate(env, "WAVE_REQUESTS_PER_MINUTE", WAVE_DEFAULT_RPM)
-    return WaveClient(url=s.wave_graphql_url, token=s.wave_api_token, business_id=s.wave_business_id,
-                      policy=_policy(s, "wave", rate, policy))
-
-
-def clients(env: Mapping[str, str]) -> dict[str, CrmClient | WaveClient]:
+def clients(settings: Settings | Mapping[str, str]) -> dict[str, CrmClient | WaveClient]:
     """Both clients, keyed by system name."""
-    return {"crm": crm_client(env), "wave": wave_client(env)}
+    s = _settings(settings)
+    return {"crm": crm_client(s), "wave": wave_client(s)}

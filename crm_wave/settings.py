@@ -1,42 +1,251 @@
-"""Configuration from the environment, read when a command or resource starts (never at import)."""
+"""Configuration: one typed settings object per tenant, read when a command or run starts (never at import).
+
+A tenant's variables are the plain names with its prefix: the default tenant reads `CRM_BASE_URL`,
+`CRM_API_TOKEN`, ...; tenant `acme` reads `ACME_CRM_BASE_URL`, `ACME_CRM_API_TOKEN`, ... (see
+`crm_wave/tenants.py`). pydantic-settings reads and types them (`CrmSettings`, `WaveSettings`:
+tokens are `SecretStr`, so no `repr`, log line or error shows them); `Settings` joins both with the
+tenant's data directory. `CRM_WAVE_DATA_DIR` is read by `data_root` alone.
+
+Values come from the mapping a caller passes (the process environment by default); the CLI first
+fills unset variables from `<data root>/.env` (`crm_wave/envfile.py`, written by `crm-wave dev`).
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, ClassVar, Self
 from urllib.parse import urlsplit
 
-__all__ = ["ConfigError", "Settings", "DB_FILE", "check_url"]
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
+
+from crm_wave.systems.crm.naming import CrmNaming
+from crm_wave.systems.crm.profile import Profile, ProfileError, load_profile
+
+__all__ = ["ConfigError", "CrmSettings", "DATA_DIR_VAR", "DB_FILE", "Settings", "WaveSettings", "check_url", "data_root"]
 
 DB_FILE = "crm_wave.duckdb"
+DATA_DIR_VAR = "CRM_WAVE_DATA_DIR"
+#: Wave publishes no limit; its schema's @rateLimit directive defaults to 60 per 60 s.
+WAVE_DEFAULT_RPM = 60
 
 
 class ConfigError(ValueError):
     """A setting is missing or invalid; the message names the environment variable and what to set."""
 
 
-def check_url(name: str, value: str) -> str:
-    """`value` when it is an absolute http(s) URL; else ConfigError naming variable `name`."""
+def data_root(environ: Mapping[str, str] | None = None) -> Path:
+    """The directory of every tenant's data: `CRM_WAVE_DATA_DIR`, default ./data."""
+    return Path((os.environ if environ is None else environ).get(DATA_DIR_VAR) or "data")
+
+
+def _url_problem(value: str) -> str | None:
+    """Why `value` is not an absolute http(s) URL, or None."""
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https"):
         hint = f", e.g. http://{value.strip()}" if "://" not in value else ""
-        raise ConfigError(f"{name}={value!r} is not an http:// or https:// URL; set it to the full URL{hint}")
+        return f"is not an http:// or https:// URL; set it to the full URL{hint}"
     if not parts.hostname:
-        raise ConfigError(f"{name}={value!r} names no host; set it to the full URL, e.g. https://host/path")
+        return "names no host; set it to the full URL, e.g. https://host/path"
+    return None
+
+
+def check_url(name: str, value: str) -> str:
+    """`value` when it is an absolute http(s) URL; else ConfigError naming variable `name`."""
+    problem = _url_problem(value)
+    if problem:
+        raise ConfigError(f"{name}={value!r} {problem}")
     return value.strip()
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Endpoints, credentials and where the data lives. `repr` never shows a token."""
+def _url(value: str) -> str:
+    problem = _url_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value.strip()
 
-    crm_base_url: str
-    crm_api_token: str = field(repr=False)
-    wave_graphql_url: str
-    wave_api_token: str = field(repr=False)
-    wave_business_id: str | None = None
+
+def _rate(value: Any) -> int | None:
+    """Requests a minute: a whole number, 0 meaning no limit (None)."""
+    text = str(value).strip()
+    if not text.isdigit():
+        raise ValueError(f"expected a whole number of requests a minute (0 = no limit), got {text!r}")
+    return int(text) or None
+
+
+class _Environ(EnvSettingsSource):
+    """The environment source of pydantic-settings, over a given mapping instead of `os.environ`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str], env_prefix: str) -> None:
+        self._environ = environ
+        super().__init__(settings_cls, env_prefix=env_prefix)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+class _Section(BaseSettings):
+    """The variables of one system; `load` reads them with a tenant's prefix and names problems by variable."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", env_ignore_empty=True)
+    #: The variable name of each required field, in the order a "missing" message lists them.
+    required: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only what `load` passes: a tenant's values must never fall back to another tenant's variables.
+        return (init_settings,)
+
+    @classmethod
+    def var(cls, field: str, prefix: str = "") -> str:
+        """The variable of `field` for a tenant with `prefix`, e.g. ACME_WAVE_API_TOKEN."""
+        return f"{prefix}{cls.model_config.get('env_prefix', '')}{field.upper()}"
+
+    @classmethod
+    def _read(cls, environ: Mapping[str, str], prefix: str, names: dict[str, str], **known: Any
+              ) -> tuple[Self | None, list[str], list[str]]:
+        """(settings or None, missing variables, other problems) of the tenant with `prefix`."""
+        values = {**_Environ(cls, environ, prefix + cls.model_config.get("env_prefix", ""))(), **known}
+        for field, name in names.items():  # variables a CRM profile renames
+            values.pop(field, None)
+            if environ.get(name):
+                values[field] = environ[name]
+        try:
+            return cls(**values), [], []
+        except ValidationError as exc:
+            missing, problems = [], []
+            for error in exc.errors():
+                field = str(error["loc"][0])
+                name = names.get(field) or cls.var(field, prefix)
+                if error["type"] == "missing":
+                    missing.append(name)
+                elif field.endswith("url"):
+                    problems.append(f"{name}={error['input']!r} {error['ctx']['error']}")
+                else:
+                    cause = error.get("ctx", {}).get("error", error["msg"])
+                    problems.append(f"{name}: {cause}")
+            return None, missing, problems
+
+
+class CrmSettings(_Section):
+    """The CRM's variables: `CRM_BASE_URL`, `CRM_API_TOKEN`, optional `CRM_PROFILE`, `CRM_NAMING`,
+    `CRM_REQUESTS_PER_MINUTE` (none by default; 0 = no limit)."""
+
+    model_config = SettingsConfigDict(env_prefix="CRM_", arbitrary_types_allowed=True)
+
+    base_url: str
+    api_token: SecretStr
+    profile: Annotated[Profile, NoDecode] = Field(default_factory=load_profile, repr=False)
+    naming: Annotated[CrmNaming | None, NoDecode] = None
+    requests_per_minute: int | None = None
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _valid_url(cls, value: Any) -> Any:
+        return _url(value) if isinstance(value, str) else value
+
+    @field_validator("requests_per_minute", mode="before")
+    @classmethod
+    def _valid_rate(cls, value: Any) -> Any:
+        return _rate(value) if isinstance(value, str) else value
+
+    @field_validator("profile", mode="before")
+    @classmethod
+    def _load_profile(cls, value: Any) -> Any:
+        return load_profile(value.strip() or None) if isinstance(value, str) else value
+
+    @field_validator("naming", mode="before")
+    @classmethod
+    def _load_naming(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return None
+        try:
+            return CrmNaming.loads(value)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"not a valid naming ({exc}); fix it or unset it for the default names "
+                             "(docs/mappings.md)") from None
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str], prefix: str = "") -> CrmSettings:
+        """The CRM settings of the tenant with `prefix`; ConfigError naming the variables otherwise."""
+        settings, missing, problems = cls.read(environ, prefix)
+        _raise(missing, problems)
+        assert settings is not None
+        return settings
+
+    @classmethod
+    def read(cls, environ: Mapping[str, str], prefix: str = "") -> tuple[CrmSettings | None, list[str], list[str]]:
+        """As `load`, but returns (settings or None, missing variables, problems)."""
+        try:  # the profile first: it may name other variables for the URL and token
+            profile = load_profile((environ.get(cls.var("profile", prefix)) or "").strip() or None)
+        except ProfileError as exc:
+            return None, [], [_prefixed(str(exc), prefix)]
+        names = {field: prefix + name for field, name, default in (
+            ("base_url", profile.base_url_env, "CRM_BASE_URL"), ("api_token", profile.token_env, "CRM_API_TOKEN"))
+                 if name != default}
+        settings, missing, problems = cls._read(environ, prefix, names, profile=profile)
+        if settings is not None and settings.naming is not None and not profile.contract_shaped:
+            return None, [], [f"{cls.var('naming', prefix)}: applies to contract-shaped profiles only; put the "
+                              f"renames into the `fields` of profile {profile.name!r} (docs/custom-crm.md), or unset it"]
+        return settings, missing, problems
+
+
+class WaveSettings(_Section):
+    """Wave's variables: `WAVE_GRAPHQL_URL`, `WAVE_API_TOKEN`, optional `WAVE_BUSINESS_ID`,
+    `WAVE_REQUESTS_PER_MINUTE` (60 by default; 0 = no limit)."""
+
+    model_config = SettingsConfigDict(env_prefix="WAVE_")
+
+    graphql_url: str
+    api_token: SecretStr
+    business_id: str | None = None
+    requests_per_minute: int | None = WAVE_DEFAULT_RPM
+
+    @field_validator("graphql_url", mode="before")
+    @classmethod
+    def _valid_url(cls, value: Any) -> Any:
+        return _url(value) if isinstance(value, str) else value
+
+    @field_validator("requests_per_minute", mode="before")
+    @classmethod
+    def _valid_rate(cls, value: Any) -> Any:
+        return _rate(value) if isinstance(value, str) else value
+
+    @classmethod
+    def read(cls, environ: Mapping[str, str], prefix: str = "") -> tuple[WaveSettings | None, list[str], list[str]]:
+        """(settings or None, missing variables, problems) of the tenant with `prefix`."""
+        return cls._read(environ, prefix, {})
+
+
+def _prefixed(text: str, prefix: str) -> str:
+    """A message naming `CRM_PROFILE` as the tenant spells it."""
+    return text.replace("CRM_PROFILE", prefix + "CRM_PROFILE", 1) if prefix else text
+
+
+def _raise(missing: list[str], problems: list[str]) -> None:
+    if missing:
+        raise ConfigError(f"missing environment variable(s): {', '.join(missing)}; set them (see the "
+                          "README's Configuration)")
+    if problems:
+        raise ConfigError(problems[0])
+
+
+class Settings(BaseModel):
+    """One tenant's endpoints, credentials and data directory. `repr` never shows a token."""
+
+    model_config = ConfigDict(frozen=True)
+
+    crm: CrmSettings
+    wave: WaveSettings
     data_dir: Path = Path("data")
+    env_prefix: str = ""
 
     @property
     def db_path(self) -> Path:
@@ -44,18 +253,15 @@ class Settings:
         return self.data_dir / DB_FILE
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Settings:
-        """Read `CRM_BASE_URL`, `CRM_API_TOKEN`, `WAVE_GRAPHQL_URL`, `WAVE_API_TOKEN`,
-        `WAVE_BUSINESS_ID` (optional) and `CRM_WAVE_DATA_DIR` (default ./data)."""
-        missing = [k for k in ("CRM_BASE_URL", "CRM_API_TOKEN", "WAVE_GRAPHQL_URL", "WAVE_API_TOKEN") if not environ.get(k)]
-        if missing:
-            raise ConfigError(f"missing environment variable(s): {', '.join(missing)}; set them (see the "
-                              "README's Configuration)")
-        return cls(
-            crm_base_url=check_url("CRM_BASE_URL", environ["CRM_BASE_URL"]),
-            crm_api_token=environ["CRM_API_TOKEN"],
-            wave_graphql_url=check_url("WAVE_GRAPHQL_URL", environ["WAVE_GRAPHQL_URL"]),
-            wave_api_token=environ["WAVE_API_TOKEN"],
-            wave_business_id=environ.get("WAVE_BUSINESS_ID") or None,
-            data_dir=Path(environ.get("CRM_WAVE_DATA_DIR") or "data"),
-        )
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, env_prefix: str = "",
+                 data_dir: Path | None = None) -> Settings:
+        """The settings of the tenant whose variables start with `env_prefix` ("" for the default
+        tenant), from `environ` (default: the process environment). `data_dir` defaults to the data
+        root (`CRM_WAVE_DATA_DIR`). ConfigError names every missing variable, or the first invalid one."""
+        environ = os.environ if environ is None else environ
+        crm, crm_missing, crm_problems = CrmSettings.read(environ, env_prefix)
+        wave, wave_missing, wave_problems = WaveSettings.read(environ, env_prefix)
+        _raise(crm_missing + wave_missing, crm_problems + wave_problems)
+        assert crm is not None and wave is not None
+        return cls(crm=crm, wave=wave, data_dir=data_root(environ) if data_dir is None else data_dir,
+                   env_prefix=env_prefix)

@@ -14,15 +14,13 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from crm_wave.settings import ConfigError, Settings
+from crm_wave.settings import ConfigError, CrmSettings, Settings, WaveSettings
 
 __all__ = ["DEFAULT_TENANT", "Tenant", "TenantConfigError", "TenantError", "UnknownTenant", "add_tenant", "get_tenant", "load_tenants", "remove_tenant"]
 
 DEFAULT_TENANT = "default"
 REGISTRY = "tenants.json"
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
-_SETTINGS_VARS = ("CRM_BASE_URL", "CRM_API_TOKEN", "CRM_NAMING", "CRM_PROFILE", "CRM_REQUESTS_PER_MINUTE", "WAVE_GRAPHQL_URL",
-                  "WAVE_API_TOKEN", "WAVE_BUSINESS_ID", "WAVE_REQUESTS_PER_MINUTE")
 
 
 class TenantError(ValueError):
@@ -52,20 +50,12 @@ class Tenant:
         """Where this tenant's DuckDB file and snapshots live."""
         return data_root if self.name == DEFAULT_TENANT else data_root / "tenants" / self.name
 
-    def environ(self, environ: Mapping[str, str], data_root: Path) -> dict[str, str]:
-        """The plain variable names with this tenant's values (what one sync of this tenant reads)."""
-        out = {k: environ[self.var(k)] for k in _SETTINGS_VARS if environ.get(self.var(k))}
-        out["CRM_WAVE_DATA_DIR"] = str(self.data_dir(data_root))
-        return out
-
     def settings(self, environ: Mapping[str, str], data_root: Path) -> Settings:
-        """This tenant's settings; missing variables are named with the tenant's prefix."""
+        """This tenant's typed settings (`crm_wave/settings.py`); problems name the tenant's variables."""
         try:
-            return Settings.from_env(self.environ(environ, data_root))
-        except ValueError as exc:
-            # Name the variables as this tenant spells them (ACME_CRM_BASE_URL for tenant acme).
-            text = re.sub(r"\b(" + "|".join(_SETTINGS_VARS) + r")\b", lambda m: self.var(m.group(1)), str(exc))
-            raise TenantConfigError(text if self.name == DEFAULT_TENANT else f"tenant {self.name!r}: {text}") from None
+            return Settings.from_env(environ, env_prefix=self.env_prefix, data_dir=self.data_dir(data_root))
+        except ConfigError as exc:
+            raise TenantConfigError(str(exc) if self.name == DEFAULT_TENANT else f"tenant {self.name!r}: {exc}") from None
 
 
 def _check_name(name: str) -> str:
@@ -88,7 +78,7 @@ def load_tenants(data_root: Path, environ: Mapping[str, str] | None = None) -> l
     registered tenants need not configure the embedded one).
     """
     default = Tenant(DEFAULT_TENANT)
-    configured = environ is None or all(environ.get(k) for k in ("CRM_BASE_URL", "WAVE_GRAPHQL_URL"))
+    configured = environ is None or all(environ.get(k) for k in (CrmSettings.var("base_url"), WaveSettings.var("graphql_url")))
     return [*([default] if configured else []), *_read(data_root)]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from crm_wave.settings import ConfigError
 from crm_wave.systems.crm.client import CrmAuthError, CrmClient, CrmValidationError
 from crm_wave.systems.crm.profile import ProfileError, load_profile, parse_profile, profile_from_env, shipped_profiles
 from crm_wave.systems.http import HttpPolicy, OutcomeUnknown, TransientError
@@ -63,11 +64,11 @@ def test_unknown_profile_name_or_missing_file_or_missing_variable(tmp_path: Path
     bad.write_text("name = [")
     with pytest.raises(ProfileError, match="not valid TOML"):
         load_profile(str(bad))
-    with pytest.raises(ProfileError, match="CRM_API_TOKEN: environment variable is not set"):
+    with pytest.raises(ConfigError, match=r"missing environment variable\(s\): CRM_API_TOKEN;"):
         CrmClient.from_env({"CRM_BASE_URL": "http://x", "CRM_PROFILE": "offset"})
     custom = tmp_path / "mine.toml"
     custom.write_text(_MINIMAL.replace('name = "t"', 'name = "mine"\ntoken_env = "MY_CRM_KEY"'))
-    with pytest.raises(ProfileError, match="MY_CRM_KEY: environment variable is not set"):
+    with pytest.raises(ConfigError, match=r"missing environment variable\(s\): MY_CRM_KEY;"):  # the profile's name
         CrmClient.from_env({"CRM_BASE_URL": "http://x", "CRM_API_TOKEN": "t", "CRM_PROFILE": str(custom)})
 
 
@@ -151,7 +152,7 @@ def test_create_answering_only_an_id_is_read_back_and_auth_styles():
 
 
 def test_crm_naming_with_a_non_contract_profile_is_refused_and_unknown_style_too(tmp_path: Path):
-    with pytest.raises(ProfileError, match="CRM_NAMING: applies to contract-shaped profiles only"):
+    with pytest.raises(ValueError, match="CRM_NAMING: applies to contract-shaped profiles only"):
         CrmClient.from_env({"CRM_BASE_URL": "http://x", "CRM_API_TOKEN": "t", "CRM_PROFILE": "paged",
                             "CRM_NAMING": '{"fields": {"Email": "mail"}}'})
     from crm_wave.systems.crm.simulator import create_app

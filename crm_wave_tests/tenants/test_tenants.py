@@ -37,7 +37,8 @@ def test_registry_holds_names_of_variables_never_values(tmp_path):
     env = {"ACME_CRM_BASE_URL": "http://c", "ACME_CRM_API_TOKEN": "s3cret", "ACME_WAVE_GRAPHQL_URL": "http://w",
            "ACME_WAVE_API_TOKEN": "t0ken"}
     settings = get_tenant(tmp_path, "acme").settings(env, tmp_path)
-    assert settings.crm_api_token == "s3cret" and "s3cret" not in repr(settings)
+    assert settings.crm.api_token.get_secret_value() == "s3cret" and settings.wave.graphql_url == "http://w"
+    assert "s3cret" not in repr(settings) and "s3cret" not in str(settings) and "t0ken" not in repr(settings)
     assert "s3cret" not in (tmp_path / "tenants.json").read_text()
     with pytest.raises(TenantError, match="ACME_"):
         get_tenant(tmp_path, "acme").settings({}, tmp_path)

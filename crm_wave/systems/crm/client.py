@@ -30,7 +30,7 @@ from crm_wave.systems.http import ApiError, HttpPolicy, RequestStats, RetryingSe
 
 from .connector import ProfileConnector
 from .naming import CrmNaming
-from .profile import Profile, ProfileError, profile_from_env
+from .profile import Profile, ProfileError
 
 __all__ = [
     "CrmAuthError",
@@ -163,16 +163,14 @@ class CrmClient:
         policy: HttpPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> CrmClient:
-        """From `CRM_PROFILE` (a shipped profile name or a TOML path; default `contract`), the
-        variables it names (`CRM_BASE_URL`, `CRM_API_TOKEN` by default) and optionally `CRM_NAMING`."""
-        profile = profile_from_env(environ)
-        missing = [name for name in (profile.base_url_env, profile.token_env) if not environ.get(name)]
-        if missing:
-            raise ProfileError(f"{missing[0]}: environment variable is not set (CRM profile {profile.name!r} reads it)")
-        naming_text = environ.get("CRM_NAMING")
-        naming = CrmNaming.loads(naming_text) if naming_text and naming_text.strip() else None
-        return cls(base_url=environ[profile.base_url_env], token=environ[profile.token_env], policy=policy,
-                   naming=naming, transport=transport, profile=profile)
+        """From the CRM's typed settings (`crm_wave.settings.CrmSettings`): `CRM_PROFILE` (a shipped
+        profile name or a TOML path; default `contract`), the variables it names (`CRM_BASE_URL`,
+        `CRM_API_TOKEN` by default) and optionally `CRM_NAMING`; ConfigError names what is missing."""
+        from crm_wave.settings import CrmSettings  # settings build on this package, not the other way
+
+        s = CrmSettings.load(environ)
+        return cls(base_url=s.base_url, token=s.api_token.get_secret_value(), policy=policy, naming=s.naming,
+                   transport=transport, profile=s.profile)
 
     def __repr__(self) -> str:
         return f"CrmClient(base_url={self.base_url!r})"

@@ -73,9 +73,9 @@ __all__ = [
 class WaveClient:
     """A client for one Wave business.
 
-    Construct it with the GraphQL endpoint and an access token, or from a tenant's environment
-    with `crm_wave.clients.wave_client(env)` (the one place that reads the variables and the
-    default rate). Use it as a context manager (or call `close()`).
+    Construct it with the GraphQL endpoint and an access token, or from a tenant's settings
+    with `crm_wave.clients.wave_client(settings)` (`crm_wave/settings.py` reads the variables and
+    the default rate). Use it as a context manager (or call `close()`).
 
     `policy` controls timeouts, retries and the request rate (`HttpPolicy()` by default:
     no rate limit); `transport` replaces httpx's network transport (tests use
