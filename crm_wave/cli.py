@@ -42,7 +42,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     _preflight(args.tenant)  # a wrong URL or token: one line now, not a failed run's stack traces
 
     from crm_wave.defs.run import SyncHeld, run_sync_job
-    from crm_wave.report import format_summary, state_summary
+    from crm_wave.tools.report import format_summary, state_summary
 
     marks: dict[str, str] | None = None
     while True:
@@ -89,26 +89,26 @@ def _changed(tenant: str, marks: dict[str, str] | None) -> tuple[bool, dict[str,
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from crm_wave.demo import run_demo
+    from crm_wave.tools.demo import run_demo
 
     return run_demo(Path(args.data_dir))
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
-    from crm_wave.dev import run_dev
+    from crm_wave.tools.dev import run_dev
 
     return run_dev(Path(args.data_dir), port=args.port, crm_port=args.crm_port, wave_port=args.wave_port)
 
 
 def _data_root() -> Path:
-    from crm_wave.settings import data_root
+    from crm_wave.config.settings import data_root
 
     return data_root()
 
 
 def _settings(tenant: str):
-    """The tenant's typed settings (crm_wave/settings.py); ConfigError naming what is missing."""
-    from crm_wave.tenants import get_tenant
+    """The tenant's typed settings (crm_wave/config/settings.py); ConfigError naming what is missing."""
+    from crm_wave.config.tenants import get_tenant
 
     return get_tenant(_data_root(), tenant).settings(os.environ, _data_root())
 
@@ -123,9 +123,9 @@ def _settings_store(tenant: str):
 def _store(tenant: str):
     """The tenant's live DuckDB file, for commands that read or mark it without calling an API."""
     from crm_wave.cli_errors import CliError
-    from crm_wave.settings import DB_FILE
+    from crm_wave.config.settings import DB_FILE
     from crm_wave.store import Store
-    from crm_wave.tenants import get_tenant
+    from crm_wave.config.tenants import get_tenant
 
     path = get_tenant(_data_root(), tenant).data_dir(_data_root()) / DB_FILE
     if not path.exists():
@@ -142,14 +142,14 @@ def _publish(store) -> None:
 
 
 def _clients(tenant: str) -> dict:
-    from crm_wave.clients import clients
+    from crm_wave.config.clients import clients
 
     return clients(_settings(tenant))
 
 
 def _preflight(tenant: str) -> None:
     from crm_wave.cli_errors import preflight
-    from crm_wave.clients import crm_client, wave_client
+    from crm_wave.config.clients import crm_client, wave_client
 
     settings = _settings(tenant)
     with crm_client(settings, max_attempts=2, timeout_s=15) as crm, \
@@ -230,7 +230,7 @@ def _cmd_sql(args: argparse.Namespace) -> int:
 
     from crm_wave.analyst.snapshot import latest_snapshot
     from crm_wave.analyst.sql import run_sql
-    from crm_wave.tenants import get_tenant
+    from crm_wave.config.tenants import get_tenant
 
     import duckdb
 
@@ -310,7 +310,7 @@ def _cmd_conflicts(args: argparse.Namespace) -> int:
 
 
 def _cmd_tenants(args: argparse.Namespace) -> int:
-    from crm_wave.tenants import add_tenant, load_tenants, remove_tenant
+    from crm_wave.config.tenants import add_tenant, load_tenants, remove_tenant
 
     root = _data_root()
     if args.action == "add":
@@ -435,8 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["soak"]:  # its own options (and --help) are parsed by crm_wave.soak
-        from crm_wave.soak import main as soak_main
+    if argv[:1] == ["soak"]:  # its own options (and --help) are parsed by crm_wave.tools.soak
+        from crm_wave.tools.soak import main as soak_main
 
         return soak_main(argv[1:])
     if argv[:1] == ["bench"]:  # likewise: `crm-wave bench --help`
@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         return bench_main(argv[1:])
     debug = "--debug" in argv or bool(os.environ.get("CRM_WAVE_DEBUG"))
     if argv[:1] not in (["dev"], ["demo"], ["sim"]):  # the variables of a running `crm-wave dev`, if any
-        from crm_wave.envfile import apply_env_file
+        from crm_wave.config.envfile import apply_env_file
 
         apply_env_file(os.environ, _data_root())
     args = build_parser().parse_args([a for a in argv if a != "--debug"])
@@ -465,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _env_prefix(tenant: str | None) -> str:
     """The tenant's variable prefix for messages ("" for the default tenant or when unknown)."""
-    from crm_wave.tenants import TenantError, get_tenant
+    from crm_wave.config.tenants import TenantError, get_tenant
 
     try:
         return get_tenant(_data_root(), tenant).env_prefix if tenant else ""

@@ -68,11 +68,11 @@ def explain(exc: BaseException, *, env_prefix: str = "") -> CliError:
     """The one-line message and kind for `exc`; `env_prefix` spells the tenant's variables."""
     import duckdb
 
-    from crm_wave.settings import ConfigError
+    from crm_wave.config.settings import ConfigError
     from crm_wave.systems.crm.client import CrmAuthError, CrmError
     from crm_wave.systems.http import TransientError, UnreachableError
     from crm_wave.systems.wave.client import WaveAuthError, WaveError
-    from crm_wave.tenants import TenantError, UnknownTenant
+    from crm_wave.config.tenants import TenantError, UnknownTenant
 
     if isinstance(exc, CliError):
         return exc

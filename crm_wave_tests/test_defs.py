@@ -86,7 +86,7 @@ def test_scheduled_and_sensor_runs_execute_in_one_process():
 def test_tenants_sensor_matches_partitions_to_the_registry(tmp_path, monkeypatch):
     from crm_wave.defs.automation import tenants_sensor
     from crm_wave.defs.resources import SyncResource
-    from crm_wave.tenants import add_tenant
+    from crm_wave.config.tenants import add_tenant
 
     add_tenant(tmp_path, "acme")
     monkeypatch.setenv("CRM_BASE_URL", "http://crm")  # the default tenant is configured too

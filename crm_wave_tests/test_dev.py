@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from crm_wave.envfile import apply_env_file, read_env_file
+from crm_wave.config.envfile import apply_env_file, read_env_file
 from crm_wave.systems.serve import free_port
 
 ROOT = Path(__file__).parents[1]

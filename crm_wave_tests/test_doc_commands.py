@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from crm_wave.cli import main
-from crm_wave.demo import next_steps
+from crm_wave.tools.demo import next_steps
 
 ROOT = Path(__file__).parents[1]
 DOCS = [ROOT / "docs" / "runbook.md", ROOT / "README.md"]

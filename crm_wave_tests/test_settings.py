@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from crm_wave.settings import ConfigError, CrmSettings, Settings, data_root
+from crm_wave.config.settings import ConfigError, CrmSettings, Settings, data_root
 
 FULL = {"CRM_BASE_URL": "http://crm.test/api/v1", "CRM_API_TOKEN": "crm-s3cret", "WAVE_GRAPHQL_URL": "http://wave.test/g",
         "WAVE_API_TOKEN": "wave-s3cret"}

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import Page, sync_playwright
 
-from crm_wave.envfile import ENV_FILE, read_env_file
+from crm_wave.config.envfile import ENV_FILE, read_env_file
 from crm_wave.systems.crm.client import CrmClient
 
 RUNS = "{ runsOrError(limit: 20) { ... on Runs { results { runId jobName status startTime } } } }"

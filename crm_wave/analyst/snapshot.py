@@ -78,7 +78,7 @@ class Retention:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Retention:
         """The retention the environment sets (defaults for unset variables); ConfigError names a bad one."""
-        from crm_wave.settings import ConfigError
+        from crm_wave.config.settings import ConfigError
 
         def number(name: str, default: float) -> float:
             text = (environ.get(name) or "").strip()

@@ -148,7 +148,7 @@ def simulate(stages: dict[str, float], *, edits: int = 20, seed: int = 7, launch
 # ---- live, against `crm-wave dev` -------------------------------------------------------
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEV_CRM = "http://127.0.0.1:8701/api/v1"  # crm_wave/dev.py: fixed ports
+DEV_CRM = "http://127.0.0.1:8701/api/v1"  # crm_wave/tools/dev.py: fixed ports
 DEV_WAVE = "http://127.0.0.1:8702/graphql/public"
 
 
@@ -170,7 +170,7 @@ def _wait(what: str, check: Any, timeout_s: float, proc: subprocess.Popen, every
 def measure_live(workdir: Path, *, edits: int = 20, seed: int = 42, settle_timeout_s: float = 600,
                  edit_timeout_s: float = 300, log: Any = print) -> dict[str, Any]:
     """Edit-to-Wave latency of `edits` CRM edits with `crm-wave dev` running on default settings."""
-    from crm_wave.demo import CRM_TOKEN, WAVE_TOKEN
+    from crm_wave.tools.demo import CRM_TOKEN, WAVE_TOKEN
 
     rng = random.Random(seed)
     data_dir = workdir / "dev-data"

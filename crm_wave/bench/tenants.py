@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 
 from crm_wave.systems.serve import free_port
-from crm_wave.tenants import add_tenant
+from crm_wave.config.tenants import add_tenant
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -28,7 +28,7 @@ from crm_wave.sync.heads import Look, Unreachable, look, seed_marks
 from crm_wave.sync.names import CRM_RESOURCE, dataset
 from crm_wave.systems.http import ApiError
 from crm_wave.systems.protocols import CrmApi, WaveApi
-from crm_wave.tenants import TenantError, load_tenants
+from crm_wave.config.tenants import TenantError, load_tenants
 
 sync_job = dg.define_asset_job(
     "sync_job",

@@ -2,11 +2,11 @@
 
 Every asset is partitioned by tenant, and a tenant's credentials live in environment variables
 named with its prefix (`CRM_API_TOKEN` for the default tenant, `ACME_CRM_API_TOKEN` for `acme`,
-see `crm_wave/tenants.py`). Which variables a step reads therefore depends on the partition it
+see `crm_wave/config/tenants.py`). Which variables a step reads therefore depends on the partition it
 runs for, which a resource's config (fixed when the definitions load) cannot express: the
 resource's config holds the data root only (`dg.EnvVar("CRM_WAVE_DATA_DIR")` when that is set,
 so the UI shows the variable's name), and `settings(tenant)` reads the tenant's typed `Settings`
-(`crm_wave/settings.py`, tokens as `SecretStr`) when a step asks for a client, never at import.
+(`crm_wave/config/settings.py`, tokens as `SecretStr`) when a step asks for a client, never at import.
 No value of a secret reaches run config, the UI, logs or DuckDB.
 """
 
@@ -17,12 +17,12 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from crm_wave.clients import crm_client, wave_client
-from crm_wave.settings import DATA_DIR_VAR, DB_FILE, Settings, data_root
+from crm_wave.config.clients import crm_client, wave_client
+from crm_wave.config.settings import DATA_DIR_VAR, DB_FILE, Settings, data_root
 from crm_wave.store import Store
 from crm_wave.systems.crm.client import CrmClient
 from crm_wave.systems.wave.client import WaveClient
-from crm_wave.tenants import Tenant, get_tenant
+from crm_wave.config.tenants import Tenant, get_tenant
 
 
 class SyncResource(dg.ConfigurableResource):

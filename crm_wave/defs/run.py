@@ -4,7 +4,7 @@ import dagster as dg
 from dagster._core.execution.plan.objects import StepFailureData
 
 from crm_wave.defs.assets import PUSH, TENANT_PARTITIONS
-from crm_wave.tenants import DEFAULT_TENANT
+from crm_wave.config.tenants import DEFAULT_TENANT
 
 
 def console_log(level: str) -> dict:

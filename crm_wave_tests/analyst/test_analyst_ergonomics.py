@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from crm_wave.analyst.snapshot import Retention, list_snapshots, publish_now, publish_snapshot
-from crm_wave.settings import ConfigError
+from crm_wave.config.settings import ConfigError
 from crm_wave.store.db import Store
 from crm_wave.systems.wave.client import Mutation
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from crm_wave.settings import ConfigError
+from crm_wave.config.settings import ConfigError
 from crm_wave.systems.crm.client import CrmAuthError, CrmClient, CrmValidationError
 from crm_wave.systems.crm.profile import ProfileError, load_profile, parse_profile, profile_from_env, shipped_profiles
 from crm_wave.systems.http import HttpPolicy, OutcomeUnknown, TransientError

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from crm_wave.clients import crm_client, wave_client
+from crm_wave.config.clients import crm_client, wave_client
 from crm_wave.systems.http import HttpPolicy, RetryingSender, TransientError
 
 _WORKER = """

@@ -20,7 +20,7 @@ from crm_wave.systems.crm.simulator import create_app as crm_app
 from crm_wave.systems.serve import serve_in_thread
 from crm_wave.systems.wave.client import WaveClient
 from crm_wave.systems.wave.simulator import create_app as wave_app
-from crm_wave.tenants import TenantError, add_tenant, get_tenant, load_tenants, remove_tenant
+from crm_wave.config.tenants import TenantError, add_tenant, get_tenant, load_tenants, remove_tenant
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from crm_wave.clients import WAVE_DEFAULT_RPM, wave_client
+from crm_wave.config.clients import WAVE_DEFAULT_RPM, wave_client
 from crm_wave.systems.http import HttpPolicy, OutcomeUnknown, TransientError
 from crm_wave.systems.wave.client import (
     InputError,

@@ -163,10 +163,10 @@ class CrmClient:
         policy: HttpPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> CrmClient:
-        """From the CRM's typed settings (`crm_wave.settings.CrmSettings`): `CRM_PROFILE` (a shipped
+        """From the CRM's typed settings (`crm_wave.config.settings.CrmSettings`): `CRM_PROFILE` (a shipped
         profile name or a TOML path; default `contract`), the variables it names (`CRM_BASE_URL`,
         `CRM_API_TOKEN` by default) and optionally `CRM_NAMING`; ConfigError names what is missing."""
-        from crm_wave.settings import CrmSettings  # settings build on this package, not the other way
+        from crm_wave.config.settings import CrmSettings  # settings build on this package, not the other way
 
         s = CrmSettings.load(environ)
         return cls(base_url=s.base_url, token=s.api_token.get_secret_value(), policy=policy, naming=s.naming,

@@ -74,7 +74,7 @@ class WaveClient:
     """A client for one Wave business.
 
     Construct it with the GraphQL endpoint and an access token, or from a tenant's settings
-    with `crm_wave.clients.wave_client(settings)` (`crm_wave/settings.py` reads the variables and
+    with `crm_wave.config.clients.wave_client(settings)` (`crm_wave/config/settings.py` reads the variables and
     the default rate). Use it as a context manager (or call `close()`).
 
     `policy` controls timeouts, retries and the request rate (`HttpPolicy()` by default:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from crm_wave.settings import ConfigError, CrmSettings, Settings, WaveSettings
+from crm_wave.config.settings import ConfigError, CrmSettings, Settings, WaveSettings
 
 __all__ = ["DEFAULT_TENANT", "Tenant", "TenantConfigError", "TenantError", "UnknownTenant", "add_tenant", "get_tenant", "load_tenants", "remove_tenant"]
 
@@ -51,7 +51,7 @@ class Tenant:
         return data_root if self.name == DEFAULT_TENANT else data_root / "tenants" / self.name
 
     def settings(self, environ: Mapping[str, str], data_root: Path) -> Settings:
-        """This tenant's typed settings (`crm_wave/settings.py`); problems name the tenant's variables."""
+        """This tenant's typed settings (`crm_wave/config/settings.py`); problems name the tenant's variables."""
         try:
             return Settings.from_env(environ, env_prefix=self.env_prefix, data_dir=self.data_dir(data_root))
         except ConfigError as exc:

@@ -11,8 +11,8 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-from crm_wave.demo import CRM_TOKEN, WAVE_TOKEN
-from crm_wave.envfile import ENV_FILE, write_env_file
+from crm_wave.tools.demo import CRM_TOKEN, WAVE_TOKEN
+from crm_wave.config.envfile import ENV_FILE, write_env_file
 from crm_wave.systems.crm.simulator import create_app as crm_app
 from crm_wave.systems.crm.simulator import seed as seed_crm
 from crm_wave.systems.serve import serve_in_thread

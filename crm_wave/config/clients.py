@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from crm_wave.settings import WAVE_DEFAULT_RPM, Settings
+from crm_wave.config.settings import WAVE_DEFAULT_RPM, Settings
 from crm_wave.systems.crm.client import CrmClient
 from crm_wave.systems.http import HttpPolicy
 from crm_wave.systems.wave.client import WaveClient

@@ -2,12 +2,12 @@
 
 A tenant's variables are the plain names with its prefix: the default tenant reads `CRM_BASE_URL`,
 `CRM_API_TOKEN`, ...; tenant `acme` reads `ACME_CRM_BASE_URL`, `ACME_CRM_API_TOKEN`, ... (see
-`crm_wave/tenants.py`). pydantic-settings reads and types them (`CrmSettings`, `WaveSettings`:
+`crm_wave/config/tenants.py`). pydantic-settings reads and types them (`CrmSettings`, `WaveSettings`:
 tokens are `SecretStr`, so no `repr`, log line or error shows them); `Settings` joins both with the
 tenant's data directory. `CRM_WAVE_DATA_DIR` is read by `data_root` alone.
 
 Values come from the mapping a caller passes (the process environment by default); the CLI first
-fills unset variables from `<data root>/.env` (`crm_wave/envfile.py`, written by `crm-wave dev`).
+fills unset variables from `<data root>/.env` (`crm_wave/config/envfile.py`, written by `crm-wave dev`).
 """
 
 from __future__ import annotations

@@ -151,7 +151,7 @@ def _strict_faults(not_found_rate: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`crm-wave soak` / `python -m crm_wave.soak`."""
+    """`crm-wave soak` / `python -m crm_wave.tools.soak`."""
     p = argparse.ArgumentParser(prog="crm-wave soak", description=__doc__)
     p.add_argument("--records", type=int, default=1000, help="records per type on each side")
     p.add_argument("--error-rate", type=float, default=0.2)

@@ -13,8 +13,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from crm_wave.mapping.policy import describe_policy, load_policy
-from crm_wave.report import format_summary, state_summary
-from crm_wave.settings import DB_FILE
+from crm_wave.tools.report import format_summary, state_summary
+from crm_wave.config.settings import DB_FILE
 from crm_wave.store import Store
 from crm_wave.systems.crm.client import CrmClient
 from crm_wave.systems.crm.simulator import create_app as crm_app

@@ -1,0 +1,1 @@
+"""Configuration: typed settings per tenant, the tenant registry, the clients built from them, `data/.env`."""
