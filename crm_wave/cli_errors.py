@@ -106,5 +106,5 @@ def explain(exc: BaseException, *, env_prefix: str = "") -> CliError:
 def preflight(clients: dict) -> None:
     """One cheap read from each system, so a wrong URL or token is reported before a sync starts."""
     crm, wave = clients["crm"], clients["wave"]
-    next(iter(crm.read_changes("customers", None, limit=1)))
+    crm.probe("customers")  # a profile CRM without a feed would otherwise read every record here
     _ = wave.business_id

@@ -85,3 +85,18 @@ def test_a_token_sent_as_a_query_parameter_never_reaches_a_log_line(tmp_path: Pa
         crm.read_all("products")
     assert "api_key=[redacted]" in caplog.text  # httpx logged the request, without the token
     assert SECRET not in caplog.text
+
+
+@pytest.mark.parametrize("style", list(MODES))
+def test_the_probe_before_a_sync_is_one_request_not_a_full_read(style: str, tmp_path: Path):
+    """`crm-wave sync` checks URL and token with `probe` first: one small request even without a change feed."""
+    with serve_in_thread(create_app(db_path=tmp_path / "crm.sqlite3", token=SECRET, style=style)) as base:
+        url = f"{base}/api/v1"
+        with CrmClient(base_url=url, token=SECRET, profile=load_profile(style)) as crm:
+            for i in range(3):
+                crm.create("customers", {"Type": "organization", "Name": f"C{i}"}, idempotency_key=f"c{i}")
+            before = crm.stats.requests
+            crm.probe("customers")
+            assert crm.stats.requests - before == 1
+        with CrmClient(base_url=url, token=WRONG, profile=load_profile(style)) as crm, pytest.raises(CrmAuthError):
+            crm.probe("customers")

@@ -193,6 +193,13 @@ class CrmClient:
 
     # ------------------------------------------------------------------ reads
 
+    def probe(self, resource: str) -> None:
+        """One cheap request to `resource` (one record): raises as a sync would on a wrong URL, token or shape."""
+        if self.connector is not None:
+            self.connector.probe(resource)
+        else:
+            next(iter(self.read_changes(resource, None, limit=1)))
+
     def read_changes(self, resource: str, since: str | None, *, limit: int = 1000) -> Iterator[CrmPage]:
         """Pages of changes after cursor `since` (None: from the start), until `has_more` is false.
 

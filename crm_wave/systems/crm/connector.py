@@ -520,6 +520,11 @@ class ProfileConnector:
             combined = json.dumps(cursors, sort_keys=True) if any(cursors.values()) else None
             yield CrmPage(items=items, next_cursor=combined if done else None, has_more=not done)
 
+    def probe(self, resource: str) -> None:
+        """One request for one record of `resource`'s first source: URL, token and shape are right."""
+        source = self.profile.sources(resource)[0]
+        next(self._pages(source, {}, page_size=1), None)
+
     def always_full(self, resource: str) -> bool:
         """Whether every read of `resource` is a full read (no way to ask for changes only)."""
         return all(s.changes.mode == "none" for s in self.profile.sources(resource))
