@@ -101,6 +101,16 @@ class _Section(BaseSettings):
         # Only what `load` passes: a tenant's values must never fall back to another tenant's variables.
         return (init_settings,)
 
+    @field_validator("base_url", "graphql_url", mode="before", check_fields=False)
+    @classmethod
+    def _valid_url(cls, value: Any) -> Any:
+        return _url(value) if isinstance(value, str) else value
+
+    @field_validator("requests_per_minute", mode="before", check_fields=False)
+    @classmethod
+    def _valid_rate(cls, value: Any) -> Any:
+        return _rate(value) if isinstance(value, str) else value
+
     @classmethod
     def var(cls, field: str, prefix: str = "") -> str:
         """The variable of `field` for a tenant with `prefix`, e.g. ACME_WAVE_API_TOKEN."""
@@ -143,16 +153,6 @@ class CrmSettings(_Section):
     profile: Annotated[Profile, NoDecode] = Field(default_factory=load_profile, repr=False)
     naming: Annotated[CrmNaming | None, NoDecode] = None
     requests_per_minute: int | None = None
-
-    @field_validator("base_url", mode="before")
-    @classmethod
-    def _valid_url(cls, value: Any) -> Any:
-        return _url(value) if isinstance(value, str) else value
-
-    @field_validator("requests_per_minute", mode="before")
-    @classmethod
-    def _valid_rate(cls, value: Any) -> Any:
-        return _rate(value) if isinstance(value, str) else value
 
     @field_validator("profile", mode="before")
     @classmethod
@@ -207,16 +207,6 @@ class WaveSettings(_Section):
     api_token: SecretStr
     business_id: str | None = None
     requests_per_minute: int | None = WAVE_DEFAULT_RPM
-
-    @field_validator("graphql_url", mode="before")
-    @classmethod
-    def _valid_url(cls, value: Any) -> Any:
-        return _url(value) if isinstance(value, str) else value
-
-    @field_validator("requests_per_minute", mode="before")
-    @classmethod
-    def _valid_rate(cls, value: Any) -> Any:
-        return _rate(value) if isinstance(value, str) else value
 
     @classmethod
     def read(cls, environ: Mapping[str, str], prefix: str = "") -> tuple[WaveSettings | None, list[str], list[str]]:

@@ -9,12 +9,16 @@ so the same hold works in front of a real CRM.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
 import threading
+import time
 from typing import Any
 
 import httpx
 
-__all__ = ["HoldAnswer", "proxy"]
+__all__ = ["HoldAnswer", "kill_when_held", "proxy"]
 
 
 class HoldAnswer:
@@ -46,6 +50,22 @@ class HoldAnswer:
                     await send(message)
                 return
         await self.app(scope, receive, send)
+
+
+def kill_when_held(proc: subprocess.Popen, hold: HoldAnswer, what: str, wait_s: float) -> None:
+    """SIGKILL `proc` once `hold` holds its answer (the write is done, the sync never hears of it);
+    then let the answer go. Fails if the sync ends, or `wait_s` pass, before it gets there."""
+    try:
+        deadline = time.monotonic() + wait_s
+        while not hold.held.wait(0.1):
+            assert proc.poll() is None, f"the sync finished before {what}"
+            assert time.monotonic() < deadline, f"the sync never reached {what}"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        hold.release.set()
+        if proc.poll() is None:
+            proc.kill()
 
 
 def proxy(base_url: str) -> Any:

@@ -6,10 +6,8 @@ the key the sync wrote into it (the profile's `writes.create_key`)."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -22,7 +20,7 @@ from crm_wave.systems.crm.simulator import create_app
 from crm_wave.systems.serve import serve_in_thread
 from crm_wave.systems.wave.client import WaveClient
 from crm_wave_tests.conftest import CRM_TOKEN
-from crm_wave_tests.crm.holding import HoldAnswer
+from crm_wave_tests.crm.holding import HoldAnswer, kill_when_held
 from crm_wave_tests.rig import Rig
 
 
@@ -66,17 +64,7 @@ def test_an_order_create_killed_before_it_was_recorded_is_found_by_its_key(wave_
                "WAVE_REQUESTS_PER_MINUTE": "0", "CRM_WAVE_DATA_DIR": str(data_dir)}
         proc = subprocess.Popen([sys.executable, "-m", "crm_wave.cli", "sync", "--once"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 400
-            while not hold.held.wait(0.1):
-                assert proc.poll() is None, "the sync finished before the third order create"
-                assert time.monotonic() < deadline, "the sync never reached the third order create"
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-        finally:
-            hold.release.set()
-            if proc.poll() is None:
-                proc.kill()
+        kill_when_held(proc, hold, "the third order create", 400)
         assert len(crm.read_all("orders")) == 3  # the third was created; the sync never heard of it
 
         rig.store = Store(data_dir / "crm_wave.duckdb")

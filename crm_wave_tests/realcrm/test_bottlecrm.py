@@ -172,7 +172,7 @@ _SYNC = ("import os; from pathlib import Path; from crm_wave.store import Store;
 def test_a_killed_invoice_create_is_found_by_its_key_not_created_twice(real_rig, bottlecrm, wave_sim, tmp_path):
     """BottleCRM numbers invoices itself: a sync killed after an invoice create reached BottleCRM and before
     it was recorded finds the invoice again by the key kept in its custom field `crm_wave_key`."""
-    from crm_wave_tests.crm.holding import HoldAnswer, proxy
+    from crm_wave_tests.crm.holding import HoldAnswer, kill_when_held, proxy
     from crm_wave.systems.serve import serve_in_thread
 
     rig, tag, n = real_rig, uuid.uuid4().hex[:8], 4
@@ -202,17 +202,7 @@ def test_a_killed_invoice_create_is_found_by_its_key_not_created_twice(real_rig,
         # The sync itself, as `crm-wave sync --once` runs it, without the CLI's 15 s preflight read (a
         # full read of BottleCRM's accounts, which a busy machine does not answer in 15 s).
         proc = subprocess.Popen([sys.executable, "-c", _SYNC], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 600
-            while not hold.held.wait(0.2):
-                assert proc.poll() is None, "the sync finished before the second invoice create"
-                assert time.monotonic() < deadline, "the sync never reached the second invoice create"
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-        finally:
-            hold.release.set()
-            if proc.poll() is None:
-                proc.kill()
+        kill_when_held(proc, hold, "the second invoice create", 600)
     assert len(invoices()) == 2  # the second one exists; the sync never heard of it
 
     rig.store = Store(data_dir / "crm_wave.duckdb")
