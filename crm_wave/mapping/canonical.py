@@ -8,7 +8,7 @@ system's ids here; the global step translates them through the link tables.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import polars as pl
@@ -290,7 +290,7 @@ def canonical_from_fragments(frags: pl.DataFrame, system: str, entity: str,
     if n <= SMALL:  # the exact path costs less than the vectorised one's fixed cost
         schema = {c: pl.List(LINE_DTYPE) if fields.get(c) is not None and fields[c].kind == "lines" else pl.String
                   for c in order}
-        return _exact(pl.DataFrame(schema=schema), pl.Series(range(n), dtype=pl.UInt32), system, entity, bodies, order)
+        return _exact(schema, pl.Series(range(n), dtype=pl.UInt32), system, entity, bodies, order)
     slots = source_slots(system, entity)
     if fields_wanted is not None:
         slots = {k: v for k, v in slots.items() if k in fields_wanted}
@@ -317,15 +317,15 @@ def canonical_from_fragments(frags: pl.DataFrame, system: str, entity: str,
     frame = pl.DataFrame([out[c].alias(c) for c in order])
     idx = bad.arg_true()
     if idx.len():
-        patch = _exact(frame, idx, system, entity, bodies, order)
+        patch = _exact(frame.schema, idx, system, entity, bodies, order)
         frame = pl.concat([frame.with_row_index("_i").filter(~bad), patch.with_columns(idx.cast(pl.UInt32).alias("_i"))
                            .select("_i", *order)]).sort("_i").drop("_i")
     return frame
 
 
-def _exact(like: pl.DataFrame, idx: pl.Series, system: str, entity: str,
+def _exact(schema: Mapping[str, Any], idx: pl.Series, system: str, entity: str,
            bodies: pl.Series | Callable[[pl.Series], pl.Series], order: list[str]) -> pl.DataFrame:
-    """Rows `idx` mapped by the exact path (`crm_to_canonical`/`wave_to_canonical` of the body), as `like`'s schema."""
+    """Rows `idx` mapped by the exact path (`crm_to_canonical`/`wave_to_canonical` of the body), in `schema`."""
     fields = canonical_fields(entity)
     to_canonical = crm_to_canonical if system == "crm" else wave_to_canonical
     slow = []
@@ -333,7 +333,7 @@ def _exact(like: pl.DataFrame, idx: pl.Series, system: str, entity: str,
         rec = to_canonical(entity, json.loads(body)) if body is not None else {}
         slow.append({c: (rec.get(c) if fields.get(c) is not None and fields[c].kind == "lines"
                          else _cell(rec.get(c))) for c in order})
-    return pl.DataFrame(slow, schema=like.schema, orient="row")
+    return pl.DataFrame(slow, schema=schema, orient="row")
 
 
 def _cell(value: Any) -> str | None:
