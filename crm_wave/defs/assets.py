@@ -17,6 +17,7 @@ from typing import Any
 
 import dagster as dg
 
+from crm_wave.defs import checks, dead_letters
 from crm_wave.defs.resources import SyncResource
 from crm_wave.defs.table_meta import OWNERS, recorded_conflicts, table_metadata
 from crm_wave.store.db import Store
@@ -95,6 +96,8 @@ BREAKER_CHECKS = [dg.AssetCheckSpec("circuit_breaker", asset=s.name, blocking=Tr
                                     description="Holds the push when it would overwrite or delete over 20% (and over "
                                                 "50) of the target's records, until `crm-wave confirm`.")
                   for s in STAGES if s.kind == "share"]
+#: The other checks, evaluated in the same step after the stages ran (see `checks.StepCheck`).
+STEP_CHECKS = [*checks.CHECKS, *dead_letters.CHECKS]
 
 
 def _metadata(store: Store, s: Stage, result: StageResult) -> dict[str, Any]:
@@ -121,15 +124,17 @@ def _breaker_result(store: Store, s: Stage) -> dg.AssetCheckResult:
                                          "confirmed": state.confirmed})
 
 
-@dg.multi_asset(name="sync_pass", specs=[_spec(s) for s in STAGES], check_specs=BREAKER_CHECKS, can_subset=True,
+@dg.multi_asset(name="sync_pass", specs=[_spec(s) for s in STAGES], check_specs=BREAKER_CHECKS + [c.spec for c in STEP_CHECKS],
+                can_subset=True,
                 partitions_def=TENANTS,
                 description="One pass of the sync for one tenant: the selected stages of `crm_wave/sync/stages.py` "
                             "(collect -> global -> share -> push), in one step with one DuckDB connection.")
 def sync_pass(context: dg.AssetExecutionContext, config: PassConfig, sync: SyncResource) -> Iterator[Any]:
-    """Run the selected stages through the engine; report each as its asset's materialization."""
+    """Run the selected stages through the engine; report each as its asset's materialization, then the checks."""
     tenant = context.partition_key
     selected = {k.to_user_string() for k in context.selected_asset_keys}
-    checks = {k.asset_key.to_user_string() for k in context.selected_asset_check_keys}
+    check_keys = set(context.selected_asset_check_keys)
+    breakers = {k.asset_key.to_user_string() for k in check_keys if k.name == "circuit_breaker"}
     store = sync.store(tenant)
     events: list[Any] = []
 
@@ -141,13 +146,18 @@ def sync_pass(context: dg.AssetExecutionContext, config: PassConfig, sync: SyncR
                 context.log.warning(message)
         if not isinstance(result, CircuitOpen):
             events.append(dg.MaterializeResult(asset_key=s.name, metadata=_metadata(store, s, result)))
-        if s.kind == "share" and s.name in checks:
+        if s.kind == "share" and s.name in breakers:
             events.append(_breaker_result(store, s))
 
-    with sync.client("crm", tenant) as crm, sync.client("wave", tenant) as wave:
-        result = run_pass(store, {"crm": crm, "wave": wave}, now=utcnow(), full=config.full,
-                          run_id=context.run.run_id, only=selected, progress=context.log.info, on_stage=on_stage)
-    if result.held:  # the run fails on the breaker check: the operator reviews `planned_writes` in a snapshot of now
+    held = False
+    with store.session():  # the checks read on the pass's connection
+        if selected:  # none when the UI runs checks alone
+            with sync.client("crm", tenant) as crm, sync.client("wave", tenant) as wave:
+                held = bool(run_pass(store, {"crm": crm, "wave": wave}, now=utcnow(), full=config.full,
+                                     run_id=context.run.run_id, only=selected, progress=context.log.info,
+                                     on_stage=on_stage).held)
+        events.extend(c.result(store) for c in STEP_CHECKS if c.spec.key in check_keys)
+    if held:  # the run fails on the breaker check: the operator reviews `planned_writes` in a snapshot of now
         from crm_wave.analyst.snapshot import publish_now
 
         publish_now(store)

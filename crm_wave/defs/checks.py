@@ -1,26 +1,44 @@
-"""Asset checks: link integrity, both sides present, order totals, open conflicts. (The circuit breaker
-is a check of the `sync_pass` multi-asset itself, `assets.BREAKER_CHECKS`: it is decided inside the pass.)"""
+"""Asset checks: link integrity, both sides present, order totals, open conflicts.
+
+Each is a `StepCheck`: a spec of the `sync_pass` multi-asset and a function of the tenant's store,
+evaluated in `sync_pass`'s own step after the stages ran (on the pass's DuckDB session), not as a
+step of its own: a run is one step, not one per check (Dagster's bookkeeping of a step cost more
+than the pass; docs/benchmarks.md). The circuit breaker (`assets.BREAKER_CHECKS`) is decided inside
+the pass; the dead-letter checks are in `dead_letters.py`.
+"""
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 import dagster as dg
 
-from crm_wave.defs.assets import TENANTS
-from crm_wave.defs.resources import SyncResource
 from crm_wave.model.money import currency_exponent, lines_total
 from crm_wave.store import Store
 from crm_wave.sync.names import ENTITIES, dataset, global_table
 
 
-def links_check(entity: str) -> dg.AssetChecksDefinition:
-    """No record is linked twice, and every linked record was collected on its side."""
+@dataclass(frozen=True)
+class StepCheck:
+    """An asset check evaluated in `sync_pass`'s step: its spec, and its result from the tenant's store."""
 
-    @dg.asset_check(asset=global_table(entity), name="links_are_sound", partitions_def=TENANTS,
-                    description="No CRM or Wave record belongs to two global entities, and every linked record is "
-                                "present in its collected dataset (deleted ones wait in `pending_deletes`).")
-    def _check(context: dg.AssetCheckExecutionContext, sync: SyncResource) -> dg.AssetCheckResult:
-        store = sync.store(context.partition_key)
+    spec: dg.AssetCheckSpec
+    evaluate: Callable[[Store], dg.AssetCheckResult]
+
+    def result(self, store: Store) -> dg.AssetCheckResult:
+        """The check's result, keyed to its asset and name (a multi-asset's step yields several)."""
+        out = self.evaluate(store)
+        return out._replace(asset_key=self.spec.asset_key, check_name=self.spec.name)
+
+
+def links_check(entity: str) -> StepCheck:
+    """No record is linked twice, and every linked record was collected on its side."""
+    spec = dg.AssetCheckSpec("links_are_sound", asset=global_table(entity),
+                             description="No CRM or Wave record belongs to two global entities, and every linked record "
+                                         "is present in its collected dataset (deleted ones wait in `pending_deletes`).")
+
+    def _check(store: Store) -> dg.AssetCheckResult:
         with store.connect() as con:
             for system in ("crm", "wave"):
                 store.ensure_dataset(con, dataset(system, entity))
@@ -39,7 +57,7 @@ def links_check(entity: str) -> dg.AssetChecksDefinition:
             "linked_but_never_collected_crm": missing["crm"], "linked_but_never_collected_wave": missing["wave"],
             "deleted_on_crm_side": deleted["crm"], "deleted_on_wave_side": deleted["wave"]})
 
-    return _check
+    return StepCheck(spec, _check)
 
 
 def order_total_mismatches(store: Store) -> tuple[int, list[str]]:
@@ -78,14 +96,18 @@ def _lines_add_up_to(lines_cell: str | None, currency: str | None) -> str:
     return f"; its lines add up to {total}"
 
 
-@dg.asset_check(asset=global_table("order"), name="order_totals_match_invoices", partitions_def=TENANTS,
-                description="For every linked order, the CRM's Total equals the Wave invoice's total.")
-def order_totals_check(context: dg.AssetCheckExecutionContext, sync: SyncResource) -> dg.AssetCheckResult:
+def _order_totals(store: Store) -> dg.AssetCheckResult:
     """Compare the CRM's computed Total with Wave's `total.value` for linked pairs."""
-    compared, mismatched = order_total_mismatches(sync.store(context.partition_key))
+    compared, mismatched = order_total_mismatches(store)
     return dg.AssetCheckResult(passed=not mismatched, metadata={
         "compared": compared, "mismatched": len(mismatched),
         "examples": dg.MetadataValue.md("\n".join(f"- {m}" for m in mismatched[:20]) or "_none_")})
+
+
+order_totals_check = StepCheck(
+    dg.AssetCheckSpec("order_totals_match_invoices", asset=global_table("order"),
+                      description="For every linked order, the CRM's Total equals the Wave invoice's total."),
+    _order_totals)
 
 
 def open_conflicts(store: Store, entity: str) -> list[str]:
@@ -97,27 +119,21 @@ def open_conflicts(store: Store, entity: str) -> list[str]:
         return [item_line(i) for i in list_items(con) if i["entity"] == entity]
 
 
-def conflicts_check(entity: str) -> dg.AssetChecksDefinition:
+def conflicts_check(entity: str) -> StepCheck:
     """Warns while field differences of `entity` wait in the conflict queue for a person."""
+    spec = dg.AssetCheckSpec("open_conflicts", asset=global_table(entity),
+                             description="Field differences waiting for a person (policy `review`, the first sync); "
+                                         "decide them with `crm-wave conflicts resolve`. Other records sync meanwhile.")
 
-    @dg.asset_check(asset=global_table(entity), name="open_conflicts", partitions_def=TENANTS,
-                    description="Field differences waiting for a person (policy `review`, the first sync); "
-                                "decide them with `crm-wave conflicts resolve`. Other records sync meanwhile.")
-    def _check(context: dg.AssetCheckExecutionContext, sync: SyncResource) -> dg.AssetCheckResult:
-        lines = open_conflicts(sync.store(context.partition_key), entity)
+    def _check(store: Store) -> dg.AssetCheckResult:
+        lines = open_conflicts(store, entity)
         return dg.AssetCheckResult(passed=not lines, severity=dg.AssetCheckSeverity.WARN, metadata={
             "open": len(lines),
             "conflicts": dg.MetadataValue.md("\n".join(f"- {line}" for line in lines[:50]) or "_none_"),
             "decide": "crm-wave conflicts resolve ID --take crm|wave|newest (or --value TEXT; --all)"})
 
-    return _check
+    return StepCheck(spec, _check)
 
 
-@dg.definitions
-def defs() -> dg.Definitions:
-    """Every check."""
-    return dg.Definitions(asset_checks=[
-        *[links_check(e) for e in ENTITIES],
-        *[conflicts_check(e) for e in ENTITIES],
-        order_totals_check,
-    ])
+#: The checks of the golden tables.
+CHECKS = [*[links_check(e) for e in ENTITIES], *[conflicts_check(e) for e in ENTITIES], order_totals_check]

@@ -1,11 +1,13 @@
 """Dead letters in the UI: a failing (warning) check on each push listing the records its system
-refused, and `retry_dead_letters_job`, launched from the UI with the ids to retry."""
+refused (evaluated in `sync_pass`'s step, like the checks of `checks.py`), and
+`retry_dead_letters_job`, launched from the UI with the ids to retry."""
 
 import dagster as dg
 
 from crm_wave.analyst.snapshot import publish_now
-from crm_wave.defs.assets import TENANTS
+from crm_wave.defs.checks import StepCheck
 from crm_wave.defs.resources import SyncResource
+from crm_wave.store import Store
 from crm_wave.store.dead_letters import list_dead_letters, retry_dead_letters
 from crm_wave.sync.stages import STAGES
 
@@ -13,16 +15,15 @@ from crm_wave.sync.stages import STAGES
 SHOWN = 50
 
 
-def dead_letters_check(push: str, system: str, entity: str) -> dg.AssetChecksDefinition:
+def dead_letters_check(push: str, system: str, entity: str) -> StepCheck:
     """Fails with WARN severity while `system` has refused records of `entity` (its push), listing them."""
+    spec = dg.AssetCheckSpec("no_dead_letters", asset=push,
+                             description=f"Warns while {system} refused {entity} records (dead letters), listing each "
+                                         "with the field and message. Fix the data at its source, or retry them with "
+                                         "`retry_dead_letters_job` (Launchpad: the tenant and global ids) or "
+                                         "`crm-wave deadletters retry`.")
 
-    @dg.asset_check(asset=push, name="no_dead_letters", partitions_def=TENANTS,
-                    description=f"Warns while {system} refused {entity} records (dead letters), listing each with the "
-                                "field and message. Fix the data at its source, or retry them with "
-                                "`retry_dead_letters_job` (Launchpad: the tenant and global ids) or "
-                                "`crm-wave deadletters retry`.")
-    def _check(context: dg.AssetCheckExecutionContext, sync: SyncResource) -> dg.AssetCheckResult:
-        store = sync.store(context.partition_key)
+    def _check(store: Store) -> dg.AssetCheckResult:
         with store.connect() as con:
             letters = list_dead_letters(con, system, entity)
         listing = "\n".join(f"- `{d.global_id}` (record {d.record_id or 'not created'}) {d.op}: "
@@ -36,7 +37,11 @@ def dead_letters_check(push: str, system: str, entity: str) -> dg.AssetChecksDef
                       "records": dg.MetadataValue.md(listing or "_none_"),
                       "global_ids": dg.MetadataValue.json([d.global_id for d in letters[:SHOWN]])})
 
-    return _check
+    return StepCheck(spec, _check)
+
+
+#: One check per push.
+CHECKS = [dead_letters_check(s.name, s.system or "", s.entity) for s in STAGES if s.kind == "push"]
 
 
 class RetryConfig(dg.Config):
@@ -73,6 +78,5 @@ def retry_dead_letters_job() -> None:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    """The dead-letter checks and the retry job."""
-    return dg.Definitions(asset_checks=[dead_letters_check(s.name, s.system or "", s.entity) for s in STAGES if s.kind == "push"],
-                          jobs=[retry_dead_letters_job])
+    """The retry job (the checks are `sync_pass`'s)."""
+    return dg.Definitions(jobs=[retry_dead_letters_job])
