@@ -291,12 +291,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _check_policy(settings):
     """The tenant's policy (see crm_wave.mapping.policy), or None after printing its one-line error."""
-    import os
-
+    from crm_wave.config.settings import AppSettings
     from crm_wave.mapping.policy import PolicyError, load_policy
 
     try:
-        return load_policy(settings.data_dir, os.environ)
+        return load_policy(settings.data_dir, AppSettings.load().policy)
     except PolicyError as exc:
         print(f"policy: {exc}", file=sys.stderr)
         return None
@@ -443,7 +442,15 @@ def main(argv: list[str] | None = None) -> int:
         from crm_wave.bench.__main__ import main as bench_main
 
         return bench_main(argv[1:])
-    debug = "--debug" in argv or bool(os.environ.get("CRM_WAVE_DEBUG"))
+    from crm_wave.config.settings import AppSettings, ConfigError
+
+    try:
+        debug = "--debug" in argv or AppSettings.load().debug
+    except ConfigError as exc:  # CRM_WAVE_DEBUG or CRM_WAVE_POLICY is not usable
+        from crm_wave.cli_errors import EXIT_CODES
+
+        print(f"crm-wave: {exc}", file=sys.stderr)
+        return EXIT_CODES["config"]
     if argv[:1] not in (["dev"], ["demo"], ["sim"]):  # the variables of a running `crm-wave dev`, if any
         from crm_wave.config.envfile import apply_env_file
 

@@ -7,6 +7,7 @@ The exit codes are listed in the README's Commands section; keep both in step.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = ["EXIT_CODES", "CliError", "explain", "preflight"]
@@ -45,11 +46,16 @@ class CliError(Exception):
         return EXIT_CODES[self.kind]
 
 
-def _var(prefix: str, system: str | None, what: str) -> str:
-    """`CRM_API_TOKEN` (or `ACME_WAVE_GRAPHQL_URL`) for system 'crm'/'wave' and what 'url'/'token'."""
-    name = {("crm", "url"): "CRM_BASE_URL", ("crm", "token"): "CRM_API_TOKEN",
-            ("wave", "url"): "WAVE_GRAPHQL_URL", ("wave", "token"): "WAVE_API_TOKEN"}.get((system or "", what))
-    return f"{prefix}{name}" if name else f"{prefix}CRM_BASE_URL / {prefix}WAVE_GRAPHQL_URL"
+def _var(prefix: str, system: str | None, what: str, environ: Mapping[str, str] | None = None) -> str:
+    """The variable of system 'crm'/'wave' that holds what 'url'/'token', as the tenant with `prefix`
+    spells it: `CRM_API_TOKEN`, `ACME_WAVE_GRAPHQL_URL`, or the one the tenant's CRM profile names."""
+    from crm_wave.config.settings import CrmSettings, WaveSettings
+
+    crm = CrmSettings.variables(environ, prefix)["base_url" if what == "url" else "api_token"]
+    if system == "crm":
+        return crm
+    wave = WaveSettings.var("graphql_url" if what == "url" else "api_token", prefix)
+    return wave if system == "wave" else f"{crm} / {wave}"
 
 
 def _system_of(exc: BaseException) -> str | None:
@@ -64,8 +70,9 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def explain(exc: BaseException, *, env_prefix: str = "") -> CliError:
-    """The one-line message and kind for `exc`; `env_prefix` spells the tenant's variables."""
+def explain(exc: BaseException, *, env_prefix: str = "", environ: Mapping[str, str] | None = None) -> CliError:
+    """The one-line message and kind for `exc`; `env_prefix` spells the tenant's variables, and the CRM
+    profile `environ` (default: the process environment) configures names the CRM's."""
     import duckdb
 
     from crm_wave.config.settings import ConfigError
@@ -85,16 +92,16 @@ def explain(exc: BaseException, *, env_prefix: str = "") -> CliError:
     if isinstance(exc, (CrmAuthError, WaveAuthError)):
         system: str | None = "crm" if isinstance(exc, CrmAuthError) else "wave"
         name = "the CRM" if system == "crm" else "Wave"
-        return CliError(f"{name} refused the token in {_var(env_prefix, system, 'token')} ({_one_line(exc)}); "
+        return CliError(f"{name} refused the token in {_var(env_prefix, system, 'token', environ)} ({_one_line(exc)}); "
                         f"set it to a valid API token", "auth")
     if isinstance(exc, UnreachableError):
-        return CliError(f"{_one_line(exc)}; check {_var(env_prefix, exc.system, 'url')}", "unreachable")
+        return CliError(f"{_one_line(exc)}; check {_var(env_prefix, exc.system, 'url', environ)}", "unreachable")
     if isinstance(exc, TransientError):
         system = _system_of(exc)
-        return CliError(f"{_one_line(exc)}; check {_var(env_prefix, system, 'url')} and that the system is up, "
+        return CliError(f"{_one_line(exc)}; check {_var(env_prefix, system, 'url', environ)} and that the system is up, "
                         "then run again", "unreachable")
     if isinstance(exc, (CrmError, WaveError)):
-        return CliError(f"{_one_line(exc)}; check {_var(env_prefix, _system_of(exc), 'url')} points at the "
+        return CliError(f"{_one_line(exc)}; check {_var(env_prefix, _system_of(exc), 'url', environ)} points at the "
                         "right API", "api")
     if isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower():
         return CliError(f"the DuckDB file is in use by another process ({_one_line(exc)}); wait for the running "

@@ -134,6 +134,8 @@ def test_the_requested_run_carries_a_crm_edit_to_wave_and_one_quiet_run_follows_
     crm.patch("customers", customer["Id"], {"Phone": "+47 99 88 77 66"}, if_match=current["Version"])
 
     job = defs().resolve_job_def("sync_job")
+    push_tick = dg.build_sensor_context(instance=instance, repository_def=defs().get_repository_def())
+    assert isinstance(push_sensor(push_tick), dg.SkipReason)  # its first tick: the newest share materialization
     cursor, runs = first.cursor, 0
     for _ in range(4):
         result = _tick(instance, tmp_path, cursor)
@@ -151,10 +153,53 @@ def test_the_requested_run_carries_a_crm_edit_to_wave_and_one_quiet_run_follows_
             # That run's share had work, and the run pushed it itself: the push sensor adds no push run.
             share = instance.fetch_materializations(dg.AssetKey("wave_customer_share"), limit=1).records[0]
             assert share.asset_materialization.metadata["work"].value == 1
-            pushed = push_sensor(dg.build_sensor_context(instance=instance, repository_def=defs().get_repository_def()))
+            pushed = push_sensor(push_tick)
             assert isinstance(pushed, dg.SkipReason), pushed
     # The run that pushed moved Wave's marks: one more run reads that write back, then all is quiet.
     assert runs == 2
+
+
+def test_push_sensor_pushes_what_a_collect_left_once_and_never_echoes_a_run_that_pushed(env, instance):
+    """Real runs: a collect that leaves work gets one push run of that tenant; neither that push run
+    (which re-diffs and pushes the orders itself) nor a `sync_job` run gets another."""
+    from crm_wave.defs.run import QUIET
+
+    crm, wave = env
+    repo = defs().get_repository_def()
+    tick = dg.build_sensor_context(instance=instance, repository_def=repo)
+
+    def run(job: str, selection: list[dg.AssetKey] | None = None) -> None:
+        outcome = defs().resolve_job_def(job).execute_in_process(instance=instance, partition_key="default",
+                                                                  tags={"tenant": "default"}, run_config=QUIET,
+                                                                  asset_selection=selection)
+        assert outcome.success
+
+    assert isinstance(push_sensor(tick), dg.SkipReason)
+    zeta = _org(crm, "Zeta")
+    product = crm.create("products", {"Name": "Widget", "UnitPrice": "12.50"}, idempotency_key="widget")
+    crm.create("orders", {"OrderNumber": "SO-1", "CustomerId": zeta["Id"], "OrderDate": "2026-01-02",
+                          "DueDate": "2026-01-16", "Currency": "NOK",
+                          "Lines": [{"ProductId": product["Id"], "Quantity": "2", "UnitPrice": "12.50"}]},
+               idempotency_key="so-1")
+    run("collect_job")  # diffs, writes nothing; the order waits for its customer and product
+    (request,) = push_sensor(tick)
+    keys = {k.to_user_string() for k in request.asset_selection}
+    assert request.partition_key == "default" and request.tags == {"tenant": "default"}
+    assert {"push_wave_customer", "push_wave_product", "global_order", "push_wave_invoice", "snapshot"} <= keys
+    assert "push_crm_customer" not in keys  # its share had nothing to write
+    assert isinstance(push_sensor(tick), dg.SkipReason)  # the same materialization is not pushed twice
+
+    run("push_job", sorted(request.asset_selection))
+    assert [c["name"] for c in wave.list_customers()] == ["Zeta"]
+    invoices = instance.fetch_materializations(dg.AssetKey("wave_invoice_share"), limit=1).records[0]
+    assert invoices.asset_materialization.metadata["work"].value == 1  # re-diffed in the push run, and pushed there
+    assert isinstance(push_sensor(tick), dg.SkipReason)
+
+    customer = _org(crm, "Eta")
+    run("sync_job")  # a full pass pushes every share it diffs
+    share = instance.fetch_materializations(dg.AssetKey("wave_customer_share"), limit=1).records[0]
+    assert share.asset_materialization.metadata["work"].value == 1, customer
+    assert isinstance(push_sensor(tick), dg.SkipReason)
 
 
 class _FakeCrm:

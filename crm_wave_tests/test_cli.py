@@ -205,7 +205,8 @@ def test_sim_commands_serve_over_http(system, path, tmp_path):
         proc.wait(timeout=10)
 
 
-def test_plan_shows_the_policy_and_what_the_first_sync_would_queue_and_a_bad_policy_stops(env, tmp_path, capsys):
+def test_plan_shows_the_policy_and_what_the_first_sync_would_queue_and_a_bad_policy_stops(env, tmp_path, capsys,
+                                                                                          monkeypatch):
     env.crm_create("products", {"Name": "Nordic Headphones", "UnitPrice": "10"})
     env.wave_write("productCreate", {"businessId": env.wave.business_id, "name": "nordic headphones", "unitPrice": "10"})
     main(["plan"])
@@ -221,3 +222,13 @@ def test_plan_shows_the_policy_and_what_the_first_sync_would_queue_and_a_bad_pol
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "[fields.product] Name = 'mine' is not one of newest, crm, wave" in err
     assert [p["name"] for p in env.wave.list_products()] == ["nordic headphones"]
+
+    elsewhere = tmp_path / "elsewhere.toml"  # CRM_WAVE_POLICY names another file: the bad one is not read
+    elsewhere.write_text('first_sync = "crm"\n')
+    monkeypatch.setenv("CRM_WAVE_POLICY", str(elsewhere))
+    main(["plan"])
+    assert "first sync crm" in capsys.readouterr().out
+    monkeypatch.setenv("CRM_WAVE_POLICY", str(tmp_path / "nope.toml"))
+    assert main(["plan"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"CRM_WAVE_POLICY={tmp_path / 'nope.toml'}: no such file" in err

@@ -4,6 +4,7 @@ a distinct exit code per kind, no traceback unless --debug."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -85,6 +86,37 @@ def test_wrong_token_is_one_line_even_for_a_sync(configured, monkeypatch, capsys
     monkeypatch.setenv("WAVE_API_TOKEN", configured[1].token)
     monkeypatch.setenv("CRM_API_TOKEN", "wrong")
     _fails(capsys, ["sync", "--once"], "auth", "the CRM refused the token", "CRM_API_TOKEN")
+
+
+def test_a_crm_profile_naming_other_variables_gets_errors_naming_those(configured, monkeypatch, capsys, tmp_path):
+    """A profile may keep the CRM's URL and token in other variables: the errors name those, never CRM_API_TOKEN."""
+    crm_sim, _ = configured
+    profile = tmp_path / "mine.toml"
+    profile.write_text((Path(__file__).parents[1] / "crm_wave/systems/crm/profiles/contract.toml").read_text()
+                       .replace('name = "contract"', 'name = "mine"\nbase_url_env = "MY_CRM_URL"\ntoken_env = "MY_CRM_KEY"', 1))
+    monkeypatch.setenv("CRM_PROFILE", str(profile))
+    monkeypatch.setenv("MY_CRM_URL", crm_sim.url)
+    monkeypatch.setenv("MY_CRM_KEY", "wrong")
+    monkeypatch.setenv("CRM_API_TOKEN", crm_sim.token)  # set, but not the variable this profile reads
+    line = _fails(capsys, ["sync", "--once"], "auth", "the CRM refused the token in MY_CRM_KEY")
+    assert "CRM_API_TOKEN" not in line and "wrong" not in line
+    monkeypatch.setenv("MY_CRM_KEY", crm_sim.token)
+    monkeypatch.setenv("MY_CRM_URL", "http://127.0.0.1:9/api/v1")  # nothing listens
+    line = _fails(capsys, ["sync", "--once"], "unreachable", "http://127.0.0.1:9/api/v1", "check MY_CRM_URL")
+    assert "CRM_BASE_URL" not in line
+
+
+def test_a_bad_debug_flag_is_one_line_naming_it(bare, monkeypatch, capsys):
+    monkeypatch.setenv("CRM_WAVE_DEBUG", "maybe")
+    assert main(["plan"]) == EXIT_CODES["config"]
+    err = capsys.readouterr().err.strip()
+    assert err == ("crm-wave: CRM_WAVE_DEBUG: 'maybe' is not a yes/no value; set it to 1 or 0 "
+                   "(true/false, yes/no, on/off)")
+    monkeypatch.setenv("CRM_WAVE_DEBUG", "0")  # off: the one-line error, no traceback
+    _fails(capsys, ["plan"], "config", "missing environment variable")
+    monkeypatch.setenv("CRM_WAVE_DEBUG", "1")
+    with pytest.raises(Exception, match="missing environment variable"):
+        main(["plan"])
 
 
 def test_unreachable_host_is_reported_at_once_with_its_url(configured, monkeypatch, capsys):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from crm_wave.config.settings import ConfigError, CrmSettings, Settings, data_root
+from crm_wave.config.settings import AppSettings, ConfigError, CrmSettings, Settings, data_root
 
 FULL = {"CRM_BASE_URL": "http://crm.test/api/v1", "CRM_API_TOKEN": "crm-s3cret", "WAVE_GRAPHQL_URL": "http://wave.test/g",
         "WAVE_API_TOKEN": "wave-s3cret"}
@@ -84,6 +84,28 @@ def test_a_profile_naming_other_variables_makes_them_required(tmp_path: Path) ->
         CrmSettings.load(env)
     crm = CrmSettings.load({**env, "MY_CRM_KEY": "k"})
     assert crm.profile.name == "mine" and crm.api_token.get_secret_value() == "k"
+
+
+def test_the_shared_variables_are_typed_and_a_bad_one_is_named_in_one_line(tmp_path: Path) -> None:
+    assert AppSettings.load({}) == AppSettings(policy=None, debug=False)
+    shared = AppSettings.load({"CRM_WAVE_POLICY": str(tmp_path / "p.toml"), "CRM_WAVE_DEBUG": "1",
+                               "CRM_WAVE_DATA_DIR": "elsewhere", "CRM_WAVE_SNAPSHOT_KEEP": "x"})  # others: not its
+    assert shared.policy == tmp_path / "p.toml" and shared.debug
+    for off in ("0", "off", "False", " no ", ""):
+        assert AppSettings.load({"CRM_WAVE_DEBUG": off}).debug is False, off
+    with pytest.raises(ConfigError) as err:
+        AppSettings.load({"CRM_WAVE_DEBUG": "maybe"})
+    assert str(err.value).startswith("CRM_WAVE_DEBUG: 'maybe' is not a yes/no value") and "\n" not in str(err.value)
+
+
+def test_the_variables_of_the_crm_are_the_ones_its_profile_names(tmp_path: Path) -> None:
+    profile = tmp_path / "mine.toml"
+    profile.write_text((Path(__file__).parents[1] / "crm_wave/systems/crm/profiles/contract.toml").read_text()
+                       .replace('name = "contract"', 'name = "mine"\ntoken_env = "MY_CRM_KEY"', 1))
+    assert CrmSettings.variables({}, "ACME_") == {"base_url": "ACME_CRM_BASE_URL", "api_token": "ACME_CRM_API_TOKEN"}
+    assert CrmSettings.variables({"ACME_CRM_PROFILE": str(profile)}, "ACME_") == {
+        "base_url": "ACME_CRM_BASE_URL", "api_token": "ACME_MY_CRM_KEY"}
+    assert CrmSettings.variables({"CRM_PROFILE": "no-such-profile"})["api_token"] == "CRM_API_TOKEN"
 
 
 def test_data_root_is_crm_wave_data_dir_or_data() -> None:

@@ -25,7 +25,8 @@ from pydantic_settings.sources.utils import parse_env_vars
 from crm_wave.systems.crm.naming import CrmNaming
 from crm_wave.systems.crm.profile import Profile, ProfileError, load_profile
 
-__all__ = ["ConfigError", "CrmSettings", "DATA_DIR_VAR", "DB_FILE", "Settings", "WaveSettings", "check_url", "data_root"]
+__all__ = ["AppSettings", "ConfigError", "CrmSettings", "DATA_DIR_VAR", "DB_FILE", "Settings", "WaveSettings", "check_url",
+           "data_root", "data_root_set"]
 
 DB_FILE = "crm_wave.duckdb"
 DATA_DIR_VAR = "CRM_WAVE_DATA_DIR"
@@ -40,6 +41,11 @@ class ConfigError(ValueError):
 def data_root(environ: Mapping[str, str] | None = None) -> Path:
     """The directory of every tenant's data: `CRM_WAVE_DATA_DIR`, default ./data."""
     return Path((os.environ if environ is None else environ).get(DATA_DIR_VAR) or "data")
+
+
+def data_root_set(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether `CRM_WAVE_DATA_DIR` is set (Dagster then shows it as an `EnvVar`)."""
+    return bool((os.environ if environ is None else environ).get(DATA_DIR_VAR))
 
 
 def _url_problem(value: str) -> str | None:
@@ -181,15 +187,35 @@ class CrmSettings(_Section):
         return settings
 
     @classmethod
+    def _profile(cls, environ: Mapping[str, str], prefix: str) -> Profile:
+        return load_profile((environ.get(cls.var("profile", prefix)) or "").strip() or None)
+
+    @staticmethod
+    def _renamed(profile: Profile, prefix: str) -> dict[str, str]:
+        """The variables `profile` names for the URL and the token, where they are not the usual ones."""
+        return {field: prefix + name for field, name, default in (
+            ("base_url", profile.base_url_env, "CRM_BASE_URL"), ("api_token", profile.token_env, "CRM_API_TOKEN"))
+                if name != default}
+
+    @classmethod
+    def variables(cls, environ: Mapping[str, str] | None = None, prefix: str = "") -> dict[str, str]:
+        """The variables that hold the URL and the token (`base_url`, `api_token`) of the tenant with
+        `prefix`, as its CRM profile names them; the usual names when the profile cannot be loaded."""
+        environ = os.environ if environ is None else environ
+        try:
+            renamed = cls._renamed(cls._profile(environ, prefix), prefix)
+        except ProfileError:
+            renamed = {}
+        return {field: renamed.get(field) or cls.var(field, prefix) for field in ("base_url", "api_token")}
+
+    @classmethod
     def read(cls, environ: Mapping[str, str], prefix: str = "") -> tuple[CrmSettings | None, list[str], list[str]]:
         """As `load`, but returns (settings or None, missing variables, problems)."""
         try:  # the profile first: it may name other variables for the URL and token
-            profile = load_profile((environ.get(cls.var("profile", prefix)) or "").strip() or None)
+            profile = cls._profile(environ, prefix)
         except ProfileError as exc:
             return None, [], [_prefixed(str(exc), prefix)]
-        names = {field: prefix + name for field, name, default in (
-            ("base_url", profile.base_url_env, "CRM_BASE_URL"), ("api_token", profile.token_env, "CRM_API_TOKEN"))
-                 if name != default}
+        names = cls._renamed(profile, prefix)
         settings, missing, problems = cls._read(environ, prefix, names, profile=profile)
         if settings is not None and settings.naming is not None and not profile.contract_shaped:
             return None, [], [f"{cls.var('naming', prefix)}: applies to contract-shaped profiles only; put the "
@@ -212,6 +238,35 @@ class WaveSettings(_Section):
     def read(cls, environ: Mapping[str, str], prefix: str = "") -> tuple[WaveSettings | None, list[str], list[str]]:
         """(settings or None, missing variables, problems) of the tenant with `prefix`."""
         return cls._read(environ, prefix, {})
+
+
+class AppSettings(_Section):
+    """The variables shared by every tenant: `CRM_WAVE_POLICY` (the who-wins policy file; default
+    `<data dir>/policy.toml`, see `crm_wave/mapping/policy.py`) and `CRM_WAVE_DEBUG` (1: tracebacks
+    instead of one-line errors). `CRM_WAVE_DATA_DIR` is `data_root`'s."""
+
+    model_config = SettingsConfigDict(env_prefix="CRM_WAVE_")
+
+    policy: Path | None = None
+    debug: bool = False
+
+    @field_validator("debug", mode="before")
+    @classmethod
+    def _valid_flag(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() not in _FLAGS:
+            raise ValueError(f"{value!r} is not a yes/no value; set it to 1 or 0 (true/false, yes/no, on/off)")
+        return value.strip() if isinstance(value, str) else value
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None) -> AppSettings:
+        """The shared settings from `environ` (default: the process environment); ConfigError naming the variable."""
+        settings, missing, problems = cls._read(os.environ if environ is None else environ, "", {})
+        _raise(missing, problems)
+        assert settings is not None
+        return settings
+
+
+_FLAGS = {"1", "0", "true", "false", "yes", "no", "on", "off"}
 
 
 def _prefixed(text: str, prefix: str) -> str:

@@ -2,9 +2,10 @@
 
 - `tenants_sensor` keeps the `tenants` partitions equal to the tenant registry.
 - `collect_schedule` materializes collect -> global -> share for every tenant each minute.
-- `push_sensor` launches, per tenant, the push of every share asset whose latest
-  materialization reported work, plus what follows it (orders need customers and
-  products pushed first).
+- `push_sensor` launches, per tenant, the push of every share asset whose newest
+  materialization reported work (unless its own run pushed it), plus what follows it
+  (orders need customers and products pushed first). Why not an `AutomationCondition`:
+  docs/architecture.md, "Asset lineage".
 - `changes_sensor` asks both systems of every idle tenant every 10 s whether anything
   changed (`crm_wave/sync/heads.py`: the CRM change feeds' heads, Wave's newest `modifiedAt`)
   and, when something did, launches one `sync_job` run (collect -> global -> share -> push),
@@ -110,33 +111,68 @@ def _latest(instance: dg.DagsterInstance, key: str, tenant: str):
     return records[0] if records else None
 
 
+def _new_share_materializations(instance: dg.DagsterInstance, after: int) -> dict[tuple[str, str], dg.EventLogRecord]:
+    """Per (tenant, share asset): its newest materialization stored after storage id `after`."""
+    newest: dict[tuple[str, str], dg.EventLogRecord] = {}
+    for share_key in SHARE_TO_PUSH:
+        page: str | None = None
+        while True:  # oldest first, so the newest of each tenant is the one kept
+            result = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(share_key), after_storage_id=after),
+                limit=1000, cursor=page, ascending=True)
+            newest.update({(r.partition_key or "", share_key): r for r in result.records})
+            if not result.has_more:
+                break
+            page = result.cursor
+    return newest
+
+
+def _work(record: dg.EventLogRecord) -> int:
+    """The `work` a share materialization reported (0 when it reported none)."""
+    entry = record.asset_materialization.metadata.get("work") if record.asset_materialization else None
+    return entry.value if entry is not None and isinstance(entry.value, int) else 0
+
+
+def _newest_share_materialization(instance: dg.DagsterInstance) -> int:
+    """The storage id of the newest share materialization (0: none yet)."""
+    newest = [instance.fetch_materializations(dg.AssetKey(k), limit=1).records for k in SHARE_TO_PUSH]
+    return max((r[0].storage_id for r in newest if r), default=0)
+
+
 @dg.sensor(name="push_sensor", minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING,
            job=push_job,
-           description="Launches a tenant's pushes when one of its share assets' latest materialization has work.")
+           description="Launches a tenant's pushes when a share asset was materialized with work by a run that "
+                       "does not push it itself.")
 def push_sensor(context: dg.SensorEvaluationContext):
-    """Look only at materialization metadata (never at DuckDB) and decide whether to push."""
-    seen = dict(item.split("=", 1) for item in (context.cursor or "").split(",") if "=" in item)
-    cursor, requests = dict(seen), []
-    for tenant in context.instance.get_dynamic_partitions(TENANT_PARTITIONS):
-        to_push = []
-        for share_key, push_key in SHARE_TO_PUSH.items():
-            record = _latest(context.instance, share_key, tenant)
-            if record is None:
-                continue
-            mark = f"{tenant}/{share_key}"
-            work = record.asset_materialization.metadata.get("work")
-            if (seen.get(mark) != str(record.storage_id) and work is not None and work.value > 0
-                    and not _pushes_itself(context.instance, record.run_id, push_key)):
-                to_push.append(push_key)
-            cursor[mark] = str(record.storage_id)
-        if to_push:
-            # The pushes, and what depends on them (customers and products pushed -> orders re-merged and pushed).
-            assert context.repository_def is not None  # a sensor of these definitions
-            keys = dg.AssetSelection.assets(*to_push).downstream().resolve(context.repository_def.asset_graph)
-            requests.append(dg.RunRequest(run_key=f"push-{tenant}-{'-'.join(cursor.get(f'{tenant}/{k}', '') for k in SHARE_TO_PUSH)}",
-                                          asset_selection=sorted(keys), partition_key=tenant, tags={"tenant": tenant}))
-    context.update_cursor(",".join(f"{k}={v}" for k, v in sorted(cursor.items())))
-    return requests or dg.SkipReason("no share asset has work")
+    """Read the share materializations stored since the last tick (never DuckDB) and push what they left.
+
+    The cursor is one number: the storage id of the newest share materialization seen. The first
+    tick (or one after a cursor of another shape, such as the per-share cursor of earlier versions)
+    only records it: work that stood before is reported again by the next collect (the schedule
+    re-diffs every minute, and a share step that finds nothing new reports the rows still
+    waiting), so nothing is lost.
+    """
+    if not (context.cursor or "").isdigit():
+        context.update_cursor(str(_newest_share_materialization(context.instance)))
+        return dg.SkipReason("first tick: from the newest share materialization on")
+    newest = _new_share_materializations(context.instance, int(context.cursor or 0))
+    tenants = set(context.instance.get_dynamic_partitions(TENANT_PARTITIONS))
+    last = max((r.storage_id for r in newest.values()), default=None)
+    to_push: dict[str, list[str]] = {}
+    for (tenant, share_key), record in newest.items():
+        push_key = SHARE_TO_PUSH[share_key]
+        if tenant in tenants and _work(record) > 0 and not _pushes_itself(context.instance, record.run_id, push_key):
+            to_push.setdefault(tenant, []).append(push_key)
+    requests = []
+    for tenant, pushes in to_push.items():
+        # The pushes, and what depends on them (customers and products pushed -> orders re-merged and pushed).
+        assert context.repository_def is not None  # a sensor of these definitions
+        keys = dg.AssetSelection.assets(*pushes).downstream().resolve(context.repository_def.asset_graph)
+        requests.append(dg.RunRequest(run_key=f"push-{tenant}-{last}", asset_selection=sorted(keys),
+                                      partition_key=tenant, tags={"tenant": tenant}))
+    if last is not None:
+        context.update_cursor(str(last))
+    return requests or dg.SkipReason("no new share materialization left work")
 
 
 #: How `changes_sensor` asks: a short timeout and one retry, so a system that is down costs a

@@ -18,7 +18,7 @@ import dagster as dg
 from pydantic import Field
 
 from crm_wave.config.clients import crm_client, wave_client
-from crm_wave.config.settings import DATA_DIR_VAR, DB_FILE, Settings, data_root
+from crm_wave.config.settings import DATA_DIR_VAR, DB_FILE, Settings, data_root, data_root_set
 from crm_wave.store import Store
 from crm_wave.systems.crm.client import CrmClient
 from crm_wave.systems.wave.client import WaveClient
@@ -57,5 +57,5 @@ class SyncResource(dg.ConfigurableResource):
 def resources() -> dg.Definitions:
     """The sync resource, its data root from `CRM_WAVE_DATA_DIR` (an `EnvVar`, resolved when a run or
     sensor starts) or ./data when that is unset."""
-    root: Any = dg.EnvVar(DATA_DIR_VAR) if os.environ.get(DATA_DIR_VAR) else str(data_root({}))
+    root: Any = dg.EnvVar(DATA_DIR_VAR) if data_root_set() else str(data_root({}))
     return dg.Definitions(resources={"sync": SyncResource(data_root=root)})

@@ -248,12 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     policy = None
     if args.policy is not None:
-        import os
-
         from crm_wave.mapping.policy import PolicyError, load_policy
 
         try:
-            policy = load_policy(args.policy.parent, {**os.environ, "CRM_WAVE_POLICY": str(args.policy)})
+            policy = load_policy(args.policy.parent, args.policy)
         except PolicyError as exc:
             sys.stderr.write(f"{exc}\n")
             return 2

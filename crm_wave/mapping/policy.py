@@ -124,16 +124,17 @@ def parse_policy(data: Mapping[str, object], source: str = "policy") -> Policy:
     return Policy(fields=out, first_sync=first, source=source)
 
 
-def policy_path(data_dir: Path, environ: Mapping[str, str]) -> Path:
-    """The policy file: `CRM_WAVE_POLICY`, else `<data dir>/policy.toml`."""
-    return Path(environ[POLICY_ENV]) if environ.get(POLICY_ENV) else data_dir / POLICY_FILE
+def policy_path(data_dir: Path, configured: Path | None = None) -> Path:
+    """The policy file: the one `CRM_WAVE_POLICY` names (`configured`, see `AppSettings`), else `<data dir>/policy.toml`."""
+    return configured or data_dir / POLICY_FILE
 
 
-def load_policy(data_dir: Path, environ: Mapping[str, str]) -> Policy:
-    """The policy of a data dir (defaults when there is no file); `PolicyError` when it is not usable."""
-    path = policy_path(data_dir, environ)
+def load_policy(data_dir: Path, configured: Path | None = None) -> Policy:
+    """The policy of a data dir, or of the file `CRM_WAVE_POLICY` names (`configured`): the defaults
+    when there is no file; `PolicyError` when it is not usable."""
+    path = policy_path(data_dir, configured)
     if not path.exists():
-        if environ.get(POLICY_ENV):
+        if configured:
             raise PolicyError(f"{POLICY_ENV}={path}: no such file; create it or unset {POLICY_ENV}")
         return Policy()
     try:

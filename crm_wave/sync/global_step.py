@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import zlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +44,7 @@ from crm_wave.mapping.canonical import (
 )
 from crm_wave.mapping.flows import flows_for
 from crm_wave.mapping.normalize import canonical_series
+from crm_wave.config.settings import AppSettings
 from crm_wave.mapping.policy import Policy, field_policy_exprs, load_policy
 from crm_wave.store.db import Store
 from crm_wave.store.queue import read_queue, reconcile
@@ -424,7 +424,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     step = f"global_{entity}"
     table = global_table(entity)
     names = {s: dataset(s, entity) for s in SIDES}
-    policy = load_policy(store.path.parent, os.environ)
+    policy = load_policy(store.path.parent, AppSettings.load().policy)
     # A policy change re-merges everything once (open waits may be decided by it).
     fp = zlib.crc32(f"{fingerprint(entity)}|{policy.key}".encode())
     whole: dict[str, pl.DataFrame] | None = None

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from crm_wave.mapping.policy import POLICY_ENV, POLICY_FILE, policy_path
+from crm_wave.config.settings import AppSettings
+from crm_wave.mapping.policy import POLICY_FILE, policy_path
 from crm_wave.store.queue import list_items
 
 __all__ = ["copy_policy", "planned_reviews"]
@@ -15,9 +15,9 @@ __all__ = ["copy_policy", "planned_reviews"]
 
 def copy_policy(data_dir: Path, scratch_dir: Path) -> None:
     """Put the data dir's policy file beside the scratch copy, so the plan decides as the sync will."""
-    if os.environ.get(POLICY_ENV):
+    if AppSettings.load().policy:
         return  # read from there by both
-    src = policy_path(data_dir, os.environ)
+    src = policy_path(data_dir)
     if src.exists():
         shutil.copyfile(src, scratch_dir / POLICY_FILE)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from crm_wave.mapping.policy import describe_policy, load_policy
 from crm_wave.tools.report import format_summary, state_summary
-from crm_wave.config.settings import DB_FILE
+from crm_wave.config.settings import DB_FILE, AppSettings
 from crm_wave.store import Store
 from crm_wave.systems.crm.client import CrmClient
 from crm_wave.systems.crm.simulator import create_app as crm_app
@@ -146,7 +146,7 @@ def run_demo(data_dir: Path = Path("data")) -> int:
         store = Store(data_dir / DB_FILE)
 
         print("\n== First sync (two-way, pre-existing pairs merged) ==")
-        print("\n".join(describe_policy(load_policy(data_dir, os.environ))))
+        print("\n".join(describe_policy(load_policy(data_dir, AppSettings.load().policy))))
         passes = run_sync_job()
         print(f"{len(passes)} pass(es)")
         print(format_summary(state_summary(store), _writes(passes)))

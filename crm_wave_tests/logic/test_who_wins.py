@@ -139,14 +139,14 @@ def test_policy_chosen_per_row_decides_like_the_literal():
 # ---- the policy file --------------------------------------------------------------------
 
 def test_policy_file_is_read_and_validated(tmp_path: Path):
-    assert load_policy(tmp_path, {}) == Policy()  # no file: defaults (first sync review, every field newest)
+    assert load_policy(tmp_path) == Policy()  # no file: defaults (first sync review, every field newest)
     (tmp_path / "policy.toml").write_text('first_sync = "crm"\n[fields.product]\nName = "crm"\n[fields.customer]\nCurrency = "wave->crm"\n')
-    policy = load_policy(tmp_path, {})
+    policy = load_policy(tmp_path)
     assert policy.first_sync == "crm" and policy.field("product", "Name") == "crm"
     assert policy.field("customer_person", "Currency") == policy.field("customer_organization", "Currency") == "wave->crm"
     other = tmp_path / "elsewhere.toml"
     other.write_text('first_sync = "wave"\n')
-    assert load_policy(tmp_path, {"CRM_WAVE_POLICY": str(other)}).first_sync == "wave"
+    assert load_policy(tmp_path, other).first_sync == "wave"
 
 
 @pytest.mark.parametrize(("doc", "message"), [
@@ -167,9 +167,9 @@ def test_bad_policies_get_one_line_errors(doc, message):
 def test_bad_toml_and_missing_named_file(tmp_path: Path):
     (tmp_path / "policy.toml").write_text("first_sync = \n")
     with pytest.raises(PolicyError, match="not valid TOML"):
-        load_policy(tmp_path, {})
+        load_policy(tmp_path)
     with pytest.raises(PolicyError, match="no such file"):
-        load_policy(tmp_path, {"CRM_WAVE_POLICY": str(tmp_path / "nope.toml")})
+        load_policy(tmp_path, tmp_path / "nope.toml")
 
 
 # ---- what a decision means ----------------------------------------------------------------
