@@ -10,7 +10,7 @@ import pytest
 
 from crm_wave.systems.serve import serve_in_thread
 
-pytest_plugins = ["crm_wave_tests.rig"]
+pytest_plugins = ["crm_wave_tests.rig", "crm_wave_tests.cputime"]
 
 WAVE_TOKEN = "wave-test-token"
 CRM_TOKEN = "crm-test-token"

@@ -11,6 +11,7 @@ not a dead letter here).
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -20,7 +21,13 @@ from pathlib import Path
 import pytest
 
 from crm_wave.cli import main
+from crm_wave.store import Store
+from crm_wave.systems.crm.client import CrmClient
+from crm_wave.systems.serve import serve_in_thread
+from crm_wave.systems.wave.client import WaveClient
 from crm_wave.tools.demo import next_steps
+
+from .rig import Rig
 
 ROOT = Path(__file__).parents[1]
 DOCS = [ROOT / "docs" / "runbook.md", ROOT / "README.md"]
@@ -81,19 +88,51 @@ def test_the_extraction_finds_the_runbook_commands():
     assert not runnable("crm-wave sql --format csv|json \"SELECT …\"")
 
 
+@pytest.fixture(scope="module")
+def synced_dir(tmp_path_factory):
+    """Both simulators and a data directory after a sync of a few customers, products and an order
+    on both sides: set up once for the module (a sync through Dagster is most of each test's cost).
+    The tests run the documents' commands one after another on it, as a reader of the runbook does
+    on a live system, so each command also meets the state the ones before it left."""
+    from crm_wave.systems.crm.profile import load_profile
+    from crm_wave.systems.crm.simulator import create_app as crm_app
+    from crm_wave.systems.wave.simulator import create_app as wave_app
+
+    from .conftest import CRM_TOKEN, WAVE_TOKEN
+
+    data = tmp_path_factory.mktemp("doc-data")
+    sims = tmp_path_factory.mktemp("doc-sims")
+    with serve_in_thread(crm_app(db_path=sims / "crm.sqlite3", token=CRM_TOKEN, style="contract")) as crm_base, \
+            serve_in_thread(wave_app(db_path=sims / "wave.sqlite3", token=WAVE_TOKEN)) as wave_base, \
+            pytest.MonkeyPatch.context() as mp:
+        crm_url, wave_url = f"{crm_base}/api/v1", f"{wave_base}/graphql/public"
+        for key, value in {"CRM_BASE_URL": crm_url, "CRM_API_TOKEN": CRM_TOKEN, "CRM_PROFILE": "contract",
+                           "WAVE_GRAPHQL_URL": wave_url, "WAVE_API_TOKEN": WAVE_TOKEN,
+                           "CRM_WAVE_DATA_DIR": str(data), "WAVE_REQUESTS_PER_MINUTE": "0"}.items():
+            mp.setenv(key, value)
+        with CrmClient(base_url=crm_url, token=CRM_TOKEN, profile=load_profile("contract")) as crm, \
+                WaveClient(url=wave_url, token=WAVE_TOKEN) as wave:
+            rig = Rig(crm=crm, wave=wave, store=Store(data / "crm_wave.duckdb"), crm_db=sims / "crm.sqlite3")
+            c = rig.crm_create("customers", {"Type": "organization", "Name": "Doc AS", "Email": "doc@x.example",
+                                             "Phone": "+47 22 00 00 01"})
+            p = rig.crm_create("products", {"Name": "Doc widget", "UnitPrice": "12.50"})
+            rig.crm_create("orders", {"OrderNumber": "SO-9001", "CustomerId": c["Id"], "OrderDate": "2026-01-02",
+                                      "DueDate": "2026-01-16", "Currency": "NOK",
+                                      "Lines": [{"ProductId": p["Id"], "Quantity": "2", "UnitPrice": "12.50"}]})
+            rig.wave_write("customerCreate", {"businessId": wave.business_id, "name": "Wave Only AS",
+                                              "email": "wave@x.example"})
+            assert main(["sync", "--once", "--quiet"]) == 0
+        yield data, dict(os.environ)
+
+
 @pytest.fixture
-def synced(rig, sim_env, tmp_path):
-    """A data directory after a sync of a few customers, products and an order on both sides."""
-    c = rig.crm_create("customers", {"Type": "organization", "Name": "Doc AS", "Email": "doc@x.example",
-                                     "Phone": "+47 22 00 00 01"})
-    p = rig.crm_create("products", {"Name": "Doc widget", "UnitPrice": "12.50"})
-    rig.crm_create("orders", {"OrderNumber": "SO-9001", "CustomerId": c["Id"], "OrderDate": "2026-01-02",
-                              "DueDate": "2026-01-16", "Currency": "NOK",
-                              "Lines": [{"ProductId": p["Id"], "Quantity": "2", "UnitPrice": "12.50"}]})
-    biz = rig.wave.business_id
-    rig.wave_write("customerCreate", {"businessId": biz, "name": "Wave Only AS", "email": "wave@x.example"})
-    assert main(["sync", "--once", "--quiet"]) == 0
-    return tmp_path
+def synced(synced_dir, monkeypatch):
+    """The module's synced data directory, with its variables set for this test."""
+    data, environ = synced_dir
+    for key in ("CRM_BASE_URL", "CRM_API_TOKEN", "CRM_PROFILE", "WAVE_GRAPHQL_URL", "WAVE_API_TOKEN",
+                "CRM_WAVE_DATA_DIR", "WAVE_REQUESTS_PER_MINUTE"):
+        monkeypatch.setenv(key, environ[key])
+    return data
 
 
 def _run(command: str, capsys) -> tuple[int, str]:
