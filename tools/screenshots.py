@@ -4,8 +4,8 @@ playwright is not a dependency of crm-wave; Chromium is Debian's (`apt-get insta
 Beside a running `crm-wave dev` on the demo's data (docs/runbook.md, "Screenshots"):
 
     .venv/bin/crm-wave demo --data-dir /tmp/shots
-    .venv/bin/crm-wave dev --data-dir /tmp/shots --crm-port 0 --wave-port 0 &
-    .tools/bin/uv run --with playwright python tools/screenshots.py --data-dir /tmp/shots
+    .venv/bin/crm-wave dev --data-dir /tmp/shots --port 3000 --crm-port 0 --wave-port 0 &
+    .tools/bin/uv run --frozen --with playwright python tools/screenshots.py --data-dir /tmp/shots --url http://127.0.0.1:3000
 
 It adds one CRM customer whose Description Wave refuses (1500 characters, at most 1000 are sent),
 waits for the `sync_job` run the changes sensor starts for it, and saves lineage.png, asset.png,
