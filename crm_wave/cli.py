@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -41,7 +42,6 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         return 2
     _preflight(args.tenant)  # a wrong URL or token: one line now, not a failed run's stack traces
 
-    from crm_wave.defs.run import SyncHeld, run_sync_job
     from crm_wave.tools.report import format_summary, state_summary
 
     marks: dict[str, str] | None = None
@@ -53,22 +53,71 @@ def _cmd_sync(args: argparse.Namespace) -> int:
                 continue
         code = 0
         try:
-            passes = run_sync_job(tenant=args.tenant, max_passes=args.max_passes,
-                                  log_level="WARNING" if args.quiet else "INFO")
-            print(f"{len(passes)} pass(es)")
-        except SyncHeld as held:
-            code = 3 if held.breaker else 1
-            print("sync held:" if held.breaker else "sync failed:", file=sys.stderr)
-            for reason in held.reasons:
+            passes, held = _sync_passes(args, store)
+        except Exception as failed:  # what the stages before it wrote is kept: show it, then say what failed
+            with contextlib.suppress(Exception):
+                _publish(store)
+            if args.debug:
+                raise
+            from crm_wave.cli_errors import EXIT_CODES, explain
+
+            error = explain(failed, env_prefix=_env_prefix(args.tenant))
+            if error.kind != "internal":  # a refused token, an unreachable system, a locked file: its own code
+                raise
+            print(f"crm-wave sync: a stage failed: {type(failed).__name__}: {str(failed).splitlines()[0] if str(failed) else ''}"
+                  "; rerun with --debug for the traceback", file=sys.stderr)
+            return EXIT_CODES["sync_failed"]
+        if held:
+            code = 3
+            print("sync held:", file=sys.stderr)
+            for reason in held:
                 print(f"  {reason}", file=sys.stderr)
-            if held.breaker:  # the breaker check published the snapshot the review reads
-                print("  review with `crm-wave plan`, then `crm-wave confirm <share table>`", file=sys.stderr)
-            else:
-                _publish(store)  # the snapshot step did not run: publish what the failed pass left
+            print("  review with `crm-wave plan`, then `crm-wave confirm <share table>`", file=sys.stderr)
+        else:
+            print(f"{passes} pass(es)")
+        _publish(store)  # what the analysts and a held push's review read (`crm-wave sql`)
         print(format_summary(state_summary(store)))
         if args.once:
             return code
         time.sleep(args.every)
+
+
+def _sync_passes(args: argparse.Namespace, store) -> tuple[int, list[str]]:
+    """Passes of the engine until one writes nothing (at most `--max-passes`): (passes run, the pushes a
+    circuit breaker held, in words). The stages are the Dagster `sync_job`'s (`run_pass`), run here
+    without a Dagster run: an in-process run on a throwaway instance cost ~7 CPU-s of bookkeeping a
+    pass that nobody could look at (docs/benchmarks.md); the UI's runs are `crm-wave dev`'s."""
+    import uuid
+
+    from crm_wave.sync.collect import CollectResult
+    from crm_wave.sync.engine import run_pass
+    from crm_wave.sync.push import PushResult
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    def on_stage(stage, result) -> None:
+        if isinstance(result, CollectResult):
+            say(f"{stage.name}: read {result.read}, wrote {result.written} versions (full={result.full})")
+        elif isinstance(result, PushResult):  # problems: shown with --quiet too
+            for message in result.messages[:50]:
+                print(message, file=sys.stderr)
+
+    clients = _clients(args.tenant)
+    passes = 0
+    try:
+        while passes < args.max_passes:
+            passes += 1
+            result = run_pass(store, clients, run_id=f"cli-{uuid.uuid4().hex}", progress=say, on_stage=on_stage)
+            if result.held:
+                return passes, [str(held) for held in result.held]
+            if result.writes == 0:
+                break
+    finally:
+        for client in clients.values():
+            client.close()
+    return passes, []
 
 
 def _changed(tenant: str, marks: dict[str, str] | None) -> tuple[bool, dict[str, str] | None]:
@@ -360,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the API's shape; each has its CRM profile of the same name (docs/custom-crm.md)")
     crm.set_defaults(func=_cmd_sim_crm)
 
-    sync = sub.add_parser("sync", help="run the sync job in-process against the configured systems")
+    sync = sub.add_parser("sync", help="run the sync's stages in-process against the configured systems (no Dagster run)")
     sync.add_argument("--once", action="store_true", help="one sync (passes until nothing is left to write), then exit")
     sync.add_argument("--every", type=float, default=60.0, help="seconds between syncs without --once")
     sync.add_argument("--max-passes", type=int, default=4)
@@ -456,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
 
         apply_env_file(os.environ, _data_root())
     args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     if debug:
         return int(args.func(args) or 0)
     try:

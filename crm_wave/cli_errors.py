@@ -14,7 +14,7 @@ __all__ = ["EXIT_CODES", "CliError", "explain", "preflight"]
 
 #: Exit code per kind of failure (0 is success; 1 and 3 are the sync's own results).
 EXIT_CODES = {
-    "sync_failed": 1,      # a step of the sync failed; the reasons are printed
+    "sync_failed": 1,      # a stage of the sync failed for another reason than those below; it is printed
     "usage": 2,            # a bad argument or option value (also argparse's own code)
     "held": 3,             # a circuit breaker holds a push until `crm-wave confirm`
     "config": 4,           # an environment variable is missing or invalid
