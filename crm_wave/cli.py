@@ -59,14 +59,12 @@ def _cmd_sync(args: argparse.Namespace) -> int:
                 _publish(store)
             if args.debug:
                 raise
-            from crm_wave.cli_errors import EXIT_CODES, explain
+            from crm_wave.cli_errors import CliError, explain
 
             error = explain(failed, env_prefix=_env_prefix(args.tenant))
-            if error.kind != "internal":  # a refused token, an unreachable system, a locked file: its own code
-                raise
-            print(f"crm-wave sync: a stage failed: {type(failed).__name__}: {str(failed).splitlines()[0] if str(failed) else ''}"
-                  "; rerun with --debug for the traceback", file=sys.stderr)
-            return EXIT_CODES["sync_failed"]
+            if error.kind == "internal":  # a refused token, an unreachable system, a locked file keep their own code
+                error = CliError(f"a stage failed: {error.message}", "sync_failed")
+            raise error from failed
         if held:
             code = 3
             print("sync held:", file=sys.stderr)
@@ -84,40 +82,28 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
 def _sync_passes(args: argparse.Namespace, store) -> tuple[int, list[str]]:
     """Passes of the engine until one writes nothing (at most `--max-passes`): (passes run, the pushes a
-    circuit breaker held, in words). The stages are the Dagster `sync_job`'s (`run_pass`), run here
+    circuit breaker held, in words). The stages are the Dagster `sync_job`'s (`sync_once`), run here
     without a Dagster run: an in-process run on a throwaway instance cost ~7 CPU-s of bookkeeping a
     pass that nobody could look at (docs/benchmarks.md); the UI's runs are `crm-wave dev`'s."""
     import uuid
 
-    from crm_wave.sync.collect import CollectResult
-    from crm_wave.sync.engine import run_pass
-    from crm_wave.sync.push import PushResult
+    from crm_wave.sync.engine import report_stage, sync_once
 
     def say(message: str) -> None:
         if not args.quiet:
             print(message, file=sys.stderr, flush=True)
 
-    def on_stage(stage, result) -> None:
-        if isinstance(result, CollectResult):
-            say(f"{stage.name}: read {result.read}, wrote {result.written} versions (full={result.full})")
-        elif isinstance(result, PushResult):  # problems: shown with --quiet too
-            for message in result.messages[:50]:
-                print(message, file=sys.stderr)
+    def warn(message: str) -> None:  # problems: shown with --quiet too
+        print(message, file=sys.stderr)
 
     clients = _clients(args.tenant)
-    passes = 0
     try:
-        while passes < args.max_passes:
-            passes += 1
-            result = run_pass(store, clients, run_id=f"cli-{uuid.uuid4().hex}", progress=say, on_stage=on_stage)
-            if result.held:
-                return passes, [str(held) for held in result.held]
-            if result.writes == 0:
-                break
+        passes = sync_once(store, clients, max_passes=args.max_passes, run_id=f"cli-{uuid.uuid4().hex}",
+                           progress=say, on_stage=lambda s, r: report_stage(s, r, say, warn), raise_held=False)
     finally:
         for client in clients.values():
             client.close()
-    return passes, []
+    return len(passes), [str(held) for held in passes[-1].held] if passes else []
 
 
 def _changed(tenant: str, marks: dict[str, str] | None) -> tuple[bool, dict[str, str] | None]:

@@ -23,7 +23,7 @@ from crm_wave.defs.table_meta import OWNERS, recorded_conflicts, table_metadata
 from crm_wave.store.db import Store
 from crm_wave.sync.breaker import CircuitOpen, breaker_state
 from crm_wave.sync.collect import CollectResult, utcnow
-from crm_wave.sync.engine import StageResult, run_pass
+from crm_wave.sync.engine import StageResult, report_stage, run_pass
 from crm_wave.sync.global_step import GlobalResult
 from crm_wave.sync.push import PushResult
 from crm_wave.sync.share_step import ShareResult
@@ -139,11 +139,7 @@ def sync_pass(context: dg.AssetExecutionContext, config: PassConfig, sync: SyncR
     events: list[Any] = []
 
     def on_stage(s: Stage, result: StageResult | CircuitOpen) -> None:
-        if isinstance(result, CollectResult):
-            context.log.info(f"{s.name}: read {result.read}, wrote {result.written} versions (full={result.full})")
-        if isinstance(result, PushResult):
-            for message in result.messages[:50]:
-                context.log.warning(message)
+        report_stage(s, result, context.log.info, context.log.warning)
         if not isinstance(result, CircuitOpen):
             events.append(dg.MaterializeResult(asset_key=s.name, metadata=_metadata(store, s, result)))
         if s.kind == "share" and s.name in breakers:

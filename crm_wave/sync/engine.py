@@ -1,6 +1,6 @@
 """One sync pass, in-process: the stages of `stages.STAGES`, in their order, on one connection.
 
-`run_pass` is the only code that runs a pass: `sync_once` (the tests, the benchmarks),
+`run_pass` is the only code that runs a pass: `sync_once` (`crm-wave sync`, the tests, the benchmarks),
 the Dagster `sync_job`/`collect_job`/`push_job` (one asset step running the selected
 stages, `crm_wave/defs/assets.py`) and `plan` (the read-only stages on a scratch copy) all
 call it. `sync_once` repeats passes until one writes nothing (the sync reads its own writes
@@ -30,7 +30,7 @@ from crm_wave.sync.share_step import ShareResult, build_share
 from crm_wave.sync.stages import STAGES, SYSTEMS, Stage
 from crm_wave.systems.protocols import Client
 
-__all__ = ["PassResult", "StageResult", "run_pass", "sync_once", "SYSTEMS"]
+__all__ = ["PassResult", "StageResult", "report_stage", "run_pass", "sync_once", "SYSTEMS"]
 
 StageResult = CollectResult | GlobalResult | ShareResult | PushResult
 
@@ -110,20 +110,36 @@ def run_pass(store: Store, clients: Mapping[str, Client], *, now: datetime | Non
     return out
 
 
+def report_stage(s: Stage, result: StageResult | CircuitOpen, info: Callable[[str], None],
+                 warn: Callable[[str], None]) -> None:
+    """What a pass tells a person of a stage (an `on_stage` for `run_pass`, given where to say it): what
+    each collect read and wrote (`info`), and the first 50 problems of each push (`warn`)."""
+    if isinstance(result, CollectResult):
+        info(f"{s.name}: read {result.read}, wrote {result.written} versions (full={result.full})")
+    elif isinstance(result, PushResult):
+        for message in result.messages[:50]:
+            warn(message)
+
+
 def sync_once(store: Store, clients: Mapping[str, Client], *, max_passes: int = 4, full: bool | None = None,
               clock: Callable[[], datetime] = utcnow, run_id: str | None = None,
-              business_id: str | None = None) -> list[PassResult]:
+              business_id: str | None = None, progress: Callable[[str], None] | None = None,
+              on_stage: Callable[[Stage, StageResult | CircuitOpen], None] | None = None,
+              raise_held: bool = True) -> list[PassResult]:
     """Run passes until one writes nothing (or `max_passes`); return every pass's result.
 
-    Raises the first `CircuitOpen` of a pass in which a breaker held a push, after that pass.
+    A pass in which a breaker held a push is the last: its first `CircuitOpen` is raised after it,
+    or, with `raise_held=False`, the passes are returned and the last one's `held` lists them all.
     """
     passes = []
     for i in range(max_passes):
         result = run_pass(store, clients, now=clock(), full=full if i == 0 else None, run_id=run_id,
-                          business_id=business_id)
+                          business_id=business_id, progress=progress, on_stage=on_stage)
         passes.append(result)
         if result.held:
-            raise result.held[0]
+            if raise_held:
+                raise result.held[0]
+            break
         if result.writes == 0:
             break
     return passes
