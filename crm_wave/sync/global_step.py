@@ -46,6 +46,7 @@ from crm_wave.mapping.flows import flows_for
 from crm_wave.mapping.normalize import canonical_series
 from crm_wave.config.settings import AppSettings
 from crm_wave.mapping.policy import Policy, field_policy_exprs, load_policy
+from crm_wave.store.connection import registered
 from crm_wave.store.db import Store
 from crm_wave.store.queue import read_queue, reconcile
 from crm_wave.store.tables import column_types
@@ -127,8 +128,9 @@ def _fragment_query(system: str, entity: str, fields: tuple[str, ...] | None = N
     return json.dumps(tree), ", ".join(select), lines_ok
 
 
-def _register_ids(con: duckdb.DuckDBPyConnection, name: str, ids: pl.Series) -> None:
-    con.register(name, pl.DataFrame({"id": ids.cast(pl.String)}).unique())
+def _ids_view(con: duckdb.DuckDBPyConnection, name: str, ids: pl.Series) -> contextlib.AbstractContextManager[str]:
+    """These ids (once each) visible to SQL as the view `name` (column `id`) for a `with` block."""
+    return registered(con, name, pl.DataFrame({"id": ids.cast(pl.String)}).unique())
 
 
 def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str,
@@ -148,29 +150,20 @@ def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, en
         item = json.dumps(_tree(list(LINE_SLOTS[system].values())))
         lines_sql = (f"s['{lp}'] AS _lines, json_transform(s['{lp}'], '[\"JSON\"]') AS _elems, "
                      f"list_transform(json_transform(s['{lp}'], '[\"JSON\"]'), e -> json_transform(e, '{item}')) AS _items")
-    where = ""
-    if ids is not None:
-        _register_ids(con, "_canon_ids", ids)
-        where = "WHERE _source_id IN (SELECT id FROM _canon_ids)"
-    try:
+    where = "" if ids is None else "WHERE _source_id IN (SELECT id FROM _canon_ids)"
+    with contextlib.nullcontext() if ids is None else _ids_view(con, "_canon_ids", ids):
         raw = con.execute(
             f"WITH cur AS (SELECT _source_id, _deleted, _modified, body FROM {name} {where} "
             f"QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _seq DESC) = 1) "
             f"SELECT _source_id, _deleted, _modified, body IS NULL AS _nobody, {lines_ok} AS lines_ok, {select} "
             f"FROM (SELECT *, {lines_sql} FROM (SELECT *, json_transform(body, ?) AS s FROM cur))", [structure]).pl()
-    finally:
-        if ids is not None:
-            con.unregister("_canon_ids")
 
     def bodies(source_ids: pl.Series) -> pl.Series:
         """The JSON bodies of some of these rows (for the rows the fast path cannot map)."""
-        _register_ids(con, "_body_ids", source_ids)
-        try:
+        with _ids_view(con, "_body_ids", source_ids):
             found = dict(con.execute(
                 f"SELECT _source_id, body::VARCHAR FROM {name} WHERE _source_id IN (SELECT id FROM _body_ids) "
                 f"QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _seq DESC) = 1").fetchall())
-        finally:
-            con.unregister("_body_ids")
         return pl.Series([found.get(i) for i in source_ids.to_list()], dtype=pl.String)
 
     return _canonical_frame(raw, system, entity, bodies, fields)
@@ -292,14 +285,11 @@ def _created_keys(con: duckdb.DuckDBPyConnection, system: str, entity: str, ids:
     """{key the sync wrote into the record on create: source id} of these records (those that kept one)."""
     if ids.is_empty():
         return {}
-    _register_ids(con, "_created_ids", ids)
-    try:
+    with _ids_view(con, "_created_ids", ids):
         rows = con.execute(
             f"SELECT _source_id, json_extract_string(body, '$.{CREATE_KEY_FIELD}') FROM {dataset(system, entity)} "
             "WHERE _source_id IN (SELECT id FROM _created_ids) "
             "QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _seq DESC) = 1").fetchall()
-    finally:
-        con.unregister("_created_ids")
     return {key: sid for sid, key in rows if key}
 
 
