@@ -3,7 +3,7 @@ incremental step (global, share) last ran, and how far each step has read (`step
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import duckdb
 import polars as pl
@@ -48,11 +48,18 @@ class ChangeLog:
         """`source -> mark` of one incremental step."""
         return dict(con.execute("SELECT source, mark FROM step_marks WHERE step = ?", [step]).fetchall())
 
-    def set_marks(self, con: duckdb.DuckDBPyConnection, step: str, marks: dict[str, int]) -> None:
-        """Replace the marks of one step; then forget changes every step has read."""
-        frame = pl.DataFrame({"step": step, "source": list(marks), "mark": [int(v) for v in marks.values()]},
-                             schema={"step": pl.String, "source": pl.String, "mark": pl.Int64})
-        with registered(con, "_marks_in", frame):
-            con.execute("INSERT INTO step_marks SELECT * FROM _marks_in "
-                        "ON CONFLICT (step, source) DO UPDATE SET mark = excluded.mark")
-        con.execute("DELETE FROM changes WHERE seq <= (SELECT min(mark) FROM step_marks WHERE source = 'changes')")
+    def set_marks(self, con: duckdb.DuckDBPyConnection, step: str, marks: dict[str, int],
+                  previous: Mapping[str, int] | None = None) -> None:
+        """Set the marks of one step (just those that differ from `previous`, the marks it read, when
+        given); then, if its `changes` mark moved, forget the changes every step has read.
+
+        One `UPDATE` per mark that moved, an `INSERT` for a new one: DuckDB's `ON CONFLICT` upsert
+        costs 2.6x an `UPDATE` (9.6 against 3.7 ms of CPU), and a pass sets 18 steps' marks."""
+        moved = {k: int(v) for k, v in marks.items() if previous is None or previous.get(k) != int(v)}
+        for source, mark in moved.items():
+            ((n,),) = con.execute("UPDATE step_marks SET mark = ? WHERE step = ? AND source = ?",
+                                  [mark, step, source]).fetchall()
+            if not n:
+                con.execute("INSERT INTO step_marks VALUES (?, ?, ?)", [step, source, mark])
+        if "changes" in moved:
+            con.execute("DELETE FROM changes WHERE seq <= (SELECT min(mark) FROM step_marks WHERE source = 'changes')")

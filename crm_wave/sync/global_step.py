@@ -42,6 +42,7 @@ from crm_wave.mapping.canonical import (
     canonical_from_fragments,
     source_slots,
 )
+from crm_wave.mapping import canonical as canonical_paths
 from crm_wave.mapping.flows import flows_for
 from crm_wave.mapping.normalize import canonical_series
 from crm_wave.config.settings import AppSettings
@@ -143,6 +144,15 @@ def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, en
     """
     name = dataset(system, entity)
     store.ensure_dataset(con, name)
+    if ids is not None and ids.n_unique() <= canonical_paths.SMALL:
+        # A few records: they are mapped from their bodies (`canonical_from_fragments`' exact path), so
+        # the fragments query, the costliest statement of an incremental pass, is not needed.
+        with _ids_view(con, "_canon_ids", ids):
+            raw = con.execute(
+                f"SELECT _source_id, _deleted, _modified, body IS NULL AS _nobody, body::VARCHAR AS _body FROM {name} "
+                f"WHERE _source_id IN (SELECT id FROM _canon_ids) "
+                f"QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _seq DESC) = 1").pl()
+        return _canonical_frame(raw, system, entity, raw["_body"].cast(pl.String), fields)
     structure, select, lines_ok = _fragment_query(system, entity, fields)
     lines_sql = "NULL AS _lines, NULL AS _elems, NULL AS _items"
     if entity == "order" and (fields is None or "Lines" in fields):
@@ -182,10 +192,15 @@ def _canonical_frame(raw: pl.DataFrame, system: str, entity: str, bodies: Any = 
         return pl.DataFrame(schema=schema)
     paths = list(dict.fromkeys(p for f, p in source_slots(system, entity).items() if subset is None or f in subset))
     with_lines = entity == "order" and "Lines" in cols
-    frags = raw.select([pl.col(p).cast(pl.String) for p in paths]
-                       + ([pl.col("Lines"), pl.col("lines_ok")] if with_lines else []))
+    if "_body" in raw.columns:  # the few-records read of `read_canonical`: mapped from the bodies alone
+        assert raw.height <= canonical_paths.SMALL
+        frags = raw.select("_source_id")
+    else:
+        frags = raw.select([pl.col(p).cast(pl.String) for p in paths]
+                           + ([pl.col("Lines"), pl.col("lines_ok")] if with_lines else []))
     ids = raw["_source_id"].cast(pl.String)
-    cells = canonical_from_fragments(frags, system, entity, lambda idx: bodies(ids.gather(idx)), subset)
+    given = bodies if isinstance(bodies, pl.Series) else (lambda idx: bodies(ids.gather(idx)))
+    cells = canonical_from_fragments(frags, system, entity, given, subset)
     gone = raw["_deleted"].fill_null(False) | raw["_nobody"]
     cells = cells.with_columns([pl.when(gone).then(None).otherwise(pl.col(c)).alias(c) for c in cols])
     return pl.concat([
@@ -433,7 +448,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
             if stars.filter(own | deps).height:
                 incremental = False
             elif _untouched(names, marks, top, logged.filter(own | deps)):
-                store.set_marks(con, step, {**top, "changes": top_change, "fingerprint": fp})
+                store.set_marks(con, step, {**top, "changes": top_change, "fingerprint": fp}, marks)
                 golden = int(con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
                 return GlobalResult(entity=entity, golden=golden, new_links=0, merged_by_key=0, conflicts=0)
         dep = {e: _all_links(store, con, e) for e in ("customer", "product")} if entity == "order" else {}
@@ -516,7 +531,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
         else:
             store.swap_table(con, staging, table)
             store.log_changes(con, entity, ["*"], "golden", writer=OWN)
-        store.set_marks(con, step, {**top, "changes": top_change, "fingerprint": fp})
+        store.set_marks(con, step, {**top, "changes": top_change, "fingerprint": fp}, marks)
         golden = int(con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
     return GlobalResult(
         entity=entity,

@@ -135,8 +135,8 @@ def push(store: Store, target: str, entity: str, client: Client, now: datetime, 
             push_target = _WavePush(store, entity, wave, business_id or wave.business_id)
         else:
             push_target = _CrmPush(store, entity, cast(CrmApi, client))
-        with store.released():  # sending may take minutes: the file is not held meanwhile
-            push_target.run(rows, result, now.replace(tzinfo=None), run_id, policy, progress)
+        # Sending may take minutes: each API call gives the file back if someone waits for it (`Store.lent`).
+        push_target.run(rows, result, now.replace(tzinfo=None), run_id, policy, progress)
         return result
 
 
@@ -303,7 +303,9 @@ class _WavePush(_TargetPush):
         read = {"customer": self.client.list_customers, "product": self.client.list_products,
                 "order": self.client.list_invoices}[self.entity]
         found: dict[str, str] = {}
-        for node in read():
+        with self.store.lent():
+            nodes = read()
+        for node in nodes:
             if node["id"] in linked:
                 continue
             key = intent_key(self.entity, {k: to_cell(v) for k, v in wave_to_canonical(self.entity, node).items()})
@@ -325,7 +327,8 @@ class _WavePush(_TargetPush):
         read = {"customer": self.client.list_customers, "product": self.client.list_products,
                 "order": self.client.list_invoices}[self.entity]
         # Everything modified after the newest change we collected: one read, usually empty.
-        nodes = read(modified_after=newest)
+        with self.store.lent():
+            nodes = read(modified_after=newest)
         if not nodes:
             return set()
         with self.store.connect() as con:
@@ -401,7 +404,9 @@ class _WavePush(_TargetPush):
     def _chunk(self, chunk: list[tuple[_Row, list[Mutation]]], result: PushResult, now: datetime,
                run_id: str | None) -> None:
         try:
-            outcomes = {res.key: res for res in self.client.mutate([ops[0] for _, ops in chunk])}
+            with self.store.lent():
+                answers = self.client.mutate([ops[0] for _, ops in chunk])
+            outcomes = {res.key: res for res in answers}
         except WaveBatchInterrupted as exc:
             outcomes = {res.key: res for res in exc.results}
             unsent = set(exc.unsent_keys)
@@ -436,7 +441,9 @@ class _WavePush(_TargetPush):
             self.done_many(con, succeeded, result, now, run_id)
         if follow:
             try:
-                for res in self.client.mutate(follow):
+                with self.store.lent():
+                    answers = self.client.mutate(follow)
+                for res in answers:
                     if not res.ok:
                         result.messages.append(f"wave {self.entity} {res.key}: {res.name}: {res.errors}")
             except TransientError as exc:  # the next pass sees the difference and sends it again
@@ -472,11 +479,12 @@ class _CrmPush(_TargetPush):
                 with self.store.connect() as con:
                     self.store.add_intents(con, "crm", self.entity, [(row.gid, key, row.cells)], now)
             try:
-                if row.op == "insert":
-                    stored = self.client.create(resource, body, idempotency_key=key)
-                else:
-                    stored = self.client.patch(resource, row.share["target_id"], body,
-                                               if_match=versions.get(row.share["target_id"]))
+                with self.store.lent():
+                    if row.op == "insert":
+                        stored = self.client.create(resource, body, idempotency_key=key)
+                    else:
+                        stored = self.client.patch(resource, row.share["target_id"], body,
+                                                   if_match=versions.get(row.share["target_id"]))
             except CrmVersionMismatch:
                 result.skipped += 1
                 result.messages.append(f"crm {self.entity} {row.share['target_id']}: changed since collected; "

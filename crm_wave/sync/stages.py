@@ -9,12 +9,13 @@ customer/product pushes. Each stage's `name` is its asset key and its table in D
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 from crm_wave.sync.names import ENTITIES, dataset, global_table, share_table
 
-__all__ = ["SYSTEMS", "STAGES", "Stage", "Kind", "stage", "push_name", "READ_ONLY"]
+__all__ = ["SYSTEMS", "STAGES", "Stage", "Kind", "stage", "push_name", "READ_ONLY", "downstream"]
 
 SYSTEMS = ("crm", "wave")
 Kind = Literal["collect", "global", "share", "push"]
@@ -59,3 +60,12 @@ _BY_NAME = {s.name: s for s in STAGES}
 def stage(name: str) -> Stage:
     """The stage called `name` (its asset key)."""
     return _BY_NAME[name]
+
+
+def downstream(names: Iterable[str]) -> frozenset[str]:
+    """These stages and every stage that depends on one of them, directly or through others."""
+    out = set(names)
+    for s in STAGES:  # a topological order: a stage's dependencies come before it
+        if any(d in out for d in s.deps):
+            out.add(s.name)
+    return frozenset(out)
