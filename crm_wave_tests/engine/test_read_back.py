@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from crm_wave.sync.engine import after_writes
 from crm_wave.sync.stages import STAGES, downstream
-from crm_wave_tests.rig import Rig, rig  # noqa: F401  (fixture)
+from crm_wave_tests.rig import Rig
 
 
 def test_downstream_follows_deps_to_the_orders() -> None:
