@@ -86,10 +86,26 @@ def test_one_edit_and_an_idle_tenant() -> None:
 def test_the_many_tenants_goal_reads_the_tenant_benchmarks_result(tmp_path: Path) -> None:
     out: list[str] = []
     assert bench._tenants(None, out) == {">= 100 tenants per machine": None}
-    assert "not measured in this run" in "\n".join(out) and bench.TENANTS_COMMAND in "\n".join(out)
-    for tenants, cadence, met in ((100, 60.0, True), (100, 90.0, False), (20, 60.0, False)):
-        path = tmp_path / "tenants.json"
+    assert "not measured in this run" in "\n".join(out) and bench.tenants_command() in "\n".join(out)
+    path = tmp_path / "tenants.json"
+    for tenants, cadence, met in ((100, 60.0, True), (100, 90.0, False), (20, 60.0, False)):  # bench.tenants
         path.write_text(json.dumps({"tenants": tenants, "converged": tenants, "steady": {"cadence_s": cadence}}))
         out = []
         assert bench._tenants(str(path), out) == {">= 100 tenants per machine": met}
-        assert f"{tenants} tenants, {tenants} converged; each re-read every {cadence:.0f} s" in out[-1]
+        assert f"{tenants} tenants, {tenants} converged; each re-read every {cadence:.0f} s" in out[1]
+
+
+@pytest.mark.parametrize(("machine_pct", "looks", "failures", "met"),
+                         [(70.0, [1.0, 1.2], 0, True), (100.0, [1.0], 0, False), (70.0, [0.5], 0, False),
+                          (70.0, [1.0], 3, False)])
+def test_the_many_tenants_goal_from_the_fleet_windows(tmp_path: Path, machine_pct: float, looks: list[float],
+                                                      failures: int, met: bool) -> None:
+    window = {"name": "loop, under edits", "machine_pct": machine_pct, "looks_per_tenant_min": looks,
+              "syncs_per_tenant_min": [0.5], "failures": failures, "latency_p95_s": 12.5}
+    path = tmp_path / "fleet.json"
+    path.write_text(json.dumps({"tenants": 100, "converged": 100, "converged_s": 420.0,
+                                "windows": [{**window, "name": "loop, at rest", "latency_p95_s": None}, window]}))
+    out: list[str] = []
+    assert bench._tenants(str(path), out) == {">= 100 tenants per machine": met}
+    text = "\n".join(out)
+    assert "100 tenants, 100 converged after 420 s" in text and "edit-to-Wave p95 12.5 s" in text
