@@ -324,8 +324,9 @@ def tenants_command() -> str:
     it exists, else `bench.tenants` (one run per tenant)."""
     import importlib.util
 
-    module = "fleet" if importlib.util.find_spec("crm_wave.bench.fleet") else "tenants"
-    return f"python -m crm_wave.bench.{module} --tenants {TENANTS} --records 500 --json FILE"
+    if importlib.util.find_spec("crm_wave.bench.fleet"):
+        return f"python -m crm_wave.bench.fleet --tenants {TENANTS} --records 500 --json FILE"
+    return f"python -m crm_wave.bench.tenants --tenants {TENANTS} --records 500"  # prints its figures; no file
 
 
 def _tenants(path: str | None, out: list[str]) -> dict[str, bool | None]:
@@ -338,7 +339,8 @@ def _tenants(path: str | None, out: list[str]) -> dict[str, bool | None]:
     out.append(f"Many tenants (goal: >= {TENANTS} tenants of 500 records, a few edits a minute each, on this machine "
                f"on a one-minute cadence): `{tenants_command()}` (PostgreSQL; docs/deploy.md)")
     if not path:
-        out.append("  not measured in this run (pass its result file with --tenants-json FILE)")
+        out.append("  not measured in this run" + (" (pass its result file with --tenants-json FILE)"
+                                                   if "--json" in tenants_command() else ""))
         return {name: None}
     res = json.loads(Path(path).read_text())
     figures = _flatten(res)
