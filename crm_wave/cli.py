@@ -124,9 +124,9 @@ def _changed(tenant: str, marks: dict[str, str] | None) -> tuple[bool, dict[str,
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from crm_wave.tools.demo import run_demo
+    from crm_wave.tools.demo import demo_data_dir, run_demo
 
-    return run_demo(Path(args.data_dir))
+    return run_demo(demo_data_dir(args.data_dir, os.environ))
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
@@ -404,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     sync.set_defaults(func=_cmd_sync)
 
     demo = sub.add_parser("demo", help="simulators with overlapping data, two syncs with edits between, a summary")
-    demo.add_argument("--data-dir", default="data")
+    demo.add_argument("--data-dir", default=None,
+                      help="where the demo's simulators and sync write (default: $CRM_WAVE_DATA_DIR, else data)")
     demo.set_defaults(func=_cmd_demo)
 
     sql = sub.add_parser("sql", help="run read-only SQL on the latest snapshot")

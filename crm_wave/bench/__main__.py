@@ -20,6 +20,23 @@ RESULT = "BENCH-RESULT "
 SIDES = ("crm", "wave")
 ENTITIES = ("customer", "product", "order")
 
+# The goals of issue #16 (and the aims it keeps as its compass: 10 s and 20x). Goals stated at a
+# scale are judged only by a run at that scale; at any other scale the figure is printed, not judged.
+GOAL_SCALE = 1_000_000  # full pass, all types, peak RSS, incremental, snapshots: customers per side
+NAIVE_GOAL_SCALE = 100_000
+FULL_PASS_S, FULL_PASS_AIM_S = 25.0, 10.0
+ALL_TYPES_S = 75.0
+NAIVE_X, NAIVE_AIM_X = 6.0, 20.0
+PEAK_RSS_GB = 3.0
+INCREMENTAL_SHARE = 0.05
+EDIT_CPU_S, EDIT_WALL_S = 0.3, 1.0
+SYNC_ONCE_S = 3.0
+LATENCY_P95_S = 15.0
+SNAPSHOT_SHARE = 0.05  # a snapshot after a 1 % change, and after none, at most this share of the first one
+TENANTS = 100
+TENANTS_CADENCE_S = 63.0  # bench.tenants: a one-minute cadence, 5 % slack for the edges of the measuring window
+EARLIER = ("collect >= 2000/s", "push >= 300/s", "requests 10x fewer", "rate limit kept")  # issue #7's, kept
+
 
 # ---- workers: one measured run per subprocess -------------------------------------------
 
@@ -94,15 +111,25 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version(), "polars": polars.__version__, "duckdb": duckdb.__version__}
 
 
-def _verdict(ok: bool) -> str:
-    return "met" if ok else "NOT met"
+def _verdict(ok: bool | None) -> str:
+    return "not judged" if ok is None else "met" if ok else "NOT met"
+
+
+def _at(ok: bool, judged: bool) -> bool | None:
+    """`ok` when the run was at the goal's scale, else None (printed, not judged)."""
+    return ok if judged else None
+
+
+def _scale_note(judged: bool, size: int, goal_size: int, out: list[str]) -> None:
+    if not judged:
+        out.append(f"  (the goals below are stated at {goal_size:,} customers per side: at {size:,} they are not judged)")
 
 
 def _sum(stages: dict[str, float], prefix: str = "") -> float:
     return sum(v for k, v in stages.items() if prefix in k)
 
 
-def _print_transform(res: dict[str, Any], scale: Scale, runs: int, out: list[str]) -> dict[str, bool]:
+def _print_transform(res: dict[str, Any], scale: Scale, runs: int, out: list[str]) -> dict[str, bool | None]:
     full = res["full"]
     out.append(f"Transform at scale: {scale.customers:,} customers per side, {scale.products:,} products, "
                f"{scale.orders:,} orders of 3 lines (median of {runs} run{'s' * (runs > 1)}; seconds)")
@@ -117,60 +144,97 @@ def _print_transform(res: dict[str, Any], scale: Scale, runs: int, out: list[str
     customers = _sum(full, "customer")
     everything = _sum(full)
     rss_gb = res["peak_rss_mb"] / 1024
-    goals = {"customers <= 10 s": customers <= 10, "all types <= 60 s": everything <= 60, "peak RSS <= 4 GB": rss_gb <= 4}
-    out.append(f"  customers: collect+global+share {customers:.1f} s (goal <= 10 s: {_verdict(goals['customers <= 10 s'])})")
-    out.append(f"  all types: {everything:.1f} s (goal <= 60 s: {_verdict(goals['all types <= 60 s'])}); "
-               f"peak RSS {rss_gb:.2f} GB (goal <= 4 GB: {_verdict(goals['peak RSS <= 4 GB'])}); "
-               f"DuckDB file {res['db_mb']:.0f} MB")
-    floor = res.get("floor")
+    judged = scale.customers == GOAL_SCALE
+    _scale_note(judged, scale.customers, GOAL_SCALE, out)
+    floor = res.get("floor") or {}
+    goals = {f"full pass <= {FULL_PASS_S:.0f} s": _at(customers <= FULL_PASS_S, judged),
+             f"all types <= {ALL_TYPES_S:.0f} s": _at(everything <= ALL_TYPES_S, judged),
+             f"peak RSS <= {PEAK_RSS_GB:.0f} GB": _at(rss_gb <= PEAK_RSS_GB, judged)}
+    aim = _verdict(_at(customers <= FULL_PASS_AIM_S, judged))
+    out.append(f"  full pass, customers: collect+global+share {customers:.1f} s (goal <= {FULL_PASS_S:.0f} s at "
+               f"{GOAL_SCALE:,} customers per side: {_verdict(goals[f'full pass <= {FULL_PASS_S:.0f} s'])}; "
+               f"aim {FULL_PASS_AIM_S:.0f} s: {aim})")
+    out.append(f"  all types: {everything:.1f} s (goal <= {ALL_TYPES_S:.0f} s: "
+               f"{_verdict(goals[f'all types <= {ALL_TYPES_S:.0f} s'])}); peak RSS {rss_gb:.2f} GB (goal <= "
+               f"{PEAK_RSS_GB:.0f} GB: {_verdict(goals[f'peak RSS <= {PEAK_RSS_GB:.0f} GB'])}); DuckDB file {res['db_mb']:.0f} MB")
     if floor:
         out.append(f"  storage floor (DuckDB alone writing the same datasets, golden and share tables from Arrow, no logic): "
-                   f"customers {floor['customer']:.1f} s, all types {sum(floor.values()):.1f} s")
+                   f"customers {floor['customer']:.1f} s, all types {sum(floor.values()):.1f} s: what bounds the "
+                   f"full pass once its goal is met (the aim of {FULL_PASS_AIM_S:.0f} s "
+                   f"{'is above' if floor['customer'] < FULL_PASS_AIM_S else 'is below'} it)")
+    snaps = res.get("snapshots")
+    if snaps:
+        goals.update(_print_snapshots(snaps, judged, out))
     return goals
 
 
-def _print_incremental(res: dict[str, Any], out: list[str]) -> dict[str, bool]:
+def _print_snapshots(snaps: dict[str, dict[str, float]], judged: bool, out: list[str]) -> dict[str, bool | None]:
+    first = snaps["first"]
+    out.append(f"  snapshots (`publish_snapshot`, what each sync ends with; goal: cost what changed, here after no change "
+               f"and after a 1 % change <= {100 * SNAPSHOT_SHARE:.0f} % of the first snapshot's wall time and bytes)")
+    worst = 0.0
+    for name, r in snaps.items():
+        share = "" if name == "first" else (
+            f" = {100 * r['wall_s'] / max(first['wall_s'], 1e-9):.0f} % of the first's time, "
+            f"{100 * r['bytes'] / max(first['bytes'], 1):.0f} % of its bytes")
+        if name != "first":
+            worst = max(worst, r["wall_s"] / max(first["wall_s"], 1e-9), r["bytes"] / max(first["bytes"], 1))
+        out.append(f"    {name:<10} {r['wall_s']:7.2f} s wall {r['cpu_s']:7.2f} s CPU, {r['bytes'] / 1e6:9.1f} MB written{share}")
+    ok = _at(worst <= SNAPSHOT_SHARE, judged)
+    out.append(f"    snapshots cost what changed: {_verdict(ok)}")
+    return {"snapshots cost what changed": ok}
+
+
+def _print_incremental(res: dict[str, Any], scale: Scale, out: list[str]) -> dict[str, bool | None]:
     full, inc = _sum(res["full"]), _sum(res["incremental"])
     ratio = inc / full if full else 0.0
     out.append(f"Incremental: {res['changed']:,} CRM customers changed (1 %); the next pass collects, merges and "
                f"diffs every type")
     for part in ("collect", "global", "share"):
         out.append(f"  {part:<10} full {_sum(res['full'], part):8.2f} s   incremental {_sum(res['incremental'], part):8.2f} s")
-    ok = ratio <= 0.10
-    out.append(f"  pass: full {full:.2f} s, incremental {inc:.2f} s = {100 * ratio:.1f} % (goal <= 10 %: {_verdict(ok)})")
-    return {"incremental <= 10 %": ok}
+    judged = scale.customers == GOAL_SCALE
+    ok = _at(ratio <= INCREMENTAL_SHARE, judged)
+    _scale_note(judged, scale.customers, GOAL_SCALE, out)
+    out.append(f"  pass: full {full:.2f} s, incremental {inc:.2f} s = {100 * ratio:.1f} % (goal <= "
+               f"{100 * INCREMENTAL_SHARE:.0f} % of a full pass: {_verdict(ok)})")
+    return {f"incremental 1 % <= {100 * INCREMENTAL_SHARE:.0f} %": ok}
 
 
-def _print_naive(res: dict[str, Any], scale: Scale, runs: int, out: list[str]) -> tuple[dict[str, bool], bool]:
+def _print_naive(res: dict[str, Any], scale: Scale, runs: int, out: list[str]) -> tuple[dict[str, bool | None], bool]:
     speedup = res["naive_s"] / res["engine_s"] if res["engine_s"] else 0.0
     equal = all(res["equal"].values())
     out.append(f"Against the naive baseline: {res['records']:,} records ({scale.customers:,} customers per side, "
                f"{scale.products:,} products, {scale.orders:,} orders); global + share of every type "
                f"(median of {runs})")
+    judged = scale.customers == NAIVE_GOAL_SCALE
+    ok = _at(speedup >= NAIVE_X, judged)
+    _scale_note(judged, scale.customers, NAIVE_GOAL_SCALE, out)
     out.append(f"  from the datasets to the golden and share tables: engine {res['engine_s']:.2f} s "
                f"(incl. writing its tables), naive {res['naive_s']:.2f} s (writes nothing): {speedup:.1f}x "
-               f"(goal >= 20x: {_verdict(speedup >= 20)})")
+               f"(goal >= {NAIVE_X:.0f}x at {NAIVE_GOAL_SCALE:,}: {_verdict(ok)}; aim {NAIVE_AIM_X:.0f}x: "
+               f"{_verdict(_at(speedup >= NAIVE_AIM_X, judged))})")
     if "writes_floor_s" in res:
         w = res["writes_floor_s"]
         out.append(f"  storage floor: DuckDB alone writing the engine's golden, share, link and agreed tables from Arrow "
-                   f"takes {w:.2f} s = naive / {res['naive_s'] / w if w else 0:.1f}; 20x would leave "
-                   f"{res['naive_s'] / 20:.2f} s for everything")
+                   f"takes {w:.2f} s = naive / {res['naive_s'] / w if w else 0:.1f}; {NAIVE_X:.0f}x would leave "
+                   f"{res['naive_s'] / NAIVE_X:.2f} s for everything, the aim of {NAIVE_AIM_X:.0f}x "
+                   f"{res['naive_s'] / NAIVE_AIM_X:.2f} s")
     inner = res["naive_merge_diff_s"] / res["engine_merge_diff_s"] if res["engine_merge_diff_s"] else 0.0
     out.append(f"  link + merge + diff of records already mapped, in memory: engine {res['engine_merge_diff_s']:.2f} s, "
                f"naive {res['naive_merge_diff_s']:.2f} s: {inner:.1f}x")
     bad = [t for t, ok in res["equal"].items() if not ok]
     out.append(f"  equality check: {'PASSED' if equal else 'FAILED'} (golden values and share rows of "
                f"{len(res['equal'])} tables{'' if equal else '; different: ' + ', '.join(bad)})")
-    return {"naive >= 20x": speedup >= 20}, equal
+    return {f"naive ratio >= {NAIVE_X:.0f}x": ok}, equal
 
 
-def _print_api(res: dict[str, Any], out: list[str]) -> dict[str, bool]:
+def _print_api(res: dict[str, Any], out: list[str]) -> dict[str, bool | None]:
     cc, cw, p = res["collect_crm"], res["collect_wave"], res["push_wave"]
     fewer = p["requests_if_one_per_record"] / max(p["requests"], 1)
-    goals = {"collect >= 2000/s": min(cc["per_s"], cw["per_s"]) >= 2000, "push >= 300/s": p["per_s"] >= 300,
+    goals: dict[str, bool | None] = {"collect >= 2000/s": min(cc["per_s"], cw["per_s"]) >= 2000, "push >= 300/s": p["per_s"] >= 300,
              "requests 10x fewer": fewer >= 10}
     out.append(f"APIs on loopback (simulators in-process; WaveClient batch_size={res['batch_size']}, "
-               f"max_workers={res['max_workers']})")
+               f"max_workers={res['max_workers']}; goals of issue #7, not restated by #16)")
     out.append(f"  collect CRM: {cc['entities']:,} in {cc['seconds']:.1f} s = {cc['per_s']:,.0f}/s; "
                f"collect Wave: {cw['entities']:,} in {cw['seconds']:.1f} s = {cw['per_s']:,.0f}/s "
                f"(goal >= 2,000/s: {_verdict(goals['collect >= 2000/s'])})")
@@ -191,20 +255,20 @@ def _print_api(res: dict[str, Any], out: list[str]) -> dict[str, bool]:
     return goals
 
 
-def _print_latency(res: dict[str, Any], out: list[str], seed: int) -> dict[str, bool]:
+def _print_latency(res: dict[str, Any], out: list[str], seed: int) -> dict[str, bool | None]:
     from crm_wave.bench.latency import simulate
 
     stages, live = res["stages"], res.get("live")
     out.append("Edit-to-other-side latency, `make dev` on default settings (changes sensor every 10 s; "
                "collect schedule every minute and push sensor every 15 s as the fallback)")
-    goals = {}
+    name = f"latency p95 <= {LATENCY_P95_S:.0f} s"
+    goals: dict[str, bool | None] = {name: live["p95_s"] <= LATENCY_P95_S if live else None}
     if live:
-        goals["latency p95 <= 60 s"] = live["p95_s"] <= 60
         out.append(f"  live, {live['edits']} CRM edits at random times, until seen in Wave: median {live['median_s']:.1f} s, "
                    f"p95 {live['p95_s']:.1f} s (min {live['min_s']:.1f}, max {live['max_s']:.1f}) "
-                   f"(goal p95 <= 60 s: {_verdict(goals['latency p95 <= 60 s'])})")
+                   f"(goal p95 <= {LATENCY_P95_S:.0f} s: {_verdict(goals[name])})")
     else:
-        out.append("  live run: skipped (--quick)")
+        out.append(f"  live run: skipped (--quick); goal p95 <= {LATENCY_P95_S:.0f} s: not measured in this run")
     out.append(f"  where the time goes: collect run after one edit {stages['collect_run_s']:.2f} s, push of it "
                f"{stages['push_s']:.2f} s (in-process, dev-size data); the rest is waiting for a sensor tick, "
                f"run launches, Dagster's per-step overhead and runs already in progress. Model of the same 20 "
@@ -216,7 +280,7 @@ def _print_latency(res: dict[str, Any], out: list[str], seed: int) -> dict[str, 
     return goals
 
 
-def _print_edit(res: dict[str, Any], out: list[str]) -> dict[str, bool]:
+def _print_edit(res: dict[str, Any], out: list[str]) -> dict[str, bool | None]:
     e, d = res["engine_edit"], res["dagster_edit"]
     out.append(f"One CRM edit carried to Wave and read back, {res['customers']} customers (medians of {res['repeats']}; "
                f"simulators in their own processes)")
@@ -224,11 +288,99 @@ def _print_edit(res: dict[str, Any], out: list[str]) -> dict[str, bool]:
         edit, idle = res[f"{key}_edit"], res[f"{key}_idle"]
         out.append(f"  {name:<44} edit {edit['wall_s']:6.2f} s wall {edit['cpu_s']:6.2f} s CPU ({edit['passes']:.0f} passes); "
                    f"idle {idle['wall_s']:6.2f} s wall {idle['cpu_s']:6.2f} s CPU")
-    goals = {"one edit, warm engine <= 1 s wall": e["wall_s"] <= 1.0, "one edit, warm engine <= 0.3 s CPU": e["cpu_s"] <= 0.3,
-             "crm-wave sync --once one edit <= 3 s": res["cli_edit_wall_s"] <= 3.0}
     out.append(f"  crm-wave sync --once (new process)             edit {res['cli_edit_wall_s']:6.2f} s wall")
-    out.append("  goals: " + ", ".join(f"{k}: {_verdict(v)}" for k, v in goals.items()) + f" (Dagster warm: {d['wall_s']:.2f} s)")
+    goals: dict[str, bool | None] = {
+        f"one edit, warm worker <= {EDIT_CPU_S} CPU-s": e["cpu_s"] <= EDIT_CPU_S,
+        f"one edit, warm worker <= {EDIT_WALL_S:.0f} s wall": e["wall_s"] <= EDIT_WALL_S,
+        f"sync --once one edit <= {SYNC_ONCE_S:.0f} s": res["cli_edit_wall_s"] <= SYNC_ONCE_S}
+    out.append("  goals: " + ", ".join(f"{k}: {_verdict(v)}" for k, v in goals.items()) +
+               f" (the warm worker is the engine; Dagster warm: {d['wall_s']:.2f} s wall {d['cpu_s']:.2f} s CPU)")
+    goals["idle tenant: no pass"] = _print_idle(res, out)
     return goals
+
+
+def _print_idle(res: dict[str, Any], out: list[str]) -> bool | None:
+    """The idle-tenant lines: a look's cost, whether it saw a change, which schedules still start a run."""
+    look, idle = res.get("look_idle"), res["engine_idle"]
+    if not look:
+        out.append("  idle tenant: not measured in this run")
+        return None
+    out.append(f"  idle tenant (goal: no pass at all): one look at both systems' heads (`sync/heads.py` look) "
+               f"{look['wall_s']:.3f} s wall {look['cpu_s']:.3f} s CPU; {look['changed']} of {look['looks']} looks saw a "
+               f"change{'' if look['changed'] else ', so changes_sensor and the `crm-wave sync` loop skip the pass'}; "
+               f"a pass when one runs anyway {idle['wall_s']:.2f} s wall {idle['cpu_s']:.2f} s CPU")
+    sched = res.get("idle_schedules") or {}
+    if "error" in sched:
+        out.append(f"    schedules for an idle tenant: could not be evaluated ({sched['error']})")
+        return None
+    running = {n: v for n, v in sched.get("schedules", {}).items() if v["runs"]}
+    out.append("    schedules that still start a run for the idle tenant: " + (
+        ", ".join(f"{n} ({v['cron']}, {v['runs']} run{'s' * (v['runs'] > 1)})" for n, v in running.items()) or "none"))
+    return look["changed"] == 0 and not running
+
+
+def tenants_command() -> str:
+    """The one command of the many-tenant benchmark: `bench.fleet` (fleet_job serving many tenants) where
+    it exists, else `bench.tenants` (one run per tenant)."""
+    import importlib.util
+
+    if importlib.util.find_spec("crm_wave.bench.fleet"):
+        return f"python -m crm_wave.bench.fleet --tenants {TENANTS} --records 500 --json FILE"
+    return f"python -m crm_wave.bench.tenants --tenants {TENANTS} --records 500"  # prints its figures; no file
+
+
+def _tenants(path: str | None, out: list[str]) -> dict[str, bool | None]:
+    """The many-tenant goal, from a result file of the many-tenant benchmark if given, else not measured.
+
+    Without a `met` of its own the file meets the goal with >= 100 tenants, all converged, and in every
+    measured window of the fleet (`windows`) the machine not saturated, no tenant failure and each
+    tenant looked at least once a minute (median); or, from `bench.tenants`, a cadence <= 63 s."""
+    name = f">= {TENANTS} tenants per machine"
+    out.append(f"Many tenants (goal: >= {TENANTS} tenants of 500 records, a few edits a minute each, on this machine "
+               f"on a one-minute cadence): `{tenants_command()}` (PostgreSQL; docs/deploy.md)")
+    if not path:
+        out.append("  not measured in this run" + (" (pass its result file with --tenants-json FILE)"
+                                                   if "--json" in tenants_command() else ""))
+        return {name: None}
+    res = json.loads(Path(path).read_text())
+    figures = _flatten(res)
+    tenants = int(figures.get("tenants", 0))
+    converged = figures.get("converged", tenants)
+    cadence = figures.get("cadence_s")
+    windows = [w for w in res.get("windows") or [] if isinstance(w, dict)]
+    line = f"  {Path(path).name}: {tenants} tenants, {converged} converged"
+    if figures.get("converged_s") is not None:
+        line += f" after {figures['converged_s']:.0f} s"
+    if cadence is not None:
+        line += f"; each re-read every {cadence:.0f} s at rest"
+    out.append(line)
+    kept = True
+    for w in windows:
+        looks = statistics.median(w.get("looks_per_tenant_min") or [0])
+        syncs = statistics.median(w.get("syncs_per_tenant_min") or [0])
+        p95 = w.get("latency_p95_s")
+        kept = kept and w.get("machine_pct", 0) < 100 and not w.get("failures") and looks >= 1
+        out.append(f"    {w.get('name', 'window')}: machine CPU {w.get('machine_pct', 0):.0f} %, looks per tenant-minute "
+                   f"{looks:.1f}, syncs {syncs:.2f}, tenant failures {w.get('failures', 0)}"
+                   + (f", edit-to-Wave p95 {p95:.1f} s" if p95 is not None else ""))
+    if isinstance(figures.get("met"), bool):
+        ok = figures["met"]
+    else:
+        ok = tenants >= TENANTS and converged >= tenants and kept and (cadence is None or cadence <= TENANTS_CADENCE_S)
+    out.append(f"  >= {TENANTS} tenants: {_verdict(ok)}")
+    return {name: ok}
+
+
+def _flatten(d: dict[str, Any]) -> dict[str, Any]:
+    """Scalar figures of a nested result, by their own key (the first found wins)."""
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            for kk, vv in _flatten(v).items():
+                flat.setdefault(kk, vv)
+        else:
+            flat.setdefault(k, v)
+    return flat
 
 
 def run(args: argparse.Namespace) -> int:
@@ -246,7 +398,7 @@ def run(args: argparse.Namespace) -> int:
     out.append(f"crm-wave bench: {info['cores']} cores, {info['memory_gb']} GB RAM, load {info['load']:.2f} "
                f"(Python {info['python']}, polars {info['polars']}, DuckDB {info['duckdb']}); seed {args.seed}")
     results: dict[str, Any] = {"machine": info, "args": vars(args)}
-    goals: dict[str, bool] = {}
+    goals: dict[str, bool | None] = {}
     equal = True
     base = {"seed": args.seed, "workdir": args.workdir}
     if "transform" in stages or "incremental" in stages:
@@ -256,7 +408,7 @@ def run(args: argparse.Namespace) -> int:
         if "transform" in stages:
             goals.update(_print_transform(res, scale, runs, out))
             out.append("")
-        goals.update(_print_incremental(res, out))
+        goals.update(_print_incremental(res, scale, out))
     if "naive" in stages:
         res = _median([_spawn("naive", {**base, "scale": naive_scale.__dict__}) for _ in range(runs)])
         results["naive"] = res
@@ -280,8 +432,16 @@ def run(args: argparse.Namespace) -> int:
         results["edit"] = res
         out.append("")
         goals.update(_print_edit(res, out))
+    if not args.only or args.tenants_json:
+        out.append("")
+        goals.update(_tenants(args.tenants_json, out))
     out.append("")
-    out.append("goals: " + ", ".join(f"{k} {_verdict(v)}" for k, v in goals.items()))
+    ours = {k: v for k, v in goals.items() if k not in EARLIER}
+    out.append(f"goals of issue #16 (aims: full pass {FULL_PASS_AIM_S:.0f} s, naive {NAIVE_AIM_X:.0f}x): "
+               + ", ".join(f"{k} {_verdict(v)}" for k, v in ours.items()))
+    earlier = {k: v for k, v in goals.items() if k in EARLIER}
+    if earlier:
+        out.append("goals of issue #7: " + ", ".join(f"{k} {_verdict(v)}" for k, v in earlier.items()))
     print("\n".join(out))
     if args.json:
         Path(args.json).write_text(json.dumps({**results, "goals": goals}, indent=1, default=str))
@@ -302,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-limit", type=int, default=60, help="requests per minute of the rate-limited run")
     parser.add_argument("--edits", type=int, default=20, help="CRM edits of the live latency run")
     parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--tenants-json", default=None, metavar="FILE",
+                        help="the result file of the many-tenant benchmark (crm_wave.bench.tenants), printed beside its goal")
     parser.add_argument("--workdir", default=None, help="where the temporary files go (default: the system's)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--params", default=None, help=argparse.SUPPRESS)

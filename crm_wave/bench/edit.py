@@ -8,6 +8,12 @@ measuring wall and CPU seconds of this process. Once through the engine called a
 functions (Store and clients kept), once through the Dagster `sync_job` in-process (instance
 kept), the same two with no edit at all (an idle pass), and `crm-wave sync --once` as a new
 process after one edit (wall only: its CPU is another process's).
+
+An idle tenant, the issue's way (#16: "an idle tenant costs no pass at all"): what one look at
+both systems' heads costs when nothing changed (`crm_wave/sync/heads.py` `look`, the warm
+clients; what `changes_sensor` and the `crm-wave sync` loop ask before they run a pass) and
+whether it reports a change; and which of the Dagster definitions' running-by-default schedules
+request a run for the converged, idle tenant (evaluated once against the instance).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +75,43 @@ def _medians(runs: list[tuple[float, float, int]]) -> dict[str, float]:
             "passes": statistics.median(r[2] for r in runs)}
 
 
+def _idle_looks(crm: Any, wave: Any, repeats: int) -> dict[str, float]:
+    """Median wall/CPU seconds of a look at an idle tenant's heads, and how many of the looks saw a change."""
+    from crm_wave.sync.heads import look
+
+    marks = look(crm, wave, None).marks  # a first look only records the marks
+    runs, changed = [], 0
+    for _ in range(repeats):
+        wall, cpu, found = _timed(lambda: look(crm, wave, marks))
+        marks, changed = found.marks, changed + bool(found.changed)
+        runs.append((wall, cpu, 0))
+    res = _medians(runs)
+    return {"wall_s": res["wall_s"], "cpu_s": res["cpu_s"], "looks": repeats, "changed": changed}
+
+
+def _idle_schedules(instance: Any) -> dict[str, Any]:
+    """Schedules running by default that request a run for the idle tenant now: name -> (cron, runs requested)."""
+    import dagster as dg
+
+    from crm_wave.definitions import defs
+
+    try:
+        d = defs()
+        found = {}
+        for unresolved in d.schedules or []:
+            schedule = d.resolve_schedule_def(unresolved.name)
+            if schedule.default_status != dg.DefaultScheduleStatus.RUNNING:
+                continue
+            context = dg.build_schedule_context(instance=instance, repository_def=d.get_repository_def(),
+                                                resources=getattr(d, "resources", None),
+                                                scheduled_execution_time=datetime.now(UTC))
+            data = schedule.evaluate_tick(context)
+            found[schedule.name] = {"cron": schedule.cron_schedule, "runs": len(data.run_requests or [])}
+        return {"schedules": found}
+    except Exception as exc:  # noqa: BLE001 - reported, not fatal: the rest of the stage stands
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+
+
 def run_edit(workdir: Path, *, customers: int = 250, repeats: int = 5, seed: int = 42) -> dict[str, Any]:
     """Median wall/CPU seconds and passes of one edit and of an idle sync: engine, Dagster, CLI."""
     from crm_wave.store import Store
@@ -98,6 +142,7 @@ def run_edit(workdir: Path, *, customers: int = 250, repeats: int = 5, seed: int
             runs.append(_timed(engine))
         out["engine_edit"] = _medians(runs)
         out["engine_idle"] = _medians([_timed(engine) for _ in range(repeats)])
+        out["look_idle"] = _idle_looks(crm, wave, repeats)
 
         import dagster as dg
 
@@ -119,6 +164,7 @@ def run_edit(workdir: Path, *, customers: int = 250, repeats: int = 5, seed: int
                     runs.append(_timed(dagster))
                 out["dagster_edit"] = _medians(runs)
                 out["dagster_idle"] = _medians([_timed(dagster) for _ in range(repeats)])
+                out["idle_schedules"] = _idle_schedules(instance)
 
             def cli() -> int:  # a new process: imports, instance, one run per pass, exit
                 subprocess.run([sys.executable, "-m", "crm_wave.cli", "sync", "--once", "--quiet"], check=True,

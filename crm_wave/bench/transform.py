@@ -12,6 +12,9 @@ One run works on a fresh DuckDB file:
    share, links, agreed values) into a fresh file from Arrow, with no logic at all: what
    any pass that keeps the same tables costs at least.
 
+Between them, the analysts' snapshot each sync publishes (`bench/snapshots.py`): the first
+after the full pass, one more with nothing changed, one after the incremental pass.
+
 Times are per stage. Making the synthetic pages is the "API"'s work, not the sync's: it
 is timed on its own (`source`) and left out of the collect figures.
 """
@@ -22,13 +25,14 @@ import resource
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import datetime, UTC
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from crm_wave.bench.data import Dataset, FakeCrm, FakeWave, Scale
+from crm_wave.bench.snapshots import publish_timed
 from crm_wave.store.db import Store
 from crm_wave.sync.collect import collect
 from crm_wave.sync.global_step import build_global
@@ -91,10 +95,14 @@ def run_transform(scale: Scale, seed: int, workdir: Path, *, edit_share: float =
     now = datetime(2026, 1, 1, tzinfo=UTC)
     full = _pass(store, data, clients, now, full=True)
     rss_full = peak_rss_mb()
+    folder = workdir / "snapshots"
+    snapshots = {"first": publish_timed(store, folder, now),
+                 "no change": publish_timed(store, folder, now + timedelta(seconds=1))}
     changed = data.edit("crm", "customer", edit_share)
     crm.pending["customer"] = changed
     incremental = _pass(store, data, clients, now, full=False)
     rss = peak_rss_mb()
+    snapshots["1 % change"] = publish_timed(store, folder, now + timedelta(seconds=2))
     floor = storage_floor(store, workdir)
     with store.connect() as con:
         rows = {name: con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]
@@ -104,7 +112,7 @@ def run_transform(scale: Scale, seed: int, workdir: Path, *, edit_share: float =
                                  "SELECT 'crm_customer_share', count(*) FROM crm_customer_share").fetchall())
     return {"full": full, "incremental": incremental, "changed": len(changed), "rows": {**rows, **share},
             "peak_rss_mb_full": rss_full, "peak_rss_mb": rss, "db_mb": store.path.stat().st_size / 1e6,
-            "floor": floor}
+            "floor": floor, "snapshots": snapshots}
 
 
 def _entity_tables(entity: str, *, datasets: bool = True) -> list[str]:

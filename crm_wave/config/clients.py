@@ -37,7 +37,7 @@ def crm_client(settings: Settings | Mapping[str, str], **policy: Any) -> CrmClie
     s = _settings(settings)
     return CrmClient(base_url=s.crm.base_url, token=s.crm.api_token.get_secret_value(),
                      policy=_policy(s, "crm", s.crm.requests_per_minute, policy),
-                     naming=s.crm.naming, profile=s.crm.profile)
+                     naming=s.crm.naming, profile=s.crm.profile, env_prefix=s.env_prefix)
 
 
 def wave_client(settings: Settings | Mapping[str, str], **policy: Any) -> WaveClient:
@@ -45,7 +45,8 @@ def wave_client(settings: Settings | Mapping[str, str], **policy: Any) -> WaveCl
     variables). Keyword arguments override fields of its `HttpPolicy`."""
     s = _settings(settings)
     return WaveClient(url=s.wave.graphql_url, token=s.wave.api_token.get_secret_value(),
-                      business_id=s.wave.business_id, policy=_policy(s, "wave", s.wave.requests_per_minute, policy))
+                      business_id=s.wave.business_id, policy=_policy(s, "wave", s.wave.requests_per_minute, policy),
+                      env_prefix=s.env_prefix)
 
 
 def clients(settings: Settings | Mapping[str, str]) -> dict[str, CrmClient | WaveClient]:

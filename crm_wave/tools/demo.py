@@ -2,19 +2,22 @@
 approval, edits on both sides, another sync.
 
 Everything runs locally: the CRM and Wave simulators on loopback ports (SQLite files in
-`data/sim/`), the sync's DuckDB file in `data/`, the Dagster job in-process.
+`<data dir>/sim/`), the sync's DuckDB file in the data directory (`--data-dir`, else
+`CRM_WAVE_DATA_DIR`, else `data/`), the Dagster job in-process.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
 from crm_wave.mapping.policy import describe_policy, load_policy
 from crm_wave.tools.report import format_summary, state_summary
-from crm_wave.config.settings import DB_FILE, AppSettings
+from crm_wave.config.settings import DB_FILE, AppSettings, data_root
 from crm_wave.store import Store
 from crm_wave.systems.crm.client import CrmClient
 from crm_wave.systems.crm.simulator import create_app as crm_app
@@ -121,10 +124,17 @@ def show_and_approve_waiting(store: Store) -> int:
     return len(done)
 
 
+def demo_data_dir(flag: str | None, environ: Mapping[str, str]) -> Path:
+    """The demo's data directory: `--data-dir` when given, else `CRM_WAVE_DATA_DIR` as every other command
+    reads it, else `data`."""
+    return Path(flag) if flag else data_root(environ)
+
+
 def run_demo(data_dir: Path = Path("data")) -> int:
     """The whole demo; returns an exit code."""
     from crm_wave.defs.run import run_sync_job
 
+    caller_root = data_root()  # what the caller's commands read, before the demo points the variable at its own
     sim_dir = data_dir / "sim"
     shutil.rmtree(sim_dir, ignore_errors=True)
     sim_dir.mkdir(parents=True)
@@ -165,13 +175,14 @@ def run_demo(data_dir: Path = Path("data")) -> int:
         print(f"{len(passes)} pass(es)")
         print(format_summary(state_summary(store), _writes(passes)))
 
-    print(next_steps(data_dir))
+    print(next_steps(data_dir, caller_root))
     return 0
 
 
-def next_steps(data_dir: Path) -> str:
-    """What to run after the demo: the project's own commands, on the demo's data directory."""
-    env = "" if data_dir == Path("data") else f"CRM_WAVE_DATA_DIR={data_dir} "
+def next_steps(data_dir: Path, caller_root: Path = Path("data")) -> str:
+    """What to run after the demo: the project's own commands, on the demo's data directory (named with
+    `CRM_WAVE_DATA_DIR=` unless it is `caller_root`, the directory the caller's commands read anyway)."""
+    env = "" if Path(data_dir) == Path(caller_root) else f"CRM_WAVE_DATA_DIR={shlex.quote(str(data_dir))} "
     run = f"{env}.venv/bin/crm-wave"
     return f"""
 Where to look next (the same commands run as `uv run crm-wave ...`; the simulators stopped with the

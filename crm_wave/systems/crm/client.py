@@ -127,7 +127,9 @@ class CrmClient:
         naming: CrmNaming | None = None,
         transport: httpx.BaseTransport | None = None,
         profile: Profile | None = None,
+        env_prefix: str = "",
     ) -> None:
+        """`env_prefix`: the tenant's variable prefix (e.g. `ACME_`), so that messages name its variables."""
         if not base_url:
             raise ValueError("base_url: must not be empty")
         if not token:
@@ -135,8 +137,10 @@ class CrmClient:
         self.base_url = base_url.rstrip("/")
         self.policy = policy or HttpPolicy()
         self.profile = profile
+        #: The variable that holds this tenant's token, as its profile names it (`ACME_CRM_API_TOKEN`).
+        self.token_var = env_prefix + (profile.token_env if profile is not None else "CRM_API_TOKEN")
         if naming is not None and profile is not None and not profile.contract_shaped:
-            raise ProfileError(f"CRM_NAMING: applies to contract-shaped profiles only; put the renames into the "
+            raise ProfileError(f"{env_prefix}CRM_NAMING: applies to contract-shaped profiles only; put the renames into the "
                                f"`fields` of profile {profile.name!r} (docs/custom-crm.md)")
         if naming is None and profile is not None and profile.contract_shaped:
             naming = _naming_of(profile)
@@ -360,7 +364,7 @@ class CrmClient:
             detail = str(data.get("message") or detail)
             field_name = self.naming.field_to_canonical(data.get("field") if isinstance(data.get("field"), str) else None)
         if status in (401, 403):
-            detail = f"{detail} (check the CRM token: {self.profile.token_env if self.profile else 'CRM_API_TOKEN'})"
+            detail = f"{detail} (check the CRM token: {self.token_var})"
         cls: type[CrmError]
         if status in (400, 409, 422):
             cls = CrmValidationError

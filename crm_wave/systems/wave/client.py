@@ -100,7 +100,9 @@ class WaveClient:
         max_workers: int = 1,
         max_in_flight: int = 2,
         not_found_retries: int = 2,
+        env_prefix: str = "",
     ) -> None:
+        """`env_prefix`: the tenant's variable prefix (e.g. `ACME_`), so that messages name its variables."""
         if not url:
             raise WaveError("WaveClient: url is required")
         if not token:
@@ -108,6 +110,7 @@ class WaveClient:
         if page_size < 1 or batch_size < 1 or max_workers < 1:
             raise ValueError("page_size, batch_size and max_workers must be at least 1")
         self.url = url
+        self._business_var = f"{env_prefix}WAVE_BUSINESS_ID"
         self.page_size = page_size
         self.batch_size = batch_size
         self.max_workers = max_workers
@@ -213,7 +216,7 @@ class WaveClient:
             raise WaveError("Wave: the token has access to no business")
         listing = ", ".join(f"{b['id']} ({b.get('name')})" for b in businesses)
         raise WaveError(
-            f"Wave: the token has access to {len(businesses)} businesses; set WAVE_BUSINESS_ID "
+            f"Wave: the token has access to {len(businesses)} businesses; set {self._business_var} "
             f"(business_id=...) to one of: {listing}"
         )
 
@@ -241,7 +244,7 @@ class WaveClient:
             data = self._gql.execute(DOCUMENTS[document], variables, operation_name=operation_name)
         except WaveNotFound as exc:
             if any((e.get("path") or [None])[-1] == "business" for e in exc.errors):
-                raise WaveNotFound(f"Wave: business {self.business_id!r} could not be found; check WAVE_BUSINESS_ID",
+                raise WaveNotFound(f"Wave: business {self.business_id!r} could not be found; check {self._business_var}",
                                    exc.errors) from None
             raise
         business = data.get("business")
