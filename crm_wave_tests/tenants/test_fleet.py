@@ -128,3 +128,33 @@ def test_fleet_mode_reads_the_variable():
 
 def test_no_state_before_the_first_fleet_run(tmp_path: Path):
     assert load_state(tmp_path) == {}
+
+
+def test_batch_sensor_launches_one_run_for_the_tenants_with_changes(fleet, monkeypatch):
+    from crm_wave.defs import fleet as fleet_defs
+    from crm_wave.defs.resources import SyncResource
+
+    data, urls, instance = fleet
+    monkeypatch.setattr(fleet_defs, "_MODE", "batch")
+    monkeypatch.setattr(fleet_defs, "_SENSOR_PROBES", {})
+
+    def tick():
+        ctx = dg.build_sensor_context(instance=instance, resources={"sync": SyncResource(data_root=str(data))})
+        return fleet_defs.fleet_sensor(ctx)
+
+    first = tick()  # never synced: every tenant that answers is due; the broken one is named, not launched
+    assert isinstance(first, dg.RunRequest)
+    assert first.run_config["ops"]["serve_fleet"]["config"]["tenants"] == ["acme", "globex"]
+    assert first.tags["crm_wave/tenants"] == "acme,globex" and first.tags["crm_wave/fleet"] == "batch"
+    assert _run(instance, tenants=["acme", "globex"], snapshot=False).success
+    quiet = tick()
+    assert isinstance(quiet, dg.SkipReason) and "broken: " in quiet.skip_message and "not-the-token" not in quiet.skip_message
+    with CrmClient(base_url=urls["globex"][0], token="globex-c") as c:
+        customer = c.read_all("customers")[0]
+        c.patch("customers", customer["Id"], {"Phone": "+47 22 00 00 02"}, if_match=customer["Version"])
+    edited = tick()
+    assert isinstance(edited, dg.RunRequest)
+    assert edited.run_config["ops"]["serve_fleet"]["config"]["tenants"] == ["globex"]
+    instance.add_run(dg.DagsterRun(job_name="fleet_job", run_id="fleet-busy", status=dg.DagsterRunStatus.STARTED))
+    busy = tick()
+    assert isinstance(busy, dg.SkipReason) and busy.skip_message == "a fleet run is in progress"
