@@ -305,6 +305,8 @@ def serve_fleet(context: dg.OpExecutionContext, config: FleetConfig, sync: SyncR
                 totals["failures"] += outcome.error is not None
                 _say(context, outcome)
                 yield from _events(outcome)
+                if outcome.synced or outcome.error:  # what a pass did is kept even if the run dies mid-round
+                    save_state(root, {t: s for t, s in state.items() if t in registered})
             totals["rounds"] += 1
             save_state(root, {t: s for t, s in state.items() if t in registered})
             left = deadline - time.monotonic()
