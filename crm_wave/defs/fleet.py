@@ -343,7 +343,18 @@ def _op_config(**values: Any) -> dict[str, Any]:
 
 
 #: Loop: minutes per run (the sensor starts the next when one ends).
-LOOP_MINUTES = float(os.environ.get("CRM_WAVE_FLEET_MINUTES", "15"))
+def _loop_minutes(environ: Any = os.environ) -> float:
+    raw = environ.get("CRM_WAVE_FLEET_MINUTES") or "15"
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ValueError(f"CRM_WAVE_FLEET_MINUTES={raw!r}: use a number of minutes above 0, e.g. 15")
+    return value
+
+
+LOOP_MINUTES = _loop_minutes()
 _MODE = fleet_mode()
 #: The batch sensor's look clients, kept between ticks (the code server process lives on).
 _SENSOR_PROBES: dict[str, Probes] = {}

@@ -158,3 +158,11 @@ def test_batch_sensor_launches_one_run_for_the_tenants_with_changes(fleet, monke
     instance.add_run(dg.DagsterRun(job_name="fleet_job", run_id="fleet-busy", status=dg.DagsterRunStatus.STARTED))
     busy = tick()
     assert isinstance(busy, dg.SkipReason) and busy.skip_message == "a fleet run is in progress"
+
+
+def test_loop_minutes_must_be_a_positive_number():
+    from crm_wave.defs.fleet import _loop_minutes
+
+    assert _loop_minutes({}) == 15 and _loop_minutes({"CRM_WAVE_FLEET_MINUTES": "2.5"}) == 2.5
+    with pytest.raises(ValueError, match="CRM_WAVE_FLEET_MINUTES='soon': use a number of minutes above 0"):
+        _loop_minutes({"CRM_WAVE_FLEET_MINUTES": "soon"})
