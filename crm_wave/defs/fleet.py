@@ -26,6 +26,7 @@ start stopped. The marks of each tenant's last look, its last pass and counters 
 
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -46,7 +47,7 @@ from crm_wave.sync.heads import Look, look
 from crm_wave.sync.stages import Stage
 from crm_wave.systems.protocols import CrmApi, WaveApi
 
-__all__ = ["FLEET_VAR", "FleetConfig", "fleet_job", "fleet_mode", "fleet_sensor", "serve_tenant", "load_state"]
+__all__ = ["FLEET_VAR", "FleetConfig", "fleet_job", "fleet_mode", "fleet_sensor", "look_tenant", "serve_tenant", "sync_tenant", "load_state"]
 
 #: `loop` or `batch` turns the fleet on (and the per-tenant automations off by default).
 FLEET_VAR = "CRM_WAVE_FLEET"
@@ -183,25 +184,39 @@ class Probes:
             self.drop(tenant)
 
 
-def serve_tenant(sync: SyncResource, probes: Probes, tenant: str, st: TenantState, *, force: bool, full_every_s: float,
-                 run_id: str | None, log: Callable[[str], None], warn: Callable[[str], None],
-                 snapshot: bool = True) -> Outcome:
-    """One tenant's turn: look; sync when something changed, `force`, or its last pass is old.
+def look_tenant(probes: Probes, tenant: str, st: TenantState, *, force: bool,
+                full_every_s: float) -> tuple[Look | None, str | None, str | None]:
+    """Look at one tenant: (the look, why it wants a sync or None, the error that stopped the look or None).
 
-    Updates `st` in place. Never raises for the tenant's own failure: the outcome carries it.
-    The marks kept are those of the look taken before the last pass (which wrote nothing), so
-    our own writes are not seen as a change next time, and an edit made during the sync is.
-    """
-    out = Outcome(tenant)
-    t0, c0 = time.monotonic(), time.thread_time()
+    Why: `forced`, `first`, `changed` (a head moved) or `due` (no pass for `full_every_s`). A tenant
+    that wants nothing gets the look's marks at once; one that wants a sync keeps its old marks
+    until the sync (`sync_tenant`) records the marks it read up to."""
     try:
         found = probes.look(tenant, st.marks)
-        st.looks += 1
-        out.changed = found.changed
-        due = time.time() - st.last_pass >= full_every_s
-        if not (force or found.changed or found.first or due):
-            st.marks = found.marks
-            return out
+    except Exception as exc:  # noqa: BLE001 - the tenant is recorded and skipped; the others go on
+        st.failures += 1
+        st.last_error = _error(exc)
+        return None, None, st.last_error
+    st.looks += 1
+    why = ("forced" if force else "first" if found.first else "changed" if found.changed
+           else "due" if time.time() - st.last_pass >= full_every_s else None)
+    if why is None:
+        st.marks = found.marks
+    return found, why, None
+
+
+def sync_tenant(sync: SyncResource, probes: Probes, tenant: str, st: TenantState, found: Look, *,
+                run_id: str | None, log: Callable[[str], None], warn: Callable[[str], None],
+                snapshot: bool = True) -> Outcome:
+    """Run passes for one tenant until one writes nothing; update `st` in place.
+
+    Never raises for the tenant's own failure: the outcome carries it. The marks kept are those
+    of the look taken before the last pass (which wrote nothing), so our own writes are not seen
+    as a change next time, and an edit made during the sync is.
+    """
+    out = Outcome(tenant, changed=found.changed)
+    t0, c0 = time.monotonic(), time.thread_time()
+    try:
         store = sync.store(tenant)
         marks = found.marks
         with ExitStack() as stack:
@@ -241,6 +256,16 @@ def serve_tenant(sync: SyncResource, probes: Probes, tenant: str, st: TenantStat
     finally:
         out.seconds, out.cpu_s = time.monotonic() - t0, time.thread_time() - c0
     return out
+
+
+def serve_tenant(sync: SyncResource, probes: Probes, tenant: str, st: TenantState, *, force: bool, full_every_s: float,
+                 run_id: str | None, log: Callable[[str], None], warn: Callable[[str], None],
+                 snapshot: bool = True) -> Outcome:
+    """One tenant's turn on its own: look, then sync when it wants one (`look_tenant`, `sync_tenant`)."""
+    found, why, error = look_tenant(probes, tenant, st, force=force, full_every_s=full_every_s)
+    if found is None or why is None:
+        return Outcome(tenant, error=error)
+    return sync_tenant(sync, probes, tenant, st, found, run_id=run_id, log=log, warn=warn, snapshot=snapshot)
 
 
 # ---------------------------------------------------------------- Dagster
@@ -294,19 +319,33 @@ def serve_fleet(context: dg.OpExecutionContext, config: FleetConfig, sync: SyncR
             _closing(probes):
         while True:
             started = time.monotonic()
-            futures = [pool.submit(serve_tenant, sync, probes, t, state.setdefault(t, TenantState()), force=force,
-                                   full_every_s=config.full_every_s, run_id=context.run_id,
+            # Look at every tenant first (a few ms each), then sync: those with changes first, then
+            # the passes that are due, oldest first and only a round's share of them (they spread
+            # out instead of all falling due in one round, and never hold back a changed tenant).
+            looked = list(pool.map(lambda t: look_tenant(probes, t, state.setdefault(t, TenantState()),
+                                                         force=force, full_every_s=config.full_every_s), tenants))
+            totals["looks"] += len(tenants)
+            wanted, due = [], []
+            for tenant, (found, why, error) in zip(tenants, looked):
+                if error is not None:
+                    totals["failures"] += 1
+                    outcome = Outcome(tenant, error=error)
+                    _say(context, outcome)
+                    yield from _events(outcome)
+                elif found is not None and why is not None:
+                    (due if why == "due" else wanted).append((tenant, found))
+            share = max(1, math.ceil(len(tenants) * max(config.look_every_s, 1.0) / max(config.full_every_s, 1.0)))
+            wanted += sorted(due, key=lambda item: state[item[0]].last_pass)[:share]
+            futures = [pool.submit(sync_tenant, sync, probes, t, state[t], found, run_id=context.run_id,
                                    log=context.log.debug, warn=context.log.warning, snapshot=config.snapshot)
-                       for t in tenants]
+                       for t, found in wanted]
             for future in as_completed(futures):
                 outcome = future.result()
-                totals["looks"] += 1
                 totals["syncs"] += outcome.synced
                 totals["failures"] += outcome.error is not None
                 _say(context, outcome)
                 yield from _events(outcome)
-                if outcome.synced or outcome.error:  # what a pass did is kept even if the run dies mid-round
-                    save_state(root, {t: s for t, s in state.items() if t in registered})
+                save_state(root, {t: s for t, s in state.items() if t in registered})  # kept if the run dies
             totals["rounds"] += 1
             save_state(root, {t: s for t, s in state.items() if t in registered})
             left = deadline - time.monotonic()
