@@ -30,6 +30,7 @@ from crm_wave.sync.names import CRM_RESOURCE, dataset
 from crm_wave.systems.http import ApiError
 from crm_wave.systems.protocols import CrmApi, WaveApi
 from crm_wave.config.tenants import TenantError, load_tenants
+from crm_wave.defs.fleet import fleet_mode
 
 sync_job = dg.define_asset_job(
     "sync_job",
@@ -37,6 +38,11 @@ sync_job = dg.define_asset_job(
     description="One full pass for one tenant: collect -> global -> share -> push, for all four dataflows; then a snapshot.",
     executor_def=dg.in_process_executor,
 )
+
+#: With the fleet on (`CRM_WAVE_FLEET`, crm_wave/defs/fleet.py) its runs serve every tenant, so the
+#: per-tenant automations below start stopped (the UI can still turn them on).
+_FLEET = fleet_mode() is not None
+_SENSOR_ON = dg.DefaultSensorStatus.STOPPED if _FLEET else dg.DefaultSensorStatus.RUNNING
 
 collect_job = dg.define_asset_job(
     "collect_job",
@@ -83,7 +89,7 @@ def _busy(instance: dg.DagsterInstance, tenant: str) -> bool:
 
 
 @dg.schedule(name="collect_schedule", job=collect_job, cron_schedule="* * * * *",
-             default_status=dg.DefaultScheduleStatus.RUNNING,
+             default_status=dg.DefaultScheduleStatus.STOPPED if _FLEET else dg.DefaultScheduleStatus.RUNNING,
              description="Every minute, for every tenant: read both systems' changes and recompute the diffs.")
 def collect_schedule(context: dg.ScheduleEvaluationContext):
     """One run per tenant, unless that tenant already has a run queued or in progress."""
@@ -139,7 +145,7 @@ def _newest_share_materialization(instance: dg.DagsterInstance) -> int:
     return max((r[0].storage_id for r in newest if r), default=0)
 
 
-@dg.sensor(name="push_sensor", minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING,
+@dg.sensor(name="push_sensor", minimum_interval_seconds=15, default_status=_SENSOR_ON,
            job=push_job,
            description="Launches a tenant's pushes when a share asset was materialized with work by a run that "
                        "does not push it itself.")
@@ -202,7 +208,7 @@ def _look(sync: SyncResource, tenant: str, previous: dict[str, str] | None) -> L
         return f"{tenant}: no client from its settings ({type(exc).__name__})"
 
 
-@dg.sensor(name="changes_sensor", minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING,
+@dg.sensor(name="changes_sensor", minimum_interval_seconds=10, default_status=_SENSOR_ON,
            job=sync_job,
            description="Every 10 s, asks both systems of each idle tenant whether anything changed (CRM change feed "
                        "heads, Wave's newest modifiedAt) and launches one sync of that tenant when something did.")

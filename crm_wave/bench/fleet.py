@@ -1,0 +1,502 @@
+"""Figures for the fleet: N small tenants served by `fleet_job` runs under dagster-daemon on Postgres.
+
+`python -m crm_wave.bench.fleet --tenants 100` (needs PostgreSQL: `eval "$(bash .ci/postgres.sh)"`)
+is the one command. It starts one process serving every tenant's CRM simulator and one serving
+every tenant's Wave business (each tenant's app under its own path prefix, `/t000/api/v1`,
+`/t000/graphql/public`: 200 simulator processes would not fit 2 cores), seeds each CRM with
+`--records` customers (a fifth as many products and orders), registers the tenants, starts
+`dagster-daemon` with `CRM_WAVE_FLEET=<mode>` (so `fleet_sensor` runs and the per-tenant
+automations are stopped), and reports, per mode of `--modes`:
+
+- converged: seconds until every tenant's Wave business holds all its CRM customers and orders
+  (first mode only);
+- at rest (`--rest-minutes`, no edits): CPU of the machine (/proc/stat), of Dagster's process
+  tree (daemon, code server, runs) and of the simulators; looks and syncs per tenant-minute;
+- under edits (`--edit-minutes`, `--edits-per-minute` CRM edits per tenant, at random times): the
+  same, and the edit-to-Wave latency (median, p95) of the edits of the first `--watch` tenants,
+  polled every second by email in Wave;
+- peak RSS of everything and of Dagster's tree.
+
+CPU is CPU-seconds read from /proc (utime + stime), not wall time: the machine may be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from crm_wave.bench.latency import percentile
+from crm_wave.bench.tenants import ROOT, _cpu_times, _rss_kb, start_daemon, stop_daemon
+from crm_wave.config.tenants import add_tenant
+from crm_wave.systems.serve import free_port
+
+_CRM_TOKEN, _WAVE_TOKEN = "c", "w"
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------- the simulators, many tenants per process
+
+def serve(system: str, port: int, directory: Path, names: list[str], records: int) -> None:
+    """Serve `system`'s simulator of every tenant in `names` from this process, each under `/<name>`."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from crm_wave.systems.serve import serve_forever
+
+    mounts = []
+    for i, name in enumerate(names):
+        db = directory / f"{name}-{system}.db"
+        if system == "crm":
+            from crm_wave.systems.crm.simulator import create_app, seed
+
+            if not db.exists():
+                seed(db, seed=i, customers=records, products=records // 5, orders=records // 5)
+            app = create_app(db_path=db, token=_CRM_TOKEN)
+        else:
+            from crm_wave.systems.wave.simulator import create_app as wave_app
+
+            app = wave_app(db_path=db, token=_WAVE_TOKEN)
+        mounts.append(Mount(f"/{name}", app=app))
+    serve_forever(Starlette(routes=mounts), "127.0.0.1", port)
+
+
+def _start_sims(tmp: Path, names: list[str], records: int) -> tuple[list[subprocess.Popen], dict[str, str]]:
+    """Both simulator processes; the tenants' environment variables."""
+    procs, env, ports = [], {}, {}
+    for system in ("crm", "wave"):
+        ports[system] = free_port()
+        procs.append(subprocess.Popen([sys.executable, "-m", "crm_wave.bench.fleet", "--serve", system,
+                                       "--port", str(ports[system]), "--dir", str(tmp), "--names", ",".join(names),
+                                       "--records", str(records)], stdout=subprocess.DEVNULL))
+    for name in names:
+        prefix = name.upper() + "_"
+        env.update({prefix + "CRM_BASE_URL": f"http://127.0.0.1:{ports['crm']}/{name}/api/v1",
+                    prefix + "CRM_API_TOKEN": _CRM_TOKEN,
+                    prefix + "WAVE_GRAPHQL_URL": f"http://127.0.0.1:{ports['wave']}/{name}/graphql/public",
+                    prefix + "WAVE_API_TOKEN": _WAVE_TOKEN, prefix + "WAVE_REQUESTS_PER_MINUTE": "0"})
+    deadline = time.monotonic() + 60 + len(names) * 3  # seeding takes a while
+    last = names[-1].upper() + "_"
+    for url, body, token in ((env[last + "CRM_BASE_URL"] + "/customers?limit=1", None, _CRM_TOKEN),
+                             (env[last + "WAVE_GRAPHQL_URL"], {"query": "{ user { id } }"}, _WAVE_TOKEN)):
+        while True:
+            try:
+                headers = {"Authorization": f"Bearer {token}"}
+                r = httpx.post(url, json=body, headers=headers) if body else httpx.get(url, headers=headers)
+                r.raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                    raise RuntimeError("the simulators did not start") from None
+                time.sleep(0.5)
+    return procs, env
+
+
+# ---------------------------------------------------------------- measuring
+
+def _proc_cpu(pid: int) -> float | None:
+    """utime + stime of one process, in seconds (None once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _group(pgid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                    pids.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return pids
+
+
+class _Meter(threading.Thread):
+    """CPU-seconds of a process group (live processes plus the last seen of those gone: runs end) and
+    of fixed processes, and the peak RSS of both; sampled every 0.25 s."""
+
+    def __init__(self, pgid: int, others: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.pgid, self.others, self.stop = pgid, others, threading.Event()
+        self.seen: dict[int, float] = {}
+        self.peak_kb = self.peak_group_kb = 0
+        self.lock = threading.Lock()
+
+    def sample(self) -> None:
+        pids = _group(self.pgid)
+        with self.lock:
+            for pid in pids:
+                cpu = _proc_cpu(pid)
+                if cpu is not None:
+                    self.seen[pid] = cpu
+        group_kb = sum(_rss_kb(p) for p in pids if p == self.pgid)  # _rss_kb walks the children
+        self.peak_group_kb = max(self.peak_group_kb, group_kb)
+        self.peak_kb = max(self.peak_kb, group_kb + sum(_rss_kb(p) for p in self.others) + _rss_kb(os.getpid()))
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.sample()
+            time.sleep(0.25)
+
+    def group_cpu(self) -> float:
+        self.sample()
+        with self.lock:
+            return sum(self.seen.values())
+
+    def others_cpu(self) -> float:
+        return sum(_proc_cpu(p) or 0.0 for p in self.others)
+
+
+@dataclass
+class Window:
+    """What one measured stretch of time cost and achieved."""
+
+    name: str
+    seconds: float = 0.0
+    machine_pct: float = 0.0
+    dagster_cpu_s: float = 0.0
+    sims_cpu_s: float = 0.0
+    bench_cpu_s: float = 0.0
+    looks_per_tenant_min: list[float] = field(default_factory=list)
+    syncs_per_tenant_min: list[float] = field(default_factory=list)
+    fleet_runs: int = 0
+    failures: int = 0
+    edits: int = 0
+    latencies: list[float] = field(default_factory=list)
+    unseen: int = 0
+
+    def line(self, tenants: int) -> str:
+        minutes = self.seconds / 60
+        looks = statistics.median(self.looks_per_tenant_min) if self.looks_per_tenant_min else 0
+        out = (f"{self.name}: {self.seconds:.0f} s; machine CPU {self.machine_pct:.0f} % of {os.cpu_count()} cores; "
+               f"Dagster {self.dagster_cpu_s:.0f} CPU-s = {100 * self.dagster_cpu_s / self.seconds / (os.cpu_count() or 1):.0f} % "
+               f"of the machine, {self.dagster_cpu_s / (tenants * minutes):.2f} CPU-s per tenant-minute; simulators "
+               f"{self.sims_cpu_s:.0f} CPU-s; fleet runs started {self.fleet_runs}; looks per tenant-minute median "
+               f"{looks:.1f} (min {min(self.looks_per_tenant_min, default=0):.1f}); syncs per tenant-minute median "
+               f"{statistics.median(self.syncs_per_tenant_min) if self.syncs_per_tenant_min else 0:.2f}; "
+               f"tenant failures {self.failures}")
+        if self.edits:
+            lat = (f"median {statistics.median(self.latencies):.1f} s, p95 {percentile(self.latencies, 95):.1f} s, "
+                   f"max {max(self.latencies):.1f} s" if self.latencies else "none seen")
+            out += f"\n  edits {self.edits}; edit-to-Wave latency of {len(self.latencies)} watched: {lat}; unseen {self.unseen}"
+        return out
+
+
+def _state(data: Path) -> dict[str, dict[str, Any]]:
+    path = data / "fleet" / "state.json"
+    for _ in range(5):
+        try:
+            return json.loads(path.read_text()) if path.exists() else {}
+        except json.JSONDecodeError:  # replaced while read
+            time.sleep(0.1)
+    return {}
+
+
+class _Editor(threading.Thread):
+    """CRM edits at random times (`per_minute` per tenant); watches the first `watch` tenants' edits in Wave."""
+
+    def __init__(self, env: dict[str, str], names: list[str], per_minute: float, watch: int, seed: int = 1) -> None:
+        super().__init__(daemon=True)
+        self.env, self.names, self.per_minute, self.watch = env, names, per_minute, set(names[:watch])
+        self.rng, self.stop = random.Random(seed), threading.Event()
+        self.edits = 0
+        self.pending: dict[tuple[str, str], tuple[str, float]] = {}  # (tenant, email) -> (phone, edited at)
+        self.latencies: list[float] = []
+        self.lock = threading.Lock()
+        self.targets: dict[str, list[dict[str, Any]]] = {}
+        self.business: dict[str, str] = {}
+
+    def prepare(self) -> None:
+        """Per tenant: a few organisation customers to edit; the Wave business of the watched ones."""
+        from crm_wave.systems.crm.client import CrmClient
+        from crm_wave.systems.wave.client import WaveClient
+
+        for name in self.names:
+            p = name.upper() + "_"
+            with CrmClient(base_url=self.env[p + "CRM_BASE_URL"], token=_CRM_TOKEN) as crm:
+                orgs = [c for c in crm.read_all("customers") if c.get("Type") == "organization" and c.get("Email")]
+                self.targets[name] = orgs[:10]
+            if name in self.watch:
+                with WaveClient(url=self.env[p + "WAVE_GRAPHQL_URL"], token=_WAVE_TOKEN) as wave:
+                    self.business[name] = wave.business_id
+
+    def run(self) -> None:
+        from crm_wave.systems.crm.client import CrmClient
+
+        clients = {n: CrmClient(base_url=self.env[n.upper() + "_CRM_BASE_URL"], token=_CRM_TOKEN) for n in self.names}
+        watcher = threading.Thread(target=self._watch, daemon=True)
+        watcher.start()
+        rate = len(self.names) * self.per_minute / 60  # edits per second, all tenants
+        try:
+            while not self.stop.wait(self.rng.expovariate(rate)):
+                name = self.rng.choice(self.names)
+                target = self.rng.choice(self.targets[name])
+                phone = f"+47 {self.rng.randrange(10**7, 10**8)}"
+                try:
+                    current = clients[name].get("customers", target["Id"])
+                    clients[name].patch("customers", target["Id"], {"Phone": phone},
+                                        if_match=current["Version"] if current else None)
+                except Exception as exc:  # noqa: BLE001 - a refused edit is reported, the load goes on
+                    print(f"edit of {name} refused: {type(exc).__name__}: {exc}", file=sys.stderr)
+                    continue
+                self.edits += 1
+                if name in self.watch:
+                    with self.lock:
+                        self.pending[(name, target["Email"].lower())] = (phone, time.monotonic())
+        finally:
+            for c in clients.values():
+                c.close()
+
+    def _watch(self) -> None:
+        query = ("query($b: ID!, $e: String) { business(id: $b) { customers(email: $e, pageSize: 1) "
+                 "{ edges { node { phone } } } } }")
+        with httpx.Client(headers={"Authorization": f"Bearer {_WAVE_TOKEN}"}, timeout=10) as http:
+            while not self.stop.is_set() or self.pending:
+                with self.lock:
+                    items = list(self.pending.items())
+                for (name, email), (phone, at) in items:
+                    url = self.env[name.upper() + "_WAVE_GRAPHQL_URL"]
+                    try:
+                        data = http.post(url, json={"query": query, "variables": {"b": self.business[name], "e": email}}).json()
+                        edges = data["data"]["business"]["customers"]["edges"]
+                    except (httpx.HTTPError, KeyError, TypeError, ValueError):
+                        continue
+                    seen = edges and (edges[0]["node"].get("phone") or "") == phone
+                    with self.lock:
+                        if seen and self.pending.get((name, email)) == (phone, at):
+                            self.latencies.append(time.monotonic() - at)
+                            del self.pending[(name, email)]
+                if self.stop.is_set() and time.monotonic() > getattr(self, "give_up", float("inf")):
+                    break
+                time.sleep(1.0)
+
+    def finish(self, grace_s: float) -> int:
+        """Stop editing; wait up to `grace_s` for the watched edits to show; the number never seen."""
+        self.give_up = time.monotonic() + grace_s
+        self.stop.set()
+        while self.pending and time.monotonic() < self.give_up:
+            time.sleep(1.0)
+        return len(self.pending)
+
+
+def _measure(name: str, seconds: float, meter: _Meter, sims: list[int], data: Path, names: list[str],
+             instance: Any, editor: _Editor | None = None) -> Window:
+    import dagster as dg
+
+    w = Window(name)
+    s0, d0, o0, b0, (busy0, all0), t0 = _state(data), meter.group_cpu(), meter.others_cpu(), time.process_time(), \
+        _cpu_times(), time.time()
+    runs0 = len(instance.get_run_ids(filters=dg.RunsFilter(job_name="fleet_job")))
+    if editor is not None:
+        editor.start()
+    time.sleep(seconds)
+    s1, d1, o1, b1, (busy1, all1), t1 = _state(data), meter.group_cpu(), meter.others_cpu(), time.process_time(), \
+        _cpu_times(), time.time()
+    w.seconds, w.machine_pct = t1 - t0, 100 * (busy1 - busy0) / max(all1 - all0, 1)
+    w.dagster_cpu_s, w.sims_cpu_s, w.bench_cpu_s = d1 - d0, o1 - o0, b1 - b0
+    minutes = w.seconds / 60
+    for n in names:
+        a, b = s0.get(n, {}), s1.get(n, {})
+        w.looks_per_tenant_min.append((b.get("looks", 0) - a.get("looks", 0)) / minutes)
+        w.syncs_per_tenant_min.append((b.get("syncs", 0) - a.get("syncs", 0)) / minutes)
+        w.failures += b.get("failures", 0) - a.get("failures", 0)
+    w.fleet_runs = len(instance.get_run_ids(filters=dg.RunsFilter(job_name="fleet_job"))) - runs0
+    if editor is not None:
+        w.unseen = editor.finish(120)
+        w.edits, w.latencies = editor.edits, list(editor.latencies)
+    return w
+
+
+def clone_converged(tmp: Path, data: Path, names: list[str], records: int) -> float:
+    """Converge one template tenant in-process, then copy its files (CRM, Wave, DuckDB) to every tenant in
+    `names`: each tenant starts converged, with its own copy. Returns the template's CPU-seconds."""
+    from crm_wave.store import Store
+    from crm_wave.sync.engine import sync_once
+    from crm_wave.systems.crm.client import CrmClient
+    from crm_wave.systems.crm.simulator import create_app, seed
+    from crm_wave.systems.serve import serve_in_thread
+    from crm_wave.systems.wave.client import WaveClient
+    from crm_wave.systems.wave.simulator import create_app as wave_app
+
+    template = tmp / "template"
+    template.mkdir()
+    crm_db, wave_db, duck = template / "crm.db", template / "wave.db", template / "crm_wave.duckdb"
+    seed(crm_db, seed=0, customers=records, products=records // 5, orders=records // 5)
+    cpu = time.process_time()
+    with serve_in_thread(create_app(db_path=crm_db, token=_CRM_TOKEN)) as crm_base, \
+            serve_in_thread(wave_app(db_path=wave_db, token=_WAVE_TOKEN)) as wave_base, \
+            CrmClient(base_url=f"{crm_base}/api/v1", token=_CRM_TOKEN) as crm, \
+            WaveClient(url=f"{wave_base}/graphql/public", token=_WAVE_TOKEN) as wave:
+        for _ in range(3):  # until a pass writes nothing
+            passes = sync_once(Store(duck), {"crm": crm, "wave": wave})
+            if passes[-1].writes == 0:
+                break
+    cpu = time.process_time() - cpu
+    for name in names:
+        for src, dst in ((crm_db, tmp / f"{name}-crm.db"), (wave_db, tmp / f"{name}-wave.db"),
+                         (duck, data / "tenants" / name / "crm_wave.duckdb")):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            for suffix in ("", "-wal", "-shm", ".wal"):
+                if Path(str(src) + suffix).exists():
+                    shutil.copyfile(str(src) + suffix, str(dst) + suffix)
+    return cpu
+
+
+def _converged(env: dict[str, str], name: str) -> bool:
+    from crm_wave.bench.tenants import _converged as tenant_converged
+
+    return tenant_converged(env, name)
+
+
+# ---------------------------------------------------------------- the command
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the fleet figures; print them."""
+    p = argparse.ArgumentParser(prog="python -m crm_wave.bench.fleet", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tenants", type=int, default=100)
+    p.add_argument("--records", type=int, default=500, help="customers per tenant (plus a fifth as many products and orders)")
+    p.add_argument("--modes", default="loop", help="comma-separated fleet modes to measure, in order: loop, batch")
+    p.add_argument("--max-minutes", type=float, default=60, help="give up converging after this long")
+    p.add_argument("--rest-minutes", type=float, default=3)
+    p.add_argument("--edit-minutes", type=float, default=3)
+    p.add_argument("--edits-per-minute", type=float, default=3, help="CRM edits per tenant per minute")
+    p.add_argument("--watch", type=int, default=20, help="tenants whose edits are watched in Wave for the latency")
+    p.add_argument("--loop-minutes", type=float, default=15, help="length of one loop-mode run")
+    p.add_argument("--clone", action="store_true",
+                   help="start every tenant as a copy of one tenant converged in-process (to measure a large fleet "
+                        "at rest and under edits without waiting for it to converge; the converged time is then "
+                        "that of the first round, every tenant's first look being a pass)")
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--serve", choices=["crm", "wave"], help=argparse.SUPPRESS)  # the simulator processes
+    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--names", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.serve:
+        serve(a.serve, a.port, a.dir, a.names.split(","), a.records)
+        return 0
+    modes = [m.strip() for m in a.modes.split(",") if m.strip()]
+    if not modes or set(modes) - {"loop", "batch"}:
+        p.error("--modes: loop and/or batch")
+    if not os.environ.get("DAGSTER_PG_HOST"):
+        print('PostgreSQL is needed: eval "$(bash .ci/postgres.sh)"', file=sys.stderr)
+        return 2
+    import dagster as dg
+    import psycopg2
+
+    tmp = Path(tempfile.mkdtemp(prefix="crm-wave-fleet-"))
+    data, home = tmp / "data", tmp / "dagster_home"
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text((ROOT / "deploy" / "dagster.local-postgres.yaml").read_text())
+    db = f"crm_wave_fleet_{os.getpid()}"
+    admin = psycopg2.connect(host=os.environ["DAGSTER_PG_HOST"], port=os.environ["DAGSTER_PG_PORT"],
+                             user=os.environ["DAGSTER_PG_USERNAME"], password=os.environ["DAGSTER_PG_PASSWORD"],
+                             dbname=os.environ["DAGSTER_PG_DB"])
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{db}"')
+    names = [f"t{i:03d}" for i in range(a.tenants)]
+    sims: list[subprocess.Popen] = []
+    daemon = None
+    figures: dict[str, Any] = {"tenants": a.tenants, "records": a.records, "cores": os.cpu_count(), "windows": []}
+    try:
+        t_seed = time.monotonic()
+        if a.clone:
+            cpu = clone_converged(tmp, data, names, a.records)
+            figures["template_cpu_s"] = cpu
+            print(f"one tenant converged in-process in {cpu:.0f} CPU-s, copied to {len(names)} tenants", flush=True)
+        sims, tenant_env = _start_sims(tmp, names, a.records)
+        print(f"simulators up and seeded in {time.monotonic() - t_seed:.0f} s", flush=True)
+        for name in names:
+            add_tenant(data, name)
+        env = {**os.environ, **tenant_env, "DAGSTER_HOME": str(home), "DAGSTER_PG_DB": db,
+               "CRM_WAVE_DATA_DIR": str(data), "CRM_WAVE_FLEET_MINUTES": str(a.loop_minutes)}
+        os.environ["DAGSTER_HOME"], os.environ["DAGSTER_PG_DB"] = str(home), db
+        with dg.DagsterInstance.get() as instance:
+            instance.add_dynamic_partitions("tenants", names)
+            for i, mode in enumerate(modes):
+                if daemon is not None:
+                    stop_daemon(daemon)
+                    for run in instance.get_runs(filters=dg.RunsFilter(job_name="fleet_job", statuses=[
+                            dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING])):
+                        instance.report_run_canceled(run)  # its process died with the daemon's group
+                daemon = start_daemon({**env, "CRM_WAVE_FLEET": mode}, log=tmp / f"daemon-{mode}.log")
+                meter = _Meter(daemon.pid, [s.pid for s in sims])
+                meter.start()
+                if i == 0:
+                    started = time.monotonic()
+                    pending = set(names)
+                    while pending and time.monotonic() - started < a.max_minutes * 60:
+                        time.sleep(10)
+                        pending = {n for n in pending if not _converged(env, n)}
+                    figures["converged_s"] = time.monotonic() - started
+                    figures["converged"] = len(names) - len(pending)
+                    figures["converge_dagster_cpu_s"] = meter.group_cpu()
+                    print(f"converged ({mode}): {figures['converged']}/{len(names)} tenants after "
+                          f"{figures['converged_s']:.0f} s; Dagster tree {figures['converge_dagster_cpu_s']:.0f} CPU-s",
+                          flush=True)
+                    if pending:
+                        break
+                    while time.monotonic() - started < a.max_minutes * 60:  # every tenant's first turn done
+                        state = _state(data)
+                        if all(state.get(n, {}).get("syncs", 0) >= 1 for n in names):
+                            break
+                        time.sleep(5)
+                    figures["first_round_s"] = time.monotonic() - started
+                    print(f"every tenant synced once by the fleet after {figures['first_round_s']:.0f} s; Dagster tree "
+                          f"{meter.group_cpu():.0f} CPU-s", flush=True)
+                else:
+                    time.sleep(20)  # the first run starts and takes its first look
+                for label, minutes, editor in (("at rest", a.rest_minutes, None),
+                                               ("under edits", a.edit_minutes,
+                                                _Editor(tenant_env, names, a.edits_per_minute, a.watch))):
+                    if minutes <= 0:
+                        continue
+                    if editor is not None:
+                        editor.prepare()
+                    w = _measure(f"{mode}, {label}", minutes * 60, meter, [s.pid for s in sims], data, names,
+                                 instance, editor)
+                    print(w.line(len(names)), flush=True)
+                    figures["windows"].append({**w.__dict__, "latency_median_s": statistics.median(w.latencies)
+                                               if w.latencies else None,
+                                               "latency_p95_s": percentile(w.latencies, 95) if w.latencies else None})
+                meter.stop.set()
+                figures.setdefault("peak_rss_mib", {})[mode] = {"all": meter.peak_kb / 1024,
+                                                                "dagster": meter.peak_group_kb / 1024}
+                print(f"peak RSS ({mode}): {meter.peak_kb / 1024:.0f} MiB in all (simulators, Dagster, this process); "
+                      f"Dagster's tree {meter.peak_group_kb / 1024:.0f} MiB", flush=True)
+        load = os.getloadavg()
+        print(f"load average at the end: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+        if a.json:
+            a.json.write_text(json.dumps(figures, indent=1, default=str))
+        return 0 if figures.get("converged") == len(names) else 1
+    finally:
+        for proc in sims:
+            proc.terminate()
+        for proc in sims:
+            proc.wait(timeout=30)
+        if daemon is not None:
+            stop_daemon(daemon)
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

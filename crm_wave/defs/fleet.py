@@ -1,0 +1,440 @@
+"""One Dagster run serving many tenants: `fleet_job`, and the sensor that launches it.
+
+A `sync_job` run per tenant costs Dagster about 7 CPU-s whatever the pass does (run creation,
+event log, input provenance), which keeps one 2-core machine to a few tenants a minute. The
+fleet spends that once for many tenants. Its step, per tenant: `look` at both systems
+(`crm_wave/sync/heads.py`, a few small requests, no DuckDB) and, when something changed (or
+the tenant's last pass is older than `full_every_s`, for changes that move no head, such as
+Wave payments in strict mode), run passes (`engine.run_pass`) until one writes nothing.
+Each tenant's sync is recorded as the materializations of its stage assets in the tenant's
+partition (summed over its passes), so the UI shows every tenant's syncs on the same assets
+as `sync_job`'s; a tenant that fails is logged, recorded as an observation of its
+`crm_customer` asset with the error, and the others go on.
+
+Two ways to run it (`CRM_WAVE_FLEET`, read when the definitions load; docs/deploy.md,
+"Many tenants: the fleet", has the figures that chose between them):
+
+- `loop` (recommended): the sensor keeps one long-lived run going; the run looks at every
+  tenant each `look_every_s` for `minutes`, then ends, and the sensor starts the next.
+- `batch`: the sensor looks at every tenant every tick and launches one run with the tenants
+  that changed or are due (none while a fleet run is in progress).
+
+With either, the per-tenant automations (`collect_schedule`, `push_sensor`, `changes_sensor`)
+start stopped. The marks of each tenant's last look, its last pass and counters live in
+`<data>/fleet/state.json` (no secrets), so a new run goes on where the last one stopped.
+"""
+
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import dagster as dg
+
+from crm_wave.config.tenants import load_tenants
+from crm_wave.defs.resources import SyncResource
+from crm_wave.sync.breaker import CircuitOpen
+from crm_wave.sync.collect import CollectResult, utcnow
+from crm_wave.sync.engine import PassResult, StageResult, report_stage, run_pass
+from crm_wave.sync.heads import Look, look
+from crm_wave.sync.stages import Stage
+from crm_wave.systems.protocols import CrmApi, WaveApi
+
+__all__ = ["FLEET_VAR", "FleetConfig", "fleet_job", "fleet_mode", "fleet_sensor", "look_tenant", "serve_tenant", "sync_tenant", "load_state"]
+
+#: `loop` or `batch` turns the fleet on (and the per-tenant automations off by default).
+FLEET_VAR = "CRM_WAVE_FLEET"
+FLEET_TAG = "crm_wave/fleet"
+TENANTS_TAG = "crm_wave/tenants"
+#: How the fleet asks whether anything changed: short timeouts, so a system that is down costs
+#: seconds of a round, not the clients' minute of backoff (the same as `changes_sensor`).
+PROBE_POLICY = {"timeout_s": 5.0, "max_attempts": 2, "backoff_max_s": 1.0, "max_retry_after_s": 5.0,
+                "max_rate_wait_s": 2.0}
+_MAX_PASSES = 4
+
+
+def fleet_mode(environ: Any = os.environ) -> str | None:
+    """`loop`, `batch`, or None (the fleet is off) from `CRM_WAVE_FLEET`."""
+    value = (environ.get(FLEET_VAR) or "").strip().lower()
+    if value in ("", "0", "off", "no", "false"):
+        return None
+    if value not in ("loop", "batch"):
+        raise ValueError(f"{FLEET_VAR}={value!r}: use loop, batch or off")
+    return value
+
+
+class FleetConfig(dg.Config):
+    """What one fleet run serves, and how often."""
+
+    tenants: list[str] = []  # batch: these tenants, each synced once; empty: every registered tenant
+    minutes: float = 0.0  # > 0: loop over the tenants this long (looking at each every `look_every_s`)
+    look_every_s: float = 10.0
+    full_every_s: float = 300.0  # a tenant not synced for this long gets a pass even if no head moved
+    workers: int = 2  # tenants synced at once (DuckDB and polars release the GIL)
+    snapshot: bool = True  # publish each synced tenant's analyst snapshot, as `sync_job` does
+
+
+# ---------------------------------------------------------------- state (no Dagster)
+
+@dataclass
+class TenantState:
+    """What the fleet keeps of one tenant between rounds and runs."""
+
+    marks: dict[str, str] | None = None
+    last_pass: float = 0.0  # epoch seconds of the last pass that ran
+    looks: int = 0
+    syncs: int = 0
+    passes: int = 0
+    failures: int = 0
+    last_error: str | None = None
+
+
+def _state_path(data_root: Path) -> Path:
+    return data_root / "fleet" / "state.json"
+
+
+def load_state(data_root: Path) -> dict[str, TenantState]:
+    """Every tenant's fleet state (empty when the fleet never ran)."""
+    path = _state_path(data_root)
+    if not path.exists():
+        return {}
+    return {t: TenantState(**v) for t, v in json.loads(path.read_text()).items()}
+
+
+def save_state(data_root: Path, state: dict[str, TenantState]) -> None:
+    """Write the state atomically (a reader never sees half a file)."""
+    path = _state_path(data_root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({t: asdict(s) for t, s in sorted(state.items())}, indent=1))
+    tmp.replace(path)
+
+
+@dataclass
+class Outcome:
+    """One tenant's turn: whether it was synced, its stage results summed over passes, and why."""
+
+    tenant: str
+    synced: bool = False
+    passes: int = 0
+    writes: int = 0
+    changed: tuple[str, ...] = ()
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stages: dict[str, Stage] = field(default_factory=dict)
+    held: list[str] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+    cpu_s: float = 0.0
+
+
+def _add(into: dict[str, Any], result: StageResult) -> None:
+    """Sum a stage's counters over the passes of one sync (the last value of anything else)."""
+    for key, value in asdict(result).items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            into[key] = value if key not in into or not isinstance(value, list) else into[key] + value
+        else:
+            into[key] = into.get(key, 0) + value
+
+
+def _error(exc: BaseException) -> str:
+    """One line naming the failure's kind and message (the clients' messages name no secret)."""
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
+
+
+class Probes:
+    """Each tenant's pair of look clients, kept open between looks: building a pair costs about
+    0.1 CPU-s (TLS context, settings), a look with an open pair about 7 ms. A pair whose look
+    failed is closed and built anew next time. One tenant is looked at by one thread at a time."""
+
+    def __init__(self, sync: SyncResource) -> None:
+        self.sync = sync
+        self._pairs: dict[str, tuple[Any, Any]] = {}
+
+    def look(self, tenant: str, marks: dict[str, str] | None) -> Look:
+        """`heads.look` for the tenant (raises what it raises, or the tenant's settings problem)."""
+        pair = self._pairs.get(tenant)
+        if pair is None:
+            crm = self.sync.client("crm", tenant, **PROBE_POLICY)
+            try:
+                pair = self._pairs[tenant] = (crm, self.sync.client("wave", tenant, **PROBE_POLICY))
+            except BaseException:
+                crm.close()
+                raise
+        try:
+            return look(cast(CrmApi, pair[0]), cast(WaveApi, pair[1]), marks)
+        except BaseException:
+            self.drop(tenant)
+            raise
+
+    def drop(self, tenant: str) -> None:
+        """Close the tenant's pair, if any."""
+        for client in self._pairs.pop(tenant, ()):
+            client.close()
+
+    def close(self) -> None:
+        """Close every pair."""
+        for tenant in list(self._pairs):
+            self.drop(tenant)
+
+
+def look_tenant(probes: Probes, tenant: str, st: TenantState, *, force: bool,
+                full_every_s: float) -> tuple[Look | None, str | None, str | None]:
+    """Look at one tenant: (the look, why it wants a sync or None, the error that stopped the look or None).
+
+    Why: `forced`, `first`, `changed` (a head moved) or `due` (no pass for `full_every_s`). A tenant
+    that wants nothing gets the look's marks at once; one that wants a sync keeps its old marks
+    until the sync (`sync_tenant`) records the marks it read up to."""
+    try:
+        found = probes.look(tenant, st.marks)
+    except Exception as exc:  # noqa: BLE001 - the tenant is recorded and skipped; the others go on
+        st.failures += 1
+        st.last_error = _error(exc)
+        return None, None, st.last_error
+    st.looks += 1
+    why = ("forced" if force else "first" if found.first else "changed" if found.changed
+           else "due" if time.time() - st.last_pass >= full_every_s else None)
+    if why is None:
+        st.marks = found.marks
+    return found, why, None
+
+
+def sync_tenant(sync: SyncResource, probes: Probes, tenant: str, st: TenantState, found: Look, *,
+                run_id: str | None, log: Callable[[str], None], warn: Callable[[str], None],
+                snapshot: bool = True) -> Outcome:
+    """Run passes for one tenant until one writes nothing; update `st` in place.
+
+    Never raises for the tenant's own failure: the outcome carries it. The marks kept are those
+    of the look taken before the last pass (which wrote nothing), so our own writes are not seen
+    as a change next time, and an edit made during the sync is.
+    """
+    out = Outcome(tenant, changed=found.changed)
+    t0, c0 = time.monotonic(), time.thread_time()
+    try:
+        store = sync.store(tenant)
+        marks = found.marks
+        with ExitStack() as stack:
+            crm = stack.enter_context(sync.client("crm", tenant))
+            wave = stack.enter_context(sync.client("wave", tenant))
+
+            def on_stage(s: Stage, result: StageResult | CircuitOpen) -> None:
+                report_stage(s, result, lambda m: log(f"{tenant}: {m}"), lambda m: warn(f"{tenant}: {m}"))
+                if isinstance(result, CircuitOpen):
+                    out.held.append(f"{s.name}: {result}")
+                else:
+                    out.stages[s.name] = s
+                    _add(out.results.setdefault(s.name, {}), result)
+
+            for i in range(_MAX_PASSES):
+                if i:  # before each later pass: the heads it will read (see the docstring)
+                    marks = probes.look(tenant, marks).marks
+                result: PassResult = run_pass(store, {"crm": crm, "wave": wave}, now=utcnow(), run_id=run_id,
+                                              on_stage=on_stage)
+                out.passes += 1
+                out.writes += result.writes
+                if result.held or result.writes == 0:
+                    break
+        st.marks, st.last_pass = marks, time.time()
+        st.syncs += 1
+        st.passes += out.passes
+        st.last_error = None
+        out.synced = True
+        if snapshot:
+            from crm_wave.analyst.snapshot import publish_now
+
+            out.results["snapshot"] = {"path": str(publish_now(store))}
+    except Exception as exc:  # noqa: BLE001 - one tenant's failure must not stop the others
+        out.error = _error(exc)
+        st.failures += 1
+        st.last_error = out.error
+    finally:
+        out.seconds, out.cpu_s = time.monotonic() - t0, time.thread_time() - c0
+    return out
+
+
+def serve_tenant(sync: SyncResource, probes: Probes, tenant: str, st: TenantState, *, force: bool, full_every_s: float,
+                 run_id: str | None, log: Callable[[str], None], warn: Callable[[str], None],
+                 snapshot: bool = True) -> Outcome:
+    """One tenant's turn on its own: look, then sync when it wants one (`look_tenant`, `sync_tenant`)."""
+    found, why, error = look_tenant(probes, tenant, st, force=force, full_every_s=full_every_s)
+    if found is None or why is None:
+        return Outcome(tenant, error=error)
+    return sync_tenant(sync, probes, tenant, st, found, run_id=run_id, log=log, warn=warn, snapshot=snapshot)
+
+
+# ---------------------------------------------------------------- Dagster
+
+def _metadata(values: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
+    meta: dict[str, Any] = {k: v for k, v in values.items() if isinstance(v, (int, float, str, bool)) and v is not None}
+    if values.get("messages"):
+        meta["messages"] = dg.MetadataValue.md("\n".join(f"- {m}" for m in values["messages"][:20]))
+    meta.update({"passes": outcome.passes, "fleet": True})
+    return meta
+
+
+def _events(outcome: Outcome) -> Iterator[dg.AssetMaterialization | dg.AssetObservation]:
+    """What the UI shows of one tenant's turn: a materialization per stage that ran (its partition)."""
+    if outcome.error is not None:
+        yield dg.AssetObservation(asset_key="crm_customer", partition=outcome.tenant,
+                                  metadata={"fleet_error": outcome.error})
+        return
+    for name, values in outcome.results.items():
+        yield dg.AssetMaterialization(asset_key=name, partition=outcome.tenant, metadata=_metadata(values, outcome))
+
+
+def _say(context: dg.OpExecutionContext, outcome: Outcome) -> None:
+    if outcome.error is not None:
+        context.log.error(f"{outcome.tenant}: failed, the other tenants go on: {outcome.error}")
+    elif outcome.synced:
+        why = ", ".join(outcome.changed) or "due"
+        context.log.info(f"{outcome.tenant}: synced ({why}): {outcome.passes} passes, {outcome.writes} writes, "
+                         f"{outcome.seconds:.1f} s, {outcome.cpu_s:.2f} CPU-s")
+    for held in outcome.held:
+        context.log.warning(f"{outcome.tenant}: push held by the circuit breaker: {held}")
+
+
+@dg.op(name="serve_fleet", description="Look at each tenant; sync those with changes or due; record each tenant's "
+                                       "stages as materializations of its partition.")
+def serve_fleet(context: dg.OpExecutionContext, config: FleetConfig, sync: SyncResource) -> Iterator[Any]:
+    """One round over `config.tenants` (batch), or rounds every `look_every_s` for `minutes` (loop)."""
+    root = Path(sync.data_root)
+    registered = [t.name for t in load_tenants(root, os.environ)]
+    unknown = sorted(set(config.tenants) - set(registered))
+    if unknown:
+        context.log.warning(f"not registered, skipped: {', '.join(unknown)}")
+    tenants = [t for t in registered if t in config.tenants] if config.tenants else registered
+    force = bool(config.tenants) and config.minutes <= 0  # the sensor looked already
+    state = load_state(root)
+    deadline = time.monotonic() + config.minutes * 60
+    totals = {"rounds": 0, "looks": 0, "syncs": 0, "failures": 0}
+    cpu0 = time.process_time()
+    probes = Probes(sync)
+    with ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="fleet") as pool, \
+            _closing(probes):
+        while True:
+            started = time.monotonic()
+            # Look at every tenant first (a few ms each), then sync: those with changes first, then
+            # the passes that are due, oldest first and only a round's share of them (they spread
+            # out instead of all falling due in one round, and never hold back a changed tenant).
+            looked = list(pool.map(lambda t: look_tenant(probes, t, state.setdefault(t, TenantState()),
+                                                         force=force, full_every_s=config.full_every_s), tenants))
+            totals["looks"] += len(tenants)
+            wanted, due = [], []
+            for tenant, (found, why, error) in zip(tenants, looked):
+                if error is not None:
+                    totals["failures"] += 1
+                    outcome = Outcome(tenant, error=error)
+                    _say(context, outcome)
+                    yield from _events(outcome)
+                elif found is not None and why is not None:
+                    (due if why == "due" else wanted).append((tenant, found))
+            share = max(1, math.ceil(len(tenants) * max(config.look_every_s, 1.0) / max(config.full_every_s, 1.0)))
+            wanted += sorted(due, key=lambda item: state[item[0]].last_pass)[:share]
+            futures = [pool.submit(sync_tenant, sync, probes, t, state[t], found, run_id=context.run_id,
+                                   log=context.log.debug, warn=context.log.warning, snapshot=config.snapshot)
+                       for t, found in wanted]
+            for future in as_completed(futures):
+                outcome = future.result()
+                totals["syncs"] += outcome.synced
+                totals["failures"] += outcome.error is not None
+                _say(context, outcome)
+                yield from _events(outcome)
+                save_state(root, {t: s for t, s in state.items() if t in registered})  # kept if the run dies
+            totals["rounds"] += 1
+            save_state(root, {t: s for t, s in state.items() if t in registered})
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(max(0.0, min(left, config.look_every_s - (time.monotonic() - started))))
+    yield dg.Output(None, metadata={**totals, "tenants": len(tenants), "cpu_s": round(time.process_time() - cpu0, 2)})
+
+
+@dg.job(name="fleet_job", executor_def=dg.in_process_executor,
+        description="One run serving many tenants: looks at each, syncs those with changes (or not synced for "
+                    "`full_every_s`), and records each tenant's stages on its partition of the stage assets.")
+def fleet_job() -> None:
+    """The fleet's one step."""
+    serve_fleet()
+
+
+@contextmanager
+def _closing(probes: Probes) -> Iterator[Probes]:
+    try:
+        yield probes
+    finally:
+        probes.close()
+
+
+def _fleet_active(instance: dg.DagsterInstance) -> bool:
+    statuses = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+    return bool(instance.get_run_ids(filters=dg.RunsFilter(job_name="fleet_job", statuses=statuses), limit=1))
+
+
+def _op_config(**values: Any) -> dict[str, Any]:
+    return {"ops": {"serve_fleet": {"config": values}}}
+
+
+#: Loop: minutes per run (the sensor starts the next when one ends).
+def _loop_minutes(environ: Any = os.environ) -> float:
+    raw = environ.get("CRM_WAVE_FLEET_MINUTES") or "15"
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ValueError(f"CRM_WAVE_FLEET_MINUTES={raw!r}: use a number of minutes above 0, e.g. 15")
+    return value
+
+
+LOOP_MINUTES = _loop_minutes()
+_MODE = fleet_mode()
+#: The batch sensor's look clients, kept between ticks (the code server process lives on).
+_SENSOR_PROBES: dict[str, Probes] = {}
+
+
+@dg.sensor(name="fleet_sensor", job=fleet_job, minimum_interval_seconds=10,
+           default_status=dg.DefaultSensorStatus.RUNNING if _MODE else dg.DefaultSensorStatus.STOPPED,
+           description="The fleet (CRM_WAVE_FLEET=loop|batch): keeps one long-lived fleet run going (loop), or "
+                       "looks at every tenant and launches one run with those that changed (batch).")
+def fleet_sensor(context: dg.SensorEvaluationContext, sync: SyncResource):
+    """Loop: start a fleet run when none is in progress. Batch: look, then one run for the changed tenants."""
+    if _fleet_active(context.instance):
+        return dg.SkipReason("a fleet run is in progress")
+    stamp = f"{time.time():.0f}"
+    if (_MODE or "loop") == "loop":
+        return dg.RunRequest(run_key=f"fleet-loop-{stamp}", run_config=_op_config(minutes=LOOP_MINUTES),
+                             tags={FLEET_TAG: "loop"})
+    root = Path(sync.data_root)
+    state = load_state(root)
+    tenants = [t.name for t in load_tenants(root, os.environ)]
+    probes = _SENSOR_PROBES.setdefault(str(root), Probes(sync))
+    full_every_s = FleetConfig().full_every_s
+
+    def one(tenant: str) -> tuple[str, str | None]:
+        st = state.setdefault(tenant, TenantState())
+        try:
+            found = probes.look(tenant, st.marks)
+        except Exception as exc:  # noqa: BLE001 - keep the marks; the next tick asks again
+            return tenant, f"{tenant}: {_error(exc)}"
+        st.looks += 1
+        due = found.changed or found.first or time.time() - st.last_pass >= full_every_s
+        if not due:
+            st.marks = found.marks
+        return tenant, "due" if due else None  # a due tenant keeps its marks: the run looks again per pass
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(tenants))), thread_name_prefix="fleet-look") as pool:
+        looked = list(pool.map(one, tenants))
+    save_state(root, state)
+    due = [t for t, why in looked if why == "due"]
+    problems = [why for _, why in looked if why not in (None, "due")]
+    if not due:
+        return dg.SkipReason("; ".join(problems) or f"{len(tenants)} tenants, no change")
+    return dg.RunRequest(run_key=f"fleet-batch-{stamp}", run_config=_op_config(tenants=due),
+                         tags={FLEET_TAG: "batch", TENANTS_TAG: ",".join(due)[:1000]})

@@ -1,0 +1,168 @@
+"""`fleet_job`: one Dagster run serving many tenants, against real simulators on loopback."""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from crm_wave.config.tenants import add_tenant
+from crm_wave.defs.fleet import fleet_mode, load_state
+from crm_wave.systems.crm.client import CrmClient
+from crm_wave.systems.crm.simulator import create_app as crm_app
+from crm_wave.systems.serve import serve_in_thread
+from crm_wave.systems.wave.client import WaveClient
+from crm_wave.systems.wave.simulator import create_app as wave_app
+
+NAMES = ("acme", "globex")
+
+
+@pytest.fixture
+def fleet(tmp_path, monkeypatch):
+    """Tenants acme and globex (a CRM and a Wave business each, 2 customers), and `broken`, whose
+    Wave token is wrong; a Dagster instance with their partitions."""
+    data = tmp_path / "data"
+    urls = {}
+    with ExitStack() as stack:
+        for name in NAMES:
+            t = add_tenant(data, name)
+            crm = stack.enter_context(serve_in_thread(crm_app(db_path=tmp_path / f"{name}-crm.db", token=f"{name}-c")))
+            wave = stack.enter_context(serve_in_thread(wave_app(db_path=tmp_path / f"{name}-wave.db", token=f"{name}-w")))
+            urls[name] = (f"{crm}/api/v1", f"{wave}/graphql/public")
+            for key, value in {"CRM_BASE_URL": urls[name][0], "CRM_API_TOKEN": f"{name}-c",
+                               "WAVE_GRAPHQL_URL": urls[name][1], "WAVE_API_TOKEN": f"{name}-w",
+                               "WAVE_REQUESTS_PER_MINUTE": "0"}.items():
+                monkeypatch.setenv(t.var(key), value)
+            with CrmClient(base_url=urls[name][0], token=f"{name}-c") as c:
+                for i in range(2):
+                    c.create("customers", {"Type": "organization", "Name": f"{name} customer {i}",
+                                           "Email": f"c{i}@{name}.example"}, idempotency_key=f"{name}{i}")
+        broken = add_tenant(data, "broken")  # acme's systems, a Wave token that is not valid
+        for key, value in {"CRM_BASE_URL": urls["acme"][0], "CRM_API_TOKEN": "acme-c",
+                           "WAVE_GRAPHQL_URL": urls["acme"][1], "WAVE_API_TOKEN": "not-the-token",
+                           "WAVE_REQUESTS_PER_MINUTE": "0"}.items():
+            monkeypatch.setenv(broken.var(key), value)
+        monkeypatch.setenv("CRM_WAVE_DATA_DIR", str(data))
+        instance = stack.enter_context(dg.instance_for_test())
+        instance.add_dynamic_partitions("tenants", [*NAMES, "broken"])
+        yield data, urls, instance
+
+
+def _run(instance: dg.DagsterInstance, **config) -> dg.ExecuteInProcessResult:
+    from crm_wave.definitions import defs
+
+    job = defs().resolve_job_def("fleet_job")
+    return job.execute_in_process(instance=instance, run_config={"ops": {"serve_fleet": {"config": config}}},
+                                  raise_on_error=False)
+
+
+def _wave_phones(urls: dict, name: str) -> dict[str, str | None]:
+    with WaveClient(url=urls[name][1], token=f"{name}-w") as w:
+        return {c["email"]: c.get("phone") for c in w.list_customers()}
+
+
+def _materialized(result: dg.ExecuteInProcessResult) -> dict[str, set[str]]:
+    """Partition -> asset keys materialized by the run."""
+    out: dict[str, set[str]] = {}
+    for event in result.get_asset_materialization_events():
+        mat = event.materialization
+        out.setdefault(mat.partition or "", set()).add(mat.asset_key.to_user_string())
+    return out
+
+
+def test_one_fleet_run_syncs_each_tenant_records_each_and_a_broken_one_stops_none(fleet):
+    data, urls, instance = fleet
+    first = _run(instance, snapshot=False)
+    assert first.success  # the broken tenant does not fail the run
+    for name in NAMES:
+        assert set(_wave_phones(urls, name)) == {f"c0@{name}.example", f"c1@{name}.example"}
+    assert set(_materialized(first)) == set(NAMES)
+
+    # broken: logged, recorded on its partition with a one-line reason, no secret anywhere
+    observations = [e.asset_observation_data.asset_observation for e in first.all_events
+                    if e.event_type_value == "ASSET_OBSERVATION"]
+    (broken,) = [o for o in observations if o.partition == "broken"]
+    reason = broken.metadata["fleet_error"].value
+    assert "wave" in reason.lower() and "not-the-token" not in reason
+    state = load_state(data)
+    assert state["broken"].failures == 1 and state["broken"].syncs == 0 and state["acme"].syncs == 1
+    assert "not-the-token" not in (data / "fleet" / "state.json").read_text()
+
+    # one edit per tenant: the next run looks, finds it, syncs, records the stages on that tenant's partition
+    for name in NAMES:
+        with CrmClient(base_url=urls[name][0], token=f"{name}-c") as c:
+            customer = next(x for x in c.read_all("customers") if x["Email"] == f"c0@{name}.example")
+            c.patch("customers", customer["Id"], {"Phone": f"+47 {len(name)} 00 00 01"}, if_match=customer["Version"])
+    second = _run(instance)
+    assert second.success
+    for name in NAMES:
+        assert _wave_phones(urls, name)[f"c0@{name}.example"] == f"+47 {len(name)} 00 00 01"
+    stages = _materialized(second)
+    assert set(stages) == set(NAMES)
+    for name in NAMES:
+        assert {"crm_customer", "global_customer", "wave_customer_share", "push_wave_customer",
+                "snapshot"} <= stages[name]
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("push_wave_customer"), asset_partitions=["acme"]), limit=5).records
+    assert records[0].run_id == second.run_id
+    assert records[0].asset_materialization.metadata["updated"].value == 1
+
+    # nothing changed: a run looks at each tenant and syncs none (an idle tenant costs no pass)
+    idle = _run(instance)
+    assert idle.success and not _materialized(idle)
+    output = next(e for e in idle.all_events if e.event_type_value == "STEP_OUTPUT")
+    assert output.event_specific_data.metadata["syncs"].value == 0
+    assert output.event_specific_data.metadata["looks"].value == 3
+    assert json.loads((data / "fleet" / "state.json").read_text())["acme"]["looks"] == 3
+
+
+def test_fleet_mode_reads_the_variable():
+    assert fleet_mode({}) is None and fleet_mode({"CRM_WAVE_FLEET": "off"}) is None
+    assert fleet_mode({"CRM_WAVE_FLEET": "Loop"}) == "loop"
+    with pytest.raises(ValueError, match="CRM_WAVE_FLEET='sometimes': use loop, batch or off"):
+        fleet_mode({"CRM_WAVE_FLEET": "sometimes"})
+
+
+def test_no_state_before_the_first_fleet_run(tmp_path: Path):
+    assert load_state(tmp_path) == {}
+
+
+def test_batch_sensor_launches_one_run_for_the_tenants_with_changes(fleet, monkeypatch):
+    from crm_wave.defs import fleet as fleet_defs
+    from crm_wave.defs.resources import SyncResource
+
+    data, urls, instance = fleet
+    monkeypatch.setattr(fleet_defs, "_MODE", "batch")
+    monkeypatch.setattr(fleet_defs, "_SENSOR_PROBES", {})
+
+    def tick():
+        ctx = dg.build_sensor_context(instance=instance, resources={"sync": SyncResource(data_root=str(data))})
+        return fleet_defs.fleet_sensor(ctx)
+
+    first = tick()  # never synced: every tenant that answers is due; the broken one is named, not launched
+    assert isinstance(first, dg.RunRequest)
+    assert first.run_config["ops"]["serve_fleet"]["config"]["tenants"] == ["acme", "globex"]
+    assert first.tags["crm_wave/tenants"] == "acme,globex" and first.tags["crm_wave/fleet"] == "batch"
+    assert _run(instance, tenants=["acme", "globex"], snapshot=False).success
+    quiet = tick()
+    assert isinstance(quiet, dg.SkipReason) and "broken: " in quiet.skip_message and "not-the-token" not in quiet.skip_message
+    with CrmClient(base_url=urls["globex"][0], token="globex-c") as c:
+        customer = c.read_all("customers")[0]
+        c.patch("customers", customer["Id"], {"Phone": "+47 22 00 00 02"}, if_match=customer["Version"])
+    edited = tick()
+    assert isinstance(edited, dg.RunRequest)
+    assert edited.run_config["ops"]["serve_fleet"]["config"]["tenants"] == ["globex"]
+    instance.add_run(dg.DagsterRun(job_name="fleet_job", run_id="fleet-busy", status=dg.DagsterRunStatus.STARTED))
+    busy = tick()
+    assert isinstance(busy, dg.SkipReason) and busy.skip_message == "a fleet run is in progress"
+
+
+def test_loop_minutes_must_be_a_positive_number():
+    from crm_wave.defs.fleet import _loop_minutes
+
+    assert _loop_minutes({}) == 15 and _loop_minutes({"CRM_WAVE_FLEET_MINUTES": "2.5"}) == 2.5
+    with pytest.raises(ValueError, match="CRM_WAVE_FLEET_MINUTES='soon': use a number of minutes above 0"):
+        _loop_minutes({"CRM_WAVE_FLEET_MINUTES": "soon"})
