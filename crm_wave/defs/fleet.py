@@ -5,7 +5,7 @@ event log, input provenance), which keeps one 2-core machine to a few tenants a 
 fleet spends that once for many tenants. Its step, per tenant: `look` at both systems
 (`crm_wave/sync/heads.py`, a few small requests, no DuckDB) and, when something changed (or
 the tenant's last pass is older than `full_every_s`, for changes that move no head, such as
-Wave payments in strict mode), run passes (`engine.run_pass`) until one writes nothing.
+Wave payments in strict mode), run passes (`engine.sync_once`) until one writes nothing.
 Each tenant's sync is recorded as the materializations of its stage assets in the tenant's
 partition (summed over its passes), so the UI shows every tenant's syncs on the same assets
 as `sync_job`'s; a tenant that fails is logged, recorded as an observation of its
@@ -41,11 +41,10 @@ import dagster as dg
 from crm_wave.config.tenants import load_tenants
 from crm_wave.defs.resources import SyncResource
 from crm_wave.sync.breaker import CircuitOpen
-from crm_wave.sync.collect import CollectResult, utcnow
-from crm_wave.sync.engine import PassResult, StageResult, report_stage, run_pass
+from crm_wave.sync.engine import StageResult, report_stage, sync_once
 from crm_wave.sync.heads import Look, look
 from crm_wave.sync.stages import Stage
-from crm_wave.systems.protocols import CrmApi, WaveApi
+from crm_wave.systems.protocols import Client, CrmApi, WaveApi
 
 __all__ = ["FLEET_VAR", "FleetConfig", "fleet_job", "fleet_mode", "fleet_sensor", "look_tenant", "serve_tenant", "sync_tenant", "load_state"]
 
@@ -231,15 +230,15 @@ def sync_tenant(sync: SyncResource, probes: Probes, tenant: str, st: TenantState
                     out.stages[s.name] = s
                     _add(out.results.setdefault(s.name, {}), result)
 
-            for i in range(_MAX_PASSES):
-                if i:  # before each later pass: the heads it will read (see the docstring)
-                    marks = probes.look(tenant, marks).marks
-                result: PassResult = run_pass(store, {"crm": crm, "wave": wave}, now=utcnow(), run_id=run_id,
-                                              on_stage=on_stage)
-                out.passes += 1
-                out.writes += result.writes
-                if result.held or result.writes == 0:
-                    break
+            def before_pass(i: int) -> None:  # the heads each later pass will read (see the docstring)
+                nonlocal marks
+                marks = probes.look(tenant, marks).marks
+
+            clients: dict[str, Client] = {"crm": cast(Client, crm), "wave": cast(Client, wave)}
+            passes = sync_once(store, clients, max_passes=_MAX_PASSES, run_id=run_id, on_stage=on_stage,
+                               raise_held=False, before_pass=before_pass)
+            out.passes += len(passes)
+            out.writes += sum(p.writes for p in passes)
         st.marks, st.last_pass = marks, time.time()
         st.syncs += 1
         st.passes += out.passes
@@ -325,7 +324,8 @@ def serve_fleet(context: dg.OpExecutionContext, config: FleetConfig, sync: SyncR
             looked = list(pool.map(lambda t: look_tenant(probes, t, state.setdefault(t, TenantState()),
                                                          force=force, full_every_s=config.full_every_s), tenants))
             totals["looks"] += len(tenants)
-            wanted, due = [], []
+            wanted: list[tuple[str, Look]] = []
+            due: list[tuple[str, Look]] = []
             for tenant, (found, why, error) in zip(tenants, looked):
                 if error is not None:
                     totals["failures"] += 1
