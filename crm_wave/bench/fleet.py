@@ -30,7 +30,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from typing import Any
 import httpx
 
 from crm_wave.bench.latency import percentile
-from crm_wave.bench.tenants import ROOT, _cpu_times, _rss_kb, start_daemon, stop_daemon
+from crm_wave.bench.tenants import ROOT, _cpu_times, _rss_kb, postgres_home, start_daemon, stop_daemon, teardown
 from crm_wave.config.tenants import add_tenant
 from crm_wave.systems.serve import free_port
 
@@ -400,18 +399,9 @@ def main(argv: list[str] | None = None) -> int:
         print('PostgreSQL is needed: eval "$(bash .ci/postgres.sh)"', file=sys.stderr)
         return 2
     import dagster as dg
-    import psycopg2
 
-    tmp = Path(tempfile.mkdtemp(prefix="crm-wave-fleet-"))
-    data, home = tmp / "data", tmp / "dagster_home"
-    home.mkdir(parents=True)
-    (home / "dagster.yaml").write_text((ROOT / "deploy" / "dagster.local-postgres.yaml").read_text())
-    db = f"crm_wave_fleet_{os.getpid()}"
-    admin = psycopg2.connect(host=os.environ["DAGSTER_PG_HOST"], port=os.environ["DAGSTER_PG_PORT"],
-                             user=os.environ["DAGSTER_PG_USERNAME"], password=os.environ["DAGSTER_PG_PASSWORD"],
-                             dbname=os.environ["DAGSTER_PG_DB"])
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{db}"')
+    tmp, data, home, db, admin = postgres_home("crm-wave-fleet-", f"crm_wave_fleet_{os.getpid()}",
+                                               (ROOT / "deploy" / "dagster.local-postgres.yaml").read_text())
     names = [f"t{i:03d}" for i in range(a.tenants)]
     sims: list[subprocess.Popen] = []
     daemon = None
@@ -488,14 +478,7 @@ def main(argv: list[str] | None = None) -> int:
             a.json.write_text(json.dumps(figures, indent=1, default=str))
         return 0 if figures.get("converged") == len(names) else 1
     finally:
-        for proc in sims:
-            proc.terminate()
-        for proc in sims:
-            proc.wait(timeout=30)
-        if daemon is not None:
-            stop_daemon(daemon)
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        shutil.rmtree(tmp, ignore_errors=True)
+        teardown(sims, daemon, admin, db, tmp)
 
 
 if __name__ == "__main__":

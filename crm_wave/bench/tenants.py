@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -163,19 +164,11 @@ def main(argv: list[str] | None = None) -> int:
         print('PostgreSQL is needed: eval "$(bash .ci/postgres.sh)"', file=sys.stderr)
         return 2
     import dagster as dg
-    import psycopg2
 
-    tmp = Path(tempfile.mkdtemp(prefix="crm-wave-tenants-"))
-    data, home = tmp / "data", tmp / "dagster_home"
-    home.mkdir(parents=True)
     config = (ROOT / "deploy" / "dagster.local-postgres.yaml").read_text()
-    (home / "dagster.yaml").write_text(config.replace("max_concurrent_runs: 8", f"max_concurrent_runs: {a.max_concurrent}"))
-    db = f"crm_wave_bench_{os.getpid()}"
-    admin = psycopg2.connect(host=os.environ["DAGSTER_PG_HOST"], port=os.environ["DAGSTER_PG_PORT"],
-                             user=os.environ["DAGSTER_PG_USERNAME"], password=os.environ["DAGSTER_PG_PASSWORD"],
-                             dbname=os.environ["DAGSTER_PG_DB"])
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{db}"')
+    tmp, data, home, db, admin = postgres_home(
+        "crm-wave-tenants-", f"crm_wave_bench_{os.getpid()}",
+        config.replace("max_concurrent_runs: 8", f"max_concurrent_runs: {a.max_concurrent}"))
     env = {**os.environ, "DAGSTER_HOME": str(home), "DAGSTER_PG_DB": db, "CRM_WAVE_DATA_DIR": str(data)}
     procs: list[subprocess.Popen] = []
     daemon = None
@@ -247,14 +240,36 @@ def main(argv: list[str] | None = None) -> int:
             print(f"failure x{n}: {message}")
         return 0 if not pending else 1
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=30)
-        if daemon is not None:
-            stop_daemon(daemon)
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        shutil.rmtree(tmp, ignore_errors=True)
+        teardown(procs, daemon, admin, db, tmp)
+
+
+def postgres_home(prefix: str, db: str, dagster_yaml: str) -> tuple[Path, Path, Path, str, Any]:
+    """A temporary directory with `data/` and a Dagster home holding `dagster_yaml`, and a new Postgres
+    database `db` for the instance: (directory, data, home, db, an admin connection for `teardown`)."""
+    import psycopg2
+
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    data, home = tmp / "data", tmp / "dagster_home"
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text(dagster_yaml)
+    admin = psycopg2.connect(host=os.environ["DAGSTER_PG_HOST"], port=os.environ["DAGSTER_PG_PORT"],
+                             user=os.environ["DAGSTER_PG_USERNAME"], password=os.environ["DAGSTER_PG_PASSWORD"],
+                             dbname=os.environ["DAGSTER_PG_DB"])
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{db}"')
+    return tmp, data, home, db, admin
+
+
+def teardown(procs: list[subprocess.Popen], daemon: subprocess.Popen | None, admin: Any, db: str, tmp: Path) -> None:
+    """Stop the simulators and the daemon, drop the benchmark's Postgres database, remove its files."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(timeout=30)
+    if daemon is not None:
+        stop_daemon(daemon)
+    admin.cursor().execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
