@@ -124,15 +124,17 @@ def _changed(tenant: str, marks: dict[str, str] | None) -> tuple[bool, dict[str,
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from crm_wave.tools.demo import demo_data_dir, run_demo
+    from crm_wave.tools.demo import data_dir_option, run_demo
 
-    return run_demo(demo_data_dir(args.data_dir, os.environ))
+    return run_demo(data_dir_option(args.data_dir, os.environ))
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
+    from crm_wave.tools.demo import data_dir_option
     from crm_wave.tools.dev import run_dev
 
-    return run_dev(Path(args.data_dir), port=args.port, crm_port=args.crm_port, wave_port=args.wave_port)
+    return run_dev(data_dir_option(args.data_dir, os.environ), port=args.port, crm_port=args.crm_port,
+                   wave_port=args.wave_port)
 
 
 def _data_root() -> Path:
@@ -459,7 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tenant", default="default", help="which tenant (default: the embedded single tenant)")
 
     dev = sub.add_parser("dev", help="simulators plus `dg dev`: the Dagster UI with schedule and sensor running")
-    dev.add_argument("--data-dir", default="data")
+    dev.add_argument("--data-dir", default=None,
+                     help="where the simulators and the sync keep their data (default: CRM_WAVE_DATA_DIR, else data)")
     dev.add_argument("--port", type=int, default=3000, help="the Dagster UI's port")
     dev.add_argument("--crm-port", type=int, default=8701, help="the CRM simulator's port (0: any free port)")
     dev.add_argument("--wave-port", type=int, default=8702, help="the Wave simulator's port (0: any free port)")

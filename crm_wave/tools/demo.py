@@ -124,9 +124,9 @@ def show_and_approve_waiting(store: Store) -> int:
     return len(done)
 
 
-def demo_data_dir(flag: str | None, environ: Mapping[str, str]) -> Path:
-    """The demo's data directory: `--data-dir` when given, else `CRM_WAVE_DATA_DIR` as every other command
-    reads it, else `data`."""
+def data_dir_option(flag: str | None, environ: Mapping[str, str]) -> Path:
+    """The data directory of `crm-wave demo` and `crm-wave dev`: `--data-dir` when given, else
+    `CRM_WAVE_DATA_DIR` as every other command reads it, else `data`."""
     return Path(flag) if flag else data_root(environ)
 
 
