@@ -31,7 +31,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -315,7 +315,7 @@ def serve_fleet(context: dg.OpExecutionContext, config: FleetConfig, sync: SyncR
     cpu0 = time.process_time()
     probes = Probes(sync)
     with ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="fleet") as pool, \
-            _closing(probes):
+            closing(probes):
         while True:
             started = time.monotonic()
             # Look at every tenant first (a few ms each), then sync: those with changes first, then
@@ -361,14 +361,6 @@ def serve_fleet(context: dg.OpExecutionContext, config: FleetConfig, sync: SyncR
 def fleet_job() -> None:
     """The fleet's one step."""
     serve_fleet()
-
-
-@contextmanager
-def _closing(probes: Probes) -> Iterator[Probes]:
-    try:
-        yield probes
-    finally:
-        probes.close()
 
 
 def _fleet_active(instance: dg.DagsterInstance) -> bool:
@@ -418,16 +410,13 @@ def fleet_sensor(context: dg.SensorEvaluationContext, sync: SyncResource):
     full_every_s = FleetConfig().full_every_s
 
     def one(tenant: str) -> tuple[str, str | None]:
-        st = state.setdefault(tenant, TenantState())
-        try:
-            found = probes.look(tenant, st.marks)
-        except Exception as exc:  # noqa: BLE001 - keep the marks; the next tick asks again
-            return tenant, f"{tenant}: {_error(exc)}"
-        st.looks += 1
-        due = found.changed or found.first or time.time() - st.last_pass >= full_every_s
-        if not due:
-            st.marks = found.marks
-        return tenant, "due" if due else None  # a due tenant keeps its marks: the run looks again per pass
+        # A tenant that wants a sync keeps its marks (the run looks again per pass); a failed look keeps
+        # them too, and the next tick asks again.
+        found, why, error = look_tenant(probes, tenant, state.setdefault(tenant, TenantState()), force=False,
+                                        full_every_s=full_every_s)
+        if error is not None:
+            return tenant, f"{tenant}: {error}"
+        return tenant, "due" if found is not None and why is not None else None
 
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(tenants))), thread_name_prefix="fleet-look") as pool:
         looked = list(pool.map(one, tenants))
