@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from crm_wave.config.settings import WAVE_DEFAULT_RPM, Settings
+from crm_wave.config.settings import WAVE_DEFAULT_RPM, CrmSettings, Settings, WaveSettings
 from crm_wave.systems.crm.client import CrmClient
 from crm_wave.systems.http import HttpPolicy
 from crm_wave.systems.wave.client import WaveClient
@@ -37,7 +37,9 @@ def crm_client(settings: Settings | Mapping[str, str], **policy: Any) -> CrmClie
     s = _settings(settings)
     return CrmClient(base_url=s.crm.base_url, token=s.crm.api_token.get_secret_value(),
                      policy=_policy(s, "crm", s.crm.requests_per_minute, policy),
-                     naming=s.crm.naming, profile=s.crm.profile, env_prefix=s.env_prefix)
+                     naming=s.crm.naming, profile=s.crm.profile,
+                     token_var=CrmSettings.names(s.crm.profile, s.env_prefix)["api_token"],
+                     naming_var=CrmSettings.var("naming", s.env_prefix))
 
 
 def wave_client(settings: Settings | Mapping[str, str], **policy: Any) -> WaveClient:
@@ -46,7 +48,7 @@ def wave_client(settings: Settings | Mapping[str, str], **policy: Any) -> WaveCl
     s = _settings(settings)
     return WaveClient(url=s.wave.graphql_url, token=s.wave.api_token.get_secret_value(),
                       business_id=s.wave.business_id, policy=_policy(s, "wave", s.wave.requests_per_minute, policy),
-                      env_prefix=s.env_prefix)
+                      business_var=WaveSettings.var("business_id", s.env_prefix))
 
 
 def clients(settings: Settings | Mapping[str, str]) -> dict[str, CrmClient | WaveClient]:

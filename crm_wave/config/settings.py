@@ -203,9 +203,15 @@ class CrmSettings(_Section):
         `prefix`, as its CRM profile names them; the usual names when the profile cannot be loaded."""
         environ = os.environ if environ is None else environ
         try:
-            renamed = cls._renamed(cls._profile(environ, prefix), prefix)
+            profile: Profile | None = cls._profile(environ, prefix)
         except ProfileError:
-            renamed = {}
+            profile = None
+        return cls.names(profile, prefix)
+
+    @classmethod
+    def names(cls, profile: Profile | None, prefix: str = "") -> dict[str, str]:
+        """`variables` for a profile already loaded (None: the usual names)."""
+        renamed = cls._renamed(profile, prefix) if profile is not None else {}
         return {field: renamed.get(field) or cls.var(field, prefix) for field in ("base_url", "api_token")}
 
     @classmethod

@@ -127,9 +127,11 @@ class CrmClient:
         naming: CrmNaming | None = None,
         transport: httpx.BaseTransport | None = None,
         profile: Profile | None = None,
-        env_prefix: str = "",
+        token_var: str | None = None,
+        naming_var: str = "CRM_NAMING",
     ) -> None:
-        """`env_prefix`: the tenant's variable prefix (e.g. `ACME_`), so that messages name its variables."""
+        """`token_var`, `naming_var`: the variables that configure this client, as its messages name them
+        (the tenant's, e.g. `ACME_CRM_API_TOKEN`; `crm_wave.config.clients` passes them)."""
         if not base_url:
             raise ValueError("base_url: must not be empty")
         if not token:
@@ -138,9 +140,9 @@ class CrmClient:
         self.policy = policy or HttpPolicy()
         self.profile = profile
         #: The variable that holds this tenant's token, as its profile names it (`ACME_CRM_API_TOKEN`).
-        self.token_var = env_prefix + (profile.token_env if profile is not None else "CRM_API_TOKEN")
+        self.token_var = token_var or (profile.token_env if profile is not None else "CRM_API_TOKEN")
         if naming is not None and profile is not None and not profile.contract_shaped:
-            raise ProfileError(f"{env_prefix}CRM_NAMING: applies to contract-shaped profiles only; put the renames into the "
+            raise ProfileError(f"{naming_var}: applies to contract-shaped profiles only; put the renames into the "
                                f"`fields` of profile {profile.name!r} (docs/custom-crm.md)")
         if naming is None and profile is not None and profile.contract_shaped:
             naming = _naming_of(profile)

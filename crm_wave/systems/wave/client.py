@@ -100,9 +100,10 @@ class WaveClient:
         max_workers: int = 1,
         max_in_flight: int = 2,
         not_found_retries: int = 2,
-        env_prefix: str = "",
+        business_var: str = "WAVE_BUSINESS_ID",
     ) -> None:
-        """`env_prefix`: the tenant's variable prefix (e.g. `ACME_`), so that messages name its variables."""
+        """`business_var`: the variable of the business id, as messages name it (the tenant's, e.g.
+        `ACME_WAVE_BUSINESS_ID`; `crm_wave.config.clients` passes it)."""
         if not url:
             raise WaveError("WaveClient: url is required")
         if not token:
@@ -110,7 +111,7 @@ class WaveClient:
         if page_size < 1 or batch_size < 1 or max_workers < 1:
             raise ValueError("page_size, batch_size and max_workers must be at least 1")
         self.url = url
-        self._business_var = f"{env_prefix}WAVE_BUSINESS_ID"
+        self._business_var = business_var
         self.page_size = page_size
         self.batch_size = batch_size
         self.max_workers = max_workers
