@@ -46,14 +46,15 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
     marks: dict[str, str] | None = None
     while True:
+        moved: frozenset[str] | None = None  # None: every stage
         if not args.once:  # an idle tenant costs a look (a few small requests), not a pass
-            changed, marks = _changed(args.tenant, marks)
+            changed, marks, moved = _changed(args.tenant, marks)
             if not changed:
                 time.sleep(args.every)
                 continue
         code = 0
         try:
-            passes, held = _sync_passes(args, store)
+            passes, held = _sync_passes(args, store, moved)
         except Exception as failed:  # what the stages before it wrote is kept: show it, then say what failed
             with contextlib.suppress(Exception):
                 _publish(store)
@@ -80,11 +81,12 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         time.sleep(args.every)
 
 
-def _sync_passes(args: argparse.Namespace, store) -> tuple[int, list[str]]:
+def _sync_passes(args: argparse.Namespace, store, moved: frozenset[str] | None = None) -> tuple[int, list[str]]:
     """Passes of the engine until one writes nothing (at most `--max-passes`): (passes run, the pushes a
-    circuit breaker held, in words). The stages are the Dagster `sync_job`'s (`sync_once`), run here
-    without a Dagster run: an in-process run on a throwaway instance cost ~7 CPU-s of bookkeeping a
-    pass that nobody could look at (docs/benchmarks.md); the UI's runs are `crm-wave dev`'s."""
+    circuit breaker held, in words). `moved`: the datasets a look found moved (None: every stage).
+    The stages are the Dagster `sync_job`'s (`sync_once`), run here without a Dagster run: an
+    in-process run on a throwaway instance cost ~7 CPU-s of bookkeeping a pass that nobody could look at
+    (docs/benchmarks.md); the UI's runs are `crm-wave dev`'s."""
     import uuid
 
     from crm_wave.sync.engine import report_stage, sync_once
@@ -99,28 +101,31 @@ def _sync_passes(args: argparse.Namespace, store) -> tuple[int, list[str]]:
     clients = _clients(args.tenant)
     try:
         passes = sync_once(store, clients, max_passes=args.max_passes, run_id=f"cli-{uuid.uuid4().hex}",
-                           progress=say, on_stage=lambda s, r: report_stage(s, r, say, warn), raise_held=False)
+                           progress=say, on_stage=lambda s, r: report_stage(s, r, say, warn), raise_held=False,
+                           changed=moved)
     finally:
         for client in clients.values():
             client.close()
     return len(passes), [str(held) for held in passes[-1].held] if passes else []
 
 
-def _changed(tenant: str, marks: dict[str, str] | None) -> tuple[bool, dict[str, str] | None]:
+def _changed(tenant: str, marks: dict[str, str] | None) -> tuple[bool, dict[str, str] | None, frozenset[str] | None]:
     """Whether either system changed since `marks` (always true on the first look, or when a
-    system does not answer: the sync then reports why), and the marks to keep."""
+    system does not answer: the sync then reports why), the marks to keep, and the datasets the
+    sync must collect (None: all of them, on a first look or when a system did not answer)."""
     from crm_wave.sync.heads import NO_FEED, Unreachable, look
 
     clients = _clients(tenant)
     try:
         found = look(clients["crm"], clients["wave"], marks)
     except Unreachable:
-        return True, marks
+        return True, marks, None
     finally:
         for client in clients.values():
             client.close()
     # A CRM without change feed cannot be asked cheaply: every cycle reads it (at --every's pace).
-    return marks is None or bool(found.changed) or NO_FEED in found.marks.values(), found.marks
+    changed = marks is None or bool(found.changed) or NO_FEED in found.marks.values()
+    return changed, found.marks, None if marks is None or found.first else found.datasets
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

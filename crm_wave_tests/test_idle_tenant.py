@@ -10,15 +10,15 @@ def test_an_idle_tenant_costs_a_look_not_a_pass(sim_env):
     from crm_wave.systems.crm.client import CrmClient
 
     crm_sim, _ = sim_env
-    changed, marks = _changed("default", None)
-    assert changed and marks  # the first look always syncs
-    changed, marks = _changed("default", marks)
+    changed, marks, moved = _changed("default", None)
+    assert changed and marks and moved is None  # the first look always syncs, every stage
+    changed, marks, _ = _changed("default", marks)
     assert not changed  # nothing happened in either system
     with CrmClient(base_url=crm_sim.url, token=crm_sim.token) as crm:
         crm.create("customers", {"Type": "organization", "Name": "Idle No More", "Email": "i@x.example"},
                    idempotency_key="idle-1")
-    changed, marks = _changed("default", marks)
-    assert changed
+    changed, marks, moved = _changed("default", marks)
+    assert changed and moved == {"crm_customer"}  # the sync collects what moved, and what follows
     assert _changed("default", marks)[0] is False
 
 

@@ -28,7 +28,7 @@ from crm_wave.sync.global_step import GlobalResult, build_global
 from crm_wave.sync.push import PushPolicy, PushResult, push
 from crm_wave.sync.share_step import ShareResult, build_share
 from crm_wave.sync.names import dataset
-from crm_wave.sync.stages import STAGES, SYSTEMS, Stage, downstream
+from crm_wave.sync.stages import STAGES, SYSTEMS, Stage, downstream, stage
 from crm_wave.systems.protocols import Client
 
 __all__ = ["PassResult", "StageResult", "after_writes", "report_stage", "run_pass", "sync_once", "SYSTEMS"]
@@ -83,21 +83,43 @@ def _run_stage(store: Store, s: Stage, clients: Mapping[str, Client], now: datet
                 progress=progress, business_id=business_id if s.system == "wave" else None)
 
 
+def _linked(result: StageResult | None) -> bool:
+    """A push that may have linked a record: created one, found one it had created, or does not know."""
+    return isinstance(result, PushResult) and bool(result.created or result.recovered or result.unknown)
+
+
+def _nothing_to_follow(s: Stage, out: PassResult, only: Collection[str], skipped: set[str]) -> bool:
+    """In a pass of the stages downstream of some datasets (`follow=True`): `s` is there only through
+    pushes that linked nothing (orders wait for their customers and products to be linked, and an
+    update links nothing), or only through stages skipped for that reason."""
+    ran = [d for d in s.deps if d in only and d not in skipped]
+    if not ran:
+        return any(d in skipped for d in s.deps)
+    return all(stage(d).kind == "push" for d in ran) and not any(_linked(out.results.get(d)) for d in ran)
+
+
 def run_pass(store: Store, clients: Mapping[str, Client], *, now: datetime | None = None, full: bool | None = None,
              run_id: str | None = None, business_id: str | None = None, only: Collection[str] | None = None,
              policy: PushPolicy = PushPolicy(), progress: Callable[[str], None] | None = None,
-             on_stage: Callable[[Stage, StageResult | CircuitOpen], None] | None = None) -> PassResult:
+             on_stage: Callable[[Stage, StageResult | CircuitOpen], None] | None = None,
+             follow: bool = False) -> PassResult:
     """Run the stages of one pass (those named in `only`, if given) in `STAGES` order.
 
     A push held by its circuit breaker is recorded in `held` and the pass goes on (its
     records wait; nothing else depends on them being sent). `on_stage` is called after each
     stage with its result (or the `CircuitOpen` that held it).
+    `follow`: `only` is what is downstream of some datasets (`sync_once` after a look or a pass);
+    a stage there only because it follows pushes that linked nothing is skipped (`_nothing_to_follow`).
     """
     now = now or utcnow()
     out = PassResult()
+    skipped: set[str] = set()
     with store.session():
         for s in STAGES:
             if only is not None and s.name not in only:
+                continue
+            if follow and only is not None and _nothing_to_follow(s, out, only, skipped):
+                skipped.add(s.name)
                 continue
             outcome: StageResult | CircuitOpen
             try:
@@ -126,31 +148,42 @@ def sync_once(store: Store, clients: Mapping[str, Client], *, max_passes: int = 
               clock: Callable[[], datetime] = utcnow, run_id: str | None = None,
               business_id: str | None = None, progress: Callable[[str], None] | None = None,
               on_stage: Callable[[Stage, StageResult | CircuitOpen], None] | None = None,
-              raise_held: bool = True, before_pass: Callable[[int], None] | None = None) -> list[PassResult]:
+              raise_held: bool = True, before_pass: Callable[[int], None] | None = None,
+              changed: Collection[str] | None = None) -> list[PassResult]:
     """Run passes until one writes nothing (or `max_passes`); return every pass's result.
 
-    The first pass runs every stage. Each later pass reads back what the one before it wrote:
-    it runs the collects of the datasets its pushes wrote to (or may have: an outcome unknown)
-    and the stages downstream of them (`after_writes`), not the whole pass again.
+    The first pass runs every stage, or, given `changed` (the datasets a look at the heads found
+    moved, `heads.Look.datasets`), only their collects and the stages downstream of them. Each
+    later pass reads back what the one before it wrote: it runs the collects of the datasets its
+    pushes wrote to (or may have: an outcome unknown) and the stages downstream of them
+    (`after_writes`), not the whole pass again. Either way, what waits inside the sync's own
+    tables (a dead letter's retry, a held delete) is taken up by the next pass of every stage.
     A pass in which a breaker held a push is the last: its first `CircuitOpen` is raised after it,
     or, with `raise_held=False`, the passes are returned and the last one's `held` lists them all.
     `before_pass(i)` is called before each later pass (i >= 1): the fleet looks at the heads there.
+
+    The passes share one session of the file (opening and closing it, which checkpoints, cost
+    about 0.1 CPU-s a pass); it is lent to whoever waits for the file between passes.
     """
     passes: list[PassResult] = []
-    only: frozenset[str] | None = None
-    for i in range(max_passes):
-        if i and before_pass is not None:
-            before_pass(i)
-        result = run_pass(store, clients, now=clock(), full=full if i == 0 else None, run_id=run_id,
-                          business_id=business_id, only=only, progress=progress, on_stage=on_stage)
-        passes.append(result)
-        if result.held:
-            if raise_held:
-                raise result.held[0]
-            break
-        if result.writes == 0:
-            break
-        only = after_writes(result)
+    only: frozenset[str] | None = downstream(changed) if changed is not None and not full else None
+    with store.session():
+        for i in range(max_passes):
+            if i:
+                with store.lent():  # an API call may follow, and someone may be waiting for the file
+                    if before_pass is not None:
+                        before_pass(i)
+            result = run_pass(store, clients, now=clock(), full=full if i == 0 else None, run_id=run_id,
+                              business_id=business_id, only=only, progress=progress, on_stage=on_stage,
+                              follow=only is not None)
+            passes.append(result)
+            if result.held:
+                if raise_held:
+                    raise result.held[0]
+                break
+            if result.writes == 0:
+                break
+            only = after_writes(result)
     return passes
 
 

@@ -40,11 +40,11 @@ from typing import Any
 
 import httpx
 
-from crm_wave.sync.names import CRM_RESOURCE
+from crm_wave.sync.names import CRM_RESOURCE, ENTITIES, WAVE_ENTITY, dataset
 from crm_wave.systems.http import ApiError
 from crm_wave.systems.protocols import CrmApi, WaveApi
 
-__all__ = ["CRM_FEEDS", "MAX_PAGES", "WAVE_FEEDS", "Look", "Unreachable", "look", "seed_marks"]
+__all__ = ["CRM_FEEDS", "FEED_DATASET", "MAX_PAGES", "WAVE_FEEDS", "Look", "Unreachable", "look", "seed_marks"]
 
 #: The CRM resources whose change feeds are watched: those the sync collects.
 CRM_FEEDS = tuple(CRM_RESOURCE.values())
@@ -78,6 +78,18 @@ class Look:
     changed: tuple[str, ...]
     first: bool
 
+    @property
+    def datasets(self) -> frozenset[str]:
+        """The datasets a sync must collect after this look (`engine.sync_once(changed=...)`): those of
+        the feeds that moved, and those of CRM resources without a feed, which a look cannot tell about."""
+        moved = set(self.changed) | {feed for feed, mark in self.marks.items() if mark == NO_FEED}
+        return frozenset(FEED_DATASET[feed] for feed in moved if feed in FEED_DATASET)
+
+
+#: The dataset each feed tells about: `crm:customers` -> crm_customer, `wave:invoices` -> wave_invoice, ...
+FEED_DATASET = {**{f"crm:{CRM_RESOURCE[e]}": dataset("crm", e) for e in ENTITIES},
+                **{f"wave:{WAVE_ENTITY[e]}s": dataset("wave", e) for e in ENTITIES}}
+assert set(FEED_DATASET) == {f"crm:{r}" for r in CRM_FEEDS} | {f"wave:{x}" for x in WAVE_FEEDS}
 
 #: The mark of a CRM resource that has no change feed (its profile reads it whole every time): a
 #: look cannot tell cheaply whether it changed, so it is left to the collect schedule.

@@ -1,11 +1,18 @@
 """After a pass that wrote, `sync_once` reads back just what it wrote: the collects of the datasets
-written to and what is downstream of them (`after_writes`), not the whole pass again."""
+written to and what is downstream of them (`after_writes`), not the whole pass again. Given the
+datasets a look found moved (`changed`), its first pass is limited the same way. Stages that follow
+pushes only (the orders, which wait for customers and products to be linked) run only when one of
+those pushes linked something."""
 
 from __future__ import annotations
 
 from crm_wave.sync.engine import after_writes
+from crm_wave.sync.heads import NO_FEED, Look
 from crm_wave.sync.stages import STAGES, downstream
 from crm_wave_tests.rig import Rig
+
+#: What follows the customer pushes only: skipped when they linked nothing.
+ORDER_STAGES = {"global_order", "crm_order_share", "push_crm_order", "wave_invoice_share", "push_wave_invoice"}
 
 
 def test_downstream_follows_deps_to_the_orders() -> None:
@@ -30,6 +37,44 @@ def test_the_read_back_pass_runs_only_what_the_writes_touch(rig: Rig) -> None:
     rig.crm.patch("customers", customer["Id"], {"Phone": "+47 22 33 44 55"}, if_match=current["Version"])
     passes = rig.sync()
     assert [p.writes for p in passes] == [1, 0]
-    assert set(passes[1].results) == after_writes(passes[0]) == downstream({"wave_customer"})
+    assert after_writes(passes[0]) == downstream({"wave_customer"})
+    # An update links nothing: the orders' stages, downstream through the pushes only, are skipped.
+    assert set(passes[1].results) == downstream({"wave_customer"}) - ORDER_STAGES
     (node,) = [c for c in rig.wave.list_customers() if c.get("email") == "post@fjord.example"]
     assert "22 33 44 55" in str(node.get("phone"))
+
+
+def test_a_look_names_the_datasets_to_collect() -> None:
+    found = Look(marks={"crm:customers": "7", "crm:products": "3", "crm:orders": NO_FEED, "wave:customers": "a",
+                        "wave:products": "b", "wave:invoices": "c"}, changed=("crm:customers", "wave:invoices"),
+                 first=False)
+    # A CRM resource without a change feed cannot be told about: it is always collected.
+    assert found.datasets == {"crm_customer", "wave_invoice", "crm_order"}
+    assert Look(marks={"crm:customers": "7"}, changed=(), first=False).datasets == frozenset()
+
+
+def test_a_sync_after_a_look_runs_only_what_moved(rig: Rig) -> None:
+    customer = rig.crm_create("customers", {"Type": "organization", "Name": "Vik Tre AS",
+                                            "Email": "post@viktre.example", "Country": "NO", "Currency": "NOK"})
+    rig.sync()
+    current = rig.crm.get("customers", customer["Id"])
+    assert current is not None
+    rig.crm.patch("customers", customer["Id"], {"Phone": "+47 22 00 11 22"}, if_match=current["Version"])
+    passes = rig.sync(changed={"crm_customer"})
+    assert [p.writes for p in passes] == [1, 0]
+    assert set(passes[0].results) == downstream({"crm_customer"}) - ORDER_STAGES
+    assert "wave_customer" not in passes[0].results and "crm_product" not in passes[0].results
+    (node,) = [c for c in rig.wave.list_customers() if c.get("email") == "post@viktre.example"]
+    assert "22 00 11 22" in str(node.get("phone"))
+
+    # A new customer is linked by its push: then the orders' stages follow, as they wait for links.
+    rig.crm_create("customers", {"Type": "organization", "Name": "Nes Fire AS", "Email": "post@nesfire.example",
+                                 "Country": "NO", "Currency": "NOK"})
+    passes = rig.sync(changed={"crm_customer"})
+    assert passes[0].writes == 1 and passes[-1].writes == 0
+    assert set(passes[0].results) == downstream({"crm_customer"})
+    assert [c for c in rig.wave.list_customers() if c.get("email") == "post@nesfire.example"]
+
+    # Nothing moved: nothing runs; `full` overrides what the look found.
+    assert [set(p.results) for p in rig.sync(changed=set())] == [set()]
+    assert set(rig.sync(changed=set(), full=True)[0].results) == {s.name for s in STAGES}
