@@ -28,6 +28,7 @@ start stopped. The marks of each tenant's last look, its last pass and counters 
 import json
 import math
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import dagster as dg
+from filelock import FileLock
 
 from crm_wave.config.tenants import load_tenants
 from crm_wave.defs.resources import SyncResource
@@ -46,7 +48,8 @@ from crm_wave.sync.heads import Look, look
 from crm_wave.sync.stages import Stage
 from crm_wave.systems.protocols import Client, CrmApi, WaveApi
 
-__all__ = ["FLEET_VAR", "FleetConfig", "fleet_job", "fleet_mode", "fleet_sensor", "look_tenant", "serve_tenant", "sync_tenant", "load_state"]
+__all__ = ["FLEET_VAR", "FleetConfig", "fleet_job", "fleet_mode", "fleet_sensor", "look_tenant", "serve_tenant", "sync_tenant", "load_state",
+           "save_state", "update_state", "Probes", "TenantState"]
 
 #: `loop` or `batch` turns the fleet on (and the per-tenant automations off by default).
 FLEET_VAR = "CRM_WAVE_FLEET"
@@ -107,13 +110,36 @@ def load_state(data_root: Path) -> dict[str, TenantState]:
     return {t: TenantState(**v) for t, v in json.loads(path.read_text()).items()}
 
 
-def save_state(data_root: Path, state: dict[str, TenantState]) -> None:
-    """Write the state atomically (a reader never sees half a file)."""
+def _lock(data_root: Path) -> FileLock:
+    """The lock of the state file: the fleet's runs, `collect_schedule` and `changes_sensor` write it."""
     path = _state_path(data_root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({t: asdict(s) for t, s in sorted(state.items())}, indent=1))
-    tmp.replace(path)
+    return FileLock(path.with_suffix(".lock"))
+
+
+def _write(path: Path, state: dict[str, TenantState]) -> None:
+    """Write atomically (a reader never sees half a file), through a temporary file of this writer's own."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".state-", suffix=".tmp", delete=False) as tmp:
+        tmp.write(json.dumps({t: asdict(s) for t, s in sorted(state.items())}, indent=1))
+    Path(tmp.name).replace(path)
+
+
+def save_state(data_root: Path, state: dict[str, TenantState]) -> None:
+    """Write the whole state (these tenants and no others)."""
+    with _lock(data_root):
+        _write(_state_path(data_root), state)
+
+
+def update_state(data_root: Path, changed: dict[str, TenantState], *,
+                 marks: dict[str, dict[str, str]] | None = None) -> None:
+    """Write `changed` tenants' states over the file's, and set `marks` of more tenants, under the
+    file's lock: every other tenant keeps what another writer left."""
+    with _lock(data_root):
+        state = load_state(data_root)
+        state.update(changed)
+        for tenant, found in (marks or {}).items():
+            state.setdefault(tenant, TenantState()).marks = found
+        _write(_state_path(data_root), state)
 
 
 @dataclass
@@ -187,9 +213,11 @@ def look_tenant(probes: Probes, tenant: str, st: TenantState, *, force: bool,
                 full_every_s: float) -> tuple[Look | None, str | None, str | None]:
     """Look at one tenant: (the look, why it wants a sync or None, the error that stopped the look or None).
 
-    Why: `forced`, `first`, `changed` (a head moved) or `due` (no pass for `full_every_s`). A tenant
-    that wants nothing gets the look's marks at once; one that wants a sync keeps its old marks
-    until the sync (`sync_tenant`) records the marks it read up to."""
+    Why: `forced`, `first` (never synced: no pass recorded in `st`), `changed` (a head moved since
+    `st.marks`) or `due` (no pass for `full_every_s`). A first look at a tenant synced before (by
+    other runs: `collect_schedule` seeds `st.last_pass` from its materializations) only records its
+    marks, unless its pass is due. A tenant that wants nothing gets the look's marks at once; one
+    that wants a sync keeps its old marks until the sync (`sync_tenant`) records the marks it read up to."""
     try:
         found = probes.look(tenant, st.marks)
     except Exception as exc:  # noqa: BLE001 - the tenant is recorded and skipped; the others go on
@@ -197,7 +225,7 @@ def look_tenant(probes: Probes, tenant: str, st: TenantState, *, force: bool,
         st.last_error = _error(exc)
         return None, None, st.last_error
     st.looks += 1
-    why = ("forced" if force else "first" if found.first else "changed" if found.changed
+    why = ("forced" if force else "first" if found.first and not st.last_pass else "changed" if found.changed
            else "due" if time.time() - st.last_pass >= full_every_s else None)
     if why is None:
         st.marks = found.marks
