@@ -70,6 +70,13 @@ class FleetSettings(_Section):
             cause = error.get("ctx", {}).get("error", error["msg"])
             raise ConfigError(f"{name}={environ.get(name, '').strip()!r}: {cause}") from None
 
+    @classmethod
+    def value(cls, field: str, environ: Mapping[str, str] | None = None) -> Any:
+        """One field, validating its own variable only: a bad value of another variable does not stop it."""
+        environ = os.environ if environ is None else environ
+        name = cls.var(field)
+        return getattr(cls.load({name: environ[name]} if name in environ else {}), field)
+
     @property
     def schedule_every_s(self) -> float:
         """`schedule_minutes` in seconds."""

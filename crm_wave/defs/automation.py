@@ -28,13 +28,13 @@ import dagster as dg
 
 from crm_wave.defs.assets import COLLECT, GLOBAL, PUSH, SHARE, SHARE_TO_PUSH, TENANT_PARTITIONS, TENANTS, snapshot
 from crm_wave.defs.resources import SyncResource
-from crm_wave.sync.heads import Look, Unreachable, look, seed_marks
+from crm_wave.sync.heads import NO_FEED, Look, Unreachable, look, seed_marks
 from crm_wave.sync.names import CRM_RESOURCE, dataset
 from crm_wave.systems.http import ApiError
 from crm_wave.systems.protocols import CrmApi, WaveApi
 from crm_wave.config.tenants import TenantError, load_tenants
 from crm_wave.config.fleet import FleetSettings
-from crm_wave.defs.fleet import Probes, TenantState, fleet_mode, load_state, look_tenant, update_state
+from crm_wave.defs.fleet import FLEET_ON, Probes, TenantState, load_state, look_tenant, update_state
 
 sync_job = dg.define_asset_job(
     "sync_job",
@@ -45,7 +45,7 @@ sync_job = dg.define_asset_job(
 
 #: With the fleet on (`CRM_WAVE_FLEET`, crm_wave/defs/fleet.py) its runs serve every tenant, so the
 #: per-tenant automations below start stopped (the UI can still turn them on).
-_FLEET = fleet_mode() is not None
+_FLEET = FLEET_ON
 _SENSOR_ON = dg.DefaultSensorStatus.STOPPED if _FLEET else dg.DefaultSensorStatus.RUNNING
 
 collect_job = dg.define_asset_job(
@@ -119,10 +119,12 @@ def _decide(instance: dg.DagsterInstance, probes: Probes, tenant: str, st: Tenan
 
     The rule is the fleet's (`look_tenant`); the tenant's last pass is its newest collect, whoever ran
     it. Also run: a tenant whose newest run failed (the fleet retries a failed sync the same way:
-    its marks stay), and one whose look failed (the run fails where the operator sees it)."""
+    its marks stay), one whose look failed (the run fails where the operator sees it), and one whose
+    CRM has no change feed (an offset-style profile: a look cannot see its changes), every tick as before."""
     st.last_pass = max(st.last_pass, _last_collect(instance, tenant))
     failed = _failed(instance, tenant)
-    found, why, error = look_tenant(probes, tenant, st, force=False, full_every_s=every_s)
+    blind = NO_FEED in (st.marks or {}).values()  # a CRM without change feed cannot say it changed: due every tick
+    found, why, error = look_tenant(probes, tenant, st, force=False, full_every_s=0 if blind else every_s)
     if found is None:
         return "look-failed", {}, f"{tenant}: the look failed ({error}); run requested so it fails where you see it"
     if why is None and failed:
@@ -135,7 +137,7 @@ def _decide(instance: dg.DagsterInstance, probes: Probes, tenant: str, st: Tenan
     st.marks = found.marks  # what the requested run reads up to (a failed run is retried, see above)
     tags = {"crm_wave/changed": ",".join(found.changed)} if why == "changed" else {}
     detail = {"first": "never synced", "changed": f"changed: {', '.join(found.changed)}",
-              "due": f"no pass since {_hhmm(st.last_pass)}", "retry": f"its last run ({failed}) failed"}[why]
+              "due": "its CRM has no change feed" if blind else f"no pass since {_hhmm(st.last_pass)}", "retry": f"its last run ({failed}) failed"}[why]
     return why, tags, f"{tenant}: run requested ({detail})"
 
 

@@ -11,7 +11,7 @@ partition (summed over its passes), so the UI shows every tenant's syncs on the 
 as `sync_job`'s; a tenant that fails is logged, recorded as an observation of its
 `crm_customer` asset with the error, and the others go on.
 
-Two ways to run it (`CRM_WAVE_FLEET`, read when the definitions load; docs/deploy.md,
+Two ways to run it (`CRM_WAVE_FLEET`, `crm_wave/config/fleet.py`, read when the definitions load; docs/deploy.md,
 "Many tenants: the fleet", has the figures that chose between them):
 
 - `loop` (recommended): the sensor keeps one long-lived run going; the run looks at every
@@ -40,6 +40,8 @@ from typing import Any, cast
 import dagster as dg
 from filelock import FileLock
 
+from crm_wave.config.fleet import FLEET_VAR, FleetSettings
+from crm_wave.config.settings import ConfigError
 from crm_wave.config.tenants import load_tenants
 from crm_wave.defs.resources import SyncResource
 from crm_wave.sync.breaker import CircuitOpen
@@ -48,11 +50,9 @@ from crm_wave.sync.heads import Look, look
 from crm_wave.sync.stages import Stage
 from crm_wave.systems.protocols import Client, CrmApi, WaveApi
 
-__all__ = ["FLEET_VAR", "FleetConfig", "fleet_job", "fleet_mode", "fleet_sensor", "look_tenant", "serve_tenant", "sync_tenant", "load_state",
+__all__ = ["FLEET_ON", "FLEET_VAR", "FleetConfig", "fleet_job", "fleet_mode", "fleet_sensor", "look_tenant", "serve_tenant", "sync_tenant", "load_state",
            "save_state", "update_state", "Probes", "TenantState"]
 
-#: `loop` or `batch` turns the fleet on (and the per-tenant automations off by default).
-FLEET_VAR = "CRM_WAVE_FLEET"
 FLEET_TAG = "crm_wave/fleet"
 TENANTS_TAG = "crm_wave/tenants"
 #: How the fleet asks whether anything changed: short timeouts, so a system that is down costs
@@ -63,13 +63,8 @@ _MAX_PASSES = 4
 
 
 def fleet_mode(environ: Any = os.environ) -> str | None:
-    """`loop`, `batch`, or None (the fleet is off) from `CRM_WAVE_FLEET`."""
-    value = (environ.get(FLEET_VAR) or "").strip().lower()
-    if value in ("", "0", "off", "no", "false"):
-        return None
-    if value not in ("loop", "batch"):
-        raise ValueError(f"{FLEET_VAR}={value!r}: use loop, batch or off")
-    return value
+    """`loop`, `batch`, or None (the fleet is off) from `CRM_WAVE_FLEET` (`FleetSettings`); ConfigError naming it otherwise."""
+    return cast(str | None, FleetSettings.value("fleet", environ))
 
 
 class FleetConfig(dg.Config):
@@ -403,33 +398,42 @@ def _op_config(**values: Any) -> dict[str, Any]:
 
 #: Loop: minutes per run (the sensor starts the next when one ends).
 def _loop_minutes(environ: Any = os.environ) -> float:
-    raw = environ.get("CRM_WAVE_FLEET_MINUTES") or "15"
+    """`CRM_WAVE_FLEET_MINUTES`, read when the loop sensor ticks (a bad value fails that tick, naming it)."""
+    return cast(float, FleetSettings.value("fleet_minutes", environ))
+
+
+def _mode_at_load() -> tuple[str | None, str | None]:
+    """The fleet mode when the definitions load, and the problem with `CRM_WAVE_FLEET` if it has one.
+
+    A bad value must not stop the definitions from loading (every run of every tenant loads them):
+    the per-tenant automations then run as with the fleet off, and `fleet_sensor` runs only to fail
+    each tick with the one-line error, where the UI shows it."""
     try:
-        value = float(raw)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise ValueError(f"CRM_WAVE_FLEET_MINUTES={raw!r}: use a number of minutes above 0, e.g. 15")
-    return value
+        return fleet_mode(), None
+    except ConfigError as exc:
+        return None, str(exc)
 
 
-LOOP_MINUTES = _loop_minutes()
-_MODE = fleet_mode()
+_MODE, _MODE_ERROR = _mode_at_load()
+#: The fleet serves the tenants: `collect_schedule`, `push_sensor` and `changes_sensor` start stopped.
+FLEET_ON = _MODE is not None
 #: The batch sensor's look clients, kept between ticks (the code server process lives on).
 _SENSOR_PROBES: dict[str, Probes] = {}
 
 
 @dg.sensor(name="fleet_sensor", job=fleet_job, minimum_interval_seconds=10,
-           default_status=dg.DefaultSensorStatus.RUNNING if _MODE else dg.DefaultSensorStatus.STOPPED,
+           default_status=dg.DefaultSensorStatus.RUNNING if _MODE or _MODE_ERROR else dg.DefaultSensorStatus.STOPPED,
            description="The fleet (CRM_WAVE_FLEET=loop|batch): keeps one long-lived fleet run going (loop), or "
                        "looks at every tenant and launches one run with those that changed (batch).")
 def fleet_sensor(context: dg.SensorEvaluationContext, sync: SyncResource):
     """Loop: start a fleet run when none is in progress. Batch: look, then one run for the changed tenants."""
+    if _MODE_ERROR:
+        raise ConfigError(_MODE_ERROR)
     if _fleet_active(context.instance):
         return dg.SkipReason("a fleet run is in progress")
     stamp = f"{time.time():.0f}"
     if (_MODE or "loop") == "loop":
-        return dg.RunRequest(run_key=f"fleet-loop-{stamp}", run_config=_op_config(minutes=LOOP_MINUTES),
+        return dg.RunRequest(run_key=f"fleet-loop-{stamp}", run_config=_op_config(minutes=_loop_minutes()),
                              tags={FLEET_TAG: "loop"})
     root = Path(sync.data_root)
     state = load_state(root)

@@ -128,3 +128,15 @@ def test_a_bad_period_fails_the_tick_naming_the_variable(setup, monkeypatch):
     ctx = dg.build_schedule_context(instance=instance, resources={"sync": SyncResource(data_root=str(data))})
     with pytest.raises(ConfigError, match="CRM_WAVE_SCHEDULE_MINUTES='often': use a number of minutes above 0"):
         list(collect_schedule(ctx))
+
+
+@pytest.mark.parametrize("crm_style", ["offset"], indirect=True)
+def test_a_crm_without_change_feed_still_gets_a_run_every_tick(sim_env, tmp_path, monkeypatch):
+    """A look cannot see an offset-style CRM's changes, so its tenant keeps the old once-a-minute collect."""
+    monkeypatch.setattr(automation, "_SCHEDULE_PROBES", {}, raising=False)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tenants", ["default"])
+        _synced(instance)
+        assert "first look, marks recorded" in _tick(instance, tmp_path)
+        (request,) = _tick(instance, tmp_path)
+        assert request.tags["crm_wave/why"] == "due"
