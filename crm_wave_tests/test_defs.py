@@ -103,15 +103,18 @@ def test_tenants_sensor_matches_partitions_to_the_registry(tmp_path, monkeypatch
         assert result.dynamic_partitions_requests[0].partition_keys == ["acme"]
 
 
-def test_collect_schedule_skips_tenants_with_a_run_in_progress():
+def test_collect_schedule_skips_tenants_with_a_run_in_progress(tmp_path):
     import datetime as dt
 
     from crm_wave.defs.automation import collect_schedule
+    from crm_wave.defs.resources import SyncResource
 
     when = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("tenants", ["default", "acme"])
-        ctx = lambda: dg.build_schedule_context(instance=instance, scheduled_execution_time=when)  # noqa: E731
+        # Neither tenant is configured: each look fails, so each gets a run that fails visibly.
+        ctx = lambda: dg.build_schedule_context(instance=instance, scheduled_execution_time=when,  # noqa: E731
+                                                resources={"sync": SyncResource(data_root=str(tmp_path))})
         assert sorted(r.partition_key for r in collect_schedule(ctx())) == ["acme", "default"]
         instance.add_run(dg.DagsterRun(job_name="collect_job", run_id="running-acme", tags={"tenant": "acme"},
                                        status=dg.DagsterRunStatus.STARTED))

@@ -1,7 +1,9 @@
 """Jobs, the collect schedule and the sensors, every one of them per tenant.
 
 - `tenants_sensor` keeps the `tenants` partitions equal to the tenant registry.
-- `collect_schedule` materializes collect -> global -> share for every tenant each minute.
+- `collect_schedule` materializes collect -> global -> share, each minute, for the tenants that
+  want it: a head moved, never synced, last run failed, or no pass for `CRM_WAVE_SCHEDULE_MINUTES`
+  (the fleet's rule, `look_tenant`); an idle tenant costs a look (a few ms), not a run.
 - `push_sensor` launches, per tenant, the push of every share asset whose newest
   materialization reported work (unless its own run pushed it), plus what follows it
   (orders need customers and products pushed first). Why not an `AutomationCondition`:
@@ -18,6 +20,7 @@ import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
@@ -25,12 +28,13 @@ import dagster as dg
 
 from crm_wave.defs.assets import COLLECT, GLOBAL, PUSH, SHARE, SHARE_TO_PUSH, TENANT_PARTITIONS, TENANTS, snapshot
 from crm_wave.defs.resources import SyncResource
-from crm_wave.sync.heads import Look, Unreachable, look, seed_marks
+from crm_wave.sync.heads import NO_FEED, Look, Unreachable, look, seed_marks
 from crm_wave.sync.names import CRM_RESOURCE, dataset
 from crm_wave.systems.http import ApiError
 from crm_wave.systems.protocols import CrmApi, WaveApi
 from crm_wave.config.tenants import TenantError, load_tenants
-from crm_wave.defs.fleet import fleet_mode
+from crm_wave.config.fleet import FleetSettings
+from crm_wave.defs.fleet import FLEET_ON, Probes, TenantState, load_state, look_tenant, update_state
 
 sync_job = dg.define_asset_job(
     "sync_job",
@@ -41,7 +45,7 @@ sync_job = dg.define_asset_job(
 
 #: With the fleet on (`CRM_WAVE_FLEET`, crm_wave/defs/fleet.py) its runs serve every tenant, so the
 #: per-tenant automations below start stopped (the UI can still turn them on).
-_FLEET = fleet_mode() is not None
+_FLEET = FLEET_ON
 _SENSOR_ON = dg.DefaultSensorStatus.STOPPED if _FLEET else dg.DefaultSensorStatus.RUNNING
 
 collect_job = dg.define_asset_job(
@@ -88,16 +92,91 @@ def _busy(instance: dg.DagsterInstance, tenant: str) -> bool:
     return bool(instance.get_run_ids(filters=dg.RunsFilter(tags={"tenant": tenant}, statuses=_ACTIVE), limit=1))
 
 
+#: The schedule's look clients, kept between evaluations (the code server process lives on): a
+#: pair built anew costs ~0.1 CPU-s, a look with an open pair a few ms (see `Probes`).
+_SCHEDULE_PROBES: dict[str, Probes] = {}
+
+
+def _last_collect(instance: dg.DagsterInstance, tenant: str) -> float:
+    """Epoch seconds of the tenant's newest collect (any run: `sync_job`, `collect_job`, the fleet), 0 when none."""
+    record = _latest(instance, COLLECT[0], tenant)
+    return record.timestamp if record else 0.0
+
+
+def _failed(instance: dg.DagsterInstance, tenant: str) -> str | None:
+    """The job of the tenant's newest run when that run failed (its change may be unread), else None."""
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"tenant": tenant}), limit=1)
+    return runs[0].job_name if runs and runs[0].status == dg.DagsterRunStatus.FAILURE else None
+
+
+def _hhmm(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%H:%M UTC")
+
+
+def _decide(instance: dg.DagsterInstance, probes: Probes, tenant: str, st: TenantState,
+            every_s: float) -> tuple[str | None, dict[str, str], str]:
+    """(why the tenant gets a run or None, the run's tags, the line the tick reports) for one idle tenant.
+
+    The rule is the fleet's (`look_tenant`); the tenant's last pass is its newest collect, whoever ran
+    it. Also run: a tenant whose newest run failed (the fleet retries a failed sync the same way:
+    its marks stay), one whose look failed (the run fails where the operator sees it), and one whose
+    CRM has no change feed (an offset-style profile: a look cannot see its changes), every tick as before."""
+    st.last_pass = max(st.last_pass, _last_collect(instance, tenant))
+    failed = _failed(instance, tenant)
+    blind = NO_FEED in (st.marks or {}).values()  # a CRM without change feed cannot say it changed: due every tick
+    found, why, error = look_tenant(probes, tenant, st, force=False, full_every_s=0 if blind else every_s)
+    if found is None:
+        return "look-failed", {}, f"{tenant}: the look failed ({error}); run requested so it fails where you see it"
+    if why is None and failed:
+        why = "retry"
+    if why is None:
+        due = f"full pass due at {_hhmm(st.last_pass + every_s)}"
+        if found.first:
+            return None, {}, f"{tenant}: first look, marks recorded (last pass {_hhmm(st.last_pass)}); {due}"
+        return None, {}, f"{tenant}: nothing changed since {_hhmm(st.last_pass)}; {due}"
+    st.marks = found.marks  # what the requested run reads up to (a failed run is retried, see above)
+    tags = {"crm_wave/changed": ",".join(found.changed)} if why == "changed" else {}
+    detail = {"first": "never synced", "changed": f"changed: {', '.join(found.changed)}",
+              "due": "its CRM has no change feed" if blind else f"no pass since {_hhmm(st.last_pass)}", "retry": f"its last run ({failed}) failed"}[why]
+    return why, tags, f"{tenant}: run requested ({detail})"
+
+
 @dg.schedule(name="collect_schedule", job=collect_job, cron_schedule="* * * * *",
              default_status=dg.DefaultScheduleStatus.STOPPED if _FLEET else dg.DefaultScheduleStatus.RUNNING,
-             description="Every minute, for every tenant: read both systems' changes and recompute the diffs.")
-def collect_schedule(context: dg.ScheduleEvaluationContext):
-    """One run per tenant, unless that tenant already has a run queued or in progress."""
+             description="Every minute, per tenant: a collect run when a head moved (the fleet's look), the tenant "
+                         "was never synced, its last run failed, or it had no pass for CRM_WAVE_SCHEDULE_MINUTES "
+                         "(default 15); an idle tenant gets none.")
+def collect_schedule(context: dg.ScheduleEvaluationContext, sync: SyncResource):
+    """One run per tenant that wants one (`_decide`), unless that tenant already has a run queued or in progress.
+
+    The marks of each tenant's last look are kept in `<data>/fleet/state.json` (the fleet's state,
+    `update_state`), which `changes_sensor` also moves when it launches a sync, so a change it
+    synced is not seen here again.
+    """
+    every_s = FleetSettings.load().schedule_every_s  # a bad value fails this tick, naming the variable
     stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "now"
-    for tenant in context.instance.get_dynamic_partitions(TENANT_PARTITIONS):
-        if _busy(context.instance, tenant):
-            continue
-        yield dg.RunRequest(run_key=f"collect-{tenant}-{stamp}", partition_key=tenant, tags={"tenant": tenant})
+    root = Path(sync.data_root)
+    tenants = list(context.instance.get_dynamic_partitions(TENANT_PARTITIONS))
+    idle = [t for t in tenants if not _busy(context.instance, t)]
+    lines = [f"{t}: a run is queued or in progress" for t in tenants if t not in idle]
+    state = load_state(root)
+    probes = _SCHEDULE_PROBES.setdefault(str(root), Probes(sync))
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(idle))), thread_name_prefix="schedule-look") as pool:
+        decided = list(pool.map(lambda t: _decide(context.instance, probes, t, state.setdefault(t, TenantState()),
+                                                  every_s), idle))
+    if idle:
+        update_state(root, {t: state[t] for t in idle})
+    requests = []
+    for tenant, (why, tags, line) in zip(idle, decided):
+        lines.append(line)
+        if why is not None:
+            requests.append(dg.RunRequest(run_key=f"collect-{tenant}-{stamp}", partition_key=tenant,
+                                          tags={"tenant": tenant, "crm_wave/why": why, **tags}))
+    if not requests:
+        return dg.SkipReason("; ".join(lines) or "no tenants")
+    for line in lines:
+        context.log.info(line)
+    return requests
 
 
 def _pushes_itself(instance: dg.DagsterInstance, run_id: str | None, push_key: str) -> bool:
@@ -242,5 +321,8 @@ def changes_sensor(context: dg.SensorEvaluationContext, sync: SyncResource):
             requests.append(dg.RunRequest(run_key=f"changes-{tenant}-{digest}", partition_key=tenant,
                                           tags={"tenant": tenant, "crm_wave/changed": ",".join(found.changed)}))
     state = {t: marks for t, marks in state.items() if t in tenants}
+    if requests:  # the marks the syncs read up to, for `collect_schedule`: a change synced here is not seen there again
+        update_state(Path(sync.data_root), {}, marks={r.partition_key: state[r.partition_key] for r in requests
+                                                      if r.partition_key})
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(state, sort_keys=True),
                            skip_reason=None if requests else "; ".join(reasons) or "no tenants")

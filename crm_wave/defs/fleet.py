@@ -11,7 +11,7 @@ partition (summed over its passes), so the UI shows every tenant's syncs on the 
 as `sync_job`'s; a tenant that fails is logged, recorded as an observation of its
 `crm_customer` asset with the error, and the others go on.
 
-Two ways to run it (`CRM_WAVE_FLEET`, read when the definitions load; docs/deploy.md,
+Two ways to run it (`CRM_WAVE_FLEET`, `crm_wave/config/fleet.py`, read when the definitions load; docs/deploy.md,
 "Many tenants: the fleet", has the figures that chose between them):
 
 - `loop` (recommended): the sensor keeps one long-lived run going; the run looks at every
@@ -28,6 +28,7 @@ start stopped. The marks of each tenant's last look, its last pass and counters 
 import json
 import math
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -37,7 +38,10 @@ from pathlib import Path
 from typing import Any, cast
 
 import dagster as dg
+from filelock import FileLock
 
+from crm_wave.config.fleet import FLEET_VAR, FleetSettings
+from crm_wave.config.settings import ConfigError
 from crm_wave.config.tenants import load_tenants
 from crm_wave.defs.resources import SyncResource
 from crm_wave.sync.breaker import CircuitOpen
@@ -46,10 +50,9 @@ from crm_wave.sync.heads import Look, look
 from crm_wave.sync.stages import Stage
 from crm_wave.systems.protocols import Client, CrmApi, WaveApi
 
-__all__ = ["FLEET_VAR", "FleetConfig", "fleet_job", "fleet_mode", "fleet_sensor", "look_tenant", "serve_tenant", "sync_tenant", "load_state"]
+__all__ = ["FLEET_ON", "FLEET_VAR", "FleetConfig", "fleet_job", "fleet_mode", "fleet_sensor", "look_tenant", "serve_tenant", "sync_tenant", "load_state",
+           "save_state", "update_state", "Probes", "TenantState"]
 
-#: `loop` or `batch` turns the fleet on (and the per-tenant automations off by default).
-FLEET_VAR = "CRM_WAVE_FLEET"
 FLEET_TAG = "crm_wave/fleet"
 TENANTS_TAG = "crm_wave/tenants"
 #: How the fleet asks whether anything changed: short timeouts, so a system that is down costs
@@ -60,13 +63,8 @@ _MAX_PASSES = 4
 
 
 def fleet_mode(environ: Any = os.environ) -> str | None:
-    """`loop`, `batch`, or None (the fleet is off) from `CRM_WAVE_FLEET`."""
-    value = (environ.get(FLEET_VAR) or "").strip().lower()
-    if value in ("", "0", "off", "no", "false"):
-        return None
-    if value not in ("loop", "batch"):
-        raise ValueError(f"{FLEET_VAR}={value!r}: use loop, batch or off")
-    return value
+    """`loop`, `batch`, or None (the fleet is off) from `CRM_WAVE_FLEET` (`FleetSettings`); ConfigError naming it otherwise."""
+    return cast(str | None, FleetSettings.value("fleet", environ))
 
 
 class FleetConfig(dg.Config):
@@ -107,13 +105,36 @@ def load_state(data_root: Path) -> dict[str, TenantState]:
     return {t: TenantState(**v) for t, v in json.loads(path.read_text()).items()}
 
 
-def save_state(data_root: Path, state: dict[str, TenantState]) -> None:
-    """Write the state atomically (a reader never sees half a file)."""
+def _lock(data_root: Path) -> FileLock:
+    """The lock of the state file: the fleet's runs, `collect_schedule` and `changes_sensor` write it."""
     path = _state_path(data_root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({t: asdict(s) for t, s in sorted(state.items())}, indent=1))
-    tmp.replace(path)
+    return FileLock(path.with_suffix(".lock"))
+
+
+def _write(path: Path, state: dict[str, TenantState]) -> None:
+    """Write atomically (a reader never sees half a file), through a temporary file of this writer's own."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".state-", suffix=".tmp", delete=False) as tmp:
+        tmp.write(json.dumps({t: asdict(s) for t, s in sorted(state.items())}, indent=1))
+    Path(tmp.name).replace(path)
+
+
+def save_state(data_root: Path, state: dict[str, TenantState]) -> None:
+    """Write the whole state (these tenants and no others)."""
+    with _lock(data_root):
+        _write(_state_path(data_root), state)
+
+
+def update_state(data_root: Path, changed: dict[str, TenantState], *,
+                 marks: dict[str, dict[str, str]] | None = None) -> None:
+    """Write `changed` tenants' states over the file's, and set `marks` of more tenants, under the
+    file's lock: every other tenant keeps what another writer left."""
+    with _lock(data_root):
+        state = load_state(data_root)
+        state.update(changed)
+        for tenant, found in (marks or {}).items():
+            state.setdefault(tenant, TenantState()).marks = found
+        _write(_state_path(data_root), state)
 
 
 @dataclass
@@ -187,9 +208,11 @@ def look_tenant(probes: Probes, tenant: str, st: TenantState, *, force: bool,
                 full_every_s: float) -> tuple[Look | None, str | None, str | None]:
     """Look at one tenant: (the look, why it wants a sync or None, the error that stopped the look or None).
 
-    Why: `forced`, `first`, `changed` (a head moved) or `due` (no pass for `full_every_s`). A tenant
-    that wants nothing gets the look's marks at once; one that wants a sync keeps its old marks
-    until the sync (`sync_tenant`) records the marks it read up to."""
+    Why: `forced`, `first` (never synced: no pass recorded in `st`), `changed` (a head moved since
+    `st.marks`) or `due` (no pass for `full_every_s`). A first look at a tenant synced before (by
+    other runs: `collect_schedule` seeds `st.last_pass` from its materializations) only records its
+    marks, unless its pass is due. A tenant that wants nothing gets the look's marks at once; one
+    that wants a sync keeps its old marks until the sync (`sync_tenant`) records the marks it read up to."""
     try:
         found = probes.look(tenant, st.marks)
     except Exception as exc:  # noqa: BLE001 - the tenant is recorded and skipped; the others go on
@@ -197,7 +220,7 @@ def look_tenant(probes: Probes, tenant: str, st: TenantState, *, force: bool,
         st.last_error = _error(exc)
         return None, None, st.last_error
     st.looks += 1
-    why = ("forced" if force else "first" if found.first else "changed" if found.changed
+    why = ("forced" if force else "first" if found.first and not st.last_pass else "changed" if found.changed
            else "due" if time.time() - st.last_pass >= full_every_s else None)
     if why is None:
         st.marks = found.marks
@@ -375,33 +398,42 @@ def _op_config(**values: Any) -> dict[str, Any]:
 
 #: Loop: minutes per run (the sensor starts the next when one ends).
 def _loop_minutes(environ: Any = os.environ) -> float:
-    raw = environ.get("CRM_WAVE_FLEET_MINUTES") or "15"
+    """`CRM_WAVE_FLEET_MINUTES`, read when the loop sensor ticks (a bad value fails that tick, naming it)."""
+    return cast(float, FleetSettings.value("fleet_minutes", environ))
+
+
+def _mode_at_load() -> tuple[str | None, str | None]:
+    """The fleet mode when the definitions load, and the problem with `CRM_WAVE_FLEET` if it has one.
+
+    A bad value must not stop the definitions from loading (every run of every tenant loads them):
+    the per-tenant automations then run as with the fleet off, and `fleet_sensor` runs only to fail
+    each tick with the one-line error, where the UI shows it."""
     try:
-        value = float(raw)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise ValueError(f"CRM_WAVE_FLEET_MINUTES={raw!r}: use a number of minutes above 0, e.g. 15")
-    return value
+        return fleet_mode(), None
+    except ConfigError as exc:
+        return None, str(exc)
 
 
-LOOP_MINUTES = _loop_minutes()
-_MODE = fleet_mode()
+_MODE, _MODE_ERROR = _mode_at_load()
+#: The fleet serves the tenants: `collect_schedule`, `push_sensor` and `changes_sensor` start stopped.
+FLEET_ON = _MODE is not None
 #: The batch sensor's look clients, kept between ticks (the code server process lives on).
 _SENSOR_PROBES: dict[str, Probes] = {}
 
 
 @dg.sensor(name="fleet_sensor", job=fleet_job, minimum_interval_seconds=10,
-           default_status=dg.DefaultSensorStatus.RUNNING if _MODE else dg.DefaultSensorStatus.STOPPED,
+           default_status=dg.DefaultSensorStatus.RUNNING if _MODE or _MODE_ERROR else dg.DefaultSensorStatus.STOPPED,
            description="The fleet (CRM_WAVE_FLEET=loop|batch): keeps one long-lived fleet run going (loop), or "
                        "looks at every tenant and launches one run with those that changed (batch).")
 def fleet_sensor(context: dg.SensorEvaluationContext, sync: SyncResource):
     """Loop: start a fleet run when none is in progress. Batch: look, then one run for the changed tenants."""
+    if _MODE_ERROR:
+        raise ConfigError(_MODE_ERROR)
     if _fleet_active(context.instance):
         return dg.SkipReason("a fleet run is in progress")
     stamp = f"{time.time():.0f}"
     if (_MODE or "loop") == "loop":
-        return dg.RunRequest(run_key=f"fleet-loop-{stamp}", run_config=_op_config(minutes=LOOP_MINUTES),
+        return dg.RunRequest(run_key=f"fleet-loop-{stamp}", run_config=_op_config(minutes=_loop_minutes()),
                              tags={FLEET_TAG: "loop"})
     root = Path(sync.data_root)
     state = load_state(root)

@@ -166,3 +166,42 @@ def test_loop_minutes_must_be_a_positive_number():
     assert _loop_minutes({}) == 15 and _loop_minutes({"CRM_WAVE_FLEET_MINUTES": "2.5"}) == 2.5
     with pytest.raises(ValueError, match="CRM_WAVE_FLEET_MINUTES='soon': use a number of minutes above 0"):
         _loop_minutes({"CRM_WAVE_FLEET_MINUTES": "soon"})
+
+
+def test_fleet_variables_are_a_settings_section_that_no_sync_reads():
+    from crm_wave.config.fleet import FleetSettings
+    from crm_wave.config.settings import AppSettings, ConfigError
+
+    bad = {"CRM_WAVE_FLEET": "sometimes", "CRM_WAVE_FLEET_MINUTES": "soon", "CRM_WAVE_SCHEDULE_MINUTES": "-1"}
+    assert AppSettings.load(bad).debug is False  # what every sync loads does not read them
+    with pytest.raises(ConfigError, match=r"^CRM_WAVE_FLEET='sometimes': use loop, batch or off$"):
+        FleetSettings.load(bad)
+    with pytest.raises(ConfigError, match=r"^CRM_WAVE_SCHEDULE_MINUTES='-1': use a number of minutes above 0, e.g. 15$"):
+        FleetSettings.load({"CRM_WAVE_SCHEDULE_MINUTES": "-1"})
+    # each variable alone: a bad one does not stop another from being read
+    assert FleetSettings.value("fleet", {**bad, "CRM_WAVE_FLEET": "batch"}) == "batch"
+    assert FleetSettings.load({"CRM_WAVE_SCHEDULE_MINUTES": "2", "CRM_WAVE_FLEET": ""}).schedule_every_s == 120
+
+
+def test_a_bad_fleet_mode_fails_the_fleet_sensor_not_the_definitions(tmp_path):
+    """Every run of every tenant loads the definitions: a typo in CRM_WAVE_FLEET stops the fleet only."""
+    import subprocess
+    import sys
+
+    code = ("import dagster as dg\n"
+            "from crm_wave.definitions import defs\n"
+            "from crm_wave.defs import automation, fleet\n"
+            "from crm_wave.defs.resources import SyncResource\n"
+            "defs().resolve_job_def('sync_job')\n"
+            "assert automation.collect_schedule.default_status == dg.DefaultScheduleStatus.RUNNING\n"
+            "assert fleet.fleet_sensor.default_status == dg.DefaultSensorStatus.RUNNING\n"
+            "with dg.instance_for_test() as instance:\n"
+            "    ctx = dg.build_sensor_context(instance=instance, resources={'sync': SyncResource(data_root='.')})\n"
+            "    try:\n"
+            "        fleet.fleet_sensor(ctx)\n"
+            "    except ValueError as exc:\n"
+            "        print(exc)\n")
+    env = {**__import__("os").environ, "CRM_WAVE_FLEET": "sometimes", "CRM_WAVE_DATA_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "CRM_WAVE_FLEET='sometimes': use loop, batch or off"

@@ -1,0 +1,83 @@
+"""The fleet's and the collect schedule's variables: a settings section of their own.
+
+`CRM_WAVE_FLEET` (loop, batch or off), `CRM_WAVE_FLEET_MINUTES` (the length of one `loop` fleet
+run) and `CRM_WAVE_SCHEDULE_MINUTES` (how often `collect_schedule` gives a tenant whose heads did
+not move a run anyway). Only `crm_wave/defs/fleet.py` and `crm_wave/defs/automation.py` read
+them, when a sensor or schedule evaluates (the fleet mode also when the definitions load, to
+choose which automations start running): `AppSettings`, which every sync loads, does not, so a
+bad value stops the fleet or the schedule with a one-line error naming the variable, never a sync.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import ValidationError, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from crm_wave.config.settings import ConfigError, _Environ, _Section
+
+__all__ = ["FLEET_VAR", "FleetSettings"]
+
+FLEET_VAR = "CRM_WAVE_FLEET"
+_OFF = ("", "0", "off", "no", "false")
+
+
+class FleetSettings(_Section):
+    """`CRM_WAVE_FLEET` (default off), `CRM_WAVE_FLEET_MINUTES` (default 15) and `CRM_WAVE_SCHEDULE_MINUTES` (default 15)."""
+
+    model_config = SettingsConfigDict(env_prefix="CRM_WAVE_")
+
+    fleet: Literal["loop", "batch"] | None = None
+    fleet_minutes: float = 15.0
+    schedule_minutes: float = 15.0
+
+    @field_validator("fleet", mode="before")
+    @classmethod
+    def _valid_mode(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        mode = value.strip().lower()
+        if mode in _OFF:
+            return None
+        if mode not in ("loop", "batch"):
+            raise ValueError("use loop, batch or off")
+        return mode
+
+    @field_validator("fleet_minutes", "schedule_minutes", mode="before")
+    @classmethod
+    def _valid_minutes(cls, value: Any) -> Any:
+        try:
+            minutes = float(value)
+        except (TypeError, ValueError):
+            minutes = math.nan
+        if not (math.isfinite(minutes) and minutes > 0):
+            raise ValueError("use a number of minutes above 0, e.g. 15")
+        return minutes
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None) -> FleetSettings:
+        """The section from `environ` (default: the process environment); ConfigError naming the variable and what to set."""
+        environ = os.environ if environ is None else environ
+        try:
+            return cls(**_Environ(cls, environ, "CRM_WAVE_")())
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            name = cls.var(str(error["loc"][0]))
+            cause = error.get("ctx", {}).get("error", error["msg"])
+            raise ConfigError(f"{name}={environ.get(name, '').strip()!r}: {cause}") from None
+
+    @classmethod
+    def value(cls, field: str, environ: Mapping[str, str] | None = None) -> Any:
+        """One field, validating its own variable only: a bad value of another variable does not stop it."""
+        environ = os.environ if environ is None else environ
+        name = cls.var(field)
+        return getattr(cls.load({name: environ[name]} if name in environ else {}), field)
+
+    @property
+    def schedule_every_s(self) -> float:
+        """`schedule_minutes` in seconds."""
+        return self.schedule_minutes * 60
