@@ -66,6 +66,10 @@ def test_first_look_records_then_a_crm_edit_requests_one_sync_and_quiet_systems_
     assert request.partition_key == "default" and request.tags["tenant"] == "default"
     assert request.tags["crm_wave/changed"] == "crm:customers"
     assert request.job_name in (None, "sync_job") and changes_sensor.job_name == "sync_job"
+    # The run is of what moved and what follows it, then the snapshot: not Wave's collects, not the products.
+    from crm_wave.sync.stages import downstream
+
+    assert {k.to_user_string() for k in request.asset_selection} == downstream({"crm_customer"}) | {"snapshot"}
 
     after = _tick(instance, tmp_path, edited.cursor)  # the same edit is not reported twice
     assert not after.run_requests and "no change" in after.skip_reason.skip_message
@@ -144,7 +148,7 @@ def test_the_requested_run_carries_a_crm_edit_to_wave_and_one_quiet_run_follows_
             break
         (request,) = result.run_requests
         outcome = job.execute_in_process(instance=instance, partition_key=request.partition_key, tags=request.tags,
-                                         run_config=QUIET)
+                                         run_config=QUIET, asset_selection=request.asset_selection)
         assert outcome.success
         runs += 1
         if runs == 1:  # one run took the edit to Wave

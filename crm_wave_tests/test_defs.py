@@ -115,7 +115,9 @@ def test_collect_schedule_skips_tenants_with_a_run_in_progress(tmp_path):
         # Neither tenant is configured: each look fails, so each gets a run that fails visibly.
         ctx = lambda: dg.build_schedule_context(instance=instance, scheduled_execution_time=when,  # noqa: E731
                                                 resources={"sync": SyncResource(data_root=str(tmp_path))})
-        assert sorted(r.partition_key for r in collect_schedule(ctx())) == ["acme", "default"]
+        with ctx() as first:  # each in a `with`, which resets Dagster's current instance when it ends
+            assert sorted(r.partition_key for r in collect_schedule(first)) == ["acme", "default"]
         instance.add_run(dg.DagsterRun(job_name="collect_job", run_id="running-acme", tags={"tenant": "acme"},
                                        status=dg.DagsterRunStatus.STARTED))
-        assert [r.partition_key for r in collect_schedule(ctx())] == ["default"]
+        with ctx() as second:
+            assert [r.partition_key for r in collect_schedule(second)] == ["default"]

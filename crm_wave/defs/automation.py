@@ -10,8 +10,9 @@
   docs/architecture.md, "Asset lineage".
 - `changes_sensor` asks both systems of every idle tenant every 10 s whether anything
   changed (`crm_wave/sync/heads.py`: the CRM change feeds' heads, Wave's newest `modifiedAt`)
-  and, when something did, launches one `sync_job` run (collect -> global -> share -> push),
-  so an edit reaches the other side without waiting for the schedule and the push sensor.
+  and, when something did, launches one `sync_job` run of the stages that moved and what follows
+  them (the collects of the feeds that moved -> global -> share -> push, then the snapshot), so an
+  edit reaches the other side without waiting for the schedule and the push sensor.
 Every run carries the tag `tenant`, so the run queue can limit runs per tenant (one
 at a time, see `deploy/dagster.yaml`) while different tenants run in parallel.
 """
@@ -30,6 +31,7 @@ from crm_wave.defs.assets import COLLECT, GLOBAL, PUSH, SHARE, SHARE_TO_PUSH, TE
 from crm_wave.defs.resources import SyncResource
 from crm_wave.sync.heads import NO_FEED, Look, Unreachable, look, seed_marks
 from crm_wave.sync.names import CRM_RESOURCE, dataset
+from crm_wave.sync.stages import downstream
 from crm_wave.systems.http import ApiError
 from crm_wave.systems.protocols import CrmApi, WaveApi
 from crm_wave.config.tenants import TenantError, load_tenants
@@ -318,7 +320,11 @@ def changes_sensor(context: dg.SensorEvaluationContext, sync: SyncResource):
             reasons.append(f"{tenant}: no change")
         else:
             digest = hashlib.sha1(json.dumps([previous, found.marks], sort_keys=True).encode()).hexdigest()[:16]
+            # What moved and what follows it (`engine.sync_once(changed=...)` in Dagster's terms): the run
+            # costs what the change costs, and the UI shows which stages it touched.
+            stages = sorted(downstream(found.datasets))
             requests.append(dg.RunRequest(run_key=f"changes-{tenant}-{digest}", partition_key=tenant,
+                                          asset_selection=[dg.AssetKey(n) for n in stages] + [snapshot.key],
                                           tags={"tenant": tenant, "crm_wave/changed": ",".join(found.changed)}))
     state = {t: marks for t, marks in state.items() if t in tenants}
     if requests:  # the marks the syncs read up to, for `collect_schedule`: a change synced here is not seen there again

@@ -105,6 +105,9 @@ def test_one_fleet_run_syncs_each_tenant_records_each_and_a_broken_one_stops_non
     for name in NAMES:
         assert {"crm_customer", "global_customer", "wave_customer_share", "push_wave_customer",
                 "snapshot"} <= stages[name]
+        # A sync of what moved (the last pass of every stage is younger than `full_every_s`): the CRM
+        # customers and what follows them, and the Wave customers read back; no product, no order.
+        assert not stages[name] & {"crm_product", "wave_product", "global_product", "crm_order", "global_order"}
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("push_wave_customer"), asset_partitions=["acme"]), limit=5).records
     assert records[0].run_id == second.run_id
@@ -117,6 +120,14 @@ def test_one_fleet_run_syncs_each_tenant_records_each_and_a_broken_one_stops_non
     assert output.event_specific_data.metadata["syncs"].value == 0
     assert output.event_specific_data.metadata["looks"].value == 3
     assert json.loads((data / "fleet" / "state.json").read_text())["acme"]["looks"] == 3
+
+    # A pass of every stage that is due is not replaced by a sync of what moved.
+    with CrmClient(base_url=urls["acme"][0], token="acme-c") as c:
+        customer = next(x for x in c.read_all("customers") if x["Email"] == "c1@acme.example")
+        c.patch("customers", customer["Id"], {"Phone": "+47 5 00 00 02"}, if_match=customer["Version"])
+    due = _run(instance, full_every_s=0.0, snapshot=False)
+    assert due.success and {"crm_product", "wave_product", "global_order"} <= _materialized(due)["acme"]
+    assert _wave_phones(urls, "acme")["c1@acme.example"] == "+47 5 00 00 02"
 
 
 def test_fleet_mode_reads_the_variable():

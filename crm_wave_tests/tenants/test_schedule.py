@@ -38,9 +38,11 @@ def _synced(instance: dg.DagsterInstance, tenant: str = "default") -> None:
 
 def _tick(instance: dg.DagsterInstance, data) -> list[dg.RunRequest] | str:
     """One evaluation: the run requests, or the skip message."""
-    ctx = dg.build_schedule_context(instance=instance, resources={"sync": SyncResource(data_root=str(data))},
-                                    scheduled_execution_time=datetime.now(UTC))
-    result = collect_schedule(ctx)
+    # In a `with`: the context enters an instance of its own for the resources, and only its exit resets
+    # Dagster's current-instance context variable (left set, a later `defs()` in this worker fails).
+    with dg.build_schedule_context(instance=instance, resources={"sync": SyncResource(data_root=str(data))},
+                                   scheduled_execution_time=datetime.now(UTC)) as ctx:
+        result = collect_schedule(ctx)
     return result.skip_message or "" if isinstance(result, dg.SkipReason) else list(result)
 
 
@@ -113,9 +115,9 @@ def test_a_failed_look_gets_a_run_that_fails_visibly(setup, monkeypatch):
     instance, _, wave_sim, data = setup
     _synced(instance)
     monkeypatch.setenv("WAVE_API_TOKEN", "not-the-token")
-    ctx = dg.build_schedule_context(instance=instance, resources={"sync": SyncResource(data_root=str(data))},
-                                    scheduled_execution_time=datetime.now(UTC))
-    (request,) = collect_schedule(ctx)
+    with dg.build_schedule_context(instance=instance, resources={"sync": SyncResource(data_root=str(data))},
+                                   scheduled_execution_time=datetime.now(UTC)) as ctx:
+        (request,) = collect_schedule(ctx)
     assert request.partition_key == "default" and request.tags["crm_wave/why"] == "look-failed"
     state = load_state(data)["default"]
     assert state.failures == 1 and "wave" in (state.last_error or "").lower()
@@ -125,8 +127,8 @@ def test_a_failed_look_gets_a_run_that_fails_visibly(setup, monkeypatch):
 def test_a_bad_period_fails_the_tick_naming_the_variable(setup, monkeypatch):
     instance, _, _, data = setup
     monkeypatch.setenv("CRM_WAVE_SCHEDULE_MINUTES", "often")
-    ctx = dg.build_schedule_context(instance=instance, resources={"sync": SyncResource(data_root=str(data))})
-    with pytest.raises(ConfigError, match="CRM_WAVE_SCHEDULE_MINUTES='often': use a number of minutes above 0"):
+    with dg.build_schedule_context(instance=instance, resources={"sync": SyncResource(data_root=str(data))}) as ctx, \
+            pytest.raises(ConfigError, match="CRM_WAVE_SCHEDULE_MINUTES='often': use a number of minutes above 0"):
         list(collect_schedule(ctx))
 
 
