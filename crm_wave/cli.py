@@ -45,13 +45,20 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     from crm_wave.tools.report import format_summary, state_summary
 
     marks: dict[str, str] | None = None
+    every_stage_s = _schedule_every_s() if not args.once else 0.0
+    last_every_stage = 0.0  # monotonic time of the last sync that ran every stage
     while True:
         moved: frozenset[str] | None = None  # None: every stage
         if not args.once:  # an idle tenant costs a look (a few small requests), not a pass
             changed, marks, moved = _changed(args.tenant, marks)
-            if not changed:
+            due = time.monotonic() - last_every_stage >= every_stage_s  # for what moves no head
+            if due:
+                moved = None
+            elif not changed:
                 time.sleep(args.every)
                 continue
+        if moved is None:
+            last_every_stage = time.monotonic()
         code = 0
         try:
             passes, held = _sync_passes(args, store, moved)
@@ -107,6 +114,14 @@ def _sync_passes(args: argparse.Namespace, store, moved: frozenset[str] | None =
         for client in clients.values():
             client.close()
     return len(passes), [str(held) for held in passes[-1].held] if passes else []
+
+
+def _schedule_every_s() -> float:
+    """How often the `crm-wave sync` loop runs every stage although no head moved: `CRM_WAVE_SCHEDULE_MINUTES`,
+    as `collect_schedule` (changes that move no head: Wave payments in strict mode, a dead letter's retry)."""
+    from crm_wave.config.fleet import FleetSettings
+
+    return FleetSettings.load().schedule_every_s
 
 
 def _changed(tenant: str, marks: dict[str, str] | None) -> tuple[bool, dict[str, str] | None, frozenset[str] | None]:
