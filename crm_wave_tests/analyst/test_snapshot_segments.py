@@ -156,21 +156,26 @@ def test_pruning_never_removes_a_segment_a_kept_snapshot_needs(tmp_path: Path) -
     assert _rows(paths[3], "SELECT count(*) FROM global_customer") == [(50,)]
 
 
-@pytest.mark.parametrize("step", ["exported", "segments", "compacted", "written"])
-def test_a_crash_mid_publish_leaves_the_previous_snapshot_and_no_half_one(tmp_path: Path, step: str) -> None:
+@pytest.mark.parametrize(("mode", "step"), [("segments", "exported"), ("segments", "segments"), ("segments", "compacted"),
+                                            ("segments", "written"), ("copy", "copied"), ("copy", "views")])
+def test_a_crash_mid_publish_leaves_the_previous_snapshot_and_no_half_one(tmp_path: Path, mode: str, step: str) -> None:
     store, snaps = _start(tmp_path)
-    first = publish(store, snaps, T0, retention=KEEP, layout=SEG)
+    layout = Layout(mode=mode)
+    first = publish(store, snaps, T0, retention=KEEP, layout=layout)
     answer = _rows(first.path, "SELECT * FROM golden_customers")
     with store.connect() as con:
         store.replace_rows(con, "global_customer", "global_id", pl.Series(["g1"]),
                            pl.DataFrame({"global_id": ["g1"], "Name": ["crashed"]}))
     with pytest.raises(RuntimeError, match=f"injected failure at {step}"):
-        publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG, _fail_at=step)
+        publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=layout, _fail_at=step)
     assert list_snapshots(snaps) == [first.path]  # no half snapshot is visible
     assert not list(snaps.glob("*.tmp.duckdb*"))
     assert _rows(first.path, "SELECT * FROM golden_customers") == answer
-    retry = publish(store, snaps, T0 + timedelta(minutes=2), retention=KEEP, layout=SEG)
+    retry = publish(store, snaps, T0 + timedelta(minutes=2), retention=KEEP, layout=layout)
     assert _rows(retry.path, "SELECT Name FROM golden_customers WHERE global_id = 'g1'") == [("crashed",)]
+    assert list_snapshots(snaps) == [first.path, retry.path] and not list(snaps.glob("*.tmp.duckdb*"))
+    if mode == "copy":
+        return
     assert not [p for p in (snaps / "segments").rglob("*") if p.name.endswith(".tmp")]  # nothing half-written is left
     on_disk = {str(p.relative_to(snaps)) for p in (snaps / "segments").rglob("*.parquet")}
     assert on_disk == {s.file for p in list_snapshots(snaps) for s in segments.read_manifest(p)}
