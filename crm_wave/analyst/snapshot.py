@@ -170,19 +170,30 @@ def _prune(snapshots_dir: Path, now: datetime, retention: Retention) -> list[Pat
     limit = _utc(now) - retention.max_age
     kept = [p for p in older if (snapshot_time(p) or limit) >= limit][-(retention.keep - 1):] if retention.keep > 1 else []
     counted: set[str] = set()
-    total = segments.snapshot_bytes(newest, counted)
+    shared = (snapshots_dir / segments.SEGMENTS_DIR).is_dir()  # else every snapshot is a whole copy: no file to open
+
+    def size(p: Path) -> int:
+        return segments.snapshot_bytes(p, counted) if shared else p.stat().st_size
+
+    total = size(newest)
     within: list[Path] = []
     for p in reversed(kept):  # newest first, until the size is spent
-        total += segments.snapshot_bytes(p, counted)
+        total += size(p)
         if total > retention.max_bytes:
             break
         within.append(p)
     removed = [p for p in older if p not in within]
     for p in removed:
         _remove(p)
-    for leftover in snapshots_dir.glob(f".{SNAPSHOT_PREFIX}*.tmp.duckdb*"):  # a publish that did not finish
-        leftover.unlink(missing_ok=True)
-    segments.collect_garbage(snapshots_dir, [newest, *within], retention.grace.total_seconds())
+    # A publish killed before it could clean up. Without the folder lock (copies only) another
+    # process may be writing one right now: only those an hour old are taken for leftovers.
+    stale = time.time() - (0 if shared else 3600)
+    for leftover in snapshots_dir.glob(f".{SNAPSHOT_PREFIX}*.tmp.duckdb*"):
+        with contextlib.suppress(FileNotFoundError):
+            if leftover.stat().st_mtime <= stale:
+                leftover.unlink()
+    if shared:
+        segments.collect_garbage(snapshots_dir, [newest, *within], retention.grace.total_seconds())
     return removed
 
 

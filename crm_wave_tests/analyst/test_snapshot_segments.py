@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -253,3 +255,16 @@ def test_the_layout_and_grace_are_settings_named_in_their_errors(tmp_path: Path)
     assert not auto.segmented(small)
     small.write_bytes(b"x" * 3000)
     assert auto.segmented(small)
+
+
+def test_a_killed_publishs_leftovers_are_removed_but_not_a_copy_another_process_is_writing(tmp_path: Path) -> None:
+    store, snaps = _start(tmp_path)
+    publish(store, snaps, T0, retention=KEEP, layout=Layout(mode="copy"))
+    old, fresh = snaps / ".crm_wave-x.1.tmp.duckdb", snaps / ".crm_wave-y.2.tmp.duckdb"
+    old.write_bytes(b"half")
+    fresh.write_bytes(b"being written")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=Layout(mode="copy"))
+    assert not old.exists() and fresh.exists()  # copies take no folder lock: a fresh one may be another publish's
+    publish(store, snaps, T0 + timedelta(minutes=2), retention=KEEP, layout=SEG)
+    assert not fresh.exists()  # under the folder's lock every leftover is stale
