@@ -168,7 +168,7 @@ def _print_transform(res: dict[str, Any], scale: Scale, runs: int, out: list[str
     return goals
 
 
-def _print_snapshots(snaps: dict[str, dict[str, float]], judged: bool, out: list[str]) -> dict[str, bool | None]:
+def _print_snapshots(snaps: dict[str, dict[str, Any]], judged: bool, out: list[str]) -> dict[str, bool | None]:
     first = snaps["first"]
     out.append(f"  snapshots (`publish_snapshot`, what each sync ends with; goal: cost what changed, here after no change "
                f"and after a 1 % change <= {100 * SNAPSHOT_SHARE:.0f} % of the first snapshot's wall time and bytes)")
