@@ -1,10 +1,20 @@
-"""Snapshots of the sync's DuckDB file for analysts: copies taken between transactions.
+"""Snapshots of the sync's DuckDB file for analysts, taken between transactions.
 
-The live file is never the one analysts open. `publish_snapshot` holds the store's
-exclusive lock only for a CHECKPOINT and a file copy (so no transaction is half in the
-copy), adds the analyst views to the copy outside the lock, and renames it into place
-atomically: a reader sees a whole snapshot or none. Snapshots are named by the UTC time
-they were taken, `crm_wave-YYYYMMDDTHHMMSS.ffffffZ.duckdb`, and are opened read-only.
+The live file is never the one analysts open. Two layouts (`Layout`, `CRM_WAVE_SNAPSHOT_MODE`):
+
+- `copy`: the store's exclusive lock is held for a CHECKPOINT and a copy of the whole file; the
+  analyst views are added to the copy outside the lock.
+- `segments` (`segments.py`): the lock is held while one transaction hashes the live rows and
+  writes, as Parquet segments shared between snapshots, only what changed since the newest
+  snapshot (new dataset versions; rows added and removed). Outside the lock a small DuckDB file of
+  views over the segments is built. When there is no segment snapshot to build on, or more rows
+  changed than `Layout.max_rows`, the file is copied under the lock as in `copy` and the segments
+  are written from the copy outside it. `auto` (the default) uses `copy` for files under
+  `Layout.copy_below` bytes, where a copy is the cheaper of the two.
+
+Either way the snapshot is renamed into place atomically: a reader sees a whole snapshot or none.
+Snapshots are named by the UTC time they were taken, `crm_wave-YYYYMMDDTHHMMSS.ffffffZ.duckdb`,
+and are opened read-only.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ import contextlib
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,11 +32,12 @@ from pathlib import Path
 
 import duckdb
 
+from crm_wave.analyst import segments
 from crm_wave.analyst.views import create_views
 from crm_wave.store.db import Store
 
-__all__ = ["SNAPSHOT_PREFIX", "Retention", "list_snapshots", "prune_snapshots", "latest_snapshot", "publish_now", "publish_snapshot", "snapshot_name",
-           "snapshot_time"]
+__all__ = ["SNAPSHOT_PREFIX", "Layout", "Published", "Retention", "list_snapshots", "prune_snapshots", "latest_snapshot", "publish",
+           "publish_now", "publish_snapshot", "snapshot_name", "snapshot_time"]
 
 SNAPSHOT_PREFIX = "crm_wave-"
 _STAMP = "%Y%m%dT%H%M%S.%fZ"
@@ -66,101 +78,279 @@ def _remove(path: Path) -> None:
 @dataclass(frozen=True)
 class Retention:
     """Which snapshots are kept: at most `keep`, none older than `max_age` and together at most
-    `max_bytes` (the oldest go first); the newest is always kept, whatever its age or size.
+    `max_bytes` (the oldest go first; a segment two snapshots share counts once); the newest is
+    always kept, whatever its age or size. A segment no kept snapshot reads is deleted `grace`
+    after it was first found unused, so a query on a just-pruned snapshot still finishes.
 
-    Defaults: 48 snapshots, 24 hours, 256 MB; set with `CRM_WAVE_SNAPSHOT_KEEP`,
-    `CRM_WAVE_SNAPSHOT_MAX_AGE_HOURS` and `CRM_WAVE_SNAPSHOT_MAX_MB`."""
+    Defaults: 48 snapshots, 24 hours, 256 MB, 10 minutes; set with `CRM_WAVE_SNAPSHOT_KEEP`,
+    `CRM_WAVE_SNAPSHOT_MAX_AGE_HOURS`, `CRM_WAVE_SNAPSHOT_MAX_MB` and `CRM_WAVE_SNAPSHOT_GRACE_MINUTES`."""
 
     keep: int = 48
     max_age: timedelta = timedelta(hours=24)
     max_bytes: int = 256 * 2**20
+    grace: timedelta = timedelta(minutes=10)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Retention:
         """The retention the environment sets (defaults for unset variables); ConfigError names a bad one."""
+        return cls(keep=max(1, int(_number(environ, "CRM_WAVE_SNAPSHOT_KEEP", cls.keep))),
+                   max_age=timedelta(hours=_number(environ, "CRM_WAVE_SNAPSHOT_MAX_AGE_HOURS", cls.max_age.total_seconds() / 3600)),
+                   max_bytes=int(_number(environ, "CRM_WAVE_SNAPSHOT_MAX_MB", cls.max_bytes / 2**20) * 2**20),
+                   grace=timedelta(minutes=_number(environ, "CRM_WAVE_SNAPSHOT_GRACE_MINUTES", cls.grace.total_seconds() / 60,
+                                                   zero=True)))
+
+
+def _number(environ: Mapping[str, str], name: str, default: float, *, zero: bool = False) -> float:
+    from crm_wave.config.settings import ConfigError
+
+    text = (environ.get(name) or "").strip()
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        value = -1
+    if value < 0 or (value == 0 and not zero):
+        raise ConfigError(f"{name}={text!r} is not a {'non-negative' if zero else 'positive'} number; set it to one or unset it")
+    return value
+
+
+MODES = ("auto", "copy", "segments")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a snapshot is written: `mode` `copy` (the whole file), `segments` (what changed, as Parquet
+    segments the snapshots share: `segments.py`) or `auto` (`copy` for a live file under `copy_below`
+    bytes, else `segments`). `max_rows`: the most rows a segment publish writes under the store's
+    lock; past it the file is copied under the lock and the segments written from the copy.
+
+    Defaults: `copy`, 64 MB, 200,000 rows; set with `CRM_WAVE_SNAPSHOT_MODE` and
+    `CRM_WAVE_SNAPSHOT_COPY_BELOW_MB` (docs/benchmarks.md has the figures behind them)."""
+
+    mode: str = "copy"
+    copy_below: int = 64 * 2**20
+    max_rows: int = 200_000
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Layout:
+        """The layout the environment sets (defaults for unset variables); ConfigError names a bad one."""
         from crm_wave.config.settings import ConfigError
 
-        def number(name: str, default: float) -> float:
-            text = (environ.get(name) or "").strip()
-            try:
-                value = float(text) if text else default
-            except ValueError:
-                value = -1
-            if value <= 0:
-                raise ConfigError(f"{name}={text!r} is not a positive number; set it to one or unset it")
-            return value
+        mode = (environ.get("CRM_WAVE_SNAPSHOT_MODE") or "").strip().lower() or cls.mode
+        if mode not in MODES:
+            raise ConfigError(f"CRM_WAVE_SNAPSHOT_MODE={mode!r} is not one of {', '.join(MODES)}; set one or unset it")
+        below = _number(environ, "CRM_WAVE_SNAPSHOT_COPY_BELOW_MB", cls.copy_below / 2**20, zero=True)
+        return cls(mode=mode, copy_below=int(below * 2**20))
 
-        return cls(keep=max(1, int(number("CRM_WAVE_SNAPSHOT_KEEP", cls.keep))),
-                   max_age=timedelta(hours=number("CRM_WAVE_SNAPSHOT_MAX_AGE_HOURS", cls.max_age.total_seconds() / 3600)),
-                   max_bytes=int(number("CRM_WAVE_SNAPSHOT_MAX_MB", cls.max_bytes / 2**20) * 2**20))
+    def segmented(self, live: Path) -> bool:
+        """Whether a snapshot of the file at `live` is written as segments."""
+        if self.mode != "auto":
+            return self.mode == "segments"
+        try:
+            return live.stat().st_size >= self.copy_below
+        except FileNotFoundError:
+            return False
 
 
-def prune_snapshots(snapshots_dir: Path, now: datetime, retention: Retention) -> list[Path]:
-    """Remove the snapshots `retention` does not keep (as of `now`); return them, oldest first."""
+@dataclass(frozen=True)
+class Published:
+    """One publish: the snapshot, how it was written (`copy`, `segments`, `segments from a copy`),
+    the seconds the store's lock was held, and the segments written."""
+
+    path: Path
+    how: str
+    lock_s: float
+    written: tuple[segments.Segment, ...] = ()
+
+
+def _prune(snapshots_dir: Path, now: datetime, retention: Retention) -> list[Path]:
     snaps = list_snapshots(snapshots_dir)
     if not snaps:
         return []
     newest, older = snaps[-1], snaps[:-1]
     limit = _utc(now) - retention.max_age
     kept = [p for p in older if (snapshot_time(p) or limit) >= limit][-(retention.keep - 1):] if retention.keep > 1 else []
-    total = newest.stat().st_size
+    counted: set[str] = set()
+    shared = (snapshots_dir / segments.SEGMENTS_DIR).is_dir()  # else every snapshot is a whole copy: no file to open
+
+    def size(p: Path) -> int:
+        return segments.snapshot_bytes(p, counted) if shared else p.stat().st_size
+
+    total = size(newest)
     within: list[Path] = []
     for p in reversed(kept):  # newest first, until the size is spent
-        total += p.stat().st_size
+        total += size(p)
         if total > retention.max_bytes:
             break
         within.append(p)
     removed = [p for p in older if p not in within]
     for p in removed:
         _remove(p)
+    # A publish killed before it could clean up. Without the folder lock (copies only) another
+    # process may be writing one right now: only those an hour old are taken for leftovers.
+    stale = time.time() - (0 if shared else 3600)
+    for leftover in snapshots_dir.glob(f".{SNAPSHOT_PREFIX}*.tmp.duckdb*"):
+        with contextlib.suppress(FileNotFoundError):
+            if leftover.stat().st_mtime <= stale:
+                leftover.unlink()
+    if shared:
+        segments.collect_garbage(snapshots_dir, [newest, *within], retention.grace.total_seconds())
     return removed
 
 
-def publish_snapshot(store: Store, snapshots_dir: Path, now: datetime, *, keep: int = 48,
-                     retention: Retention | None = None) -> Path:
-    """Copy the live database to a new snapshot with the analyst views; then prune by `retention`
-    (default: the `keep` newest, within the default age and size).
+def prune_snapshots(snapshots_dir: Path, now: datetime, retention: Retention) -> list[Path]:
+    """Remove the snapshots `retention` does not keep (as of `now`), then the segments none of the
+    kept ones reads (after `retention.grace`); return the snapshots removed, oldest first."""
+    snapshots_dir = Path(snapshots_dir)
+    if not snapshots_dir.is_dir():
+        return []
+    with _folder_lock(snapshots_dir, False):
+        return _prune(snapshots_dir, now, retention)
 
-    Runs never wait on analysts: the lock is held only for CHECKPOINT and the copy.
-    """
+
+def publish_snapshot(store: Store, snapshots_dir: Path, now: datetime, *, keep: int = 48,
+                     retention: Retention | None = None, layout: Layout | None = None) -> Path:
+    """Publish a snapshot of the live database with the analyst views; then prune by `retention`
+    (default: the `keep` newest, within the default age and size). `layout`: how (default `Layout()`).
+
+    Runs never wait on analysts: the store's lock is held only for the copy, or for reading what
+    changed (`Layout`)."""
+    return publish(store, snapshots_dir, now, keep=keep, retention=retention, layout=layout).path
+
+
+def publish(store: Store, snapshots_dir: Path, now: datetime, *, keep: int = 48, retention: Retention | None = None,
+            layout: Layout | None = None, _fail_at: str | None = None) -> Published:
+    """`publish_snapshot`, also saying how it was written, how long the lock was held and what it wrote.
+
+    `_fail_at` (tests only) raises RuntimeError at that step, to show what a crash there leaves."""
     if keep < 1:
         raise ValueError("keep must be at least 1")
     retention = retention or Retention(keep=keep)
+    layout = layout or Layout()
     snapshots_dir = Path(snapshots_dir)
     snapshots_dir.mkdir(parents=True, exist_ok=True)
     final = snapshots_dir / snapshot_name(now)
-    tmp = snapshots_dir / f".{final.stem}.{uuid.uuid4().hex}.tmp.duckdb"
+    segmented = layout.segmented(store.path)
+    with _folder_lock(snapshots_dir, segmented):
+        if segmented:
+            published = _publish_segments(store, snapshots_dir, final, layout, _fail_at)
+        else:
+            published = _publish_copy(store, snapshots_dir, final, _fail_at)
+        _prune(snapshots_dir, now, retention)
+    return published
+
+
+def _folder_lock(snapshots_dir: Path, segmented: bool) -> contextlib.AbstractContextManager[None]:
+    """The folder's lock where segments are (or are to be) written; copies alone never needed one."""
+    if segmented or (snapshots_dir / segments.SEGMENTS_DIR).is_dir():
+        return segments.dir_lock(snapshots_dir)
+    return contextlib.nullcontext()
+
+
+def _crash(step: str, fail_at: str | None) -> None:
+    if fail_at == step:
+        raise RuntimeError(f"injected failure at {step}")
+
+
+def _copy_live(store: Store, target: Path) -> float:
+    """CHECKPOINT the live file and copy it to `target` under the store's lock; the seconds it was held."""
     wal = store.path.with_name(store.path.name + ".wal")
+    with store.locked():
+        held = time.perf_counter()
+        con = duckdb.connect(str(store.path))
+        try:
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        shutil.copyfile(store.path, target)
+        if wal.exists():  # nothing should be left after CHECKPOINT and close; copied in case
+            shutil.copyfile(wal, target.with_name(target.name + ".wal"))
+        return time.perf_counter() - held
+
+
+def _install(tmp: Path, final: Path, snapshots_dir: Path) -> None:
+    """Sync `tmp` and rename it to `final`: a reader sees the whole snapshot or none."""
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    fd = os.open(snapshots_dir, os.O_RDONLY)
     try:
-        with store.locked():
-            con = duckdb.connect(str(store.path))
-            try:
-                con.execute("CHECKPOINT")
-            finally:
-                con.close()
-            shutil.copyfile(store.path, tmp)
-            if wal.exists():  # nothing should be left after CHECKPOINT and close; copied in case
-                shutil.copyfile(wal, tmp.with_name(tmp.name + ".wal"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish_copy(store: Store, snapshots_dir: Path, final: Path, fail_at: str | None) -> Published:
+    tmp = snapshots_dir / f".{final.stem}.{uuid.uuid4().hex}.tmp.duckdb"
+    try:
+        lock_s = _copy_live(store, tmp)
+        _crash("copied", fail_at)
         con = duckdb.connect(str(tmp))
         try:
             create_views(con)
             con.execute("CHECKPOINT")
         finally:
             con.close()
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
+        _crash("views", fail_at)
+        _install(tmp, final, snapshots_dir)
     finally:
         _remove(tmp)
-    prune_snapshots(snapshots_dir, now, retention)
-    return final
+    return Published(final, "copy", lock_s)
+
+
+def _publish_segments(store: Store, snapshots_dir: Path, final: Path, layout: Layout, fail_at: str | None) -> Published:
+    snaps = list_snapshots(snapshots_dir)
+    previous = segments.read_manifest(snaps[-1]) if snaps else []
+    hashes = segments.previous_hashes(snapshots_dir, previous)  # from the Parquet files: before the lock
+    exported: segments.Export | None = None
+    how, lock_s = "segments", 0.0
+    if previous:
+        with store.locked():
+            held = time.perf_counter()
+            con = duckdb.connect(str(store.path))
+            try:
+                exported = segments.export(con, snapshots_dir, previous, hashes, max_rows=layout.max_rows)
+            except segments.TooMuchChange:
+                exported = None
+            finally:
+                con.close()
+                lock_s = time.perf_counter() - held
+    tmp = snapshots_dir / f".{final.stem}.{uuid.uuid4().hex}.tmp.duckdb"
+    try:
+        if exported is None:  # nothing to build on, or too much changed: the lock is held for a copy alone
+            how = "segments from a copy"
+            scratch = snapshots_dir / f".{final.stem}.{uuid.uuid4().hex}.scratch.tmp.duckdb"
+            try:
+                lock_s += _copy_live(store, scratch)
+                con = duckdb.connect(str(scratch))
+                try:
+                    exported = segments.export(con, snapshots_dir, previous, hashes)
+                finally:
+                    con.close()
+            finally:
+                _remove(scratch)
+        try:
+            _crash("exported", fail_at)
+            segments.finish(exported)
+            _crash("segments", fail_at)
+            segments.compact(snapshots_dir, exported)
+            _crash("compacted", fail_at)
+            segments.write_snapshot(tmp, snapshots_dir, exported)
+            _crash("written", fail_at)
+        except BaseException:
+            segments.discard(exported)
+            raise
+        _install(tmp, final, snapshots_dir)
+        segments.remember(final, exported)
+    finally:
+        _remove(tmp)
+    return Published(final, how, lock_s, tuple(exported.written))
 
 
 def publish_now(store: Store) -> Path:
     """Publish a snapshot of `store` now, next to its file (`<data>/snapshots/`): after a share, when a
     push is held and after an operator's command, so the snapshot shows what waits for review."""
     return publish_snapshot(store, Path(store.path).parent / "snapshots", datetime.now(UTC),
-                            retention=Retention.from_env(os.environ))
+                            retention=Retention.from_env(os.environ), layout=Layout.from_env(os.environ))
 
 
 def latest_snapshot(snapshots_dir: Path, *, at: datetime | None = None) -> Path:

@@ -89,6 +89,48 @@ def _json(columns: list[str], types: list[str], rows: list[tuple[Any, ...]]) -> 
     return json.dumps(out, ensure_ascii=False, indent=2) + "\n"
 
 
+#: Statements that only read. COPY, EXPORT, ATTACH, INSTALL/LOAD and every write are refused.
+_READS = frozenset({"SELECT", "EXPLAIN", "PRAGMA", "CALL", "SET", "VARIABLE_SET"})
+_OTHER_FILES = frozenset({"COPY", "COPY_DATABASE", "EXPORT", "ATTACH", "DETACH", "LOAD", "EXTENSION"})
+
+
+def _open(path: Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the snapshot attached read-only as its default database, allowed to
+    read the snapshot's own Parquet segments and no other file."""
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    try:
+        with duckdb.connect(str(path), read_only=True) as probe:  # the segments its views read
+            try:
+                files = [r[0] for r in probe.execute("SELECT path FROM snapshot_files").fetchall()]
+            except duckdb.CatalogException:  # a snapshot that is a whole copy reads no file
+                files = []
+        missing = [f for f in files if not Path(f).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"snapshot {path.name} reads {len(missing)} segment file(s) that are gone, e.g. {missing[0]}: the "
+                "snapshots folder was moved, or the snapshot was pruned; query a newer snapshot")
+        if files:
+            con.execute("SET allowed_paths = ?", [files])
+        quoted = "'" + str(path).replace("'", "''") + "'"  # ATTACH takes no parameters
+        con.execute(f"ATTACH {quoted} AS snapshot (READ_ONLY)")
+        con.execute("USE snapshot")
+        con.execute("SET enable_external_access = false")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _check_reads_only(con: duckdb.DuckDBPyConnection, path: Path, query: str) -> None:
+    """ReadOnlyError unless every statement of `query` only reads."""
+    for statement in con.extract_statements(query):
+        kind = statement.type.name
+        if kind in _OTHER_FILES:
+            raise ReadOnlyError(f"queries on snapshot {path.name} may not touch other files: {kind} was refused")
+        if kind not in _READS:
+            raise ReadOnlyError(f"snapshot {path.name} is read-only; the statement was refused: {kind}")
+
+
 def run_sql(path: Path, query: str, *, fmt: str = "table") -> str:
     """Run `query` on the snapshot at `path` through a read-only connection; return it formatted.
 
@@ -101,9 +143,10 @@ def run_sql(path: Path, query: str, *, fmt: str = "table") -> str:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no snapshot at {path}")
-    con = duckdb.connect(str(path), read_only=True, config={"enable_external_access": False})
+    con = _open(path)
     try:
         try:
+            _check_reads_only(con, path, query)
             cur = con.execute(query)
         except (duckdb.InvalidInputException, duckdb.PermissionException) as exc:
             if isinstance(exc, duckdb.PermissionException):

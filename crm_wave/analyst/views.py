@@ -150,9 +150,9 @@ def create_views(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
     data). A view whose tables exist but cannot be created over them (a table of an older,
     different shape) falls back to stand-ins for all its tables, with a warning.
     """
-    tables = {r[0] for r in con.execute(
+    tables = {r[0] for r in con.execute(  # a snapshot's tables are views over its Parquet segments
         "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
-        "AND table_schema = 'main' AND table_type = 'BASE TABLE'").fetchall()}
+        "AND table_schema = 'main' AND table_type IN ('BASE TABLE', 'VIEW')").fetchall()}
     created: dict[str, list[str]] = {}
     for name, sql in _blocks():
         reads = sorted({m.group(2) for m in _PLACEHOLDER.finditer(sql)})

@@ -168,7 +168,7 @@ def _print_transform(res: dict[str, Any], scale: Scale, runs: int, out: list[str
     return goals
 
 
-def _print_snapshots(snaps: dict[str, dict[str, float]], judged: bool, out: list[str]) -> dict[str, bool | None]:
+def _print_snapshots(snaps: dict[str, dict[str, Any]], judged: bool, out: list[str]) -> dict[str, bool | None]:
     first = snaps["first"]
     out.append(f"  snapshots (`publish_snapshot`, what each sync ends with; goal: cost what changed, here after no change "
                f"and after a 1 % change <= {100 * SNAPSHOT_SHARE:.0f} % of the first snapshot's wall time and bytes)")
@@ -179,7 +179,11 @@ def _print_snapshots(snaps: dict[str, dict[str, float]], judged: bool, out: list
             f"{100 * r['bytes'] / max(first['bytes'], 1):.0f} % of its bytes")
         if name != "first":
             worst = max(worst, r["wall_s"] / max(first["wall_s"], 1e-9), r["bytes"] / max(first["bytes"], 1))
-        out.append(f"    {name:<10} {r['wall_s']:7.2f} s wall {r['cpu_s']:7.2f} s CPU, {r['bytes'] / 1e6:9.1f} MB written{share}")
+        out.append(f"    {name:<10} {r['wall_s']:7.2f} s wall {r['cpu_s']:7.2f} s CPU, {r.get('lock_s', 0.0):6.2f} s lock, "
+                   f"{r['bytes'] / 1e6:9.1f} MB written{share} ({r.get('how', 'copy')})")
+        if o := r.get("other"):  # the other layout, on the same store: side by side
+            out.append(f"    {'':<10} {o['wall_s']:7.2f} s wall {o['cpu_s']:7.2f} s CPU, {o['lock_s']:6.2f} s lock, "
+                       f"{o['bytes'] / 1e6:9.1f} MB written with layout {o['layout']} ({o['how']}), for comparison")
     ok = _at(worst <= SNAPSHOT_SHARE, judged)
     out.append(f"    snapshots cost what changed: {_verdict(ok)}")
     return {"snapshots cost what changed": ok}

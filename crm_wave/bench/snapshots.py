@@ -3,20 +3,25 @@
 `publish_snapshot` (`crm_wave/analyst/snapshot.py`) is what every sync ends with. The
 transform stage publishes three snapshots into one folder: the first after the full pass,
 one more with nothing changed, and one after the incremental pass (1 % of the CRM customers
-changed). For each: wall and CPU seconds of this process, and the bytes it wrote: the sizes
-of the files under the snapshots folder that are new or changed size since the previous
-publish (so a design that shares files between snapshots is measured by what it adds).
-Retention is set so that nothing is pruned while measuring.
+changed). For each: wall and CPU seconds of this process, the seconds the store's lock was
+held, and the bytes it wrote: the sizes of the files under the snapshots folder that are new
+or changed size since the previous publish (so a design that shares files between snapshots
+is measured by what it adds). Retention is set so that nothing is pruned while measuring.
+
+The layout measured is the one the environment selects (`Layout.from_env`: what a sync would
+use); the other one is published too, into a folder of its own, and reported under `other`,
+so every run shows the two side by side.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from crm_wave.analyst.snapshot import Retention, publish_snapshot
+from crm_wave.analyst.snapshot import Layout, Retention, publish
 from crm_wave.store.db import Store
 
 __all__ = ["publish_timed", "KEEP_ALL"]
@@ -29,11 +34,22 @@ def _sizes(folder: Path) -> dict[Path, int]:
     return {p: p.stat().st_size for p in folder.rglob("*") if p.is_file()} if folder.exists() else {}
 
 
-def publish_timed(store: Store, folder: Path, now: datetime) -> dict[str, Any]:
-    """Publish one snapshot of `store` into `folder`: wall and CPU seconds, bytes written, snapshot file size."""
+def _timed(store: Store, folder: Path, now: datetime, layout: Layout) -> dict[str, Any]:
     before = _sizes(folder)
     wall, cpu = time.perf_counter(), time.process_time()
-    path = publish_snapshot(store, folder, now, retention=KEEP_ALL)
+    done = publish(store, folder, now, retention=KEEP_ALL, layout=layout)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     written = sum(size for p, size in _sizes(folder).items() if before.get(p) != size)
-    return {"wall_s": wall, "cpu_s": cpu, "bytes": written, "file_bytes": path.stat().st_size}
+    return {"wall_s": wall, "cpu_s": cpu, "lock_s": done.lock_s, "bytes": written, "file_bytes": done.path.stat().st_size,
+            "how": done.how, "layout": layout.mode}
+
+
+def publish_timed(store: Store, folder: Path, now: datetime, layout: Layout | None = None) -> dict[str, Any]:
+    """Publish one snapshot of `store` into `folder` (wall and CPU seconds, lock seconds, bytes written,
+    snapshot file size, how it was written) and one with the other layout into a sibling folder (`other`)."""
+    layout = layout or Layout.from_env(os.environ)
+    segmented = layout.segmented(store.path)
+    other = Layout(mode="copy") if segmented else Layout(mode="segments", max_rows=layout.max_rows)
+    out = _timed(store, folder, now, layout)
+    out["other"] = _timed(store, folder.with_name(f"{folder.name}-{other.mode}"), now, other)
+    return out

@@ -1,0 +1,270 @@
+"""Segment snapshots: what changed is written as Parquet deltas the snapshots share; the views answer as a copy's."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from crm_wave.analyst import ReadOnlyError, run_sql, segments
+from crm_wave.analyst.snapshot import Layout, Retention, list_snapshots, prune_snapshots, publish
+from crm_wave.analyst.views import VIEW_NAMES
+from crm_wave.bench.data import FakeCrm, FakeWave, Scale
+from crm_wave.bench.transform import _pass, _TimedData
+from crm_wave.config.settings import ConfigError
+from crm_wave.store.db import Store, Version
+
+T0 = datetime(2026, 3, 1, 9, 0, 0)
+KEEP = Retention(keep=100, max_age=timedelta(days=1), max_bytes=2**40, grace=timedelta(0))
+SEG = Layout(mode="segments")
+
+
+def _customers(system: str, ids: list[str], tag: str = "") -> list[Version]:
+    return [Version(f"{system}-customer:{i}", i, f"h-{i}{tag}", False, None, None, {"Id": i, "Name": f"Customer {i}{tag}"})
+            for i in ids]
+
+
+def _rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return sorted(con.execute(sql).fetchall())
+
+
+def _parquet_rows(path: Path) -> int:
+    return duckdb.sql(f"SELECT count(*) FROM read_parquet('{path}')").fetchone()[0]  # type: ignore[index]
+
+
+def _golden(store: Store, n: int) -> None:
+    with store.connect() as con:
+        store.replace_table(con, "global_customer", pl.DataFrame({"global_id": [f"g{i}" for i in range(n)],
+                                                                  "Name": [f"Name {i}" for i in range(n)]}))
+
+
+def _start(tmp_path: Path) -> tuple[Store, Path]:
+    store = Store(tmp_path / "crm_wave.duckdb")
+    with store.connect() as con:
+        store.append_versions(con, "crm_customer", _customers("crm", [f"C{i}" for i in range(20)]), T0)
+    _golden(store, 50)
+    return store, tmp_path / "snaps"
+
+
+def test_after_a_change_only_the_delta_is_written_and_the_view_returns_the_new_row(tmp_path: Path) -> None:
+    store, snaps = _start(tmp_path)
+    first = publish(store, snaps, T0, retention=KEEP, layout=SEG)
+    assert first.how == "segments from a copy"  # nothing to build on: the file is copied under the lock
+    assert {s.table: s.rows for s in first.written}.items() >= {"crm_customer": 20, "global_customer": 50}.items()
+    with store.connect() as con:  # one golden row rewritten (DELETE + INSERT), two new CRM versions
+        store.replace_rows(con, "global_customer", "global_id", pl.Series(["g7"]),
+                           pl.DataFrame({"global_id": ["g7"], "Name": ["Renamed"]}))
+        store.append_versions(con, "crm_customer", _customers("crm", ["C1"], " v2") + _customers("crm", ["C20"]), T0)
+    second = publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
+    assert second.how == "segments"
+    by_table = {s.table: s for s in second.written}
+    assert set(by_table) == {"crm_customer", "global_customer"}  # every other table is shared as it was
+    delta = by_table["global_customer"]
+    assert (delta.kind, delta.rows) == ("delta", 2)  # the new row, and the old row's hash removed
+    assert _parquet_rows(snaps / delta.file) == 2
+    assert (by_table["crm_customer"].kind, by_table["crm_customer"].rows) == ("seq", 2)
+    assert _rows(second.path, "SELECT Name FROM golden_customers WHERE global_id = 'g7'") == [("Renamed",)]
+    assert _rows(second.path, "SELECT count(*) FROM global_customer") == [(50,)]
+    assert _rows(first.path, "SELECT Name FROM golden_customers WHERE global_id = 'g7'") == [("Name 7",)]
+    assert _rows(second.path, "SELECT name FROM crm_customers_now WHERE crm_id = 'C1'") == [("Customer C1 v2",)]
+    third = publish(store, snaps, T0 + timedelta(minutes=2), retention=KEEP, layout=SEG)
+    assert third.written == () and segments.read_manifest(third.path) == segments.read_manifest(second.path)
+    assert "_snap_h" not in {c for (c,) in _rows(third.path, "SELECT column_name FROM information_schema.columns")}
+
+
+def test_a_deleted_row_disappears_and_a_rebuilt_table_with_the_same_rows_writes_nothing(tmp_path: Path) -> None:
+    store, snaps = _start(tmp_path)
+    publish(store, snaps, T0, retention=KEEP, layout=SEG)
+    with store.connect() as con:
+        con.execute("DELETE FROM global_customer WHERE global_id IN ('g3', 'g4')")
+    gone = publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
+    [delta] = gone.written
+    assert (delta.table, delta.kind, delta.rows) == ("global_customer", "delta", 2)
+    assert _rows(gone.path, "SELECT count(*), count(*) FILTER (global_id IN ('g3', 'g4')) FROM golden_customers") == [(48, 0)]
+    with store.connect() as con:  # the global step's full rebuild: same content, new table
+        con.execute("CREATE OR REPLACE TABLE global_customer AS SELECT * FROM global_customer ORDER BY global_id DESC")
+    again = publish(store, snaps, T0 + timedelta(minutes=2), retention=KEEP, layout=SEG)
+    assert again.written == ()
+    with store.connect() as con:  # a row comes back as it was: added again after its removal
+        con.execute("INSERT INTO global_customer VALUES ('g3', 'Name 3')")
+    back = publish(store, snaps, T0 + timedelta(minutes=3), retention=KEEP, layout=SEG)
+    assert _rows(back.path, "SELECT Name FROM global_customer WHERE global_id = 'g3'") == [("Name 3",)]
+    assert _rows(back.path, "SELECT count(*) FROM global_customer") == [(49,)]
+
+
+def test_compaction_gives_the_same_view_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(segments, "COMPACT_SHARE", 100.0)  # no compaction while the chain grows
+    store, snaps = _start(tmp_path)
+    publish(store, snaps, T0, retention=KEEP, layout=SEG)
+    for n in range(1, 5):
+        with store.connect() as con:
+            store.replace_rows(con, "global_customer", "global_id", pl.Series([f"g{n}", "g0"]),
+                               pl.DataFrame({"global_id": [f"g{n}", "g0"], "Name": [f"v{n}", f"zero v{n}"]}))
+            con.execute("DELETE FROM global_customer WHERE global_id = ?", [f"g{10 + n}"])
+        last = publish(store, snaps, T0 + timedelta(minutes=n), retention=KEEP, layout=SEG)
+    chain = [s for s in segments.read_manifest(last.path) if s.table == "global_customer"]
+    assert [s.kind for s in chain] == ["base", "delta", "delta", "delta", "delta"]
+    before = _rows(last.path, "SELECT * FROM global_customer")
+    exported = segments.Export(segments={"global_customer": chain}, types={"global_customer": [("global_id", "VARCHAR"),
+                                                                                                ("Name", "VARCHAR")]})
+    [merged] = segments.compact(snaps, exported, max_deltas=2)
+    assert (merged.kind, merged.rows) == ("base", 46) and _parquet_rows(snaps / merged.file) == 46
+    compacted = tmp_path / "compacted.duckdb"
+    segments.write_snapshot(compacted, snaps, exported)
+    assert _rows(compacted, "SELECT * FROM global_customer") == before
+    assert ("g0", "zero v4") in before and ("g1", "v1") in before and not any(r[0] == "g11" for r in before)
+    with store.connect() as con:
+        store.replace_rows(con, "global_customer", "global_id", pl.Series(["g1"]),
+                           pl.DataFrame({"global_id": ["g1"], "Name": ["v9"]}))
+    monkeypatch.setattr(segments, "COMPACT_SHARE", 0.25)  # 5 deltas of 22 rows against a base of 50: compacted
+    nxt = publish(store, snaps, T0 + timedelta(minutes=9), retention=KEEP, layout=SEG)
+    with store.connect() as con:
+        live = sorted(con.execute("SELECT * FROM global_customer").fetchall())
+    assert [s.kind for s in segments.read_manifest(nxt.path) if s.table == "global_customer"] == ["base"]
+    assert _rows(nxt.path, "SELECT * FROM global_customer") == live and ("g1", "v9") in live
+
+
+def test_pruning_never_removes_a_segment_a_kept_snapshot_needs(tmp_path: Path) -> None:
+    store, snaps = _start(tmp_path)
+    paths = []
+    for n in range(4):
+        with store.connect() as con:
+            store.replace_rows(con, "global_customer", "global_id", pl.Series([f"g{n}"]),
+                               pl.DataFrame({"global_id": [f"g{n}"], "Name": [f"v{n}"]}))
+            store.append_versions(con, "crm_customer", _customers("crm", [f"N{n}"]), T0)
+        paths.append(publish(store, snaps, T0 + timedelta(minutes=n), retention=KEEP, layout=SEG).path)
+    answers = {p: _rows(p, "SELECT * FROM global_customer") for p in paths[2:]}
+    removed = prune_snapshots(snaps, T0 + timedelta(minutes=5), Retention(keep=2, grace=timedelta(0)))
+    assert removed == paths[:2] and list_snapshots(snaps) == paths[2:]
+    on_disk = {str(p.relative_to(snaps)) for p in (snaps / "segments").rglob("*.parquet")}
+    needed = {s.file for p in paths[2:] for s in segments.read_manifest(p)}
+    assert on_disk == needed  # the base the first snapshot wrote is still there: the kept ones read it
+    assert any(s.kind == "base" for p in paths[2:] for s in segments.read_manifest(p) if s.file in on_disk)
+    for p in paths[2:]:
+        assert _rows(p, "SELECT * FROM global_customer") == answers[p]
+    # with a grace period, a segment no snapshot reads is first marked, and deleted only later
+    stray = snaps / "segments" / "global_customer" / "base-unused.parquet"
+    duckdb.sql(f"COPY (SELECT 1 AS x) TO '{stray}' (FORMAT parquet)")
+    prune_snapshots(snaps, T0 + timedelta(minutes=6), Retention(keep=2, grace=timedelta(minutes=10)))
+    assert stray.exists() and stray.with_name(stray.name + ".orphaned").exists()
+    prune_snapshots(snaps, T0 + timedelta(minutes=6), Retention(keep=2, grace=timedelta(0)))
+    assert not stray.exists() and not list((snaps / "segments").rglob("*.orphaned"))
+    assert _rows(paths[3], "SELECT count(*) FROM global_customer") == [(50,)]
+
+
+@pytest.mark.parametrize(("mode", "step"), [("segments", "exported"), ("segments", "segments"), ("segments", "compacted"),
+                                            ("segments", "written"), ("copy", "copied"), ("copy", "views")])
+def test_a_crash_mid_publish_leaves_the_previous_snapshot_and_no_half_one(tmp_path: Path, mode: str, step: str) -> None:
+    store, snaps = _start(tmp_path)
+    layout = Layout(mode=mode)
+    first = publish(store, snaps, T0, retention=KEEP, layout=layout)
+    answer = _rows(first.path, "SELECT * FROM golden_customers")
+    with store.connect() as con:
+        store.replace_rows(con, "global_customer", "global_id", pl.Series(["g1"]),
+                           pl.DataFrame({"global_id": ["g1"], "Name": ["crashed"]}))
+    with pytest.raises(RuntimeError, match=f"injected failure at {step}"):
+        publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=layout, _fail_at=step)
+    assert list_snapshots(snaps) == [first.path]  # no half snapshot is visible
+    assert not list(snaps.glob("*.tmp.duckdb*"))
+    assert _rows(first.path, "SELECT * FROM golden_customers") == answer
+    retry = publish(store, snaps, T0 + timedelta(minutes=2), retention=KEEP, layout=layout)
+    assert _rows(retry.path, "SELECT Name FROM golden_customers WHERE global_id = 'g1'") == [("crashed",)]
+    assert list_snapshots(snaps) == [first.path, retry.path] and not list(snaps.glob("*.tmp.duckdb*"))
+    if mode == "copy":
+        return
+    assert not [p for p in (snaps / "segments").rglob("*") if p.name.endswith(".tmp")]  # nothing half-written is left
+    on_disk = {str(p.relative_to(snaps)) for p in (snaps / "segments").rglob("*.parquet")}
+    assert on_disk == {s.file for p in list_snapshots(snaps) for s in segments.read_manifest(p)}
+
+
+def test_too_much_change_copies_the_file_under_the_lock_and_duplicates_are_written_whole(tmp_path: Path) -> None:
+    store, snaps = _start(tmp_path)
+    publish(store, snaps, T0, retention=KEEP, layout=SEG)
+    _golden(store, 500)  # 450 new rows, past max_rows
+    big = publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=Layout(mode="segments", max_rows=100))
+    assert big.how == "segments from a copy"
+    assert [(s.table, s.kind, s.rows) for s in big.written] == [("global_customer", "delta", 450), ("global_customer", "base", 500)]
+    assert _rows(big.path, "SELECT count(*) FROM golden_customers") == [(500,)]
+    with store.connect() as con:  # two identical rows: the table has no identity by content
+        con.execute("CREATE TABLE notes (note VARCHAR)")
+        con.execute("INSERT INTO notes VALUES ('same'), ('same'), ('other')")
+    dup = publish(store, snaps, T0 + timedelta(minutes=2), retention=KEEP, layout=SEG)
+    assert [(s.table, s.kind, s.rows) for s in dup.written] == [("notes", "whole", 3)]
+    assert publish(store, snaps, T0 + timedelta(minutes=3), retention=KEEP, layout=SEG).written == ()
+    with store.connect() as con:
+        con.execute("INSERT INTO notes VALUES ('same')")
+    more = publish(store, snaps, T0 + timedelta(minutes=4), retention=KEEP, layout=SEG)
+    assert [(s.table, s.kind, s.rows) for s in more.written] == [("notes", "whole", 4)]
+    assert _rows(more.path, "SELECT note, count(*) FROM notes GROUP BY note") == [("other", 1), ("same", 3)]
+
+
+def test_every_analyst_view_answers_as_in_a_whole_copy(tmp_path: Path) -> None:
+    """The views over Parquet segments give the rows and types the views over a copy of the file gave,
+    after a full pass and after an incremental pass (a delta of golden, share, link and agreed rows)."""
+    data = _TimedData(Scale(60, 10, 60, page=50), 7)
+    crm, wave = FakeCrm(data), FakeWave(data)
+    store = Store(tmp_path / "live" / "crm_wave.duckdb")
+    _pass(store, data, {"crm": crm, "wave": wave}, T0, full=True)
+    publish(store, tmp_path / "snaps", T0, retention=KEEP, layout=SEG)
+    crm.pending["customer"] = data.edit("crm", "customer", 0.1)
+    _pass(store, data, {"crm": crm, "wave": wave}, T0 + timedelta(hours=1), full=False)
+    new = publish(store, tmp_path / "snaps", T0 + timedelta(hours=1), retention=KEEP, layout=SEG)
+    assert new.how == "segments" and any(s.kind == "delta" and s.table == "global_customer" for s in new.written)
+    old = publish(store, tmp_path / "copy", T0 + timedelta(hours=1), retention=KEEP, layout=Layout(mode="copy"))
+    assert old.how == "copy" and segments.read_manifest(old.path) == []
+    with duckdb.connect(str(old.path), read_only=True) as a, duckdb.connect(str(new.path), read_only=True) as b:
+        for name in VIEW_NAMES:
+            sql = f"SELECT * FROM {name}" if name != "entity_as_of" else "SELECT * FROM entity_as_of(now()::TIMESTAMP)"
+            ca, cb = a.execute(sql), b.execute(sql)
+            assert [(d[0], str(d[1])) for d in ca.description] == [(d[0], str(d[1])) for d in cb.description], name
+            assert sorted(map(repr, ca.fetchall())) == sorted(map(repr, cb.fetchall())), name
+        assert b.execute("SELECT count(*) FROM golden_customers").fetchone()[0] > 0  # type: ignore[index]
+
+
+def test_sql_reads_only_the_snapshots_own_segments_and_never_writes_them(tmp_path: Path) -> None:
+    store, snaps = _start(tmp_path)
+    snap = publish(store, snaps, T0, retention=KEEP, layout=SEG).path
+    segment = next(snaps / s.file for s in segments.read_manifest(snap) if s.table == "crm_customer")
+    size = segment.stat().st_size
+    with pytest.raises(ReadOnlyError, match="other files"):
+        run_sql(snap, f"COPY (SELECT 1 AS x) TO '{segment}' (FORMAT parquet)")
+    assert segment.stat().st_size == size and "C1" in run_sql(snap, "SELECT crm_id FROM crm_customers_now")
+    elsewhere = tmp_path / "other.parquet"
+    duckdb.sql(f"COPY (SELECT 1 AS x) TO '{elsewhere}' (FORMAT parquet)")
+    with pytest.raises(ReadOnlyError, match="other files"):
+        run_sql(snap, f"SELECT * FROM read_parquet('{elsewhere}')")
+
+
+def test_the_layout_and_grace_are_settings_named_in_their_errors(tmp_path: Path) -> None:
+    assert Layout.from_env({}) == Layout()
+    assert Layout.from_env({"CRM_WAVE_SNAPSHOT_MODE": "Segments"}).mode == "segments"
+    assert Layout.from_env({"CRM_WAVE_SNAPSHOT_COPY_BELOW_MB": "2"}).copy_below == 2 * 2**20
+    with pytest.raises(ConfigError, match="CRM_WAVE_SNAPSHOT_MODE='parquet'"):
+        Layout.from_env({"CRM_WAVE_SNAPSHOT_MODE": "parquet"})
+    with pytest.raises(ConfigError, match="CRM_WAVE_SNAPSHOT_GRACE_MINUTES='soon'"):
+        Retention.from_env({"CRM_WAVE_SNAPSHOT_GRACE_MINUTES": "soon"})
+    small = tmp_path / "small.duckdb"
+    small.write_bytes(b"x" * 1000)
+    auto = Layout(mode="auto", copy_below=2000)
+    assert not auto.segmented(small)
+    small.write_bytes(b"x" * 3000)
+    assert auto.segmented(small)
+
+
+def test_a_killed_publishs_leftovers_are_removed_but_not_a_copy_another_process_is_writing(tmp_path: Path) -> None:
+    store, snaps = _start(tmp_path)
+    publish(store, snaps, T0, retention=KEEP, layout=Layout(mode="copy"))
+    old, fresh = snaps / ".crm_wave-x.1.tmp.duckdb", snaps / ".crm_wave-y.2.tmp.duckdb"
+    old.write_bytes(b"half")
+    fresh.write_bytes(b"being written")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=Layout(mode="copy"))
+    assert not old.exists() and fresh.exists()  # copies take no folder lock: a fresh one may be another publish's
+    publish(store, snaps, T0 + timedelta(minutes=2), retention=KEEP, layout=SEG)
+    assert not fresh.exists()  # under the folder's lock every leftover is stale
