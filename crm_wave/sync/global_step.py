@@ -251,6 +251,21 @@ def _load(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str
     return _keyed(frame, entity)
 
 
+def _known_or_load(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str, ids: pl.Series,
+                   refs: dict[str, pl.DataFrame], known: pl.DataFrame | None) -> pl.DataFrame:
+    """`_load` of `ids`, taking the records `known` holds (read earlier in the same step, in its transaction)
+    as they are: an incremental step merges the records it read for linking, and reads only their
+    linked counterparts (one statement and one mapping less per side for one edit)."""
+    if known is None:
+        return _load(store, con, system, entity, ids, refs)
+    col = f"{system}_id"
+    have = known.filter(pl.col(col).is_in(ids.implode())).unique(col, keep="first", maintain_order=True)
+    missing = ids.filter(~ids.is_in(have[col].implode()))
+    if missing.is_empty():
+        return have
+    return pl.concat([have, _load(store, con, system, entity, missing, refs)], how="vertical_relaxed")
+
+
 # ---- link bookkeeping -------------------------------------------------------------------
 
 def _all_links(store: Store, con: duckdb.DuckDBPyConnection, entity: str) -> pl.DataFrame:
@@ -481,6 +496,8 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     new_links, dropped = link_records(
         entity, links, crm_keyed, wave_keyed, [(f"_kc_{k.crm}", f"_kw_{k.crm}") for k in flow.merge_keys]
     )
+    # An incremental step's few records are merged from what was read for linking; the rest is freed.
+    known = frames if incremental else None
     del frames, crm_keyed, wave_keyed
     new_links = new_links.with_columns(pl.col("how").str.replace_all("_kc_", "", literal=True)
                                        .str.replace_all("_kw_", "", literal=True))
@@ -506,8 +523,8 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
             if whole is not None and len(parts) == 1:  # merge_records takes just the linked ones
                 crm, wave = whole["crm"], whole["wave"]
             else:
-                crm = _load(store, con, "crm", entity, part["crm_id"].drop_nulls(), refs["crm"])
-                wave = _load(store, con, "wave", entity, part["wave_id"].drop_nulls(), refs["wave"])
+                crm, wave = (_known_or_load(store, con, side, entity, part[f"{side}_id"].drop_nulls(), refs[side],
+                                            None if known is None else known[side]) for side in SIDES)
             agreed = store.read_agreed_frame(con, entity, fields, part["global_id"])
             queue = read_queue(con, entity, part["global_id"])
         merged, conflicts, agreed_now, waits, fates = _merge(entity, part, crm, wave, agreed, fields, policy, queue)
