@@ -113,12 +113,11 @@ def test_collect_schedule_skips_tenants_with_a_run_in_progress(tmp_path):
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("tenants", ["default", "acme"])
         # Neither tenant is configured: each look fails, so each gets a run that fails visibly.
-        def tick() -> list[str]:  # the context closed: with resources it sets Dagster's defs-state storage
-            with dg.build_schedule_context(instance=instance, scheduled_execution_time=when,
-                                           resources={"sync": SyncResource(data_root=str(tmp_path))}) as ctx:
-                return sorted(r.partition_key for r in collect_schedule(ctx))
-
-        assert tick() == ["acme", "default"]
+        ctx = lambda: dg.build_schedule_context(instance=instance, scheduled_execution_time=when,  # noqa: E731
+                                                resources={"sync": SyncResource(data_root=str(tmp_path))})
+        with ctx() as first:  # each in a `with`, which resets Dagster's current instance when it ends
+            assert sorted(r.partition_key for r in collect_schedule(first)) == ["acme", "default"]
         instance.add_run(dg.DagsterRun(job_name="collect_job", run_id="running-acme", tags={"tenant": "acme"},
                                        status=dg.DagsterRunStatus.STARTED))
-        assert tick() == ["default"]
+        with ctx() as second:
+            assert [r.partition_key for r in collect_schedule(second)] == ["default"]

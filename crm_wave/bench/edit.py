@@ -102,12 +102,10 @@ def _idle_schedules(instance: Any) -> dict[str, Any]:
             schedule = d.resolve_schedule_def(unresolved.name)
             if schedule.default_status != dg.DefaultScheduleStatus.RUNNING:
                 continue
-            # Closed after use: with resources, an open context leaves Dagster's defs-state storage pointing
-            # at an instance of its own until garbage collection resets it out of order.
-            with dg.build_schedule_context(instance=instance, repository_def=d.get_repository_def(),
-                                           resources=getattr(d, "resources", None),
-                                           scheduled_execution_time=datetime.now(UTC)) as context:
-                data = schedule.evaluate_tick(context)
+            context = dg.build_schedule_context(instance=instance, repository_def=d.get_repository_def(),
+                                                resources=getattr(d, "resources", None),
+                                                scheduled_execution_time=datetime.now(UTC))
+            data = schedule.evaluate_tick(context)
             found[schedule.name] = {"cron": schedule.cron_schedule, "runs": len(data.run_requests or [])}
         return {"schedules": found}
     except Exception as exc:  # noqa: BLE001 - reported, not fatal: the rest of the stage stands

@@ -38,10 +38,12 @@ def _synced(instance: dg.DagsterInstance, tenant: str = "default") -> None:
 
 def _tick(instance: dg.DagsterInstance, data) -> list[dg.RunRequest] | str:
     """One evaluation: the run requests, or the skip message."""
+    # In a `with`: the context enters an instance of its own for the resources, and only its exit resets
+    # Dagster's current-instance context variable (left set, a later `defs()` in this worker fails).
     with dg.build_schedule_context(instance=instance, resources={"sync": SyncResource(data_root=str(data))},
-                                   scheduled_execution_time=datetime.now(UTC)) as ctx:  # closed: no context leaks
+                                   scheduled_execution_time=datetime.now(UTC)) as ctx:
         result = collect_schedule(ctx)
-        return result.skip_message or "" if isinstance(result, dg.SkipReason) else list(result)
+    return result.skip_message or "" if isinstance(result, dg.SkipReason) else list(result)
 
 
 def _edit(crm_sim, phone: str) -> None:
@@ -78,12 +80,8 @@ def test_a_change_changes_sensor_synced_is_not_seen_again_by_the_schedule(setup)
     instance, crm_sim, _, data = setup
     _synced(instance)
     assert isinstance(_tick(instance, data), str)  # marks recorded
-
-    def sensor(cursor: str | None) -> dg.SensorResult:
-        with dg.build_sensor_context(instance=instance, cursor=cursor,
-                                     resources={"sync": SyncResource(data_root=str(data))}) as ctx:
-            return changes_sensor(ctx)
-
+    sensor = lambda cursor: changes_sensor(dg.build_sensor_context(  # noqa: E731
+        instance=instance, cursor=cursor, resources={"sync": SyncResource(data_root=str(data))}))
     cursor = sensor(None).cursor  # the sensor's first look
     _edit(crm_sim, "+47 11 00 00 02")
     launched = sensor(cursor)
@@ -117,7 +115,9 @@ def test_a_failed_look_gets_a_run_that_fails_visibly(setup, monkeypatch):
     instance, _, wave_sim, data = setup
     _synced(instance)
     monkeypatch.setenv("WAVE_API_TOKEN", "not-the-token")
-    (request,) = _tick(instance, data)
+    with dg.build_schedule_context(instance=instance, resources={"sync": SyncResource(data_root=str(data))},
+                                   scheduled_execution_time=datetime.now(UTC)) as ctx:
+        (request,) = collect_schedule(ctx)
     assert request.partition_key == "default" and request.tags["crm_wave/why"] == "look-failed"
     state = load_state(data)["default"]
     assert state.failures == 1 and "wave" in (state.last_error or "").lower()
@@ -127,8 +127,9 @@ def test_a_failed_look_gets_a_run_that_fails_visibly(setup, monkeypatch):
 def test_a_bad_period_fails_the_tick_naming_the_variable(setup, monkeypatch):
     instance, _, _, data = setup
     monkeypatch.setenv("CRM_WAVE_SCHEDULE_MINUTES", "often")
-    with pytest.raises(ConfigError, match="CRM_WAVE_SCHEDULE_MINUTES='often': use a number of minutes above 0"):
-        _tick(instance, data)
+    with dg.build_schedule_context(instance=instance, resources={"sync": SyncResource(data_root=str(data))}) as ctx, \
+            pytest.raises(ConfigError, match="CRM_WAVE_SCHEDULE_MINUTES='often': use a number of minutes above 0"):
+        list(collect_schedule(ctx))
 
 
 @pytest.mark.parametrize("crm_style", ["offset"], indirect=True)
