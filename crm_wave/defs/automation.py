@@ -100,9 +100,12 @@ _SCHEDULE_PROBES: dict[str, Probes] = {}
 
 
 def _last_collect(instance: dg.DagsterInstance, tenant: str) -> float:
-    """Epoch seconds of the tenant's newest collect (any run: `sync_job`, `collect_job`, the fleet), 0 when none."""
-    record = _latest(instance, COLLECT[0], tenant)
-    return record.timestamp if record else 0.0
+    """Epoch seconds of the tenant's newest collect of every dataset (any run: `sync_job`, `collect_job`,
+    the fleet), 0 when some dataset was never collected. The oldest of the six newest: a run of what
+    moved (`changes_sensor`'s, the fleet's) collects only the datasets that moved, and is no pass of
+    every stage."""
+    records = [_latest(instance, key, tenant) for key in COLLECT]
+    return min(r.timestamp for r in records) if all(records) else 0.0
 
 
 def _failed(instance: dg.DagsterInstance, tenant: str) -> str | None:

@@ -31,9 +31,27 @@ def setup(sim_env, tmp_path, monkeypatch):
         yield instance, crm_sim, wave_sim, tmp_path
 
 
-def _synced(instance: dg.DagsterInstance, tenant: str = "default") -> None:
-    """A collect of the tenant, as every run that collects records it (its newest collect is its last pass)."""
-    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="crm_customer", partition=tenant))
+def _synced(instance: dg.DagsterInstance, tenant: str = "default", datasets=None) -> None:
+    """A collect of the tenant's datasets (default: all six, a pass of every stage), as every run that collects records it."""
+    from crm_wave.defs.assets import COLLECT
+
+    for key in datasets or COLLECT:
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=tenant))
+
+
+def test_the_last_pass_is_the_last_collect_of_every_dataset_not_a_run_of_what_moved(setup):
+    from crm_wave.defs.assets import COLLECT
+
+    instance, _, _, _ = setup
+    _synced(instance, datasets=["crm_customer"])
+    assert automation._last_collect(instance, "default") == 0.0  # five datasets never collected
+    _synced(instance)
+    assert automation._last_collect(instance, "default") > 0
+    time.sleep(0.05)
+    _synced(instance, datasets=["crm_customer"])  # a run of what moved: the CRM customers only
+    newest = {k: automation._latest(instance, k, "default").timestamp for k in COLLECT}
+    assert automation._last_collect(instance, "default") == min(t for k, t in newest.items() if k != "crm_customer")
+    assert automation._last_collect(instance, "default") < newest["crm_customer"]
 
 
 def _tick(instance: dg.DagsterInstance, data) -> list[dg.RunRequest] | str:
