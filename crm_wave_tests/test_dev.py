@@ -92,3 +92,59 @@ def test_env_file_fills_only_unset_variables(tmp_path):
     (tmp_path / ".env").write_text("nonsense\n")
     with pytest.raises(ValueError, match=r"\.env:1: expected KEY=value"):
         apply_env_file({}, tmp_path)
+
+
+def _processes_with(marker: bytes) -> list[int]:
+    """Pids of live processes whose environment holds `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes() and _alive(int(entry.name)):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def test_stopping_dev_cancels_a_fleet_run_that_would_outlive_it(tmp_path):
+    """With the fleet on, a long-lived fleet run is in progress; `dagster dev` keeps its code server and the
+    run going while a run is in progress, so `crm-wave dev` cancels the runs before it stops it."""
+    import dagster as dg
+
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "WAVE_"))}
+    env["CRM_WAVE_FLEET"] = "loop"
+    proc = subprocess.Popen([sys.executable, "-m", "crm_wave.cli", "dev", "--data-dir", str(data), "--port",
+                             str(free_port("127.0.0.1")), "--crm-port", "0", "--wave-port", "0"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    home = (data / "dagster_home").resolve()
+    marker = f"DAGSTER_HOME={home}".encode()
+    try:
+        deadline = time.monotonic() + 240
+        started = []
+        while not started:
+            assert proc.poll() is None and time.monotonic() < deadline, "no fleet run started"
+            time.sleep(2)
+            if (home / "dagster.yaml").exists() and (home / "storage").exists():
+                with dg.DagsterInstance.from_config(str(home)) as instance:
+                    started = instance.get_runs(filters=dg.RunsFilter(job_name="fleet_job",
+                                                                      statuses=[dg.DagsterRunStatus.STARTED]))
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out[-2000:]
+        assert f"run {started[0].run_id} (fleet_job) cancelled" in out
+        deadline = time.monotonic() + 30
+        while _processes_with(marker) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert not _processes_with(marker)  # no code server, gRPC server or run left behind
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            run = instance.get_run_by_id(started[0].run_id)
+            assert run is not None and run.status in (dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.CANCELING)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for pid in _processes_with(marker):
+            os.kill(pid, signal.SIGKILL)

@@ -1,4 +1,4 @@
-"""Edit-to-other-side latency under `make dev`'s default automation: measured live, and modelled.
+"""Edit-to-other-side latency under `make dev`'s default (the fleet loop): measured live; the per-run path modelled.
 
 `measure_live` is the figure the benchmark reports: it starts `crm-wave dev` (both
 simulators and `dagster dev` with its daemon, default settings, a fresh data directory),
@@ -8,10 +8,12 @@ Wave until each edit shows in the customer's `internalNotes`. Latency = first ti
 in Wave minus the time of the CRM write; the poll runs every second (so figures are late
 by at most about one second).
 
-The rest of this module models the same path from measured stage durations, to show
-where the time goes:
+Since session 9 `make dev`'s default is the fleet loop (`CRM_WAVE_FLEET=loop`: one long-lived run
+looks every 10 s and syncs what moved, docs/deploy.md), so the live figure is the fleet's. The rest
+of this module models the per-run path (`CRM_WAVE_FLEET=off`) from measured stage durations, to
+show where its time goes:
 
-`make dev` runs Dagster's daemon with three automations per tenant:
+With `CRM_WAVE_FLEET=off`, `make dev` runs Dagster's daemon with three automations per tenant:
 
 - `changes_sensor` (every 10 s) asks both systems whether anything changed since its last
   look (`crm_wave/sync/heads.py`: the CRM change feeds after its cursor, Wave's newest

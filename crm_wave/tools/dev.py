@@ -1,4 +1,5 @@
-"""`make dev`: the simulators (seeded once) and `dg dev` with a persistent Dagster instance."""
+"""`make dev`: the simulators (seeded once) and `dg dev` with a persistent Dagster instance, the fleet loop
+serving the tenant unless `CRM_WAVE_FLEET` says otherwise; stopping it cancels the runs in progress."""
 
 from __future__ import annotations
 
@@ -61,13 +62,37 @@ def run_dev(data_dir: Path, *, port: int = 3000, crm_port: int = 8701, wave_port
         print(f"Operator commands beside it read {env_file} (or export these in another shell):")
         print("  export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in variables.items()))
         print("  .venv/bin/crm-wave plan    # or: uv run crm-wave plan", flush=True)
+        # The fleet loop by default: an edit reaches the other side in ~8 s (p95 11-12 s) against 16-26 s
+        # (p95 31-50 s) with one Dagster run per change, whose launch bounds it (docs/deploy.md).
+        fleet = os.environ.get("CRM_WAVE_FLEET") or "loop"
+        print(f"CRM_WAVE_FLEET={fleet}" + (": one long-lived fleet run serves the tenant (CRM_WAVE_FLEET=off for one "
+                                           "Dagster run per change)" if fleet == "loop" else ""), flush=True)
         child = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port)],
-                                 env={**os.environ, **variables, "DAGSTER_HOME": str(home)})
-        return _wait(child, stop_timeout_s)
+                                 env={**os.environ, **variables, "DAGSTER_HOME": str(home), "CRM_WAVE_FLEET": fleet})
+        return _wait(child, stop_timeout_s, before_stop=lambda: _cancel_runs(home))
 
 
-def _wait(child: subprocess.Popen, stop_timeout_s: float) -> int:
-    """Wait for `dagster dev`; on Ctrl-C or SIGTERM stop it (SIGINT, then SIGTERM, then SIGKILL) and return."""
+def _cancel_runs(home: Path) -> None:
+    """Ask Dagster to end the runs still queued or in progress: `dagster dev`'s code server stays up, and
+    its run goes on, while a run it launched is in progress (a fleet loop run: up to its 15 minutes,
+    against simulators that are gone)."""
+    try:
+        import dagster as dg
+
+        active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+                  dg.DagsterRunStatus.STARTED]
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            for run in instance.get_runs(filters=dg.RunsFilter(statuses=active)):
+                instance.run_coordinator.cancel_run(run.run_id)
+                print(f"run {run.run_id} ({run.job_name}) cancelled", flush=True)
+    except Exception as exc:  # noqa: BLE001 - stopping goes on; the run ends when its loop does
+        print(f"could not cancel the runs in progress ({type(exc).__name__}: {exc}); they end on their own",
+              flush=True)
+
+
+def _wait(child: subprocess.Popen, stop_timeout_s: float, before_stop=None) -> int:
+    """Wait for `dagster dev`; on Ctrl-C or SIGTERM cancel its runs in progress (`before_stop`), stop it
+    (SIGINT, then SIGTERM, then SIGKILL) and return."""
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
@@ -76,6 +101,8 @@ def _wait(child: subprocess.Popen, stop_timeout_s: float) -> int:
         return child.wait()
     except KeyboardInterrupt:
         print("stopping dagster dev ...", flush=True)
+        if before_stop is not None:
+            before_stop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError):
                 child.send_signal(sig)  # Ctrl-C reached it already; a SIGTERM to us did not
