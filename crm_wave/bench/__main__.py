@@ -263,8 +263,8 @@ def _print_latency(res: dict[str, Any], out: list[str], seed: int) -> dict[str, 
     from crm_wave.bench.latency import simulate
 
     stages, live = res["stages"], res.get("live")
-    out.append("Edit-to-other-side latency, `make dev` on default settings (changes sensor every 10 s; "
-               "collect schedule every minute and push sensor every 15 s as the fallback)")
+    out.append("Edit-to-other-side latency, `make dev` on default settings (the fleet loop: one long-lived run "
+               "looks every 10 s and syncs what moved; the model below is of CRM_WAVE_FLEET=off, one run per change)")
     name = f"latency p95 <= {LATENCY_P95_S:.0f} s"
     goals: dict[str, bool | None] = {name: live["p95_s"] <= LATENCY_P95_S if live else None}
     if live:
