@@ -67,10 +67,8 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         moved: frozenset[str] | None = None  # None: every stage
         if not args.once:  # an idle tenant costs a look (a few small requests), not a pass
             changed, marks, moved = _changed(args.tenant, marks)
-            due = time.monotonic() - last_every_stage >= every_stage_s  # for what moves no head
-            if due:
-                moved = None
-            elif not changed:
+            run, moved = _loop_turn(changed, moved, last_every_stage, every_stage_s, time.monotonic())
+            if not run:
                 time.sleep(args.every)
                 continue
         if moved is None:
@@ -130,6 +128,15 @@ def _sync_passes(args: argparse.Namespace, store, moved: frozenset[str] | None =
         for client in clients.values():
             client.close()
     return len(passes), [str(held) for held in passes[-1].held] if passes else []
+
+
+def _loop_turn(changed: bool, moved: frozenset[str] | None, last_every_stage: float, every_stage_s: float,
+               now: float) -> tuple[bool, frozenset[str] | None]:
+    """One turn of the `crm-wave sync` loop: (whether it syncs, the datasets it collects; None: every stage).
+    A sync of every stage every `every_stage_s` although no head moved (what moves no head); else what moved."""
+    if now - last_every_stage >= every_stage_s:
+        return True, None
+    return changed, moved
 
 
 def _schedule_every_s() -> float:

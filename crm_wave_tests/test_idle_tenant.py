@@ -3,7 +3,7 @@ heads decides, and only a change (or the first look) costs a pass."""
 
 from __future__ import annotations
 
-from crm_wave.cli import _changed
+from crm_wave.cli import _changed, _loop_turn
 
 
 def test_an_idle_tenant_costs_a_look_not_a_pass(sim_env):
@@ -43,3 +43,12 @@ def test_a_crm_without_change_feed_is_left_to_the_schedule_not_read_whole_every_
         again = look(crm, wave, first.marks)
     assert {v for k, v in first.marks.items() if k.startswith("crm:")} == {NO_FEED}
     assert again.changed == () and Counting.reads == 0
+
+
+def test_the_sync_loop_runs_every_stage_when_its_period_is_due_and_what_moved_otherwise():
+    moved = frozenset({"crm_customer"})
+    assert _loop_turn(False, frozenset(), last_every_stage=1000.0, every_stage_s=900.0, now=1500.0) == (False, frozenset())
+    assert _loop_turn(True, moved, last_every_stage=1000.0, every_stage_s=900.0, now=1500.0) == (True, moved)
+    # Due: every stage, with or without a change (what moves no head: strict-mode payments, retries, decisions).
+    assert _loop_turn(False, frozenset(), last_every_stage=1000.0, every_stage_s=900.0, now=1900.0) == (True, None)
+    assert _loop_turn(True, moved, last_every_stage=1000.0, every_stage_s=900.0, now=2500.0) == (True, None)
