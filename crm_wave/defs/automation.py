@@ -36,7 +36,7 @@ from crm_wave.systems.http import ApiError
 from crm_wave.systems.protocols import CrmApi, WaveApi
 from crm_wave.config.tenants import TenantError, load_tenants
 from crm_wave.config.fleet import FleetSettings
-from crm_wave.defs.fleet import FLEET_ON, Probes, TenantState, load_state, look_tenant, update_state
+from crm_wave.defs.fleet import FLEET_ON, PROBE_POLICY, Probes, TenantState, load_state, look_tenant, update_state
 
 sync_job = dg.define_asset_job(
     "sync_job",
@@ -265,10 +265,6 @@ def push_sensor(context: dg.SensorEvaluationContext):
     return requests or dg.SkipReason("no new share materialization left work")
 
 
-#: How `changes_sensor` asks: a short timeout and one retry, so a system that is down costs a
-#: few seconds of the tick, not the clients' usual minute of backoff; and at most 2 s of waiting
-#: for room under the tenant's rate limit (which its runs share), else it looks next tick.
-PROBE_POLICY = {"timeout_s": 5.0, "max_attempts": 2, "backoff_max_s": 1.0, "max_retry_after_s": 5.0, "max_rate_wait_s": 2.0}
 
 
 def _seed(instance: dg.DagsterInstance, tenant: str) -> dict[str, str]:

@@ -50,13 +50,15 @@ from crm_wave.sync.heads import Look, look
 from crm_wave.sync.stages import Stage
 from crm_wave.systems.protocols import Client, CrmApi, WaveApi
 
-__all__ = ["FLEET_ON", "FLEET_VAR", "FleetConfig", "fleet_job", "fleet_mode", "fleet_sensor", "look_tenant", "serve_tenant", "sync_tenant", "load_state",
+__all__ = ["FLEET_ON", "FLEET_VAR", "PROBE_POLICY", "FleetConfig", "fleet_job", "fleet_mode", "fleet_sensor", "look_tenant",
+           "serve_tenant", "sync_tenant", "load_state",
            "save_state", "update_state", "Probes", "TenantState"]
 
 FLEET_TAG = "crm_wave/fleet"
 TENANTS_TAG = "crm_wave/tenants"
-#: How the fleet asks whether anything changed: short timeouts, so a system that is down costs
-#: seconds of a round, not the clients' minute of backoff (the same as `changes_sensor`).
+#: How the fleet, `collect_schedule` and `changes_sensor` ask whether anything changed: a short timeout
+#: and one retry, so a system that is down costs seconds of a round or tick, not the clients' minute of
+#: backoff; and at most 2 s of waiting for room under the tenant's rate limit (which its syncs share).
 PROBE_POLICY = {"timeout_s": 5.0, "max_attempts": 2, "backoff_max_s": 1.0, "max_retry_after_s": 5.0,
                 "max_rate_wait_s": 2.0}
 _MAX_PASSES = 4
@@ -180,28 +182,26 @@ class Probes:
         self._pairs: dict[str, tuple[Any, Any]] = {}
         self._sync_pairs: dict[str, tuple[Any, Any]] = {}
 
-    def clients(self, tenant: str) -> dict[str, Client]:
-        """The tenant's sync clients, built on first use and kept (`drop` closes them)."""
-        pair = self._sync_pairs.get(tenant)
+    def _pair(self, pairs: dict[str, tuple[Any, Any]], tenant: str, **policy: Any) -> tuple[Any, Any]:
+        """The tenant's (crm, wave) clients in `pairs`, built with `policy` on first use and kept."""
+        pair = pairs.get(tenant)
         if pair is None:
-            crm = self.sync.client("crm", tenant)
+            crm = self.sync.client("crm", tenant, **policy)
             try:
-                pair = self._sync_pairs[tenant] = (crm, self.sync.client("wave", tenant))
+                pair = pairs[tenant] = (crm, self.sync.client("wave", tenant, **policy))
             except BaseException:
                 crm.close()
                 raise
+        return pair
+
+    def clients(self, tenant: str) -> dict[str, Client]:
+        """The tenant's sync clients, built on first use and kept (`drop` closes them)."""
+        pair = self._pair(self._sync_pairs, tenant)
         return {"crm": cast(Client, pair[0]), "wave": cast(Client, pair[1])}
 
     def look(self, tenant: str, marks: dict[str, str] | None) -> Look:
         """`heads.look` for the tenant (raises what it raises, or the tenant's settings problem)."""
-        pair = self._pairs.get(tenant)
-        if pair is None:
-            crm = self.sync.client("crm", tenant, **PROBE_POLICY)
-            try:
-                pair = self._pairs[tenant] = (crm, self.sync.client("wave", tenant, **PROBE_POLICY))
-            except BaseException:
-                crm.close()
-                raise
+        pair = self._pair(self._pairs, tenant, **PROBE_POLICY)
         try:
             return look(cast(CrmApi, pair[0]), cast(WaveApi, pair[1]), marks)
         except BaseException:
