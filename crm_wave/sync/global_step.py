@@ -253,17 +253,17 @@ def _load(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str
 
 def _known_or_load(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str, ids: pl.Series,
                    refs: dict[str, pl.DataFrame], known: pl.DataFrame | None) -> pl.DataFrame:
-    """`_load` of `ids`, taking the records `known` holds (read earlier in the same step, in its transaction)
-    as they are: an incremental step merges the records it read for linking, and reads only their
-    linked counterparts (one statement and one mapping less per side for one edit)."""
+    """The records of `ids` for the merge: `known` (read earlier in the same step, in its transaction,
+    one row per record), and `_load` of those of `ids` it lacks. The merge takes just the linked ones, so
+    rows of `known` outside `ids` do no harm. An incremental step reads only the linked counterparts of
+    its records (one statement and one mapping less per side for one edit); a small table read whole
+    reads nothing more."""
     if known is None:
         return _load(store, con, system, entity, ids, refs)
-    col = f"{system}_id"
-    have = known.filter(pl.col(col).is_in(ids.implode())).unique(col, keep="first", maintain_order=True)
-    missing = ids.filter(~ids.is_in(have[col].implode()))
+    missing = ids.filter(~ids.is_in(known[f"{system}_id"].implode()))
     if missing.is_empty():
-        return have
-    return pl.concat([have, _load(store, con, system, entity, missing, refs)], how="vertical_relaxed")
+        return known
+    return pl.concat([known, _load(store, con, system, entity, missing, refs)], how="vertical_relaxed")
 
 
 # ---- link bookkeeping -------------------------------------------------------------------
@@ -447,7 +447,6 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     policy = load_policy(store.path.parent, AppSettings.load().policy)
     # A policy change re-merges everything once (open waits may be decided by it).
     fp = zlib.crc32(f"{fingerprint(entity)}|{policy.key}".encode())
-    whole: dict[str, pl.DataFrame] | None = None
     with store.connect() as con:
         marks = store.read_marks(con, step)
         top = {names[s]: store.max_seq(con, names[s]) for s in SIDES}
@@ -469,6 +468,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
         dep = {e: _all_links(store, con, e) for e in ("customer", "product")} if entity == "order" else {}
         refs = {s: {e: _ref_map(df, s) for e, df in dep.items()} for s in SIDES}
         changed: dict[str, pl.Series | None]
+        every_field = True  # `frames` hold every field of the records they hold, so the merge can take them
         if incremental:
             changed = {s: store.changed_source_ids(con, names[s], marks[names[s]], top[names[s]]) for s in SIDES}
             frames = {s: _load(store, con, s, entity, changed[s], refs[s]) for s in SIDES}
@@ -478,9 +478,10 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
             changed = {s: None for s in SIDES}
             if sum(top.values()) <= CHUNK:  # `_seq` counts versions: at least the current records
                 # Small enough for one part: every field of every record, read once, for linking and merging.
-                frames = whole = {s: _load(store, con, s, entity, None, refs[s]) for s in SIDES}
+                frames = {s: _load(store, con, s, entity, None, refs[s]) for s in SIDES}
             else:
                 # Linking needs the keys of every record, the merge below reads the rest part by part.
+                every_field = False
                 frames = {s: _keyed(read_canonical(store, con, s, entity, None, _link_fields(entity)), entity)
                           for s in SIDES}
             links = _all_links(store, con, entity)
@@ -496,8 +497,9 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     new_links, dropped = link_records(
         entity, links, crm_keyed, wave_keyed, [(f"_kc_{k.crm}", f"_kw_{k.crm}") for k in flow.merge_keys]
     )
-    # An incremental step's few records are merged from what was read for linking; the rest is freed.
-    known = frames if incremental else None
+    # What linking read with every field (an incremental step's records, or a small table whole) is merged
+    # as it is, and only the linked records missing from it are read; the link fields alone are freed.
+    known = frames if every_field else None
     del frames, crm_keyed, wave_keyed
     new_links = new_links.with_columns(pl.col("how").str.replace_all("_kc_", "", literal=True)
                                        .str.replace_all("_kw_", "", literal=True))
@@ -520,16 +522,12 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     parts = [links.slice(i, CHUNK) for i in range(0, links.height, CHUNK)] or [links]
     for i, part in enumerate(parts):
         with store.connect() as con:
-            if whole is not None and len(parts) == 1:  # merge_records takes just the linked ones
-                crm, wave = whole["crm"], whole["wave"]
-            else:
-                crm, wave = (_known_or_load(store, con, side, entity, part[f"{side}_id"].drop_nulls(), refs[side],
-                                            None if known is None else known[side]) for side in SIDES)
+            crm, wave = (_known_or_load(store, con, side, entity, part[f"{side}_id"].drop_nulls(), refs[side],
+                                        None if known is None else known[side]) for side in SIDES)
             agreed = store.read_agreed_frame(con, entity, fields, part["global_id"])
             queue = read_queue(con, entity, part["global_id"])
         merged, conflicts, agreed_now, waits, fates = _merge(entity, part, crm, wave, agreed, fields, policy, queue)
         del crm, wave, agreed
-        whole = None
         with store.connect() as con:
             if incremental:
                 keys = pl.concat([part["global_id"], dropped_ids]) if i == 0 else part["global_id"]
