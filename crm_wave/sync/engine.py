@@ -192,8 +192,9 @@ def after_writes(result: PassResult) -> frozenset[str]:
     datasets written to (or perhaps written to: outcomes unknown) and every stage downstream.
 
     What else changed in either system meanwhile waits for the next sync, as an edit made after a
-    pass's collect does anyway. After one CRM edit (250 customers) the read-back pass runs 11 of the
-    21 stages; the sync's CPU went 2.22 -> 2.04 s (medians of 3, docs/benchmarks.md, "One edit")."""
+    pass's collect does anyway. After one CRM edit pushed to Wave these are 11 of the 21 stages, of
+    which the read-back pass runs 6: the orders' five follow the customer pushes only (`follow`), and an
+    update links nothing (docs/benchmarks.md, "One edit")."""
     wrote = {dataset(s.system, s.entity) for s in STAGES
              if s.kind == "push" and s.system is not None and isinstance(r := result.results.get(s.name), PushResult)
              and (r.writes or r.unknown)}
