@@ -9,8 +9,8 @@ The live file is never the one analysts open. Two layouts (`Layout`, `CRM_WAVE_S
   snapshot (new dataset versions; rows added and removed). Outside the lock a small DuckDB file of
   views over the segments is built. When there is no segment snapshot to build on, or more rows
   changed than `Layout.max_rows`, the file is copied under the lock as in `copy` and the segments
-  are written from the copy outside it. `auto` (the default) uses `copy` for files under
-  `Layout.copy_below` bytes, where a copy is the cheaper of the two.
+  are written from the copy outside it. `auto` uses `copy` for files under
+  `Layout.copy_below` bytes, where a copy is the cheaper of the two. The default is `copy`.
 
 Either way the snapshot is renamed into place atomically: a reader sees a whole snapshot or none.
 Snapshots are named by the UTC time they were taken, `crm_wave-YYYYMMDDTHHMMSS.ffffffZ.duckdb`,
