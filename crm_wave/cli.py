@@ -144,7 +144,7 @@ def _schedule_every_s() -> float:
     as `collect_schedule` (changes that move no head: Wave payments in strict mode, a dead letter's retry)."""
     from crm_wave.config.fleet import FleetSettings
 
-    return FleetSettings.load().schedule_every_s
+    return FleetSettings.value("schedule_minutes") * 60  # that variable alone: the fleet's are no concern here
 
 
 def _changed(tenant: str, marks: dict[str, str] | None) -> tuple[bool, dict[str, str] | None, frozenset[str] | None]:

@@ -158,7 +158,8 @@ def collect_schedule(context: dg.ScheduleEvaluationContext, sync: SyncResource):
     `update_state`), which `changes_sensor` also moves when it launches a sync, so a change it
     synced is not seen here again.
     """
-    every_s = FleetSettings.load().schedule_every_s  # a bad value fails this tick, naming the variable
+    # Its own variable alone: a bad value fails this tick, naming it; a bad CRM_WAVE_FLEET does not (see fleet.py).
+    every_s = FleetSettings.value("schedule_minutes") * 60
     stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "now"
     root = Path(sync.data_root)
     tenants = list(context.instance.get_dynamic_partitions(TENANT_PARTITIONS))

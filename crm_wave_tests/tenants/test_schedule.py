@@ -160,3 +160,12 @@ def test_a_crm_without_change_feed_still_gets_a_run_every_tick(sim_env, tmp_path
         assert "first look, marks recorded" in _tick(instance, tmp_path)
         (request,) = _tick(instance, tmp_path)
         assert request.tags["crm_wave/why"] == "due"
+
+
+def test_a_bad_fleet_mode_does_not_stop_the_schedule(setup, monkeypatch):
+    """With CRM_WAVE_FLEET unreadable the per-tenant automations run as with the fleet off (defs/fleet.py):
+    the schedule reads its own variable only."""
+    instance, _, _, data = setup
+    monkeypatch.setenv("CRM_WAVE_FLEET", "sometimes")
+    (request,) = _tick(instance, data)
+    assert request.tags["crm_wave/why"] == "first"
