@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -80,7 +81,9 @@ def test_dev_ports_env_file_and_clean_stop(tmp_path, how):
         assert not (data / ".env").exists()  # the simulators are gone, so are their variables
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            for pid in [proc.pid, *_children(proc.pid)]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(os.getpgid(pid), signal.SIGKILL)
             proc.wait()
 
 

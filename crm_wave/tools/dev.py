@@ -67,8 +67,12 @@ def run_dev(data_dir: Path, *, port: int = 3000, crm_port: int = 8701, wave_port
         fleet = os.environ.get("CRM_WAVE_FLEET") or "loop"
         print(f"CRM_WAVE_FLEET={fleet}" + (": one long-lived fleet run serves the tenant (CRM_WAVE_FLEET=off for one "
                                            "Dagster run per change)" if fleet == "loop" else ""), flush=True)
+        # Its own process group: the terminal's Ctrl-C reaches only this process, which cancels the runs and
+        # then stops `dagster dev` (it stops its children over pipes). In the terminal's group, a run process
+        # still starting got the SIGINT too and printed a KeyboardInterrupt traceback.
         child = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port)],
-                                 env={**os.environ, **variables, "DAGSTER_HOME": str(home), "CRM_WAVE_FLEET": fleet})
+                                 env={**os.environ, **variables, "DAGSTER_HOME": str(home), "CRM_WAVE_FLEET": fleet},
+                                 process_group=0)
         return _wait(child, stop_timeout_s, before_stop=lambda: _cancel_runs(home))
 
 
@@ -91,21 +95,26 @@ def _cancel_runs(home: Path) -> None:
 
 
 def _wait(child: subprocess.Popen, stop_timeout_s: float, before_stop=None) -> int:
-    """Wait for `dagster dev`; on Ctrl-C or SIGTERM cancel its runs in progress (`before_stop`), stop it
+    """Wait for `dagster dev`; on Ctrl-C, SIGTERM or SIGHUP (the terminal closed: `dagster dev` is in its own
+    process group, so only this process hears it) cancel its runs in progress (`before_stop`), stop it
     (SIGINT, then SIGTERM, then SIGKILL) and return."""
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    previous = {sig: signal.signal(sig, on_term) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        return child.wait()
+        while True:  # not a blocking wait: the signal may land on a simulator's thread, which leaves the main
+            try:     # thread in waitpid, and Python runs the handler only when the main thread runs again
+                return child.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                continue
     except KeyboardInterrupt:
         print("stopping dagster dev ...", flush=True)
         if before_stop is not None:
             before_stop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError):
-                child.send_signal(sig)  # Ctrl-C reached it already; a SIGTERM to us did not
+                child.send_signal(sig)  # neither Ctrl-C nor a signal to us reached it: its own process group
             try:
                 child.wait(timeout=stop_timeout_s)
                 break
@@ -115,4 +124,5 @@ def _wait(child: subprocess.Popen, stop_timeout_s: float, before_stop=None) -> i
                 continue
         return 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
