@@ -40,6 +40,7 @@ from typing import Any, cast
 import dagster as dg
 from filelock import FileLock
 
+from crm_wave.config.clients import crm_client, wave_client
 from crm_wave.config.fleet import FLEET_VAR, FleetSettings
 from crm_wave.config.settings import ConfigError
 from crm_wave.config.tenants import load_tenants
@@ -172,27 +173,36 @@ def _error(exc: BaseException) -> str:
 
 class Probes:
     """Each tenant's pair of look clients, kept open between looks: building a pair costs about
-    0.1 CPU-s (TLS context, settings), a look with an open pair about 7 ms. A pair whose look
-    failed is closed and built anew next time. One tenant is looked at by one thread at a time.
+    0.1-0.15 CPU-s (TLS context, settings), a look with an open pair about 7 ms. A pair is kept
+    with the tenant settings it was built from, which are read again at each use (3 ms): a changed
+    URL, token or limit builds a new pair at once. A pair whose look failed is closed and built
+    anew next time. One tenant is looked at by one thread at a time.
     The pair a tenant's syncs use (`clients`, the clients' own patient policy) is kept the same way:
     building it was 0.13 CPU-s of a one-edit tenant-sync of 1.5 (500 records)."""
 
     def __init__(self, sync: SyncResource) -> None:
         self.sync = sync
-        self._pairs: dict[str, tuple[Any, Any]] = {}
-        self._sync_pairs: dict[str, tuple[Any, Any]] = {}
+        self._pairs: dict[str, tuple[Any, Any, Any]] = {}
+        self._sync_pairs: dict[str, tuple[Any, Any, Any]] = {}
 
-    def _pair(self, pairs: dict[str, tuple[Any, Any]], tenant: str, **policy: Any) -> tuple[Any, Any]:
-        """The tenant's (crm, wave) clients in `pairs`, built with `policy` on first use and kept."""
-        pair = pairs.get(tenant)
-        if pair is None:
-            crm = self.sync.client("crm", tenant, **policy)
+    def _pair(self, pairs: dict[str, tuple[Any, Any, Any]], tenant: str, **policy: Any) -> tuple[Any, Any]:
+        """The tenant's (crm, wave) clients in `pairs`, built with `policy` from its current settings and
+        kept while those stay equal (tokens compare by value, in memory only)."""
+        settings = self.sync.settings(tenant)  # raises the tenant's settings problem, naming the variable
+        kept = pairs.get(tenant)
+        if kept is not None and kept[2] != settings:
+            pairs.pop(tenant)
+            for client in kept[:2]:
+                client.close()
+            kept = None
+        if kept is None:
+            crm = crm_client(settings, **policy)
             try:
-                pair = pairs[tenant] = (crm, self.sync.client("wave", tenant, **policy))
+                kept = pairs[tenant] = (crm, wave_client(settings, **policy), settings)
             except BaseException:
                 crm.close()
                 raise
-        return pair
+        return kept[0], kept[1]
 
     def clients(self, tenant: str) -> dict[str, Client]:
         """The tenant's sync clients, built on first use and kept (`drop` closes them)."""
@@ -210,8 +220,9 @@ class Probes:
 
     def drop(self, tenant: str, *, sync_pair: bool = False) -> None:
         """Close the tenant's look pair (and its sync pair, with `sync_pair`), if any."""
-        for client in (*self._pairs.pop(tenant, ()), *(self._sync_pairs.pop(tenant, ()) if sync_pair else ())):
-            client.close()
+        for kept in (self._pairs.pop(tenant, None), self._sync_pairs.pop(tenant, None) if sync_pair else None):
+            for client in kept[:2] if kept else ():
+                client.close()
 
     def close(self) -> None:
         """Close every pair."""
