@@ -148,14 +148,71 @@ def merge_records(
     type_cols = [c for c in ("_type" + CRM, "_type" + WAVE) if c in df.columns]
     df = df.with_columns((pl.coalesce(type_cols) if type_cols else pl.lit(None, pl.String)).alias("_type"))
     df, queue_cols = _with_queue(df, queue if queue is not None else pl.DataFrame(schema=QUEUE_SCHEMA), fields)
+    plan = _plan(fields, one_way, policy, first_sync, frozenset(c[:-4] for c in queue_cols if c.endswith("__qk")))
+    df = df.with_columns(plan.per_row).with_columns(plan.outcomes).with_columns(plan.values)
+
+    conflict_rows, wait_rows, fate_rows = [], [], []
+    # Which fields have any conflict or wait at all (one pass), so that only those are filtered.
+    flags = df.select(plan.flags).row(0, named=True) if plan.flags and df.height else {}
+    for f, (conflict_filter, conflict_select, wait_filter, wait_select, fate) in plan.records.items():
+        if fate is None and not flags.get(f + "|c") and not flags.get(f + "|w"):
+            continue
+        conflict_rows.append(df.filter(conflict_filter).select(conflict_select))
+        wait_rows.append(df.filter(wait_filter).select(wait_select))
+        if fate is not None:
+            fate_rows.append(df.filter(pl.col(f + "__qk").is_not_null()).select(fate))
+    conflict_frame = pl.concat(conflict_rows).cast(_CONFLICT_SCHEMA) if conflict_rows else pl.DataFrame(schema=_CONFLICT_SCHEMA)
+    waits = pl.concat(wait_rows).cast(WAIT_SCHEMA) if wait_rows else pl.DataFrame(schema=WAIT_SCHEMA)
+    fates = pl.concat(fate_rows).cast(FATE_SCHEMA) if fate_rows else pl.DataFrame(schema=FATE_SCHEMA)
+    agreed_frame = df.filter(plan.moved).select(plan.agreed)
+    df = df.drop([c for c in df.columns if c.endswith(("__agreed", "__moved", BASE, "__o", "__first"))]
+                 + queue_cols + type_cols + ["_type", "_both", "_crm_only", "_crm_newer", "_wave_present"])
+    return MergeResult(merged=df, conflicts=conflict_frame, agreed=agreed_frame, waits=waits, fates=fates)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The expressions of one merge: they depend on the fields, their policies and which fields have
+    queue items, not on the rows, so they are built once per such shape (`_plan`)."""
+
+    per_row: list[pl.Expr]
+    outcomes: list[pl.Expr]
+    values: list[pl.Expr]
+    flags: list[pl.Expr]
+    #: per two-way field: conflict filter and columns, wait filter and columns, queue fate (None: no queue column)
+    records: dict[str, tuple[pl.Expr, list[pl.Expr], pl.Expr, list[pl.Expr], list[pl.Expr] | None]]
+    moved: pl.Expr
+    agreed: list[pl.Expr]
+
+
+#: Plans built, by shape: building the ~600 expressions of a customer merge cost ~40 ms, more than
+#: merging a few records with them. A few shapes exist per process (entity, policy, queued fields).
+_PLANS: dict[tuple, _Plan] = {}
+
+
+def _plan(fields: list[str], one_way: frozenset[str], policy: Mapping[str, str | pl.Expr], first_sync: str,
+          queued: frozenset[str]) -> _Plan:
+    """The merge's expressions for this shape, built once (policy expressions compare by their serialized form)."""
+    key = (tuple(fields), one_way, first_sync, queued,
+           tuple(sorted((f, v if isinstance(v, str) else v.meta.serialize(format="json")) for f, v in policy.items())))
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) >= 64:
+            _PLANS.clear()
+        plan = _PLANS[key] = _build_plan(fields, one_way, policy, first_sync, queued)
+    return plan
+
+
+def _build_plan(fields: list[str], one_way: frozenset[str], policy: Mapping[str, str | pl.Expr], first_sync: str,
+                queued_fields: frozenset[str]) -> _Plan:
     ts = lambda side: pl.col(f"{side}_modified").str.to_datetime(time_zone="UTC", strict=False)  # noqa: E731
     # Computed once per row (not once per field).
-    df = df.with_columns(
+    per_row = [
         ((pl.col("crm_state") == "present") & (pl.col("wave_state") == "present")).alias("_both"),
         (pl.col("crm_state") == "present").alias("_crm_only"),
         (ts("crm") >= ts("wave")).fill_null(True).alias("_crm_newer"),
         (pl.col("wave_state") == "present").alias("_wave_present"),
-    )
+    ]
     both, crm_only, crm_newer = pl.col("_both"), pl.col("_crm_only"), pl.col("_crm_newer")
 
     two_way = [f for f in fields if f not in one_way]
@@ -164,7 +221,7 @@ def merge_records(
     for f in two_way:
         c, w, b = pl.col(f + CRM), pl.col(f + WAVE), pl.col(f + BASE)
         pol = policy.get(f, "newest")
-        queued = f + "__qk" in df.columns
+        queued = f in queued_fields
         if queued:
             q_first = (pl.col(f + "__qk") == "first_sync").fill_null(False)
             first_state = ~pl.col("has_base") | (q_first & b.is_null())
@@ -209,7 +266,6 @@ def merge_records(
         )
         whys[f] = why
         outcome_cols += [outcome.alias(f + "__o"), first_state.alias(f + "__first")]
-    df = df.with_columns(outcome_cols)
 
     desired, agreed_cols = [], []
     for f in fields:
@@ -219,45 +275,38 @@ def merge_records(
             continue
         o = pl.col(f + "__o")
         value: Then | ChainedThen = pl.when(o.is_in(["wave", "keep_crm"])).then(w)
-        if f + "__qv" in df.columns:
+        if f in queued_fields:
             value = value.when(o == "dec").then(pl.col(f + "__qv"))
         desired.append(value.otherwise(c).alias(f))
         agreed_cols.append(pl.when(both & c.eq_missing(w)).then(c).otherwise(b).alias(f + "__agreed"))
         agreed_cols.append((both & c.eq_missing(w) & ~c.eq_missing(b)).alias(f + "__moved"))
-    held = {}
+    held = []
     for side, keeps in (("crm", ["keep_crm", "wait"]), ("wave", ["keep_wave", "wait"])):
         parts = [pl.when(pl.col(f + "__o").is_in(keeps)).then(pl.lit(f)) for f in two_way]
         joined = pl.concat_str(parts, separator=",", ignore_nulls=True) if parts else pl.lit("")
-        held[side] = pl.when(joined.str.len_bytes() > 0).then(joined).otherwise(pl.lit(None, pl.String)).alias(HELD[side])
-    df = df.with_columns(*desired, *agreed_cols, held["crm"], held["wave"])
+        held.append(pl.when(joined.str.len_bytes() > 0).then(joined).otherwise(pl.lit(None, pl.String)).alias(HELD[side]))
 
-    conflict_rows, wait_rows, fate_rows = [], [], []
-    # Which fields have any conflict or wait at all (one pass), so that only those are filtered.
-    flags = df.select([(pl.col(f + "__o").is_in(["crm", "wave"]) & both
-                        & ~pl.col(f + CRM).eq_missing(pl.col(f + WAVE))).any().alias(f + "|c") for f in two_way]
-                      + [(pl.col(f + "__o") == "wait").any().alias(f + "|w") for f in two_way]
-                      ).row(0, named=True) if two_way and df.height else {}
+    flags = ([(pl.col(f + "__o").is_in(["crm", "wave"]) & both
+               & ~pl.col(f + CRM).eq_missing(pl.col(f + WAVE))).any().alias(f + "|c") for f in two_way]
+             + [(pl.col(f + "__o") == "wait").any().alias(f + "|w") for f in two_way])
+    records = {}
     for f in two_way:
         o = pl.col(f + "__o")
-        if f + "__qk" not in df.columns and not flags.get(f + "|c") and not flags.get(f + "|w"):
-            continue
-        conflict_rows.append(
-            df.filter(whys[f].is_not_null() & (o != "wait")).select(
-                "global_id",
-                pl.lit(f).alias("field"),
-                pl.col(f + CRM).alias("crm_value"),
-                pl.col(f + WAVE).alias("wave_value"),
-                pl.col(f + BASE).alias("base_value"),
-                pl.when(pl.col(f).eq_missing(pl.col(f + CRM))).then(pl.lit("crm")).otherwise(pl.lit("wave")).alias("winner"),
-                whys[f].alias("reason"),
-            )
-        )
-        wait_rows.append(df.filter(o == "wait").select(
-            "global_id", pl.lit(f).alias("field"), pl.col(f + CRM).alias("crm_value"), pl.col(f + WAVE).alias("wave_value"),
+        conflict = [
+            pl.col("global_id"),
+            pl.lit(f).alias("field"),
+            pl.col(f + CRM).alias("crm_value"),
+            pl.col(f + WAVE).alias("wave_value"),
             pl.col(f + BASE).alias("base_value"),
-            pl.when(pl.col(f + "__first")).then(pl.lit("first_sync")).otherwise(pl.lit("review")).alias("kind"),
-            pl.col("crm_modified").cast(pl.String), pl.col("wave_modified").cast(pl.String)))
-        if f + "__qk" in df.columns:
+            pl.when(pl.col(f).eq_missing(pl.col(f + CRM))).then(pl.lit("crm")).otherwise(pl.lit("wave")).alias("winner"),
+            whys[f].alias("reason"),
+        ]
+        wait = [pl.col("global_id"), pl.lit(f).alias("field"), pl.col(f + CRM).alias("crm_value"),
+                pl.col(f + WAVE).alias("wave_value"), pl.col(f + BASE).alias("base_value"),
+                pl.when(pl.col(f + "__first")).then(pl.lit("first_sync")).otherwise(pl.lit("review")).alias("kind"),
+                pl.col("crm_modified").cast(pl.String), pl.col("wave_modified").cast(pl.String)]
+        fate = None
+        if f in queued_fields:
             c, w = pl.col(f + CRM), pl.col(f + WAVE)
             qc, qw, qv, qd = (pl.col(f + s) for s in ("__qc", "__qw", "__qv", "__qd"))
             status = (
@@ -266,13 +315,9 @@ def merge_records(
                 .when(~qd.fill_null(False) & (o == "wait") & c.eq_missing(qc) & w.eq_missing(qw)).then(pl.lit("open"))
                 .otherwise(pl.lit("superseded"))
             )
-            fate_rows.append(df.filter(pl.col(f + "__qk").is_not_null()).select("global_id", pl.lit(f).alias("field"),
-                                                                                 status.alias("status")))
-    conflict_frame = pl.concat(conflict_rows).cast(_CONFLICT_SCHEMA) if conflict_rows else pl.DataFrame(schema=_CONFLICT_SCHEMA)
-    waits = pl.concat(wait_rows).cast(WAIT_SCHEMA) if wait_rows else pl.DataFrame(schema=WAIT_SCHEMA)
-    fates = pl.concat(fate_rows).cast(FATE_SCHEMA) if fate_rows else pl.DataFrame(schema=FATE_SCHEMA)
+            fate = [pl.col("global_id"), pl.lit(f).alias("field"), status.alias("status")]
+        records[f] = (whys[f].is_not_null() & (o != "wait"), conflict, o == "wait", wait, fate)
     moved = pl.any_horizontal([pl.col(f + "__moved") for f in two_way]) if two_way else pl.lit(False)
-    agreed_frame = df.filter(moved).select("global_id", *[pl.col(f + "__agreed").alias(f) for f in two_way])
-    df = df.drop([c for c in df.columns if c.endswith(("__agreed", "__moved", BASE, "__o", "__first"))]
-                 + queue_cols + type_cols + ["_type", "_both", "_crm_only", "_crm_newer", "_wave_present"])
-    return MergeResult(merged=df, conflicts=conflict_frame, agreed=agreed_frame, waits=waits, fates=fates)
+    return _Plan(per_row=per_row, outcomes=outcome_cols, values=[*desired, *agreed_cols, *held], flags=flags,
+                 records=records, moved=moved,
+                 agreed=[pl.col("global_id"), *[pl.col(f + "__agreed").alias(f) for f in two_way]])
