@@ -27,6 +27,10 @@ SHARE_SCHEMA = pl.Schema({
     "reason": pl.String,
 })
 
+#: Frames up to this many rows are JSON-encoded value by value (`json_literal_columns`).
+FEW_ROWS = 8
+
+
 def _json_literal_fast(col: pl.Expr, ensure_ascii: bool) -> pl.Expr:
     """`json.dumps` of a String expression where polars can write it ("null" for None); None
     where the value needs `json.dumps` itself (control characters; with `ensure_ascii`, anything
@@ -58,7 +62,12 @@ def json_literal_series(s: pl.Series, *, ensure_ascii: bool = True) -> pl.Series
 
 def json_literal_columns(df: pl.DataFrame, columns: dict[str, str], *, ensure_ascii: bool = True) -> pl.DataFrame:
     """`df` with `json_literal_series` of several columns at once (`{new name: column}`): one
-    polars pass over all of them (in parallel), `json.dumps` only for the odd values."""
+    polars pass over all of them (in parallel), `json.dumps` only for the odd values. A few rows (an
+    edit's) go through `json.dumps` alone: the expressions cost more than the values."""
+    if df.height <= FEW_ROWS:
+        return df.with_columns([pl.Series(name, [json.dumps(v, ensure_ascii=ensure_ascii)
+                                                 for v in df[src].cast(pl.String).to_list()], dtype=pl.String)
+                                for name, src in columns.items()])
     fast = df.select([_json_literal_fast(pl.col(src), ensure_ascii).alias(name) for name, src in columns.items()])
     return df.with_columns([_json_literal_rest(fast[name], df[src], ensure_ascii).alias(name)
                             for name, src in columns.items()])

@@ -13,7 +13,7 @@ import polars as pl
 
 from crm_wave.logic.link import LINK_SCHEMA
 from crm_wave.store.changes import ChangeLog
-from crm_wave.store.connection import FEW, registered, sql_ident, sql_str
+from crm_wave.store.connection import FEW, ids_predicate, registered, sql_ident, sql_str
 
 __all__ = ["Links"]
 
@@ -66,8 +66,8 @@ class Links(ChangeLog):
         if not global_ids:
             return
         ids = pl.DataFrame({"global_id": list(global_ids)}, schema={"global_id": pl.String})
-        with registered(con, "_drop_in", ids):
-            con.execute("DELETE FROM links WHERE entity = ? AND global_id IN (SELECT global_id FROM _drop_in)", [entity])
+        with ids_predicate(con, "_drop_in", ids["global_id"], "global_id") as (among, params):
+            con.execute(f"DELETE FROM links WHERE entity = ? AND {among}", [entity, *params])
         self.log_changes(con, entity, ids["global_id"], "link", writer=writer)
 
     # ---- agreed values --------------------------------------------------------------
@@ -89,9 +89,8 @@ class Links(ChangeLog):
         if global_ids is None:
             frame = con.execute(query.format(where=""), [structure, entity]).pl()
         else:
-            with registered(con, "_agreed_ids", pl.DataFrame({"global_id": global_ids.cast(pl.String)})):
-                frame = con.execute(query.format(where=" AND global_id IN (SELECT global_id FROM _agreed_ids)"),
-                                    [structure, entity]).pl()
+            with ids_predicate(con, "_agreed_ids", global_ids, "global_id") as (among, params):
+                frame = con.execute(query.format(where=f" AND {among}"), [structure, entity, *params]).pl()
         return frame.cast(schema) if frame.height else pl.DataFrame(schema=schema)
 
     def upsert_agreed(self, con: duckdb.DuckDBPyConnection, entity: str,

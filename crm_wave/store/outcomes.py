@@ -10,7 +10,7 @@ from typing import Any, Literal
 import duckdb
 import polars as pl
 
-from crm_wave.store.connection import FEW, registered
+from crm_wave.store.connection import FEW, ids_predicate, registered
 
 __all__ = ["Outcomes", "CONFLICT_SCHEMA"]
 
@@ -70,9 +70,8 @@ class Outcomes:
             raise ValueError(f"not an outcome table: {table!r}")
         if not global_ids:
             return
-        with registered(con, "_clear_ids", pl.DataFrame({"g": list(global_ids)}, schema={"g": pl.String})):
-            con.execute(f"DELETE FROM {table} WHERE system = ? AND entity = ? AND global_id IN (SELECT g FROM _clear_ids)",
-                        [system, entity])
+        with ids_predicate(con, "_clear_ids", list(global_ids), "global_id") as (among, params):
+            con.execute(f"DELETE FROM {table} WHERE system = ? AND entity = ? AND {among}", [system, entity, *params])
 
     # ---- dead letters: records a system refused --------------------------------------
     def dead_letter(self, con: duckdb.DuckDBPyConnection, *, system: str, entity: str, global_id: str,

@@ -18,7 +18,7 @@ import polars as pl
 
 from crm_wave.logic.decide import DecisionError, decided_value
 from crm_wave.logic.merge import QUEUE_SCHEMA, WAIT_SCHEMA
-from crm_wave.store.connection import registered
+from crm_wave.store.connection import ids_predicate, registered
 
 __all__ = ["read_queue", "reconcile", "list_items", "decide", "ITEM_COLUMNS", "WRITER"]
 
@@ -33,11 +33,11 @@ def read_queue(con: duckdb.DuckDBPyConnection, entity: str, global_ids: pl.Serie
     """Open and decided items of these global ids, as the merge reads them (`QUEUE_SCHEMA`)."""
     if global_ids.len() == 0:
         return pl.DataFrame(schema=QUEUE_SCHEMA)
-    with registered(con, "_queue_ids", pl.DataFrame({"global_id": global_ids.cast(pl.String)})):
+    with ids_predicate(con, "_queue_ids", global_ids, "global_id") as (among, params):
         frame = con.execute(
             "SELECT global_id, field, kind, crm_value, wave_value, status = 'decided' AS decided, value "
-            "FROM conflict_queue WHERE entity = ? AND status IN ('open', 'decided') "
-            "AND global_id IN (SELECT global_id FROM _queue_ids) ORDER BY id", [entity]).pl()
+            f"FROM conflict_queue WHERE entity = ? AND status IN ('open', 'decided') AND {among} ORDER BY id",
+            [entity, *params]).pl()
     return frame.cast(QUEUE_SCHEMA) if frame.height else pl.DataFrame(schema=QUEUE_SCHEMA)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import duckdb
 import polars as pl
 
-from crm_wave.store.connection import ident, registered, sql_ident
+from crm_wave.store.connection import ident, ids_predicate, registered, sql_ident
 
 __all__ = ["Tables", "column_types"]
 
@@ -57,15 +57,14 @@ class Tables:
                   columns: Sequence[str] | None = None) -> pl.DataFrame:
         """The rows of table `name` whose column `key` is one of `values`."""
         sel = ", ".join(sql_ident(c) for c in columns) if columns else "*"
-        with registered(con, "_rows_keys", pl.DataFrame({"k": values.cast(pl.String)})):
-            return con.execute(
-                f"SELECT {sel} FROM {ident(name)} WHERE {sql_ident(key)} IN (SELECT k FROM _rows_keys)").pl()
+        with ids_predicate(con, "_rows_keys", values, sql_ident(key)) as (among, params):
+            return con.execute(f"SELECT {sel} FROM {ident(name)} WHERE {among}", params).pl()
 
     def replace_rows(self, con: duckdb.DuckDBPyConnection, name: str, key: str, values: pl.Series,
                      frame: pl.DataFrame) -> None:
         """Delete the rows of `name` whose `key` is one of `values`, then insert `frame` (by column name)."""
-        with registered(con, "_rows_keys", pl.DataFrame({"k": values.cast(pl.String)})):
-            con.execute(f"DELETE FROM {ident(name)} WHERE {sql_ident(key)} IN (SELECT k FROM _rows_keys)")
+        with ids_predicate(con, "_rows_keys", values, sql_ident(key)) as (among, params):
+            con.execute(f"DELETE FROM {ident(name)} WHERE {among}", params)
         self.insert_rows(con, name, frame)
 
     def insert_rows(self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:

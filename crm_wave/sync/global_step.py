@@ -47,7 +47,7 @@ from crm_wave.mapping.flows import flows_for
 from crm_wave.mapping.normalize import canonical_series
 from crm_wave.config.settings import AppSettings
 from crm_wave.mapping.policy import Policy, field_policy_exprs, load_policy
-from crm_wave.store.connection import registered
+from crm_wave.store.connection import ids_predicate
 from crm_wave.store.db import Store
 from crm_wave.store.queue import read_queue, reconcile
 from crm_wave.store.tables import column_types
@@ -129,11 +129,6 @@ def _fragment_query(system: str, entity: str, fields: tuple[str, ...] | None = N
     return json.dumps(tree), ", ".join(select), lines_ok
 
 
-def _ids_view(con: duckdb.DuckDBPyConnection, name: str, ids: pl.Series) -> contextlib.AbstractContextManager[str]:
-    """These ids (once each) visible to SQL as the view `name` (column `id`) for a `with` block."""
-    return registered(con, name, pl.DataFrame({"id": ids.cast(pl.String)}).unique())
-
-
 def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str,
                    ids: pl.Series | None = None, fields: tuple[str, ...] | None = None) -> pl.DataFrame:
     """Canonical cells of the current records of (`system`, `entity`), all or those whose source id is in `ids`.
@@ -147,11 +142,10 @@ def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, en
     if ids is not None and ids.n_unique() <= canonical_paths.SMALL:
         # A few records: they are mapped from their bodies (`canonical_from_fragments`' exact path), so
         # the fragments query, the costliest statement of an incremental pass, is not needed.
-        with _ids_view(con, "_canon_ids", ids):
+        with ids_predicate(con, "_canon_ids", ids, "_source_id") as (among, params):
             raw = con.execute(
                 f"SELECT _source_id, _deleted, _modified, body IS NULL AS _nobody, body::VARCHAR AS _body FROM {name} "
-                f"WHERE _source_id IN (SELECT id FROM _canon_ids) "
-                f"QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _seq DESC) = 1").pl()
+                f"WHERE {among} QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _seq DESC) = 1", params).pl()
         return _canonical_frame(raw, system, entity, raw["_body"].cast(pl.String), fields)
     structure, select, lines_ok = _fragment_query(system, entity, fields)
     lines_sql = "NULL AS _lines, NULL AS _elems, NULL AS _items"
@@ -160,20 +154,22 @@ def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, en
         item = json.dumps(_tree(list(LINE_SLOTS[system].values())))
         lines_sql = (f"s['{lp}'] AS _lines, json_transform(s['{lp}'], '[\"JSON\"]') AS _elems, "
                      f"list_transform(json_transform(s['{lp}'], '[\"JSON\"]'), e -> json_transform(e, '{item}')) AS _items")
-    where = "" if ids is None else "WHERE _source_id IN (SELECT id FROM _canon_ids)"
-    with contextlib.nullcontext() if ids is None else _ids_view(con, "_canon_ids", ids):
+    some: contextlib.AbstractContextManager[tuple[str, list[Any]]] = (
+        contextlib.nullcontext(("true", [])) if ids is None else ids_predicate(con, "_canon_ids", ids, "_source_id"))
+    with some as (among, params):
         raw = con.execute(
-            f"WITH cur AS (SELECT _source_id, _deleted, _modified, body FROM {name} {where} "
+            f"WITH cur AS (SELECT _source_id, _deleted, _modified, body FROM {name} WHERE {among} "
             f"QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _seq DESC) = 1) "
             f"SELECT _source_id, _deleted, _modified, body IS NULL AS _nobody, {lines_ok} AS lines_ok, {select} "
-            f"FROM (SELECT *, {lines_sql} FROM (SELECT *, json_transform(body, ?) AS s FROM cur))", [structure]).pl()
+            f"FROM (SELECT *, {lines_sql} FROM (SELECT *, json_transform(body, ?) AS s FROM cur))",
+            [*params, structure]).pl()
 
     def bodies(source_ids: pl.Series) -> pl.Series:
         """The JSON bodies of some of these rows (for the rows the fast path cannot map)."""
-        with _ids_view(con, "_body_ids", source_ids):
+        with ids_predicate(con, "_body_ids", source_ids, "_source_id") as (among, params):
             found = dict(con.execute(
-                f"SELECT _source_id, body::VARCHAR FROM {name} WHERE _source_id IN (SELECT id FROM _body_ids) "
-                f"QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _seq DESC) = 1").fetchall())
+                f"SELECT _source_id, body::VARCHAR FROM {name} WHERE {among} "
+                f"QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _seq DESC) = 1", params).fetchall())
         return pl.Series([found.get(i) for i in source_ids.to_list()], dtype=pl.String)
 
     return _canonical_frame(raw, system, entity, bodies, fields)
@@ -315,11 +311,10 @@ def _created_keys(con: duckdb.DuckDBPyConnection, system: str, entity: str, ids:
     """{key the sync wrote into the record on create: source id} of these records (those that kept one)."""
     if ids.is_empty():
         return {}
-    with _ids_view(con, "_created_ids", ids):
+    with ids_predicate(con, "_created_ids", ids, "_source_id") as (among, params):
         rows = con.execute(
             f"SELECT _source_id, json_extract_string(body, '$.{CREATE_KEY_FIELD}') FROM {dataset(system, entity)} "
-            "WHERE _source_id IN (SELECT id FROM _created_ids) "
-            "QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _seq DESC) = 1").fetchall()
+            f"WHERE {among} QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _seq DESC) = 1", params).fetchall()
     return {key: sid for sid, key in rows if key}
 
 
@@ -341,7 +336,7 @@ def _golden(result_merged: pl.DataFrame, crm: pl.DataFrame, wave: pl.DataFrame, 
             .then(pl.when(person.str.len_bytes() > 0).then(person))
             .otherwise(pl.col("Name")).alias("Name")
         )
-    fields = [c for c in merged.columns if merged.schema[c] == pl.Null]
+    fields = [c for c, dtype in merged.schema.items() if dtype == pl.Null]  # the schema once: it is built per call
     return merged.with_columns([pl.col(c).cast(pl.String) for c in fields])
 
 

@@ -6,11 +6,13 @@ decodes it once with a typed polars schema (`LINES_DTYPE`) instead of matching t
 
 from __future__ import annotations
 
+import contextlib
+
 import duckdb
 import polars as pl
 
 from crm_wave.logic.link import LINK_SCHEMA
-from crm_wave.store.connection import registered
+from crm_wave.store.connection import ids_predicate
 
 __all__ = ["LINES_DTYPE", "line_products", "links_where", "order_links"]
 
@@ -32,12 +34,12 @@ def links_where(con: duckdb.DuckDBPyConnection, entity: str, crm_ids: pl.Series 
               if ids is not None and ids.len()]
     if not wanted:
         return pl.DataFrame(schema=LINK_SCHEMA)
-    ids = pl.concat([pl.DataFrame({"col": col, "id": ids.cast(pl.String)}) for col, ids in wanted]).unique()
-    with registered(con, "_lk_ids", ids):
+    with contextlib.ExitStack() as stack:
+        among = [stack.enter_context(ids_predicate(con, f"_lk_{col}", ids, col)) for col, ids in wanted]
         frame = con.execute(
             "SELECT global_id, crm_id, wave_id, how FROM links WHERE entity = ? AND ("
-            + " OR ".join(f"{col} IN (SELECT id FROM _lk_ids WHERE col = '{col}')" for col, _ in wanted)
-            + ") ORDER BY global_id", [entity]).pl()
+            + " OR ".join(sql for sql, _ in among) + ") ORDER BY global_id",
+            [entity, *(v for _, params in among for v in params)]).pl()
     return frame.cast(LINK_SCHEMA) if frame.height else pl.DataFrame(schema=LINK_SCHEMA)
 
 

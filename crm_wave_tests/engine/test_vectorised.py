@@ -13,8 +13,9 @@ import pytest
 from polars.testing import assert_frame_equal, assert_series_equal
 
 from crm_wave.mapping.canonical import LINE_DTYPE, canonical_fields, crm_to_canonical, wave_to_canonical
-from crm_wave.mapping.normalize import PY_WHITESPACE, canonical, canonical_series
+from crm_wave.mapping.normalize import PY_WHITESPACE, SMALL_SERIES, canonical, canonical_series
 from crm_wave.store.db import Store, Version
+from crm_wave.logic.share import FEW_ROWS, json_literal_columns
 from crm_wave.sync.cells import json_literal_series, lines_cell_series, to_cell
 from crm_wave.sync.global_step import read_canonical
 from crm_wave.sync.names import dataset
@@ -33,6 +34,16 @@ def test_text_kinds_match_python(kind):
     assert got.to_list() == [canonical(kind, v) for v in TEXTS]
 
 
+@pytest.mark.parametrize("kind", ["text", "email", "casefold", "code", "date", "decimal2", "decimal5", "decimal8"])
+def test_a_few_values_take_the_per_value_path_and_match_the_vectorised_one(kind):
+    values = TEXTS + DECIMALS
+    assert len(TEXTS) > SMALL_SERIES and len(DECIMALS) > SMALL_SERIES  # the tests above run the vectorised path
+    whole = canonical_series(kind, pl.Series(values, dtype=pl.String)).to_list()
+    parts = [v for i in range(0, len(values), SMALL_SERIES)
+             for v in canonical_series(kind, pl.Series(values[i:i + SMALL_SERIES], dtype=pl.String)).to_list()]
+    assert parts == whole == [canonical(kind, v) for v in values]
+
+
 @pytest.mark.parametrize("kind", ["decimal2", "decimal5", "decimal8"])
 def test_decimals_match_python(kind):
     got = canonical_series(kind, pl.Series(DECIMALS, dtype=pl.String))
@@ -48,6 +59,16 @@ def test_json_literals_match_json_dumps():
     # Share rows keep non-ASCII text readable (as json.dumps(ensure_ascii=False) writes it).
     assert json_literal_series(pl.Series(TEXTS, dtype=pl.String), ensure_ascii=False).to_list() == \
         [json.dumps(v, ensure_ascii=False) for v in TEXTS]
+
+
+@pytest.mark.parametrize("ensure_ascii", [True, False])
+def test_json_literal_columns_of_a_few_rows_match_the_vectorised_path(ensure_ascii):
+    frame = pl.DataFrame({"v": TEXTS}, schema={"v": pl.String})
+    assert frame.height > FEW_ROWS  # the whole frame takes the vectorised path
+    whole = json_literal_columns(frame, {"j": "v"}, ensure_ascii=ensure_ascii)["j"].to_list()
+    parts = [v for i in range(0, frame.height, FEW_ROWS)
+             for v in json_literal_columns(frame.slice(i, FEW_ROWS), {"j": "v"}, ensure_ascii=ensure_ascii)["j"]]
+    assert parts == whole == [json.dumps(v, ensure_ascii=ensure_ascii) for v in TEXTS]
 
 
 def test_lines_cells_match_to_cell():
