@@ -46,6 +46,8 @@ def link_records(
         .drop("crm_id")
         .sort("wave_id")
     )
+    if crm_c.height == 0 and wave_c.height == 0:  # every record linked already (an edit's usual case)
+        return pl.DataFrame(schema=LINK_SCHEMA), []
     out: list[pl.DataFrame] = []
     dropped: list[str] = []
     for crm_key, wave_key in keys:
