@@ -17,6 +17,7 @@ import duckdb
 
 from crm_wave.mapping.canonical import canonical_fields
 from crm_wave.mapping.flows import ENTITIES
+from crm_wave.store.tables import column_types
 from crm_wave.sync.names import dataset, global_table, share_table
 
 __all__ = ["VIEW_NAMES", "create_views", "golden_columns"]
@@ -105,9 +106,9 @@ def _standin(table: str) -> str:
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
-    return [r[0] for r in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() "
-        "AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [table]).fetchall()]
+    """Columns of `table` in order, from a statement's description (`information_schema` builds every
+    table's columns first: 15 such reads were a third of a small tenant's snapshot, ~0.1 CPU-s)."""
+    return [c for c, _ in column_types(con, table) or []]
 
 
 def golden_columns(columns: list[str]) -> list[str]:
