@@ -53,11 +53,12 @@ class _SimulatorStyles:
 def _cmd_sync(args: argparse.Namespace) -> int:
     import time
 
-    settings, store = _settings_store(args.tenant)  # fails early, naming what is missing
+    settings = _settings(args.tenant)  # fails early, naming what is missing
     policy = _check_policy(settings)
     if policy is None:
         return 2
     looks = _Looks(args.tenant, settings, _schedule_every_s(), _fingerprint(policy))
+    store = None  # opened for the first pass: a look that calls for none needs no DuckDB (nor its imports)
     try:
         force = args.every_stage  # the first sync only: the loop then follows the rule
         while True:
@@ -72,6 +73,10 @@ def _cmd_sync(args: argparse.Namespace) -> int:
                     if args.once:
                         return 3
             else:
+                if store is None:
+                    from crm_wave.store import Store
+
+                    store = Store(settings.db_path)
                 code = _sync_turn(args, store, looks, decision)
                 if args.once:
                     return code
