@@ -67,7 +67,8 @@ def _cmd_sync(args: argparse.Namespace) -> int:
             decision = looks.decide(force=force)
             force = False
             if not decision.run:
-                print(f"no pass: {decision.why} (`crm-wave sync --once --every-stage` runs it now)")
+                if args.once or not args.quiet:  # the loop's idle turns are quiet with --quiet
+                    print(f"no pass: {decision.why} (`crm-wave sync --once --every-stage` runs it now)", flush=True)
                 if looks.st.held:  # the last sync's, still waiting: what that sync said, and its exit code
                     _say_held(looks.st.held)
                     if args.once:
