@@ -7,6 +7,11 @@ import contextlib
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from crm_wave.sync.heads import Look
+    from crm_wave.sync.state import Decision, TenantState
 
 
 def _cmd_sim_wave(args: argparse.Namespace) -> int:
@@ -88,7 +93,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         looks.close()
 
 
-def _sync_turn(args: argparse.Namespace, store, looks: _Looks, decision) -> int:
+def _sync_turn(args: argparse.Namespace, store, looks: _Looks, decision: Decision) -> int:
     """One sync the look decided on: its passes, the state it leaves, the snapshot and the state table."""
     from crm_wave.tools.report import format_summary, state_summary
 
@@ -186,6 +191,7 @@ class _Looks:
 
     def __init__(self, tenant: str, settings, every_s: float, policy: str) -> None:
         from crm_wave.config.clients import crm_client, wave_client
+        from crm_wave.sync.state import TenantState
 
         self.root, self.tenant, self.every_s, self.policy = _data_root(), tenant, every_s, policy
         self.crm = crm_client(settings, max_attempts=2, timeout_s=15)
@@ -195,8 +201,8 @@ class _Looks:
             self.crm.close()
             raise
         self.first = True
-        self.found = None  # the last look (None: a system did not answer)
-        self.st = None  # the tenant's state as that look found it
+        self.found: Look | None = None  # the last look (None: a system did not answer)
+        self.st: TenantState = TenantState()  # the tenant's state as that look found it
         self.started = 0.0  # epoch seconds of that look: a pass of every stage after it counts from there
 
     def close(self) -> None:
@@ -204,7 +210,7 @@ class _Looks:
         self.crm.close()
         self.wave.close()
 
-    def decide(self, *, force: bool = False):
+    def decide(self, *, force: bool = False) -> Decision:
         """Look, then `state.decide`; without a pass, record the look's marks at once."""
         import time
 
@@ -260,7 +266,7 @@ class _Looks:
             self.st.last_error = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
             update_state(self.root, {self.tenant: self.st})
 
-    def done(self, decision, marks: dict[str, str] | None, passes: int, held: list[str]) -> None:
+    def done(self, decision: Decision, marks: dict[str, str] | None, passes: int, held: list[str]) -> None:
         """Record a sync: the marks it read up to and, after a pass of every stage, its time and policy."""
         from crm_wave.sync.state import update_state
 

@@ -33,7 +33,7 @@ from crm_wave.systems.wave.models import MUTATIONS
 if TYPE_CHECKING:
     from graphql import DocumentNode, FragmentDefinitionNode, Node, OperationDefinitionNode
 
-__all__ = ["DOCUMENTS", "FRAGMENTS", "OPERATIONS", "compose", "load_documents", "lookup_document",
+__all__ = ["DOCUMENTS", "compose", "load_documents", "lookup_document",
            "mutation_document", "with_fragments"]
 
 COMPOSED = "composed.json"
