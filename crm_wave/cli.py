@@ -7,6 +7,11 @@ import contextlib
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from crm_wave.sync.heads import Look
+    from crm_wave.sync.state import Decision, TenantState
 
 
 def _cmd_sim_wave(args: argparse.Namespace) -> int:
@@ -53,56 +58,89 @@ class _SimulatorStyles:
 def _cmd_sync(args: argparse.Namespace) -> int:
     import time
 
-    settings, store = _settings_store(args.tenant)  # fails early, naming what is missing
-    if _check_policy(settings) is None:
+    settings = _settings(args.tenant)  # fails early, naming what is missing
+    policy = _check_policy(settings)
+    if policy is None:
         return 2
-    _preflight(args.tenant)  # a wrong URL or token: one line now, not a failed run's stack traces
+    looks = _Looks(args.tenant, settings, _schedule_every_s(), _fingerprint(policy))
+    store = None  # opened for the first pass: a look that calls for none needs no DuckDB (nor its imports)
+    try:
+        force = args.every_stage  # the first sync only: the loop then follows the rule
+        while True:
+            # An idle tenant costs a look (a few small requests), not a pass: `state.decide`, the rule of
+            # the fleet and `collect_schedule`, on the state they share (<data>/fleet/state.json).
+            decision = looks.decide(force=force)
+            force = False
+            if not decision.run:
+                if args.once or not args.quiet:  # the loop's idle turns are quiet with --quiet
+                    print(f"no pass: {decision.why} (`crm-wave sync --once --every-stage` runs it now)", flush=True)
+                if looks.st.held:  # the last sync's, still waiting: what that sync said, and its exit code
+                    _say_held(looks.st.held)
+                    if args.once:
+                        return 3
+            else:
+                if store is None:
+                    from crm_wave.store import Store
 
+                    store = Store(settings.db_path)
+                code = _sync_turn(args, store, looks, decision)
+                if args.once:
+                    return code
+            if args.once:
+                return 0
+            time.sleep(args.every)
+    finally:
+        looks.close()
+
+
+def _sync_turn(args: argparse.Namespace, store, looks: _Looks, decision: Decision) -> int:
+    """One sync the look decided on: its passes, the state it leaves, the snapshot and the state table."""
     from crm_wave.tools.report import format_summary, state_summary
 
-    marks: dict[str, str] | None = None
-    every_stage_s = _schedule_every_s() if not args.once else 0.0
-    last_every_stage = 0.0  # monotonic time of the last sync that ran every stage
-    while True:
-        moved: frozenset[str] | None = None  # None: every stage
-        if not args.once:  # an idle tenant costs a look (a few small requests), not a pass
-            changed, marks, moved = _changed(args.tenant, marks)
-            run, moved = _loop_turn(changed, moved, last_every_stage, every_stage_s, time.monotonic())
-            if not run:
-                time.sleep(args.every)
-                continue
-        if moved is None:
-            last_every_stage = time.monotonic()
-        code = 0
-        try:
-            passes, held = _sync_passes(args, store, moved)
-        except Exception as failed:  # what the stages before it wrote is kept: show it, then say what failed
-            with contextlib.suppress(Exception):
-                _publish(store)
-            if args.debug:
-                raise
-            from crm_wave.cli_errors import CliError, explain
+    looks.begin()
+    marks = looks.found.marks if looks.found is not None else looks.st.marks
 
-            error = explain(failed, env_prefix=_env_prefix(args.tenant))
-            if error.kind == "internal":  # a refused token, an unreachable system, a locked file keep their own code
-                error = CliError(f"a stage failed: {error.message}", "sync_failed")
-            raise error from failed
-        if held:
-            code = 3
-            print("sync held:", file=sys.stderr)
-            for reason in held:
-                print(f"  {reason}", file=sys.stderr)
-            print("  review with `crm-wave plan`, then `crm-wave confirm <share table>`", file=sys.stderr)
-        else:
-            print(f"{passes} pass(es)")
-        _publish(store)  # what the analysts and a held push's review read (`crm-wave sql`)
-        print(format_summary(state_summary(store)))
-        if args.once:
-            return code
-        time.sleep(args.every)
+    def before_pass(i: int) -> None:  # the heads each later pass reads up to: our own writes are not a change
+        nonlocal marks
+        if looks.found is not None:
+            marks = looks.relook(marks)
+
+    try:
+        passes, held = _sync_passes(args, store, decision.changed, before_pass)
+    except Exception as failed:  # what the stages before it wrote is kept: show it, then say what failed
+        looks.failed(failed)
+        with contextlib.suppress(Exception):
+            _publish(store)
+        if args.debug:
+            raise
+        from crm_wave.cli_errors import CliError, explain
+
+        error = explain(failed, env_prefix=_env_prefix(args.tenant))
+        if error.kind == "internal":  # a refused token, an unreachable system, a locked file keep their own code
+            error = CliError(f"a stage failed: {error.message}", "sync_failed")
+        raise error from failed
+    looks.done(decision, marks, passes, held)
+    code = 0
+    if held:
+        code = 3
+        _say_held(held)
+    else:
+        what = "every stage" if decision.every_stage else "what moved"
+        print(f"{passes} pass(es) ({what}: {decision.why})")
+    _publish(store)  # what the analysts and a held push's review read (`crm-wave sql`)
+    print(format_summary(state_summary(store)))
+    return code
 
 
-def _sync_passes(args: argparse.Namespace, store, moved: frozenset[str] | None = None) -> tuple[int, list[str]]:
+def _say_held(held: list[str]) -> None:
+    print("sync held:", file=sys.stderr)
+    for reason in held:
+        print(f"  {reason}", file=sys.stderr)
+    print("  review with `crm-wave plan`, then `crm-wave confirm <share table>`", file=sys.stderr)
+
+
+def _sync_passes(args: argparse.Namespace, store, moved: frozenset[str] | None = None,
+                 before_pass=None) -> tuple[int, list[str]]:
     """Passes of the engine until one writes nothing (at most `--max-passes`): (passes run, the pushes a
     circuit breaker held, in words). `moved`: the datasets a look found moved (None: every stage).
     The stages are the Dagster `sync_job`'s (`sync_once`), run here without a Dagster run: an
@@ -123,20 +161,11 @@ def _sync_passes(args: argparse.Namespace, store, moved: frozenset[str] | None =
     try:
         passes = sync_once(store, clients, max_passes=args.max_passes, run_id=f"cli-{uuid.uuid4().hex}",
                            progress=say, on_stage=lambda s, r: report_stage(s, r, say, warn), raise_held=False,
-                           changed=moved)
+                           changed=moved, before_pass=before_pass)
     finally:
         for client in clients.values():
             client.close()
     return len(passes), [str(held) for held in passes[-1].held] if passes else []
-
-
-def _loop_turn(changed: bool, moved: frozenset[str] | None, last_every_stage: float, every_stage_s: float,
-               now: float) -> tuple[bool, frozenset[str] | None]:
-    """One turn of the `crm-wave sync` loop: (whether it syncs, the datasets it collects; None: every stage).
-    A sync of every stage every `every_stage_s` although no head moved (what moves no head); else what moved."""
-    if now - last_every_stage >= every_stage_s:
-        return True, None
-    return changed, moved
 
 
 def _schedule_every_s() -> float:
@@ -147,23 +176,106 @@ def _schedule_every_s() -> float:
     return FleetSettings.value("schedule_minutes") * 60  # that variable alone: the fleet's are no concern here
 
 
-def _changed(tenant: str, marks: dict[str, str] | None) -> tuple[bool, dict[str, str] | None, frozenset[str] | None]:
-    """Whether either system changed since `marks` (always true on the first look, or when a
-    system does not answer: the sync then reports why), the marks to keep, and the datasets the
-    sync must collect (None: all of them, on a first look or when a system did not answer)."""
-    from crm_wave.sync.heads import NO_FEED, Unreachable, look
+def _fingerprint(policy) -> str:
+    """What identifies a policy's content (`state.decide` runs every stage when it changes)."""
+    import hashlib
 
-    clients = _clients(tenant)
-    try:
-        found = look(clients["crm"], clients["wave"], marks)
-    except Unreachable:
-        return True, marks, None
-    finally:
-        for client in clients.values():
-            client.close()
-    # A CRM without change feed cannot be asked cheaply: every cycle reads it (at --every's pace).
-    changed = marks is None or bool(found.changed) or NO_FEED in found.marks.values()
-    return changed, found.marks, None if marks is None or found.first else found.datasets
+    return hashlib.sha256(repr(policy).encode()).hexdigest()[:16]
+
+
+class _Looks:
+    """`crm-wave sync`'s looks at both systems' heads, and the tenant's shared state (`crm_wave.sync.state`).
+
+    One pair of clients with the preflight's short policy serves every look (the first look is the
+    preflight: a wrong URL or token is one line before any pass); the sync builds its own patient pair."""
+
+    def __init__(self, tenant: str, settings, every_s: float, policy: str) -> None:
+        from crm_wave.config.clients import crm_client, wave_client
+        from crm_wave.sync.state import TenantState
+
+        self.root, self.tenant, self.every_s, self.policy = _data_root(), tenant, every_s, policy
+        self.crm = crm_client(settings, max_attempts=2, timeout_s=15)
+        try:
+            self.wave = wave_client(settings, max_attempts=2, timeout_s=15)
+        except BaseException:
+            self.crm.close()
+            raise
+        self.first = True
+        self.found: Look | None = None  # the last look (None: a system did not answer)
+        self.st: TenantState = TenantState()  # the tenant's state as that look found it
+        self.started = 0.0  # epoch seconds of that look: a pass of every stage after it counts from there
+
+    def close(self) -> None:
+        """Close the look clients."""
+        self.crm.close()
+        self.wave.close()
+
+    def decide(self, *, force: bool = False) -> Decision:
+        """Look, then `state.decide`; without a pass, record the look's marks at once."""
+        import time
+
+        from crm_wave.sync.heads import CRM_FEEDS, NO_FEED, Unreachable, look
+        from crm_wave.sync.state import TenantState, decide, load_state, update_state
+
+        self.st = load_state(self.root).get(self.tenant) or TenantState()
+        self.started = time.time()
+        unreachable = None
+        try:
+            self.found = look(self.crm, self.wave, self.st.marks)
+        except Unreachable as exc:
+            if self.first:  # the preflight: the cause in one line (`main`), not a failed pass's
+                raise exc.cause from None
+            self.found, unreachable = None, exc.system
+        else:
+            if self.first and all(self.found.marks.get(f"crm:{r}") == NO_FEED for r in CRM_FEEDS):
+                self.crm.probe("customers")  # that look asked the CRM nothing
+        self.first = False
+        self.st.looks += 1
+        decision = decide(self.st, self.found, every_s=self.every_s, now=self.started, force=force,
+                          unreachable=unreachable, policy=self.policy)
+        if not decision.run:
+            assert self.found is not None
+            self.st.marks = self.found.marks
+            update_state(self.root, {self.tenant: self.st})
+        return decision
+
+    def relook(self, marks: dict[str, str] | None) -> dict[str, str] | None:
+        """The marks now (`before_pass`), or `marks` when a system does not answer (the next look then
+        sees this sync's own writes as a change: a sync of what moved, which writes nothing)."""
+        from crm_wave.sync.heads import Unreachable, look
+
+        try:
+            self.st.looks += 1
+            return look(self.crm, self.wave, marks).marks
+        except Unreachable:
+            return marks
+
+    def begin(self) -> None:
+        """Mark a sync in flight: one that dies (a kill, a crash) leaves the next look a pass of every stage."""
+        from crm_wave.sync.state import update_state
+
+        self.st.unfinished = self.started
+        update_state(self.root, {self.tenant: self.st})
+
+    def failed(self, exc: BaseException) -> None:
+        """Record a failed sync; its marks and `unfinished` stay, so the next look runs every stage."""
+        from crm_wave.sync.state import update_state
+
+        with contextlib.suppress(Exception):  # the sync's own error is what the operator must see
+            self.st.failures += 1
+            self.st.last_error = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+            update_state(self.root, {self.tenant: self.st})
+
+    def done(self, decision: Decision, marks: dict[str, str] | None, passes: int, held: list[str]) -> None:
+        """Record a sync: the marks it read up to and, after a pass of every stage, its time and policy."""
+        from crm_wave.sync.state import update_state
+
+        st = self.st
+        st.marks, st.unfinished, st.syncs, st.passes, st.last_error = marks, 0.0, st.syncs + 1, st.passes + passes, None
+        st.held = list(held)
+        if decision.every_stage:
+            st.last_pass, st.policy = self.started, self.policy
+        update_state(self.root, {self.tenant: st})
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -214,6 +326,14 @@ def _store(tenant: str):
     return Store(path)
 
 
+def _ask_every_stage(tenant: str, command: str) -> None:
+    """After an operator's command a pass must act on (it moves no head): the next look of any runner of
+    the tenant (`crm-wave sync`, the fleet, `collect_schedule`) runs every stage (`state.ask_every_stage`)."""
+    from crm_wave.sync.state import ask_every_stage
+
+    ask_every_stage(_data_root(), tenant, command)
+
+
 def _publish(store) -> None:
     """A fresh snapshot after an operator's change, so `crm-wave sql` shows it at once."""
     from crm_wave.analyst.snapshot import publish_now
@@ -225,16 +345,6 @@ def _clients(tenant: str) -> dict:
     from crm_wave.config.clients import clients
 
     return clients(_settings(tenant))
-
-
-def _preflight(tenant: str) -> None:
-    from crm_wave.cli_errors import preflight
-    from crm_wave.config.clients import crm_client, wave_client
-
-    settings = _settings(tenant)
-    with crm_client(settings, max_attempts=2, timeout_s=15) as crm, \
-            wave_client(settings, max_attempts=2, timeout_s=15) as wave:
-        preflight({"crm": crm, "wave": wave})
 
 
 def _cmd_deadletters(args: argparse.Namespace) -> int:
@@ -262,6 +372,7 @@ def _retry_dead_letters(store, args: argparse.Namespace) -> int:
         raise CliError(f"no dead letter for {', '.join(unknown)}; `crm-wave deadletters` lists them "
                        "(nothing was retried)", "not_found")
     print(f"{n} dead letter(s) will be retried by the next sync")
+    _ask_every_stage(args.tenant, "deadletters retry")
     _publish(store)
     return 0
 
@@ -277,6 +388,7 @@ def _cmd_deletes(args: argparse.Namespace) -> int:
             return 2
         for line in approve_deletes(store, _clients(args.tenant), None if args.all else set(args.ids), utcnow()):
             print(line)
+        _ask_every_stage(args.tenant, "deletes approve")
         _publish(store)
         return 0
     pending = pending_deletes(store)
@@ -297,11 +409,14 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
     if unknown:
         print(f"unknown share table(s) {', '.join(unknown)}; one of {', '.join(sorted(known))}", file=sys.stderr)
         return 2
+    confirmed = False
     for name, (system, entity) in known.items():
         state = breaker_state(store, system, entity)
         if state.open and (args.all or name in args.shares):
-            state = confirm(store, system, entity, utcnow())
+            state, confirmed = confirm(store, system, entity, utcnow()), True
         print(state.describe())
+    if confirmed:
+        _ask_every_stage(args.tenant, "confirm")
     return 0
 
 
@@ -385,7 +500,10 @@ def _cmd_conflicts(args: argparse.Namespace) -> int:
     from crm_wave.sync.conflicts_cli import run_conflicts
 
     _, store = _settings_store(args.tenant)
-    return run_conflicts(store, args)
+    code = run_conflicts(store, args)
+    if args.action == "resolve" and code == 0:
+        _ask_every_stage(args.tenant, "conflicts resolve")
+    return code
 
 
 def _cmd_tenants(args: argparse.Namespace) -> int:
@@ -440,8 +558,13 @@ def build_parser() -> argparse.ArgumentParser:
     crm.set_defaults(func=_cmd_sim_crm)
 
     sync = sub.add_parser("sync", help="run the sync's stages in-process against the configured systems (no Dagster run)")
-    sync.add_argument("--once", action="store_true", help="one sync (passes until nothing is left to write), then exit")
+    sync.add_argument("--once", action="store_true",
+                      help="one look at both systems, then the sync it calls for (passes until nothing is left to "
+                           "write; every stage when one is due or an operator command asked for it), then exit")
     sync.add_argument("--every", type=float, default=60.0, help="seconds between syncs without --once")
+    sync.add_argument("--every-stage", action="store_true",
+                      help="run every stage in the first pass whatever the look at both systems found (what moves "
+                           "no head and no command marked: e.g. a record changed in DuckDB by hand)")
     sync.add_argument("--max-passes", type=int, default=4)
     sync.add_argument("--quiet", action="store_true",
                       help="no progress on stderr (what each collect read, how far each push is), only problems")

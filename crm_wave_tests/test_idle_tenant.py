@@ -3,23 +3,30 @@ heads decides, and only a change (or the first look) costs a pass."""
 
 from __future__ import annotations
 
-from crm_wave.cli import _changed, _loop_turn
+from crm_wave.cli import _Looks, _settings
+from crm_wave.sync.heads import Look
+from crm_wave.sync.state import TenantState, decide
 
 
 def test_an_idle_tenant_costs_a_look_not_a_pass(sim_env):
     from crm_wave.systems.crm.client import CrmClient
 
     crm_sim, _ = sim_env
-    changed, marks, moved = _changed("default", None)
-    assert changed and marks and moved is None  # the first look always syncs, every stage
-    changed, marks, _ = _changed("default", marks)
-    assert not changed  # nothing happened in either system
-    with CrmClient(base_url=crm_sim.url, token=crm_sim.token) as crm:
-        crm.create("customers", {"Type": "organization", "Name": "Idle No More", "Email": "i@x.example"},
-                   idempotency_key="idle-1")
-    changed, marks, moved = _changed("default", marks)
-    assert changed and moved == {"crm_customer"}  # the sync collects what moved, and what follows
-    assert _changed("default", marks)[0] is False
+    looks = _Looks("default", _settings("default"), 900.0, "policy")
+    try:
+        first = looks.decide()
+        assert first.run and first.every_stage and looks.found.marks  # the first look always syncs, every stage
+        looks.done(first, looks.found.marks, 1, [])
+        assert not looks.decide().run  # nothing happened in either system
+        with CrmClient(base_url=crm_sim.url, token=crm_sim.token) as crm:
+            crm.create("customers", {"Type": "organization", "Name": "Idle No More", "Email": "i@x.example"},
+                       idempotency_key="idle-1")
+        moved = looks.decide()
+        assert moved.run and moved.changed == {"crm_customer"}  # the sync collects what moved, and what follows
+        looks.done(moved, looks.found.marks, 1, [])
+        assert not looks.decide().run
+    finally:
+        looks.close()
 
 
 def test_a_crm_without_change_feed_is_left_to_the_schedule_not_read_whole_every_look(wave_sim):
@@ -46,9 +53,18 @@ def test_a_crm_without_change_feed_is_left_to_the_schedule_not_read_whole_every_
 
 
 def test_the_sync_loop_runs_every_stage_when_its_period_is_due_and_what_moved_otherwise():
-    moved = frozenset({"crm_customer"})
-    assert _loop_turn(False, frozenset(), last_every_stage=1000.0, every_stage_s=900.0, now=1500.0) == (False, frozenset())
-    assert _loop_turn(True, moved, last_every_stage=1000.0, every_stage_s=900.0, now=1500.0) == (True, moved)
+    marks = {"crm:customers": "5", "wave:customers": "x|1|3"}
+    moved = Look(marks=marks, changed=("crm:customers",), first=False)
+    idle = Look(marks=marks, changed=(), first=False)
+    st = TenantState(marks=marks, last_pass=1000.0)
+    assert not decide(st, idle, every_s=900.0, now=1500.0).run
+    assert decide(st, moved, every_s=900.0, now=1500.0).changed == {"crm_customer"}
     # Due: every stage, with or without a change (what moves no head: strict-mode payments, retries, decisions).
-    assert _loop_turn(False, frozenset(), last_every_stage=1000.0, every_stage_s=900.0, now=1900.0) == (True, None)
-    assert _loop_turn(True, moved, last_every_stage=1000.0, every_stage_s=900.0, now=2500.0) == (True, None)
+    assert decide(st, idle, every_s=900.0, now=1900.0).every_stage
+    assert decide(st, moved, every_s=900.0, now=2500.0).every_stage
+    # Asked for by an operator's command since the last pass of every stage; a system that did not answer.
+    assert decide(TenantState(marks=marks, last_pass=1000.0, asked=1200.0, asked_by="deadletters retry"), idle,
+                  every_s=900.0, now=1500.0).why.startswith("deadletters retry at ")
+    assert not decide(TenantState(marks=marks, last_pass=1300.0, asked=1200.0), idle, every_s=900.0, now=1500.0).run
+    assert decide(st, None, every_s=900.0, now=1500.0, unreachable="wave").why == "wave did not answer"
+    assert decide(st, idle, every_s=900.0, now=1500.0, force=True).every_stage

@@ -36,11 +36,14 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pyarrow as pa
 
 from crm_wave.analyst.views import create_views
+
+if TYPE_CHECKING:  # pyarrow is DuckDB's to load when a table is fetched: not at import
+    import pyarrow as pa
 
 __all__ = ["COMPACT_SHARE", "DATASET_COLUMNS", "MANIFEST", "MAX_DELTAS", "SEGMENTS_DIR", "Export", "Segment", "TooMuchChange",
            "collect_garbage", "compact", "dir_lock", "export", "finish", "previous_hashes", "read_manifest", "remember",
@@ -209,7 +212,7 @@ def view_sql(snapshots_dir: Path, chain: list[Segment], select: str) -> str:
 
 #: What a publish knows of a table's rows in the previous snapshot: every `_snap_h`, and their
 #: fingerprint (count, sum, bit_xor), compared with the live rows' before anything is joined.
-Previous = tuple[pa.Table, tuple[int, int, int]]
+Previous = tuple["pa.Table", tuple[int, int, int]]
 _FINGERPRINT = f"SELECT count(*), coalesce(sum({HASH}::HUGEINT), 0), coalesce(bit_xor({HASH}), 0) FROM "
 
 

@@ -140,6 +140,7 @@ def _decide(instance: dg.DagsterInstance, probes: Probes, tenant: str, st: Tenan
     st.marks = found.marks  # what the requested run reads up to (a failed run is retried, see above)
     tags = {"crm_wave/changed": ",".join(found.changed)} if why == "changed" else {}
     detail = {"first": "never synced", "changed": f"changed: {', '.join(found.changed)}",
+              "asked": f"{st.asked_by or 'an operator command'} at {_hhmm(st.asked)}",
               "due": "its CRM has no change feed" if blind else f"no pass since {_hhmm(st.last_pass)}", "retry": f"its last run ({failed}) failed"}[why]
     return why, tags, f"{tenant}: run requested ({detail})"
 

@@ -25,10 +25,8 @@ start stopped. The marks of each tenant's last look, its last pass and counters 
 """
 
 
-import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -38,7 +36,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import dagster as dg
-from filelock import FileLock
 
 from crm_wave.config.clients import crm_client, wave_client
 from crm_wave.config.fleet import FLEET_VAR, FleetSettings
@@ -48,6 +45,7 @@ from crm_wave.defs.resources import SyncResource
 from crm_wave.sync.breaker import CircuitOpen
 from crm_wave.sync.engine import StageResult, report_stage, sync_once
 from crm_wave.sync.heads import Look, look
+from crm_wave.sync.state import TenantState, load_state, save_state, update_state
 from crm_wave.sync.stages import Stage
 from crm_wave.systems.protocols import Client, CrmApi, WaveApi
 
@@ -81,64 +79,7 @@ class FleetConfig(dg.Config):
     snapshot: bool = True  # publish each synced tenant's analyst snapshot, as `sync_job` does
 
 
-# ---------------------------------------------------------------- state (no Dagster)
-
-@dataclass
-class TenantState:
-    """What the fleet keeps of one tenant between rounds and runs."""
-
-    marks: dict[str, str] | None = None
-    last_pass: float = 0.0  # epoch seconds of the last pass of every stage (a sync of what moved does not count)
-    looks: int = 0
-    syncs: int = 0
-    passes: int = 0
-    failures: int = 0
-    last_error: str | None = None
-
-
-def _state_path(data_root: Path) -> Path:
-    return data_root / "fleet" / "state.json"
-
-
-def load_state(data_root: Path) -> dict[str, TenantState]:
-    """Every tenant's fleet state (empty when the fleet never ran)."""
-    path = _state_path(data_root)
-    if not path.exists():
-        return {}
-    return {t: TenantState(**v) for t, v in json.loads(path.read_text()).items()}
-
-
-def _lock(data_root: Path) -> FileLock:
-    """The lock of the state file: the fleet's runs, `collect_schedule` and `changes_sensor` write it."""
-    path = _state_path(data_root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(path.with_suffix(".lock"))
-
-
-def _write(path: Path, state: dict[str, TenantState]) -> None:
-    """Write atomically (a reader never sees half a file), through a temporary file of this writer's own."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".state-", suffix=".tmp", delete=False) as tmp:
-        tmp.write(json.dumps({t: asdict(s) for t, s in sorted(state.items())}, indent=1))
-    Path(tmp.name).replace(path)
-
-
-def save_state(data_root: Path, state: dict[str, TenantState]) -> None:
-    """Write the whole state (these tenants and no others)."""
-    with _lock(data_root):
-        _write(_state_path(data_root), state)
-
-
-def update_state(data_root: Path, changed: dict[str, TenantState], *,
-                 marks: dict[str, dict[str, str]] | None = None) -> None:
-    """Write `changed` tenants' states over the file's, and set `marks` of more tenants, under the
-    file's lock: every other tenant keeps what another writer left."""
-    with _lock(data_root):
-        state = load_state(data_root)
-        state.update(changed)
-        for tenant, found in (marks or {}).items():
-            state.setdefault(tenant, TenantState()).marks = found
-        _write(_state_path(data_root), state)
-
+# ---------------------------------------------------------------- state (no Dagster): crm_wave/sync/state.py
 
 @dataclass
 class Outcome:
@@ -234,8 +175,9 @@ def look_tenant(probes: Probes, tenant: str, st: TenantState, *, force: bool,
                 full_every_s: float) -> tuple[Look | None, str | None, str | None]:
     """Look at one tenant: (the look, why it wants a sync or None, the error that stopped the look or None).
 
-    Why: `forced`, `first` (never synced: no pass recorded in `st`), `changed` (a head moved since
-    `st.marks`) or `due` (no pass for `full_every_s`). A first look at a tenant synced before (by
+    Why: `forced`, `first` (never synced: no pass recorded in `st`), `asked` (an operator's command since
+    the last pass of every stage, `state.ask_every_stage`), `changed` (a head moved since `st.marks`) or
+    `due` (no pass for `full_every_s`). A first look at a tenant synced before (by
     other runs: `collect_schedule` seeds `st.last_pass` from its materializations) only records its
     marks, unless its pass is due. A tenant that wants nothing gets the look's marks at once; one
     that wants a sync keeps its old marks until the sync (`sync_tenant`) records the marks it read up to."""
@@ -246,8 +188,8 @@ def look_tenant(probes: Probes, tenant: str, st: TenantState, *, force: bool,
         st.last_error = _error(exc)
         return None, None, st.last_error
     st.looks += 1
-    why = ("forced" if force else "first" if found.first and not st.last_pass else "changed" if found.changed
-           else "due" if time.time() - st.last_pass >= full_every_s else None)
+    why = ("forced" if force else "first" if found.first and not st.last_pass else "asked" if st.asked > st.last_pass
+           else "changed" if found.changed else "due" if time.time() - st.last_pass >= full_every_s else None)
     if why is None:
         st.marks = found.marks
     return found, why, None
@@ -267,8 +209,9 @@ def sync_tenant(sync: SyncResource, probes: Probes, tenant: str, st: TenantState
     """
     out = Outcome(tenant, changed=found.changed)
     t0, c0 = time.monotonic(), time.thread_time()
-    full = (full_every_s is None or not found.changed or found.first or not st.last_pass
-            or time.time() - st.last_pass >= full_every_s)
+    started = time.time()  # the last pass's time: an operator's command after it is still to act on
+    full = (full_every_s is None or not found.changed or found.first or not st.last_pass or st.asked > st.last_pass
+            or started - st.last_pass >= full_every_s)
     try:
         store = sync.store(tenant)
         marks = found.marks
@@ -296,7 +239,7 @@ def sync_tenant(sync: SyncResource, probes: Probes, tenant: str, st: TenantState
         out.writes += sum(p.writes for p in passes)
         st.marks = marks
         if full:
-            st.last_pass = time.time()
+            st.last_pass = started
         st.syncs += 1
         st.passes += out.passes
         st.last_error = None
@@ -376,6 +319,9 @@ def serve_fleet(context: dg.OpExecutionContext, config: FleetConfig, sync: SyncR
             closing(probes):
         while True:
             started = time.monotonic()
+            for t, fresh in load_state(root).items():  # an operator's command since the last round (ask_every_stage)
+                if t in state and fresh.asked > state[t].asked:
+                    state[t].asked, state[t].asked_by = fresh.asked, fresh.asked_by
             # Look at every tenant first (a few ms each), then sync: those with changes first, then
             # the passes that are due, oldest first and only a round's share of them (they spread
             # out instead of all falling due in one round, and never hold back a changed tenant).

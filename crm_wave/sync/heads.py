@@ -63,6 +63,7 @@ class Unreachable(Exception):
         status = getattr(cause, "status", None)
         super().__init__(f"{system} did not answer ({type(cause).__name__}{f', HTTP {status}' if status else ''})")
         self.system = system
+        self.cause = cause  # for a caller that reports it itself (`crm-wave sync`'s first look)
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, UTC
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import tenacity
-from pyrate_limiter import Duration, Limiter, Rate, SQLiteBucket
+
+if TYPE_CHECKING:
+    from pyrate_limiter import Limiter
 
 __all__ = [
     "ApiError",
@@ -140,9 +143,12 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def request_limiter(limit: int, rate_file: str | Path | None = None, *, window_ms: int = int(Duration.MINUTE)) -> Limiter:
-    """At most `limit` requests in any `window_ms`; counted in `rate_file` (SQLite, under a file lock)
-    across every process that uses the same file, or in memory for this limiter alone."""
+def request_limiter(limit: int, rate_file: str | Path | None = None, *, window_ms: int = 60_000) -> Limiter:
+    """At most `limit` requests in any `window_ms` (default a minute); counted in `rate_file` (SQLite, under a
+    file lock) across every process that uses the same file, or in memory for this limiter alone."""
+    # Here, not at import: pyrate_limiter loads asyncio (~0.1 s), and a client without a limit needs none.
+    from pyrate_limiter import Limiter, Rate, SQLiteBucket
+
     rate = Rate(limit, window_ms)
     if rate_file is None:
         return Limiter(rate)

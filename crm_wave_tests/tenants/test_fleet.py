@@ -216,3 +216,35 @@ def test_a_bad_fleet_mode_fails_the_fleet_sensor_not_the_definitions(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "CRM_WAVE_FLEET='sometimes': use loop, batch or off"
+
+
+def test_an_operator_command_gets_a_pass_of_every_stage_at_the_fleets_next_look(fleet, monkeypatch):
+    """`crm-wave conflicts resolve` (and the other commands that leave work no head shows) mark the
+    tenant's state (`state.ask_every_stage`): the batch sensor's next tick launches that tenant, whose
+    sync runs every stage, instead of waiting up to `full_every_s`; then it is quiet again."""
+    from crm_wave.defs import fleet as fleet_defs
+    from crm_wave.defs.resources import SyncResource
+    from crm_wave.sync.state import ask_every_stage
+
+    data, _, instance = fleet
+    monkeypatch.setattr(fleet_defs, "_MODE", "batch")
+    monkeypatch.setattr(fleet_defs, "_SENSOR_PROBES", {})
+
+    def tick():
+        ctx = dg.build_sensor_context(instance=instance, resources={"sync": SyncResource(data_root=str(data))})
+        return fleet_defs.fleet_sensor(ctx)
+
+    assert isinstance(tick(), dg.RunRequest)
+    assert _run(instance, tenants=["acme", "globex"], snapshot=False).success
+    assert isinstance(tick(), dg.SkipReason)  # nothing moved, nothing due
+    synced = load_state(data)["acme"].last_pass
+    ask_every_stage(data, "acme", "conflicts resolve")
+    asked = tick()
+    assert isinstance(asked, dg.RunRequest)
+    assert asked.run_config["ops"]["serve_fleet"]["config"]["tenants"] == ["acme"]
+    result = _run(instance, tenants=["acme"], snapshot=False)
+    assert result.success
+    assert {"crm_product", "wave_invoice", "global_order"} <= _materialized(result)["acme"]  # every stage, not what moved
+    state = load_state(data)["acme"]
+    assert state.last_pass > synced and state.last_pass >= state.asked
+    assert isinstance(tick(), dg.SkipReason)

@@ -72,3 +72,32 @@ def test_a_file_with_a_syntax_error_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "broken.graphql").write_text("query Broken { business(id: 1) { id }\n")
     with pytest.raises(GraphQLSyntaxError, match="broken.graphql"):
         load_documents(tmp_path)
+
+
+def test_the_composed_file_is_fresh_and_composes_what_graphql_core_composes() -> None:
+    """`queries/composed.json` (read at import instead of parsing the files) matches the files: rewrite it
+    with `python -m crm_wave.systems.wave.documents` after editing a query. The batches built from it
+    are, text for text, what graphql-core's `separate_operations` builds."""
+    import json
+
+    from crm_wave.systems.wave.documents import _operation, compose
+
+    composed = json.loads((QUERIES / "composed.json").read_text(encoding="utf-8"))
+    assert composed == compose(QUERIES), "stale: run python -m crm_wave.systems.wave.documents"
+    names = sorted(MUTATION_NAMES)
+    for batch in [(n,) for n in names] + [tuple(names), tuple(reversed(names)) * 2]:
+        text = mutation_document(batch)
+        assert text == with_fragments(_operation(text.split("\n\n", 1)[0])), batch
+    for count in (1, 3):
+        text = lookup_document("invoice", "InvoiceFields", count)
+        assert text == with_fragments(_operation(text.split("\n\n", 1)[0]))
+
+
+def test_an_edited_query_file_is_composed_anew_not_read_stale(tmp_path: Path) -> None:
+    from crm_wave.systems.wave.documents import _digest
+
+    shutil.copytree(QUERIES, tmp_path / "queries")
+    path = tmp_path / "queries" / "customer_fields.graphql"
+    before = _digest(tmp_path / "queries")
+    path.write_text(path.read_text().replace("  firstName\n", "  firstName\n  lastName\n", 1))
+    assert _digest(tmp_path / "queries") != before  # so `_load` composes with graphql-core instead
