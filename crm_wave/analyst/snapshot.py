@@ -34,6 +34,7 @@ import duckdb
 
 from crm_wave.analyst import segments
 from crm_wave.analyst.views import create_views
+from crm_wave.store import writes
 from crm_wave.store.db import Store
 
 __all__ = ["SNAPSHOT_PREFIX", "Layout", "Published", "Retention", "list_snapshots", "prune_snapshots", "latest_snapshot", "publish",
@@ -154,12 +155,14 @@ class Layout:
 @dataclass(frozen=True)
 class Published:
     """One publish: the snapshot, how it was written (`copy`, `segments`, `segments from a copy`),
-    the seconds the store's lock was held, and the segments written."""
+    the seconds the store's lock was held, the segments written, and how each table's changes were
+    found (`segments.Export.read`: `seq`, `log: none`, `log: rows` or `hashed`)."""
 
     path: Path
     how: str
     lock_s: float
     written: tuple[segments.Segment, ...] = ()
+    read: tuple[tuple[str, str], ...] = ()
 
 
 def _prune(snapshots_dir: Path, now: datetime, retention: Retention) -> list[Path]:
@@ -300,7 +303,9 @@ def _publish_copy(store: Store, snapshots_dir: Path, final: Path, fail_at: str |
 def _publish_segments(store: Store, snapshots_dir: Path, final: Path, layout: Layout, fail_at: str | None) -> Published:
     snaps = list_snapshots(snapshots_dir)
     previous = segments.read_manifest(snaps[-1]) if snaps else []
-    hashes = segments.previous_hashes(snapshots_dir, previous)  # from the Parquet files: before the lock
+    mark = segments.read_mark(snaps[-1]) if previous else None
+    # From the Parquet files, before the lock; a logged table's hashes only if its log cannot be used.
+    hashes = segments.previous_hashes(snapshots_dir, previous, writes.logged)
     exported: segments.Export | None = None
     how, lock_s = "segments", 0.0
     if previous:
@@ -308,7 +313,7 @@ def _publish_segments(store: Store, snapshots_dir: Path, final: Path, layout: La
             held = time.perf_counter()
             con = duckdb.connect(str(store.path))
             try:
-                exported = segments.export(con, snapshots_dir, previous, hashes, max_rows=layout.max_rows)
+                exported = segments.export(con, snapshots_dir, previous, hashes, max_rows=layout.max_rows, mark=mark)
             except segments.TooMuchChange:
                 exported = None
             finally:
@@ -323,7 +328,7 @@ def _publish_segments(store: Store, snapshots_dir: Path, final: Path, layout: La
                 lock_s += _copy_live(store, scratch)
                 con = duckdb.connect(str(scratch))
                 try:
-                    exported = segments.export(con, snapshots_dir, previous, hashes)
+                    exported = segments.export(con, snapshots_dir, previous, hashes, mark=mark)
                 finally:
                     con.close()
             finally:
@@ -343,7 +348,7 @@ def _publish_segments(store: Store, snapshots_dir: Path, final: Path, layout: La
         segments.remember(final, exported)
     finally:
         _remove(tmp)
-    return Published(final, how, lock_s, tuple(exported.written))
+    return Published(final, how, lock_s, tuple(exported.written), tuple(sorted(exported.read.items())))
 
 
 def publish_now(store: Store) -> Path:

@@ -14,6 +14,7 @@ import polars as pl
 from crm_wave.logic.link import LINK_SCHEMA
 from crm_wave.store.changes import ChangeLog
 from crm_wave.store.connection import FEW, registered, sql_ident, sql_str
+from crm_wave.store.writes import log_rows
 
 __all__ = ["Links"]
 
@@ -57,6 +58,7 @@ class Links(ChangeLog):
             with registered(con, "_links_in", frame):
                 con.execute(f"INSERT INTO links SELECT ?, global_id, crm_id, wave_id, how, ? FROM _links_in {_UPSERT_LINK}",
                             [entity, now])
+        log_rows(con, "links", frame["global_id"])
         if log:
             self.log_changes(con, entity, frame["global_id"], "link", writer=writer)
 
@@ -68,6 +70,7 @@ class Links(ChangeLog):
         ids = pl.DataFrame({"global_id": list(global_ids)}, schema={"global_id": pl.String})
         with registered(con, "_drop_in", ids):
             con.execute("DELETE FROM links WHERE entity = ? AND global_id IN (SELECT global_id FROM _drop_in)", [entity])
+        log_rows(con, "links", ids["global_id"])
         self.log_changes(con, entity, ids["global_id"], "link", writer=writer)
 
     # ---- agreed values --------------------------------------------------------------
@@ -120,5 +123,6 @@ class Links(ChangeLog):
                 '"values" = json_merge_patch(agreed."values", excluded."values"), updated_at = excluded.updated_at',
                 [entity, now],
             )
+        log_rows(con, "agreed", frame["global_id"])
         if log:
             self.log_changes(con, entity, frame["global_id"], "agreed")
