@@ -351,18 +351,20 @@ def _mark_checksum(con: duckdb.DuckDBPyConnection, seq: int) -> int:
     return int(check)
 
 
-def _written_since(con: duckdb.DuckDBPyConnection, before: Mark | None, now: Mark | None) -> dict[str, str] | None:
-    """`table -> "rows" | "whole"` for each logged table written since the mark `before` (a logged
-    table not named was not written), or None when the log cannot say: another log (a store built
-    again), one behind the mark (restored from an older file), or its rows after the mark pruned."""
+def _written_since(con: duckdb.DuckDBPyConnection, before: Mark | None,
+                   now: Mark | None) -> dict[str, tuple[str, int]] | None:
+    """`table -> ("rows", global ids logged) | ("whole", 0)` for each logged table written since the
+    mark `before` (a logged table not named was not written), or None when the log cannot say:
+    another log (a store built again), one behind the mark (restored from an older file), or its
+    rows after the mark pruned."""
     if before is None or now is None or before[0] != now[0] or now[1] < before[1]:
         return None
     ((pruned,),) = con.execute(f"SELECT max(pruned) FROM {writes.STATE}").fetchall()
     if pruned > before[1] or (pruned < before[1] and _mark_checksum(con, before[1]) != before[2]):
         return None
-    rows = con.execute(f"SELECT table_name, bool_or(global_id IS NULL) FROM {writes.LOG} WHERE seq > ? "
-                       "GROUP BY table_name", [before[1]]).fetchall()
-    return {table: "whole" if whole else "rows" for table, whole in rows}
+    rows = con.execute(f"SELECT table_name, bool_or(global_id IS NULL), count(DISTINCT global_id) FROM {writes.LOG} "
+                       "WHERE seq > ? GROUP BY table_name", [before[1]]).fetchall()
+    return {table: ("whole", 0) if whole else ("rows", int(n)) for table, whole, n in rows}
 
 
 def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterable[Segment],
@@ -389,6 +391,13 @@ def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterab
             tables.pop(name, None)
         out.mark = _log_mark(con)
         written = _written_since(con, mark, out.mark) if use_log else None
+        if max_rows is not None and written is not None:
+            # Known to be too much before reading any row: the copy is the shorter lock.
+            whole = [t for t, (how, _) in written.items() if how == "whole" and t in hashes and hashes[t].count > max_rows]
+            ids = sum(n for how, n in written.values() if how == "rows")
+            if whole or ids > max_rows:
+                raise TooMuchChange(f"the row-write log names {ids} rows and whole rewrites of {whole or 'no table'}; "
+                                    f"at most {max_rows} rows are written under the lock")
         plans = []
         for table, cols in tables.items():
             out.types[table] = cols
@@ -401,7 +410,7 @@ def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterab
             plan = None
             if (written is not None and writes.logged(table) and table in hashes and "global_id" in (c for c, _ in cols)
                     and chain and chain[0].kind == "base" and all(s.columns == columns and s.engine == engine for s in chain)):
-                how = written.get(table, "none")
+                how = written.get(table, ("none", 0))[0]
                 if how == "none":
                     plan = _plan_unwritten(con, table, chain, hashes[table])
                 elif how == "rows":

@@ -127,7 +127,7 @@ class Layout:
     Defaults: `copy`, 64 MB, 200,000 rows; set with `CRM_WAVE_SNAPSHOT_MODE` and
     `CRM_WAVE_SNAPSHOT_COPY_BELOW_MB` (docs/benchmarks.md has the figures behind them)."""
 
-    mode: str = "copy"
+    mode: str = "auto"
     copy_below: int = 64 * 2**20
     max_rows: int = 200_000
 

@@ -112,7 +112,24 @@ def test_a_full_rewrite_or_a_write_the_log_missed_is_hashed(tmp_path: Path) -> N
     _same_as_live(store, mixed.path)
 
 
-def test_another_log_a_pruned_log_or_an_older_file_is_not_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_store_built_again_with_the_same_writes_has_another_log(tmp_path: Path) -> None:
+    _, snaps, first = _start(tmp_path / "one")
+    rebuilt = Store(tmp_path / "rebuilt" / "crm_wave.duckdb")  # the same writes, in the same order, other names
+    with rebuilt.connect() as con:
+        rebuilt.replace_table(con, "global_customer", _golden(N, " rebuilt"))
+        rebuilt.replace_table(con, "wave_customer_share", _share([f"g{i}" for i in range(5)]))
+        rebuilt.upsert_links(con, "customer", [(f"g{i}", f"C{i}", f"W{i}", "id") for i in range(N)], T0)
+        rebuilt.upsert_agreed(con, "customer", {f"g{i}": {"Name": f"Name {i}"} for i in range(N)}, T0)
+    mark = segments.read_mark(first.path)
+    assert mark is not None
+    with rebuilt.connect() as con:  # its log reached the same seq with the same rows
+        assert con.execute("SELECT max(seq) FROM row_writes").fetchall() == [(mark[1],)]
+    again = publish(rebuilt, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
+    assert _read(again)["global_customer"] == "hashed"
+    _same_as_live(rebuilt, again.path)
+
+
+def test_a_pruned_log_or_an_older_file_is_not_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store, snaps, first = _start(tmp_path)
     older = tmp_path / "older.duckdb"
     shutil.copyfile(store.path, older)
@@ -132,26 +149,16 @@ def test_another_log_a_pruned_log_or_an_older_file_is_not_trusted(tmp_path: Path
     assert _read(back)["global_customer"] == "hashed"
     _same_as_live(restored, back.path)
 
-    rebuilt = Store(tmp_path / "rebuilt" / "crm_wave.duckdb")  # built again from nothing: another log
-    with rebuilt.connect() as con:
-        rebuilt.replace_table(con, "global_customer", _golden(N, " rebuilt"))
-        rebuilt.replace_table(con, "wave_customer_share", _share([f"g{i}" for i in range(5)]))
-        rebuilt.upsert_links(con, "customer", [(f"g{i}", f"C{i}", f"W{i}", "id") for i in range(N)], T0)
-        rebuilt.upsert_agreed(con, "customer", {f"g{i}": {"Name": f"Name {i}"} for i in range(N)}, T0)
-    again = publish(rebuilt, snaps, T0 + timedelta(minutes=3), retention=KEEP, layout=SEG)
-    assert _read(again)["global_customer"] == "hashed"
-    _same_as_live(rebuilt, again.path)
-
     monkeypatch.setattr(writes, "KEEP", 2)
     monkeypatch.setattr(writes, "_PRUNE_EVERY", 1)
-    with rebuilt.connect() as con:  # the log keeps 2 rows: the mark's rows and those after it are gone
+    with restored.connect() as con:  # the log keeps 2 rows: the mark's rows and those after it are gone
         for i in range(4):
-            rebuilt.replace_rows(con, "global_customer", "global_id", pl.Series([f"g{i}"]),
+            restored.replace_rows(con, "global_customer", "global_id", pl.Series([f"g{i}"]),
                                  pl.DataFrame({"global_id": [f"g{i}"], "Name": [f"pruned {i}"]}))
         assert con.execute("SELECT count(*) FROM row_writes").fetchall() == [(2,)]
-    pruned = publish(rebuilt, snaps, T0 + timedelta(minutes=4), retention=KEEP, layout=SEG)
+    pruned = publish(restored, snaps, T0 + timedelta(minutes=4), retention=KEEP, layout=SEG)
     assert _read(pruned)["global_customer"] == "hashed"
-    _same_as_live(rebuilt, pruned.path)
+    _same_as_live(restored, pruned.path)
     assert segments.read_mark(pruned.path) is not None
 
 
@@ -164,4 +171,24 @@ def test_a_big_write_logs_the_whole_table(tmp_path: Path, monkeypatch: pytest.Mo
                            "ORDER BY seq DESC LIMIT 1").fetchall() == [(None,)]
     big = publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
     assert _read(big)["global_customer"] == "hashed"
+    _same_as_live(store, big.path)
+
+
+def test_a_whole_rewrite_of_a_big_table_is_copied_without_hashing_it_under_the_lock(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, snaps, _ = _start(tmp_path)
+    hashed: list[str] = []
+    plan_rows = segments._plan_rows
+
+    def counting(con: duckdb.DuckDBPyConnection, table: str, *args: object, **kwargs: object) -> object:
+        hashed.append(table)
+        return plan_rows(con, table, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(segments, "_plan_rows", counting)
+    with store.connect() as con:
+        store.replace_table(con, "global_customer__rebuild", _golden(N, " v2"))
+        store.swap_table(con, "global_customer__rebuild", "global_customer")
+    big = publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=Layout(mode="segments", max_rows=N - 1))
+    assert big.how == "segments from a copy"
+    assert hashed.count("global_customer") == 1  # from the copy, outside the lock; never under it
     _same_as_live(store, big.path)
