@@ -357,7 +357,8 @@ def _log_mark(con: duckdb.DuckDBPyConnection) -> Mark | None:
         return None
     if len(state) != 1:
         return None
-    return str(state[0][0]), int(top), _mark_checksum(con, int(top))
+    top = max(int(top), int(state[0][1]))  # an emptied log stands where it was pruned
+    return str(state[0][0]), top, _mark_checksum(con, top)
 
 
 def _mark_checksum(con: duckdb.DuckDBPyConnection, seq: int) -> int:

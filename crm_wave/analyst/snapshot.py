@@ -257,13 +257,18 @@ def _crash(step: str, fail_at: str | None) -> None:
         raise RuntimeError(f"injected failure at {step}")
 
 
-def _copy_live(store: Store, target: Path) -> float:
-    """CHECKPOINT the live file and copy it to `target` under the store's lock; the seconds it was held."""
+def _copy_live(store: Store, target: Path, *, forget_log: bool = False) -> float:
+    """CHECKPOINT the live file and copy it to `target` under the store's lock; the seconds it was held.
+    `forget_log`: first empty the row-write log (a copy never reads it)."""
     wal = store.path.with_name(store.path.name + ".wal")
     with store.locked():
         held = time.perf_counter()
         con = duckdb.connect(str(store.path))
         try:
+            if forget_log:
+                con.execute("BEGIN")
+                writes.forget(con, None)
+                con.execute("COMMIT")
             con.execute("CHECKPOINT")
         finally:
             con.close()
@@ -288,7 +293,7 @@ def _install(tmp: Path, final: Path, snapshots_dir: Path) -> None:
 def _publish_copy(store: Store, snapshots_dir: Path, final: Path, fail_at: str | None) -> Published:
     tmp = snapshots_dir / f".{final.stem}.{uuid.uuid4().hex}.tmp.duckdb"
     try:
-        lock_s = _copy_live(store, tmp)
+        lock_s = _copy_live(store, tmp, forget_log=True)
         _crash("copied", fail_at)
         con = duckdb.connect(str(tmp))
         try:
@@ -317,6 +322,11 @@ def _publish_segments(store: Store, snapshots_dir: Path, final: Path, layout: La
             con = duckdb.connect(str(store.path))
             try:
                 exported = segments.export(con, snapshots_dir, previous, hashes, max_rows=layout.max_rows, mark=mark)
+                if mark is not None and exported.mark is not None and exported.mark[0] == mark[0]:
+                    # What the previous snapshot covered, the new one does too (kept if this publish fails).
+                    con.execute("BEGIN")
+                    writes.forget(con, mark[1])
+                    con.execute("COMMIT")
             except segments.TooMuchChange:
                 exported = None
             finally:

@@ -7,8 +7,9 @@ Every write of a logged table (`logged`) goes through `crm_wave/store` (`Tables`
 updated), or NULL when any row may have changed (a whole table replaced, or more than `WHOLE_PAST`
 rows at once: a full pass, which a snapshot copies anyway). `row_writes_state` holds the log's
 identity (a store built again has another, so a snapshot never trusts a mark of another log) and
-the highest `seq` pruned: the oldest rows past `KEEP` are deleted, and a snapshot whose mark is
-older than that reads every row again.
+the highest `seq` pruned. A snapshot publish forgets the rows its previous snapshot covered
+(`forget`; a copy, all of them), and the oldest rows past `KEEP` are deleted when no snapshot
+does; a snapshot whose mark is older than what was pruned reads every row again.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import polars as pl
 
 from crm_wave.store.connection import FEW, registered
 
-__all__ = ["KEEP", "LOG", "LOG_TABLES", "STATE", "WHOLE_PAST", "log_rows", "logged"]
+__all__ = ["KEEP", "LOG", "LOG_TABLES", "STATE", "WHOLE_PAST", "forget", "log_rows", "logged"]
 
 LOG, STATE = "row_writes", "row_writes_state"
 #: The log's own tables (segment snapshots leave them out: bookkeeping of the snapshots themselves).
@@ -67,6 +68,19 @@ def log_rows(con: duckdb.DuckDBPyConnection, table: str, global_ids: pl.Series |
                 con.execute(f"INSERT INTO {LOG} SELECT ?, ?, global_id FROM _row_writes_in", [seq, table])
     if seq % _PRUNE_EVERY == 0:
         _prune(con)
+
+
+def forget(con: duckdb.DuckDBPyConnection, upto: int | None) -> None:
+    """Delete the log's rows up to seq `upto` (None: all), in the caller's transaction."""
+    try:
+        ((top,),) = con.execute(f"SELECT max(seq) FROM {LOG}" + ("" if upto is None else " WHERE seq <= ?"),
+                                [] if upto is None else [upto]).fetchall()
+    except duckdb.CatalogException:  # a store from before the log
+        return
+    if top is None:
+        return
+    con.execute(f"DELETE FROM {LOG} WHERE seq <= ?", [top])
+    con.execute(f"UPDATE {STATE} SET pruned = greatest(pruned, ?)", [top])
 
 
 def _prune(con: duckdb.DuckDBPyConnection) -> None:

@@ -192,3 +192,36 @@ def test_a_whole_rewrite_of_a_big_table_is_copied_without_hashing_it_under_the_l
     assert big.how == "segments from a copy"
     assert hashed.count("global_customer") == 1  # from the copy, outside the lock; never under it
     _same_as_live(store, big.path)
+
+
+def test_publishes_forget_the_log_rows_they_no_longer_need(tmp_path: Path) -> None:
+    store, snaps, first = _start(tmp_path)
+
+    def logged_seqs() -> list[int]:
+        with store.connect() as con:
+            return [s for (s,) in con.execute("SELECT DISTINCT seq FROM row_writes ORDER BY seq").fetchall()]
+
+    mark = segments.read_mark(first.path)
+    assert mark is not None and logged_seqs()[-1] == mark[1]  # nothing to build on: nothing forgotten yet
+    with store.connect() as con:
+        store.upsert_agreed(con, "customer", {"g1": {"Name": "one"}}, T0)
+    second = publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
+    assert _read(second)["agreed"] == "log: rows"
+    assert all(s > mark[1] for s in logged_seqs())  # the first snapshot's rows: the second covers them
+    with store.connect() as con:
+        store.upsert_agreed(con, "customer", {"g2": {"Name": "two"}}, T0)
+    third = publish(store, snaps, T0 + timedelta(minutes=2), retention=KEEP, layout=SEG)
+    assert _read(third)["agreed"] == "log: rows"
+    _same_as_live(store, third.path)
+    with store.connect() as con:
+        store.upsert_agreed(con, "customer", {"g3": {"Name": "three"}}, T0)
+    publish(store, tmp_path / "copies", T0 + timedelta(minutes=3), retention=KEEP, layout=Layout(mode="copy"))
+    assert logged_seqs() == []  # a copy reads no log
+    after = publish(store, snaps, T0 + timedelta(minutes=4), retention=KEEP, layout=SEG)
+    assert _read(after)["agreed"] == "hashed"  # g3's row went with the copy's forgetting: the log cannot say
+    _same_as_live(store, after.path)
+    with store.connect() as con:
+        store.upsert_agreed(con, "customer", {"g4": {"Name": "four"}}, T0)
+    last = publish(store, snaps, T0 + timedelta(minutes=5), retention=KEEP, layout=SEG)
+    assert _read(last)["agreed"] == "log: rows"
+    _same_as_live(store, last.path)
