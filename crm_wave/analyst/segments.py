@@ -527,11 +527,13 @@ def _delta(table: str, chain: list[Segment], add: str, gone: str, n_add: int, n_
            hi: int | None, columns: str, engine: str) -> _Plan:
     """A delta of the live rows whose rowids are in temporary table `add` (`lo`..`hi`) and the hashes in `gone`."""
     # Changed rows are usually appended (DELETE + INSERT): the rowid range lets the scan skip the rest.
-    adds = (f"SELECT t.*, hash(t) AS {HASH}, false AS {GONE} FROM {_q(table)} AS t "
-            f"WHERE t.rowid BETWEEN {int(lo)} AND {int(hi)} AND t.rowid IN (SELECT _r FROM {_q(add)})") if n_add else ""
-    removals = f"SELECT {HASH}, true AS {GONE} FROM {_q(gone)}"
-    if not n_add:  # the data columns, all NULL, with their types
+    if n_add:
+        assert lo is not None and hi is not None
+        adds = (f"SELECT t.*, hash(t) AS {HASH}, false AS {GONE} FROM {_q(table)} AS t "
+                f"WHERE t.rowid BETWEEN {int(lo)} AND {int(hi)} AND t.rowid IN (SELECT _r FROM {_q(add)})")
+    else:  # the data columns, all NULL, with their types
         adds = f"SELECT t.*, hash(t) AS {HASH}, false AS {GONE} FROM {_q(table)} AS t WHERE false"
+    removals = f"SELECT {HASH}, true AS {GONE} FROM {_q(gone)}"
     query = f"{adds} UNION ALL BY NAME {removals}" if n_gone else adds
     return _Plan(table, chain, n_add + n_gone, "delta", query, columns=columns, engine=engine)
 
