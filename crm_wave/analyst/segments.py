@@ -34,8 +34,8 @@ Every table of the live store goes to `<snapshots>/segments/<table>/` as immutab
 A snapshot file is a small DuckDB database: one view per live table over its segments (by
 absolute path; the log's own tables are left out), the live views, the analyst views,
 `snapshot_files`, the list of its segments, and `snapshot_log_mark`, where the store's row-write
-log stood. At 1M records the log brings the lock after no change from 9-20 s of hashing to
-0.14-0.34 s, after one edit to 0.5-0.6 s, after a 1 % change to 2.5 s (docs/benchmarks.md).
+log stood. At 1M records the log brings the lock after no change from 9-21 s of hashing to
+0.2-0.6 s, after one edit to 0.5-0.6 s, after a 1 % change to 2.5-2.9 s (docs/benchmarks.md).
 Segment files are written to a temporary name, synced and renamed before the snapshot that reads
 them is published, and never changed afterwards. Nothing here reads DuckDB's file layout: only SQL.
 """
