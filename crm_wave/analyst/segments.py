@@ -8,19 +8,34 @@ Every table of the live store goes to `<snapshots>/segments/<table>/` as immutab
   `TAIL`);
 - any other table (golden, share, links, agreed, conflicts, the queue, ...) as a `base` segment
   plus `delta` segments. Every row carries `_snap_h`, DuckDB's `hash()` of the whole live row:
-  a row's identity is its content. Under the store's lock one scan hashes the live rows; an anti
-  join with the hashes the previous snapshot shows (read from its own Parquet files before the
-  lock) gives the rows to add and the hashes to remove, and only those are written, as one delta
-  (`_snap_gone` marks a removal). A changed row is the old one removed and the new one added. The
+  a row's identity is its content. A delta holds the rows to add and the hashes to remove
+  (`_snap_gone` marks a removal); a changed row is the old one removed and the new one added. The
   snapshot's view of the table is the base and the deltas' added rows, less every row a later
   delta removed. A table with two identical rows (no content identity) is written `whole`
   instead, again only when its rows' hashes changed;
+- how the changed rows are found, under the store's lock:
+  - a table the store's row-write log covers (crm_wave/store/writes.py: golden, share, `links`,
+    `agreed`, `conflict_queue`; every write of them logs the global ids it wrote, in the same
+    transaction) is read from the log since the mark the previous snapshot recorded
+    (`snapshot_log_mark`): not written, it is shared as it was once its row count (no scan of the
+    rows) is the previous snapshot's; written by rows, its key column is scanned for the logged
+    ids and only those rows are hashed, against the previous snapshot's rows of the same ids read
+    from its Parquet files, and the counts must add up to the live count;
+  - any other table, or one whose log cannot be trusted (another log id: a store built again; a
+    log behind the mark or with other rows at it: a file restored from an older copy; the rows
+    after the mark pruned; a whole rewrite; counts that do not add up: a write the log missed),
+    has every live row hashed in one scan, and an anti join with the hashes the previous snapshot
+    shows (read from its own Parquet files) gives the rows to add and remove. A whole rewrite of a
+    table bigger than `max_rows`, or more logged ids than that, goes straight to the copy;
 - `compact` merges a chain into a new base from its own Parquet files, never touching the live
   store (so outside its lock), once the deltas grow past `MAX_DELTAS` files or `COMPACT_SHARE` of
   the base's rows.
 
 A snapshot file is a small DuckDB database: one view per live table over its segments (by
-absolute path), the live views, the analyst views and `snapshot_files`, the list of its segments.
+absolute path; the log's own tables are left out), the live views, the analyst views,
+`snapshot_files`, the list of its segments, and `snapshot_log_mark`, where the store's row-write
+log stood. At 1M records the log brings the lock after no change from 9-21 s of hashing to
+0.2-0.6 s, after one edit to 0.5-0.6 s, after a 1 % change to 2.5-2.9 s (docs/benchmarks.md).
 Segment files are written to a temporary name, synced and renamed before the snapshot that reads
 them is published, and never changed afterwards. Nothing here reads DuckDB's file layout: only SQL.
 """
@@ -33,7 +48,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,17 +56,20 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from crm_wave.analyst.views import create_views
+from crm_wave.store import writes
 
 if TYPE_CHECKING:  # pyarrow is DuckDB's to load when a table is fetched: not at import
     import pyarrow as pa
 
 __all__ = ["COMPACT_SHARE", "DATASET_COLUMNS", "MANIFEST", "MAX_DELTAS", "SEGMENTS_DIR", "Export", "Segment", "TooMuchChange",
-           "collect_garbage", "compact", "dir_lock", "export", "finish", "previous_hashes", "read_manifest", "remember",
+           "collect_garbage", "compact", "dir_lock", "export", "finish", "previous_hashes", "read_manifest", "read_mark", "remember",
            "snapshot_bytes", "view_sql", "write_snapshot"]
 
 SEGMENTS_DIR = "segments"
 #: The table in every snapshot file that lists the segment files its views read.
 MANIFEST = "snapshot_files"
+#: The table in every snapshot file that holds the store's row-write log mark it was taken at.
+MARK = "snapshot_log_mark"
 #: Deltas a chain may have before it is compacted into a new base.
 MAX_DELTAS = 16
 #: Rows in a chain's deltas, as a share of its base's, at which it is compacted.
@@ -91,13 +109,21 @@ class Segment:
 @dataclass
 class Export:
     """What a snapshot reads: per table its segments in order and the live column types; the live
-    views to recreate; the files this publish wrote; how long the store's lock was held."""
+    views to recreate; the files this publish wrote; the store's row-write log `mark` it was taken
+    at; per table how its changes were found (`read`: `seq`, `log: none`, `log: rows`, `hashed`)."""
 
     segments: dict[str, list[Segment]] = field(default_factory=dict)
     types: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     views: list[str] = field(default_factory=list)
     written: list[Segment] = field(default_factory=list)
     pending: list[tuple[Path, Path]] = field(default_factory=list)
+    mark: Mark | None = None
+    read: dict[str, str] = field(default_factory=dict)
+
+
+#: Where the store's row-write log (crm_wave/store/writes.py) stood: its id, its newest seq and a
+#: checksum of that seq's rows (a store restored from an older file has other rows there).
+Mark = tuple[str, int, int]
 
 
 def _q(name: str) -> str:
@@ -141,6 +167,26 @@ def read_manifest(snapshot: Path) -> list[Segment]:
         _manifests[key] = [Segment(t, f, n, k, lo, hi, None if c is None else int(c), cols, e)
                            for t, f, n, k, lo, hi, c, cols, e in rows]
     return _manifests[key]
+
+
+_marks: dict[tuple[str, int, int], Mark | None] = {}
+
+
+def read_mark(snapshot: Path) -> Mark | None:
+    """The row-write log mark snapshot file `snapshot` was taken at (None: none, or a whole copy)."""
+    try:
+        st = snapshot.stat()
+    except FileNotFoundError:
+        return None
+    key = (str(snapshot), st.st_ino, st.st_mtime_ns)
+    if key not in _marks:
+        with duckdb.connect(str(snapshot), read_only=True) as con:
+            try:
+                rows = con.execute(f"SELECT log_id, seq, checksum FROM {MARK}").fetchall()
+            except duckdb.CatalogException:
+                rows = []
+        _marks[key] = (str(rows[0][0]), int(rows[0][1]), int(rows[0][2])) if len(rows) == 1 else None
+    return _marks[key]
 
 
 def _fsync(path: Path) -> None:
@@ -210,29 +256,77 @@ def view_sql(snapshots_dir: Path, chain: list[Segment], select: str) -> str:
             f"SELECT {select} FROM _adds ANTI JOIN _gone ON _gone.{HASH} = _adds.{HASH} AND _gone.{POS} > _adds.{POS}")
 
 
-#: What a publish knows of a table's rows in the previous snapshot: every `_snap_h`, and their
-#: fingerprint (count, sum, bit_xor), compared with the live rows' before anything is joined.
-Previous = tuple["pa.Table", tuple[int, int, int]]
 _FINGERPRINT = f"SELECT count(*), coalesce(sum({HASH}::HUGEINT), 0), coalesce(bit_xor({HASH}), 0) FROM "
 
 
-def previous_hashes(snapshots_dir: Path, previous: Iterable[Segment]) -> dict[str, Previous]:
-    """`table -> (the _snap_h of every row, their fingerprint)` the snapshot whose segments are `previous`
-    shows, for each base/delta/whole chain whose files are all there. Read from the Parquet files
-    alone (before the store's lock)."""
+class Previous:
+    """What a publish knows of a table's rows in the previous snapshot (its chain's Parquet files):
+    `count`, and every `_snap_h` with their fingerprint (count, sum, bit_xor), compared with the live
+    rows' before anything is joined. The hashes are read when first asked for, the count from the
+    `_snap_gone` column alone (a chain of a base is rows added less rows removed)."""
+
+    def __init__(self, snapshots_dir: Path, chain: list[Segment]) -> None:
+        self.snapshots_dir, self.chain = Path(snapshots_dir), chain
+        self._hashes: pa.Table | None = None
+        self._fingerprint: tuple[int, int, int] | None = None
+        self._count: int | None = None
+
+    def load(self) -> Previous:
+        """Read the hashes and their fingerprint now."""
+        if self._hashes is None:
+            with duckdb.connect() as con:
+                self._hashes = con.execute(view_sql(self.snapshots_dir, self.chain, HASH)).to_arrow_table()
+                con.register("_snap_prev", self._hashes)
+                ((n, total, xor),) = con.execute(_FINGERPRINT + "_snap_prev").fetchall()
+                con.unregister("_snap_prev")
+            self._fingerprint = (int(n), int(total), int(xor))
+        return self
+
+    @property
+    def hashes(self) -> pa.Table:
+        """Every `_snap_h` the previous snapshot shows."""
+        self.load()
+        assert self._hashes is not None
+        return self._hashes
+
+    @property
+    def fingerprint(self) -> tuple[int, int, int]:
+        """(count, sum, bit_xor) of the hashes."""
+        self.load()
+        assert self._fingerprint is not None
+        return self._fingerprint
+
+    @property
+    def count(self) -> int:
+        """Rows the previous snapshot shows."""
+        if self._count is None:
+            if self._fingerprint is not None or self.chain[0].kind != "base":
+                self._count = self.fingerprint[0]
+            else:
+                paths = ", ".join(_lit(str(self.snapshots_dir / s.file)) for s in self.chain[1:])
+                removed = 0
+                if paths:
+                    with duckdb.connect() as con:
+                        ((removed,),) = con.execute(
+                            f"SELECT count(*) FILTER ({GONE}) * 2 FROM read_parquet([{paths}])").fetchall()
+                self._count = sum(s.rows for s in self.chain) - int(removed)  # a delta's rows: added and removed
+        return self._count
+
+
+def previous_hashes(snapshots_dir: Path, previous: Iterable[Segment],
+                    later: Callable[[str], bool] = lambda table: False) -> dict[str, Previous]:
+    """`table -> Previous` of the snapshot whose segments are `previous`, for each base/delta/whole chain
+    whose files are all there, read from the Parquet files alone (before the store's lock); the
+    hashes of the tables `later` names are read only if asked for (the row-write log may spare it)."""
     chains: dict[str, list[Segment]] = {}
     for s in previous:
         chains.setdefault(s.table, []).append(s)
     out: dict[str, Previous] = {}
-    with duckdb.connect() as con:
-        for table, chain in chains.items():
-            if chain[0].kind not in ("base", "whole") or any(not (Path(snapshots_dir) / s.file).is_file() for s in chain):
-                continue
-            hashes = con.execute(view_sql(snapshots_dir, chain, HASH)).to_arrow_table()
-            con.register("_snap_prev", hashes)
-            ((n, total, xor),) = con.execute(_FINGERPRINT + "_snap_prev").fetchall()
-            con.unregister("_snap_prev")
-            out[table] = (hashes, (int(n), int(total), int(xor)))
+    for table, chain in chains.items():
+        if chain[0].kind not in ("base", "whole") or any(not (Path(snapshots_dir) / s.file).is_file() for s in chain):
+            continue
+        out[table] = Previous(snapshots_dir, chain) if later(table) and chain[0].kind == "base" else \
+            Previous(snapshots_dir, chain).load()
     return out
 
 
@@ -257,10 +351,49 @@ def _chain_valid(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, table: str
     return n == sum(s.rows for s in chain) and checksum is not None and _tail_checksum(con, table, hi) == checksum
 
 
+def _log_mark(con: duckdb.DuckDBPyConnection) -> Mark | None:
+    """Where the store's row-write log stands now (None: the store has no log)."""
+    try:
+        state = con.execute(f"SELECT log_id, pruned FROM {writes.STATE}").fetchall()
+        ((top,),) = con.execute(f"SELECT coalesce(max(seq), 0) FROM {writes.LOG}").fetchall()
+    except duckdb.CatalogException:
+        return None
+    if len(state) != 1:
+        return None
+    top = max(int(top), int(state[0][1]))  # an emptied log stands where it was pruned
+    return str(state[0][0]), top, _mark_checksum(con, top)
+
+
+def _mark_checksum(con: duckdb.DuckDBPyConnection, seq: int) -> int:
+    ((check,),) = con.execute(f"SELECT coalesce(sum(hash(table_name, global_id)::HUGEINT), 0) FROM {writes.LOG} "
+                              "WHERE seq = ?", [seq]).fetchall()
+    return int(check)
+
+
+def _written_since(con: duckdb.DuckDBPyConnection, before: Mark | None,
+                   now: Mark | None) -> dict[str, tuple[str, int]] | None:
+    """`table -> ("rows", global ids logged) | ("whole", 0)` for each logged table written since the
+    mark `before` (a logged table not named was not written), or None when the log cannot say:
+    another log (a store built again), one behind the mark (restored from an older file), or its
+    rows after the mark pruned."""
+    if before is None or now is None or before[0] != now[0] or now[1] < before[1]:
+        return None
+    ((pruned,),) = con.execute(f"SELECT max(pruned) FROM {writes.STATE}").fetchall()
+    if pruned > before[1] or (pruned < before[1] and _mark_checksum(con, before[1]) != before[2]):
+        return None
+    rows = con.execute(f"SELECT table_name, bool_or(global_id IS NULL), count(DISTINCT global_id) FROM {writes.LOG} "
+                       "WHERE seq > ? GROUP BY table_name", [before[1]]).fetchall()
+    return {table: ("whole", 0) if whole else ("rows", int(n)) for table, whole, n in rows}
+
+
 def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterable[Segment],
-           hashes: dict[str, Previous], *, max_rows: int | None = None) -> Export:
+           hashes: dict[str, Previous], *, max_rows: int | None = None, mark: Mark | None = None,
+           use_log: bool = True) -> Export:
     """Write what changed in the store of `con` (one transaction) since the snapshot whose segments are
-    `previous` (`hashes`: `previous_hashes` of them): new dataset versions, rows added and removed.
+    `previous` (`hashes`: `previous_hashes` of them; `mark`: its `read_mark`): new dataset versions,
+    rows added and removed. A logged table (crm_wave/store/writes.py) the log says was not written
+    since `mark` is shared as it was, one written by rows has just those rows read; any other table
+    has every row hashed (`use_log=False`: every table, as before the log).
 
     With `max_rows`, raises TooMuchChange (having written nothing) when more rows would be written."""
     snapshots_dir = Path(snapshots_dir)
@@ -273,14 +406,41 @@ def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterab
     con.execute("BEGIN TRANSACTION")  # the caller holds the store's lock; one transaction all the same
     try:
         tables = _base_tables(con)
+        for name in writes.LOG_TABLES:  # the snapshots' own bookkeeping
+            tables.pop(name, None)
+        out.mark = _log_mark(con)
+        written = _written_since(con, mark, out.mark) if use_log else None
+        if max_rows is not None and written is not None:
+            # Known to be too much before reading any row: the copy is the shorter lock.
+            whole = [t for t, (how, _) in written.items() if how == "whole" and t in hashes and hashes[t].count > max_rows]
+            ids = sum(n for how, n in written.values() if how == "rows")
+            if whole or ids > max_rows:
+                raise TooMuchChange(f"the row-write log names {ids} rows and whole rewrites of {whole or 'no table'}; "
+                                    f"at most {max_rows} rows are written under the lock")
         plans = []
         for table, cols in tables.items():
             out.types[table] = cols
             columns = json.dumps(cols)
+            chain = before.get(table, [])
             if tuple(c for c, _ in cols) == DATASET_COLUMNS:
-                plans.append(_plan_dataset(con, snapshots_dir, table, before.get(table, []), columns))
-            else:
-                plans.append(_plan_rows(con, table, before.get(table, []), hashes.get(table), columns, engine))
+                plans.append(_plan_dataset(con, snapshots_dir, table, chain, columns))
+                out.read[table] = "seq"
+                continue
+            plan = None
+            if (written is not None and writes.logged(table) and table in hashes and "global_id" in (c for c, _ in cols)
+                    and chain and chain[0].kind == "base" and all(s.columns == columns and s.engine == engine for s in chain)):
+                how = written.get(table, ("none", 0))[0]
+                if how == "none":
+                    plan = _plan_unwritten(con, table, chain, hashes[table])
+                elif how == "rows":
+                    plan = _plan_written(con, snapshots_dir, table, chain, hashes[table], mark[1] if mark else 0,
+                                         columns, engine)
+                if plan is not None:
+                    out.read[table] = f"log: {how}"
+            if plan is None:
+                plan = _plan_rows(con, table, chain, hashes.get(table), columns, engine)
+                out.read[table] = "hashed"
+            plans.append(plan)
         if max_rows is not None and sum(p.rows for p in plans) > max_rows:
             raise TooMuchChange(f"{sum(p.rows for p in plans)} rows changed; at most {max_rows} are written under the lock")
         for p in plans:
@@ -343,14 +503,14 @@ def _plan_rows(con: duckdb.DuckDBPyConnection, table: str, chain: list[Segment],
     ((n_cur, total, xor),) = con.execute(_FINGERPRINT + _q(cur)).fetchall()
     usable = (previous is not None and bool(chain) and chain[0].kind in ("base", "whole")
               and all(s.columns == columns and s.engine == engine for s in chain))
-    if usable and previous is not None and previous[1] == (int(n_cur), int(total), int(xor)):
+    if usable and previous is not None and previous.fingerprint == (int(n_cur), int(total), int(xor)):
         return _Plan(table, chain, 0)  # the same rows (a multiset of 64-bit hashes with the same count, sum and xor)
     everything = f"SELECT t.*, hash(t) AS {HASH} FROM {_q(table)} AS t"
     if not usable or previous is None or chain[0].kind == "whole":
         (distinct,) = con.execute(f"SELECT count(DISTINCT {HASH}) FROM {_q(cur)}").fetchall()[0]
         kind = "base" if distinct == n_cur else "whole"  # two identical rows: no identity by content
         return _Plan(table, [], n_cur, kind, everything, columns=columns, engine=engine)
-    hashes = previous[0]
+    hashes = previous.hashes
     con.register(prev, hashes)
     try:
         con.execute(f"CREATE TEMP TABLE {_q(add)} AS SELECT {HASH}, _r FROM {_q(cur)} ANTI JOIN {_q(prev)} USING ({HASH})")
@@ -363,14 +523,64 @@ def _plan_rows(con: duckdb.DuckDBPyConnection, table: str, chain: list[Segment],
         return _Plan(table, [], n_cur, "whole", everything, columns=columns, engine=engine)
     if not n_add and not n_gone:
         return _Plan(table, chain, 0)
+    return _delta(table, chain, add, gone, n_add, n_gone, lo, hi, columns, engine)
+
+
+def _delta(table: str, chain: list[Segment], add: str, gone: str, n_add: int, n_gone: int, lo: int | None,
+           hi: int | None, columns: str, engine: str) -> _Plan:
+    """A delta of the live rows whose rowids are in temporary table `add` (`lo`..`hi`) and the hashes in `gone`."""
     # Changed rows are usually appended (DELETE + INSERT): the rowid range lets the scan skip the rest.
-    adds = (f"SELECT t.*, hash(t) AS {HASH}, false AS {GONE} FROM {_q(table)} AS t "
-            f"WHERE t.rowid BETWEEN {int(lo)} AND {int(hi)} AND t.rowid IN (SELECT _r FROM {_q(add)})") if n_add else ""
-    removals = f"SELECT {HASH}, true AS {GONE} FROM {_q(gone)}"
-    if not n_add:  # the data columns, all NULL, with their types
+    if n_add:
+        assert lo is not None and hi is not None
+        adds = (f"SELECT t.*, hash(t) AS {HASH}, false AS {GONE} FROM {_q(table)} AS t "
+                f"WHERE t.rowid BETWEEN {int(lo)} AND {int(hi)} AND t.rowid IN (SELECT _r FROM {_q(add)})")
+    else:  # the data columns, all NULL, with their types
         adds = f"SELECT t.*, hash(t) AS {HASH}, false AS {GONE} FROM {_q(table)} AS t WHERE false"
+    removals = f"SELECT {HASH}, true AS {GONE} FROM {_q(gone)}"
     query = f"{adds} UNION ALL BY NAME {removals}" if n_gone else adds
     return _Plan(table, chain, n_add + n_gone, "delta", query, columns=columns, engine=engine)
+
+
+def _live_count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    (n,) = con.execute(f"SELECT count(*) FROM {_q(table)}").fetchall()[0]
+    return int(n)
+
+
+def _plan_unwritten(con: duckdb.DuckDBPyConnection, table: str, chain: list[Segment], previous: Previous) -> _Plan | None:
+    """A logged table the log says nobody wrote: shared as it was, once its row count (a count, no
+    scan of the rows) is the previous snapshot's; None (hash it) if not: a write that was not logged."""
+    return _Plan(table, chain, 0) if _live_count(con, table) == previous.count else None
+
+
+def _plan_written(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, table: str, chain: list[Segment],
+                  previous: Previous, since: int, columns: str, engine: str) -> _Plan | None:
+    """A logged table written by rows since the log's seq `since`: the live rows of the global ids logged
+    (the key column is scanned, then just those rows hashed) against the previous snapshot's rows of
+    the same ids (from its Parquet files) give the rows added and removed. None (hash every row) when
+    the counts do not add up: a write that was not logged, or a row now twice."""
+    # Names of their own: when this returns None, `_plan_rows` makes its own temporary tables.
+    ids, rid, cur = f"_snap_w_ids_{table}", f"_snap_w_rid_{table}", f"_snap_w_cur_{table}"
+    prev, add, gone = f"_snap_w_prev_{table}", f"_snap_w_add_{table}", f"_snap_w_gone_{table}"
+    con.execute(f"CREATE TEMP TABLE {_q(ids)} AS SELECT DISTINCT global_id FROM {writes.LOG} "
+                "WHERE seq > ? AND table_name = ? AND global_id IS NOT NULL", [since, table])
+    con.execute(f"CREATE TEMP TABLE {_q(rid)} AS SELECT t.rowid AS _r FROM {_q(table)} AS t "
+                f"WHERE t.global_id IN (SELECT global_id FROM {_q(ids)})")
+    ((lo, hi),) = con.execute(f"SELECT min(_r), max(_r) FROM {_q(rid)}").fetchall()
+    rows = (f"t.rowid BETWEEN {int(lo)} AND {int(hi)} AND t.rowid IN (SELECT _r FROM {_q(rid)})"
+            if lo is not None else "false")
+    con.execute(f"CREATE TEMP TABLE {_q(cur)} AS SELECT hash(t) AS {HASH}, t.rowid AS _r FROM {_q(table)} AS t WHERE {rows}")
+    con.execute(f"CREATE TEMP TABLE {_q(prev)} AS SELECT {HASH} FROM ({view_sql(snapshots_dir, chain, f'global_id, {HASH}')}) "
+                f"WHERE global_id IN (SELECT global_id FROM {_q(ids)})")
+    con.execute(f"CREATE TEMP TABLE {_q(add)} AS SELECT {HASH}, _r FROM {_q(cur)} ANTI JOIN {_q(prev)} USING ({HASH})")
+    con.execute(f"CREATE TEMP TABLE {_q(gone)} AS SELECT {HASH} FROM {_q(prev)} ANTI JOIN {_q(cur)} USING ({HASH})")
+    ((n_add, d_add, a_lo, a_hi),) = con.execute(
+        f"SELECT count(*), count(DISTINCT {HASH}), min(_r), max(_r) FROM {_q(add)}").fetchall()
+    ((n_gone,),) = con.execute(f"SELECT count(*) FROM {_q(gone)}").fetchall()
+    if d_add != n_add or _live_count(con, table) != previous.count - n_gone + n_add:
+        return None
+    if not n_add and not n_gone:
+        return _Plan(table, chain, 0)
+    return _delta(table, chain, add, gone, n_add, n_gone, a_lo, a_hi, columns, engine)
 
 
 # --- compaction --------------------------------------------------------------------------------------
@@ -433,6 +643,9 @@ def write_snapshot(path: Path, snapshots_dir: Path, exported: Export) -> dict[st
         con.execute(f"CREATE TABLE {MANIFEST} (table_name VARCHAR NOT NULL, position INTEGER NOT NULL, "
                     "file VARCHAR NOT NULL, path VARCHAR NOT NULL, row_count BIGINT NOT NULL, kind VARCHAR NOT NULL, "
                     "seq_from BIGINT, seq_to BIGINT, checksum HUGEINT, columns VARCHAR NOT NULL, engine VARCHAR NOT NULL)")
+        con.execute(f"CREATE TABLE {MARK} (log_id VARCHAR NOT NULL, seq BIGINT NOT NULL, checksum HUGEINT NOT NULL)")
+        if exported.mark is not None:
+            con.execute(f"INSERT INTO {MARK} VALUES (?, ?, ?)", list(exported.mark))
         rows = []
         for table, segs in exported.segments.items():
             rows += [(table, i, s.file, str(snapshots_dir / s.file), s.rows, s.kind, s.lo, s.hi, s.checksum, s.columns,

@@ -4,13 +4,14 @@ The live file is never the one analysts open. Two layouts (`Layout`, `CRM_WAVE_S
 
 - `copy`: the store's exclusive lock is held for a CHECKPOINT and a copy of the whole file; the
   analyst views are added to the copy outside the lock.
-- `segments` (`segments.py`): the lock is held while one transaction hashes the live rows and
-  writes, as Parquet segments shared between snapshots, only what changed since the newest
-  snapshot (new dataset versions; rows added and removed). Outside the lock a small DuckDB file of
-  views over the segments is built. When there is no segment snapshot to build on, or more rows
-  changed than `Layout.max_rows`, the file is copied under the lock as in `copy` and the segments
-  are written from the copy outside it. `auto` uses `copy` for files under
-  `Layout.copy_below` bytes, where a copy is the cheaper of the two. The default is `copy`.
+- `segments` (`segments.py`): the lock is held while one transaction finds what changed since
+  the newest snapshot (new dataset versions; the rows the store's row-write log names, or, where
+  it cannot say, a hash of every row) and writes only that, as Parquet segments shared between
+  snapshots. Outside the lock a small DuckDB file of views over the segments is built. When
+  there is no segment snapshot to build on, or more rows changed than `Layout.max_rows`, the file
+  is copied under the lock as in `copy` and the segments are written from the copy outside it.
+  `auto` uses `copy` for files under `Layout.copy_below` bytes, where a copy holds the lock for
+  less. The default is `auto`.
 
 Either way the snapshot is renamed into place atomically: a reader sees a whole snapshot or none.
 Snapshots are named by the UTC time they were taken, `crm_wave-YYYYMMDDTHHMMSS.ffffffZ.duckdb`,
@@ -34,6 +35,7 @@ import duckdb
 
 from crm_wave.analyst import segments
 from crm_wave.analyst.views import create_views
+from crm_wave.store import writes
 from crm_wave.store.db import Store
 
 __all__ = ["SNAPSHOT_PREFIX", "Layout", "Published", "Retention", "list_snapshots", "prune_snapshots", "latest_snapshot", "publish",
@@ -123,10 +125,12 @@ class Layout:
     bytes, else `segments`). `max_rows`: the most rows a segment publish writes under the store's
     lock; past it the file is copied under the lock and the segments written from the copy.
 
-    Defaults: `copy`, 64 MB, 200,000 rows; set with `CRM_WAVE_SNAPSHOT_MODE` and
-    `CRM_WAVE_SNAPSHOT_COPY_BELOW_MB` (docs/benchmarks.md has the figures behind them)."""
+    Defaults: `auto`, 64 MB, 200,000 rows; set with `CRM_WAVE_SNAPSHOT_MODE` and
+    `CRM_WAVE_SNAPSHOT_COPY_BELOW_MB` (docs/benchmarks.md has the figures behind them: at 1M
+    records segments hold the lock for 0.2-0.6 s after no change or one edit, a copy for 1-3 s and
+    more from a cold disk; at 11 MB a copy holds it for 0.05-0.2 s, segments for 0.15-0.5 s)."""
 
-    mode: str = "copy"
+    mode: str = "auto"
     copy_below: int = 64 * 2**20
     max_rows: int = 200_000
 
@@ -154,12 +158,14 @@ class Layout:
 @dataclass(frozen=True)
 class Published:
     """One publish: the snapshot, how it was written (`copy`, `segments`, `segments from a copy`),
-    the seconds the store's lock was held, and the segments written."""
+    the seconds the store's lock was held, the segments written, and how each table's changes were
+    found (`segments.Export.read`: `seq`, `log: none`, `log: rows` or `hashed`)."""
 
     path: Path
     how: str
     lock_s: float
     written: tuple[segments.Segment, ...] = ()
+    read: tuple[tuple[str, str], ...] = ()
 
 
 def _prune(snapshots_dir: Path, now: datetime, retention: Retention) -> list[Path]:
@@ -251,13 +257,18 @@ def _crash(step: str, fail_at: str | None) -> None:
         raise RuntimeError(f"injected failure at {step}")
 
 
-def _copy_live(store: Store, target: Path) -> float:
-    """CHECKPOINT the live file and copy it to `target` under the store's lock; the seconds it was held."""
+def _copy_live(store: Store, target: Path, *, forget_log: bool = False) -> float:
+    """CHECKPOINT the live file and copy it to `target` under the store's lock; the seconds it was held.
+    `forget_log`: first empty the row-write log (a copy never reads it)."""
     wal = store.path.with_name(store.path.name + ".wal")
     with store.locked():
         held = time.perf_counter()
         con = duckdb.connect(str(store.path))
         try:
+            if forget_log:
+                con.execute("BEGIN")
+                writes.forget(con, None)
+                con.execute("COMMIT")
             con.execute("CHECKPOINT")
         finally:
             con.close()
@@ -282,7 +293,7 @@ def _install(tmp: Path, final: Path, snapshots_dir: Path) -> None:
 def _publish_copy(store: Store, snapshots_dir: Path, final: Path, fail_at: str | None) -> Published:
     tmp = snapshots_dir / f".{final.stem}.{uuid.uuid4().hex}.tmp.duckdb"
     try:
-        lock_s = _copy_live(store, tmp)
+        lock_s = _copy_live(store, tmp, forget_log=True)
         _crash("copied", fail_at)
         con = duckdb.connect(str(tmp))
         try:
@@ -300,7 +311,9 @@ def _publish_copy(store: Store, snapshots_dir: Path, final: Path, fail_at: str |
 def _publish_segments(store: Store, snapshots_dir: Path, final: Path, layout: Layout, fail_at: str | None) -> Published:
     snaps = list_snapshots(snapshots_dir)
     previous = segments.read_manifest(snaps[-1]) if snaps else []
-    hashes = segments.previous_hashes(snapshots_dir, previous)  # from the Parquet files: before the lock
+    mark = segments.read_mark(snaps[-1]) if previous else None
+    # From the Parquet files, before the lock; a logged table's hashes only if its log cannot be used.
+    hashes = segments.previous_hashes(snapshots_dir, previous, writes.logged)
     exported: segments.Export | None = None
     how, lock_s = "segments", 0.0
     if previous:
@@ -308,7 +321,12 @@ def _publish_segments(store: Store, snapshots_dir: Path, final: Path, layout: La
             held = time.perf_counter()
             con = duckdb.connect(str(store.path))
             try:
-                exported = segments.export(con, snapshots_dir, previous, hashes, max_rows=layout.max_rows)
+                exported = segments.export(con, snapshots_dir, previous, hashes, max_rows=layout.max_rows, mark=mark)
+                if mark is not None and exported.mark is not None and exported.mark[0] == mark[0]:
+                    # What the previous snapshot covered, the new one does too (kept if this publish fails).
+                    con.execute("BEGIN")
+                    writes.forget(con, mark[1])
+                    con.execute("COMMIT")
             except segments.TooMuchChange:
                 exported = None
             finally:
@@ -323,7 +341,7 @@ def _publish_segments(store: Store, snapshots_dir: Path, final: Path, layout: La
                 lock_s += _copy_live(store, scratch)
                 con = duckdb.connect(str(scratch))
                 try:
-                    exported = segments.export(con, snapshots_dir, previous, hashes)
+                    exported = segments.export(con, snapshots_dir, previous, hashes, mark=mark)
                 finally:
                     con.close()
             finally:
@@ -343,7 +361,7 @@ def _publish_segments(store: Store, snapshots_dir: Path, final: Path, layout: La
         segments.remember(final, exported)
     finally:
         _remove(tmp)
-    return Published(final, how, lock_s, tuple(exported.written))
+    return Published(final, how, lock_s, tuple(exported.written), tuple(sorted(exported.read.items())))
 
 
 def publish_now(store: Store) -> Path:

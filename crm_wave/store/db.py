@@ -9,6 +9,7 @@ per concept, each in its own module:
 | `Links` (with `ChangeLog`) | `links.py`, `changes.py` | `links`, `agreed`; `changes`, `step_marks` |
 | `Tables` | `tables.py` | golden and share tables, rewritten by the global and share steps |
 | `Outcomes` | `outcomes.py` | `conflicts`, `intents`, `dead_letters`, `sync_log` |
+| (logs the writes of golden, share, `links`, `agreed`, `conflict_queue`) | `writes.py` | `row_writes`, `row_writes_state` (for snapshots) |
 
 Each method takes the open connection (`with store.connect() as con`) as its first argument,
 so the caller decides what one transaction holds. The schema is in `schema.sql` and

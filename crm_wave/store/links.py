@@ -14,6 +14,7 @@ import polars as pl
 from crm_wave.logic.link import LINK_SCHEMA
 from crm_wave.store.changes import ChangeLog
 from crm_wave.store.connection import FEW, ids_predicate, registered, sql_ident, sql_str
+from crm_wave.store.writes import log_rows
 
 __all__ = ["Links"]
 
@@ -57,6 +58,7 @@ class Links(ChangeLog):
             with registered(con, "_links_in", frame):
                 con.execute(f"INSERT INTO links SELECT ?, global_id, crm_id, wave_id, how, ? FROM _links_in {_UPSERT_LINK}",
                             [entity, now])
+        log_rows(con, "links", frame["global_id"])
         if log:
             self.log_changes(con, entity, frame["global_id"], "link", writer=writer)
 
@@ -68,6 +70,7 @@ class Links(ChangeLog):
         ids = pl.DataFrame({"global_id": list(global_ids)}, schema={"global_id": pl.String})
         with ids_predicate(con, "_drop_in", ids["global_id"], "global_id") as (among, params):
             con.execute(f"DELETE FROM links WHERE entity = ? AND {among}", [entity, *params])
+        log_rows(con, "links", ids["global_id"])
         self.log_changes(con, entity, ids["global_id"], "link", writer=writer)
 
     # ---- agreed values --------------------------------------------------------------
@@ -119,5 +122,6 @@ class Links(ChangeLog):
                 '"values" = json_merge_patch(agreed."values", excluded."values"), updated_at = excluded.updated_at',
                 [entity, now],
             )
+        log_rows(con, "agreed", frame["global_id"])
         if log:
             self.log_changes(con, entity, frame["global_id"], "agreed")

@@ -19,6 +19,7 @@ import polars as pl
 from crm_wave.logic.decide import DecisionError, decided_value
 from crm_wave.logic.merge import QUEUE_SCHEMA, WAIT_SCHEMA
 from crm_wave.store.connection import ids_predicate, registered
+from crm_wave.store.writes import log_rows
 
 __all__ = ["read_queue", "reconcile", "list_items", "decide", "ITEM_COLUMNS", "WRITER"]
 
@@ -51,6 +52,7 @@ def reconcile(con: duckdb.DuckDBPyConnection, entity: str, waits: pl.DataFrame, 
                 "UPDATE conflict_queue q SET status = f.status, closed_at = ? FROM _queue_fates f "
                 "WHERE q.entity = ? AND q.status IN ('open', 'decided') AND q.global_id = f.global_id "
                 "AND q.field = f.field", [now, entity])
+        log_rows(con, "conflict_queue", closing["global_id"])
     if waits.height == 0:
         return 0
     with registered(con, "_queue_waits", waits.cast(WAIT_SCHEMA)):
@@ -61,6 +63,7 @@ def reconcile(con: duckdb.DuckDBPyConnection, entity: str, waits: pl.DataFrame, 
             "w.wave_modified, ?, 'open' FROM _queue_waits w WHERE NOT EXISTS (SELECT 1 FROM conflict_queue q "
             "WHERE q.entity = ? AND q.global_id = w.global_id AND q.field = w.field AND q.status IN ('open', 'decided'))",
             [entity, now, entity]).fetchall()
+    log_rows(con, "conflict_queue", waits["global_id"])
     return int(n)
 
 
@@ -89,5 +92,6 @@ def decide(store: Any, con: duckdb.DuckDBPyConnection, items: list[dict[str, Any
     for item in decided:
         con.execute("UPDATE conflict_queue SET status = 'decided', decision = ?, value = ?, decided_by = ?, "
                     "decided_at = ? WHERE id = ?", [item["decision"], item["value"], who, now, item["id"]])
+        log_rows(con, "conflict_queue", [item["global_id"]])
         store.log_changes(con, item["entity"], [item["global_id"]], "agreed", writer=WRITER)
     return decided

@@ -123,3 +123,17 @@ CREATE TABLE IF NOT EXISTS conflict_queue (
     decided_at TIMESTAMP,
     closed_at TIMESTAMP
 );
+-- Which rows of the golden and share tables, links, agreed and the conflict queue each transaction wrote, by global id
+-- (NULL: any row), so a segment snapshot reads just those (crm_wave/store/writes.py). The oldest
+-- rows are pruned; row_writes_state holds the log's identity and the highest seq pruned.
+CREATE SEQUENCE IF NOT EXISTS row_write_seq;
+CREATE TABLE IF NOT EXISTS row_writes (
+    seq BIGINT NOT NULL,
+    table_name VARCHAR NOT NULL,
+    global_id VARCHAR
+);
+CREATE TABLE IF NOT EXISTS row_writes_state (
+    log_id VARCHAR NOT NULL,
+    pruned BIGINT NOT NULL
+);
+INSERT INTO row_writes_state SELECT uuid()::VARCHAR, 0 WHERE NOT EXISTS (SELECT 1 FROM row_writes_state);

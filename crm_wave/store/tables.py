@@ -8,6 +8,7 @@ import duckdb
 import polars as pl
 
 from crm_wave.store.connection import ident, ids_predicate, registered, sql_ident
+from crm_wave.store.writes import log_rows
 
 __all__ = ["Tables", "column_types"]
 
@@ -32,6 +33,7 @@ class Tables:
         """Replace table `name` with `frame` (global and share tables are recomputed each pass)."""
         with registered(con, "_frame", frame):
             con.execute(f"CREATE OR REPLACE TABLE {ident(name)} AS SELECT * FROM _frame")
+        log_rows(con, name, None)
 
     def read_table(self, con: duckdb.DuckDBPyConnection, name: str) -> pl.DataFrame | None:
         """A whole table as polars, or None if it does not exist yet."""
@@ -65,10 +67,19 @@ class Tables:
         """Delete the rows of `name` whose `key` is one of `values`, then insert `frame` (by column name)."""
         with ids_predicate(con, "_rows_keys", values, sql_ident(key)) as (among, params):
             con.execute(f"DELETE FROM {ident(name)} WHERE {among}", params)
-        self.insert_rows(con, name, frame)
+        self._insert(con, name, frame)
+        if key == "global_id" and (key in frame.columns or not frame.height):  # else rows of any key changed
+            log_rows(con, name, pl.concat([values.cast(pl.String), frame[key].cast(pl.String)]) if frame.height else values)
+        else:
+            log_rows(con, name, None)
 
     def insert_rows(self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
         """Insert `frame` into table `name` (by column name)."""
+        self._insert(con, name, frame)
+        if frame.height:
+            log_rows(con, name, frame["global_id"] if "global_id" in frame.columns else None)
+
+    def _insert(self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
         if frame.height:
             with registered(con, "_frame", frame):
                 con.execute(f"INSERT INTO {ident(name)} BY NAME SELECT * FROM _frame")
@@ -77,6 +88,7 @@ class Tables:
         """Replace table `name` by table `staging` (renamed), in the caller's transaction."""
         con.execute(f"DROP TABLE IF EXISTS {ident(name)}")
         con.execute(f"ALTER TABLE {ident(staging)} RENAME TO {ident(name)}")
+        log_rows(con, name, None)
 
     def row_ranges(self, con: duckdb.DuckDBPyConnection, name: str, size: int) -> list[tuple[int, int]]:
         """`[lo, hi)` rowid ranges of table `name`, about `size` rows each (for reading it in parts)."""

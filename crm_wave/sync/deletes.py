@@ -15,6 +15,7 @@ from typing import Any
 import polars as pl
 
 from crm_wave.store.db import Store
+from crm_wave.store.writes import log_rows
 from crm_wave.sync.collect import deleted_versions
 from crm_wave.sync.names import CRM_RESOURCE, ENTITIES, dataset, share_table
 from crm_wave.systems.wave.client import Mutation
@@ -82,5 +83,6 @@ def approve_deletes(store: Store, clients: dict[str, Any], global_ids: set[str] 
                                    now.replace(tzinfo=None))
                 con.execute(f"DELETE FROM {share_table(d.system, d.entity)} WHERE global_id = ? AND op = 'delete'",
                             [d.global_id])
+                log_rows(con, share_table(d.system, d.entity), [d.global_id])
         done.append(f"{d.describe()} -> {outcome}")
     return done

@@ -1,0 +1,227 @@
+"""Segment snapshots that find what changed from the store's row-write log: they still show exactly
+the live store, and fall back to hashing every row whenever the log cannot be trusted."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from crm_wave.analyst import segments
+from crm_wave.analyst.snapshot import Layout, Published, Retention, publish
+from crm_wave.store import writes
+from crm_wave.store.db import Store
+
+T0 = datetime(2026, 3, 1, 9, 0, 0)
+KEEP = Retention(keep=100, max_age=timedelta(days=1), max_bytes=2**40, grace=timedelta(0))
+SEG = Layout(mode="segments")
+N = 40
+
+
+def _golden(n: int, tag: str = "") -> pl.DataFrame:
+    return pl.DataFrame({"global_id": [f"g{i}" for i in range(n)], "Name": [f"Name {i}{tag}" for i in range(n)]})
+
+
+def _share(ids: list[str], op: str = "update") -> pl.DataFrame:
+    return pl.DataFrame({"global_id": ids, "op": [op] * len(ids), "target_id": [f"W{g}" for g in ids]})
+
+
+def _start(tmp_path: Path) -> tuple[Store, Path, Published]:
+    store = Store(tmp_path / "live" / "crm_wave.duckdb")
+    with store.connect() as con:
+        store.replace_table(con, "global_customer", _golden(N))
+        store.replace_table(con, "wave_customer_share", _share([f"g{i}" for i in range(5)]))
+        store.upsert_links(con, "customer", [(f"g{i}", f"C{i}", f"W{i}", "id") for i in range(N)], T0)
+        store.upsert_agreed(con, "customer", {f"g{i}": {"Name": f"Name {i}"} for i in range(N)}, T0)
+    snaps = tmp_path / "snaps"
+    first = publish(store, snaps, T0, retention=KEEP, layout=SEG)
+    return store, snaps, first
+
+
+def _tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [t for (t,) in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+                                      "AND table_type = 'BASE TABLE' ORDER BY 1").fetchall()]
+
+
+def _same_as_live(store: Store, snap: Path) -> None:
+    """Every table of the live store (but the log's own) has the same rows in the snapshot."""
+    with store.connect() as live, duckdb.connect(str(snap), read_only=True) as shot:
+        names = [t for t in _tables(live) if t not in writes.LOG_TABLES]
+        assert names
+        for name in names:
+            want = sorted(map(repr, live.execute(f"SELECT * FROM {name}").fetchall()))
+            got = sorted(map(repr, shot.execute(f"SELECT * FROM {name}").fetchall()))
+            assert got == want, name
+
+
+def _read(p: Published) -> dict[str, str]:
+    return dict(p.read)
+
+
+def test_writes_through_the_store_are_found_from_the_log_and_the_rest_is_not_read(tmp_path: Path) -> None:
+    store, snaps, first = _start(tmp_path)
+    assert _read(first)["global_customer"] == "hashed"  # nothing to build on
+    quiet = publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
+    assert quiet.written == ()
+    assert {t: _read(quiet)[t] for t in ("global_customer", "links", "agreed", "wave_customer_share")} == dict.fromkeys(
+        ("global_customer", "links", "agreed", "wave_customer_share"), "log: none")
+    with store.connect() as con:
+        store.replace_rows(con, "global_customer", "global_id", pl.Series(["g3", "g4"]),
+                           pl.DataFrame({"global_id": ["g3", "g99"], "Name": ["Renamed", "New"]}))  # g4 gone, g99 new
+        store.upsert_links(con, "customer", [("g99", "C99", None, "new"), ("g3", "C3", "W3", "id")], T0)
+        store.drop_links(con, "customer", ["g4"])
+        store.upsert_agreed(con, "customer", {"g3": {"Name": "Renamed"}}, T0)
+        store.replace_rows(con, "wave_customer_share", "global_id", pl.Series(["g1"]), _share(["g1", "g7"], "insert"))
+    second = publish(store, snaps, T0 + timedelta(minutes=2), retention=KEEP, layout=SEG)
+    read = _read(second)
+    assert {t: read[t] for t in ("global_customer", "links", "agreed", "wave_customer_share")} == dict.fromkeys(
+        ("global_customer", "links", "agreed", "wave_customer_share"), "log: rows")
+    by_table = {s.table: (s.kind, s.rows) for s in second.written}
+    assert by_table["global_customer"] == ("delta", 4)  # g3 and g4 removed, g3 and g99 added
+    assert by_table["links"] == ("delta", 2) and by_table["agreed"] == ("delta", 2)  # g3's link is the same row
+    assert _read(second)["changes"] == "hashed"  # a table the log does not cover is hashed as before
+    _same_as_live(store, second.path)
+    with duckdb.connect(str(second.path), read_only=True) as con:
+        assert con.execute("SELECT Name FROM golden_customers WHERE global_id = 'g3'").fetchall() == [("Renamed",)]
+
+
+def test_a_full_rewrite_or_a_write_the_log_missed_is_hashed(tmp_path: Path) -> None:
+    store, snaps, _ = _start(tmp_path)
+    with store.connect() as con:  # the global step's full pass: a staging table swapped in
+        store.replace_table(con, "global_customer__rebuild", _golden(N, " v2"))
+        store.swap_table(con, "global_customer__rebuild", "global_customer")
+    full = publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
+    assert _read(full)["global_customer"] == "hashed" and "global_customer__rebuild" not in _read(full)
+    _same_as_live(store, full.path)
+    with store.connect() as con:  # raw SQL the log never sees, changing the row count
+        con.execute("DELETE FROM global_customer WHERE global_id = 'g5'")
+        con.execute("INSERT INTO links VALUES ('order', 'o1', 'CO1', NULL, 'raw', ?)", [T0])
+    raw = publish(store, snaps, T0 + timedelta(minutes=2), retention=KEEP, layout=SEG)
+    assert _read(raw)["global_customer"] == "hashed" and _read(raw)["links"] == "hashed"
+    _same_as_live(store, raw.path)
+    with store.connect() as con:  # a logged write of one row beside an unlogged delete of another
+        store.replace_rows(con, "global_customer", "global_id", pl.Series(["g6"]),
+                           pl.DataFrame({"global_id": ["g6"], "Name": ["logged"]}))
+        con.execute("DELETE FROM global_customer WHERE global_id = 'g7'")
+    mixed = publish(store, snaps, T0 + timedelta(minutes=3), retention=KEEP, layout=SEG)
+    assert _read(mixed)["global_customer"] == "hashed"
+    _same_as_live(store, mixed.path)
+
+
+def test_a_store_built_again_with_the_same_writes_has_another_log(tmp_path: Path) -> None:
+    _, snaps, first = _start(tmp_path / "one")
+    rebuilt = Store(tmp_path / "rebuilt" / "crm_wave.duckdb")  # the same writes, in the same order, other names
+    with rebuilt.connect() as con:
+        rebuilt.replace_table(con, "global_customer", _golden(N, " rebuilt"))
+        rebuilt.replace_table(con, "wave_customer_share", _share([f"g{i}" for i in range(5)]))
+        rebuilt.upsert_links(con, "customer", [(f"g{i}", f"C{i}", f"W{i}", "id") for i in range(N)], T0)
+        rebuilt.upsert_agreed(con, "customer", {f"g{i}": {"Name": f"Name {i}"} for i in range(N)}, T0)
+    mark = segments.read_mark(first.path)
+    assert mark is not None
+    with rebuilt.connect() as con:  # its log reached the same seq with the same rows
+        assert con.execute("SELECT max(seq) FROM row_writes").fetchall() == [(mark[1],)]
+    again = publish(rebuilt, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
+    assert _read(again)["global_customer"] == "hashed"
+    _same_as_live(rebuilt, again.path)
+
+
+def test_a_pruned_log_or_an_older_file_is_not_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, snaps, first = _start(tmp_path)
+    older = tmp_path / "older.duckdb"
+    shutil.copyfile(store.path, older)
+    with store.connect() as con:  # written after the copy: the older file has the log behind the mark
+        for i in range(3):
+            store.replace_rows(con, "global_customer", "global_id", pl.Series([f"g{i}"]),
+                               pl.DataFrame({"global_id": [f"g{i}"], "Name": [f"late {i}"]}))
+    late = publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
+    assert _read(late)["global_customer"] == "log: rows"
+    restored = Store(tmp_path / "restored" / "crm_wave.duckdb")
+    shutil.copyfile(older, restored.path)
+    with restored.connect() as con:  # the older file, written again up to the same seq, other rows
+        for i in range(3):
+            restored.replace_rows(con, "global_customer", "global_id", pl.Series([f"g{10 + i}"]),
+                               pl.DataFrame({"global_id": [f"g{10 + i}"], "Name": [f"restored {i}"]}))
+    back = publish(restored, snaps, T0 + timedelta(minutes=2), retention=KEEP, layout=SEG)
+    assert _read(back)["global_customer"] == "hashed"
+    _same_as_live(restored, back.path)
+
+    monkeypatch.setattr(writes, "KEEP", 2)
+    monkeypatch.setattr(writes, "_PRUNE_EVERY", 1)
+    with restored.connect() as con:  # the log keeps 2 rows: the mark's rows and those after it are gone
+        for i in range(4):
+            restored.replace_rows(con, "global_customer", "global_id", pl.Series([f"g{i}"]),
+                                 pl.DataFrame({"global_id": [f"g{i}"], "Name": [f"pruned {i}"]}))
+        assert con.execute("SELECT count(*) FROM row_writes").fetchall() == [(2,)]
+    pruned = publish(restored, snaps, T0 + timedelta(minutes=4), retention=KEEP, layout=SEG)
+    assert _read(pruned)["global_customer"] == "hashed"
+    _same_as_live(restored, pruned.path)
+    assert segments.read_mark(pruned.path) is not None
+
+
+def test_a_big_write_logs_the_whole_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, snaps, _ = _start(tmp_path)
+    monkeypatch.setattr(writes, "WHOLE_PAST", 10)
+    with store.connect() as con:
+        store.replace_rows(con, "global_customer", "global_id", pl.Series([f"g{i}" for i in range(12)]), _golden(12, " big"))
+        assert con.execute("SELECT global_id FROM row_writes WHERE table_name = 'global_customer' "
+                           "ORDER BY seq DESC LIMIT 1").fetchall() == [(None,)]
+    big = publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
+    assert _read(big)["global_customer"] == "hashed"
+    _same_as_live(store, big.path)
+
+
+def test_a_whole_rewrite_of_a_big_table_is_copied_without_hashing_it_under_the_lock(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, snaps, _ = _start(tmp_path)
+    hashed: list[str] = []
+    plan_rows = segments._plan_rows
+
+    def counting(con: duckdb.DuckDBPyConnection, table: str, *args: object, **kwargs: object) -> object:
+        hashed.append(table)
+        return plan_rows(con, table, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(segments, "_plan_rows", counting)
+    with store.connect() as con:
+        store.replace_table(con, "global_customer__rebuild", _golden(N, " v2"))
+        store.swap_table(con, "global_customer__rebuild", "global_customer")
+    big = publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=Layout(mode="segments", max_rows=N - 1))
+    assert big.how == "segments from a copy"
+    assert hashed.count("global_customer") == 1  # from the copy, outside the lock; never under it
+    _same_as_live(store, big.path)
+
+
+def test_publishes_forget_the_log_rows_they_no_longer_need(tmp_path: Path) -> None:
+    store, snaps, first = _start(tmp_path)
+
+    def logged_seqs() -> list[int]:
+        with store.connect() as con:
+            return [s for (s,) in con.execute("SELECT DISTINCT seq FROM row_writes ORDER BY seq").fetchall()]
+
+    mark = segments.read_mark(first.path)
+    assert mark is not None and logged_seqs()[-1] == mark[1]  # nothing to build on: nothing forgotten yet
+    with store.connect() as con:
+        store.upsert_agreed(con, "customer", {"g1": {"Name": "one"}}, T0)
+    second = publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
+    assert _read(second)["agreed"] == "log: rows"
+    assert all(s > mark[1] for s in logged_seqs())  # the first snapshot's rows: the second covers them
+    with store.connect() as con:
+        store.upsert_agreed(con, "customer", {"g2": {"Name": "two"}}, T0)
+    third = publish(store, snaps, T0 + timedelta(minutes=2), retention=KEEP, layout=SEG)
+    assert _read(third)["agreed"] == "log: rows"
+    _same_as_live(store, third.path)
+    with store.connect() as con:
+        store.upsert_agreed(con, "customer", {"g3": {"Name": "three"}}, T0)
+    publish(store, tmp_path / "copies", T0 + timedelta(minutes=3), retention=KEEP, layout=Layout(mode="copy"))
+    assert logged_seqs() == []  # a copy reads no log
+    after = publish(store, snaps, T0 + timedelta(minutes=4), retention=KEEP, layout=SEG)
+    assert _read(after)["agreed"] == "hashed"  # g3's row went with the copy's forgetting: the log cannot say
+    _same_as_live(store, after.path)
+    with store.connect() as con:
+        store.upsert_agreed(con, "customer", {"g4": {"Name": "four"}}, T0)
+    last = publish(store, snaps, T0 + timedelta(minutes=5), retention=KEEP, layout=SEG)
+    assert _read(last)["agreed"] == "log: rows"
+    _same_as_live(store, last.path)
