@@ -141,11 +141,13 @@ def test_no_state_before_the_first_fleet_run(tmp_path: Path):
     assert load_state(tmp_path) == {}
 
 
-def test_batch_sensor_launches_one_run_for_the_tenants_with_changes(fleet, monkeypatch):
+@pytest.fixture
+def batch_tick(fleet, monkeypatch):
+    """One evaluation of `fleet_sensor` in batch mode, with fresh look clients, against the fleet's instance."""
     from crm_wave.defs import fleet as fleet_defs
     from crm_wave.defs.resources import SyncResource
 
-    data, urls, instance = fleet
+    data, _, instance = fleet
     monkeypatch.setattr(fleet_defs, "_MODE", "batch")
     monkeypatch.setattr(fleet_defs, "_SENSOR_PROBES", {})
 
@@ -153,6 +155,12 @@ def test_batch_sensor_launches_one_run_for_the_tenants_with_changes(fleet, monke
         ctx = dg.build_sensor_context(instance=instance, resources={"sync": SyncResource(data_root=str(data))})
         return fleet_defs.fleet_sensor(ctx)
 
+    return tick
+
+
+def test_batch_sensor_launches_one_run_for_the_tenants_with_changes(fleet, batch_tick):
+    data, urls, instance = fleet
+    tick = batch_tick
     first = tick()  # never synced: every tenant that answers is due; the broken one is named, not launched
     assert isinstance(first, dg.RunRequest)
     assert first.run_config["ops"]["serve_fleet"]["config"]["tenants"] == ["acme", "globex"]
@@ -218,22 +226,14 @@ def test_a_bad_fleet_mode_fails_the_fleet_sensor_not_the_definitions(tmp_path):
     assert out.stdout.strip().splitlines()[-1] == "CRM_WAVE_FLEET='sometimes': use loop, batch or off"
 
 
-def test_an_operator_command_gets_a_pass_of_every_stage_at_the_fleets_next_look(fleet, monkeypatch):
+def test_an_operator_command_gets_a_pass_of_every_stage_at_the_fleets_next_look(fleet, batch_tick):
     """`crm-wave conflicts resolve` (and the other commands that leave work no head shows) mark the
     tenant's state (`state.ask_every_stage`): the batch sensor's next tick launches that tenant, whose
     sync runs every stage, instead of waiting up to `full_every_s`; then it is quiet again."""
-    from crm_wave.defs import fleet as fleet_defs
-    from crm_wave.defs.resources import SyncResource
     from crm_wave.sync.state import ask_every_stage
 
     data, _, instance = fleet
-    monkeypatch.setattr(fleet_defs, "_MODE", "batch")
-    monkeypatch.setattr(fleet_defs, "_SENSOR_PROBES", {})
-
-    def tick():
-        ctx = dg.build_sensor_context(instance=instance, resources={"sync": SyncResource(data_root=str(data))})
-        return fleet_defs.fleet_sensor(ctx)
-
+    tick = batch_tick
     assert isinstance(tick(), dg.RunRequest)
     assert _run(instance, tenants=["acme", "globex"], snapshot=False).success
     assert isinstance(tick(), dg.SkipReason)  # nothing moved, nothing due
