@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import duckdb
 import polars as pl
 
-from crm_wave.store.connection import FEW, registered
+from crm_wave.store.connection import FEW, FEW_IDS, registered
 
 __all__ = ["KEEP", "LOG", "LOG_TABLES", "STATE", "WHOLE_PAST", "forget", "log_rows", "logged"]
 
@@ -63,6 +63,8 @@ def log_rows(con: duckdb.DuckDBPyConnection, table: str, global_ids: pl.Series |
         if ids.len() <= FEW:
             for g in ids:
                 con.execute(f"INSERT INTO {LOG} VALUES (?, ?, ?)", [seq, table, g])
+        elif ids.len() <= FEW_IDS:  # as `ids_predicate`: a list parameter costs less than a registered frame
+            con.execute(f"INSERT INTO {LOG} SELECT ?, ?, unnest(?::VARCHAR[])", [seq, table, ids.to_list()])
         else:
             with registered(con, "_row_writes_in", pl.DataFrame({"global_id": ids})):
                 con.execute(f"INSERT INTO {LOG} SELECT ?, ?, global_id FROM _row_writes_in", [seq, table])
