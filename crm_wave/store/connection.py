@@ -141,6 +141,11 @@ def ident(name: str) -> str:
     return name
 
 
+def _open(path: Path) -> duckdb.DuckDBPyConnection:
+    """A new DuckDB connection to the file at `path` (every connection of the store is opened here)."""
+    return duckdb.connect(str(path))
+
+
 def _file_key(path: Path) -> tuple[str, int, int] | None:
     try:
         st = os.stat(path)
@@ -273,7 +278,7 @@ class Connection:
             self._session_lock = contextlib.ExitStack()
             self._session_lock.enter_context(_flock(self._lock_path, want=self._want_path))
             try:
-                self._session = (threading.get_ident(), duckdb.connect(str(self.path)))
+                self._session = (threading.get_ident(), _open(self.path))
             except BaseException:
                 self._session_lock.close()
                 raise
@@ -309,7 +314,7 @@ class Connection:
                 self._open_transactions -= 1
             return
         with self.locked():
-            con = duckdb.connect(str(self.path))
+            con = _open(self.path)
             try:
                 with _transaction(con):
                     yield con
