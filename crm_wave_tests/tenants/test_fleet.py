@@ -248,3 +248,61 @@ def test_an_operator_command_gets_a_pass_of_every_stage_at_the_fleets_next_look(
     state = load_state(data)["acme"]
     assert state.last_pass > synced and state.last_pass >= state.asked
     assert isinstance(tick(), dg.SkipReason)
+
+
+def test_a_loop_keeps_files_open_and_publishes_a_snapshot_at_most_every_snapshot_every_s(fleet):
+    """A loop's second sync of a tenant within `snapshot_every_s` leaves its snapshot behind; the run's last
+    round publishes it. The files kept open between syncs are closed (checkpointed) when the run ends."""
+    import threading
+    import time
+
+    import duckdb
+
+    from crm_wave.analyst.snapshot import list_snapshots
+    from crm_wave.store.connection import kept
+
+    data, urls, instance = fleet
+    assert _run(instance, snapshot=False).success  # converged, no snapshot yet
+    syncs = load_state(data)["acme"].syncs
+    behind: list[bool] = []
+
+    def edit(phone: str) -> None:
+        with CrmClient(base_url=urls["acme"][0], token="acme-c") as c:
+            customer = next(x for x in c.read_all("customers") if x["Email"] == "c0@acme.example")
+            c.patch("customers", customer["Id"], {"Phone": phone}, if_match=customer["Version"])
+
+    def second_edit() -> None:  # once the loop has synced the first edit
+        deadline = time.monotonic() + 60
+        while load_state(data)["acme"].syncs <= syncs and time.monotonic() < deadline:
+            time.sleep(0.1)
+        edit("+47 4 00 00 09")
+        while time.monotonic() < deadline and not behind:  # the second sync, within the hour: no snapshot yet
+            st = load_state(data)["acme"]
+            if st.syncs >= syncs + 2 and st.snapshot_behind:
+                behind.append(True)
+            time.sleep(0.05)
+
+    edit("+47 4 00 00 08")
+    editor = threading.Thread(target=second_edit)
+    editor.start()
+    loop = _run(instance, minutes=0.3, look_every_s=0.5, snapshot_every_s=3600.0, keep_open_s=60.0)
+    editor.join(60)
+    assert loop.success
+    assert _wave_phones(urls, "acme")["c0@acme.example"] == "+47 4 00 00 09"
+    snapshots = [e for e in loop.get_asset_materialization_events()
+                 if e.materialization.partition == "acme" and e.materialization.asset_key.to_user_string() == "snapshot"]
+    assert load_state(data)["acme"].syncs >= syncs + 2
+    assert behind == [True]  # the second sync published none
+    assert len(snapshots) == 2  # after the first sync, and the one left behind, at the run's end
+    state = load_state(data)["acme"]
+    assert not state.snapshot_behind and state.snapshot_at > 0
+    from crm_wave.defs.resources import SyncResource
+
+    store = SyncResource(data_root=str(data)).store("acme")
+    db = store.path
+    assert not kept(db)  # closed when the run ended
+    assert not db.with_name(db.name + ".wal").exists()
+    newest = list_snapshots(db.parent / "snapshots")[-1]
+    with duckdb.connect(str(newest), read_only=True) as con:
+        phones = {r[0] for r in con.execute("SELECT Phone FROM global_customer").fetchall()}
+    assert "+47 4 00 00 09" in phones  # the last sync is in the last snapshot
