@@ -94,6 +94,29 @@ class Outcomes:
         ).fetchall()
         return {g: (h, a) for g, h, a in rows}
 
+    # ---- what the sync itself wrote to Wave ------------------------------------------------
+    def record_own_writes(self, con: duckdb.DuckDBPyConnection, dataset: str, written: Sequence[tuple[str, str]],
+                          at: datetime) -> None:
+        """Remember `(source id, modifiedAt)` that Wave answered for this sync's writes to `dataset`, answered by
+        `at` (naive UTC); rows older than an hour go."""
+        if not written:
+            return
+        con.execute("DELETE FROM own_writes WHERE dataset = ? AND written_at < ? - INTERVAL 1 HOUR", [dataset, at])
+        con.execute("INSERT INTO own_writes SELECT ?, unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), ?",
+                    [dataset, [w[0] for w in written], [w[1] for w in written], at])
+
+    def own_writes(self, con: duckdb.DuckDBPyConnection, dataset: str, written: Sequence[tuple[str, str]],
+                   before: datetime) -> bool:
+        """Whether every `(source id, modifiedAt)` of `written` is one of this sync's own writes to `dataset`
+        whose answer came before `before` (naive UTC)."""
+        if not written:
+            return True
+        ((n,),) = con.execute(
+            "SELECT count(DISTINCT (w.i, w.m)) FROM (SELECT unnest(?::VARCHAR[]) AS i, unnest(?::VARCHAR[]) AS m) w "
+            "JOIN own_writes o ON o.dataset = ? AND o.source_id = w.i AND o.modified = w.m AND o.written_at < ?",
+            [[w[0] for w in written], [w[1] for w in written], dataset, before]).fetchall()
+        return n == len(set(written))
+
     # ---- the sync log ----------------------------------------------------------------
     def log(self, con: duckdb.DuckDBPyConnection, rows: Iterable[tuple[Any, ...]]) -> None:
         """Append sync-log rows `(logged_at, run_id, system, entity, global_id, record_id, op, changes, before, outcome)`."""

@@ -137,3 +137,12 @@ CREATE TABLE IF NOT EXISTS row_writes_state (
     pruned BIGINT NOT NULL
 );
 INSERT INTO row_writes_state SELECT uuid()::VARCHAR, 0 WHERE NOT EXISTS (SELECT 1 FROM row_writes_state);
+-- Records this sync wrote to Wave, with the `modifiedAt` Wave answered and when the answer came:
+-- a Wave read that sees only these modified near its start may move its cursor past them
+-- (crm_wave/sync/collect.py). Rows older than an hour are pruned.
+CREATE TABLE IF NOT EXISTS own_writes (
+    dataset VARCHAR NOT NULL,
+    source_id VARCHAR NOT NULL,
+    modified VARCHAR NOT NULL,
+    written_at TIMESTAMP NOT NULL
+);

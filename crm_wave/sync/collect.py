@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, UTC
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
 import polars as pl
@@ -100,11 +100,14 @@ def _wave_pages(client: WaveApi, entity: str, after: str | None) -> Iterator[lis
     return pages(modified_after=after)
 
 
-def _wave_records(client: WaveApi, entity: str, cursor: str | None, started: datetime, out: _Chunks) -> str | None:
+def _wave_records(client: WaveApi, entity: str, cursor: str | None, started: datetime, out: _Chunks,
+                  own: Callable[[list[tuple[str, str]]], bool] = lambda recent: False) -> str | None:
     after = None
     if cursor:
         after = (datetime.fromisoformat(cursor.replace("Z", "+00:00")) - WAVE_CURSOR_LAG).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     newest = cursor
+    margin = (started - WAVE_SKEW).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    recent: list[tuple[str, str]] = []
     for page in _wave_pages(client, entity, after):
         records = []
         for node in page:
@@ -112,12 +115,16 @@ def _wave_records(client: WaveApi, entity: str, cursor: str | None, started: dat
             records.append((str(node["id"]), False, modified, None, node))
             if modified and (newest is None or modified > newest):
                 newest = modified
+            if modified and modified >= margin:
+                recent.append((str(node["id"]), modified))
         out.add(records)
     # Wave pages by offset: a record changed while we paged moves to the end and may push
-    # another one past us. If anything changed after the read began, keep the old cursor
-    # and read that stretch again next time (unchanged records write nothing).
-    margin = (started - WAVE_SKEW).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    if newest is not None and newest >= margin:
+    # another one past us. If anything may have changed after the read began (within Wave's
+    # clock margin of its start), keep the old cursor and read that stretch again next time
+    # (unchanged records write nothing) -- unless every such change is one of the sync's own
+    # writes answered before the read began (`own`): the read-back after a push, which would
+    # otherwise never move the cursor (and read everything again while it is still None).
+    if recent and not own(recent):
         return cursor
     return newest
 
@@ -141,7 +148,8 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
             next_cursor = _crm_records(cast(CrmApi, client), entity, None if full else cursor, chunks)
         else:
             wave = cast(WaveApi, client)
-            next_cursor = _wave_records(wave, entity, None if full else cursor, started, chunks)
+            next_cursor = _wave_records(wave, entity, None if full else cursor, started, chunks,
+                                        lambda recent: _own_writes(store, name, recent, started))
             if not full and entity == "order":  # payments and overdue need not move modifiedAt
                 from crm_wave.sync.wave_survival import reread_open_invoices, seen_ids
 
@@ -162,6 +170,11 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
         written = store.append_frame(con, name, frame, now.replace(tzinfo=None))
         store.set_cursor(con, name, next_cursor, now.replace(tzinfo=None), full=full)
     return CollectResult(name, chunks.count, written, deleted, full, next_cursor)
+
+
+def _own_writes(store: Store, name: str, recent: list[tuple[str, str]], started: datetime) -> bool:
+    with store.connect() as con:
+        return store.own_writes(con, name, recent, started.astimezone(UTC).replace(tzinfo=None))
 
 
 def utcnow() -> datetime:

@@ -17,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import polars as pl
@@ -417,6 +417,8 @@ class _WavePush(_TargetPush):
                 for gid in unsent:  # never sent: nothing to look for, the next pass sends them
                     self.store.clear(con, "intents", "wave", self.entity, [gid])
         follow, succeeded = [], []
+        own: list[tuple[str, str]] = []  # (id, modifiedAt) Wave answered: the read-back knows them (collect)
+        answered = datetime.now(UTC).replace(tzinfo=None)
         with self.store.connect() as con:
             for row, ops in chunk:
                 res = outcomes.get(row.gid)
@@ -432,6 +434,7 @@ class _WavePush(_TargetPush):
                     continue
                 new_id = (res.entity or {}).get("id") if row.op == "insert" else None
                 succeeded.append((row, new_id))
+                own.extend(_answered(res.entity))
                 for op in ops[1:]:
                     data = dict(op.input)
                     for k in ("id", "invoiceId"):
@@ -439,15 +442,28 @@ class _WavePush(_TargetPush):
                             data[k] = new_id
                     follow.append(Mutation(op.name, data, op.key))
             self.done_many(con, succeeded, result, now, run_id)
+            self.store.record_own_writes(con, dataset("wave", self.entity), own, answered)
         if follow:
             try:
                 with self.store.lent():
                     answers = self.client.mutate(follow)
+                answered = datetime.now(UTC).replace(tzinfo=None)
                 for res in answers:
                     if not res.ok:
                         result.messages.append(f"wave {self.entity} {res.key}: {res.name}: {res.errors}")
+                own = [w for res in answers if res.ok for w in _answered(res.entity)]
+                if own:
+                    with self.store.connect() as con:
+                        self.store.record_own_writes(con, dataset("wave", self.entity), own, answered)
             except TransientError as exc:  # the next pass sees the difference and sends it again
                 result.messages.append(f"wave {self.entity} follow-up: {exc}")
+
+
+def _answered(entity: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """`[(id, modifiedAt)]` of the record a Wave mutation answered with (none without both)."""
+    if entity and entity.get("id") and entity.get("modifiedAt"):
+        return [(str(entity["id"]), str(entity["modifiedAt"]))]
+    return []
 
 
 class _CrmPush(_TargetPush):
