@@ -1,7 +1,8 @@
 """The fleet's and the collect schedule's variables: a settings section of their own.
 
 `CRM_WAVE_FLEET` (loop, batch or off), `CRM_WAVE_FLEET_MINUTES` (the length of one `loop` fleet
-run) and `CRM_WAVE_SCHEDULE_MINUTES` (how often `collect_schedule` gives a tenant whose heads did
+run), `CRM_WAVE_FLEET_SNAPSHOT_SECONDS` (how often a `loop` run publishes a tenant's snapshot at
+most) and `CRM_WAVE_SCHEDULE_MINUTES` (how often `collect_schedule` gives a tenant whose heads did
 not move a run anyway). Only `crm_wave/defs/fleet.py` and `crm_wave/defs/automation.py` read
 them, when a sensor or schedule evaluates (the fleet mode also when the definitions load, to
 choose which automations start running): `AppSettings`, which every sync loads, does not, so a
@@ -27,13 +28,16 @@ _OFF = ("", "0", "off", "no", "false")
 
 
 class FleetSettings(_Section):
-    """`CRM_WAVE_FLEET` (default off), `CRM_WAVE_FLEET_MINUTES` (default 15) and `CRM_WAVE_SCHEDULE_MINUTES` (default 15)."""
+    """`CRM_WAVE_FLEET` (default off), `CRM_WAVE_FLEET_MINUTES` (default 15), `CRM_WAVE_SCHEDULE_MINUTES` (default 15)
+    and `CRM_WAVE_FLEET_SNAPSHOT_SECONDS` (default 60)."""
 
     model_config = SettingsConfigDict(env_prefix="CRM_WAVE_")
 
     fleet: Literal["loop", "batch"] | None = None
     fleet_minutes: float = 15.0
     schedule_minutes: float = 15.0
+    #: A `loop` run publishes a tenant's analyst snapshot at most this often (`FleetConfig.snapshot_every_s`).
+    fleet_snapshot_seconds: float = 60.0
 
     @field_validator("fleet", mode="before")
     @classmethod
@@ -57,6 +61,17 @@ class FleetSettings(_Section):
         if not (math.isfinite(minutes) and minutes > 0):
             raise ValueError("use a number of minutes above 0, e.g. 15")
         return minutes
+
+    @field_validator("fleet_snapshot_seconds", mode="before")
+    @classmethod
+    def _valid_seconds(cls, value: Any) -> Any:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            seconds = math.nan
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise ValueError("use a number of seconds, 0 or more, e.g. 60 (0: after every sync)")
+        return seconds
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> FleetSettings:

@@ -82,6 +82,7 @@ class FleetConfig(dg.Config):
     #: A loop publishes a tenant's snapshot at most this often: a sync within it leaves the snapshot behind, and
     #: a later round (at the latest the run's last) publishes it. Each snapshot checkpoints and copies the file
     #: (0.2-0.4 CPU-s at 500 records). 0: after every sync. A batch run publishes once per synced tenant.
+    #: `fleet_sensor` sets it from `CRM_WAVE_FLEET_SNAPSHOT_SECONDS`.
     snapshot_every_s: float = 60.0
     #: A loop keeps each tenant's DuckDB file open this long after its sync (`keep_open`), so the next sync
     #: neither reopens nor checkpoints it (0.15-0.3 CPU-s an edit). 0: close after every sync.
@@ -465,7 +466,8 @@ def fleet_sensor(context: dg.SensorEvaluationContext, sync: SyncResource):
         return dg.SkipReason("a fleet run is in progress")
     stamp = f"{time.time():.0f}"
     if (_MODE or "loop") == "loop":
-        return dg.RunRequest(run_key=f"fleet-loop-{stamp}", run_config=_op_config(minutes=_loop_minutes()),
+        return dg.RunRequest(run_key=f"fleet-loop-{stamp}", run_config=_op_config(
+                             minutes=_loop_minutes(), snapshot_every_s=FleetSettings.value("fleet_snapshot_seconds")),
                              tags={FLEET_TAG: "loop"})
     root = Path(sync.data_root)
     state = load_state(root)

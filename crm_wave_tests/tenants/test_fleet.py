@@ -187,6 +187,29 @@ def test_loop_minutes_must_be_a_positive_number():
         _loop_minutes({"CRM_WAVE_FLEET_MINUTES": "soon"})
 
 
+def test_the_loops_snapshot_interval_is_a_number_of_seconds():
+    from crm_wave.config.fleet import FleetSettings
+    from crm_wave.config.settings import ConfigError
+
+    assert FleetSettings.value("fleet_snapshot_seconds", {}) == 60
+    assert FleetSettings.value("fleet_snapshot_seconds", {"CRM_WAVE_FLEET_SNAPSHOT_SECONDS": "0"}) == 0
+    with pytest.raises(ConfigError, match=r"^CRM_WAVE_FLEET_SNAPSHOT_SECONDS='-5': use a number of seconds, 0 or more"):
+        FleetSettings.value("fleet_snapshot_seconds", {"CRM_WAVE_FLEET_SNAPSHOT_SECONDS": "-5"})
+
+
+def test_the_loop_sensor_passes_the_snapshot_interval(fleet, monkeypatch):
+    from crm_wave.defs import fleet as fleet_defs
+    from crm_wave.defs.resources import SyncResource
+
+    data, _, instance = fleet
+    monkeypatch.setattr(fleet_defs, "_MODE", "loop")
+    monkeypatch.setenv("CRM_WAVE_FLEET_SNAPSHOT_SECONDS", "0")
+    ctx = dg.build_sensor_context(instance=instance, resources={"sync": SyncResource(data_root=str(data))})
+    request = fleet_defs.fleet_sensor(ctx)
+    assert isinstance(request, dg.RunRequest)
+    assert request.run_config["ops"]["serve_fleet"]["config"]["snapshot_every_s"] == 0
+
+
 def test_fleet_variables_are_a_settings_section_that_no_sync_reads():
     from crm_wave.config.fleet import FleetSettings
     from crm_wave.config.settings import AppSettings, ConfigError
