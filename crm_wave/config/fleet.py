@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import ValidationError, field_validator
@@ -25,6 +25,17 @@ __all__ = ["FLEET_VAR", "FleetSettings"]
 
 FLEET_VAR = "CRM_WAVE_FLEET"
 _OFF = ("", "0", "off", "no", "false")
+
+
+def _number(value: Any, ok: Callable[[float], bool], what: str) -> float:
+    """`value` as a finite float that is `ok`; ValueError saying `what` to set otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and ok(number)):
+        raise ValueError(what)
+    return number
 
 
 class FleetSettings(_Section):
@@ -54,24 +65,12 @@ class FleetSettings(_Section):
     @field_validator("fleet_minutes", "schedule_minutes", mode="before")
     @classmethod
     def _valid_minutes(cls, value: Any) -> Any:
-        try:
-            minutes = float(value)
-        except (TypeError, ValueError):
-            minutes = math.nan
-        if not (math.isfinite(minutes) and minutes > 0):
-            raise ValueError("use a number of minutes above 0, e.g. 15")
-        return minutes
+        return _number(value, lambda x: x > 0, "use a number of minutes above 0, e.g. 15")
 
     @field_validator("fleet_snapshot_seconds", mode="before")
     @classmethod
     def _valid_seconds(cls, value: Any) -> Any:
-        try:
-            seconds = float(value)
-        except (TypeError, ValueError):
-            seconds = math.nan
-        if not (math.isfinite(seconds) and seconds >= 0):
-            raise ValueError("use a number of seconds, 0 or more, e.g. 60 (0: after every sync)")
-        return seconds
+        return _number(value, lambda x: x >= 0, "use a number of seconds, 0 or more, e.g. 60 (0: after every sync)")
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> FleetSettings:
