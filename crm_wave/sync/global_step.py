@@ -509,7 +509,9 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
                                        .str.replace_all("_kw_", "", literal=True))
     with store.connect() as con:
         store.drop_links(con, entity, dropped, writer=OWN)
-        store.upsert_links(con, entity, new_links, naive_now, writer=OWN, log=incremental)
+        # A rebuild that found no link of the entity (its first pass) inserts them plainly.
+        store.upsert_links(con, entity, new_links, naive_now, writer=OWN, log=incremental,
+                           fresh=not incremental and links.height == 0)
         if not incremental:
             store.log_changes(con, entity, ["*"], "link", writer=OWN)
             links = _all_links(store, con, entity)
@@ -531,6 +533,8 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
             agreed = store.read_agreed_frame(con, entity, fields, part["global_id"])
             queue = read_queue(con, entity, part["global_id"])
         merged, conflicts, agreed_now, waits, fates = _merge(entity, part, crm, wave, agreed, fields, policy, queue)
+        # No agreed row of the part's global ids (a first pass): the new ones are inserted plainly.
+        fresh = not incremental and agreed.height == 0
         del crm, wave, agreed
         with store.connect() as con:
             if incremental:
@@ -542,7 +546,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
                 store.insert_rows(con, staging, merged)
             n_conflicts += store.record_conflicts(con, entity, conflicts, naive_now)
             reconcile(con, entity, waits, fates, naive_now)
-            store.upsert_agreed(con, entity, agreed_now, naive_now, log=False)
+            store.upsert_agreed(con, entity, agreed_now, naive_now, log=False, fresh=fresh)
         del merged
     with store.connect() as con:
         if incremental:
