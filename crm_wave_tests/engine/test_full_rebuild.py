@@ -68,3 +68,25 @@ def test_fresh_inserts_write_what_upserts_write_into_empty_tables(tmp_path: Path
     assert "null" not in "".join(got[True][1]["v"].to_list())  # an agreed null is stored as no key, as before
     for fast, general in zip(got[True], got[False]):
         assert_frame_equal(fast, general)
+
+
+def test_a_rebuild_read_once_writes_what_the_two_reads_write(tmp_path: Path, monkeypatch):
+    got = {}
+    for once in (True, False):
+        store = Store(tmp_path / f"{once}.duckdb")
+        with store.connect() as con:
+            for system, bodies in (("crm", CRM_BODIES["customer"]), ("wave", WAVE_BODIES["customer"])):
+                store.append_versions(con, dataset(system, "customer"), _versions(system, bodies, "a"), T0)
+        monkeypatch.setattr(global_step, "CHUNK", 3)  # parts of 3 versions: several of each kind
+        monkeypatch.setattr(global_step, "READ_ONCE_PARTS", 100 if once else 0)
+        calls = []
+        monkeypatch.setattr(global_step, "_load_whole", lambda *a, f=global_step._load_whole: calls.append(a) or f(*a))
+        result = global_step.build_global(store, "customer", T0, full=True)
+        assert bool(calls) is once
+        got[once] = (result, *(_table(store, f"SELECT * {exclude} FROM {table} ORDER BY ALL")
+                               for table, exclude in (("global_customer", ""), ("links", "EXCLUDE (linked_at)"),
+                                                      ("agreed", "EXCLUDE (updated_at)"))))
+    assert got[True][1].height >= len(CRM_BODIES["customer"])
+    assert got[True][0] == got[False][0]
+    for fast, general in zip(got[True][1:], got[False][1:]):
+        assert_frame_equal(fast, general)
