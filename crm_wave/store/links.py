@@ -38,9 +38,10 @@ class Links(ChangeLog):
 
     def upsert_links(self, con: duckdb.DuckDBPyConnection, entity: str,
                      links: pl.DataFrame | Iterable[tuple[str, str | None, str | None, str]], now: datetime, *,
-                     writer: str | None = None, log: bool = True) -> None:
+                     writer: str | None = None, log: bool = True, fresh: bool = False) -> None:
         """Insert or complete links `(global_id, crm_id, wave_id, how)` (rows or a frame); a side once
-        set is never unset."""
+        set is never unset. `fresh`: the caller knows no link row of these global ids exists (a plain
+        insert: no conflict check, and a commit about half as dear)."""
         frame = links if isinstance(links, pl.DataFrame) else pl.DataFrame(list(links), schema=LINK_SCHEMA,
                                                                             orient="row")
         if frame.height == 0:
@@ -49,15 +50,16 @@ class Links(ChangeLog):
         if frame["global_id"].n_unique() != frame.height:  # the same link twice: one after the other
             for part in frame.with_row_index("_i").with_columns(
                     pl.int_range(pl.len()).over("global_id").alias("_n")).partition_by("_n", maintain_order=True):
-                self.upsert_links(con, entity, part.drop("_i", "_n"), now, writer=writer, log=log)
+                self.upsert_links(con, entity, part.drop("_i", "_n"), now, writer=writer, log=log, fresh=fresh)
+                fresh = False  # the next round completes the links of this one
             return
         if frame.height <= FEW:
             for g, c, w, h in frame.iter_rows():
                 con.execute(f"INSERT INTO links VALUES (?, ?, ?, ?, ?, ?) {_UPSERT_LINK}", [entity, g, c, w, h, now])
         else:
             with registered(con, "_links_in", frame):
-                con.execute(f"INSERT INTO links SELECT ?, global_id, crm_id, wave_id, how, ? FROM _links_in {_UPSERT_LINK}",
-                            [entity, now])
+                con.execute(f"INSERT INTO links SELECT ?, global_id, crm_id, wave_id, how, ? FROM _links_in "
+                            f"{'' if fresh else _UPSERT_LINK}", [entity, now])
         log_rows(con, "links", frame["global_id"])
         if log:
             self.log_changes(con, entity, frame["global_id"], "link", writer=writer)
@@ -97,12 +99,14 @@ class Links(ChangeLog):
         return frame.cast(schema) if frame.height else pl.DataFrame(schema=schema)
 
     def upsert_agreed(self, con: duckdb.DuckDBPyConnection, entity: str,
-                      values: pl.DataFrame | dict[str, dict[str, Any]], now: datetime, *, log: bool = True) -> None:
+                      values: pl.DataFrame | dict[str, dict[str, Any]], now: datetime, *, log: bool = True,
+                      fresh: bool = False) -> None:
         """Store agreed values per global id, merged over what was agreed before: a dict
         `global_id -> values`, or a frame of `global_id` plus one String column per field.
 
         A null stands for "agreed: empty"; `log=False` for the global step's own writes (it has
-        merged those rows already)."""
+        merged those rows already). `fresh`: the caller knows no agreed row of these global ids exists
+        (a plain insert, as `upsert_links`)."""
         if isinstance(values, pl.DataFrame):
             if values.height == 0:
                 return
@@ -118,8 +122,8 @@ class Links(ChangeLog):
         with registered(con, "_agreed_in", frame):
             con.execute(
                 'INSERT INTO agreed SELECT ?, global_id, json_merge_patch(\'{}\', "values"), ? FROM _agreed_in '
-                'ON CONFLICT (entity, global_id) DO UPDATE SET '
-                '"values" = json_merge_patch(agreed."values", excluded."values"), updated_at = excluded.updated_at',
+                + ('' if fresh else 'ON CONFLICT (entity, global_id) DO UPDATE SET '
+                   '"values" = json_merge_patch(agreed."values", excluded."values"), updated_at = excluded.updated_at'),
                 [entity, now],
             )
         log_rows(con, "agreed", frame["global_id"])

@@ -1,0 +1,92 @@
+"""The full rebuild's fast paths give what the general paths give: the dataset read in `_seq` parts,
+and the plain inserts of links and agreed values into a table that has none of their rows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+import crm_wave.sync.global_step as global_step
+from crm_wave.store.db import Store, Version
+from crm_wave.sync.names import dataset
+from crm_wave_tests.engine.test_vectorised import CRM_BODIES, WAVE_BODIES
+
+T0 = datetime(2026, 1, 1)
+
+
+def _versions(system: str, bodies: list[dict], tag: str, deleted: frozenset[str] = frozenset()) -> list[Version]:
+    name, key = dataset(system, "customer"), ("Id" if system == "crm" else "id")
+    return [Version(f"{name}:{b[key]}", b[key], f"{tag}{i}", b[key] in deleted, None, None,
+                    None if b[key] in deleted else b) for i, b in enumerate(bodies)]
+
+
+@pytest.mark.parametrize("system", ["crm", "wave"])
+@pytest.mark.parametrize("chunk", [1, 2, 3, 100])
+def test_a_dataset_read_in_seq_parts_is_the_dataset_read_whole(tmp_path: Path, monkeypatch, system: str, chunk: int):
+    bodies = (CRM_BODIES if system == "crm" else WAVE_BODIES)["customer"]
+    key = "Id" if system == "crm" else "id"
+    name = dataset(system, "customer")
+    store = Store(tmp_path / "s.duckdb")
+    with store.connect() as con:
+        store.append_versions(con, name, _versions(system, bodies, "a"), T0)
+        # Newer versions of some records land in later parts than their first ones; one is deleted.
+        changed = [{**b, "Name": f"renamed {b[key]}"} for b in bodies[::2]]
+        store.append_versions(con, name, _versions(system, changed, "b", frozenset([bodies[0][key]])), T0)
+        top = store.max_seq(con, name)
+        whole = global_step._load(store, con, system, "customer", None, {})
+        monkeypatch.setattr(global_step, "CHUNK", chunk)
+        parts = global_step._load_whole(store, con, system, "customer", top, {})
+    assert top > len(bodies)
+    assert parts.height == len(bodies)
+    col = f"{system}_id"
+    assert_frame_equal(parts.sort(col), whole.sort(col))
+    assert parts.filter(pl.col(col) == bodies[0][key])["deleted"].to_list() == [True]
+
+
+def _table(store: Store, sql: str) -> pl.DataFrame:
+    with store.connect() as con:
+        return con.execute(sql).pl()
+
+
+def test_fresh_inserts_write_what_upserts_write_into_empty_tables(tmp_path: Path):
+    links = pl.DataFrame({"global_id": ["g1", "g2", "g3", "g1"], "crm_id": ["c1", None, "c3", None],
+                          "wave_id": [None, "w2", "w3", "w1"], "how": ["origin:crm", "origin:wave", "merge:Email=Email", "x"]})
+    agreed = pl.DataFrame({"global_id": ["g1", "g2", "g3"], "Name": ["A", None, "C"], "Email": [None, None, "c@x.no"]})
+    got = {}
+    for fresh in (False, True):
+        store = Store(tmp_path / f"{fresh}.duckdb")
+        with store.connect() as con:
+            store.upsert_links(con, "customer", links, T0, writer="global", log=False, fresh=fresh)
+            store.upsert_agreed(con, "customer", agreed, T0, log=False, fresh=fresh)
+        got[fresh] = (_table(store, "SELECT * FROM links ORDER BY ALL"),
+                      _table(store, 'SELECT entity, global_id, "values"::VARCHAR AS v, updated_at FROM agreed ORDER BY ALL'))
+    assert got[True][0].height == 3 and got[True][0].filter(pl.col("global_id") == "g1")["wave_id"].to_list() == ["w1"]
+    assert "null" not in "".join(got[True][1]["v"].to_list())  # an agreed null is stored as no key, as before
+    for fast, general in zip(got[True], got[False]):
+        assert_frame_equal(fast, general)
+
+
+def test_a_rebuild_read_once_writes_what_the_two_reads_write(tmp_path: Path, monkeypatch):
+    got = {}
+    for once in (True, False):
+        store = Store(tmp_path / f"{once}.duckdb")
+        with store.connect() as con:
+            for system, bodies in (("crm", CRM_BODIES["customer"]), ("wave", WAVE_BODIES["customer"])):
+                store.append_versions(con, dataset(system, "customer"), _versions(system, bodies, "a"), T0)
+        monkeypatch.setattr(global_step, "CHUNK", 3)  # parts of 3 versions: several of each kind
+        monkeypatch.setattr(global_step, "READ_ONCE_PARTS", 100 if once else 0)
+        calls = []
+        monkeypatch.setattr(global_step, "_load_whole", lambda *a, f=global_step._load_whole: calls.append(a) or f(*a))
+        result = global_step.build_global(store, "customer", T0, full=True)
+        assert bool(calls) is once
+        got[once] = (result, *(_table(store, f"SELECT * {exclude} FROM {table} ORDER BY ALL")
+                               for table, exclude in (("global_customer", ""), ("links", "EXCLUDE (linked_at)"),
+                                                      ("agreed", "EXCLUDE (updated_at)"))))
+    assert got[True][1].height >= len(CRM_BODIES["customer"])
+    assert got[True][0] == got[False][0]
+    for fast, general in zip(got[True][1:], got[False][1:]):
+        assert_frame_equal(fast, general)
