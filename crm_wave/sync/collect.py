@@ -26,6 +26,8 @@ __all__ = ["CollectResult", "CollectError", "collect", "deleted_versions"]
 WAVE_CURSOR_LAG = timedelta(seconds=2)
 #: A full read that returns nothing while more records than this are known is refused.
 EMPTY_READ_GUARD = 10
+#: A read of more versions than this commits them in parts of this many (bounded memory), the cursor last.
+COMMIT_ROWS = 200_000
 #: Allowance for the difference between our clock and Wave's.
 WAVE_SKEW = timedelta(seconds=5)
 
@@ -167,8 +169,21 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
             if gone:
                 frame = pl.concat([frame, deleted_versions(system, entity, [i.removeprefix(chunks.prefix) for i in gone])])
             deleted += len(gone)
-        written = store.append_frame(con, name, frame, now.replace(tzinfo=None))
-        store.set_cursor(con, name, next_cursor, now.replace(tzinfo=None), full=full)
+        if frame.height <= COMMIT_ROWS:  # the usual case: the versions and the cursor in one transaction
+            written = store.append_frame(con, name, frame, now.replace(tzinfo=None))
+            store.set_cursor(con, name, next_cursor, now.replace(tzinfo=None), full=full)
+            return CollectResult(name, chunks.count, written, deleted, full, next_cursor)
+    # A large read is committed in parts: DuckDB holds a transaction's appended rows in memory until it
+    # commits (1.8 GB for a million Wave customers). The cursor moves with the last part, so after a
+    # crash the next collect reads the same records again, and the parts already written are unchanged
+    # versions, which write nothing: no version is lost or written twice.
+    written = 0
+    parts = list(frame.iter_slices(COMMIT_ROWS))
+    for i, part in enumerate(parts):
+        with store.connect() as con:
+            written += store.append_frame(con, name, part, now.replace(tzinfo=None))
+            if i == len(parts) - 1:
+                store.set_cursor(con, name, next_cursor, now.replace(tzinfo=None), full=full)
     return CollectResult(name, chunks.count, written, deleted, full, next_cursor)
 
 
