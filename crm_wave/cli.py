@@ -100,10 +100,12 @@ def _sync_turn(args: argparse.Namespace, store, looks: _Looks, decision: Decisio
     looks.begin()
     marks = looks.found.marks if looks.found is not None else looks.st.marks
 
-    def before_pass(i: int) -> None:  # the heads each later pass reads up to: our own writes are not a change
+    def before_pass(i: int) -> frozenset[str]:  # the heads each later pass reads up to: our own writes are not a change
         nonlocal marks
-        if looks.found is not None:
-            marks = looks.relook(marks)
+        if looks.found is None:
+            return frozenset()
+        marks, moved = looks.relook(marks)
+        return moved  # an edit made during the sync: read by the next pass
 
     try:
         passes, held = _sync_passes(args, store, decision.changed, before_pass)
@@ -239,16 +241,18 @@ class _Looks:
             update_state(self.root, {self.tenant: self.st})
         return decision
 
-    def relook(self, marks: dict[str, str] | None) -> dict[str, str] | None:
-        """The marks now (`before_pass`), or `marks` when a system does not answer (the next look then
-        sees this sync's own writes as a change: a sync of what moved, which writes nothing)."""
-        from crm_wave.sync.heads import Unreachable, look
+    def relook(self, marks: dict[str, str] | None) -> tuple[dict[str, str] | None, frozenset[str]]:
+        """(the marks now, the datasets whose feeds moved since `marks`) for `before_pass`; `marks` and nothing
+        when a system does not answer (the next look then sees this sync's own writes as a change: a sync
+        of what moved, which writes nothing)."""
+        from crm_wave.sync.heads import Unreachable, look, moved_datasets
 
         try:
             self.st.looks += 1
-            return look(self.crm, self.wave, marks).marks
+            found = look(self.crm, self.wave, marks)
+            return found.marks, moved_datasets(found)
         except Unreachable:
-            return marks
+            return marks, frozenset()
 
     def begin(self) -> None:
         """Mark a sync in flight: one that dies (a kill, a crash) leaves the next look a pass of every stage."""

@@ -139,7 +139,7 @@ def run_edit(workdir: Path, *, customers: int = 250, repeats: int = 5, seed: int
         def engine() -> int:
             return len(sync_once(store, clients))
 
-        from crm_wave.sync.heads import look
+        from crm_wave.sync.heads import look, moved_datasets
 
         marks = look(crm, wave, None).marks
 
@@ -150,9 +150,11 @@ def run_edit(workdir: Path, *, customers: int = 250, repeats: int = 5, seed: int
             found = look(crm, wave, marks)
             marks = found.marks
 
-            def before(_: int) -> None:
+            def before(_: int) -> frozenset[str]:
                 nonlocal marks
-                marks = look(crm, wave, marks).marks
+                now = look(crm, wave, marks)
+                marks = now.marks
+                return moved_datasets(now)
 
             return len(sync_once(store, clients, changed=found.datasets, before_pass=before)) if found.changed else 0
 

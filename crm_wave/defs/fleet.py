@@ -46,7 +46,7 @@ from crm_wave.defs.resources import SyncResource
 from crm_wave.store.connection import keep_open
 from crm_wave.sync.breaker import CircuitOpen
 from crm_wave.sync.engine import StageResult, report_stage, sync_once
-from crm_wave.sync.heads import Look, look
+from crm_wave.sync.heads import Look, look, moved_datasets
 from crm_wave.sync.state import TenantState, load_state, save_state, update_state
 from crm_wave.sync.stages import Stage
 from crm_wave.systems.protocols import Client, CrmApi, WaveApi
@@ -236,9 +236,11 @@ def sync_tenant(sync: SyncResource, probes: Probes, tenant: str, st: TenantState
                 out.stages[s.name] = s
                 _add(out.results.setdefault(s.name, {}), result)
 
-        def before_pass(i: int) -> None:  # the heads each later pass will read (see the docstring)
+        def before_pass(i: int) -> frozenset[str]:  # the heads each later pass will read (see the docstring)
             nonlocal marks
-            marks = probes.look(tenant, marks).marks
+            now = probes.look(tenant, marks)
+            marks = now.marks
+            return moved_datasets(now)  # an edit made during the sync: read by the next pass
 
         try:
             passes = sync_once(store, clients, max_passes=_MAX_PASSES, run_id=run_id, on_stage=on_stage,

@@ -148,7 +148,7 @@ def sync_once(store: Store, clients: Mapping[str, Client], *, max_passes: int = 
               clock: Callable[[], datetime] = utcnow, run_id: str | None = None,
               business_id: str | None = None, progress: Callable[[str], None] | None = None,
               on_stage: Callable[[Stage, StageResult | CircuitOpen], None] | None = None,
-              raise_held: bool = True, before_pass: Callable[[int], None] | None = None,
+              raise_held: bool = True, before_pass: Callable[[int], Collection[str] | None] | None = None,
               changed: Collection[str] | None = None) -> list[PassResult]:
     """Run passes until one writes nothing (or `max_passes`); return every pass's result.
 
@@ -160,7 +160,9 @@ def sync_once(store: Store, clients: Mapping[str, Client], *, max_passes: int = 
     tables (a dead letter's retry, a held delete) is taken up by the next pass of every stage.
     A pass in which a breaker held a push is the last: its first `CircuitOpen` is raised after it,
     or, with `raise_held=False`, the passes are returned and the last one's `held` lists them all.
-    `before_pass(i)` is called before each later pass (i >= 1): the fleet looks at the heads there.
+    `before_pass(i)` is called before each later pass (i >= 1): the fleet looks at the heads there, and
+    returns the datasets that look saw moved (`heads.moved_datasets`), which that pass then collects too:
+    an edit made while the sync ran is read now, not left behind the marks that look recorded.
 
     The passes share one session of the file (opening and closing it, which checkpoints, cost
     about 0.1 CPU-s a pass); it is lent to whoever waits for the file between passes.
@@ -171,8 +173,9 @@ def sync_once(store: Store, clients: Mapping[str, Client], *, max_passes: int = 
         for i in range(max_passes):
             if i:
                 with store.lent():  # an API call may follow, and someone may be waiting for the file
-                    if before_pass is not None:
-                        before_pass(i)
+                    moved = before_pass(i) if before_pass is not None else None
+                if moved and only is not None:
+                    only = only | downstream(moved)
             result = run_pass(store, clients, now=clock(), full=full if i == 0 else None, run_id=run_id,
                               business_id=business_id, only=only, progress=progress, on_stage=on_stage,
                               follow=only is not None)

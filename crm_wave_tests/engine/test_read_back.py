@@ -78,3 +78,36 @@ def test_a_sync_after_a_look_runs_only_what_moved(rig: Rig) -> None:
     # Nothing moved: nothing runs; `full` overrides what the look found.
     assert [set(p.results) for p in rig.sync(changed=set())] == [set()]
     assert set(rig.sync(changed=set(), full=True)[0].results) == {s.name for s in STAGES}
+
+
+def test_an_edit_made_during_the_sync_is_read_by_its_next_pass(rig: Rig) -> None:
+    """The look before a later pass records marks past an edit someone made while the sync ran: that pass
+    must read it (before, it read only what the sync wrote, and the edit waited for a pass of every stage)."""
+    from crm_wave.sync.heads import look, moved_datasets
+
+    first = rig.crm_create("customers", {"Type": "organization", "Name": "Nord Ved AS", "Email": "post@nordved.example",
+                                         "Country": "NO", "Currency": "NOK"})
+    second = rig.crm_create("customers", {"Type": "organization", "Name": "Sør Ved AS", "Email": "post@sorved.example",
+                                          "Country": "NO", "Currency": "NOK"})
+    rig.sync()
+    marks = look(rig.crm, rig.wave, None).marks
+    current = rig.crm.get("customers", first["Id"])
+    assert current is not None
+    rig.crm.patch("customers", first["Id"], {"Phone": "+47 22 00 00 01"}, if_match=current["Version"])
+    found = look(rig.crm, rig.wave, marks)
+
+    def before(i: int) -> frozenset[str]:
+        nonlocal marks
+        if i == 1:  # someone edits another customer while the first pass's push is on its way
+            other = rig.crm.get("customers", second["Id"])
+            assert other is not None
+            rig.crm.patch("customers", second["Id"], {"Phone": "+47 22 00 00 02"}, if_match=other["Version"])
+        now = look(rig.crm, rig.wave, marks)
+        marks = now.marks
+        return moved_datasets(now)
+
+    passes = rig.sync(changed=found.datasets, before_pass=before)
+    assert "crm_customer" in passes[1].results  # the edit made during the sync is read at once
+    phones = {c.get("email"): str(c.get("phone")) for c in rig.wave.list_customers()}
+    assert "22 00 00 01" in phones["post@nordved.example"] and "22 00 00 02" in phones["post@sorved.example"]
+    assert not look(rig.crm, rig.wave, marks).changed  # nothing is left behind the marks
