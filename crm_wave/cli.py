@@ -245,12 +245,12 @@ class _Looks:
         """(the marks now, the datasets whose feeds moved since `marks`) for `before_pass`; `marks` and nothing
         when a system does not answer (the next look then sees this sync's own writes as a change: a sync
         of what moved, which writes nothing)."""
-        from crm_wave.sync.heads import Unreachable, look, moved_datasets
+        from crm_wave.sync.heads import Unreachable, look
 
         try:
             self.st.looks += 1
             found = look(self.crm, self.wave, marks)
-            return found.marks, moved_datasets(found)
+            return found.marks, found.moved
         except Unreachable:
             return marks, frozenset()
 

@@ -139,7 +139,7 @@ def run_edit(workdir: Path, *, customers: int = 250, repeats: int = 5, seed: int
         def engine() -> int:
             return len(sync_once(store, clients))
 
-        from crm_wave.sync.heads import look, moved_datasets
+        from crm_wave.sync.heads import look
 
         marks = look(crm, wave, None).marks
 
@@ -154,14 +154,13 @@ def run_edit(workdir: Path, *, customers: int = 250, repeats: int = 5, seed: int
                 nonlocal marks
                 now = look(crm, wave, marks)
                 marks = now.marks
-                return moved_datasets(now)
+                return now.moved
 
             return len(sync_once(store, clients, changed=found.datasets, before_pass=before)) if found.changed else 0
 
-        from crm_wave.store.connection import keep_open
+        from crm_wave.store.connection import keeping
 
-        keep_open(60)  # as the fleet's loop runs it: the file stays open between syncs (no checkpoint per sync)
-        try:
+        with keeping(60):  # as the fleet's loop runs it: the file stays open between syncs (no checkpoint per sync)
             with store.session():  # opened once, then kept from here on
                 pass
             runs = []
@@ -169,8 +168,6 @@ def run_edit(workdir: Path, *, customers: int = 250, repeats: int = 5, seed: int
                 edit(i)
                 runs.append(_timed(warm))
             out["engine_edit"] = _medians(runs)
-        finally:
-            keep_open(0)
         runs = []
         for i in range(4 * repeats, 5 * repeats):  # the same, closing the file after each sync
             edit(i)

@@ -25,7 +25,6 @@ start stopped. The marks of each tenant's last look, its last pass and counters 
 """
 
 
-import contextlib
 import math
 import os
 import time
@@ -43,10 +42,10 @@ from crm_wave.config.fleet import FLEET_VAR, FleetSettings
 from crm_wave.config.settings import ConfigError
 from crm_wave.config.tenants import load_tenants
 from crm_wave.defs.resources import SyncResource
-from crm_wave.store.connection import keep_open
+from crm_wave.store.connection import keeping
 from crm_wave.sync.breaker import CircuitOpen
 from crm_wave.sync.engine import StageResult, report_stage, sync_once
-from crm_wave.sync.heads import Look, look, moved_datasets
+from crm_wave.sync.heads import Look, look
 from crm_wave.sync.state import TenantState, load_state, save_state, update_state
 from crm_wave.sync.stages import Stage
 from crm_wave.systems.protocols import Client, CrmApi, WaveApi
@@ -240,7 +239,7 @@ def sync_tenant(sync: SyncResource, probes: Probes, tenant: str, st: TenantState
             nonlocal marks
             now = probes.look(tenant, marks)
             marks = now.marks
-            return moved_datasets(now)  # an edit made during the sync: read by the next pass
+            return now.moved  # an edit made during the sync: read by the next pass
 
         try:
             passes = sync_once(store, clients, max_passes=_MAX_PASSES, run_id=run_id, on_stage=on_stage,
@@ -350,8 +349,7 @@ def serve_fleet(context: dg.OpExecutionContext, config: FleetConfig, sync: SyncR
     cpu0 = time.process_time()
     probes = Probes(sync)
     looping = config.minutes > 0
-    keep_open(config.keep_open_s if looping else 0.0)
-    with _closing_kept(), ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="fleet") as pool, \
+    with keeping(config.keep_open_s if looping else 0.0), ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="fleet") as pool, \
             closing(probes):
         while True:
             started = time.monotonic()
@@ -402,15 +400,6 @@ def serve_fleet(context: dg.OpExecutionContext, config: FleetConfig, sync: SyncR
                 break
             time.sleep(max(0.0, min(left, config.look_every_s - (time.monotonic() - started))))
     yield dg.Output(None, metadata={**totals, "tenants": len(tenants), "cpu_s": round(time.process_time() - cpu0, 2)})
-
-
-@contextlib.contextmanager
-def _closing_kept() -> Iterator[None]:
-    """Every file kept open is closed (checkpointed) when the fleet's step ends, however it ends."""
-    try:
-        yield
-    finally:
-        keep_open(0.0)
 
 
 @dg.job(name="fleet_job", executor_def=dg.in_process_executor,

@@ -29,7 +29,8 @@ from typing import Any
 import duckdb
 import polars as pl
 
-__all__ = ["Connection", "close_kept", "keep_open", "kept", "registered", "ids_predicate", "arrow", "ident", "sql_ident", "sql_str", "FEW", "FEW_IDS"]
+__all__ = ["Connection", "close_kept", "keep_open", "keeping", "kept", "registered", "ids_predicate", "arrow", "ident",
+           "sql_ident", "sql_str", "FEW", "FEW_IDS"]
 
 # DuckDB tries `import pandas` on every statement with parameters and on `.pl()`. Without pandas
 # installed, each failed import searches the whole path again: 0.4-0.5 ms on top of a 0.55 ms
@@ -79,14 +80,19 @@ def _waited_for(want: Path) -> bool:
     """Whether a process (or thread) holds a shared lock on `want`: it waits for the file."""
     try:
         with open(want, "a+") as sign:
-            try:
-                fcntl.flock(sign, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(sign, fcntl.LOCK_UN)
-            return False
+            return _sign_held(sign)
     except OSError:
         return True  # cannot tell: give the file back, as if someone waited
+
+
+def _sign_held(sign: Any) -> bool:
+    """Whether someone holds a shared lock on the open `want` file `sign` (`_wanting`); True when it cannot tell."""
+    try:
+        fcntl.flock(sign, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # BlockingIOError: held; any other: cannot tell, give the file back
+        return True
+    fcntl.flock(sign, fcntl.LOCK_UN)
+    return False
 
 
 @contextlib.contextmanager
@@ -172,17 +178,6 @@ class _Kept:
         self.con, self.flock, self.since = con, flock, time.monotonic()
         self.want = open(want, "a+")  # noqa: SIM115 - kept open: the watcher looks at it ten times a second
 
-    def waited_for(self) -> bool:
-        """Whether another process or thread shows it waits for the file (`_wanting`)."""
-        try:
-            fcntl.flock(self.want, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return True  # cannot tell: give the file back
-        fcntl.flock(self.want, fcntl.LOCK_UN)
-        return False
-
     def close(self) -> None:
         """Close the connection (DuckDB checkpoints it) and give the file's lock back."""
         try:
@@ -205,12 +200,17 @@ class _Keeper:
         self.max_open = 128
         self.thread: threading.Thread | None = None
 
-    def take(self, key: tuple[str, int, int] | None) -> _Kept | None:
-        """The kept connection of the file `key`, now the caller's (None when there is none)."""
-        if key is None:
+    def holds(self, path: Path) -> bool:
+        """Whether the file at `path` is kept (no `stat` while nothing is)."""
+        return bool(self.kept) and _file_key(path) in self.kept
+
+    def take(self, path: Path) -> _Kept | None:
+        """The kept connection of the file at `path`, now the caller's (None when there is none)."""
+        if not self.kept:
             return None
+        key = _file_key(path)
         with self.lock:
-            return self.kept.pop(key, None)
+            return self.kept.pop(key, None) if key is not None else None
 
     def put(self, key: tuple[str, int, int] | None, kept: _Kept) -> bool:
         """Keep `kept` (False, and nothing kept, when keeping is off)."""
@@ -229,10 +229,13 @@ class _Keeper:
             old.close()
         return True
 
-    def close(self, key: tuple[str, int, int] | None = None, *, every: bool = False) -> int:
-        """Close the kept connection of file `key` (of every file with `every`); how many were closed."""
+    def close(self, path: Path | None = None) -> int:
+        """Close the kept connection of the file at `path` (of every file when None); how many were closed."""
+        if not self.kept:
+            return 0
+        key = None if path is None else _file_key(path)
         with self.lock:
-            keys = [k for k in self.kept if every or (key is not None and k == key)]
+            keys = [k for k in self.kept if path is None or k == key]
             gone = [self.kept.pop(k) for k in keys]
         for kept in gone:
             kept.close()
@@ -246,7 +249,7 @@ class _Keeper:
                 if not self.kept and self.keep_s <= 0:
                     self.thread = None
                     return
-                due = [k for k, v in self.kept.items() if now - v.since >= self.keep_s or v.waited_for()]
+                due = [k for k, v in self.kept.items() if now - v.since >= self.keep_s or _sign_held(v.want)]
                 gone = [self.kept.pop(k) for k in due]
             for kept in gone:
                 with contextlib.suppress(Exception):  # a failed close leaves the WAL, which the next open replays
@@ -254,7 +257,7 @@ class _Keeper:
 
 
 _KEEPER = _Keeper()
-atexit.register(_KEEPER.close, every=True)
+atexit.register(_KEEPER.close)
 
 
 def keep_open(seconds: float, *, max_open: int = 128) -> None:
@@ -265,17 +268,27 @@ def keep_open(seconds: float, *, max_open: int = 128) -> None:
     are kept (the oldest closed first; each costs a few MB). Turning it off closes every kept file."""
     _KEEPER.keep_s, _KEEPER.max_open = max(0.0, seconds), max(1, max_open)
     if _KEEPER.keep_s <= 0:
-        _KEEPER.close(every=True)
+        _KEEPER.close()
+
+
+@contextlib.contextmanager
+def keeping(seconds: float, *, max_open: int = 128) -> Iterator[None]:
+    """`keep_open(seconds)` for the `with` block; every kept file is closed (checkpointed) when it ends."""
+    keep_open(seconds, max_open=max_open)
+    try:
+        yield
+    finally:
+        keep_open(0)
 
 
 def close_kept() -> int:
     """Close every kept connection now (each is checkpointed); how many there were."""
-    return _KEEPER.close(every=True)
+    return _KEEPER.close()
 
 
 def kept(path: Path) -> bool:
     """Whether this process keeps the file at `path` open between sessions right now."""
-    return _file_key(Path(path)) in _KEEPER.kept
+    return _KEEPER.holds(Path(path))
 
 
 class Connection:
@@ -319,7 +332,7 @@ class Connection:
         """Hold the database's exclusive lock (no connection open): for copying the file."""
         if self._in_session():
             raise RuntimeError(f"{self.path}: locked() inside this thread's own session would wait for itself")
-        _KEEPER.close(_file_key(self.path))  # the file must be whole (checkpointed) and free
+        _KEEPER.close(self.path)  # the file must be whole (checkpointed) and free
         self._take_thread_lock()
         try:
             with _flock(self._lock_path, want=self._want_path):
@@ -399,7 +412,7 @@ class Connection:
 
     def _open_session(self) -> None:
         self._take_thread_lock()
-        kept = _KEEPER.take(_file_key(self.path))
+        kept = _KEEPER.take(self.path)
         if kept is not None:  # this process kept the file open since its last session: take that over
             kept.want.close()
             self._session_lock, self._session = kept.flock, (threading.get_ident(), kept.con)
@@ -449,7 +462,7 @@ class Connection:
             finally:
                 self._open_transactions -= 1
             return
-        if _file_key(self.path) in _KEEPER.kept:  # kept open: reuse it rather than wait for it
+        if _KEEPER.holds(self.path):  # kept open: reuse it rather than wait for it
             with self.session(), self.connect() as con:
                 yield con
             return

@@ -103,7 +103,7 @@ def _wave_pages(client: WaveApi, entity: str, after: str | None) -> Iterator[lis
 
 
 def _wave_records(client: WaveApi, entity: str, cursor: str | None, started: datetime, out: _Chunks,
-                  own: Callable[[list[tuple[str, str]]], bool] = lambda recent: False) -> str | None:
+                  own: Callable[[list[tuple[str, str]]], bool]) -> str | None:
     after = None
     if cursor:
         after = (datetime.fromisoformat(cursor.replace("Z", "+00:00")) - WAVE_CURSOR_LAG).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"

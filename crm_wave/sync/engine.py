@@ -161,7 +161,7 @@ def sync_once(store: Store, clients: Mapping[str, Client], *, max_passes: int = 
     A pass in which a breaker held a push is the last: its first `CircuitOpen` is raised after it,
     or, with `raise_held=False`, the passes are returned and the last one's `held` lists them all.
     `before_pass(i)` is called before each later pass (i >= 1): the fleet looks at the heads there, and
-    returns the datasets that look saw moved (`heads.moved_datasets`), which that pass then collects too:
+    returns the datasets that look saw moved (`heads.Look.moved`), which that pass then collects too:
     an edit made while the sync ran is read now, not left behind the marks that look recorded.
 
     The passes share one session of the file (opening and closing it, which checkpoints, cost

@@ -44,8 +44,7 @@ from crm_wave.sync.names import CRM_RESOURCE, ENTITIES, WAVE_ENTITY, dataset
 from crm_wave.systems.http import ApiError
 from crm_wave.systems.protocols import CrmApi, WaveApi
 
-__all__ = ["CRM_FEEDS", "FEED_DATASET", "MAX_PAGES", "WAVE_FEEDS", "Look", "Unreachable", "look", "moved_datasets",
-           "seed_marks"]
+__all__ = ["CRM_FEEDS", "FEED_DATASET", "MAX_PAGES", "WAVE_FEEDS", "Look", "Unreachable", "look", "seed_marks"]
 
 #: The CRM resources whose change feeds are watched: those the sync collects.
 CRM_FEEDS = tuple(CRM_RESOURCE.values())
@@ -81,17 +80,17 @@ class Look:
     first: bool
 
     @property
+    def moved(self) -> frozenset[str]:
+        """The datasets of the feeds that moved: what a look between a sync's passes adds to the next pass
+        (`engine.sync_once`'s `before_pass`)."""
+        return frozenset(FEED_DATASET[feed] for feed in self.changed if feed in FEED_DATASET)
+
+    @property
     def datasets(self) -> frozenset[str]:
         """The datasets a sync must collect after this look (`engine.sync_once(changed=...)`): those of
         the feeds that moved, and those of CRM resources without a feed, which a look cannot tell about."""
-        moved = set(self.changed) | {feed for feed, mark in self.marks.items() if mark == NO_FEED}
-        return frozenset(FEED_DATASET[feed] for feed in moved if feed in FEED_DATASET)
-
-
-def moved_datasets(found: Look) -> frozenset[str]:
-    """The datasets of the feeds `found` saw move (not those without a feed): what a look between a sync's
-    passes adds to the next pass (`engine.sync_once`'s `before_pass`)."""
-    return frozenset(FEED_DATASET[feed] for feed in found.changed if feed in FEED_DATASET)
+        return self.moved | {FEED_DATASET[feed] for feed, mark in self.marks.items()
+                             if mark == NO_FEED and feed in FEED_DATASET}
 
 
 #: The dataset each feed tells about: `crm:customers` -> crm_customer, `wave:invoices` -> wave_invoice, ...

@@ -13,16 +13,13 @@ import duckdb
 import pytest
 
 from crm_wave.store import Store
-from crm_wave.store.connection import close_kept, keep_open, kept
+from crm_wave.store.connection import close_kept, keeping, kept
 
 
 @pytest.fixture
-def keeping() -> Iterator[None]:
-    keep_open(60)
-    try:
+def kept_60() -> Iterator[None]:
+    with keeping(60):
         yield
-    finally:
-        keep_open(0)
 
 
 def _wal(path: Path) -> int:
@@ -35,7 +32,7 @@ def _write(store: Store, step: str, mark: int) -> None:
         con.execute("INSERT INTO step_marks VALUES (?, 'x', ?)", [step, mark])
 
 
-def test_the_next_session_reuses_the_kept_connection_without_a_checkpoint(tmp_path: Path, keeping: None) -> None:
+def test_the_next_session_reuses_the_kept_connection_without_a_checkpoint(tmp_path: Path, kept_60: None) -> None:
     path = tmp_path / "db.duckdb"
     _write(Store(path), "a", 1)
     assert kept(path)
@@ -63,7 +60,7 @@ def test_without_keep_open_a_session_closes_the_file(tmp_path: Path) -> None:
     assert _wal(path) == 0
 
 
-def test_a_process_that_waits_gets_the_kept_file(tmp_path: Path, keeping: None) -> None:
+def test_a_process_that_waits_gets_the_kept_file(tmp_path: Path, kept_60: None) -> None:
     path = tmp_path / "db.duckdb"
     _write(Store(path), "a", 1)
     assert kept(path)
@@ -78,7 +75,7 @@ def test_a_process_that_waits_gets_the_kept_file(tmp_path: Path, keeping: None) 
         assert con.execute("SELECT mark FROM step_marks WHERE step = 'proc'").fetchall() == [(2,)]
 
 
-def test_a_thread_with_another_store_takes_the_kept_connection_over(tmp_path: Path, keeping: None) -> None:
+def test_a_thread_with_another_store_takes_the_kept_connection_over(tmp_path: Path, kept_60: None) -> None:
     path = tmp_path / "db.duckdb"
     _write(Store(path), "a", 1)
     seen: list[object] = []
@@ -96,8 +93,7 @@ def test_a_thread_with_another_store_takes_the_kept_connection_over(tmp_path: Pa
 
 
 def test_an_idle_kept_file_is_closed(tmp_path: Path) -> None:
-    keep_open(0.3)
-    try:
+    with keeping(0.3):
         path = tmp_path / "db.duckdb"
         _write(Store(path), "a", 1)
         assert kept(path)
@@ -105,24 +101,19 @@ def test_an_idle_kept_file_is_closed(tmp_path: Path) -> None:
         while kept(path) or _wal(path):
             assert time.monotonic() < deadline, "the idle file was never closed and checkpointed"
             time.sleep(0.05)
-    finally:
-        keep_open(0)
 
 
 def test_at_most_max_open_files_are_kept(tmp_path: Path) -> None:
-    keep_open(60, max_open=2)
-    try:
+    with keeping(60, max_open=2):
         paths = [tmp_path / f"db{i}.duckdb" for i in range(3)]
         for p in paths:
             _write(Store(p), "a", 1)
         assert [kept(p) for p in paths] == [False, True, True]  # the oldest was closed
         assert _wal(paths[0]) == 0
-    finally:
-        keep_open(0)
     assert not any(kept(p) for p in paths)  # turning it off closes the rest
 
 
-def test_copying_the_file_closes_the_kept_connection_first(tmp_path: Path, keeping: None) -> None:
+def test_copying_the_file_closes_the_kept_connection_first(tmp_path: Path, kept_60: None) -> None:
     path = tmp_path / "db.duckdb"
     store = Store(path)
     _write(store, "a", 1)
@@ -135,7 +126,7 @@ def test_copying_the_file_closes_the_kept_connection_first(tmp_path: Path, keepi
         assert con.execute("SELECT mark FROM step_marks WHERE step = 'a'").fetchall() == [(1,)]
 
 
-def test_released_gives_the_file_back_even_when_keeping(tmp_path: Path, keeping: None) -> None:
+def test_released_gives_the_file_back_even_when_keeping(tmp_path: Path, kept_60: None) -> None:
     path = tmp_path / "db.duckdb"
     store = Store(path)
     with store.session():

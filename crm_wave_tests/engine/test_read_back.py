@@ -83,7 +83,7 @@ def test_a_sync_after_a_look_runs_only_what_moved(rig: Rig) -> None:
 def test_an_edit_made_during_the_sync_is_read_by_its_next_pass(rig: Rig) -> None:
     """The look before a later pass records marks past an edit someone made while the sync ran: that pass
     must read it (before, it read only what the sync wrote, and the edit waited for a pass of every stage)."""
-    from crm_wave.sync.heads import look, moved_datasets
+    from crm_wave.sync.heads import look
 
     first = rig.crm_create("customers", {"Type": "organization", "Name": "Nord Ved AS", "Email": "post@nordved.example",
                                          "Country": "NO", "Currency": "NOK"})
@@ -104,7 +104,7 @@ def test_an_edit_made_during_the_sync_is_read_by_its_next_pass(rig: Rig) -> None
             rig.crm.patch("customers", second["Id"], {"Phone": "+47 22 00 00 02"}, if_match=other["Version"])
         now = look(rig.crm, rig.wave, marks)
         marks = now.marks
-        return moved_datasets(now)
+        return now.moved
 
     passes = rig.sync(changed=found.datasets, before_pass=before)
     assert "crm_customer" in passes[1].results  # the edit made during the sync is read at once
