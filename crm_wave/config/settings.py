@@ -12,6 +12,7 @@ fills unset variables from `<data root>/.env` (`crm_wave/config/envfile.py`, wri
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -266,10 +267,17 @@ class AppSettings(_Section):
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> AppSettings:
         """The shared settings from `environ` (default: the process environment); ConfigError naming the variable."""
-        settings, missing, problems = cls._read(os.environ if environ is None else environ, "", {})
-        _raise(missing, problems)
-        assert settings is not None
-        return settings
+        environ = os.environ if environ is None else environ
+        # Read again only when one of its variables changed: every global step asks (10 ms a time).
+        return _app_settings(tuple(sorted((k, v) for k, v in environ.items() if k.lower().startswith("crm_wave_"))))
+
+
+@functools.lru_cache(maxsize=8)
+def _app_settings(variables: tuple[tuple[str, str], ...]) -> AppSettings:
+    settings, missing, problems = AppSettings._read(dict(variables), "", {})
+    _raise(missing, problems)
+    assert settings is not None
+    return settings
 
 
 _FLAGS = {"1", "0", "true", "false", "yes", "no", "on", "off"}

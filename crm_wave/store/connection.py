@@ -21,6 +21,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 import atexit
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +31,7 @@ import duckdb
 import polars as pl
 
 __all__ = ["Connection", "close_kept", "keep_open", "keeping", "kept", "registered", "ids_predicate", "arrow", "ident",
-           "sql_ident", "sql_str", "FEW", "FEW_IDS"]
+           "sql_ident", "sql_str", "FEW", "FEW_IDS", "forget_columns", "remembered_columns"]
 
 # DuckDB tries `import pandas` on every statement with parameters and on `.pl()`. Without pandas
 # installed, each failed import searches the whole path again: 0.4-0.5 ms on top of a 0.55 ms
@@ -103,9 +104,30 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
         yield con
         con.execute("COMMIT")
     except BaseException:
+        forget_columns(con)  # what the transaction created or replaced is gone
         with contextlib.suppress(Exception):
             con.execute("ROLLBACK")
         raise
+
+
+#: Column names of some tables, per open connection (`Tables.table_columns`); None: no such table.
+_COLUMNS: weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, dict[str, list[str] | None]] = weakref.WeakKeyDictionary()
+
+
+def remembered_columns(con: duckdb.DuckDBPyConnection) -> dict[str, list[str] | None]:
+    """The column names remembered for `con`, by table (the caller fills it)."""
+    return _COLUMNS.setdefault(con, {})
+
+
+def forget_columns(con: duckdb.DuckDBPyConnection, *names: str) -> None:
+    """Forget the remembered columns of tables `names` (none given: of every table) on `con`."""
+    known = _COLUMNS.get(con)
+    if known is None:
+        return
+    if not names:
+        known.clear()
+    for name in names:
+        known.pop(name, None)
 
 
 @contextlib.contextmanager
@@ -308,6 +330,7 @@ class Connection:
         self._session: tuple[int, duckdb.DuckDBPyConnection] | None = None
         self._atomic = False  # the session's connection is inside `atomic()`
         self._open_transactions = 0  # `connect()` blocks open on the session's connection
+        self._threads: int | None = None  # DuckDB's threads for the session's connection (`threads`)
         self._session_lock = contextlib.ExitStack()
         if _file_key(self.path) not in Connection._ready:
             with self.connect() as con:
@@ -383,6 +406,30 @@ class Connection:
             self._atomic = False
 
     @contextlib.contextmanager
+    def threads(self, n: int | None) -> Iterator[None]:
+        """Inside a session: DuckDB runs the block's statements on at most `n` threads (None: as it is).
+
+        For passes of a few records. DuckDB's worker threads cost more than they give on small
+        statements: one thread makes a one-edit sync ~15 % cheaper in CPU, while a full pass wants
+        every core (docs/benchmarks.md, "Session 12").
+        """
+        if n is None or not self._in_session() or self._threads is not None:
+            yield
+            return
+        self._threads = n
+        self._apply_threads()
+        try:
+            yield
+        finally:
+            self._threads = None
+            if self._session is not None:
+                self._session[1].execute("RESET threads")
+
+    def _apply_threads(self) -> None:
+        if self._threads is not None and self._session is not None:
+            self._session[1].execute(f"SET threads = {int(self._threads)}")
+
+    @contextlib.contextmanager
     def released(self) -> Iterator[None]:
         """Inside a session: give the file back for the `with` block (an API call may take minutes,
         and operators' commands must not wait for it), then take it again."""
@@ -416,12 +463,14 @@ class Connection:
         if kept is not None:  # this process kept the file open since its last session: take that over
             kept.want.close()
             self._session_lock, self._session = kept.flock, (threading.get_ident(), kept.con)
+            self._apply_threads()
             return
         try:
             self._session_lock = contextlib.ExitStack()
             self._session_lock.enter_context(_flock(self._lock_path, want=self._want_path))
             try:
                 self._session = (threading.get_ident(), _open(self.path))
+                self._apply_threads()
             except BaseException:
                 self._session_lock.close()
                 raise

@@ -89,7 +89,6 @@ class Datasets:
     def _append_round(self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, now: datetime) -> int:
         """Append versions of distinct ids (new, or hash/deleted flag changed)."""
         table = ident(name)
-        ((next_seq,),) = con.execute(f"SELECT coalesce(max(_seq), 0) FROM {table}").fetchall()
         with registered(con, "_versions_in", frame):
             ((n,),) = con.execute(
                 f"""
@@ -101,13 +100,14 @@ class Datasets:
                     WHERE _id IN (SELECT _id FROM _versions_in)
                     QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _seq DESC) = 1
                 )
-                SELECT i._id, ? + row_number() OVER (ORDER BY i._pos), i._h, i._deleted, ?, c._seq,
+                SELECT i._id, (SELECT coalesce(max(_seq), 0) FROM {table}) + row_number() OVER (ORDER BY i._pos),
+                       i._h, i._deleted, ?, c._seq,
                        i._source_id, i._modified, i._version, i.body
                 FROM incoming i LEFT JOIN cur c ON c._id = i._id
                 WHERE CASE WHEN c._id IS NULL THEN NOT i._deleted
                            ELSE c._hash <> i._h OR c._deleted <> i._deleted END
                 """,
-                [next_seq, now],
+                [now],
             ).fetchall()
         return int(n)
 
@@ -127,8 +127,18 @@ class Datasets:
         self.ensure_dataset(con, name)
         return int(con.execute(f"SELECT coalesce(max(_seq), 0) FROM {ident(name)}").fetchall()[0][0])
 
+    def tops(self, con: duckdb.DuckDBPyConnection, names: Sequence[str]) -> tuple[dict[str, int], int]:
+        """(the newest `_seq` of each dataset of `names`, the newest change sequence number), in one statement."""
+        for name in names:
+            self.ensure_dataset(con, name)
+        cols = [f"(SELECT coalesce(max(_seq), 0) FROM {ident(n)})" for n in names]
+        row = con.execute(f"SELECT {', '.join([*cols, '(SELECT coalesce(max(seq), 0) FROM changes)'])}").fetchall()[0]
+        return {n: int(v) for n, v in zip(names, row)}, int(row[-1])
+
     def changed_source_ids(self, con: duckdb.DuckDBPyConnection, name: str, after: int, upto: int) -> pl.Series:
         """Source ids of dataset `name` with a version in (`after`, `upto`]."""
+        if upto <= after:
+            return pl.Series("_source_id", [], pl.String)
         self.ensure_dataset(con, name)
         frame = con.execute(f"SELECT DISTINCT _source_id FROM {ident(name)} WHERE _seq > ? AND _seq <= ?",
                             [after, upto]).pl()

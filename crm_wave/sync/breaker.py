@@ -38,7 +38,7 @@ class BreakerState:
     system: str
     entity: str
     changes: int
-    target_size: int
+    target_size: int | None  # None: not counted (`breaker_state` given the share, too few changes to trip)
     work_hash: str
     tripped: bool
     confirmed: bool
@@ -50,7 +50,7 @@ class BreakerState:
 
     def describe(self) -> str:
         """One line for logs, checks and the CLI."""
-        pct = 100.0 * self.changes / max(self.target_size, 1)
+        pct = 100.0 * self.changes / max(self.target_size or 0, 1)
         status = "OPEN (run `crm-wave confirm`)" if self.open else ("confirmed" if self.confirmed else "closed")
         return (f"{share_table(self.system, self.entity)}: {self.changes} overwrites/deletes against "
                 f"{self.target_size} records ({pct:.0f}%): {status}")
@@ -68,24 +68,34 @@ def _overwrites(before: str) -> bool:
     return any(v not in (None, "", "[]") for v in json.loads(before or "{}").values())
 
 
-def breaker_state(store: Store, system: str, entity: str, policy: BreakerPolicy = BreakerPolicy()) -> BreakerState:
-    """Evaluate the breaker for the current share table of (`system`, `entity`)."""
+def breaker_state(store: Store, system: str, entity: str, policy: BreakerPolicy = BreakerPolicy(), *,
+                  share: pl.DataFrame | None = None) -> BreakerState:
+    """Evaluate the breaker for the current share table of (`system`, `entity`).
+
+    Given the share table as the push read it (`share`), only what decides whether the push is held
+    is read: the target's size (a count of every current record) and the confirmations only when the
+    risky changes are over `policy.minimum` (else `target_size` is None: the breaker cannot trip).
+    """
+    full = share is None
     with store.connect() as con:
-        share = store.read_table(con, share_table(system, entity))
-        store.ensure_dataset(con, dataset(system, entity))
-        size = con.execute(f"SELECT count(*) FROM {dataset(system, entity)}_current WHERE NOT _deleted").fetchall()[0][0]
+        if share is None:
+            share = store.read_table(con, share_table(system, entity))
         risky = share.filter(
             (pl.col("op") == "delete")
             | ((pl.col("op") == "update") & pl.col("before").map_elements(_overwrites, return_dtype=pl.Boolean))
         ) if share is not None and share.height else pl.DataFrame(schema={"global_id": pl.String, "op": pl.String})
+        size: int | None = None
+        if full or risky.height > policy.minimum:
+            store.ensure_dataset(con, dataset(system, entity))
+            size = int(con.execute(f"SELECT count(*) FROM {dataset(system, entity)}_current WHERE NOT _deleted").fetchall()[0][0])
         work_hash = hashlib.sha1(
             "\n".join(sorted(f"{g}:{o}" for g, o in risky.select("global_id", "op").iter_rows())).encode()
         ).hexdigest() if risky.height else ""
-        confirmed = bool(work_hash) and bool(con.execute(
+        confirmed = bool(work_hash) and size is not None and bool(con.execute(
             "SELECT count(*) FROM confirmations WHERE system = ? AND entity = ? AND work_hash = ?",
             [system, entity, work_hash]).fetchall()[0][0])
     changes = risky.height
-    tripped = changes > policy.minimum and changes > policy.share * size
+    tripped = size is not None and changes > policy.minimum and changes > policy.share * size
     return BreakerState(system, entity, changes, size, work_hash, tripped, confirmed)
 
 

@@ -114,7 +114,8 @@ def run_pass(store: Store, clients: Mapping[str, Client], *, now: datetime | Non
     now = now or utcnow()
     out = PassResult()
     skipped: set[str] = set()
-    with store.session():
+    # A pass of what moved (after a look, or a read-back) is a few records, most often: one DuckDB thread.
+    with store.session(), store.threads(1 if only is not None else None):
         for s in STAGES:
             if only is not None and s.name not in only:
                 continue
@@ -169,7 +170,7 @@ def sync_once(store: Store, clients: Mapping[str, Client], *, max_passes: int = 
     """
     passes: list[PassResult] = []
     only: frozenset[str] | None = downstream(changed) if changed is not None and not full else None
-    with store.session():
+    with store.session(), store.threads(1 if only is not None else None):  # see `run_pass`
         for i in range(max_passes):
             if i:
                 with store.lent():  # an API call may follow, and someone may be waiting for the file

@@ -86,6 +86,7 @@ def one_way_fields(entity: str) -> frozenset[str]:
     return frozenset(n for n, f in canonical_fields(entity).items() if f.direction == "wave_to_crm")
 
 
+@functools.cache
 def fingerprint(entity: str) -> int:
     """Changes when the mapping of `entity` or the engine version changes."""
     return zlib.crc32(f"{ENGINE_VERSION}|{flows_for(entity)!r}".encode())
@@ -131,20 +132,31 @@ def _fragment_query(system: str, entity: str, fields: tuple[str, ...] | None = N
 
 def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str,
                    ids: pl.Series | None = None, fields: tuple[str, ...] | None = None, *,
-                   seqs: tuple[int, int] | None = None) -> pl.DataFrame:
+                   seqs: tuple[int, int] | None = None, changed: tuple[int, int] | None = None) -> pl.DataFrame:
     """Canonical cells of the current records of (`system`, `entity`), all or those whose source id is in `ids`.
 
     Columns: `<system>_id`, `deleted`, `modified`, one String column per canonical field
     (`Lines` still a list of structs, references still source ids), `Type` for customers.
     Deleted records have every field null. `fields`: just these canonical fields. `seqs`: `[lo, hi)`,
     just the records whose current version's `_seq` is in it (a full rebuild reads a large dataset in parts).
+    `changed`: `(after, top]` with `top` the dataset's newest `_seq` and at most `SMALL` versions in it: the
+    records with a version in it (an incremental step's few changed records, read in one statement).
     """
     name = dataset(system, entity)
     store.ensure_dataset(con, name)
-    if ids is not None and ids.n_unique() <= canonical_paths.SMALL:
+    if (ids is not None and ids.len() == 0) or (changed is not None and changed[1] <= changed[0]):
+        return _canonical_frame(pl.DataFrame(), system, entity, None, fields)
+    few: contextlib.AbstractContextManager[tuple[str, list[Any]]] | None = None
+    if changed is not None:
+        assert ids is None and changed[1] - changed[0] <= canonical_paths.SMALL
+        # The newest version in the range is the current one: the range ends at the newest `_seq`.
+        few = contextlib.nullcontext(("_seq > ? AND _seq <= ?", list(changed)))
+    elif ids is not None and ids.n_unique() <= canonical_paths.SMALL:
+        few = ids_predicate(con, "_canon_ids", ids, "_source_id")
+    if few is not None:
         # A few records: they are mapped from their bodies (`canonical_from_fragments`' exact path), so
         # the fragments query, the costliest statement of an incremental pass, is not needed.
-        with ids_predicate(con, "_canon_ids", ids, "_source_id") as (among, params):
+        with few as (among, params):
             raw = con.execute(
                 f"SELECT _source_id, _deleted, _modified, body IS NULL AS _nobody, body::VARCHAR AS _body FROM {name} "
                 f"WHERE {among} QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _seq DESC) = 1", params).pl()
@@ -248,8 +260,9 @@ def _keyed(frame: pl.DataFrame, entity: str) -> pl.DataFrame:
 
 
 def _load(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str, ids: pl.Series | None,
-          refs: dict[str, pl.DataFrame], seqs: tuple[int, int] | None = None) -> pl.DataFrame:
-    frame = read_canonical(store, con, system, entity, ids, seqs=seqs)
+          refs: dict[str, pl.DataFrame], seqs: tuple[int, int] | None = None,
+          changed: tuple[int, int] | None = None) -> pl.DataFrame:
+    frame = read_canonical(store, con, system, entity, ids, seqs=seqs, changed=changed)
     if entity == "order":
         frame = _translate(frame, system, refs)
     return _keyed(frame, entity)
@@ -465,8 +478,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     fp = zlib.crc32(f"{fingerprint(entity)}|{policy.key}".encode())
     with store.connect() as con:
         marks = store.read_marks(con, step)
-        top = {names[s]: store.max_seq(con, names[s]) for s in SIDES}
-        top_change = store.last_change(con)
+        top, top_change = store.tops(con, [names[s] for s in SIDES])
         incremental = (not full and store.table_columns(con, table) == list(golden_columns(entity))
                        and marks.get("fingerprint") == fp and "changes" in marks and all(n in marks for n in top))
         logged = pl.DataFrame(schema={"entity": pl.String, "global_id": pl.String, "kind": pl.String, "writer": pl.String})
@@ -486,8 +498,15 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
         changed: dict[str, pl.Series | None]
         every_field = True  # `frames` hold every field of the records they hold, so the merge can take them
         if incremental:
-            changed = {s: store.changed_source_ids(con, names[s], marks[names[s]], top[names[s]]) for s in SIDES}
-            frames = {s: _load(store, con, s, entity, changed[s], refs[s]) for s in SIDES}
+            changed, frames = {}, {}
+            for s in SIDES:
+                span = (marks[names[s]], top[names[s]])
+                if span[1] - span[0] <= canonical_paths.SMALL:  # a few versions: one statement reads their records
+                    frames[s] = _load(store, con, s, entity, None, refs[s], changed=span)
+                    changed[s] = frames[s][f"{s}_id"]
+                else:
+                    changed[s] = store.changed_source_ids(con, names[s], *span)
+                    frames[s] = _load(store, con, s, entity, changed[s], refs[s])
             links = links_where(con, entity, frames["crm"]["crm_id"], frames["wave"]["wave_id"])
             frames, links = _with_key_peers(store, con, entity, frames, links, refs)
         else:
@@ -539,7 +558,13 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
             touched: list[pl.Series] = [mine, new_links["global_id"], pl.Series(dropped, dtype=pl.String), pl.Series(recovered, dtype=pl.String)]
             if entity == "order":
                 touched.append(orders_touching(con, logged.filter(pl.col("entity") != "order")))
-            links = links_where(con, entity, changed["crm"], changed["wave"], pl.concat(touched).unique())
+            touched_ids = pl.concat(touched).unique()
+            if touched_ids.len() == 0:  # no link moved: those of the changed records are among the ones read above
+                crm_ids, wave_ids = changed["crm"], changed["wave"]
+                assert crm_ids is not None and wave_ids is not None
+                links = links.filter(pl.col("crm_id").is_in(crm_ids.implode()) | pl.col("wave_id").is_in(wave_ids.implode()))
+            else:
+                links = links_where(con, entity, changed["crm"], changed["wave"], touched_ids)
     dropped_ids = pl.Series(dropped, dtype=pl.String)
     staging = f"{table}__rebuild"
     n_conflicts = 0

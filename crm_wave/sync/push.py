@@ -121,12 +121,13 @@ def push(store: Store, target: str, entity: str, client: Client, now: datetime, 
     table = share_table(target, entity)
     with store.named_lock(f"push_{dataset(target, entity)}"):
         with store.connect() as con:
-            if store.table_columns(con, table) is not None and not con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]:
-                return PushResult(table)  # nothing to send, nothing the breaker could hold
-        state = breaker_state(store, target, entity, policy.breaker)
+            share = store.read_table(con, table)
+        if share is None or share.height == 0:
+            return PushResult(table)  # nothing to send, nothing the breaker could hold
+        state = breaker_state(store, target, entity, policy.breaker, share=share)
         if state.open:
             raise CircuitOpen(state)
-        rows, result = _plan(store, target, entity, now, policy, table)
+        rows, result = _plan(store, target, entity, now, policy, table, share)
         if not rows:
             return result
         push_target: _WavePush | _CrmPush
@@ -140,11 +141,11 @@ def push(store: Store, target: str, entity: str, client: Client, now: datetime, 
         return result
 
 
-def _plan(store: Store, target: str, entity: str, now: datetime, policy: PushPolicy, table: str) -> tuple[list[_Row], PushResult]:
+def _plan(store: Store, target: str, entity: str, now: datetime, policy: PushPolicy, table: str,
+          share: pl.DataFrame) -> tuple[list[_Row], PushResult]:
     result = PushResult(table)
     with store.connect() as con:
-        share = store.read_table(con, table)
-        if share is None or store.table_columns(con, global_table(entity)) is None:
+        if store.table_columns(con, global_table(entity)) is None:
             return [], result
         # In global id order, as a full rebuild of the share table lists them.
         work = share.filter(pl.col("op").is_in(["insert", "update"])).sort("global_id")
@@ -246,6 +247,8 @@ class _TargetPush:
 
     def reject_invalid(self, rows: list[_Row], result: PushResult, now: datetime, run_id: str | None) -> list[_Row]:
         """Dead-letter rows that fail validation; return the others."""
+        if not any(row.problems for row in rows):
+            return rows
         good = []
         with self.store.connect() as con:
             for row in rows:
@@ -364,9 +367,10 @@ class _WavePush(_TargetPush):
                 result.skipped += 1
                 continue
             planned.append((row, ops))
-        with self.store.connect() as con:
-            self.store.add_intents(con, "wave", self.entity,
-                                   [(row.gid, row.gid, row.cells) for row, _ in planned if row.op == "insert"], now)
+        creates = [(row.gid, row.gid, row.cells) for row, _ in planned if row.op == "insert"]
+        if creates:
+            with self.store.connect() as con:
+                self.store.add_intents(con, "wave", self.entity, creates, now)
         for start in range(0, len(planned), policy.chunk):
             self._chunk(planned[start:start + policy.chunk], result, now, run_id)
             if progress:

@@ -158,12 +158,13 @@ def _build_share(store: Store, target: str, entity: str, *, full: bool | None, r
         if columns is None:
             raise RuntimeError(f"{gtable} does not exist yet: run the global step first")
         marks = store.read_marks(con, step)
-        top_change = store.last_change(con)
         incremental = (not full and marks.get("fingerprint") == fp and "changes" in marks
                        and columns == list(golden_columns(entity)) and store.table_columns(con, table) == list(SHARE_SCHEMA))
         dirty = None
-        if incremental:
-            logged = store.read_changes(con, marks["changes"], top_change)
+        if not incremental:
+            top_change = store.last_change(con)
+        else:
+            logged, top_change = store.changes_since(con, marks["changes"])
             golden = logged.filter((pl.col("entity") == entity) & (pl.col("kind") == "golden"))
             deps = logged.filter((pl.col("entity") != entity) & (pl.col("kind") == "link")) if entity == "order" \
                 else logged.clear()
