@@ -62,39 +62,81 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     policy = _check_policy(settings)
     if policy is None:
         return 2
+    loop = None
+    if not args.once:
+        from crm_wave.config.loop import LoopSettings
+
+        loop = LoopSettings.load()  # a bad value: one line naming the variable, before any look
     looks = _Looks(args.tenant, settings, _schedule_every_s(), _fingerprint(policy))
+    # `--once` keeps the file over its turn only (the summary reads the sync's connection; the snapshot
+    # closes it); the loop keeps it between syncs (`CRM_WAVE_SYNC_KEEP_OPEN_SECONDS`).
+    keep_s = 60.0 if loop is None else loop.keep_open_s(args.every)
+    snapshot_every_s = 0.0 if loop is None else loop.snapshot_seconds
     store = None  # opened for the first pass: a look that calls for none needs no DuckDB (nor its imports)
-    try:
-        force = args.every_stage  # the first sync only: the loop then follows the rule
-        while True:
-            # An idle tenant costs a look (a few small requests), not a pass: `state.decide`, the rule of
-            # the fleet and `collect_schedule`, on the state they share (<data>/fleet/state.json).
-            decision = looks.decide(force=force)
-            force = False
-            if not decision.run:
-                if args.once or not args.quiet:  # the loop's idle turns are quiet with --quiet
-                    print(f"no pass: {decision.why} (`crm-wave sync --once --every-stage` runs it now)", flush=True)
-                if looks.st.held:  # the last sync's, still waiting: what that sync said, and its exit code
-                    _say_held(looks.st.held)
+
+    def opened():
+        nonlocal store
+        if store is None:
+            from crm_wave.store import Store
+            from crm_wave.store.connection import keeping
+
+            stack.enter_context(keeping(keep_s))  # closed (checkpointed) when the command ends
+            store = Store(settings.db_path)
+        return store
+
+    with contextlib.ExitStack() as stack:
+        stack.callback(looks.close)
+        if loop is not None:
+            _stop_on_sigterm(stack)
+        try:
+            force = args.every_stage  # the first sync only: the loop then follows the rule
+            while True:
+                # An idle tenant costs a look (a few small requests), not a pass: `state.decide`, the rule of
+                # the fleet and `collect_schedule`, on the state they share (<data>/fleet/state.json).
+                decision = looks.decide(force=force)
+                force = False
+                if not decision.run:
+                    if args.once or not args.quiet:  # the loop's idle turns are quiet with --quiet
+                        print(f"no pass: {decision.why} (`crm-wave sync --once --every-stage` runs it now)", flush=True)
+                    if looks.st.held:  # the last sync's, still waiting: what that sync said, and its exit code
+                        _say_held(looks.st.held)
+                        if args.once:
+                            return 3
+                    if loop is not None and looks.st.snapshot_behind:  # a sync's snapshot, once its time has come
+                        looks.snapshot(opened(), every_s=snapshot_every_s)
+                else:
+                    code = _sync_turn(args, opened(), looks, decision, snapshot_every_s)
                     if args.once:
-                        return 3
-            else:
-                if store is None:
-                    from crm_wave.store import Store
-
-                    store = Store(settings.db_path)
-                code = _sync_turn(args, store, looks, decision)
+                        return code
                 if args.once:
-                    return code
-            if args.once:
-                return 0
-            time.sleep(args.every)
-    finally:
-        looks.close()
+                    return 0
+                time.sleep(args.every)
+        finally:
+            if store is not None and looks.st.snapshot_behind:  # the last syncs are always in a snapshot at exit
+                try:
+                    looks.snapshot(store, every_s=0.0, final=True)
+                except Exception as exc:  # noqa: BLE001 - said in one line; the loop's own exit stands
+                    print(f"crm-wave sync: the last snapshot was not published ({type(exc).__name__}: {exc}); "
+                          "the next sync publishes it", file=sys.stderr)
+    return 0
 
 
-def _sync_turn(args: argparse.Namespace, store, looks: _Looks, decision: Decision) -> int:
-    """One sync the look decided on: its passes, the state it leaves, the snapshot and the state table."""
+def _stop_on_sigterm(stack: contextlib.ExitStack) -> None:
+    """SIGTERM (a service manager's stop) ends the loop as Ctrl-C does: the file is closed and the last
+    snapshot published, instead of the process dying where it stands."""
+    import signal
+
+    def stop(signum, frame):  # noqa: ARG001 - the signal handler's signature
+        raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):  # not the main thread (a test calling main): no handler
+        previous = signal.signal(signal.SIGTERM, stop)
+        stack.callback(signal.signal, signal.SIGTERM, previous)
+
+
+def _sync_turn(args: argparse.Namespace, store, looks: _Looks, decision: Decision, snapshot_every_s: float = 0.0) -> int:
+    """One sync the look decided on: its passes, the state it leaves, the snapshot and the state table.
+    The snapshot is published unless one was less than `snapshot_every_s` ago (the loop's spacing)."""
     from crm_wave.tools.report import format_summary, state_summary
 
     looks.begin()
@@ -112,7 +154,7 @@ def _sync_turn(args: argparse.Namespace, store, looks: _Looks, decision: Decisio
     except Exception as failed:  # what the stages before it wrote is kept: show it, then say what failed
         looks.failed(failed)
         with contextlib.suppress(Exception):
-            _publish(store)
+            looks.snapshot(store, every_s=0.0, synced=True)
         if args.debug:
             raise
         from crm_wave.cli_errors import CliError, explain
@@ -129,8 +171,10 @@ def _sync_turn(args: argparse.Namespace, store, looks: _Looks, decision: Decisio
     else:
         what = "every stage" if decision.every_stage else "what moved"
         print(f"{passes} pass(es) ({what}: {decision.why})")
-    _publish(store)  # what the analysts and a held push's review read (`crm-wave sql`)
-    print(format_summary(state_summary(store)))
+    summary = format_summary(state_summary(store))  # before the snapshot, which closes the kept file
+    # What the analysts and a held push's review read (`crm-wave sql`): a held push's at once.
+    looks.snapshot(store, every_s=0.0 if held else snapshot_every_s, synced=True)
+    print(summary)
     return code
 
 
@@ -269,6 +313,25 @@ class _Looks:
             self.st.failures += 1
             self.st.last_error = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
             update_state(self.root, {self.tenant: self.st})
+
+    def snapshot(self, store, *, every_s: float, synced: bool = False, final: bool = False) -> bool:
+        """Publish the tenant's snapshot when a sync is in none yet (`synced`: one just ended) and the last one
+        is at least `every_s` old (`final`: whatever its age); else mark it behind. Whether it published."""
+        import time
+
+        from crm_wave.sync.state import update_state
+
+        st = self.st
+        if not (synced or st.snapshot_behind):
+            return False
+        now = time.time()
+        if final or now - st.snapshot_at >= every_s:
+            _publish(store)
+            st.snapshot_at, st.snapshot_behind = now, False
+        else:
+            st.snapshot_behind = True
+        update_state(self.root, {self.tenant: st})
+        return not st.snapshot_behind
 
     def done(self, decision: Decision, marks: dict[str, str] | None, passes: int, held: list[str]) -> None:
         """Record a sync: the marks it read up to and, after a pass of every stage, its time and policy."""
