@@ -711,7 +711,7 @@ def main(argv: list[str] | None = None) -> int:
     own = argv is None  # the process's own command line: the console script, `python -m crm_wave.cli`
     argv = sys.argv[1:] if argv is None else argv
     code = _main(argv)
-    if own and argv[:1] == ["sync"]:
+    if own and [a for a in argv if a != "--debug"][:1] == ["sync"]:
         _finish(code)
     return code
 
