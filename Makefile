@@ -12,6 +12,7 @@ $(UV):
 
 .venv/.synced: $(UV) pyproject.toml uv.lock
 	$(UV) sync --frozen --quiet --compile-bytecode  # precompiled: every new process starts ~2 s sooner
+	.venv/bin/python -m compileall -q crm_wave  # the project's own modules too (an editable install)
 	touch $@
 
 demo: .venv/.synced

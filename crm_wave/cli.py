@@ -62,39 +62,81 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     policy = _check_policy(settings)
     if policy is None:
         return 2
+    loop = None
+    if not args.once:
+        from crm_wave.config.loop import LoopSettings
+
+        loop = LoopSettings.load()  # a bad value: one line naming the variable, before any look
     looks = _Looks(args.tenant, settings, _schedule_every_s(), _fingerprint(policy))
+    # `--once` keeps the file over its turn only (the summary reads the sync's connection; the snapshot
+    # closes it); the loop keeps it between syncs (`CRM_WAVE_SYNC_KEEP_OPEN_SECONDS`).
+    keep_s = 60.0 if loop is None else loop.keep_open_s(args.every)
+    snapshot_every_s = 0.0 if loop is None else loop.snapshot_seconds
     store = None  # opened for the first pass: a look that calls for none needs no DuckDB (nor its imports)
-    try:
-        force = args.every_stage  # the first sync only: the loop then follows the rule
-        while True:
-            # An idle tenant costs a look (a few small requests), not a pass: `state.decide`, the rule of
-            # the fleet and `collect_schedule`, on the state they share (<data>/fleet/state.json).
-            decision = looks.decide(force=force)
-            force = False
-            if not decision.run:
-                if args.once or not args.quiet:  # the loop's idle turns are quiet with --quiet
-                    print(f"no pass: {decision.why} (`crm-wave sync --once --every-stage` runs it now)", flush=True)
-                if looks.st.held:  # the last sync's, still waiting: what that sync said, and its exit code
-                    _say_held(looks.st.held)
+
+    def opened():
+        nonlocal store
+        if store is None:
+            from crm_wave.store import Store
+            from crm_wave.store.connection import keeping
+
+            stack.enter_context(keeping(keep_s))  # closed (checkpointed) when the command ends
+            store = Store(settings.db_path)
+        return store
+
+    with contextlib.ExitStack() as stack:
+        stack.callback(looks.close)
+        if loop is not None:
+            _stop_on_sigterm(stack)
+        try:
+            force = args.every_stage  # the first sync only: the loop then follows the rule
+            while True:
+                # An idle tenant costs a look (a few small requests), not a pass: `state.decide`, the rule of
+                # the fleet and `collect_schedule`, on the state they share (<data>/fleet/state.json).
+                decision = looks.decide(force=force)
+                force = False
+                if not decision.run:
+                    if args.once or not args.quiet:  # the loop's idle turns are quiet with --quiet
+                        print(f"no pass: {decision.why} (`crm-wave sync --once --every-stage` runs it now)", flush=True)
+                    if looks.st.held:  # the last sync's, still waiting: what that sync said, and its exit code
+                        _say_held(looks.st.held)
+                        if args.once:
+                            return 3
+                    if loop is not None and looks.st.snapshot_behind:  # a sync's snapshot, once its time has come
+                        looks.snapshot(opened(), every_s=snapshot_every_s)
+                else:
+                    code = _sync_turn(args, opened(), looks, decision, snapshot_every_s)
                     if args.once:
-                        return 3
-            else:
-                if store is None:
-                    from crm_wave.store import Store
-
-                    store = Store(settings.db_path)
-                code = _sync_turn(args, store, looks, decision)
+                        return code
                 if args.once:
-                    return code
-            if args.once:
-                return 0
-            time.sleep(args.every)
-    finally:
-        looks.close()
+                    return 0
+                time.sleep(args.every)
+        finally:
+            if store is not None and looks.st.snapshot_behind:  # the last syncs are always in a snapshot at exit
+                try:
+                    looks.snapshot(store, every_s=0.0, final=True)
+                except Exception as exc:  # noqa: BLE001 - said in one line; the loop's own exit stands
+                    print(f"crm-wave sync: the last snapshot was not published ({type(exc).__name__}: {exc}); "
+                          "the next sync publishes it", file=sys.stderr)
+    return 0
 
 
-def _sync_turn(args: argparse.Namespace, store, looks: _Looks, decision: Decision) -> int:
-    """One sync the look decided on: its passes, the state it leaves, the snapshot and the state table."""
+def _stop_on_sigterm(stack: contextlib.ExitStack) -> None:
+    """SIGTERM (a service manager's stop) ends the loop as Ctrl-C does: the file is closed and the last
+    snapshot published, instead of the process dying where it stands."""
+    import signal
+
+    def stop(signum, frame):  # noqa: ARG001 - the signal handler's signature
+        raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):  # not the main thread (a test calling main): no handler
+        previous = signal.signal(signal.SIGTERM, stop)
+        stack.callback(signal.signal, signal.SIGTERM, previous)
+
+
+def _sync_turn(args: argparse.Namespace, store, looks: _Looks, decision: Decision, snapshot_every_s: float = 0.0) -> int:
+    """One sync the look decided on: its passes, the state it leaves, the snapshot and the state table.
+    The snapshot is published unless one was less than `snapshot_every_s` ago (the loop's spacing)."""
     from crm_wave.tools.report import format_summary, state_summary
 
     looks.begin()
@@ -108,11 +150,11 @@ def _sync_turn(args: argparse.Namespace, store, looks: _Looks, decision: Decisio
         return moved  # an edit made during the sync: read by the next pass
 
     try:
-        passes, held = _sync_passes(args, store, decision.changed, before_pass)
+        passes, held = _sync_passes(args, store, decision.changed, before_pass, looks.settings)
     except Exception as failed:  # what the stages before it wrote is kept: show it, then say what failed
         looks.failed(failed)
         with contextlib.suppress(Exception):
-            _publish(store)
+            looks.snapshot(store, every_s=0.0, synced=True)
         if args.debug:
             raise
         from crm_wave.cli_errors import CliError, explain
@@ -129,8 +171,10 @@ def _sync_turn(args: argparse.Namespace, store, looks: _Looks, decision: Decisio
     else:
         what = "every stage" if decision.every_stage else "what moved"
         print(f"{passes} pass(es) ({what}: {decision.why})")
-    _publish(store)  # what the analysts and a held push's review read (`crm-wave sql`)
-    print(format_summary(state_summary(store)))
+    summary = format_summary(state_summary(store))  # before the snapshot, which closes the kept file
+    # What the analysts and a held push's review read (`crm-wave sql`): a held push's at once.
+    looks.snapshot(store, every_s=0.0 if held else snapshot_every_s, synced=True)
+    print(summary)
     return code
 
 
@@ -142,9 +186,10 @@ def _say_held(held: list[str]) -> None:
 
 
 def _sync_passes(args: argparse.Namespace, store, moved: frozenset[str] | None = None,
-                 before_pass=None) -> tuple[int, list[str]]:
+                 before_pass=None, settings=None) -> tuple[int, list[str]]:
     """Passes of the engine until one writes nothing (at most `--max-passes`): (passes run, the pushes a
-    circuit breaker held, in words). `moved`: the datasets a look found moved (None: every stage).
+    circuit breaker held, in words). `moved`: the datasets a look found moved (None: every stage); `settings`:
+    the tenant's, read already (None: read them now).
     The stages are the Dagster `sync_job`'s (`sync_once`), run here without a Dagster run: an
     in-process run on a throwaway instance cost ~7 CPU-s of bookkeeping a pass that nobody could look at
     (docs/benchmarks.md); the UI's runs are `crm-wave dev`'s."""
@@ -159,7 +204,9 @@ def _sync_passes(args: argparse.Namespace, store, moved: frozenset[str] | None =
     def warn(message: str) -> None:  # problems: shown with --quiet too
         print(message, file=sys.stderr)
 
-    clients = _clients(args.tenant)
+    from crm_wave.config.clients import clients as build_clients
+
+    clients = build_clients(settings) if settings is not None else _clients(args.tenant)
     try:
         passes = sync_once(store, clients, max_passes=args.max_passes, run_id=f"cli-{uuid.uuid4().hex}",
                            progress=say, on_stage=lambda s, r: report_stage(s, r, say, warn), raise_held=False,
@@ -196,6 +243,7 @@ class _Looks:
         from crm_wave.sync.state import TenantState
 
         self.root, self.tenant, self.every_s, self.policy = _data_root(), tenant, every_s, policy
+        self.settings = settings  # the sync's own clients are built from them too
         self.crm = crm_client(settings, max_attempts=2, timeout_s=15)
         try:
             self.wave = wave_client(settings, max_attempts=2, timeout_s=15)
@@ -269,6 +317,25 @@ class _Looks:
             self.st.failures += 1
             self.st.last_error = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
             update_state(self.root, {self.tenant: self.st})
+
+    def snapshot(self, store, *, every_s: float, synced: bool = False, final: bool = False) -> bool:
+        """Publish the tenant's snapshot when a sync is in none yet (`synced`: one just ended) and the last one
+        is at least `every_s` old (`final`: whatever its age); else mark it behind. Whether it published."""
+        import time
+
+        from crm_wave.sync.state import update_state
+
+        st = self.st
+        if not (synced or st.snapshot_behind):
+            return False
+        now = time.time()
+        if final or now - st.snapshot_at >= every_s:
+            _publish(store)
+            st.snapshot_at, st.snapshot_behind = now, False
+        else:
+            st.snapshot_behind = True
+        update_state(self.root, {self.tenant: st})
+        return not st.snapshot_behind
 
     def done(self, decision: Decision, marks: dict[str, str] | None, passes: int, held: list[str]) -> None:
         """Record a sync: the marks it read up to and, after a pass of every stage, its time and policy."""
@@ -641,7 +708,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
+    own = argv is None  # the process's own command line: the console script, `python -m crm_wave.cli`
     argv = sys.argv[1:] if argv is None else argv
+    code = _main(argv)
+    if own and [a for a in argv if a != "--debug"][:1] == ["sync"]:
+        _finish(code)
+    return code
+
+
+def _finish(code: int) -> None:
+    """End a `crm-wave sync` process now: its exit handlers run and its output is flushed as at any exit, but
+    the interpreter does not tear down every module and object first (polars, DuckDB, pyarrow, pydantic:
+    0.15-0.2 CPU-s, a twentieth of one edit's `sync --once`). Every file was closed by the command itself.
+    Returns (an ordinary exit follows) while another non-daemon thread runs, which that exit waits for."""
+    import atexit
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        return
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe: nothing more to say
+            stream.flush()
+    os._exit(code)
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["soak"]:  # its own options (and --help) are parsed by crm_wave.tools.soak
         from crm_wave.tools.soak import main as soak_main
 

@@ -11,7 +11,6 @@ import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 import pycountry
-from email_validator import EmailNotValidError, validate_email
 
 __all__ = [
     "format_decimal",
@@ -48,6 +47,8 @@ def normalize_email(s: str) -> str:
     text = _expect_str(s, "an email address")
     if not text:
         raise ValueError("empty string is not a valid email address")
+    from email_validator import EmailNotValidError, validate_email  # 40-100 ms of regexes: only when an address is read
+
     try:
         result = validate_email(text, check_deliverability=False)
     except EmailNotValidError as exc:

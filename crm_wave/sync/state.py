@@ -46,8 +46,8 @@ class TenantState:
     policy: str | None = None  # fingerprint of the policy the last pass of every stage of `crm-wave sync` ran with
     unfinished: float = 0.0  # epoch seconds of the look before a `crm-wave sync` that has not ended (or died)
     held: list[str] = field(default_factory=list)  # the pushes a breaker held in the last `crm-wave sync`, in words
-    snapshot_at: float = 0.0  # epoch seconds of the newest analyst snapshot the fleet published
-    snapshot_behind: bool = False  # a fleet sync since then is in no snapshot yet (`FleetConfig.snapshot_every_s`)
+    snapshot_at: float = 0.0  # epoch seconds of the newest analyst snapshot the fleet or `crm-wave sync` published
+    snapshot_behind: bool = False  # a sync since then is in no snapshot yet (`FleetConfig.snapshot_every_s`, `CRM_WAVE_SYNC_SNAPSHOT_SECONDS`)
 
 
 _FIELDS = {f.name for f in fields(TenantState)}

@@ -26,7 +26,7 @@ import re
 
 import httpx
 
-from crm_wave.systems.http import ApiError, HttpPolicy, RequestStats, RetryingSender
+from crm_wave.systems.http import ApiError, HttpPolicy, RequestStats, RetryingSender, tls_context
 
 from .connector import ProfileConnector
 from .naming import CrmNaming
@@ -154,6 +154,7 @@ class CrmClient:
         if auth is not None and auth.kind == "query":
             _REDACT.params.add(auth.param)  # the token is in every URL: never in a log line
         self._http = httpx.Client(
+            verify=tls_context(),
             timeout=self.policy.timeout_s,
             transport=transport,
             event_hooks={"request": [_count_attempt]},

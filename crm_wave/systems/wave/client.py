@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from crm_wave.systems.http import HttpPolicy, RequestStats, RetryingSender
+from crm_wave.systems.http import HttpPolicy, RequestStats, RetryingSender, tls_context
 from crm_wave.systems.wave.batch import send_mutations
 from crm_wave.systems.wave.documents import DOCUMENTS, lookup_document
 from crm_wave.systems.wave.errors import (
@@ -123,6 +123,7 @@ class WaveClient:
         self._business_id = business_id
         self._business_lock = threading.Lock()
         self._http = httpx.Client(
+            verify=tls_context(),
             transport=transport,
             timeout=policy.timeout_s,
             headers={
