@@ -279,7 +279,8 @@ def sync_tenant(sync: SyncResource, probes: Probes, tenant: str, st: TenantState
     Never raises for the tenant's own failure: the outcome carries it. The marks kept are those
     of the look taken before the last pass (which wrote nothing), so our own writes are not seen
     as a change next time, and an edit made during the sync is. The tenant's snapshot is published
-    after the sync unless one was published less than `snapshot_every_s` ago (`publish_behind` then).
+    after the sync unless one was published less than `snapshot_every_s` ago (`publish_behind` then),
+    or the sync is quiet (`_quiet`: it found and did nothing, and was neither a first sync nor asked for).
     """
     out = Outcome(tenant, changed=found.changed)
     t0, c0 = time.monotonic(), time.thread_time()
