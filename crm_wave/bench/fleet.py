@@ -5,13 +5,15 @@ is the one command. It starts one process serving every tenant's CRM simulator a
 every tenant's Wave business (each tenant's app under its own path prefix, `/t000/api/v1`,
 `/t000/graphql/public`: 200 simulator processes would not fit 2 cores), seeds each CRM with
 `--records` customers (a fifth as many products and orders), registers the tenants, starts
-`dagster-daemon` with `CRM_WAVE_FLEET=<mode>` (so `fleet_sensor` runs and the per-tenant
-automations are stopped), and reports, per mode of `--modes`:
+`dagster code-server start` and `dagster-daemon` with `CRM_WAVE_FLEET=<mode>` (so `fleet_sensor` runs and
+the per-tenant automations are stopped; `--code-server daemon`: the daemon starts its own code server, as
+with the project's workspace.yaml), and reports, per mode of `--modes`:
 
 - converged: seconds until every tenant's Wave business holds all its CRM customers and orders
   (first mode only);
 - at rest (`--rest-minutes`, no edits): CPU of the machine (/proc/stat), of Dagster's process
-  tree (daemon, code server, runs) and of the simulators; looks and syncs per tenant-minute;
+  tree (daemon, code server, runs; each of them too) and of the simulators; looks and syncs per
+  tenant-minute;
 - under edits (`--edit-minutes`, `--edits-per-minute` CRM edits per tenant, at random times): the
   same, and the edit-to-Wave latency (median, p95) of the edits of the first `--watch` tenants,
   polled every second by email in Wave;
@@ -27,6 +29,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -39,7 +42,7 @@ from typing import Any
 import httpx
 
 from crm_wave.bench.latency import percentile
-from crm_wave.bench.tenants import ROOT, _cpu_times, _rss_kb, postgres_home, start_daemon, stop_daemon, teardown
+from crm_wave.bench.tenants import ROOT, _cpu_times, _rss_kb, postgres_home, stop_daemon, teardown
 from crm_wave.config.tenants import add_tenant
 from crm_wave.systems.serve import free_port
 
@@ -115,12 +118,25 @@ def _proc_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def _group(pgid: int) -> list[int]:
+def _kind(pid: int) -> str:
+    """Which part of Dagster's tree a process is: `daemon`, `code server`, `run` (a run's process) or `other`."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "other"
+    if "execute_run" in cmd or "api execute" in cmd or "spawn_main" in cmd:  # a code server spawns runs
+        return "run"
+    if "grpc" in cmd or "code-server" in cmd:
+        return "code server"
+    return "daemon" if "dagster-daemon" in cmd else "other"
+
+
+def _group(pgids: set[int]) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) in pgids:
                     pids.append(int(entry.name))
             except (OSError, IndexError, ValueError):
                 continue
@@ -128,24 +144,27 @@ def _group(pgid: int) -> list[int]:
 
 
 class _Meter(threading.Thread):
-    """CPU-seconds of a process group (live processes plus the last seen of those gone: runs end) and
+    """CPU-seconds of process groups (live processes plus the last seen of those gone: runs end) and
     of fixed processes, and the peak RSS of both; sampled every 0.25 s."""
 
-    def __init__(self, pgid: int, others: list[int]) -> None:
+    def __init__(self, pgids: list[int], others: list[int]) -> None:
         super().__init__(daemon=True)
-        self.pgid, self.others, self.stop = pgid, others, threading.Event()
+        self.pgids, self.others, self.stop = set(pgids), others, threading.Event()
         self.seen: dict[int, float] = {}
+        self.kinds: dict[int, str] = {}
         self.peak_kb = self.peak_group_kb = 0
         self.lock = threading.Lock()
 
     def sample(self) -> None:
-        pids = _group(self.pgid)
+        pids = _group(self.pgids)
         with self.lock:
             for pid in pids:
                 cpu = _proc_cpu(pid)
                 if cpu is not None:
                     self.seen[pid] = cpu
-        group_kb = sum(_rss_kb(p) for p in pids if p == self.pgid)  # _rss_kb walks the children
+                    if pid not in self.kinds:
+                        self.kinds[pid] = _kind(pid)
+        group_kb = sum(_rss_kb(p) for p in pids if p in self.pgids)  # _rss_kb walks the children
         self.peak_group_kb = max(self.peak_group_kb, group_kb)
         self.peak_kb = max(self.peak_kb, group_kb + sum(_rss_kb(p) for p in self.others) + _rss_kb(os.getpid()))
 
@@ -159,6 +178,16 @@ class _Meter(threading.Thread):
         with self.lock:
             return sum(self.seen.values())
 
+    def by_kind(self) -> dict[str, float]:
+        """CPU-seconds of the group so far per kind of process (`_kind`)."""
+        self.sample()
+        out: dict[str, float] = {}
+        with self.lock:
+            for pid, cpu in self.seen.items():
+                kind = self.kinds.get(pid, "other")
+                out[kind] = out.get(kind, 0.0) + cpu
+        return out
+
     def others_cpu(self) -> float:
         return sum(_proc_cpu(p) or 0.0 for p in self.others)
 
@@ -171,6 +200,8 @@ class Window:
     seconds: float = 0.0
     machine_pct: float = 0.0
     dagster_cpu_s: float = 0.0
+    #: Dagster's CPU-s in the window per process: daemon, code server, run (the fleet's runs), other.
+    dagster_parts: dict[str, float] = field(default_factory=dict)
     sims_cpu_s: float = 0.0
     bench_cpu_s: float = 0.0
     looks_per_tenant_min: list[float] = field(default_factory=list)
@@ -191,6 +222,9 @@ class Window:
                f"{looks:.1f} (min {min(self.looks_per_tenant_min, default=0):.1f}); syncs per tenant-minute median "
                f"{statistics.median(self.syncs_per_tenant_min) if self.syncs_per_tenant_min else 0:.2f}; "
                f"tenant failures {self.failures}")
+        if self.dagster_parts:
+            out += "\n  Dagster's CPU-s by process: " + ", ".join(
+                f"{k} {v:.1f} ({v / (tenants * minutes):.3f} per tenant-minute)" for k, v in sorted(self.dagster_parts.items()))
         if self.edits:
             lat = (f"median {statistics.median(self.latencies):.1f} s, p95 {percentile(self.latencies, 95):.1f} s, "
                    f"max {max(self.latencies):.1f} s" if self.latencies else "none seen")
@@ -300,6 +334,7 @@ def _measure(name: str, seconds: float, meter: _Meter, sims: list[int], data: Pa
     import dagster as dg
 
     w = Window(name)
+    k0 = meter.by_kind()
     s0, d0, o0, b0, (busy0, all0), t0 = _state(data), meter.group_cpu(), meter.others_cpu(), time.process_time(), \
         _cpu_times(), time.time()
     runs0 = len(instance.get_run_ids(filters=dg.RunsFilter(job_name="fleet_job")))
@@ -310,6 +345,8 @@ def _measure(name: str, seconds: float, meter: _Meter, sims: list[int], data: Pa
         _cpu_times(), time.time()
     w.seconds, w.machine_pct = t1 - t0, 100 * (busy1 - busy0) / max(all1 - all0, 1)
     w.dagster_cpu_s, w.sims_cpu_s, w.bench_cpu_s = d1 - d0, o1 - o0, b1 - b0
+    k1 = meter.by_kind()
+    w.dagster_parts = {k: round(v - k0.get(k, 0.0), 2) for k, v in k1.items()}
     minutes = w.seconds / 60
     for n in names:
         a, b = s0.get(n, {}), s1.get(n, {})
@@ -321,6 +358,51 @@ def _measure(name: str, seconds: float, meter: _Meter, sims: list[int], data: Pa
         w.unseen = editor.finish(120)
         w.edits, w.latencies = editor.edits, list(editor.latencies)
     return w
+
+
+def start_code_server(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, Path]:
+    """`dagster code-server start` serving the definitions on a loopback port, as deploy/docker-compose.yaml and
+    the Helm chart run it, in a process group of its own; and a workspace file pointing at it. Waits until
+    it answers. (With the project's workspace.yaml, `dagster-daemon run` starts a code server of its own and
+    replaces it every 60 s, each new one loading the definitions again: about 6 CPU-s a minute here.)"""
+    port = free_port()
+    workspace = log.with_name(f"workspace-{port}.yaml")
+    workspace.write_text(f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {port}\n"
+                         f"      location_name: crm_wave\n")
+    out = open(log, "wb")  # the child process owns it
+    dagster = str(Path(sys.executable).parent / "dagster")
+    proc = subprocess.Popen([dagster, "code-server", "start", "-h", "127.0.0.1", "-p", str(port),
+                             "-m", "crm_wave.definitions", "-a", "defs", "--location-name", "crm_wave"],
+                            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while subprocess.run([dagster, "api", "grpc-health-check", "-p", str(port)], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the code server did not start (see {log})")
+        time.sleep(1)
+    return proc, workspace
+
+
+def _start_daemon(env: dict[str, str], log: Path, workspace: Path) -> subprocess.Popen:
+    """`dagster-daemon run` on `workspace`, in a process group of its own (`bench.tenants.stop_daemon` stops it)."""
+    out = open(log, "wb")  # the child process owns it
+    return subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
+                            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop_group(proc: subprocess.Popen | None) -> None:
+    """Stop a process and its whole group (started with `start_new_session`)."""
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def clone_converged(tmp: Path, data: Path, names: list[str], records: int) -> float:
@@ -383,6 +465,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="start every tenant as a copy of one tenant converged in-process (to measure a large fleet "
                         "at rest and under edits without waiting for it to converge; the converged time is then "
                         "that of the first round, every tenant's first look being a pass)")
+    p.add_argument("--code-server", choices=["separate", "daemon"], default="separate",
+                   help="separate (default): `dagster code-server start` serves the definitions and the daemon's "
+                        "workspace points at it, as deploy/docker-compose.yaml and the Helm chart run them; daemon: "
+                        "the daemon starts its own code server from workspace.yaml and replaces it every 60 s "
+                        "(how sessions 1-11 measured)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("--serve", choices=["crm", "wave"], help=argparse.SUPPRESS)  # the simulator processes
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -404,8 +491,9 @@ def main(argv: list[str] | None = None) -> int:
                                                (ROOT / "deploy" / "dagster.local-postgres.yaml").read_text())
     names = [f"t{i:03d}" for i in range(a.tenants)]
     sims: list[subprocess.Popen] = []
-    daemon = None
-    figures: dict[str, Any] = {"tenants": a.tenants, "records": a.records, "cores": os.cpu_count(), "windows": []}
+    daemon = code = None
+    figures: dict[str, Any] = {"tenants": a.tenants, "records": a.records, "cores": os.cpu_count(), "windows": [],
+                               "code_server": a.code_server}
     try:
         t_seed = time.monotonic()
         if a.clone:
@@ -424,11 +512,16 @@ def main(argv: list[str] | None = None) -> int:
             for i, mode in enumerate(modes):
                 if daemon is not None:
                     stop_daemon(daemon)
+                    _stop_group(code)
                     for run in instance.get_runs(filters=dg.RunsFilter(job_name="fleet_job", statuses=[
                             dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING])):
                         instance.report_run_canceled(run)  # its process died with the daemon's group
-                daemon = start_daemon({**env, "CRM_WAVE_FLEET": mode}, log=tmp / f"daemon-{mode}.log")
-                meter = _Meter(daemon.pid, [s.pid for s in sims])
+                mode_env = {**env, "CRM_WAVE_FLEET": mode}
+                workspace = ROOT / "workspace.yaml"
+                if a.code_server == "separate":
+                    code, workspace = start_code_server(mode_env, tmp / f"code-{mode}.log")
+                daemon = _start_daemon(mode_env, tmp / f"daemon-{mode}.log", workspace)
+                meter = _Meter([daemon.pid, *([code.pid] if code else [])], [s.pid for s in sims])
                 meter.start()
                 if i == 0:
                     started = time.monotonic()
@@ -478,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
             a.json.write_text(json.dumps(figures, indent=1, default=str))
         return 0 if figures.get("converged") == len(names) else 1
     finally:
+        _stop_group(code)
         teardown(sims, daemon, admin, db, tmp)
 
 

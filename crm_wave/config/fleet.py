@@ -2,7 +2,8 @@
 
 `CRM_WAVE_FLEET` (loop, batch or off), `CRM_WAVE_FLEET_MINUTES` (the length of one `loop` fleet
 run), `CRM_WAVE_FLEET_SNAPSHOT_SECONDS` (how often a `loop` run publishes a tenant's snapshot at
-most) and `CRM_WAVE_SCHEDULE_MINUTES` (how often `collect_schedule` gives a tenant whose heads did
+most), `CRM_WAVE_FLEET_FULL_SECONDS` (how old a tenant's last pass of every stage may get before the
+fleet runs one, though no head moved) and `CRM_WAVE_SCHEDULE_MINUTES` (how often `collect_schedule` gives a tenant whose heads did
 not move a run anyway). Only `crm_wave/defs/fleet.py` and `crm_wave/defs/automation.py` read
 them, when a sensor or schedule evaluates (the fleet mode also when the definitions load, to
 choose which automations start running): `AppSettings`, which every sync loads, does not, so a
@@ -39,8 +40,8 @@ def _number(value: Any, ok: Callable[[float], bool], what: str) -> float:
 
 
 class FleetSettings(_Section):
-    """`CRM_WAVE_FLEET` (default off), `CRM_WAVE_FLEET_MINUTES` (default 15), `CRM_WAVE_SCHEDULE_MINUTES` (default 15)
-    and `CRM_WAVE_FLEET_SNAPSHOT_SECONDS` (default 60)."""
+    """`CRM_WAVE_FLEET` (default off), `CRM_WAVE_FLEET_MINUTES` (default 15), `CRM_WAVE_SCHEDULE_MINUTES` (default 15),
+    `CRM_WAVE_FLEET_SNAPSHOT_SECONDS` (default 60) and `CRM_WAVE_FLEET_FULL_SECONDS` (default 300)."""
 
     model_config = SettingsConfigDict(env_prefix="CRM_WAVE_")
 
@@ -49,6 +50,8 @@ class FleetSettings(_Section):
     schedule_minutes: float = 15.0
     #: A `loop` run publishes a tenant's analyst snapshot at most this often (`FleetConfig.snapshot_every_s`).
     fleet_snapshot_seconds: float = 60.0
+    #: The fleet's pass of every stage when no head moved, for changes a look cannot see (`FleetConfig.full_every_s`).
+    fleet_full_seconds: float = 300.0
 
     @field_validator("fleet", mode="before")
     @classmethod
@@ -71,6 +74,11 @@ class FleetSettings(_Section):
     @classmethod
     def _valid_seconds(cls, value: Any) -> Any:
         return _number(value, lambda x: x >= 0, "use a number of seconds, 0 or more, e.g. 60 (0: after every sync)")
+
+    @field_validator("fleet_full_seconds", mode="before")
+    @classmethod
+    def _valid_full_seconds(cls, value: Any) -> Any:
+        return _number(value, lambda x: x >= 10, "use a number of seconds, 10 or more, e.g. 300")
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> FleetSettings:

@@ -27,6 +27,7 @@ start stopped. The marks of each tenant's last look, its last pass and counters 
 
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -39,8 +40,8 @@ import dagster as dg
 
 from crm_wave.config.clients import crm_client, wave_client
 from crm_wave.config.fleet import FLEET_VAR, FleetSettings
-from crm_wave.config.settings import ConfigError
-from crm_wave.config.tenants import load_tenants
+from crm_wave.config.settings import ConfigError, CrmSettings, Settings
+from crm_wave.config.tenants import REGISTRY, Tenant, load_tenants
 from crm_wave.defs.resources import SyncResource
 from crm_wave.store.connection import keeping
 from crm_wave.sync.breaker import CircuitOpen
@@ -75,7 +76,11 @@ class FleetConfig(dg.Config):
     tenants: list[str] = []  # batch: these tenants, each synced once; empty: every registered tenant
     minutes: float = 0.0  # > 0: loop over the tenants this long (looking at each every `look_every_s`)
     look_every_s: float = 10.0
-    full_every_s: float = 300.0  # a tenant not synced for this long gets a pass even if no head moved
+    #: A tenant whose last pass of every stage is this old gets one though no head moved (changes a look cannot
+    #: see: Wave payments in strict mode, a dead letter's retry). One that finds nothing is quiet (`_quiet`), but
+    #: still costs about 0.6 CPU-s at 500 records: 0.12 CPU-s a tenant-minute at 300 s. `fleet_sensor` sets it
+    #: from `CRM_WAVE_FLEET_FULL_SECONDS`.
+    full_every_s: float = 300.0
     workers: int = 2  # tenants synced at once (DuckDB and polars release the GIL)
     snapshot: bool = True  # publish each synced tenant's analyst snapshot, as `sync_job` does
     #: A loop publishes a tenant's snapshot at most this often: a sync within it leaves the snapshot behind, and
@@ -105,6 +110,8 @@ class Outcome:
     error: str | None = None
     seconds: float = 0.0
     cpu_s: float = 0.0
+    #: Nothing new (`_quiet`): no snapshot, and only the collects are recorded (`_events`).
+    quiet: bool = False
 
 
 def _add(into: dict[str, Any], result: StageResult) -> None:
@@ -116,6 +123,23 @@ def _add(into: dict[str, Any], result: StageResult) -> None:
             into[key] = into.get(key, 0) + value
 
 
+#: What a push did that a person must see: a sync with any of these is never quiet.
+_PUSH_NEWS = ("created", "updated", "recovered", "failed", "unknown", "messages")
+
+
+def _quiet(out: Outcome) -> bool:
+    """Whether a sync found and did nothing: no collect wrote or deleted a version, no push wrote, failed or
+    has a message (a parked dead letter or a row skipped without a word is the same as at the last pass).
+    The data analysts read is then what it was, and the other stages' counters what they were."""
+    for s in out.stages.values():
+        values = out.results.get(s.name, {})
+        if s.kind == "collect" and (values.get("written") or values.get("deleted")):
+            return False
+        if s.kind == "push" and any(values.get(k) for k in _PUSH_NEWS):
+            return False
+    return not out.held
+
+
 def _error(exc: BaseException) -> str:
     """One line naming the failure's kind and message (the clients' messages name no secret)."""
     return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
@@ -124,8 +148,9 @@ def _error(exc: BaseException) -> str:
 class Probes:
     """Each tenant's pair of look clients, kept open between looks: building a pair costs about
     0.1-0.15 CPU-s (TLS context, settings), a look with an open pair about 7 ms. A pair is kept
-    with the tenant settings it was built from, which are read again at each use (3 ms): a changed
-    URL, token or limit builds a new pair at once. A pair whose look failed is closed and built
+    with the tenant settings it was built from; at each use the tenant's variables and registry entry
+    are compared with those the settings were read from (`settings`): a changed URL, token or limit
+    builds a new pair at once. A pair whose look failed is closed and built
     anew next time. One tenant is looked at by one thread at a time.
     The pair a tenant's syncs use (`clients`, the clients' own patient policy) is kept the same way:
     building it was 0.13 CPU-s of a one-edit tenant-sync of 1.5 (500 records)."""
@@ -134,11 +159,41 @@ class Probes:
         self.sync = sync
         self._pairs: dict[str, tuple[Any, Any, Any]] = {}
         self._sync_pairs: dict[str, tuple[Any, Any, Any]] = {}
+        self._registry: tuple[Any, dict[str, Tenant]] = (None, {})
+        self._settings: dict[str, tuple[Any, Settings]] = {}
+        self._lock = threading.Lock()
+
+    def _tenant(self, tenant: str) -> Tenant:
+        """The tenant's registry entry, the file read again only when it changed (its stat)."""
+        root = Path(self.sync.data_root)
+        stamp = _stamp(root / REGISTRY)
+        with self._lock:
+            if self._registry[0] != stamp or not self._registry[1]:
+                self._registry = (stamp, {t.name: t for t in load_tenants(root)})
+            found = self._registry[1].get(tenant)
+        return found if found is not None else self.sync.tenant(tenant)  # raises, naming the known tenants
+
+    def settings(self, tenant: str) -> Settings:
+        """`SyncResource.settings`, read again only when the tenant's registry entry or one of its variables
+        changed: reading them costs 3-10 ms a look (pydantic-settings parses the whole environment, so the cost
+        grows with the number of tenants: 10 ms at 100), comparing the tenant's variables well under one."""
+        entry = self._tenant(tenant)
+        # Every variable a tenant's settings read starts with its prefix (a CRM profile's renames too); a
+        # profile given as a file is read again when the file changes.
+        env = tuple((k, v) for k, v in os.environ.items() if k.startswith(entry.env_prefix))
+        profile = (os.environ.get(CrmSettings.var("profile", entry.env_prefix)) or "").strip()
+        key = (entry, env, _stamp(Path(profile)) if profile.endswith(".toml") or "/" in profile else None)
+        kept = self._settings.get(tenant)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        settings = entry.settings(os.environ, Path(self.sync.data_root))  # raises the problem, naming the variable
+        self._settings[tenant] = (key, settings)
+        return settings
 
     def _pair(self, pairs: dict[str, tuple[Any, Any, Any]], tenant: str, **policy: Any) -> tuple[Any, Any]:
         """The tenant's (crm, wave) clients in `pairs`, built with `policy` from its current settings and
         kept while those stay equal (tokens compare by value, in memory only)."""
-        settings = self.sync.settings(tenant)  # raises the tenant's settings problem, naming the variable
+        settings = self.settings(tenant)  # raises the tenant's settings problem, naming the variable
         kept = pairs.get(tenant)
         if kept is not None and kept[2] != settings:
             pairs.pop(tenant)
@@ -180,6 +235,15 @@ class Probes:
             self.drop(tenant, sync_pair=True)
 
 
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What tells that a file changed: its (mtime_ns, size, inode); None when there is none."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
+
+
 def look_tenant(probes: Probes, tenant: str, st: TenantState, *, force: bool,
                 full_every_s: float) -> tuple[Look | None, str | None, str | None]:
     """Look at one tenant: (the look, why it wants a sync or None, the error that stopped the look or None).
@@ -215,20 +279,23 @@ def sync_tenant(sync: SyncResource, probes: Probes, tenant: str, st: TenantState
     Never raises for the tenant's own failure: the outcome carries it. The marks kept are those
     of the look taken before the last pass (which wrote nothing), so our own writes are not seen
     as a change next time, and an edit made during the sync is. The tenant's snapshot is published
-    after the sync unless one was published less than `snapshot_every_s` ago (`publish_behind` then).
+    after the sync unless one was published less than `snapshot_every_s` ago (`publish_behind` then),
+    or the sync is quiet (`_quiet`: it found and did nothing, and was neither a first sync nor asked for).
     """
     out = Outcome(tenant, changed=found.changed)
     t0, c0 = time.monotonic(), time.thread_time()
     started = time.time()  # the last pass's time: an operator's command after it is still to act on
     full = (full_every_s is None or not found.changed or found.first or not st.last_pass or st.asked > st.last_pass
             or started - st.last_pass >= full_every_s)
+    routine = not found.first and bool(st.last_pass) and st.asked <= st.last_pass  # neither a first sync nor asked
+    notes: list[str] = []  # the stages' lines, logged unless the sync is quiet (each line is an event in the run)
     try:
         store = sync.store(tenant)
         marks = found.marks
         clients = probes.clients(tenant)
 
         def on_stage(s: Stage, result: StageResult | CircuitOpen) -> None:
-            report_stage(s, result, lambda m: log(f"{tenant}: {m}"), lambda m: warn(f"{tenant}: {m}"))
+            report_stage(s, result, lambda m: notes.append(f"{tenant}: {m}"), lambda m: warn(f"{tenant}: {m}"))
             if isinstance(result, CircuitOpen):
                 out.held.append(f"{s.name}: {result}")
             else:
@@ -256,7 +323,10 @@ def sync_tenant(sync: SyncResource, probes: Probes, tenant: str, st: TenantState
         st.passes += out.passes
         st.last_error = None
         out.synced = True
-        if snapshot and started - st.snapshot_at >= snapshot_every_s:
+        out.quiet = routine and _quiet(out)
+        if out.quiet:
+            pass  # nothing new to publish: the last snapshot (or the one left behind) holds this data already
+        elif snapshot and started - st.snapshot_at >= snapshot_every_s:
             out.results["snapshot"] = _publish(store, st)
         elif snapshot:
             st.snapshot_behind = True
@@ -266,6 +336,8 @@ def sync_tenant(sync: SyncResource, probes: Probes, tenant: str, st: TenantState
         st.last_error = out.error
     finally:
         out.seconds, out.cpu_s = time.monotonic() - t0, time.thread_time() - c0
+        for note in notes if not out.quiet else ():
+            log(note)
     return out
 
 
@@ -307,7 +379,7 @@ def _metadata(values: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
     meta: dict[str, Any] = {k: v for k, v in values.items() if isinstance(v, (int, float, str, bool)) and v is not None}
     if values.get("messages"):
         meta["messages"] = dg.MetadataValue.md("\n".join(f"- {m}" for m in values["messages"][:20]))
-    meta.update({"passes": outcome.passes, "fleet": True})
+    meta.update({"passes": outcome.passes, "fleet": True, **({"quiet": True} if outcome.quiet else {})})
     return meta
 
 
@@ -318,13 +390,15 @@ def _events(outcome: Outcome) -> Iterator[dg.AssetMaterialization | dg.AssetObse
                                   metadata={"fleet_error": outcome.error})
         return
     for name, values in outcome.results.items():
+        if outcome.quiet and (name not in outcome.stages or outcome.stages[name].kind != "collect"):
+            continue  # a quiet sync: the collects say the tenant was read, and when; the rest is as last recorded
         yield dg.AssetMaterialization(asset_key=name, partition=outcome.tenant, metadata=_metadata(values, outcome))
 
 
 def _say(context: dg.OpExecutionContext, outcome: Outcome) -> None:
     if outcome.error is not None:
         context.log.error(f"{outcome.tenant}: failed, the other tenants go on: {outcome.error}")
-    elif outcome.synced:
+    elif outcome.synced and not outcome.quiet:  # a quiet one is on its collects' materializations
         why = ", ".join(outcome.changed) or "due"
         context.log.info(f"{outcome.tenant}: synced ({why}): {outcome.passes} passes, {outcome.writes} writes, "
                          f"{outcome.seconds:.1f} s, {outcome.cpu_s:.2f} CPU-s")
@@ -458,13 +532,14 @@ def fleet_sensor(context: dg.SensorEvaluationContext, sync: SyncResource):
     stamp = f"{time.time():.0f}"
     if (_MODE or "loop") == "loop":
         return dg.RunRequest(run_key=f"fleet-loop-{stamp}", run_config=_op_config(
-                             minutes=_loop_minutes(), snapshot_every_s=FleetSettings.value("fleet_snapshot_seconds")),
+                             minutes=_loop_minutes(), snapshot_every_s=FleetSettings.value("fleet_snapshot_seconds"),
+                             full_every_s=FleetSettings.value("fleet_full_seconds")),
                              tags={FLEET_TAG: "loop"})
     root = Path(sync.data_root)
     state = load_state(root)
     tenants = [t.name for t in load_tenants(root, os.environ)]
     probes = _SENSOR_PROBES.setdefault(str(root), Probes(sync))
-    full_every_s = FleetConfig().full_every_s
+    full_every_s = FleetSettings.value("fleet_full_seconds")
 
     def one(tenant: str) -> tuple[str, str | None]:
         # A tenant that wants a sync keeps its marks (the run looks again per pass); a failed look keeps

@@ -208,6 +208,25 @@ def test_the_loop_sensor_passes_the_snapshot_interval(fleet, monkeypatch):
     request = fleet_defs.fleet_sensor(ctx)
     assert isinstance(request, dg.RunRequest)
     assert request.run_config["ops"]["serve_fleet"]["config"]["snapshot_every_s"] == 0
+    assert request.run_config["ops"]["serve_fleet"]["config"]["full_every_s"] == 300  # the default
+
+
+def test_the_fleets_full_pass_interval_is_a_variable_of_at_least_ten_seconds(fleet, monkeypatch):
+    from crm_wave.config.fleet import FleetSettings
+    from crm_wave.config.settings import ConfigError
+    from crm_wave.defs import fleet as fleet_defs
+    from crm_wave.defs.resources import SyncResource
+
+    assert FleetSettings.value("fleet_full_seconds", {}) == 300
+    with pytest.raises(ConfigError, match=r"^CRM_WAVE_FLEET_FULL_SECONDS='5': use a number of seconds, 10 or more"):
+        FleetSettings.value("fleet_full_seconds", {"CRM_WAVE_FLEET_FULL_SECONDS": "5"})
+    data, _, instance = fleet
+    monkeypatch.setattr(fleet_defs, "_MODE", "loop")
+    monkeypatch.setenv("CRM_WAVE_FLEET_FULL_SECONDS", "900")
+    ctx = dg.build_sensor_context(instance=instance, resources={"sync": SyncResource(data_root=str(data))})
+    request = fleet_defs.fleet_sensor(ctx)
+    assert isinstance(request, dg.RunRequest)
+    assert request.run_config["ops"]["serve_fleet"]["config"]["full_every_s"] == 900
 
 
 def test_fleet_variables_are_a_settings_section_that_no_sync_reads():
@@ -329,3 +348,101 @@ def test_a_loop_keeps_files_open_and_publishes_a_snapshot_at_most_every_snapshot
     with duckdb.connect(str(newest), read_only=True) as con:
         phones = {r[0] for r in con.execute("SELECT Phone FROM global_customer").fetchall()}
     assert "+47 4 00 00 09" in phones  # the last sync is in the last snapshot
+
+
+_COLLECTS = {"crm_customer", "wave_customer", "crm_product", "wave_product", "crm_order", "wave_invoice"}
+
+
+def test_a_due_pass_that_finds_nothing_records_its_collects_only_and_publishes_no_snapshot(fleet):
+    """A pass of every stage that is due (`full_every_s`) and finds nothing new is quiet: it is recorded on the
+    six collect assets (when each tenant was read, and that nothing was new), with no snapshot and no stage
+    lines in the run's log. It still runs every stage, so the same pass with an edit that moved no head is
+    a sync like any other: every stage recorded, and the snapshot published."""
+    from crm_wave.analyst.snapshot import list_snapshots
+    from crm_wave.defs.resources import SyncResource
+
+    data, urls, instance = fleet
+    assert _run(instance).success  # the first sync of each tenant: every stage and a snapshot
+    before = load_state(data)["acme"]
+    snapshots = SyncResource(data_root=str(data)).store("acme").path.parent / "snapshots"
+    published = list_snapshots(snapshots)
+    assert published and before.snapshot_at > 0
+
+    quiet = _run(instance, full_every_s=0.0)  # due at once, nothing changed
+    assert quiet.success
+    assert _materialized(quiet) == {name: _COLLECTS for name in NAMES}
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("crm_customer"), asset_partitions=["acme"]), limit=1).records
+    assert records[0].run_id == quiet.run_id and records[0].asset_materialization.metadata["quiet"].value is True
+    after = load_state(data)["acme"]
+    assert after.syncs == before.syncs + 1 and after.last_pass > before.last_pass  # a pass of every stage, counted
+    assert after.snapshot_at == before.snapshot_at and not after.snapshot_behind
+    assert list_snapshots(snapshots) == published
+    def lines(result: dg.ExecuteInProcessResult) -> list[str]:  # the run's log lines about acme
+        return [e.user_message for e in instance.all_logs(result.run_id) if e.user_message.startswith("acme:")]
+
+    assert not lines(quiet)
+
+    # An edit the heads do not show (a CRM without a change feed for it, Wave payments in strict mode) is
+    # found by the due pass of every stage; simulated here by forgetting the marks of the last look.
+    from crm_wave.sync.state import save_state
+
+    with CrmClient(base_url=urls["acme"][0], token="acme-c") as c:
+        customer = next(x for x in c.read_all("customers") if x["Email"] == "c0@acme.example")
+        c.patch("customers", customer["Id"], {"Phone": "+47 6 00 00 03"}, if_match=customer["Version"])
+    state = load_state(data)
+    state["acme"].marks = look_marks_now(urls)
+    save_state(data, state)
+    due = _run(instance, full_every_s=0.0)
+    assert due.success and _wave_phones(urls, "acme")["c0@acme.example"] == "+47 6 00 00 03"
+    stages = _materialized(due)
+    assert {"global_customer", "push_wave_customer", "snapshot"} <= stages["acme"]
+    assert stages["globex"] == _COLLECTS  # nothing new there
+    assert load_state(data)["acme"].snapshot_at > before.snapshot_at
+    assert any("synced" in line for line in lines(due)) and any("wrote 1 versions" in line for line in lines(due))
+
+
+def look_marks_now(urls: dict) -> dict[str, str]:
+    """acme's marks as a look now would record them: its edits so far are behind them."""
+    from crm_wave.sync.heads import look
+
+    with CrmClient(base_url=urls["acme"][0], token="acme-c") as crm, \
+            WaveClient(url=urls["acme"][1], token="acme-w") as wave:
+        return look(crm, wave, None).marks
+
+
+def test_look_settings_are_read_again_only_when_the_tenants_variables_or_registry_entry_change(tmp_path, monkeypatch):
+    """`Probes.settings`: reading a tenant's settings parses the whole environment (3-10 ms a look, more with
+    more tenants), so the fleet keeps them while the tenant's variables, its registry entry and its CRM
+    profile file stay the same; a change to any of them is read at the next look."""
+    from crm_wave.config.tenants import remove_tenant
+    from crm_wave.defs.fleet import Probes
+    from crm_wave.defs.resources import SyncResource
+
+    data = tmp_path / "data"
+    t = add_tenant(data, "acme")
+    for key, value in {"CRM_BASE_URL": "http://127.0.0.1:9/api/v1", "CRM_API_TOKEN": "c",
+                       "WAVE_GRAPHQL_URL": "http://127.0.0.1:9/graphql/public", "WAVE_API_TOKEN": "w"}.items():
+        monkeypatch.setenv(t.var(key), value)
+    probes = Probes(SyncResource(data_root=str(data)))
+    first = probes.settings("acme")
+    assert probes.settings("acme") is first  # nothing changed: not read again
+    monkeypatch.setenv("GLOBEX_WAVE_API_TOKEN", "another tenant's")  # not acme's
+    assert probes.settings("acme") is first
+    monkeypatch.setenv(t.var("WAVE_API_TOKEN"), "w2")
+    assert probes.settings("acme").wave.api_token.get_secret_value() == "w2"
+    profile = tmp_path / "crm.toml"
+    from crm_wave.systems.crm.profile import PROFILE_DIR
+
+    profile.write_text((PROFILE_DIR / "contract.toml").read_text())
+    monkeypatch.setenv(t.var("CRM_PROFILE"), str(profile))
+    kept = probes.settings("acme")
+    assert probes.settings("acme") is kept
+    profile.write_text(profile.read_text() + "\n# edited\n")
+    assert probes.settings("acme") is not kept  # the profile file changed
+    remove_tenant(data, "acme")
+    add_tenant(data, "acme", env_prefix="ACME2_")  # the same name, other variables: none set
+    with pytest.raises(Exception, match="ACME2_CRM_BASE_URL"):
+        probes.settings("acme")
+    with pytest.raises(Exception, match="no tenant 'nobody'"):
+        probes.settings("nobody")
