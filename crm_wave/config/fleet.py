@@ -12,31 +12,19 @@ bad value stops the fleet or the schedule with a one-line error naming the varia
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import ValidationError, field_validator
+from pydantic import field_validator
 from pydantic_settings import SettingsConfigDict
 
-from crm_wave.config.settings import ConfigError, _Environ, _Section
+from crm_wave.config.settings import _Section, finite_number
 
 __all__ = ["FLEET_VAR", "FleetSettings"]
 
 FLEET_VAR = "CRM_WAVE_FLEET"
 _OFF = ("", "0", "off", "no", "false")
-
-
-def _number(value: Any, ok: Callable[[float], bool], what: str) -> float:
-    """`value` as a finite float that is `ok`; ValueError saying `what` to set otherwise."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not (math.isfinite(number) and ok(number)):
-        raise ValueError(what)
-    return number
 
 
 class FleetSettings(_Section):
@@ -68,29 +56,22 @@ class FleetSettings(_Section):
     @field_validator("fleet_minutes", "schedule_minutes", mode="before")
     @classmethod
     def _valid_minutes(cls, value: Any) -> Any:
-        return _number(value, lambda x: x > 0, "use a number of minutes above 0, e.g. 15")
+        return finite_number(value, lambda x: x > 0, "use a number of minutes above 0, e.g. 15")
 
     @field_validator("fleet_snapshot_seconds", mode="before")
     @classmethod
     def _valid_seconds(cls, value: Any) -> Any:
-        return _number(value, lambda x: x >= 0, "use a number of seconds, 0 or more, e.g. 60 (0: after every sync)")
+        return finite_number(value, lambda x: x >= 0, "use a number of seconds, 0 or more, e.g. 60 (0: after every sync)")
 
     @field_validator("fleet_full_seconds", mode="before")
     @classmethod
     def _valid_full_seconds(cls, value: Any) -> Any:
-        return _number(value, lambda x: x >= 10, "use a number of seconds, 10 or more, e.g. 300")
+        return finite_number(value, lambda x: x >= 10, "use a number of seconds, 10 or more, e.g. 300")
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> FleetSettings:
         """The section from `environ` (default: the process environment); ConfigError naming the variable and what to set."""
-        environ = os.environ if environ is None else environ
-        try:
-            return cls(**_Environ(cls, environ, "CRM_WAVE_")())
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            name = cls.var(str(error["loc"][0]))
-            cause = error.get("ctx", {}).get("error", error["msg"])
-            raise ConfigError(f"{name}={environ.get(name, '').strip()!r}: {cause}") from None
+        return cls.load_section(environ)
 
     @classmethod
     def value(cls, field: str, environ: Mapping[str, str] | None = None) -> Any:

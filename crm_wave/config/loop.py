@@ -12,28 +12,18 @@ the variable; `sync --once` and the other commands never read them.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
-from pydantic import ValidationError, field_validator
+from pydantic import field_validator
 from pydantic_settings import SettingsConfigDict
 
-from crm_wave.config.settings import ConfigError, _Environ, _Section
+from crm_wave.config.settings import _Section, finite_number
 
 __all__ = ["LoopSettings"]
 
-_SECONDS = "use a number of seconds, 0 or more, e.g. 60 (0: {zero})"
-
-
 def _seconds(value: object, zero: str) -> float:
     """`value` as finite seconds >= 0; ValueError saying what to set otherwise."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        number = -1.0
-    if not (0 <= number < float("inf")):
-        raise ValueError(_SECONDS.format(zero=zero))
-    return number
+    return finite_number(value, lambda x: x >= 0, f"use a number of seconds, 0 or more, e.g. 60 (0: {zero})")
 
 
 class LoopSettings(_Section):
@@ -59,14 +49,7 @@ class LoopSettings(_Section):
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> LoopSettings:
         """The section from `environ` (default: the process environment); ConfigError naming the variable and what to set."""
-        environ = os.environ if environ is None else environ
-        try:
-            return cls(**_Environ(cls, environ, "CRM_WAVE_SYNC_")())
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            name = cls.var(str(error["loc"][0]))
-            cause = error.get("ctx", {}).get("error", error["msg"])
-            raise ConfigError(f"{name}={environ.get(name, '').strip()!r}: {cause}") from None
+        return cls.load_section(environ)
 
     def keep_open_s(self, every_s: float) -> float:
         """Seconds to keep the file open after a sync of a loop that looks every `every_s` seconds."""

@@ -13,8 +13,9 @@ fills unset variables from `<data root>/.env` (`crm_wave/config/envfile.py`, wri
 from __future__ import annotations
 
 import functools
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Self
 from urllib.parse import urlsplit
@@ -94,6 +95,17 @@ class _Environ(EnvSettingsSource):
         return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
 
 
+def finite_number(value: Any, ok: Callable[[float], bool], what: str) -> float:
+    """`value` as a finite float that is `ok`; ValueError saying `what` to set otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and ok(number)):
+        raise ValueError(what)
+    return number
+
+
 class _Section(BaseSettings):
     """The variables of one system; `load` reads them with a tenant's prefix and names problems by variable."""
 
@@ -117,6 +129,19 @@ class _Section(BaseSettings):
     @classmethod
     def _valid_rate(cls, value: Any) -> Any:
         return _rate(value) if isinstance(value, str) else value
+
+    @classmethod
+    def load_section(cls, environ: Mapping[str, str] | None = None) -> Self:
+        """The section from `environ` (default: the process environment), its variables named by its
+        `env_prefix`; ConfigError naming the first bad variable, its value and what to set."""
+        environ = os.environ if environ is None else environ
+        try:
+            return cls(**_Environ(cls, environ, cls.model_config.get("env_prefix", ""))())
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            name = cls.var(str(error["loc"][0]))
+            cause = error.get("ctx", {}).get("error", error["msg"])
+            raise ConfigError(f"{name}={environ.get(name, '').strip()!r}: {cause}") from None
 
     @classmethod
     def var(cls, field: str, prefix: str = "") -> str:
