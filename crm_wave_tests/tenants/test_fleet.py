@@ -197,36 +197,35 @@ def test_the_loops_snapshot_interval_is_a_number_of_seconds():
         FleetSettings.value("fleet_snapshot_seconds", {"CRM_WAVE_FLEET_SNAPSHOT_SECONDS": "-5"})
 
 
-def test_the_loop_sensor_passes_the_snapshot_interval(fleet, monkeypatch):
+def _loop_config(fleet, monkeypatch, **environ: str) -> dict:
+    """The `serve_fleet` config of the run the loop sensor requests with these variables set."""
     from crm_wave.defs import fleet as fleet_defs
     from crm_wave.defs.resources import SyncResource
 
     data, _, instance = fleet
     monkeypatch.setattr(fleet_defs, "_MODE", "loop")
-    monkeypatch.setenv("CRM_WAVE_FLEET_SNAPSHOT_SECONDS", "0")
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
     ctx = dg.build_sensor_context(instance=instance, resources={"sync": SyncResource(data_root=str(data))})
     request = fleet_defs.fleet_sensor(ctx)
     assert isinstance(request, dg.RunRequest)
-    assert request.run_config["ops"]["serve_fleet"]["config"]["snapshot_every_s"] == 0
-    assert request.run_config["ops"]["serve_fleet"]["config"]["full_every_s"] == 300  # the default
+    return request.run_config["ops"]["serve_fleet"]["config"]
+
+
+def test_the_loop_sensor_passes_the_snapshot_interval(fleet, monkeypatch):
+    config = _loop_config(fleet, monkeypatch, CRM_WAVE_FLEET_SNAPSHOT_SECONDS="0")
+    assert config["snapshot_every_s"] == 0
+    assert config["full_every_s"] == 300  # the default
 
 
 def test_the_fleets_full_pass_interval_is_a_variable_of_at_least_ten_seconds(fleet, monkeypatch):
     from crm_wave.config.fleet import FleetSettings
     from crm_wave.config.settings import ConfigError
-    from crm_wave.defs import fleet as fleet_defs
-    from crm_wave.defs.resources import SyncResource
 
     assert FleetSettings.value("fleet_full_seconds", {}) == 300
     with pytest.raises(ConfigError, match=r"^CRM_WAVE_FLEET_FULL_SECONDS='5': use a number of seconds, 10 or more"):
         FleetSettings.value("fleet_full_seconds", {"CRM_WAVE_FLEET_FULL_SECONDS": "5"})
-    data, _, instance = fleet
-    monkeypatch.setattr(fleet_defs, "_MODE", "loop")
-    monkeypatch.setenv("CRM_WAVE_FLEET_FULL_SECONDS", "900")
-    ctx = dg.build_sensor_context(instance=instance, resources={"sync": SyncResource(data_root=str(data))})
-    request = fleet_defs.fleet_sensor(ctx)
-    assert isinstance(request, dg.RunRequest)
-    assert request.run_config["ops"]["serve_fleet"]["config"]["full_every_s"] == 900
+    assert _loop_config(fleet, monkeypatch, CRM_WAVE_FLEET_FULL_SECONDS="900")["full_every_s"] == 900
 
 
 def test_fleet_variables_are_a_settings_section_that_no_sync_reads():
