@@ -3,7 +3,8 @@
 `CRM_WAVE_FLEET` (loop, batch or off), `CRM_WAVE_FLEET_MINUTES` (the length of one `loop` fleet
 run), `CRM_WAVE_FLEET_SNAPSHOT_SECONDS` (how often a `loop` run publishes a tenant's snapshot at
 most), `CRM_WAVE_FLEET_FULL_SECONDS` (how old a tenant's last pass of every stage may get before the
-fleet runs one, though no head moved) and `CRM_WAVE_SCHEDULE_MINUTES` (how often `collect_schedule` gives a tenant whose heads did
+fleet runs one, though no head moved), `CRM_WAVE_FLEET_SHARDS` (how many `loop` runs serve the
+tenants at once, each a share of them) and `CRM_WAVE_SCHEDULE_MINUTES` (how often `collect_schedule` gives a tenant whose heads did
 not move a run anyway). Only `crm_wave/defs/fleet.py` and `crm_wave/defs/automation.py` read
 them, when a sensor or schedule evaluates (the fleet mode also when the definitions load, to
 choose which automations start running): `AppSettings`, which every sync loads, does not, so a
@@ -40,6 +41,9 @@ class FleetSettings(_Section):
     fleet_snapshot_seconds: float = 60.0
     #: The fleet's pass of every stage when no head moved, for changes a look cannot see (`FleetConfig.full_every_s`).
     fleet_full_seconds: float = 300.0
+    #: `loop` runs at once, each serving its share of the tenants (`shard_of`): one run is one Python
+    #: process, so about one core (its threads share the GIL). Default 1; set it to the machine's cores.
+    fleet_shards: int = 1
 
     @field_validator("fleet", mode="before")
     @classmethod
@@ -62,6 +66,11 @@ class FleetSettings(_Section):
     @classmethod
     def _valid_seconds(cls, value: Any) -> Any:
         return finite_number(value, lambda x: x >= 0, "use a number of seconds, 0 or more, e.g. 60 (0: after every sync)")
+
+    @field_validator("fleet_shards", mode="before")
+    @classmethod
+    def _valid_shards(cls, value: Any) -> Any:
+        return int(finite_number(value, lambda x: 1 <= x <= 64 and x == int(x), "use a whole number from 1 to 64, e.g. 2"))
 
     @field_validator("fleet_full_seconds", mode="before")
     @classmethod

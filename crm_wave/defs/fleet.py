@@ -29,6 +29,7 @@ import math
 import os
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import closing
@@ -53,10 +54,11 @@ from crm_wave.systems.protocols import Client, CrmApi, WaveApi
 
 __all__ = ["FLEET_ON", "FLEET_VAR", "PROBE_POLICY", "FleetConfig", "fleet_job", "fleet_mode", "fleet_sensor", "look_tenant",
            "publish_behind", "serve_tenant", "sync_tenant", "load_state",
-           "save_state", "update_state", "Probes", "TenantState"]
+           "save_state", "update_state", "Probes", "TenantState", "shard_of", "SHARD_TAG"]
 
 FLEET_TAG = "crm_wave/fleet"
 TENANTS_TAG = "crm_wave/tenants"
+SHARD_TAG = "crm_wave/shard"  # "<i>/<n>": a loop run serving shard i of n (`shard_of`)
 #: How the fleet, `collect_schedule` and `changes_sensor` ask whether anything changed: a short timeout
 #: and one retry, so a system that is down costs seconds of a round or tick, not the clients' minute of
 #: backoff; and at most 2 s of waiting for room under the tenant's rate limit (which its syncs share).
@@ -91,6 +93,23 @@ class FleetConfig(dg.Config):
     #: A loop keeps each tenant's DuckDB file open this long after its sync (`keep_open`), so the next sync
     #: neither reopens nor checkpoints it (0.15-0.3 CPU-s an edit). 0: close after every sync.
     keep_open_s: float = 60.0
+    #: Loop runs at once (`CRM_WAVE_FLEET_SHARDS`): this run serves the tenants with `shard_of(t, shards) == shard`.
+    shard: int = 0
+    shards: int = 1
+
+
+def shard_of(tenant: str, shards: int) -> int:
+    """The shard (0 to `shards` - 1) whose loop run serves `tenant`: the same in every run and process."""
+    return zlib.crc32(tenant.encode()) % max(1, shards)
+
+
+def _save(root: Path, state: dict[str, TenantState], mine: list[str], registered: list[str], shards: int) -> None:
+    """Write this run's tenants' states: the whole file when one run serves every tenant (tenants no longer
+    registered leave it), else these tenants' over the file's (the other shards' runs write theirs)."""
+    if shards > 1:
+        update_state(root, {t: state[t] for t in mine if t in state})
+    else:
+        save_state(root, {t: st for t, st in state.items() if t in registered})
 
 
 # ---------------------------------------------------------------- state (no Dagster): crm_wave/sync/state.py
@@ -416,6 +435,8 @@ def serve_fleet(context: dg.OpExecutionContext, config: FleetConfig, sync: SyncR
     if unknown:
         context.log.warning(f"not registered, skipped: {', '.join(unknown)}")
     tenants = [t for t in registered if t in config.tenants] if config.tenants else registered
+    if config.shards > 1:
+        tenants = [t for t in tenants if shard_of(t, config.shards) == config.shard]
     force = bool(config.tenants) and config.minutes <= 0  # the sensor looked already
     state = load_state(root)
     deadline = time.monotonic() + config.minutes * 60
@@ -459,7 +480,7 @@ def serve_fleet(context: dg.OpExecutionContext, config: FleetConfig, sync: SyncR
                 totals["failures"] += outcome.error is not None
                 _say(context, outcome)
                 yield from _events(outcome)
-                save_state(root, {t: s for t, s in state.items() if t in registered})  # kept if the run dies
+                _save(root, state, tenants, registered, config.shards)  # kept if the run dies
             final = time.monotonic() >= deadline
             behind = [t for t in tenants if state[t].snapshot_behind]
             for published in pool.map(lambda t: publish_behind(sync, t, state[t], every_s=config.snapshot_every_s,
@@ -468,7 +489,7 @@ def serve_fleet(context: dg.OpExecutionContext, config: FleetConfig, sync: SyncR
                     _say(context, published)
                     yield from _events(published)
             totals["rounds"] += 1
-            save_state(root, {t: s for t, s in state.items() if t in registered})
+            _save(root, state, tenants, registered, config.shards)
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -484,10 +505,23 @@ def fleet_job() -> None:
     serve_fleet()
 
 
+_ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+           dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+
+
 def _fleet_active(instance: dg.DagsterInstance) -> bool:
-    statuses = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-                dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
-    return bool(instance.get_run_ids(filters=dg.RunsFilter(job_name="fleet_job", statuses=statuses), limit=1))
+    return bool(instance.get_run_ids(filters=dg.RunsFilter(job_name="fleet_job", statuses=_ACTIVE), limit=1))
+
+
+def _shards_to_start(instance: dg.DagsterInstance, shards: int) -> list[int]:
+    """The shards of `shards` with no active loop run; none while a run of another split (or unsplit, or a
+    batch) is active: two runs never serve one tenant."""
+    active = instance.get_runs(filters=dg.RunsFilter(job_name="fleet_job", statuses=_ACTIVE))
+    tags = [run.tags.get(SHARD_TAG) for run in active]
+    if any(tag is None or not tag.endswith(f"/{shards}") for tag in tags):
+        return []
+    busy = {int(tag.split("/")[0]) for tag in tags if tag is not None}
+    return [i for i in range(shards) if i not in busy]
 
 
 def _op_config(**values: Any) -> dict[str, Any]:
@@ -527,9 +561,18 @@ def fleet_sensor(context: dg.SensorEvaluationContext, sync: SyncResource):
     """Loop: start a fleet run when none is in progress. Batch: look, then one run for the changed tenants."""
     if _MODE_ERROR:
         raise ConfigError(_MODE_ERROR)
+    stamp = f"{time.time():.0f}"
+    shards = FleetSettings.value("fleet_shards") if (_MODE or "loop") == "loop" else 1
+    if shards > 1:  # one loop run per shard, each started when its last one ended
+        start = _shards_to_start(context.instance, shards)
+        if not start:
+            return dg.SkipReason("every shard's fleet run is in progress (or a run of another split is)")
+        settings = {"minutes": _loop_minutes(), "snapshot_every_s": FleetSettings.value("fleet_snapshot_seconds"),
+                    "full_every_s": FleetSettings.value("fleet_full_seconds"), "shards": shards}
+        return [dg.RunRequest(run_key=f"fleet-loop-{i}-of-{shards}-{stamp}", run_config=_op_config(**settings, shard=i),
+                              tags={FLEET_TAG: "loop", SHARD_TAG: f"{i}/{shards}"}) for i in start]
     if _fleet_active(context.instance):
         return dg.SkipReason("a fleet run is in progress")
-    stamp = f"{time.time():.0f}"
     if (_MODE or "loop") == "loop":
         return dg.RunRequest(run_key=f"fleet-loop-{stamp}", run_config=_op_config(
                              minutes=_loop_minutes(), snapshot_every_s=FleetSettings.value("fleet_snapshot_seconds"),

@@ -445,3 +445,62 @@ def test_look_settings_are_read_again_only_when_the_tenants_variables_or_registr
         probes.settings("acme")
     with pytest.raises(Exception, match="no tenant 'nobody'"):
         probes.settings("nobody")
+
+
+def test_fleet_shards_is_a_whole_number_of_loop_runs():
+    from crm_wave.config.fleet import FleetSettings
+    from crm_wave.config.settings import ConfigError
+
+    assert FleetSettings.value("fleet_shards", {}) == 1
+    assert FleetSettings.value("fleet_shards", {"CRM_WAVE_FLEET_SHARDS": "3"}) == 3
+    for bad in ("0", "1.5", "many", "65"):
+        with pytest.raises(ConfigError, match=rf"^CRM_WAVE_FLEET_SHARDS='{bad}': use a whole number from 1 to 64"):
+            FleetSettings.value("fleet_shards", {"CRM_WAVE_FLEET_SHARDS": bad})
+
+
+def test_sharded_loop_runs_serve_disjoint_tenants_and_write_only_their_own_state(fleet):
+    from crm_wave.defs.fleet import _save, shard_of
+
+    data, urls, instance = fleet
+    assert (shard_of("acme", 3), shard_of("globex", 3), shard_of("broken", 3)) == (2, 1, 1)
+    first = _run(instance, shards=3, shard=2, snapshot=False)
+    assert first.success and set(_materialized(first)) == {"acme"}
+    assert set(_wave_phones(urls, "acme")) == {"c0@acme.example", "c1@acme.example"}
+    assert not _wave_phones(urls, "globex")  # another shard's tenant: not this run's
+    second = _run(instance, shards=3, shard=1, snapshot=False)
+    assert second.success and set(_materialized(second)) == {"globex"}
+    state = load_state(data)
+    assert state["acme"].syncs == 1 and state["globex"].syncs == 1 and state["broken"].failures == 1
+
+    # Runs of two shards at once: each writes its own tenants over the file, never a stale copy of the others'.
+    stale = load_state(data)
+    stale["acme"].syncs, stale["globex"].syncs = 0, 7
+    _save(data, stale, ["globex", "broken"], ["acme", "globex", "broken"], 3)
+    assert load_state(data)["acme"].syncs == 1 and load_state(data)["globex"].syncs == 7
+
+
+def test_the_loop_sensor_starts_one_run_per_shard_that_has_none(fleet, monkeypatch):
+    from dagster._core.utils import make_new_run_id
+
+    from crm_wave.defs import fleet as fleet_defs
+    from crm_wave.defs.resources import SyncResource
+
+    data, _, instance = fleet
+    monkeypatch.setattr(fleet_defs, "_MODE", "loop")
+    monkeypatch.setenv("CRM_WAVE_FLEET_SHARDS", "3")
+
+    def tick():
+        ctx = dg.build_sensor_context(instance=instance, resources={"sync": SyncResource(data_root=str(data))})
+        return fleet_defs.fleet_sensor(ctx)
+
+    def active(tags: dict[str, str]) -> None:
+        instance.add_run(dg.DagsterRun(job_name="fleet_job", run_id=make_new_run_id(), tags=tags,
+                                       status=dg.DagsterRunStatus.STARTED))
+
+    requests = tick()
+    assert [r.run_config["ops"]["serve_fleet"]["config"]["shard"] for r in requests] == [0, 1, 2]
+    assert {r.tags[fleet_defs.SHARD_TAG] for r in requests} == {"0/3", "1/3", "2/3"}
+    active({fleet_defs.FLEET_TAG: "loop", fleet_defs.SHARD_TAG: "0/3"})
+    assert [r.run_config["ops"]["serve_fleet"]["config"]["shard"] for r in tick()] == [1, 2]
+    active({fleet_defs.FLEET_TAG: "loop", fleet_defs.SHARD_TAG: "1/2"})  # a run of another split: none starts
+    assert isinstance(tick(), dg.SkipReason)
