@@ -150,7 +150,7 @@ def _sync_turn(args: argparse.Namespace, store, looks: _Looks, decision: Decisio
         return moved  # an edit made during the sync: read by the next pass
 
     try:
-        passes, held = _sync_passes(args, store, decision.changed, before_pass, looks.settings)
+        passes, held = _sync_passes(args, store, decision.changed, before_pass, settings=looks.settings)
     except Exception as failed:  # what the stages before it wrote is kept: show it, then say what failed
         looks.failed(failed)
         with contextlib.suppress(Exception):
@@ -186,10 +186,10 @@ def _say_held(held: list[str]) -> None:
 
 
 def _sync_passes(args: argparse.Namespace, store, moved: frozenset[str] | None = None,
-                 before_pass=None, settings=None) -> tuple[int, list[str]]:
+                 before_pass=None, *, settings) -> tuple[int, list[str]]:
     """Passes of the engine until one writes nothing (at most `--max-passes`): (passes run, the pushes a
     circuit breaker held, in words). `moved`: the datasets a look found moved (None: every stage); `settings`:
-    the tenant's, read already (None: read them now).
+    the tenant's, read already by the look (the sync's clients are built from them).
     The stages are the Dagster `sync_job`'s (`sync_once`), run here without a Dagster run: an
     in-process run on a throwaway instance cost ~7 CPU-s of bookkeeping a pass that nobody could look at
     (docs/benchmarks.md); the UI's runs are `crm-wave dev`'s."""
@@ -206,7 +206,7 @@ def _sync_passes(args: argparse.Namespace, store, moved: frozenset[str] | None =
 
     from crm_wave.config.clients import clients as build_clients
 
-    clients = build_clients(settings) if settings is not None else _clients(args.tenant)
+    clients = build_clients(settings)
     try:
         passes = sync_once(store, clients, max_passes=args.max_passes, run_id=f"cli-{uuid.uuid4().hex}",
                            progress=say, on_stage=lambda s, r: report_stage(s, r, say, warn), raise_held=False,
@@ -329,9 +329,9 @@ class _Looks:
         if not (synced or st.snapshot_behind):
             return False
         now = time.time()
-        if final or now - st.snapshot_at >= every_s:
+        if final or st.snapshot_due(now, every_s):
             _publish(store)
-            st.snapshot_at, st.snapshot_behind = now, False
+            st.published(now)
         else:
             st.snapshot_behind = True
         update_state(self.root, {self.tenant: st})

@@ -30,7 +30,8 @@ _OFF = ("", "0", "off", "no", "false")
 
 class FleetSettings(_Section):
     """`CRM_WAVE_FLEET` (default off), `CRM_WAVE_FLEET_MINUTES` (default 15), `CRM_WAVE_SCHEDULE_MINUTES` (default 15),
-    `CRM_WAVE_FLEET_SNAPSHOT_SECONDS` (default 60) and `CRM_WAVE_FLEET_FULL_SECONDS` (default 300)."""
+    `CRM_WAVE_FLEET_SNAPSHOT_SECONDS` (default 60), `CRM_WAVE_FLEET_FULL_SECONDS` (default 300) and
+    `CRM_WAVE_FLEET_SHARDS` (default 1)."""
 
     model_config = SettingsConfigDict(env_prefix="CRM_WAVE_")
 

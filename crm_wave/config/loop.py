@@ -21,6 +21,7 @@ from crm_wave.config.settings import _Section, finite_number
 
 __all__ = ["LoopSettings"]
 
+
 def _seconds(value: object, zero: str) -> float:
     """`value` as finite seconds >= 0; ValueError saying what to set otherwise."""
     return finite_number(value, lambda x: x >= 0, f"use a number of seconds, 0 or more, e.g. 60 (0: {zero})")

@@ -345,7 +345,7 @@ def sync_tenant(sync: SyncResource, probes: Probes, tenant: str, st: TenantState
         out.quiet = routine and _quiet(out)
         if out.quiet:
             pass  # nothing new to publish: the last snapshot (or the one left behind) holds this data already
-        elif snapshot and started - st.snapshot_at >= snapshot_every_s:
+        elif snapshot and st.snapshot_due(started, snapshot_every_s):
             out.results["snapshot"] = _publish(store, st)
         elif snapshot:
             st.snapshot_behind = True
@@ -364,14 +364,14 @@ def _publish(store: Any, st: TenantState) -> dict[str, Any]:
     from crm_wave.analyst.snapshot import publish_now
 
     path = publish_now(store)
-    st.snapshot_at, st.snapshot_behind = time.time(), False
+    st.published(time.time())
     return {"path": str(path)}
 
 
 def publish_behind(sync: SyncResource, tenant: str, st: TenantState, *, every_s: float, final: bool) -> Outcome | None:
     """Publish the snapshot of a tenant whose last syncs are in none yet, once `every_s` has passed since its
     last one (or now, when `final`: the run ends). None when nothing is to publish; never raises."""
-    if not st.snapshot_behind or (not final and time.time() - st.snapshot_at < every_s):
+    if not st.snapshot_behind or (not final and not st.snapshot_due(time.time(), every_s)):
         return None
     out = Outcome(tenant)
     try:
@@ -524,6 +524,12 @@ def _shards_to_start(instance: dg.DagsterInstance, shards: int) -> list[int]:
     return [i for i in range(shards) if i not in busy]
 
 
+def _loop_settings() -> dict[str, Any]:
+    """A loop run's `FleetConfig` from the variables, read when the sensor ticks (a bad value fails that tick)."""
+    return {"minutes": _loop_minutes(), "snapshot_every_s": FleetSettings.value("fleet_snapshot_seconds"),
+            "full_every_s": FleetSettings.value("fleet_full_seconds")}
+
+
 def _op_config(**values: Any) -> dict[str, Any]:
     return {"ops": {"serve_fleet": {"config": values}}}
 
@@ -567,16 +573,14 @@ def fleet_sensor(context: dg.SensorEvaluationContext, sync: SyncResource):
         start = _shards_to_start(context.instance, shards)
         if not start:
             return dg.SkipReason("every shard's fleet run is in progress (or a run of another split is)")
-        settings = {"minutes": _loop_minutes(), "snapshot_every_s": FleetSettings.value("fleet_snapshot_seconds"),
-                    "full_every_s": FleetSettings.value("fleet_full_seconds"), "shards": shards}
-        return [dg.RunRequest(run_key=f"fleet-loop-{i}-of-{shards}-{stamp}", run_config=_op_config(**settings, shard=i),
+        loop = _loop_settings()
+        return [dg.RunRequest(run_key=f"fleet-loop-{i}-of-{shards}-{stamp}",
+                              run_config=_op_config(**loop, shards=shards, shard=i),
                               tags={FLEET_TAG: "loop", SHARD_TAG: f"{i}/{shards}"}) for i in start]
     if _fleet_active(context.instance):
         return dg.SkipReason("a fleet run is in progress")
     if (_MODE or "loop") == "loop":
-        return dg.RunRequest(run_key=f"fleet-loop-{stamp}", run_config=_op_config(
-                             minutes=_loop_minutes(), snapshot_every_s=FleetSettings.value("fleet_snapshot_seconds"),
-                             full_every_s=FleetSettings.value("fleet_full_seconds")),
+        return dg.RunRequest(run_key=f"fleet-loop-{stamp}", run_config=_op_config(**_loop_settings()),
                              tags={FLEET_TAG: "loop"})
     root = Path(sync.data_root)
     state = load_state(root)

@@ -137,8 +137,6 @@ class Datasets:
 
     def changed_source_ids(self, con: duckdb.DuckDBPyConnection, name: str, after: int, upto: int) -> pl.Series:
         """Source ids of dataset `name` with a version in (`after`, `upto`]."""
-        if upto <= after:
-            return pl.Series("_source_id", [], pl.String)
         self.ensure_dataset(con, name)
         frame = con.execute(f"SELECT DISTINCT _source_id FROM {ident(name)} WHERE _seq > ? AND _seq <= ?",
                             [after, upto]).pl()

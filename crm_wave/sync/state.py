@@ -49,6 +49,14 @@ class TenantState:
     snapshot_at: float = 0.0  # epoch seconds of the newest analyst snapshot the fleet or `crm-wave sync` published
     snapshot_behind: bool = False  # a sync since then is in no snapshot yet (`FleetConfig.snapshot_every_s`, `CRM_WAVE_SYNC_SNAPSHOT_SECONDS`)
 
+    def snapshot_due(self, now: float, every_s: float) -> bool:
+        """Whether a snapshot may be published at `now` (epoch seconds): the last one is at least `every_s` old."""
+        return now - self.snapshot_at >= every_s
+
+    def published(self, now: float) -> None:
+        """A snapshot holding every sync so far was published at `now`."""
+        self.snapshot_at, self.snapshot_behind = now, False
+
 
 _FIELDS = {f.name for f in fields(TenantState)}
 
