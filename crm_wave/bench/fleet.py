@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 
 from crm_wave.bench.latency import percentile
-from crm_wave.bench.tenants import ROOT, _cpu_times, _rss_kb, postgres_home, stop_daemon, teardown
+from crm_wave.bench.tenants import ROOT, _cpu_times, _rss_kb, postgres_home, start_daemon, stop_daemon, teardown
 from crm_wave.config.tenants import add_tenant
 from crm_wave.systems.serve import free_port
 
@@ -383,13 +383,6 @@ def start_code_server(env: dict[str, str], log: Path) -> tuple[subprocess.Popen,
     return proc, workspace
 
 
-def _start_daemon(env: dict[str, str], log: Path, workspace: Path) -> subprocess.Popen:
-    """`dagster-daemon run` on `workspace`, in a process group of its own (`bench.tenants.stop_daemon` stops it)."""
-    out = open(log, "wb")  # the child process owns it
-    return subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
-                            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
 def _stop_group(proc: subprocess.Popen | None) -> None:
     """Stop a process and its whole group (started with `start_new_session`)."""
     if proc is None:
@@ -520,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
                 workspace = ROOT / "workspace.yaml"
                 if a.code_server == "separate":
                     code, workspace = start_code_server(mode_env, tmp / f"code-{mode}.log")
-                daemon = _start_daemon(mode_env, tmp / f"daemon-{mode}.log", workspace)
+                daemon = start_daemon(mode_env, tmp / f"daemon-{mode}.log", workspace)
                 meter = _Meter([daemon.pid, *([code.pid] if code else [])], [s.pid for s in sims])
                 meter.start()
                 if i == 0:

@@ -95,12 +95,12 @@ def _converged(env: dict[str, str], name: str) -> bool:
     return _count(url, "w", "customers") >= customers and _count(url, "w", "invoices") >= len(orders)
 
 
-def start_daemon(env: dict[str, str], log: Path | None = None) -> subprocess.Popen:
-    """`dagster-daemon run` on the project's workspace, in a process group of its own (see `stop_daemon`).
+def start_daemon(env: dict[str, str], log: Path | None = None, workspace: Path = ROOT / "workspace.yaml") -> subprocess.Popen:
+    """`dagster-daemon run` on `workspace` (default the project's), in a process group of its own (see `stop_daemon`).
 
     Its output goes to `log` when given (a test prints it when runs do not finish), else nowhere."""
     out = open(log, "wb") if log else subprocess.DEVNULL  # the child process owns it
-    return subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")],
+    return subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
                             env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
