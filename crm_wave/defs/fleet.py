@@ -481,7 +481,7 @@ def serve_fleet(context: dg.OpExecutionContext, config: FleetConfig, sync: SyncR
                 _say(context, outcome)
                 yield from _events(outcome)
                 _save(root, state, tenants, registered, config.shards)  # kept if the run dies
-            final = time.monotonic() >= deadline
+            final = time.monotonic() >= deadline  # decided once: the round that publishes what is behind is the last
             behind = [t for t in tenants if state[t].snapshot_behind]
             for published in pool.map(lambda t: publish_behind(sync, t, state[t], every_s=config.snapshot_every_s,
                                                                final=final), behind):
@@ -490,9 +490,9 @@ def serve_fleet(context: dg.OpExecutionContext, config: FleetConfig, sync: SyncR
                     yield from _events(published)
             totals["rounds"] += 1
             _save(root, state, tenants, registered, config.shards)
-            left = deadline - time.monotonic()
-            if left <= 0:
+            if final:
                 break
+            left = deadline - time.monotonic()
             time.sleep(max(0.0, min(left, config.look_every_s - (time.monotonic() - started))))
     yield dg.Output(None, metadata={**totals, "tenants": len(tenants), "cpu_s": round(time.process_time() - cpu0, 2)})
 
