@@ -21,6 +21,8 @@ Every field column is a string (None for empty); see `cells.py`.
 
 from __future__ import annotations
 
+import functools
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -148,7 +150,8 @@ def merge_records(
     type_cols = [c for c in ("_type" + CRM, "_type" + WAVE) if c in df.columns]
     df = df.with_columns((pl.coalesce(type_cols) if type_cols else pl.lit(None, pl.String)).alias("_type"))
     df, queue_cols = _with_queue(df, queue if queue is not None else pl.DataFrame(schema=QUEUE_SCHEMA), fields)
-    plan = _plan(fields, one_way, policy, first_sync, frozenset(c[:-4] for c in queue_cols if c.endswith("__qk")))
+    queued = frozenset(c[:-4] for c in queue_cols if c.endswith("__qk"))
+    plan = _plan(fields, one_way, policy, first_sync, queued, _settled(df, fields, one_way, queued))
     df = df.with_columns(plan.per_row).with_columns(plan.outcomes).with_columns(plan.values)
 
     conflict_rows, wait_rows, fate_rows = [], [], []
@@ -170,6 +173,23 @@ def merge_records(
     return MergeResult(merged=df, conflicts=conflict_frame, agreed=agreed_frame, waits=waits, fates=fates)
 
 
+def _settled(df: pl.DataFrame, fields: list[str], one_way: frozenset[str], queued: frozenset[str]) -> frozenset[str]:
+    """The two-way fields equal on both sides in every row, with both sides present and no queue item: their
+    outcome is "same" whatever the policy, so the plan gives them the plain value (a one-edit merge evaluates
+    the policy of the one or two fields that differ, not of every field)."""
+    candidates = tuple(f for f in fields if f not in one_way and f not in queued)
+    if not df.height or not candidates:
+        return frozenset()
+    row = df.select(_settled_exprs(candidates)).row(0)
+    return frozenset(f for f, equal in zip(candidates, row) if equal)
+
+
+@functools.lru_cache(maxsize=64)
+def _settled_exprs(fields: tuple[str, ...]) -> list[pl.Expr]:
+    both = (pl.col("crm_state") == "present") & (pl.col("wave_state") == "present")
+    return [(both & pl.col(f + CRM).eq_missing(pl.col(f + WAVE))).all().alias(f) for f in fields]
+
+
 @dataclass(frozen=True)
 class _Plan:
     """The expressions of one merge: they depend on the fields, their policies and which fields have
@@ -185,26 +205,30 @@ class _Plan:
     agreed: list[pl.Expr]
 
 
-#: Plans built, by shape: building the ~600 expressions of a customer merge cost ~40 ms, more than
-#: merging a few records with them. A few shapes exist per process (entity, policy, queued fields).
-_PLANS: dict[tuple, _Plan] = {}
+#: Plans built, by shape, least recently used first: building the ~600 expressions of a customer merge
+#: cost ~40 ms, more than merging a few records with them. The shapes of a process: entity, policy, queued
+#: fields, and which fields are settled (a plan for one or two unsettled fields builds in a few ms).
+_PLANS: OrderedDict[tuple, _Plan] = OrderedDict()
+_PLANS_KEPT = 256
 
 
 def _plan(fields: list[str], one_way: frozenset[str], policy: Mapping[str, str | pl.Expr], first_sync: str,
-          queued: frozenset[str]) -> _Plan:
+          queued: frozenset[str], settled: frozenset[str] = frozenset()) -> _Plan:
     """The merge's expressions for this shape, built once (policy expressions compare by their serialized form)."""
-    key = (tuple(fields), one_way, first_sync, queued,
+    key = (tuple(fields), one_way, first_sync, queued, settled,
            tuple(sorted((f, v if isinstance(v, str) else v.meta.serialize(format="json")) for f, v in policy.items())))
     plan = _PLANS.get(key)
     if plan is None:
-        if len(_PLANS) >= 64:
-            _PLANS.clear()
-        plan = _PLANS[key] = _build_plan(fields, one_way, policy, first_sync, queued)
+        plan = _PLANS[key] = _build_plan(fields, one_way, policy, first_sync, queued, settled)
+        if len(_PLANS) > _PLANS_KEPT:
+            _PLANS.popitem(last=False)
+    else:
+        _PLANS.move_to_end(key)
     return plan
 
 
 def _build_plan(fields: list[str], one_way: frozenset[str], policy: Mapping[str, str | pl.Expr], first_sync: str,
-                queued_fields: frozenset[str]) -> _Plan:
+                queued_fields: frozenset[str], settled: frozenset[str] = frozenset()) -> _Plan:
     ts = lambda side: pl.col(f"{side}_modified").str.to_datetime(time_zone="UTC", strict=False)  # noqa: E731
     # Computed once per row (not once per field).
     per_row = [
@@ -215,7 +239,7 @@ def _build_plan(fields: list[str], one_way: frozenset[str], policy: Mapping[str,
     ]
     both, crm_only, crm_newer = pl.col("_both"), pl.col("_crm_only"), pl.col("_crm_newer")
 
-    two_way = [f for f in fields if f not in one_way]
+    two_way = [f for f in fields if f not in one_way and f not in settled]  # settled: "same" (see `_settled`)
     outcome_cols: list[pl.Expr] = []
     whys: dict[str, pl.Expr] = {}  # evaluated only where a field may have something to record
     for f in two_way:
@@ -273,6 +297,10 @@ def _build_plan(fields: list[str], one_way: frozenset[str], policy: Mapping[str,
         if f in one_way:
             desired.append(pl.when(pl.col("_wave_present")).then(w).otherwise(c).alias(f))
             continue
+        if f in settled:  # both present and equal in every row: the value, agreed from now on
+            desired.append(c.alias(f))
+            agreed_cols += [c.alias(f + "__agreed"), (~c.eq_missing(b)).alias(f + "__moved")]
+            continue
         o = pl.col(f + "__o")
         value: Then | ChainedThen = pl.when(o.is_in(["wave", "keep_crm"])).then(w)
         if f in queued_fields:
@@ -317,7 +345,8 @@ def _build_plan(fields: list[str], one_way: frozenset[str], policy: Mapping[str,
             )
             fate = [pl.col("global_id"), pl.lit(f).alias("field"), status.alias("status")]
         records[f] = (whys[f].is_not_null() & (o != "wait"), conflict, o == "wait", wait, fate)
-    moved = pl.any_horizontal([pl.col(f + "__moved") for f in two_way]) if two_way else pl.lit(False)
+    agreeing = [f for f in fields if f not in one_way]  # the two-way fields, settled or not
+    moved = pl.any_horizontal([pl.col(f + "__moved") for f in agreeing]) if agreeing else pl.lit(False)
     return _Plan(per_row=per_row, outcomes=outcome_cols, values=[*desired, *agreed_cols, *held], flags=flags,
                  records=records, moved=moved,
-                 agreed=[pl.col("global_id"), *[pl.col(f + "__agreed").alias(f) for f in two_way]])
+                 agreed=[pl.col("global_id"), *[pl.col(f + "__agreed").alias(f) for f in agreeing]])

@@ -8,7 +8,7 @@ system's ids here; the global step translates them through the link tables.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import polars as pl
@@ -25,6 +25,7 @@ __all__ = [
     "canonical_to_crm",
     "canonical_to_wave_input",
     "canonical_from_fragments",
+    "exact_cells",
     "source_slots",
     "LINE_DTYPE",
     "LINES_PATH",
@@ -326,14 +327,21 @@ def canonical_from_fragments(frags: pl.DataFrame, system: str, entity: str,
 def _exact(schema: Mapping[str, Any], idx: pl.Series, system: str, entity: str,
            bodies: pl.Series | Callable[[pl.Series], pl.Series], order: list[str]) -> pl.DataFrame:
     """Rows `idx` mapped by the exact path (`crm_to_canonical`/`wave_to_canonical` of the body), in `schema`."""
+    rows = exact_cells((bodies(idx) if callable(bodies) else bodies.gather(idx)).to_list(), system, entity, order)
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def exact_cells(bodies: Iterable[str | None], system: str, entity: str, order: Sequence[str]) -> list[dict[str, Any]]:
+    """The canonical cells of each JSON body (None: every cell null), by the exact path, as dicts keyed by `order`
+    (`Lines` a list of line dicts, product ids as in the source)."""
     fields = canonical_fields(entity)
     to_canonical = crm_to_canonical if system == "crm" else wave_to_canonical
-    slow = []
-    for body in (bodies(idx) if callable(bodies) else bodies.gather(idx)).to_list():
+    lines = {c for c in order if fields.get(c) is not None and fields[c].kind == "lines"}
+    out = []
+    for body in bodies:
         rec = to_canonical(entity, json.loads(body)) if body is not None else {}
-        slow.append({c: (rec.get(c) if fields.get(c) is not None and fields[c].kind == "lines"
-                         else _cell(rec.get(c))) for c in order})
-    return pl.DataFrame(slow, schema=schema, orient="row")
+        out.append({c: (rec.get(c) if c in lines else _cell(rec.get(c))) for c in order})
+    return out
 
 
 def _cell(value: Any) -> str | None:

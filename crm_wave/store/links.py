@@ -13,7 +13,7 @@ import polars as pl
 
 from crm_wave.logic.link import LINK_SCHEMA
 from crm_wave.store.changes import ChangeLog
-from crm_wave.store.connection import FEW, ids_predicate, registered, sql_ident, sql_str
+from crm_wave.store.connection import FEW, FEW_IDS, fetch_frame, ids_predicate, registered, sql_ident, sql_str
 from crm_wave.store.writes import log_rows
 
 __all__ = ["Links"]
@@ -95,7 +95,8 @@ class Links(ChangeLog):
             frame = con.execute(query.format(where=""), [structure, entity]).pl()
         else:
             with ids_predicate(con, "_agreed_ids", global_ids, "global_id") as (among, params):
-                frame = con.execute(query.format(where=f" AND {among}"), [structure, entity, *params]).pl()
+                frame = fetch_frame(con, query.format(where=f" AND {among}"), [structure, entity, *params],
+                                    small=global_ids.len() <= FEW_IDS)
         return frame.cast(schema) if frame.height else pl.DataFrame(schema=schema)
 
     def upsert_agreed(self, con: duckdb.DuckDBPyConnection, entity: str,

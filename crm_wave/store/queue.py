@@ -18,7 +18,7 @@ import polars as pl
 
 from crm_wave.logic.decide import DecisionError, decided_value
 from crm_wave.logic.merge import QUEUE_SCHEMA, WAIT_SCHEMA
-from crm_wave.store.connection import ids_predicate, registered
+from crm_wave.store.connection import FEW_IDS, fetch_frame, ids_predicate, registered
 from crm_wave.store.writes import log_rows
 
 __all__ = ["read_queue", "reconcile", "list_items", "decide", "ITEM_COLUMNS", "WRITER"]
@@ -35,10 +35,10 @@ def read_queue(con: duckdb.DuckDBPyConnection, entity: str, global_ids: pl.Serie
     if global_ids.len() == 0:
         return pl.DataFrame(schema=QUEUE_SCHEMA)
     with ids_predicate(con, "_queue_ids", global_ids, "global_id") as (among, params):
-        frame = con.execute(
-            "SELECT global_id, field, kind, crm_value, wave_value, status = 'decided' AS decided, value "
+        frame = fetch_frame(
+            con, "SELECT global_id, field, kind, crm_value, wave_value, status = 'decided' AS decided, value "
             f"FROM conflict_queue WHERE entity = ? AND status IN ('open', 'decided') AND {among} ORDER BY id",
-            [entity, *params]).pl()
+            [entity, *params], small=global_ids.len() <= FEW_IDS)
     return frame.cast(QUEUE_SCHEMA) if frame.height else pl.DataFrame(schema=QUEUE_SCHEMA)
 
 

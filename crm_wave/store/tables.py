@@ -7,7 +7,17 @@ from collections.abc import Sequence
 import duckdb
 import polars as pl
 
-from crm_wave.store.connection import forget_columns, ident, ids_predicate, registered, remembered_columns, sql_ident
+from crm_wave.store.connection import (
+    FEW,
+    FEW_IDS,
+    fetch_frame,
+    forget_columns,
+    ident,
+    ids_predicate,
+    registered,
+    remembered_columns,
+    sql_ident,
+)
 from crm_wave.store.writes import log_rows, logged
 
 __all__ = ["Tables", "column_types"]
@@ -73,7 +83,7 @@ class Tables:
         """The rows of table `name` whose column `key` is one of `values`."""
         sel = ", ".join(sql_ident(c) for c in columns) if columns else "*"
         with ids_predicate(con, "_rows_keys", values, sql_ident(key)) as (among, params):
-            return con.execute(f"SELECT {sel} FROM {ident(name)} WHERE {among}", params).pl()
+            return fetch_frame(con, f"SELECT {sel} FROM {ident(name)} WHERE {among}", params, small=values.len() <= FEW_IDS)
 
     def replace_rows(self, con: duckdb.DuckDBPyConnection, name: str, key: str, values: pl.Series,
                      frame: pl.DataFrame) -> None:
@@ -93,7 +103,10 @@ class Tables:
             log_rows(con, name, frame["global_id"] if "global_id" in frame.columns else None)
 
     def _insert(self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
-        if frame.height:
+        if 0 < frame.height <= FEW:  # one row as parameters: 6.8 ms against 10 ms registered (67 columns)
+            con.execute(f"INSERT INTO {ident(name)} ({', '.join(sql_ident(c) for c in frame.columns)}) "
+                        f"VALUES ({', '.join('?' for _ in frame.columns)})", list(frame.row(0)))
+        elif frame.height:
             with registered(con, "_frame", frame):
                 con.execute(f"INSERT INTO {ident(name)} BY NAME SELECT * FROM _frame")
 

@@ -12,7 +12,7 @@ import duckdb
 import polars as pl
 
 from crm_wave.logic.link import LINK_SCHEMA
-from crm_wave.store.connection import ids_predicate
+from crm_wave.store.connection import FEW_IDS, fetch_frame, ids_predicate
 
 __all__ = ["LINES_DTYPE", "line_products", "links_where", "order_links"]
 
@@ -36,10 +36,10 @@ def links_where(con: duckdb.DuckDBPyConnection, entity: str, crm_ids: pl.Series 
         return pl.DataFrame(schema=LINK_SCHEMA)
     with contextlib.ExitStack() as stack:
         among = [stack.enter_context(ids_predicate(con, f"_lk_{col}", ids, col)) for col, ids in wanted]
-        frame = con.execute(
-            "SELECT global_id, crm_id, wave_id, how FROM links WHERE entity = ? AND ("
+        frame = fetch_frame(
+            con, "SELECT global_id, crm_id, wave_id, how FROM links WHERE entity = ? AND ("
             + " OR ".join(sql for sql, _ in among) + ") ORDER BY global_id",
-            [entity, *(v for _, params in among for v in params)]).pl()
+            [entity, *(v for _, params in among for v in params)], small=sum(ids.len() for _, ids in wanted) <= FEW_IDS)
     return frame.cast(LINK_SCHEMA) if frame.height else pl.DataFrame(schema=LINK_SCHEMA)
 
 
