@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import duckdb
 import polars as pl
 
-from crm_wave.store.connection import FEW_IDS, registered
+from crm_wave.store.connection import FEW_IDS, fetch_frame, registered
 
 __all__ = ["PRUNE_CHANGES", "ChangeLog"]
 
@@ -43,14 +43,14 @@ class ChangeLog:
 
     def read_changes(self, con: duckdb.DuckDBPyConnection, after: int, upto: int) -> pl.DataFrame:
         """Changes in (`after`, `upto`]: entity, global_id, kind, writer."""
-        return con.execute("SELECT entity, global_id, kind, writer FROM changes WHERE seq > ? AND seq <= ?",
-                           [after, upto]).pl().cast({"entity": pl.String, "global_id": pl.String, "kind": pl.String,
+        return fetch_frame(con, "SELECT entity, global_id, kind, writer FROM changes WHERE seq > ? AND seq <= ?",
+                           [after, upto], small=upto - after <= FEW_IDS).cast({"entity": pl.String, "global_id": pl.String, "kind": pl.String,
                                                      "writer": pl.String})
 
     def changes_since(self, con: duckdb.DuckDBPyConnection, after: int) -> tuple[pl.DataFrame, int]:
         """(changes after `after`, as `read_changes`; the newest change sequence number, at least `after`):
         one statement for `last_change` and `read_changes` together."""
-        frame = con.execute("SELECT entity, global_id, kind, writer, seq FROM changes WHERE seq > ?", [after]).pl()
+        frame = fetch_frame(con, "SELECT entity, global_id, kind, writer, seq FROM changes WHERE seq > ?", [after])
         top = max(after, int(frame["seq"].cast(pl.Int64).max() or 0))  # type: ignore[arg-type]
         return frame.drop("seq").cast({"entity": pl.String, "global_id": pl.String, "kind": pl.String,
                                        "writer": pl.String}), top

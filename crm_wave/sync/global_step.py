@@ -403,6 +403,7 @@ def golden_columns(entity: str) -> tuple[str, ...]:
     return tuple(_golden(result.merged, crm, wave, entity).columns)
 
 
+@functools.cache
 def _golden_schema(entity: str) -> pl.Schema:
     return pl.Schema({c: (pl.Boolean if c in ("crm_deleted", "wave_deleted", "has_base") else pl.String)
                       for c in golden_columns(entity)})
