@@ -49,7 +49,7 @@ def _frames(r: merge.MergeResult) -> list[pl.DataFrame]:
     return [r.merged, r.conflicts, r.agreed, r.waits, r.fates]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_case())
 def test_settled_fields_merge_as_the_full_plan(case):
     links, crm, wave, agreed, queue, policy, first_sync = case

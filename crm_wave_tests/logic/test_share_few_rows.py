@@ -34,7 +34,7 @@ def _case(draw):
             draw(st.booleans()))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_case())
 def test_few_rows_equal_the_vectorised_diff(case):
     merged, target, waits, extra = case
