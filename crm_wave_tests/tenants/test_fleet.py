@@ -513,6 +513,7 @@ def test_a_fleet_run_on_postgres_writes_its_events_over_kept_connections_not_one
     (`_pool_events`), as the webserver does. Counted by Postgres itself (`pg_stat_database.sessions`)."""
     import shutil
     import time
+    import uuid
 
     import psycopg2
 
@@ -520,7 +521,7 @@ def test_a_fleet_run_on_postgres_writes_its_events_over_kept_connections_not_one
     from crm_wave_tests.tenants.test_tenants import _postgres_env
 
     pg = _postgres_env()
-    db = f"crm_wave_fleet_{tmp_path.name[-20:].lower()}".replace("-", "_")
+    db = f"crm_wave_fleet_{uuid.uuid4().hex[:8]}"
     admin = psycopg2.connect(host=pg["DAGSTER_PG_HOST"], port=pg["DAGSTER_PG_PORT"], user=pg["DAGSTER_PG_USERNAME"],
                              password=pg["DAGSTER_PG_PASSWORD"], dbname=pg["DAGSTER_PG_DB"])
     admin.autocommit = True
