@@ -12,8 +12,8 @@ with the project's workspace.yaml), and reports, per mode of `--modes`:
 - converged: seconds until every tenant's Wave business holds all its CRM customers and orders
   (first mode only);
 - at rest (`--rest-minutes`, no edits): CPU of the machine (/proc/stat), of Dagster's process
-  tree (daemon, code server, runs; each of them too) and of the simulators; looks and syncs per
-  tenant-minute;
+  tree (daemon, code server, runs; each of them too), of the simulators and of the PostgreSQL server
+  (when on this machine); looks and syncs per tenant-minute;
 - under edits (`--edit-minutes`, `--edits-per-minute` CRM edits per tenant, at random times): the
   same, and the edit-to-Wave latency (median, p95) of the edits of the first `--watch` tenants,
   polled every second by email in Wave;
@@ -118,6 +118,29 @@ def _proc_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def _postgres_cpu() -> float | None:
+    """CPU-seconds of the PostgreSQL server at DAGSTER_PG_PORT: the postmaster, its backends that ended (its
+    children's time) and those alive. None when it is not a process of this machine. Other users of the
+    same server count too."""
+    port = os.environ.get("DAGSTER_PG_PORT", "5432").encode()
+    stats: dict[int, list[str]] = {}
+    master = None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmd and cmd[0].endswith(b"postgres") and b"-p" in cmd and port in cmd:
+            master = int(entry.name)
+    if master is None or master not in stats:
+        return None
+    own = sum(int(x) for x in stats[master][11:15])  # utime, stime, and those of its children that ended
+    return (own + sum(int(f[11]) + int(f[12]) for f in stats.values() if int(f[1]) == master)) / _TICK
+
+
 def _kind(pid: int) -> str:
     """Which part of Dagster's tree a process is: `daemon`, `code server`, `run` (a run's process) or `other`."""
     try:
@@ -203,6 +226,9 @@ class Window:
     #: Dagster's CPU-s in the window per process: daemon, code server, run (the fleet's runs), other.
     dagster_parts: dict[str, float] = field(default_factory=dict)
     sims_cpu_s: float = 0.0
+    #: The Dagster instance's PostgreSQL server (None: not on this machine): every event a run writes is a
+    #: row there, and Dagster's storage opens a new connection (a new backend process) per write by default.
+    postgres_cpu_s: float | None = None
     bench_cpu_s: float = 0.0
     looks_per_tenant_min: list[float] = field(default_factory=list)
     syncs_per_tenant_min: list[float] = field(default_factory=list)
@@ -218,7 +244,9 @@ class Window:
         out = (f"{self.name}: {self.seconds:.0f} s; machine CPU {self.machine_pct:.0f} % of {os.cpu_count()} cores; "
                f"Dagster {self.dagster_cpu_s:.0f} CPU-s = {100 * self.dagster_cpu_s / self.seconds / (os.cpu_count() or 1):.0f} % "
                f"of the machine, {self.dagster_cpu_s / (tenants * minutes):.2f} CPU-s per tenant-minute; simulators "
-               f"{self.sims_cpu_s:.0f} CPU-s; fleet runs started {self.fleet_runs}; looks per tenant-minute median "
+               f"{self.sims_cpu_s:.0f} CPU-s; PostgreSQL "
+               f"{'-' if self.postgres_cpu_s is None else f'{self.postgres_cpu_s:.0f}'} CPU-s; "
+               f"fleet runs started {self.fleet_runs}; looks per tenant-minute median "
                f"{looks:.1f} (min {min(self.looks_per_tenant_min, default=0):.1f}); syncs per tenant-minute median "
                f"{statistics.median(self.syncs_per_tenant_min) if self.syncs_per_tenant_min else 0:.2f}; "
                f"tenant failures {self.failures}")
@@ -338,6 +366,7 @@ def _measure(name: str, seconds: float, meter: _Meter, sims: list[int], data: Pa
     s0, d0, o0, b0, (busy0, all0), t0 = _state(data), meter.group_cpu(), meter.others_cpu(), time.process_time(), \
         _cpu_times(), time.time()
     runs0 = len(instance.get_run_ids(filters=dg.RunsFilter(job_name="fleet_job")))
+    pg0 = _postgres_cpu()
     if editor is not None:
         editor.start()
     time.sleep(seconds)
@@ -345,6 +374,8 @@ def _measure(name: str, seconds: float, meter: _Meter, sims: list[int], data: Pa
         _cpu_times(), time.time()
     w.seconds, w.machine_pct = t1 - t0, 100 * (busy1 - busy0) / max(all1 - all0, 1)
     w.dagster_cpu_s, w.sims_cpu_s, w.bench_cpu_s = d1 - d0, o1 - o0, b1 - b0
+    pg1 = _postgres_cpu()
+    w.postgres_cpu_s = None if pg0 is None or pg1 is None else pg1 - pg0
     k1 = meter.by_kind()
     w.dagster_parts = {k: round(v - k0.get(k, 0.0), 2) for k, v in k1.items()}
     minutes = w.seconds / 60
