@@ -258,20 +258,16 @@ def _crash(step: str, fail_at: str | None) -> None:
 
 
 def _copy_live(store: Store, target: Path, *, forget_log: bool = False) -> float:
-    """CHECKPOINT the live file and copy it to `target` under the store's lock; the seconds it was held.
-    `forget_log`: first empty the row-write log (a copy never reads it)."""
+    """CHECKPOINT the live file and copy it to `target` in a session of the store (a file kept open stays
+    open: `Connection.checkpoint`); the seconds it was held. `forget_log`: first empty the row-write log (a
+    copy never reads it)."""
     wal = store.path.with_name(store.path.name + ".wal")
-    with store.locked():
+    with store.session():
         held = time.perf_counter()
-        con = duckdb.connect(str(store.path))
-        try:
-            if forget_log:
-                con.execute("BEGIN")
+        if forget_log:
+            with store.connect() as con:
                 writes.forget(con, None)
-                con.execute("COMMIT")
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
+        store.checkpoint()
         shutil.copyfile(store.path, target)
         if wal.exists():  # nothing should be left after CHECKPOINT and close; copied in case
             shutil.copyfile(wal, target.with_name(target.name + ".wal"))

@@ -471,6 +471,16 @@ class Connection:
             if self._session is not None:
                 self._session[1].execute("RESET threads")
 
+    def checkpoint(self) -> None:
+        """Inside a session, outside its transactions: write everything committed into the file (DuckDB's
+        `CHECKPOINT`, the WAL emptied). While the session lasts, no one else writes it: the file on disk is
+        whole, to be copied with the connection still open (a snapshot of a kept file then neither closes
+        it nor opens it again: 0.16 + 0.07 CPU-s a snapshot in the fleet, docs/deploy.md "Session 13")."""
+        if not self._in_session() or self._atomic or self._open_transactions:
+            raise RuntimeError(f"{self.path}: checkpoint() needs this thread's session, outside its transactions")
+        assert self._session is not None
+        self._session[1].execute("CHECKPOINT")
+
     def _apply_threads(self) -> None:
         if self._threads is not None and self._session is not None:
             self._session[1].execute(f"SET threads = {int(self._threads)}")

@@ -136,3 +136,27 @@ def test_released_gives_the_file_back_even_when_keeping(tmp_path: Path, kept_60:
             assert not kept(path)
             assert _wal(path) == 0  # closed for real: someone else may need it for minutes
     assert kept(path)
+
+
+def test_a_snapshot_of_a_kept_file_keeps_it_open_and_holds_every_write(tmp_path: Path, kept_60: None) -> None:
+    """A published snapshot (the copy layout) checkpoints the file through the kept connection instead of
+    closing it: the connection is the same after it, and the snapshot holds the last write."""
+    from crm_wave.analyst.snapshot import publish_now
+
+    path = tmp_path / "db.duckdb"
+    store = Store(path)
+    _write(store, "a", 1)
+    with store.session(), store.connect() as con:
+        con.execute("CREATE TEMP TABLE mine AS SELECT 1 AS x")
+    _write(store, "b", 2)
+    assert _wal(path) > 0
+    snapshot = publish_now(store)
+    assert kept(path)  # not closed by the snapshot
+    with store.session(), store.connect() as con:
+        assert con.execute("SELECT x FROM mine").fetchall() == [(1,)]  # the same connection
+    with duckdb.connect(str(snapshot), read_only=True) as con:
+        assert con.execute("SELECT step, mark FROM step_marks ORDER BY step").fetchall() == [("a", 1), ("b", 2)]
+    with store.session():
+        with store.connect():
+            with pytest.raises(RuntimeError, match="outside its transactions"):
+                store.checkpoint()
