@@ -21,7 +21,9 @@ is timed on its own (`source`) and left out of the collect figures.
 
 from __future__ import annotations
 
+import os
 import resource
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -67,6 +69,17 @@ class _TimedData(Dataset):
             yield page
 
 
+def _progress(stage: str, seconds: float) -> None:
+    """A stage's time as it ends, on stderr or appended to the file `CRM_WAVE_BENCH_PROGRESS` names (the
+    worker's stderr is shown only if it fails: a long run that is stopped still shows how far it got)."""
+    line = f"[transform] {stage}: {seconds:.2f} s, peak RSS {peak_rss_mb():.0f} MB, load {os.getloadavg()[0]:.1f}\n"
+    if path := os.environ.get("CRM_WAVE_BENCH_PROGRESS"):
+        with open(path, "a") as f:
+            f.write(line)
+    else:
+        sys.stderr.write(line)
+
+
 def _pass(store: Store, data: _TimedData, clients: dict[str, Any], now: datetime, *, full: bool) -> dict[str, float]:
     out: dict[str, float] = {}
     for entity in ENTITIES:
@@ -75,14 +88,17 @@ def _pass(store: Store, data: _TimedData, clients: dict[str, Any], now: datetime
             t = time.perf_counter()
             collect(store, system, entity, clients[system], now, full=full)
             out[f"collect {system} {entity}"] = time.perf_counter() - t - data.source_s
+            _progress(f"collect {system} {entity}", out[f"collect {system} {entity}"])
     for entity in ENTITIES:
         t = time.perf_counter()
         build_global(store, entity, now)
         out[f"global {entity}"] = time.perf_counter() - t
+        _progress(f"global {entity}", out[f"global {entity}"])
         for target in SIDES:
             t = time.perf_counter()
             build_share(store, target, entity)
             out[f"share {target} {entity}"] = time.perf_counter() - t
+            _progress(f"share {target} {entity}", out[f"share {target} {entity}"])
     return out
 
 

@@ -13,29 +13,52 @@ from typing import Any
 import duckdb
 import orjson
 import polars as pl
+import pyarrow as pa
 
-from crm_wave.store.connection import ident, registered
+from crm_wave.store.connection import arrow, ident, registered
 
-__all__ = ["Datasets", "Version", "VERSION_SCHEMA", "APPEND_CHUNK", "body_text"]
+__all__ = ["Datasets", "Version", "VERSION_SCHEMA", "APPEND_CHUNK", "body_bytes", "body_text"]
 
-#: Versions handed to DuckDB per statement.
+#: Versions handed to DuckDB per statement. (One statement of a whole part of a collect, 200,000, moves the
+#: commit's work into the statement: the same CPU, alternating runs; docs/benchmarks.md, "Session 13".)
 APPEND_CHUNK = 100_000
 #: The columns a batch of collected versions comes in (`Datasets.append_frame`).
 VERSION_SCHEMA = pl.Schema({"_id": pl.String, "_source_id": pl.String, "_hash": pl.String, "_deleted": pl.Boolean,
                   "_modified": pl.String, "_version": pl.Int64, "body": pl.String})
 
 
-def body_text(body: dict[str, Any] | None) -> str:
-    """A record body as stored and hashed: JSON with sorted keys, compact, UTF-8 (not escaped).
+def body_bytes(body: dict[str, Any] | None) -> bytes:
+    """A record body as stored and hashed, UTF-8 encoded: JSON with sorted keys, compact, not escaped.
 
     orjson does this about ten times faster than `json`; what orjson refuses (an integer
     beyond 64 bits) goes through `json` with the same options, so one odd record never
     stops a read.
     """
     try:
-        return orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
+        return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     except TypeError:
-        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def body_text(body: dict[str, Any] | None) -> str:
+    """A record body as stored and hashed (`body_bytes` as text)."""
+    return body_bytes(body).decode()
+
+
+def _versions_arrow(frame: pl.DataFrame) -> Any:
+    """`frame` as Arrow with `body` typed as JSON (Arrow's `arrow.json` extension), which DuckDB takes as
+    its JSON type without parsing every body again to check it (a cast from text does: ~1 CPU-s a million
+    Wave customers). The bodies are `body_bytes`' output, JSON by construction. Plain text where the
+    installed pyarrow lacks the type (before 19)."""
+    table = arrow(frame)
+    json_type = getattr(pa, "json_", None)
+    if json_type is None:
+        return table
+    i = table.schema.get_field_index("body")
+    body = table.column(i)
+    typed = json_type(body.type)
+    return table.set_column(i, pa.field("body", typed),
+                            pa.chunked_array([pa.ExtensionArray.from_storage(typed, c) for c in body.chunks], typed))
 
 
 @dataclass(frozen=True)
@@ -89,7 +112,8 @@ class Datasets:
     def _append_round(self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, now: datetime) -> int:
         """Append versions of distinct ids (new, or hash/deleted flag changed)."""
         table = ident(name)
-        with registered(con, "_versions_in", frame):
+        con.register("_versions_in", _versions_arrow(frame))
+        try:
             ((n,),) = con.execute(
                 f"""
                 INSERT INTO {table}
@@ -109,6 +133,8 @@ class Datasets:
                 """,
                 [now],
             ).fetchall()
+        finally:
+            con.unregister("_versions_in")
         return int(n)
 
     def live_ids_not_in(self, con: duckdb.DuckDBPyConnection, name: str, seen: pl.Series) -> tuple[int, list[str]]:

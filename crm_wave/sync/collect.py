@@ -16,7 +16,8 @@ from typing import Any, cast
 
 import polars as pl
 
-from crm_wave.store.db import VERSION_SCHEMA, Store, body_text
+from crm_wave.store.datasets import body_bytes
+from crm_wave.store.db import VERSION_SCHEMA, Store
 from crm_wave.sync.names import CRM_RESOURCE, dataset, namespaced
 from crm_wave.systems.protocols import Client, CrmApi, WaveApi
 
@@ -62,20 +63,35 @@ class _Chunks:
             self.frames.append(_frame(self.prefix, records))
             self.count += len(records)
 
+    def add_columns(self, sids: list[str], deleted: list[bool], modified: list[Any], versions: list[Any],
+                    bodies: Sequence[dict | None]) -> None:
+        """A page given as columns (what `add` takes as rows)."""
+        if sids:
+            self.frames.append(_columns_frame(self.prefix, sids, deleted, modified, versions, bodies))
+            self.count += len(sids)
+
     def frame(self) -> pl.DataFrame:
         return pl.concat(self.frames) if self.frames else pl.DataFrame(schema=VERSION_SCHEMA)
 
 
 def _frame(prefix: str, records: Sequence[tuple[str, bool, Any, int | None, dict | None]]) -> pl.DataFrame:
-    sids = [r[0] for r in records]
+    return _columns_frame(prefix, [r[0] for r in records], [r[1] for r in records], [r[2] for r in records],
+                          [r[3] for r in records], [r[4] for r in records])
+
+
+def _columns_frame(prefix: str, sids: list[str], deleted: list[bool], modified: list[Any], versions: list[Any],
+                   bodies: Sequence[dict | None]) -> pl.DataFrame:
+    # Bodies stay UTF-8 bytes (no decode into str and encode again into Arrow). The hash is left to
+    # `append_frame` (DuckDB's `sha1`, on its threads): hashlib here costs as much CPU (1.6 s a million).
+    encoded = [None if b is None else body_bytes(b) for b in bodies]
     return pl.DataFrame({
         "_id": [prefix + sid for sid in sids],
         "_source_id": sids,
-        "_hash": [None] * len(records),
-        "_deleted": [r[1] for r in records],
-        "_modified": [r[2] for r in records],
-        "_version": [r[3] for r in records],
-        "body": [None if r[4] is None else body_text(r[4]) for r in records],
+        "_hash": pl.Series("_hash", [None] * len(sids), pl.String),
+        "_deleted": deleted,
+        "_modified": modified,
+        "_version": versions,
+        "body": pl.Series("body", encoded, pl.Binary).cast(pl.String),
     }, schema=VERSION_SCHEMA)
 
 
@@ -88,11 +104,10 @@ def deleted_versions(system: str, entity: str, source_ids: list[str]) -> pl.Data
 def _crm_records(client: CrmApi, entity: str, cursor: str | None, out: _Chunks) -> str | None:
     next_cursor = cursor
     for page in client.read_changes(CRM_RESOURCE[entity], cursor):
-        records = []
-        for item in page.items:
-            deleted = bool(item.get("Deleted"))
-            records.append((str(item["Id"]), deleted, item.get("UpdatedAt"), item.get("Version"), None if deleted else item))
-        out.add(records)
+        items = page.items
+        deleted = [bool(item.get("Deleted")) for item in items]
+        out.add_columns([str(item["Id"]) for item in items], deleted, [item.get("UpdatedAt") for item in items],
+                        [item.get("Version") for item in items], [None if d else item for item, d in zip(items, deleted)])
         next_cursor = page.next_cursor or next_cursor
     return next_cursor
 
@@ -111,15 +126,14 @@ def _wave_records(client: WaveApi, entity: str, cursor: str | None, started: dat
     margin = (started - WAVE_SKEW).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     recent: list[tuple[str, str]] = []
     for page in _wave_pages(client, entity, after):
-        records = []
-        for node in page:
-            modified = node.get("modifiedAt")
-            records.append((str(node["id"]), False, modified, None, node))
-            if modified and (newest is None or modified > newest):
-                newest = modified
-            if modified and modified >= margin:
-                recent.append((str(node["id"]), modified))
-        out.add(records)
+        sids = [str(node["id"]) for node in page]
+        modified = [node.get("modifiedAt") for node in page]
+        top = max(filter(None, modified), default=None)
+        if top and (newest is None or top > newest):
+            newest = top
+        if top and top >= margin:
+            recent.extend((sid, m) for sid, m in zip(sids, modified) if m and m >= margin)
+        out.add_columns(sids, [False] * len(sids), modified, [None] * len(sids), page)
     # Wave pages by offset: a record changed while we paged moves to the end and may push
     # another one past us. If anything may have changed after the read began (within Wave's
     # clock margin of its start), keep the old cursor and read that stretch again next time
