@@ -513,23 +513,13 @@ def test_a_fleet_run_on_postgres_writes_its_events_over_kept_connections_not_one
     (`_pool_events`), as the webserver does. Counted by Postgres itself (`pg_stat_database.sessions`)."""
     import shutil
     import time
-    import uuid
-
-    import psycopg2
 
     from crm_wave.bench.tenants import ROOT
-    from crm_wave_tests.tenants.test_tenants import _postgres_env
+    from crm_wave_tests.tenants.test_tenants import postgres_db
 
-    pg = _postgres_env()
-    db = f"crm_wave_fleet_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(host=pg["DAGSTER_PG_HOST"], port=pg["DAGSTER_PG_PORT"], user=pg["DAGSTER_PG_USERNAME"],
-                             password=pg["DAGSTER_PG_PASSWORD"], dbname=pg["DAGSTER_PG_DB"])
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{db}"')
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "deploy" / "dagster.local-postgres.yaml", home / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_PG_DB", db)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
 
     def sessions() -> int:
@@ -541,8 +531,8 @@ def test_a_fleet_run_on_postgres_writes_its_events_over_kept_connections_not_one
 
     from crm_wave.definitions import defs
 
-    job = defs().resolve_job_def("fleet_job")  # loading the definitions asks the instance too: not counted
-    try:
+    with postgres_db(monkeypatch) as (admin, db):
+        job = defs().resolve_job_def("fleet_job")  # loading the definitions asks the instance too: not counted
         with dg.DagsterInstance.get() as instance:
             instance.add_dynamic_partitions("tenants", [*NAMES, "broken"])
             before = sessions()
@@ -555,9 +545,6 @@ def test_a_fleet_run_on_postgres_writes_its_events_over_kept_connections_not_one
                            ("ASSET_MATERIALIZATION", "ASSET_OBSERVATION")])
             assert written >= 40  # every stage of two tenants, the broken one's observation and lines
             assert opened < written / 2, (opened, written)  # before: 136 for 62 events (two a materialization)
-    finally:
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        admin.close()
 
 
 def test_a_round_writes_the_state_file_at_most_every_save_interval_and_always_at_its_end(fleet, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -103,9 +104,10 @@ def _postgres_env() -> dict[str, str] | None:
     pytest.skip("no PostgreSQL here: run `eval $(bash .ci/postgres.sh)` first")
 
 
-@pytest.fixture
-def fresh_postgres_db(monkeypatch):
-    """A database of its own on the CI's PostgreSQL, dropped afterwards."""
+@contextlib.contextmanager
+def postgres_db(monkeypatch):
+    """A database of its own on the CI's PostgreSQL (`DAGSTER_PG_DB` names it), and an autocommit connection to
+    the server's own database: `(connection, name)`. Dropped afterwards."""
     import uuid
 
     import psycopg2
@@ -117,9 +119,18 @@ def fresh_postgres_db(monkeypatch):
     admin.autocommit = True
     admin.cursor().execute(f'CREATE DATABASE "{name}"')
     monkeypatch.setenv("DAGSTER_PG_DB", name)
-    yield name
-    admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    try:
+        yield admin, name
+    finally:
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture
+def fresh_postgres_db(monkeypatch):
+    """A database of its own on the CI's PostgreSQL, dropped afterwards."""
+    with postgres_db(monkeypatch) as (_, name):
+        yield name
 
 
 @pytest.mark.timeout(600)  # two Dagster runs through the daemon; the wait below gives up at 420 s
