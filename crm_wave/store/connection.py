@@ -132,9 +132,10 @@ def forget_columns(con: duckdb.DuckDBPyConnection, *names: str) -> None:
 
 
 @contextlib.contextmanager
-def registered(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> Iterator[str]:
-    """`frame` visible to SQL on `con` as the view `name` for the `with` block (Arrow, plain strings)."""
-    con.register(name, arrow(frame))
+def registered(con: duckdb.DuckDBPyConnection, name: str, frame: Any) -> Iterator[str]:
+    """`frame` visible to SQL on `con` as the view `name` for the `with` block: a polars frame goes as Arrow
+    with plain strings (`arrow`), an Arrow table as it is."""
+    con.register(name, arrow(frame) if isinstance(frame, pl.DataFrame) else frame)
     try:
         yield name
     finally:
@@ -151,12 +152,12 @@ def ids_predicate(con: duckdb.DuckDBPyConnection, name: str, ids: pl.Series | li
     and ~2-3 ms more than the statement itself, on each of the ~18 id filters of a global step."""
     if len(ids) <= FEW_IDS:  # in Python: four polars calls on a few ids cost ~0.5 ms
         raw = ids.to_list() if isinstance(ids, pl.Series) else ids
-        yield (f"list_contains(?::VARCHAR[], {column})",
-               [list(dict.fromkeys(v if isinstance(v, str) else str(v) for v in raw if v is not None))])
-        return
-    values = (ids if isinstance(ids, pl.Series) else pl.Series(ids, dtype=pl.String)).cast(pl.String).drop_nulls().unique()
-    if values.len() <= FEW_IDS:
-        yield f"list_contains(?::VARCHAR[], {column})", [values.to_list()]
+        listed: list[Any] | None = list(dict.fromkeys(v if isinstance(v, str) else str(v) for v in raw if v is not None))
+    else:
+        values = (ids if isinstance(ids, pl.Series) else pl.Series(ids, dtype=pl.String)).cast(pl.String).drop_nulls().unique()
+        listed = values.to_list() if values.len() <= FEW_IDS else None
+    if listed is not None:
+        yield f"list_contains(?::VARCHAR[], {column})", [listed]
         return
     with registered(con, name, pl.DataFrame({"id": values})):
         yield f"{column} IN (SELECT id FROM {name})", []

@@ -112,8 +112,7 @@ class Datasets:
     def _append_round(self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, now: datetime) -> int:
         """Append versions of distinct ids (new, or hash/deleted flag changed)."""
         table = ident(name)
-        con.register("_versions_in", _versions_arrow(frame))
-        try:
+        with registered(con, "_versions_in", _versions_arrow(frame)):
             ((n,),) = con.execute(
                 f"""
                 INSERT INTO {table}
@@ -133,8 +132,6 @@ class Datasets:
                 """,
                 [now],
             ).fetchall()
-        finally:
-            con.unregister("_versions_in")
         return int(n)
 
     def live_ids_not_in(self, con: duckdb.DuckDBPyConnection, name: str, seen: pl.Series) -> tuple[int, list[str]]:
