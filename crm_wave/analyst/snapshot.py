@@ -125,14 +125,20 @@ class Layout:
     bytes, else `segments`). `max_rows`: the most rows a segment publish writes under the store's
     lock; past it the file is copied under the lock and the segments written from the copy.
 
-    Defaults: `auto`, 64 MB, 200,000 rows; set with `CRM_WAVE_SNAPSHOT_MODE` and
-    `CRM_WAVE_SNAPSHOT_COPY_BELOW_MB` (docs/benchmarks.md has the figures behind them: at 1M
-    records segments hold the lock for 0.2-0.6 s after no change or one edit, a copy for 1-3 s and
-    more from a cold disk; at 11 MB a copy holds it for 0.05-0.2 s, segments for 0.15-0.5 s)."""
+    `memory`: DuckDB's memory limit on the connections that write segments (what it holds beyond that
+    spills to a temporary file). Unset, DuckDB takes up to 80 % of the machine's memory, and a first
+    snapshot of a store of a million records a side peaked at 3.5 GB of the sync's process; with 2 GB,
+    2.4 GB for the same wall time (docs/benchmarks.md, "Session 14").
+
+    Defaults: `auto`, 64 MB, 200,000 rows, 2048 MB; set with `CRM_WAVE_SNAPSHOT_MODE`,
+    `CRM_WAVE_SNAPSHOT_COPY_BELOW_MB` and `CRM_WAVE_SNAPSHOT_MEMORY_MB` (docs/benchmarks.md has the figures
+    behind them: at 1M records segments hold the lock for 0.2-0.6 s after no change or one edit, a copy
+    for 1-3 s and more from a cold disk; at 11 MB a copy holds it for 0.05-0.2 s, segments for 0.15-0.5 s)."""
 
     mode: str = "auto"
     copy_below: int = 64 * 2**20
     max_rows: int = 200_000
+    memory: int = 2048 * 2**20
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Layout:
@@ -143,7 +149,12 @@ class Layout:
         if mode not in MODES:
             raise ConfigError(f"CRM_WAVE_SNAPSHOT_MODE={mode!r} is not one of {', '.join(MODES)}; set one or unset it")
         below = _number(environ, "CRM_WAVE_SNAPSHOT_COPY_BELOW_MB", cls.copy_below / 2**20, zero=True)
-        return cls(mode=mode, copy_below=int(below * 2**20))
+        memory = _number(environ, "CRM_WAVE_SNAPSHOT_MEMORY_MB", cls.memory / 2**20)
+        return cls(mode=mode, copy_below=int(below * 2**20), memory=int(memory * 2**20))
+
+    def connect(self, path: Path) -> duckdb.DuckDBPyConnection:
+        """A connection that writes segments from the file at `path`, within `memory`."""
+        return duckdb.connect(str(path), config={"memory_limit": f"{max(1, self.memory // 2**20)}MiB"})
 
     def segmented(self, live: Path) -> bool:
         """Whether a snapshot of the file at `live` is written as segments."""
@@ -315,7 +326,7 @@ def _publish_segments(store: Store, snapshots_dir: Path, final: Path, layout: La
     if previous:
         with store.locked():
             held = time.perf_counter()
-            con = duckdb.connect(str(store.path))
+            con = layout.connect(store.path)
             try:
                 exported = segments.export(con, snapshots_dir, previous, hashes, max_rows=layout.max_rows, mark=mark)
                 if mark is not None and exported.mark is not None and exported.mark[0] == mark[0]:
@@ -335,7 +346,7 @@ def _publish_segments(store: Store, snapshots_dir: Path, final: Path, layout: La
             scratch = snapshots_dir / f".{final.stem}.{uuid.uuid4().hex}.scratch.tmp.duckdb"
             try:
                 lock_s += _copy_live(store, scratch)
-                con = duckdb.connect(str(scratch))
+                con = layout.connect(scratch)
                 try:
                     exported = segments.export(con, snapshots_dir, previous, hashes, mark=mark)
                 finally:

@@ -450,6 +450,10 @@ def orders_touching(con: duckdb.DuckDBPyConnection, changes: pl.DataFrame) -> pl
 
 #: Golden rows merged and written per part (bounds memory on large rebuilds).
 CHUNK = 200_000
+#: Golden rows merged and written per part (a full rebuild's peak memory follows it): one DuckDB row group.
+#: At a million orders a side, parts of 200,000 peaked at 3.2 GB, parts of 122,880 at 2.75 GB for ~8 % more
+#: wall time (more id-filtered reads); docs/benchmarks.md, "Session 14".
+PART = 122_880
 #: A full rebuild of up to this many parts of versions reads every field of every record once; a larger
 #: one reads the link fields of all, then every field part by part (less memory, each body parsed twice).
 READ_ONCE_PARTS = 4
@@ -582,7 +586,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     dropped_ids = pl.Series(dropped, dtype=pl.String)
     staging = f"{table}__rebuild"
     n_conflicts = 0
-    parts = [links.slice(i, CHUNK) for i in range(0, links.height, CHUNK)] or [links]
+    parts = [links.slice(i, PART) for i in range(0, links.height, PART)] or [links]
     for i, part in enumerate(parts):
         with store.connect() as con:
             crm, wave = (_known_or_load(store, con, side, entity, part[f"{side}_id"].drop_nulls(), refs[side],

@@ -246,6 +246,16 @@ def test_the_layout_and_grace_are_settings_named_in_their_errors(tmp_path: Path)
     assert Layout.from_env({}) == Layout()
     assert Layout.from_env({"CRM_WAVE_SNAPSHOT_MODE": "Segments"}).mode == "segments"
     assert Layout.from_env({"CRM_WAVE_SNAPSHOT_COPY_BELOW_MB": "2"}).copy_below == 2 * 2**20
+    # The segments' writer works within the memory the environment gives it (DuckDB's own limit).
+    capped = Layout.from_env({"CRM_WAVE_SNAPSHOT_MEMORY_MB": "300"})
+    con = capped.connect(tmp_path / "capped.duckdb")
+    try:
+        ((limit,),) = con.execute("SELECT current_setting('memory_limit')").fetchall()
+    finally:
+        con.close()
+    assert limit == "300.0 MiB", limit
+    with pytest.raises(ConfigError, match="CRM_WAVE_SNAPSHOT_MEMORY_MB='0'"):
+        Layout.from_env({"CRM_WAVE_SNAPSHOT_MEMORY_MB": "0"})
     with pytest.raises(ConfigError, match="CRM_WAVE_SNAPSHOT_MODE='parquet'"):
         Layout.from_env({"CRM_WAVE_SNAPSHOT_MODE": "parquet"})
     with pytest.raises(ConfigError, match="CRM_WAVE_SNAPSHOT_GRACE_MINUTES='soon'"):

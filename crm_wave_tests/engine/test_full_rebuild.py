@@ -39,6 +39,7 @@ def test_a_dataset_read_in_seq_parts_is_the_dataset_read_whole(tmp_path: Path, m
         top = store.max_seq(con, name)
         whole = global_step._load(store, con, system, "customer", None, {})
         monkeypatch.setattr(global_step, "CHUNK", chunk)
+        monkeypatch.setattr(global_step, "PART", chunk)
         parts = global_step._load_whole(store, con, system, "customer", top, {})
     assert top > len(bodies)
     assert parts.height == len(bodies)
@@ -78,6 +79,7 @@ def test_a_rebuild_read_once_writes_what_the_two_reads_write(tmp_path: Path, mon
             for system, bodies in (("crm", CRM_BODIES["customer"]), ("wave", WAVE_BODIES["customer"])):
                 store.append_versions(con, dataset(system, "customer"), _versions(system, bodies, "a"), T0)
         monkeypatch.setattr(global_step, "CHUNK", 3)  # parts of 3 versions: several of each kind
+        monkeypatch.setattr(global_step, "PART", 3)
         monkeypatch.setattr(global_step, "READ_ONCE_PARTS", 100 if once else 0)
         calls = []
         monkeypatch.setattr(global_step, "_load_whole", lambda *a, f=global_step._load_whole: calls.append(a) or f(*a))

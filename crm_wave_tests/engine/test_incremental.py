@@ -174,6 +174,7 @@ def test_incremental_equals_full_rebuild_and_naive(tmp_path: Path, seed: int, ch
         import crm_wave.sync.share_step as share_step
 
         monkeypatch.setattr(global_step, "CHUNK", chunk)
+        monkeypatch.setattr(global_step, "PART", chunk)
         monkeypatch.setattr(share_step, "CHUNK", chunk)
     world = World(random.Random(seed))
     # The naive reference decides first links as the newer side (the policy before the review default).
