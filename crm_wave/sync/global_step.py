@@ -56,7 +56,7 @@ from crm_wave.sync.cells import lines_cell_series
 from crm_wave.sync.names import dataset, global_table
 from crm_wave.sync.refs import line_products, links_where
 
-__all__ = ["GlobalResult", "build_global", "merge_fields", "one_way_fields", "read_canonical", "ENGINE_VERSION"]
+__all__ = ["GlobalResult", "all_links", "build_global", "merge_fields", "one_way_fields", "read_canonical", "ENGINE_VERSION"]
 
 #: Bump when the canonical mapping or the merge changes in a way `flows.py` does not show:
 #: every step then rebuilds its table once.
@@ -308,7 +308,8 @@ def _known_or_load(store: Store, con: duckdb.DuckDBPyConnection, system: str, en
 
 # ---- link bookkeeping -------------------------------------------------------------------
 
-def _all_links(store: Store, con: duckdb.DuckDBPyConnection, entity: str) -> pl.DataFrame:
+def all_links(store: Store, con: duckdb.DuckDBPyConnection, entity: str) -> pl.DataFrame:
+    """Every link row of `entity` (`LINK_SCHEMA`)."""
     frame = store.read_links(con, entity)
     return frame.cast(LINK_SCHEMA) if frame.height else pl.DataFrame(schema=LINK_SCHEMA)
 
@@ -511,7 +512,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
                 store.set_marks(con, step, {**top, "changes": top_change, "fingerprint": fp}, marks)
                 golden = int(con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
                 return GlobalResult(entity=entity, golden=golden, new_links=0, merged_by_key=0, conflicts=0)
-        dep = {e: _all_links(store, con, e) for e in ("customer", "product")} if entity == "order" else {}
+        dep = {e: all_links(store, con, e) for e in ("customer", "product")} if entity == "order" else {}
         refs = {s: {e: _ref_map(df, s) for e, df in dep.items()} for s in SIDES}
         changed: dict[str, pl.Series | None]
         every_field = True  # `frames` hold every field of the records they hold, so the merge can take them
@@ -542,13 +543,13 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
                 every_field = False
                 frames = {s: _keyed(read_canonical(store, con, s, entity, None, _link_fields(entity)), entity)
                           for s in SIDES}
-            links = _all_links(store, con, entity)
+            links = all_links(store, con, entity)
     if incremental:  # a few rows: the rest of the step is one transaction (see `Connection.atomic`)
         rest.enter_context(store.atomic())
     recovered = _recover_intents(store, entity, links, frames, naive_now)
     if recovered:
         with store.connect() as con:
-            links = _all_links(store, con, entity) if not incremental else links_where(
+            links = all_links(store, con, entity) if not incremental else links_where(
                 con, entity, frames["crm"]["crm_id"], frames["wave"]["wave_id"], pl.Series(recovered, dtype=pl.String))
     crm_keyed = frames["crm"].rename({f"_key_{k.crm}": f"_kc_{k.crm}" for k in flow.merge_keys})
     wave_keyed = frames["wave"].rename({f"_key_{k.crm}": f"_kw_{k.crm}" for k in flow.merge_keys})
@@ -569,7 +570,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
                            fresh=not incremental and links.height == 0)
         if not incremental:
             store.log_changes(con, entity, ["*"], "link", writer=OWN)
-            links = _all_links(store, con, entity)
+            links = all_links(store, con, entity)
         else:
             mine = logged.filter((pl.col("entity") == entity) & pl.col("kind").is_in(["link", "agreed"])
                                  & (pl.col("writer").is_null() | (pl.col("writer") != OWN)))["global_id"]

@@ -23,6 +23,7 @@ from crm_wave.logic.share import SHARE_SCHEMA, share_diff
 from crm_wave.store.db import Store
 from crm_wave.sync.global_step import (
     CHUNK,
+    all_links,
     fingerprint,
     golden_columns,
     merge_fields,
@@ -188,11 +189,18 @@ def _build_share(store: Store, target: str, entity: str, *, full: bool | None, r
         rest.enter_context(store.atomic())
     staging = f"{table}__rebuild"
     wanted = _read_columns(entity, target)
+    every: dict[str, pl.DataFrame] = {}  # a rebuild's orders: every customer and product link, read once
     for i, part in enumerate(parts):
         with store.connect() as con:
             merged = (store.read_rows(con, gtable, "global_id", part, wanted) if incremental
                       else store.read_range(con, gtable, part, wanted))
-            links = order_links(con, merged) if entity == "order" else {}
+            if entity == "order" and not incremental:
+                # Every part of a rebuild refers to most of them: one read (and no decoding of the lines
+                # to find which) instead of an id-filtered read per part (4.1 of 14.2 s at a million orders).
+                every = every or {e: all_links(store, con, e) for e in ("customer", "product")}
+                links = every
+            else:
+                links = order_links(con, merged) if entity == "order" else {}
         frame = compute_share(merged, target, entity, links)
         del merged
         with store.connect() as con:
