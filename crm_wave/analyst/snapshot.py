@@ -152,9 +152,13 @@ class Layout:
         memory = _number(environ, "CRM_WAVE_SNAPSHOT_MEMORY_MB", cls.memory / 2**20)
         return cls(mode=mode, copy_below=int(below * 2**20), memory=int(memory * 2**20))
 
+    def megabytes(self) -> int:
+        """`memory` in MiB, as DuckDB's `memory_limit` takes it."""
+        return max(1, self.memory // 2**20)
+
     def connect(self, path: Path) -> duckdb.DuckDBPyConnection:
-        """A connection that writes segments from the file at `path`, within `memory`."""
-        return duckdb.connect(str(path), config={"memory_limit": f"{max(1, self.memory // 2**20)}MiB"})
+        """A connection that writes segments from the file at `path` (a copy of the live one), within `memory`."""
+        return duckdb.connect(str(path), config={"memory_limit": f"{self.megabytes()}MiB"})
 
     def segmented(self, live: Path) -> bool:
         """Whether a snapshot of the file at `live` is written as segments."""
@@ -324,9 +328,10 @@ def _publish_segments(store: Store, snapshots_dir: Path, final: Path, layout: La
     exported: segments.Export | None = None
     how, lock_s = "segments", 0.0
     if previous:
-        with store.locked():
+        # In a session of the store: a file kept open (the fleet's) stays open, as with the copy layout.
+        with store.session(), store.bare() as con:
             held = time.perf_counter()
-            con = layout.connect(store.path)
+            con.execute(f"SET memory_limit = '{layout.megabytes()}MiB'")
             try:
                 exported = segments.export(con, snapshots_dir, previous, hashes, max_rows=layout.max_rows, mark=mark)
                 if mark is not None and exported.mark is not None and exported.mark[0] == mark[0]:
@@ -337,7 +342,7 @@ def _publish_segments(store: Store, snapshots_dir: Path, final: Path, layout: La
             except segments.TooMuchChange:
                 exported = None
             finally:
-                con.close()
+                con.execute("RESET memory_limit")
                 lock_s = time.perf_counter() - held
     tmp = snapshots_dir / f".{final.stem}.{uuid.uuid4().hex}.tmp.duckdb"
     try:

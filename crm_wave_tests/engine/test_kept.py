@@ -160,3 +160,30 @@ def test_a_snapshot_of_a_kept_file_keeps_it_open_and_holds_every_write(tmp_path:
         with store.connect():
             with pytest.raises(RuntimeError, match="outside its transactions"):
                 store.checkpoint()
+
+
+def test_a_segments_snapshot_of_a_kept_file_keeps_it_open_within_its_memory_limit(
+        tmp_path: Path, kept_60: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The segments layout writes what changed through the kept connection too (it closed the file before):
+    the connection is the same after it, the snapshot holds the last write, and DuckDB's memory limit is
+    what it was once the export is done."""
+    from crm_wave.analyst.snapshot import publish_now
+
+    monkeypatch.setenv("CRM_WAVE_SNAPSHOT_MODE", "segments")
+    monkeypatch.setenv("CRM_WAVE_SNAPSHOT_MEMORY_MB", "300")
+    path = tmp_path / "db.duckdb"
+    store = Store(path)
+    _write(store, "a", 1)
+    publish_now(store)  # the first: from a copy (nothing to build on)
+    with store.session(), store.connect() as con:
+        con.execute("CREATE TEMP TABLE mine AS SELECT 1 AS x")
+        ((limit,),) = con.execute("SELECT current_setting('memory_limit')").fetchall()
+    _write(store, "b", 2)
+    snapshot = publish_now(store)  # what changed since, from the live file
+    assert kept(path)
+    with store.session(), store.connect() as con:
+        assert con.execute("SELECT x FROM mine").fetchall() == [(1,)]  # the same connection
+        assert con.execute("SELECT current_setting('memory_limit')").fetchall() == [(limit,)]
+    assert limit != "300.0 MiB"
+    with duckdb.connect(str(snapshot), read_only=True) as con:
+        assert con.execute("SELECT step, mark FROM step_marks ORDER BY step").fetchall() == [("a", 1), ("b", 2)]
