@@ -342,7 +342,8 @@ def _publish_segments(store: Store, snapshots_dir: Path, final: Path, layout: La
             except segments.TooMuchChange:
                 exported = None
             finally:
-                con.execute("RESET memory_limit")
+                with contextlib.suppress(duckdb.Error):  # a broken connection: its own error is the one to see
+                    con.execute("RESET memory_limit")
                 lock_s = time.perf_counter() - held
     tmp = snapshots_dir / f".{final.stem}.{uuid.uuid4().hex}.tmp.duckdb"
     try:
