@@ -7,7 +7,8 @@ The live file is never the one analysts open. Two layouts (`Layout`, `CRM_WAVE_S
 - `segments` (`segments.py`): the lock is held while one transaction finds what changed since
   the newest snapshot (new dataset versions; the rows the store's row-write log names, or, where
   it cannot say, a hash of every row) and writes only that, as Parquet segments shared between
-  snapshots. Outside the lock a small DuckDB file of views over the segments is built. When
+  snapshots (on the session's own connection, `Connection.bare`: a file kept open stays open; DuckDB
+  within `Layout.memory`). Outside the lock a small DuckDB file of views over the segments is built. When
   there is no segment snapshot to build on, or more rows changed than `Layout.max_rows`, the file
   is copied under the lock as in `copy` and the segments are written from the copy outside it.
   `auto` uses `copy` for files under `Layout.copy_below` bytes, where a copy holds the lock for
