@@ -153,13 +153,13 @@ class Layout:
         memory = _number(environ, "CRM_WAVE_SNAPSHOT_MEMORY_MB", cls.memory / 2**20)
         return cls(mode=mode, copy_below=int(below * 2**20), memory=int(memory * 2**20))
 
-    def megabytes(self) -> int:
-        """`memory` in MiB, as DuckDB's `memory_limit` takes it."""
-        return max(1, self.memory // 2**20)
+    def memory_limit(self) -> str:
+        """`memory` as DuckDB's `memory_limit` setting takes it (whole MiB)."""
+        return f"{max(1, self.memory // 2**20)}MiB"
 
     def connect(self, path: Path) -> duckdb.DuckDBPyConnection:
         """A connection that writes segments from the file at `path` (a copy of the live one), within `memory`."""
-        return duckdb.connect(str(path), config={"memory_limit": f"{self.megabytes()}MiB"})
+        return duckdb.connect(str(path), config={"memory_limit": self.memory_limit()})
 
     def segmented(self, live: Path) -> bool:
         """Whether a snapshot of the file at `live` is written as segments."""
@@ -332,7 +332,7 @@ def _publish_segments(store: Store, snapshots_dir: Path, final: Path, layout: La
         # In a session of the store: a file kept open (the fleet's) stays open, as with the copy layout.
         with store.session(), store.bare() as con:
             held = time.perf_counter()
-            con.execute(f"SET memory_limit = '{layout.megabytes()}MiB'")
+            con.execute(f"SET memory_limit = '{layout.memory_limit()}'")
             try:
                 exported = segments.export(con, snapshots_dir, previous, hashes, max_rows=layout.max_rows, mark=mark)
                 if mark is not None and exported.mark is not None and exported.mark[0] == mark[0]:

@@ -449,7 +449,8 @@ def orders_touching(con: duckdb.DuckDBPyConnection, changes: pl.DataFrame) -> pl
 
 # ---- the step ---------------------------------------------------------------------------
 
-#: Golden rows merged and written per part (bounds memory on large rebuilds).
+#: Versions read per `_seq` part of a full rebuild (bounds memory on large rebuilds; a share rebuild reads
+#: its golden rows in parts of this many too).
 CHUNK = 200_000
 #: Golden rows merged and written per part (a full rebuild's peak memory follows it): one DuckDB row group.
 #: At a million orders a side, parts of 200,000 peaked at 3.2 GB, parts of 122,880 at 2.75 GB for ~8 % more
