@@ -17,6 +17,7 @@ import duckdb
 
 from crm_wave.mapping.canonical import canonical_fields
 from crm_wave.mapping.flows import ENTITIES
+from crm_wave.store.datasets import dataset_sql
 from crm_wave.store.tables import column_types
 from crm_wave.sync.names import dataset, global_table, share_table
 
@@ -77,7 +78,7 @@ def _standin_columns() -> dict[str, tuple[tuple[str, str], ...]]:
         mem.execute((_STORE_SQL / "schema.sql").read_text())
         for entity in ENTITIES:
             for system in ("crm", "wave"):
-                mem.execute((_STORE_SQL / "datasets.sql").read_text().replace("{name}", dataset(system, entity)))
+                mem.execute(dataset_sql(mem, dataset(system, entity)))
         rows = mem.execute(
             "SELECT table_name, column_name, data_type FROM information_schema.columns "
             "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"

@@ -35,6 +35,8 @@ import duckdb
 
 from crm_wave.bench.data import Dataset, FakeCrm, FakeWave, Scale
 from crm_wave.bench.snapshots import publish_timed
+from crm_wave.store.connection import create_file
+from crm_wave.store.datasets import dataset_sql
 from crm_wave.store.db import Store
 from crm_wave.sync.collect import collect
 from crm_wave.sync.global_step import build_global
@@ -138,23 +140,31 @@ def _entity_tables(entity: str, *, datasets: bool = True) -> list[str]:
 
 def storage_floor(store: Store, workdir: Path, groups: dict[str, list[str]] | None = None) -> dict[str, float]:
     """Seconds DuckDB alone takes to write tables of `store` (read into Arrow first, untimed; written
-    into a fresh file with `CREATE TABLE AS`, committed and closed), per group of tables. By
+    into a fresh file in the store's format with `CREATE TABLE AS`, a dataset into its own definition;
+    committed and closed), per group of tables. By
     default the tables a pass writes: per entity its datasets, golden and share tables, and
     `links+agreed`."""
     if groups is None:
         groups = {**{e: _entity_tables(e) for e in ENTITIES}, "links+agreed": ["links", "agreed"]}
     out: dict[str, float] = {}
+    datasets = {dataset(s, e) for s in SIDES for e in ENTITIES}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         for group, tables in groups.items():
             out[group] = 0.0
             for table in tables:
                 with store.connect() as con:
                     arrow = con.execute(f"SELECT * FROM {table}").arrow().read_all()
-                target = duckdb.connect(str(Path(tmp) / f"{table}.duckdb"))
+                target_path = Path(tmp) / f"{table}.duckdb"
+                create_file(target_path)  # the store's file format and dataset definition, no logic
+                target = duckdb.connect(str(target_path))
                 t = time.perf_counter()
                 target.execute("BEGIN")
                 target.register("_rows", arrow)
-                target.execute(f"CREATE TABLE {table} AS SELECT * FROM _rows")
+                if table in datasets:
+                    target.execute(dataset_sql(target, table))
+                    target.execute(f"INSERT INTO {table} SELECT * FROM _rows")
+                else:
+                    target.execute(f"CREATE TABLE {table} AS SELECT * FROM _rows")
                 target.execute("COMMIT")
                 target.close()
                 out[group] += time.perf_counter() - t

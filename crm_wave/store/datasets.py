@@ -15,9 +15,9 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
-from crm_wave.store.connection import arrow, ident, registered
+from crm_wave.store.connection import arrow, body_compression, ident, registered
 
-__all__ = ["Datasets", "Version", "VERSION_SCHEMA", "APPEND_CHUNK", "body_bytes", "body_text"]
+__all__ = ["Datasets", "Version", "dataset_sql", "VERSION_SCHEMA", "APPEND_CHUNK", "body_bytes", "body_text"]
 
 #: Versions handed to DuckDB per statement. (One statement of a whole part of a collect, 200,000, moves the
 #: commit's work into the statement: the same CPU, alternating runs; docs/benchmarks.md, "Session 13".)
@@ -43,6 +43,12 @@ def body_bytes(body: dict[str, Any] | None) -> bytes:
 def body_text(body: dict[str, Any] | None) -> str:
     """A record body as stored and hashed (`body_bytes` as text)."""
     return body_bytes(body).decode()
+
+
+def dataset_sql(con: duckdb.DuckDBPyConnection, name: str) -> str:
+    """The statements that create dataset table `name` and its `_current` view in `con`'s database."""
+    sql = (Path(__file__).parent / "datasets.sql").read_text()
+    return sql.replace("{name}", ident(name)).replace("{body_compression}", body_compression(con))
 
 
 def _versions_arrow(frame: pl.DataFrame) -> Any:
@@ -83,7 +89,7 @@ class Datasets:
         """Create dataset table `name` and its `_current` view if missing."""
         if name in self._datasets:
             return
-        con.execute((Path(__file__).parent / "datasets.sql").read_text().replace("{name}", ident(name)))
+        con.execute(dataset_sql(con, name))
         self._datasets.add(name)
 
     def append_versions(self, con: duckdb.DuckDBPyConnection, name: str, versions: Sequence[Version], now: datetime) -> int:
