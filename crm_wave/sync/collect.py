@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import polars as pl
 
-from crm_wave.store.datasets import body_bytes
+from crm_wave.store.datasets import body_text
 from crm_wave.store.db import VERSION_SCHEMA, Store
 from crm_wave.sync.names import CRM_RESOURCE, dataset, namespaced
 from crm_wave.systems.protocols import Client, CrmApi, WaveApi
@@ -81,9 +81,10 @@ def _frame(prefix: str, records: Sequence[tuple[str, bool, Any, int | None, dict
 
 def _columns_frame(prefix: str, sids: list[str], deleted: list[bool], modified: list[Any], versions: list[Any],
                    bodies: Sequence[dict | None]) -> pl.DataFrame:
-    # Bodies stay UTF-8 bytes (no decode into str and encode again into Arrow). The hash is left to
-    # `append_frame` (DuckDB's `sha1`, on its threads): hashlib here costs as much CPU (1.6 s a million).
-    encoded = [None if b is None else body_bytes(b) for b in bodies]
+    # Bodies as `str`: keeping a million of orjson's `bytes` costs 5.7 us each, where decoding each into a
+    # `str` (freeing the bytes at once) costs 1.8 us with the Series built (docs/benchmarks.md, "Session 15").
+    # The hash is left to `append_frame` (DuckDB's `sha1`, on its threads): hashlib here costs as much CPU.
+    encoded = [None if b is None else body_text(b) for b in bodies]
     return pl.DataFrame({
         "_id": [prefix + sid for sid in sids],
         "_source_id": sids,
@@ -91,7 +92,7 @@ def _columns_frame(prefix: str, sids: list[str], deleted: list[bool], modified: 
         "_deleted": deleted,
         "_modified": modified,
         "_version": versions,
-        "body": pl.Series("body", encoded, pl.Binary).cast(pl.String),
+        "body": pl.Series("body", encoded, pl.String),
     }, schema=VERSION_SCHEMA)
 
 
