@@ -92,6 +92,10 @@ class Datasets:
         con.execute(dataset_sql(con, name))
         self._datasets.add(name)
 
+    def has_dataset(self, name: str) -> bool:
+        """Whether dataset table `name` is known to exist (this store created or met it)."""
+        return name in self._datasets
+
     def append_versions(self, con: duckdb.DuckDBPyConnection, name: str, versions: Sequence[Version], now: datetime) -> int:
         """Append the versions that are new or changed (hash or deleted flag); return how many."""
         frame = pl.DataFrame(

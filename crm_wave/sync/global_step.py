@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 import json
 import zlib
 from dataclasses import dataclass
@@ -272,6 +274,22 @@ def _keyed(frame: pl.DataFrame, entity: str) -> pl.DataFrame:
     return frame.with_columns([canonical_series(k.kind, frame[k.crm]).alias(f"_key_{k.crm}") for k in flow.merge_keys])
 
 
+def both_sides(con: duckdb.DuckDBPyConnection,
+               read: Callable[[duckdb.DuckDBPyConnection, str], pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """`read(connection, side)` of both sides at once: the Wave side on a cursor of `con` (a connection of
+    its own to the same database, so its own transaction) in a second thread. Only for reads of the
+    datasets, which no transaction of the step writes: a rebuild's reads take 2.9 s instead of 4.8 s for a
+    million customers a side, the same CPU (DuckDB and polars leave the GIL while they work)."""
+    cur = con.cursor()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            wave = pool.submit(read, cur, "wave")
+            crm = read(con, "crm")
+            return {"crm": crm, "wave": wave.result()}
+    finally:
+        cur.close()
+
+
 def _load(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str, ids: pl.Series | None,
           refs: dict[str, pl.DataFrame], seqs: tuple[int, int] | None = None,
           changed: tuple[int, int] | None = None) -> pl.DataFrame:
@@ -496,6 +514,10 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     policy = load_policy(store.path.parent, AppSettings.load().policy)
     # A policy change re-merges everything once (open waits may be decided by it).
     fp = zlib.crc32(f"{fingerprint(entity)}|{policy.key}".encode())
+    if not all(store.has_dataset(n) for n in names.values()):
+        with store.connect() as con:  # committed first: a rebuild reads each side on a connection of its own (`both_sides`)
+            for n in names.values():
+                store.ensure_dataset(con, n)
     with store.connect() as con:
         marks = store.read_marks(con, step)
         top, top_change = store.tops(con, [names[s] for s in SIDES])
@@ -533,17 +555,17 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
             changed = {s: None for s in SIDES}
             if sum(top.values()) <= CHUNK:  # `_seq` counts versions: at least the current records
                 # Small enough for one part: every field of every record, read once, for linking and merging.
-                frames = {s: _load(store, con, s, entity, None, refs[s]) for s in SIDES}
+                frames = both_sides(con, lambda c, s: _load(store, c, s, entity, None, refs[s]))
             elif sum(top.values()) <= READ_ONCE_PARTS * CHUNK:
                 # Every field of every record, read once in parts for linking and merging (the branch below
                 # parses every body twice: ~10 % of a rebuild), held through the merge (~0.5 KB a record).
-                frames = {s: _load_whole(store, con, s, entity, top[names[s]], refs[s]) for s in SIDES}
+                frames = both_sides(con, lambda c, s: _load_whole(store, c, s, entity, top[names[s]], refs[s]))
             else:
                 # Linking needs the keys of every record, the merge below reads the rest part by part:
                 # a million records a side hold 1 GB less than when read whole (2.4 GB against 3.4 GB peak).
                 every_field = False
-                frames = {s: _keyed(read_canonical(store, con, s, entity, None, _link_fields(entity)), entity)
-                          for s in SIDES}
+                frames = both_sides(con, lambda c, s: _keyed(read_canonical(store, c, s, entity, None, _link_fields(entity)),
+                                                             entity))
             links = all_links(store, con, entity)
     if incremental:  # a few rows: the rest of the step is one transaction (see `Connection.atomic`)
         rest.enter_context(store.atomic())
@@ -591,8 +613,13 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     parts = [links.slice(i, PART) for i in range(0, links.height, PART)] or [links]
     for i, part in enumerate(parts):
         with store.connect() as con:
-            crm, wave = (_known_or_load(store, con, side, entity, part[f"{side}_id"].drop_nulls(), refs[side],
-                                        _of_part(known, side, part, len(parts))) for side in SIDES)
+            def load(c: duckdb.DuckDBPyConnection, side: str, part: pl.DataFrame = part) -> pl.DataFrame:
+                return _known_or_load(store, c, side, entity, part[f"{side}_id"].drop_nulls(), refs[side],
+                                      _of_part(known, side, part, len(parts)))
+            # A rebuild's part reads both sides at once; an incremental step's few rows in its one transaction.
+            sides = {s: load(con, s) for s in SIDES} if incremental else both_sides(con, load)
+            crm, wave = sides["crm"], sides["wave"]
+            del sides
             agreed = store.read_agreed_frame(con, entity, fields, part["global_id"])
             queue = read_queue(con, entity, part["global_id"])
         merged, conflicts, agreed_now, waits, fates = _merge(entity, part, crm, wave, agreed, fields, policy, queue)
