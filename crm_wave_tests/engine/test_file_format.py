@@ -58,3 +58,18 @@ def test_a_file_in_an_older_format_keeps_it_and_compresses_as_before(tmp_path: P
     assert "ZSTD" not in kinds and "Uncompressed" not in kinds, kinds
     with store.connect() as con:
         assert con.execute("SELECT count(*) FROM crm_customer_current").fetchall() == [(5000,)]
+
+
+def test_an_id_read_twice_in_one_frame_gets_a_version_each_time_it_changed(tmp_path: Path) -> None:
+    """A read that returns a record twice (it changed while the read paged) appends its versions in order; the
+    same body twice is one version. (A frame of distinct ids takes one round, the common case.)"""
+    store = Store(tmp_path / "sync.duckdb")
+    bodies = [body_text({"Id": "C1", "Name": name}) for name in ("first", "second", "second", "third")]
+    frame = pl.DataFrame({"_id": ["crm-customer:C1"] * 4 + ["crm-customer:C2"], "_source_id": ["C1"] * 4 + ["C2"],
+                          "_hash": [None] * 5, "_deleted": [False] * 5, "_modified": [None] * 5, "_version": [1] * 5,
+                          "body": [*bodies, body_text({"Id": "C2"})]}, schema=VERSION_SCHEMA)
+    with store.connect() as con:
+        assert store.append_frame(con, "crm_customer", frame, NOW) == 4
+        rows = con.execute("SELECT _source_id, body->>'$.Name', _previous IS NULL FROM crm_customer ORDER BY _seq").fetchall()
+    assert [r for r in rows if r[0] == "C1"] == [("C1", "first", True), ("C1", "second", False), ("C1", "third", False)]
+    assert ("C2", None, True) in rows
