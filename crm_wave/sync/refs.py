@@ -1,30 +1,49 @@
 """Queries the global, share and push steps share: link rows by id, and what an order refers to.
 
 An order's `Lines` cell is a JSON list of line objects (`cells.to_cell`); `line_products`
-decodes it once with a typed polars schema (`LINES_DTYPE`) instead of matching text.
+decodes it once with a typed schema instead of matching text (polars' `LINES_DTYPE` for a few cells,
+DuckDB's `json_transform` for many).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import duckdb
 import polars as pl
 
 from crm_wave.logic.link import LINK_SCHEMA
-from crm_wave.store.connection import FEW_IDS, fetch_frame, ids_predicate
+from crm_wave.store.connection import FEW_IDS, fetch_frame, ids_predicate, registered
 
-__all__ = ["LINES_DTYPE", "line_products", "links_where", "order_links"]
+__all__ = ["DUCKDB_LINES", "LINES_DTYPE", "line_products", "links_where", "order_links"]
 
 #: An order's lines as stored in a cell (canonical field names; values as text).
 LINES_DTYPE = pl.List(pl.Struct({"ProductId": pl.String, "Description": pl.String, "Quantity": pl.String,
                                  "UnitPrice": pl.String}))
 
 
+#: From this many cells on, `line_products` has DuckDB read them: 0.11-0.15 s against polars' 0.67 s for
+#: 220,000 orders of 3 lines (docs/benchmarks.md, "Session 15"); below it, polars has no statement to pay.
+DUCKDB_LINES = 5_000
+
+
+@functools.cache
+def _memory() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB of this process, for `line_products` (each call on a cursor of its own)."""
+    return duckdb.connect()
+
+
 def line_products(lines: pl.Series) -> pl.Series:
     """Per order, the `ProductId` of each of its lines (null where a line names none)."""
-    decoded = lines.cast(pl.String).str.json_decode(LINES_DTYPE)
-    return decoded.list.eval(pl.element().struct.field("ProductId")).alias("_products")
+    cells = lines.cast(pl.String)
+    if cells.len() < DUCKDB_LINES:
+        decoded = cells.str.json_decode(LINES_DTYPE)
+        return decoded.list.eval(pl.element().struct.field("ProductId")).alias("_products")
+    with _memory().cursor() as cur, registered(cur, "_lines_in", cells.alias("l").to_frame()):
+        out = cur.execute("""SELECT list_transform(json_transform(l, '[{"ProductId": "VARCHAR"}]'), x -> x.ProductId) """
+                          "AS _products FROM _lines_in").pl()["_products"]
+    return out.cast(pl.List(pl.String))
 
 
 def links_where(con: duckdb.DuckDBPyConnection, entity: str, crm_ids: pl.Series | None = None,

@@ -195,3 +195,34 @@ def test_read_canonical_of_some_ids(tmp_path: Path, path: str):
         pl.DataFrame({"crm_id": ["P2", "P4"], "Name": ["Gadget", "Odder"], "UnitPrice": ["12.50", "1.12346"],
                       "IsArchived": ["true", "false"]}),
     )
+
+
+def test_line_products_read_by_duckdb_equal_polars_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many `Lines` cells are read by DuckDB, a few by polars: the same product ids, in the same order, for
+    cells as `to_cell` writes them (non-ASCII escaped), with lines without a product, empty and missing cells."""
+    import random
+
+    from crm_wave.sync import refs
+
+    rng = random.Random(7)
+    ids = [t for t in TEXTS if t is not None] + ["crm-product:P1", "unlinked:wave:UHJvZHVjdDo5", "😀\"\\"]
+    cells = []
+    for _ in range(3000):
+        pick = rng.random()
+        if pick < 0.05:
+            cells.append(None)
+        elif pick < 0.1:
+            cells.append(to_cell([]))
+        else:
+            lines = [{"Description": rng.choice(ids), "ProductId": rng.choice([*ids, None]),
+                      "Quantity": "1.00", "UnitPrice": "2.50"} for _ in range(rng.randint(1, 4))]
+            cells.append(to_cell(lines))
+    series = pl.Series("Lines", cells, dtype=pl.String)
+    monkeypatch.setattr(refs, "DUCKDB_LINES", 10**9)
+    by_polars = refs.line_products(series)
+    monkeypatch.setattr(refs, "DUCKDB_LINES", 1)
+    by_duckdb = refs.line_products(series)
+    assert by_duckdb.to_list() == by_polars.to_list()
+    assert by_duckdb.dtype == by_polars.dtype == pl.List(pl.String)
+    expected = [None if c is None else [line["ProductId"] for line in json.loads(c)] for c in cells]
+    assert by_duckdb.to_list() == expected
