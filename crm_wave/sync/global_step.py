@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 import json
 import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any

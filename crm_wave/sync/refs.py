@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 
 import duckdb
 import polars as pl
@@ -29,8 +30,9 @@ DUCKDB_LINES = 5_000
 
 
 @functools.cache
-def _memory() -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB of this process, for `line_products` (each call on a cursor of its own)."""
+def _memory(pid: int) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB of process `pid` (a forked child makes its own), for `line_products` (each call on a
+    cursor of its own)."""
     return duckdb.connect()
 
 
@@ -40,7 +42,7 @@ def line_products(lines: pl.Series) -> pl.Series:
     if cells.len() < DUCKDB_LINES:
         decoded = cells.str.json_decode(LINES_DTYPE)
         return decoded.list.eval(pl.element().struct.field("ProductId")).alias("_products")
-    with _memory().cursor() as cur, registered(cur, "_lines_in", cells.alias("l").to_frame()):
+    with _memory(os.getpid()).cursor() as cur, registered(cur, "_lines_in", cells.alias("l").to_frame()):
         out = cur.execute("""SELECT list_transform(json_transform(l, '[{"ProductId": "VARCHAR"}]'), x -> x.ProductId) """
                           "AS _products FROM _lines_in").pl()["_products"]
     return out.cast(pl.List(pl.String))
