@@ -241,7 +241,7 @@ _ZSTD_STRINGS = (1, 2, 0)  # the first storage version that compresses strings w
 def _open(path: Path) -> duckdb.DuckDBPyConnection:
     """A new DuckDB connection to the file at `path` (every connection of the store is opened here); a
     missing file is created first (`create_file`)."""
-    if not path.exists() or path.stat().st_size == 0:
+    if not path.exists():
         create_file(path)
     return duckdb.connect(str(path))
 
