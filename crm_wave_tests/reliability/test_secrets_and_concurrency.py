@@ -57,6 +57,8 @@ def test_two_syncs_started_at_once_do_not_corrupt_or_double_push(rig, crm_sim, w
     procs = [subprocess.Popen([sys.executable, "-m", "crm_wave.cli", "sync", "--once"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, out in zip(procs, outputs):  # whole, on a failure (an assertion message is cut short)
+        print(f"---- sync --once exited {p.returncode}\n{out}")
     assert [p.returncode for p in procs] == [0, 0], outputs
     names = [c["name"] for c in rig.wave.list_customers()]
     assert len(names) == 120 and len(set(names)) == 120
