@@ -616,8 +616,9 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
             def load(c: duckdb.DuckDBPyConnection, side: str, part: pl.DataFrame = part) -> pl.DataFrame:
                 return _known_or_load(store, c, side, entity, part[f"{side}_id"].drop_nulls(), refs[side],
                                       _of_part(known, side, part, len(parts)))
-            # A rebuild's part reads both sides at once; an incremental step's few rows in its one transaction.
-            sides = {s: load(con, s) for s in SIDES} if incremental else both_sides(con, load)
+            # Records held already (an incremental step's, in its one transaction; a rebuild's that read every
+            # field): at most a few to read, on this connection. Otherwise the part reads both sides at once.
+            sides = {s: load(con, s) for s in SIDES} if known is not None else both_sides(con, load)
             crm, wave = sides["crm"], sides["wave"]
             del sides
             agreed = store.read_agreed_frame(con, entity, fields, part["global_id"])
