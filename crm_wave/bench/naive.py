@@ -125,7 +125,9 @@ def _ts(value: str | None) -> datetime | None:
 def _state(side_id: str | None, rec: dict[str, Any] | None) -> str:
     if side_id is None:
         return "absent"
-    if rec is None or rec["deleted"]:
+    if rec is None:
+        return "unseen"  # linked, never collected (`crm_wave.logic.merge.side_state`)
+    if rec["deleted"]:
         return "deleted"
     return "present"
 
@@ -186,7 +188,7 @@ def naive_global(store: Store, entity: str, links_in: dict[str, dict[str, dict[s
         if entity == "customer":
             row["Type__crm"] = c["cells"]["Type"] if c else None
             row["Type__wave"] = w["cells"]["Type"] if w else None
-            row["Type"] = row["Type__crm"] if cs != "absent" else row["Type__wave"]
+            row["Type"] = row["Type__crm"] if cs in ("present", "deleted") else row["Type__wave"]
             if row["Type"] == "person":
                 row["Name"] = person_name(row["FirstName"], row["LastName"])
         golden[gid] = row

@@ -60,10 +60,17 @@ class MergeResult:
 
 
 def side_state(side: str) -> pl.Expr:
-    """"present", "deleted" or "absent" for one side of a merged row."""
+    """"present", "deleted", "absent" (no record linked) or "unseen" for one side of a merged row.
+
+    "unseen": a record is linked but its dataset has never held it. Another sync of the same file
+    created and linked it after this one's collect read that system (or a collect has yet to read it
+    back). It is not a delete: nothing is shared to or from that side until a collect sees the record
+    (a full read that does not find a record linked before the read began records its delete).
+    """
     return (
         pl.when(pl.col(f"{side}_id").is_null()).then(pl.lit("absent"))
-        .when(pl.col(f"{side}_deleted").fill_null(True)).then(pl.lit("deleted"))
+        .when(pl.col(f"{side}_deleted").is_null()).then(pl.lit("unseen"))
+        .when(pl.col(f"{side}_deleted")).then(pl.lit("deleted"))
         .otherwise(pl.lit("present"))
         .alias(f"{side}_state")
     )

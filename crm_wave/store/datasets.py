@@ -104,10 +104,13 @@ class Datasets:
             schema=VERSION_SCHEMA, orient="row")
         return self.append_frame(con, name, frame, now)
 
-    def append_frame(self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, now: datetime) -> int:
+    def append_frame(self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, now: datetime, *,
+                     new_deleted: bool = False) -> int:
         """`append_versions` of a frame (columns of `VERSION_SCHEMA`; `_hash` may be null: then it is the
         SHA-1 of `body`, or of "null" for no body). Rows are taken in order, so an id read twice
-        gets two versions when they differ; return how many versions were written."""
+        gets two versions when they differ; return how many versions were written. A deleted version of
+        an id the dataset never held is written only given `new_deleted` (a linked record a full read
+        did not find: `linked_never_seen`); else it says nothing new."""
         self.ensure_dataset(con, name)
         if frame.height == 0:
             return 0
@@ -121,10 +124,11 @@ class Datasets:
         written = 0
         for part in rounds:
             for piece in part.iter_slices(APPEND_CHUNK):  # bounded memory in DuckDB
-                written += self._append_round(con, name, piece, now)
+                written += self._append_round(con, name, piece, now, new_deleted)
         return written
 
-    def _append_round(self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, now: datetime) -> int:
+    def _append_round(self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, now: datetime,
+                      new_deleted: bool = False) -> int:
         """Append versions of distinct ids (new, or hash/deleted flag changed)."""
         table = ident(name)
         with registered(con, "_versions_in", _versions_arrow(frame)):
@@ -142,7 +146,7 @@ class Datasets:
                        i._h, i._deleted, ?, c._seq,
                        i._source_id, i._modified, i._version, i.body
                 FROM incoming i LEFT JOIN cur c ON c._id = i._id
-                WHERE CASE WHEN c._id IS NULL THEN NOT i._deleted
+                WHERE CASE WHEN c._id IS NULL THEN {'true' if new_deleted else 'NOT i._deleted'}
                            ELSE c._hash <> i._h OR c._deleted <> i._deleted END
                 """,
                 [now],
@@ -159,6 +163,19 @@ class Datasets:
                 f"SELECT (SELECT count(*) FROM live WHERE NOT _deleted), list(_id ORDER BY _id) FROM live "
                 f"WHERE NOT _deleted AND _id NOT IN (SELECT _id FROM _seen_ids)").fetchall()
         return int(rows[0][0]), list(rows[0][1] or [])
+
+    def linked_never_seen(self, con: duckdb.DuckDBPyConnection, name: str, system: str, entity: str,
+                          seen: pl.Series, before: datetime) -> list[str]:
+        """Source ids of `system` linked (entity stem `entity`) before `before` (naive UTC) that dataset `name`
+        has never held and `seen` (source ids) does not hold, sorted: records the sync created and linked that a full read
+        begun after the link does not find (deleted before any collect saw them)."""
+        self.ensure_dataset(con, name)
+        with registered(con, "_seen_ids", pl.DataFrame({"_id": seen.cast(pl.String)})):
+            rows = con.execute(
+                f"SELECT list(l.id ORDER BY l.id) FROM (SELECT {system}_id AS id FROM links WHERE entity = ? "
+                f"AND {system}_id IS NOT NULL AND linked_at < ?) l ANTI JOIN {ident(name)} d ON d._source_id = l.id "
+                f"ANTI JOIN _seen_ids s ON s._id = l.id", [entity, before]).fetchall()
+        return list(rows[0][0] or [])
 
     def max_seq(self, con: duckdb.DuckDBPyConnection, name: str) -> int:
         """The newest `_seq` of dataset `name` (0 when empty)."""

@@ -173,6 +173,7 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
                 chunks.add(reread_open_invoices(store, wave, seen_ids(chunks.frames)))
     frame = chunks.frame()
     deleted = int(frame["_deleted"].sum())
+    never: list[str] = []
     with store.connect() as con:
         if full:
             live, gone = store.live_ids_not_in(con, name, frame["_id"])
@@ -184,8 +185,14 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
             if gone:
                 frame = pl.concat([frame, deleted_versions(system, entity, [i.removeprefix(chunks.prefix) for i in gone])])
             deleted += len(gone)
+            # Records the sync created and linked before this read began that no collect ever saw, and this
+            # read does not find either: deleted before the read-back (a link newer than the read: not yet seen).
+            never = store.linked_never_seen(con, name, system, entity, frame["_source_id"],
+                                            started.astimezone(UTC).replace(tzinfo=None))
+            deleted += len(never)
         if frame.height <= COMMIT_ROWS:  # the usual case: the versions and the cursor in one transaction
             written = store.append_frame(con, name, frame, now.replace(tzinfo=None))
+            written += _never_seen(store, con, name, system, entity, never, now)
             store.set_cursor(con, name, next_cursor, now.replace(tzinfo=None), full=full)
             return CollectResult(name, chunks.count, written, deleted, full, next_cursor)
     # A large read is committed in parts: DuckDB holds a transaction's appended rows in memory until it
@@ -198,8 +205,16 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
         with store.connect() as con:
             written += store.append_frame(con, name, part, now.replace(tzinfo=None))
             if i == len(parts) - 1:
+                written += _never_seen(store, con, name, system, entity, never, now)
                 store.set_cursor(con, name, next_cursor, now.replace(tzinfo=None), full=full)
     return CollectResult(name, chunks.count, written, deleted, full, next_cursor)
+
+
+def _never_seen(store: Store, con: Any, name: str, system: str, entity: str, ids: list[str], now: datetime) -> int:
+    """Write the deletes of linked records no collect ever saw (`Datasets.linked_never_seen`)."""
+    if not ids:
+        return 0
+    return store.append_frame(con, name, deleted_versions(system, entity, ids), now.replace(tzinfo=None), new_deleted=True)
 
 
 def _own_writes(store: Store, name: str, recent: list[tuple[str, str]], started: datetime) -> bool:

@@ -391,7 +391,7 @@ def _golden(result_merged: pl.DataFrame, crm: pl.DataFrame, wave: pl.DataFrame, 
         merged = merged.join(types, on="crm_id", how="left", maintain_order="left").join(
             wtypes, on="wave_id", how="left", maintain_order="left")
         merged = merged.with_columns(
-            pl.when(pl.col("crm_state") != "absent").then(pl.col("Type__crm")).otherwise(pl.col("Type__wave")).alias("Type")
+            pl.when(pl.col("crm_state").is_in(["present", "deleted"])).then(pl.col("Type__crm")).otherwise(pl.col("Type__wave")).alias("Type")
         )
         person = pl.concat_str(["FirstName", "LastName"], separator=" ", ignore_nulls=True)
         merged = merged.with_columns(

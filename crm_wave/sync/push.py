@@ -210,7 +210,8 @@ class _TargetPush:
             else:
                 result.created += 1
             side = (new_id, None) if self.system == "crm" else (None, new_id)
-            self.store.upsert_links(con, self.entity, [(row.gid, side[0], side[1], how or f"created:{self.system}")], now)
+            self.store.upsert_links(con, self.entity, [(row.gid, side[0], side[1], how or f"created:{self.system}")],
+                                    _linked_at())
             self.store.clear(con, "intents", self.system, self.entity, [row.gid])
             agreed = {f: to_cell(v) for f, v in row.golden.items()}
         else:
@@ -239,7 +240,7 @@ class _TargetPush:
             logs.append((now, run_id, self.system, self.entity, row.gid, new_id or row.share["target_id"], row.op,
                          row.cells, json.loads(row.share["before"]), "ok"))
         gids = [row.gid for row, _ in done]
-        self.store.upsert_links(con, self.entity, links, now)
+        self.store.upsert_links(con, self.entity, links, _linked_at())
         self.store.clear(con, "intents", self.system, self.entity, [g for g, *_ in links])
         self.store.upsert_agreed(con, self.entity, agreed, now)
         self.store.clear(con, "dead_letters", self.system, self.entity, gids)
@@ -461,6 +462,13 @@ class _WavePush(_TargetPush):
                         self.store.record_own_writes(con, dataset("wave", self.entity), own, answered)
             except TransientError as exc:  # the next pass sees the difference and sends it again
                 result.messages.append(f"wave {self.entity} follow-up: {exc}")
+
+
+def _linked_at() -> datetime:
+    """When a created record's link is written: the clock, not the pass's `now` (which may be long before the
+    create). A full read begun after this time that misses the record records its delete
+    (`Datasets.linked_never_seen`); one begun before it may simply have missed the create."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _answered(entity: dict[str, Any] | None) -> list[tuple[str, str]]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 import subprocess
 import sys
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 
 from crm_wave.systems.crm.client import CrmClient
 from crm_wave.systems.serve import serve_in_thread
@@ -70,3 +72,41 @@ def test_two_syncs_started_at_once_do_not_corrupt_or_double_push(rig, crm_sim, w
         inserts = con.execute("SELECT count(*) FROM sync_log WHERE system = 'wave' AND op = 'insert' AND outcome = 'ok'"
                               ).fetchall()[0][0]
     assert links == (120, 120) and inserts == 120
+
+
+def test_a_link_newer_than_the_collect_is_not_read_as_a_delete(rig):
+    """Two syncs at once: B collected Wave before A's push created and linked 60 customers; B's global step
+    then meets links to Wave records its dataset has never held. Those records are not yet seen, not deleted:
+    B shares no delete and no create for them (the breaker once held B's 60 'deletes' of CRM customers)."""
+    from crm_wave.sync.engine import run_pass
+
+    clients = {"crm": rig.crm, "wave": rig.wave}
+    for i in range(60):
+        rig.crm_create("customers", {"Type": "organization", "Name": f"Raced {i}", "Email": f"r{i}@x.example"})
+    customer_stages = ["crm_customer", "wave_customer", "global_customer", "crm_customer_share",
+                       "wave_customer_share", "push_crm_customer", "push_wave_customer"]
+    first = run_pass(rig.store, clients, only=customer_stages)  # A's pass, with no read-back
+    assert sum(p.created for p in first.pushes) == 60
+    assert len(rig.links("customer").drop_nulls("wave_id")) == 60
+    second = run_pass(rig.store, clients, only=["global_customer", "crm_customer_share", "wave_customer_share"])
+    assert not second.held
+    with rig.store.connect() as con:
+        ops = con.execute("SELECT op, count(*) FROM crm_customer_share GROUP BY op UNION ALL "
+                          "SELECT 'wave ' || op, count(*) FROM wave_customer_share GROUP BY op").fetchall()
+    assert ops == [], ops
+    with rig.store.connect() as con:  # a full read begun before the links does not read them as deleted
+        assert rig.store.linked_never_seen(con, "wave_customer", "wave", "customer", pl.Series([], dtype=pl.String),
+                                           datetime(2026, 1, 1)) == []
+    # One of them deleted in Wave before any collect saw it: a full read begun after its link records the delete.
+    gone = sorted(rig.links("customer")["wave_id"].to_list())[0]
+    rig.wave_write("customerDelete", {"id": gone})
+    run_pass(rig.store, clients, only=["wave_customer", "global_customer", "crm_customer_share"], full=True)
+    with rig.store.connect() as con:
+        ops = con.execute("SELECT op, target_id FROM crm_customer_share WHERE op <> 'update'").fetchall()
+        crm_id = con.execute("SELECT crm_id FROM links WHERE wave_id = ?", [gone]).fetchall()[0][0]
+        state = con.execute("SELECT wave_state FROM global_customer WHERE wave_id = ?", [gone]).fetchall()
+    assert ops == [("delete", crm_id)] and state == [("deleted",)]
+    rig.sync()  # the read-back: every link has both sides, nothing to do, no duplicate
+    assert len(rig.wave.list_customers()) == 59
+    assert len([c for c in rig.crm.read_all("customers") if not c.get("Deleted")]) == 60  # the delete is held
+    assert len(rig.links("customer").drop_nulls(["crm_id", "wave_id"])) == 60
