@@ -197,6 +197,22 @@ class Datasets:
                             [after, upto]).pl()
         return frame["_source_id"].cast(pl.String) if frame.height else pl.Series("_source_id", [], pl.String)
 
+    def mark_unread(self, con: duckdb.DuckDBPyConnection, dataset: str, written_at: datetime) -> None:
+        """A push wrote to the system of `dataset`, answered at `written_at` (naive UTC): the dataset holds an
+        older copy until a collect begun after that reads it (`read_back`)."""
+        con.execute("INSERT INTO unread_writes VALUES (?, ?) ON CONFLICT (dataset) DO UPDATE SET "
+                    "written_at = greatest(unread_writes.written_at, excluded.written_at)", [dataset, written_at])
+
+    def read_back(self, con: duckdb.DuckDBPyConnection, dataset: str, started: datetime) -> None:
+        """A collect of `dataset` begun at `started` (naive UTC) has ended: the writes answered before it are read."""
+        con.execute("DELETE FROM unread_writes WHERE dataset = ? AND written_at < ?", [dataset, started])
+
+    def unread(self, con: duckdb.DuckDBPyConnection, datasets: Sequence[str]) -> list[str]:
+        """Those of `datasets` a push wrote to that no collect has read since (`mark_unread`), sorted."""
+        rows = con.execute("SELECT dataset FROM unread_writes WHERE list_contains(?, dataset) ORDER BY dataset",
+                           [list(datasets)]).fetchall()
+        return [r[0] for r in rows]
+
     def get_cursor(self, con: duckdb.DuckDBPyConnection, dataset: str) -> tuple[str | None, datetime | None]:
         """(cursor, time of the last full read) of a dataset."""
         row = con.execute("SELECT cursor, last_full_at FROM cursors WHERE dataset = ?", [dataset]).fetchall()

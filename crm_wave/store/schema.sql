@@ -6,6 +6,12 @@ CREATE TABLE IF NOT EXISTS cursors (
     last_full_at TIMESTAMP,
     updated_at TIMESTAMP NOT NULL
 );
+-- Datasets a push wrote to (answered at `written_at`) that no collect begun after that write has read
+-- yet: a global step reads such a dataset back before it merges (another sync's push, not read back).
+CREATE TABLE IF NOT EXISTS unread_writes (
+    dataset VARCHAR PRIMARY KEY,
+    written_at TIMESTAMP NOT NULL
+);
 -- One row per global entity: which CRM and Wave records it stands for, and how the link was made.
 CREATE TABLE IF NOT EXISTS links (
     entity VARCHAR NOT NULL,

@@ -194,6 +194,7 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
             written = store.append_frame(con, name, frame, now.replace(tzinfo=None))
             written += _never_seen(store, con, name, system, entity, never, now)
             store.set_cursor(con, name, next_cursor, now.replace(tzinfo=None), full=full)
+            store.read_back(con, name, started.astimezone(UTC).replace(tzinfo=None))
             return CollectResult(name, chunks.count, written, deleted, full, next_cursor)
     # A large read is committed in parts: DuckDB holds a transaction's appended rows in memory until it
     # commits (1.8 GB for a million Wave customers). The cursor moves with the last part, so after a
@@ -207,6 +208,7 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
             if i == len(parts) - 1:
                 written += _never_seen(store, con, name, system, entity, never, now)
                 store.set_cursor(con, name, next_cursor, now.replace(tzinfo=None), full=full)
+                store.read_back(con, name, started.astimezone(UTC).replace(tzinfo=None))
     return CollectResult(name, chunks.count, written, deleted, full, next_cursor)
 
 

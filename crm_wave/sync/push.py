@@ -211,13 +211,14 @@ class _TargetPush:
                 result.created += 1
             side = (new_id, None) if self.system == "crm" else (None, new_id)
             self.store.upsert_links(con, self.entity, [(row.gid, side[0], side[1], how or f"created:{self.system}")],
-                                    _linked_at())
+                                    _written_at())
             self.store.clear(con, "intents", self.system, self.entity, [row.gid])
             agreed = {f: to_cell(v) for f, v in row.golden.items()}
         else:
             result.updated += 1
             agreed = row.cells
         self.store.upsert_agreed(con, self.entity, {row.gid: agreed}, now)
+        self.store.mark_unread(con, dataset(self.system, self.entity), _written_at())
         self.store.clear(con, "dead_letters", self.system, self.entity, [row.gid])
         self.store.log(con, [(now, run_id, self.system, self.entity, row.gid, new_id or row.share["target_id"], row.op,
                               row.cells, json.loads(row.share["before"]), how or "ok")])
@@ -240,9 +241,10 @@ class _TargetPush:
             logs.append((now, run_id, self.system, self.entity, row.gid, new_id or row.share["target_id"], row.op,
                          row.cells, json.loads(row.share["before"]), "ok"))
         gids = [row.gid for row, _ in done]
-        self.store.upsert_links(con, self.entity, links, _linked_at())
+        self.store.upsert_links(con, self.entity, links, _written_at())
         self.store.clear(con, "intents", self.system, self.entity, [g for g, *_ in links])
         self.store.upsert_agreed(con, self.entity, agreed, now)
+        self.store.mark_unread(con, dataset(self.system, self.entity), _written_at())
         self.store.clear(con, "dead_letters", self.system, self.entity, gids)
         self.store.log(con, logs)
 
@@ -464,10 +466,10 @@ class _WavePush(_TargetPush):
                 result.messages.append(f"wave {self.entity} follow-up: {exc}")
 
 
-def _linked_at() -> datetime:
-    """When a created record's link is written: the clock, not the pass's `now` (which may be long before the
-    create). A full read begun after this time that misses the record records its delete
-    (`Datasets.linked_never_seen`); one begun before it may simply have missed the create."""
+def _written_at() -> datetime:
+    """When a write the target answered is recorded: the clock, not the pass's `now` (which may be long before
+    the write). A collect begun after it has read the write (`Datasets.read_back`); a full read begun after it
+    that misses a created record records its delete (`Datasets.linked_never_seen`)."""
     return datetime.now(UTC).replace(tzinfo=None)
 
 

@@ -111,3 +111,29 @@ def test_an_edit_made_during_the_sync_is_read_by_its_next_pass(rig: Rig) -> None
     phones = {c.get("email"): str(c.get("phone")) for c in rig.wave.list_customers()}
     assert "22 00 00 01" in phones["post@nordved.example"] and "22 00 00 02" in phones["post@sorved.example"]
     assert not look(rig.crm, rig.wave, marks).changed  # nothing is left behind the marks
+
+
+def test_a_write_is_unread_until_a_collect_begun_after_it_ends(tmp_path) -> None:
+    """`unread_writes`: a push marks the dataset it wrote to; only a collect begun after the write clears it
+    (one begun before may have missed the write), and a sync's own read-back pass leaves no mark behind."""
+    from datetime import datetime, timedelta
+
+    from crm_wave.store import Store
+
+    store = Store(tmp_path / "db.duckdb")
+    t = datetime(2026, 11, 30, 12, 0, 0)
+    with store.connect() as con:
+        store.mark_unread(con, "crm_customer", t)
+        store.mark_unread(con, "crm_customer", t - timedelta(seconds=5))  # an older write keeps the newer time
+        store.read_back(con, "crm_customer", t - timedelta(seconds=1))  # begun before the write
+        assert store.unread(con, ["crm_customer", "wave_customer"]) == ["crm_customer"]
+        store.read_back(con, "crm_customer", t + timedelta(seconds=1))
+        assert store.unread(con, ["crm_customer", "wave_customer"]) == []
+
+
+def test_a_sync_reads_back_every_dataset_it_wrote_to(rig: Rig) -> None:
+    rig.crm_create("customers", {"Type": "organization", "Name": "Marked AS", "Email": "m@x.example"})
+    rig.sync()
+    with rig.store.connect() as con:
+        assert con.execute("SELECT count(*) FROM sync_log WHERE op = 'insert'").fetchall() == [(1,)]
+        assert rig.store.unread(con, ["crm_customer", "wave_customer"]) == []

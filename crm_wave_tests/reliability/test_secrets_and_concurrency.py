@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import UTC, datetime
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +79,8 @@ def test_a_link_newer_than_the_collect_is_not_read_as_a_delete(rig):
     then meets links to Wave records its dataset has never held. Those records are not yet seen, not deleted:
     B shares no delete and no create for them (the breaker once held B's 60 'deletes' of CRM customers)."""
     from crm_wave.sync.engine import run_pass
+    from crm_wave.sync.global_step import build_global
+    from crm_wave.sync.share_step import build_share
 
     clients = {"crm": rig.crm, "wave": rig.wave}
     for i in range(60):
@@ -88,8 +90,11 @@ def test_a_link_newer_than_the_collect_is_not_read_as_a_delete(rig):
     first = run_pass(rig.store, clients, only=customer_stages)  # A's pass, with no read-back
     assert sum(p.created for p in first.pushes) == 60
     assert len(rig.links("customer").drop_nulls("wave_id")) == 60
-    second = run_pass(rig.store, clients, only=["global_customer", "crm_customer_share", "wave_customer_share"])
-    assert not second.held
+    # B's global step, as it ran before it read back another sync's writes (`build_global` without `read_back`,
+    # and the state a read-back still meets when Wave's listing lags behind its writes).
+    build_global(rig.store, "customer", datetime.now(UTC))
+    for target in ("crm", "wave"):
+        build_share(rig.store, target, "customer")
     with rig.store.connect() as con:
         ops = con.execute("SELECT op, count(*) FROM crm_customer_share GROUP BY op UNION ALL "
                           "SELECT 'wave ' || op, count(*) FROM wave_customer_share GROUP BY op").fetchall()
@@ -110,3 +115,26 @@ def test_a_link_newer_than_the_collect_is_not_read_as_a_delete(rig):
     assert len(rig.wave.list_customers()) == 59
     assert len([c for c in rig.crm.read_all("customers") if not c.get("Deleted")]) == 60  # the delete is held
     assert len(rig.links("customer").drop_nulls(["crm_id", "wave_id"])) == 60
+
+
+def test_a_pass_reads_back_another_syncs_push_before_merging(rig):
+    """Sync A pushed a Wave edit to the CRM and has not read it back yet; a pass of sync B that collects only
+    Wave (all a look saw move) must not merge the CRM's older copy in its dataset against the values A's
+    push agreed: that would read as a CRM edit and send the old value back to Wave. B reads the CRM first."""
+    from crm_wave.sync.engine import run_pass
+
+    clients = {"crm": rig.crm, "wave": rig.wave}
+    rig.crm_create("customers", {"Type": "organization", "Name": "Flap AS", "Email": "flap@x.example",
+                                 "Phone": "+47 11 11 11 11"})
+    rig.sync()
+    (w,) = rig.wave.list_customers()
+    rig.wave_write("customerPatch", {"id": w["id"], "phone": "+47 22 22 22 22"})
+    customer_stages = ["crm_customer", "wave_customer", "global_customer", "crm_customer_share",
+                       "wave_customer_share", "push_crm_customer", "push_wave_customer"]
+    first = run_pass(rig.store, clients, only=customer_stages)  # A: the edit sent to the CRM, not read back
+    assert sum(p.updated for p in first.pushes) == 1
+    assert rig.crm.read_all("customers")[0]["Phone"] == "+47 22 22 22 22"
+    run_pass(rig.store, clients, only=[s for s in customer_stages if s != "crm_customer"])  # B: Wave moved
+    assert rig.wave.list_customers()[0]["phone"] == "+47 22 22 22 22"
+    with rig.store.connect() as con:
+        assert con.execute("SELECT count(*) FROM sync_log WHERE system = 'wave' AND op = 'update'").fetchall() == [(0,)]
