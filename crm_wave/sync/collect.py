@@ -31,6 +31,9 @@ EMPTY_READ_GUARD = 10
 COMMIT_ROWS = 200_000
 #: Allowance for the difference between our clock and Wave's.
 WAVE_SKEW = timedelta(seconds=5)
+#: A record the sync created this long before a full read began is listed by then, if it still exists; one
+#: created later may not be yet (neither API promises when a create shows in its listing: the harsh case).
+LISTING_LAG = timedelta(minutes=5)
 
 
 class CollectError(RuntimeError):
@@ -185,10 +188,10 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
             if gone:
                 frame = pl.concat([frame, deleted_versions(system, entity, [i.removeprefix(chunks.prefix) for i in gone])])
             deleted += len(gone)
-            # Records the sync created and linked before this read began that no collect ever saw, and this
-            # read does not find either: deleted before the read-back (a link newer than the read: not yet seen).
+            # Records the sync created and linked well before this read began (`LISTING_LAG`) that no collect
+            # ever saw, and this read does not find either: deleted before any read saw them.
             never = store.linked_never_seen(con, name, system, entity, frame["_source_id"],
-                                            started.astimezone(UTC).replace(tzinfo=None))
+                                            (started - LISTING_LAG).astimezone(UTC).replace(tzinfo=None))
             deleted += len(never)
         if frame.height <= COMMIT_ROWS:  # the usual case: the versions and the cursor in one transaction
             written = store.append_frame(con, name, frame, now.replace(tzinfo=None))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 import subprocess
 import sys
 from pathlib import Path
@@ -74,10 +74,11 @@ def test_two_syncs_started_at_once_do_not_corrupt_or_double_push(rig, crm_sim, w
     assert links == (120, 120) and inserts == 120
 
 
-def test_a_link_newer_than_the_collect_is_not_read_as_a_delete(rig):
+def test_a_link_newer_than_the_collect_is_not_read_as_a_delete(rig, monkeypatch):
     """Two syncs at once: B collected Wave before A's push created and linked 60 customers; B's global step
     then meets links to Wave records its dataset has never held. Those records are not yet seen, not deleted:
     B shares no delete and no create for them (the breaker once held B's 60 'deletes' of CRM customers)."""
+    import crm_wave.sync.collect as collect_module
     from crm_wave.sync.engine import run_pass
     from crm_wave.sync.global_step import build_global
     from crm_wave.sync.share_step import build_share
@@ -102,10 +103,16 @@ def test_a_link_newer_than_the_collect_is_not_read_as_a_delete(rig):
     with rig.store.connect() as con:  # a full read begun before the links does not read them as deleted
         assert rig.store.linked_never_seen(con, "wave_customer", "wave", "customer", pl.Series([], dtype=pl.String),
                                            datetime(2026, 1, 1)) == []
-    # One of them deleted in Wave before any collect saw it: a full read begun after its link records the delete.
+    # One of them deleted in Wave before any collect saw it: a full read begun `LISTING_LAG` after its link
+    # records the delete; one begun sooner does not (the create may not be listed yet).
     gone = sorted(rig.links("customer")["wave_id"].to_list())[0]
     rig.wave_write("customerDelete", {"id": gone})
-    run_pass(rig.store, clients, only=["wave_customer", "global_customer", "crm_customer_share"], full=True)
+    read_wave = ["wave_customer", "global_customer", "crm_customer_share"]
+    run_pass(rig.store, clients, only=read_wave, full=True)
+    with rig.store.connect() as con:
+        assert con.execute("SELECT wave_state FROM global_customer WHERE wave_id = ?", [gone]).fetchall() == [("unseen",)]
+    monkeypatch.setattr(collect_module, "LISTING_LAG", timedelta(0))
+    run_pass(rig.store, clients, only=read_wave, full=True)
     with rig.store.connect() as con:
         ops = con.execute("SELECT op, target_id FROM crm_customer_share WHERE op <> 'update'").fetchall()
         crm_id = con.execute("SELECT crm_id FROM links WHERE wave_id = ?", [gone]).fetchall()[0][0]
