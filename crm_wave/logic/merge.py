@@ -65,7 +65,7 @@ def side_state(side: str) -> pl.Expr:
     "unseen": a record is linked but its dataset has never held it. Another sync of the same file
     created and linked it after this one's collect read that system (or a collect has yet to read it
     back). It is not a delete: nothing is shared to or from that side until a collect sees the record
-    (a full read that does not find a record linked before the read began records its delete).
+    (a full read begun well after the link, `collect.LISTING_LAG`, that does not find it records its delete).
     """
     return (
         pl.when(pl.col(f"{side}_id").is_null()).then(pl.lit("absent"))

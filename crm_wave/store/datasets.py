@@ -167,8 +167,8 @@ class Datasets:
     def linked_never_seen(self, con: duckdb.DuckDBPyConnection, name: str, system: str, entity: str,
                           seen: pl.Series, before: datetime) -> list[str]:
         """Source ids of `system` linked (entity stem `entity`) before `before` (naive UTC) that dataset `name`
-        has never held and `seen` (source ids) does not hold, sorted: records the sync created and linked that a full read
-        begun after the link does not find (deleted before any collect saw them)."""
+        has never held and `seen` (source ids) does not hold, sorted: records the sync created and linked
+        that a full read begun well after the link does not find (deleted before any collect saw them)."""
         self.ensure_dataset(con, name)
         with registered(con, "_seen_ids", pl.DataFrame({"_id": seen.cast(pl.String)})):
             rows = con.execute(

@@ -75,14 +75,14 @@ def _run_stage(store: Store, s: Stage, clients: Mapping[str, Client], now: datet
         assert s.system is not None
         return collect(store, s.system, s.entity, clients[s.system], now, full=full)
     if s.kind == "global":
-        def read_back(names: list[str]) -> None:
-            """Collect datasets another sync's push wrote to and has not read back (`build_global`); not a
+        def read_back(systems: list[str]) -> None:
+            """Collect the datasets another sync's push wrote to and has not read back (`build_global`); not a
             stage of the pass (a Dagster run materializes only the stages it selected)."""
-            for name in names:
-                system = name.split("_", 1)[0]
+            for system in systems:
                 result = collect(store, system, s.entity, clients[system], now)
                 if progress is not None:
-                    progress(f"{name}: read back another sync's writes before the merge: {result.written} versions")
+                    progress(f"{result.dataset}: read back another sync's writes before the merge: "
+                             f"{result.written} versions")
         return build_global(store, s.entity, now, read_back=read_back)
     assert s.system is not None
     if s.kind == "share":

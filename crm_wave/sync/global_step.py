@@ -504,21 +504,20 @@ def build_global(store: Store, entity: str, now: datetime, *, full: bool | None 
     Incremental unless `full` is true (or there is nothing to continue from). One global
     step per entity runs at a time (two syncs started at once take turns).
 
-    `read_back(datasets)` collects those of the entity's datasets a push wrote to since they were last
-    read (`Datasets.unread`: another sync's push, which that sync has not read back yet). Merged as
-    they are, the agreed values the push recorded would meet the system's older copy and read as an
-    edit made there, sent back to the other side. The check and the merge hold the file in between.
+    `read_back(systems)` collects the entity's datasets of those systems: the ones a push wrote to since
+    they were last read (`Datasets.unread`: another sync's push, which that sync has not read back yet).
+    Merged as they are, the agreed values the push recorded would meet the system's older copy and read
+    as an edit made there, sent back to the other side. The check and the merge hold the file in between.
     """
     with store.named_lock(f"global_{entity}"), store.session(), contextlib.ExitStack() as rest:
-        names = [dataset(s, entity) for s in SIDES]
         for _ in range(READ_BACKS):
             if read_back is None:
                 break
             with store.connect() as con:
-                unread = store.unread(con, names)
+                unread = store.unread(con, [dataset(s, entity) for s in SIDES])
             if not unread:
                 break
-            read_back(unread)
+            read_back([s for s in SIDES if dataset(s, entity) in unread])
         return _build_global(store, entity, now, full=full, rest=rest)
 
 
