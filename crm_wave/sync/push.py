@@ -78,6 +78,7 @@ class _Row:
     golden: dict[str, Any]  # all golden values, references as global ids
     cells: dict[str, Any]  # changes as cells (what the sync agrees on after the write)
     problems: list[tuple[str, str]]
+    basis: str | None = None  # the target record's modification time in the golden row the share was built from
 
     @property
     def gid(self) -> str:
@@ -169,8 +170,9 @@ def _plan(store: Store, target: str, entity: str, now: datetime, policy: PushPol
             result.skipped += 1
             continue
         cells = json.loads(r["changes"])
-        row = _Row(r, refs.apply(entity, _values(entity, cells)),
-                   _values(entity, {f: golden.get(r["global_id"], {}).get(f) for f in fields}), cells, [])
+        held = golden.get(r["global_id"], {})
+        row = _Row(r, refs.apply(entity, _values(entity, cells)), _values(entity, {f: held.get(f) for f in fields}),
+                   cells, [], held.get(f"{target}_modified"))
         letter = parked.get(row.gid)
         if letter and letter[0] == row.changes_hash and letter[1] >= policy.max_attempts:
             result.parked += 1
@@ -321,27 +323,26 @@ class _WavePush(_TargetPush):
         return found
 
     def changed_since_collect(self, rows: list[_Row]) -> set[str]:
-        """Wave ids changed after the last collect (optimistic check: Wave has no If-Match)."""
-        if not any(row.op == "update" for row in rows):
+        """Wave ids of updates whose record changed after the version their share row was built from
+        (optimistic check: Wave has no If-Match).
+
+        Each row is compared with its own basis (`_Row.basis`, from the golden row), not with the newest
+        collected version: another sync of the file may have sent the same update meanwhile and read it
+        back into the dataset, and this row, built before, would send it again."""
+        basis = {row.share["target_id"]: row.basis or "" for row in rows if row.op == "update"}
+        if not basis:
             return set()
-        name = dataset("wave", self.entity)
         with self.store.connect() as con:
-            self.store.ensure_dataset(con, name)
-            ((newest,),) = con.execute(f"SELECT max(_modified) FROM {name}").fetchall()
+            ((newest,),) = con.execute(f"SELECT max(wave_modified) FROM {global_table(self.entity)}").fetchall()
         if newest is None:
             return set()
         read = {"customer": self.client.list_customers, "product": self.client.list_products,
                 "order": self.client.list_invoices}[self.entity]
-        # Everything modified after the newest change we collected: one read, usually empty.
+        # Everything modified after the newest version the golden rows were built from: one read, usually empty.
         with self.store.lent():
             nodes = read(modified_after=newest)
-        if not nodes:
-            return set()
-        with self.store.connect() as con:
-            collected = dict(self.store.read_rows(con, name, "_source_id", pl.Series([n["id"] for n in nodes]),
-                                                  ["_source_id", "_modified", "_seq"])
-                             .sort("_seq").select("_source_id", "_modified").iter_rows())
-        return {node["id"] for node in nodes if (node.get("modifiedAt") or "") > (collected.get(node["id"]) or "")}
+        return {node["id"] for node in nodes
+                if node["id"] in basis and (node.get("modifiedAt") or "") > basis[node["id"]]}
 
     def run(self, rows: list[_Row], result: PushResult, now: datetime, run_id: str | None, policy: PushPolicy,
             progress: Callable[[str], None] | None) -> None:

@@ -145,3 +145,28 @@ def test_a_pass_reads_back_another_syncs_push_before_merging(rig):
     assert rig.wave.list_customers()[0]["phone"] == "+47 22 22 22 22"
     with rig.store.connect() as con:
         assert con.execute("SELECT count(*) FROM sync_log WHERE system = 'wave' AND op = 'update'").fetchall() == [(0,)]
+
+
+def test_a_push_does_not_resend_an_update_another_sync_sent_and_read_back(rig):
+    """Sync B built its share row (Phone to Wave) from the Wave record as it was; sync A sent the same update
+    and read Wave back before B's push ran. B's push must see that the record changed after the version its
+    row was built from, not compare it with the dataset's newest version (which A's read-back moved)."""
+    from crm_wave.sync.engine import run_pass
+
+    clients = {"crm": rig.crm, "wave": rig.wave}
+    rig.crm_create("customers", {"Type": "organization", "Name": "Twice Sent AS", "Email": "twice@x.example",
+                                 "Phone": "+47 11 11 11 11"})
+    rig.sync()
+    (c,) = rig.crm.read_all("customers")
+    rig.crm.patch("customers", c["Id"], {"Phone": "+47 33 33 33 33"}, if_match=c["Version"])
+    run_pass(rig.store, clients, only=["crm_customer", "global_customer", "wave_customer_share"])  # B's share
+    (w,) = rig.wave.list_customers()
+    rig.wave_write("customerPatch", {"id": w["id"], "phone": "+47 33 33 33 33"})  # A's push ...
+    run_pass(rig.store, clients, only=["wave_customer"])  # ... and A's read-back collect
+    result = run_pass(rig.store, clients, only=["push_wave_customer"])  # B's push
+    (pushed,) = result.pushes
+    assert (pushed.updated, pushed.skipped) == (0, 1)
+    with rig.store.connect() as con:
+        assert con.execute("SELECT count(*) FROM sync_log WHERE system = 'wave' AND op = 'update'").fetchall() == [(0,)]
+    rig.sync()
+    assert rig.wave.list_customers()[0]["phone"] == "+47 33 33 33 33"
