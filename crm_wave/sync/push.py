@@ -142,6 +142,9 @@ def push(store: Store, target: str, entity: str, client: Client, now: datetime, 
         return result
 
 
+_MISSING = object()  # no such column in the golden row: equal to no cell
+
+
 def _plan(store: Store, target: str, entity: str, now: datetime, policy: PushPolicy, table: str,
           share: pl.DataFrame) -> tuple[list[_Row], PushResult]:
     result = PushResult(table)
@@ -171,6 +174,12 @@ def _plan(store: Store, target: str, entity: str, now: datetime, policy: PushPol
             continue
         cells = json.loads(r["changes"])
         held = golden.get(r["global_id"], {})
+        if r["op"] == "update" and all(held.get(f"{f}__{target}", _MISSING) == cell for f, cell in cells.items()):
+            # The target holds these values already, as a global step run since this share was built saw it
+            # (another sync of the file sent the same update and read it back): a share row lists only fields
+            # whose value differed in the golden row it was built from.
+            result.skipped += 1
+            continue
         row = _Row(r, refs.apply(entity, _values(entity, cells)), _values(entity, {f: held.get(f) for f in fields}),
                    cells, [], held.get(f"{target}_modified"))
         letter = parked.get(row.gid)

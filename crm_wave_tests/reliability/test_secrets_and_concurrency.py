@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from crm_wave.systems.crm.client import CrmClient
 from crm_wave.systems.serve import serve_in_thread
@@ -147,10 +148,12 @@ def test_a_pass_reads_back_another_syncs_push_before_merging(rig):
         assert con.execute("SELECT count(*) FROM sync_log WHERE system = 'wave' AND op = 'update'").fetchall() == [(0,)]
 
 
-def test_a_push_does_not_resend_an_update_another_sync_sent_and_read_back(rig):
+@pytest.mark.parametrize("read_back", [["wave_customer"], ["wave_customer", "global_customer"]])
+def test_a_push_does_not_resend_an_update_another_sync_sent_and_read_back(rig, read_back):
     """Sync B built its share row (Phone to Wave) from the Wave record as it was; sync A sent the same update
     and read Wave back before B's push ran. B's push must see that the record changed after the version its
-    row was built from, not compare it with the dataset's newest version (which A's read-back moved)."""
+    row was built from, not compare it with the dataset's newest version (which A's read-back moved); and
+    where A's global step ran too, that the golden row now shows Wave holding the value."""
     from crm_wave.sync.engine import run_pass
 
     clients = {"crm": rig.crm, "wave": rig.wave}
@@ -162,7 +165,7 @@ def test_a_push_does_not_resend_an_update_another_sync_sent_and_read_back(rig):
     run_pass(rig.store, clients, only=["crm_customer", "global_customer", "wave_customer_share"])  # B's share
     (w,) = rig.wave.list_customers()
     rig.wave_write("customerPatch", {"id": w["id"], "phone": "+47 33 33 33 33"})  # A's push ...
-    run_pass(rig.store, clients, only=["wave_customer"])  # ... and A's read-back collect
+    run_pass(rig.store, clients, only=read_back)  # ... and A's read-back
     result = run_pass(rig.store, clients, only=["push_wave_customer"])  # B's push
     (pushed,) = result.pushes
     assert (pushed.updated, pushed.skipped) == (0, 1)
