@@ -50,7 +50,7 @@ from crm_wave.mapping.flows import flows_for
 from crm_wave.mapping.normalize import canonical_series
 from crm_wave.config.settings import AppSettings
 from crm_wave.mapping.policy import Policy, field_policy_exprs, load_policy
-from crm_wave.store.connection import ids_predicate
+from crm_wave.store.connection import ids_predicate, registered
 from crm_wave.store.db import Store
 from crm_wave.store.queue import read_queue, reconcile
 from crm_wave.store.tables import column_types
@@ -135,7 +135,8 @@ def _fragment_query(system: str, entity: str, fields: tuple[str, ...] | None = N
 
 def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str,
                    ids: pl.Series | None = None, fields: tuple[str, ...] | None = None, *,
-                   seqs: tuple[int, int] | None = None, changed: tuple[int, int] | None = None) -> pl.DataFrame:
+                   seqs: tuple[int, int] | None = None, changed: tuple[int, int] | None = None,
+                   within: tuple[int, int] | None = None) -> pl.DataFrame:
     """Canonical cells of the current records of (`system`, `entity`), all or those whose source id is in `ids`.
 
     Columns: `<system>_id`, `deleted`, `modified`, one String column per canonical field
@@ -144,6 +145,8 @@ def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, en
     just the records whose current version's `_seq` is in it (a full rebuild reads a large dataset in parts).
     `changed`: `(after, top]` with `top` the dataset's newest `_seq` and at most `SMALL` versions in it: the
     records with a version in it (an incremental step's few changed records, read in one statement).
+    `within`: `[lo, hi]`, a range that holds the current version's `_seq` of every one of `ids`: the scan
+    skips the row groups outside it (a large rebuild's part, its records next to each other in the file).
     """
     name = dataset(system, entity)
     store.ensure_dataset(con, name)
@@ -180,6 +183,8 @@ def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, en
             f"_seq >= ? AND _seq < ? AND _seq IN (SELECT max(_seq) AS m FROM {name} GROUP BY _id "
             f"HAVING m >= ? AND m < ?)", [*seqs, *seqs]))
     with some as (among, params):
+        if within is not None:  # older versions below `lo` drop out too: the current one is in the range
+            among, params = f"_seq >= ? AND _seq <= ? AND ({among})", [*within, *params]
         raw = con.execute(
             f"WITH cur AS (SELECT _source_id, _deleted, _modified, body FROM {name} WHERE {among} "
             f"QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _seq DESC) = 1) "
@@ -292,8 +297,8 @@ def both_sides(con: duckdb.DuckDBPyConnection,
 
 def _load(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str, ids: pl.Series | None,
           refs: dict[str, pl.DataFrame], seqs: tuple[int, int] | None = None,
-          changed: tuple[int, int] | None = None) -> pl.DataFrame:
-    frame = read_canonical(store, con, system, entity, ids, seqs=seqs, changed=changed)
+          changed: tuple[int, int] | None = None, within: tuple[int, int] | None = None) -> pl.DataFrame:
+    frame = read_canonical(store, con, system, entity, ids, seqs=seqs, changed=changed, within=within)
     if entity == "order":
         frame = _translate(frame, system, refs)
     return _keyed(frame, entity)
@@ -310,18 +315,19 @@ def _load_whole(store: Store, con: duckdb.DuckDBPyConnection, system: str, entit
 
 
 def _known_or_load(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str, ids: pl.Series,
-                   refs: dict[str, pl.DataFrame], known: pl.DataFrame | None) -> pl.DataFrame:
+                   refs: dict[str, pl.DataFrame], known: pl.DataFrame | None,
+                   within: tuple[int, int] | None = None) -> pl.DataFrame:
     """The records of `ids` for the merge: `known` (read earlier in the same step, in its transaction,
     one row per record), and `_load` of those of `ids` it lacks. The merge takes just the linked ones, so
     rows of `known` outside `ids` do no harm. An incremental step reads only the linked counterparts of
     its records (one statement and one mapping less per side for one edit); a small table read whole
     reads nothing more."""
     if known is None:
-        return _load(store, con, system, entity, ids, refs)
+        return _load(store, con, system, entity, ids, refs, within=within)
     missing = ids.filter(~ids.is_in(known[f"{system}_id"].implode()))
     if missing.is_empty():
         return known
-    return pl.concat([known, _load(store, con, system, entity, missing, refs)], how="vertical_relaxed")
+    return pl.concat([known, _load(store, con, system, entity, missing, refs, within=within)], how="vertical_relaxed")
 
 
 # ---- link bookkeeping -------------------------------------------------------------------
@@ -628,12 +634,17 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     dropped_ids = pl.Series(dropped, dtype=pl.String)
     staging = f"{table}__rebuild"
     n_conflicts = 0
+    seqs = None  # a large rebuild's parts follow the datasets: each part reads its records' range of `_seq`
+    if known is None and not incremental and links.height > PART:
+        with store.connect() as con:
+            links, seqs = _in_dataset_order(con, entity, links)
     parts = [links.slice(i, PART) for i in range(0, links.height, PART)] or [links]
     for i, part in enumerate(parts):
+        spans = _spans(seqs.slice(i * PART, PART)) if seqs is not None else {}
         with store.connect() as con:
             def load(c: duckdb.DuckDBPyConnection, side: str, part: pl.DataFrame = part) -> pl.DataFrame:
                 return _known_or_load(store, c, side, entity, part[f"{side}_id"].drop_nulls(), refs[side],
-                                      _of_part(known, side, part, len(parts)))
+                                      _of_part(known, side, part, len(parts)), spans.get(side))
             # Records held already (an incremental step's, in its one transaction; a rebuild's that read every
             # field): at most a few to read, on this connection. Otherwise the part reads both sides at once.
             sides = {s: load(con, s) for s in SIDES} if known is not None else both_sides(con, load)
@@ -672,6 +683,31 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
         merged_by_key=new_links.filter(pl.col("how").str.starts_with("merge:")).height,
         conflicts=n_conflicts,
     )
+
+
+def _in_dataset_order(con: duckdb.DuckDBPyConnection, entity: str,
+                      links: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(`links` in the order their records were written to the datasets, the newest `_seq` of each link's
+    records in columns `crm`, `wave`): by the CRM record's, then (Wave only) by the Wave record's.
+
+    A large rebuild reads each part's records by id. In global id order each part's ids were spread over
+    the whole dataset, and the scan read every row group's bodies for each part; in this order a part's
+    records lie in a range of `_seq` (`read_canonical`'s `within`), whose row groups are all it reads."""
+    crm, wave = dataset("crm", entity), dataset("wave", entity)
+    with registered(con, "_links_order", links.with_row_index("_i")):
+        order = con.execute(
+            f"SELECT l._i, c.s AS crm, w.s AS wave FROM _links_order l "
+            f"LEFT JOIN (SELECT _source_id, max(_seq) AS s FROM {crm} GROUP BY _source_id) c ON c._source_id = l.crm_id "
+            f"LEFT JOIN (SELECT _source_id, max(_seq) AS s FROM {wave} GROUP BY _source_id) w ON w._source_id = l.wave_id "
+            f"ORDER BY c.s NULLS LAST, w.s NULLS LAST, l._i").pl()
+    return links[order["_i"]], order.select("crm", "wave")
+
+
+def _spans(seqs: pl.DataFrame) -> dict[str, tuple[int, int]]:
+    """Per side, the `[lo, hi]` of the `_seq` of one part's records (`_in_dataset_order`); none without records."""
+    row = seqs.select(*(pl.col(s).min().alias(f"{s}_lo") for s in SIDES),
+                      *(pl.col(s).max().alias(f"{s}_hi") for s in SIDES)).row(0, named=True)
+    return {s: (int(row[f"{s}_lo"]), int(row[f"{s}_hi"])) for s in SIDES if row[f"{s}_lo"] is not None}
 
 
 def _of_part(known: dict[str, pl.DataFrame] | None, side: str, part: pl.DataFrame, n_parts: int) -> pl.DataFrame | None:

@@ -78,9 +78,16 @@ def test_a_rebuild_read_once_writes_what_the_two_reads_write(tmp_path: Path, mon
         with store.connect() as con:
             for system, bodies in (("crm", CRM_BODIES["customer"]), ("wave", WAVE_BODIES["customer"])):
                 store.append_versions(con, dataset(system, "customer"), _versions(system, bodies, "a"), T0)
+                # Newer versions far from the first ones (a part's `_seq` range, `within`), one record deleted.
+                key = "Id" if system == "crm" else "id"
+                changed = [{**b, ("Name" if system == "crm" else "name"): f"renamed {b[key]}"}
+                           for b in bodies[1::2]]
+                store.append_versions(con, dataset(system, "customer"),
+                                      _versions(system, changed, "b", frozenset([bodies[1][key]])), T0)
         monkeypatch.setattr(global_step, "CHUNK", 3)  # parts of 3 versions: several of each kind
         monkeypatch.setattr(global_step, "PART", 3)
         monkeypatch.setattr(global_step, "READ_ONCE_PARTS", 100 if once else 0)
+        monkeypatch.setattr(global_step.canonical_paths, "SMALL", 0)  # every part's read is the large one (`within`)
         calls = []
         monkeypatch.setattr(global_step, "_load_whole", lambda *a, f=global_step._load_whole: calls.append(a) or f(*a))
         result = global_step.build_global(store, "customer", T0, full=True)
