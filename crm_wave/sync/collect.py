@@ -177,6 +177,18 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
     frame = chunks.frame()
     deleted = int(frame["_deleted"].sum())
     never: list[str] = []
+
+    def finish(con: Any) -> int:
+        """In the transaction of the last versions: the deletes of records never seen, the cursor, and the
+        pushes' writes this read began after marked as read. Returns the versions it wrote."""
+        n = 0
+        if never:
+            n = store.append_frame(con, name, deleted_versions(system, entity, never), now.replace(tzinfo=None),
+                                   new_deleted=True)
+        store.set_cursor(con, name, next_cursor, now.replace(tzinfo=None), full=full)
+        store.read_back(con, name, started.astimezone(UTC).replace(tzinfo=None))
+        return n
+
     with store.connect() as con:
         if full:
             live, gone = store.live_ids_not_in(con, name, frame["_id"])
@@ -194,10 +206,7 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
                                             (started - LISTING_LAG).astimezone(UTC).replace(tzinfo=None))
             deleted += len(never)
         if frame.height <= COMMIT_ROWS:  # the usual case: the versions and the cursor in one transaction
-            written = store.append_frame(con, name, frame, now.replace(tzinfo=None))
-            written += _never_seen(store, con, name, system, entity, never, now)
-            store.set_cursor(con, name, next_cursor, now.replace(tzinfo=None), full=full)
-            store.read_back(con, name, started.astimezone(UTC).replace(tzinfo=None))
+            written = store.append_frame(con, name, frame, now.replace(tzinfo=None)) + finish(con)
             return CollectResult(name, chunks.count, written, deleted, full, next_cursor)
     # A large read is committed in parts: DuckDB holds a transaction's appended rows in memory until it
     # commits (1.8 GB for a million Wave customers). The cursor moves with the last part, so after a
@@ -209,17 +218,8 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
         with store.connect() as con:
             written += store.append_frame(con, name, part, now.replace(tzinfo=None))
             if i == len(parts) - 1:
-                written += _never_seen(store, con, name, system, entity, never, now)
-                store.set_cursor(con, name, next_cursor, now.replace(tzinfo=None), full=full)
-                store.read_back(con, name, started.astimezone(UTC).replace(tzinfo=None))
+                written += finish(con)
     return CollectResult(name, chunks.count, written, deleted, full, next_cursor)
-
-
-def _never_seen(store: Store, con: Any, name: str, system: str, entity: str, ids: list[str], now: datetime) -> int:
-    """Write the deletes of linked records no collect ever saw (`Datasets.linked_never_seen`)."""
-    if not ids:
-        return 0
-    return store.append_frame(con, name, deleted_versions(system, entity, ids), now.replace(tzinfo=None), new_deleted=True)
 
 
 def _own_writes(store: Store, name: str, recent: list[tuple[str, str]], started: datetime) -> bool:
