@@ -146,7 +146,8 @@ def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, en
     `changed`: `(after, top]` with `top` the dataset's newest `_seq` and at most `SMALL` versions in it: the
     records with a version in it (an incremental step's few changed records, read in one statement).
     `within`: `[lo, hi]`, a range that holds the current version's `_seq` of every one of `ids`: the scan
-    skips the row groups outside it (a large rebuild's part, its records next to each other in the file).
+    may skip the row groups whose `_seq` lies outside it (a large rebuild's part, its records next to each
+    other in the file).
     """
     name = dataset(system, entity)
     store.ensure_dataset(con, name)
@@ -691,8 +692,9 @@ def _in_dataset_order(con: duckdb.DuckDBPyConnection, entity: str,
     records in columns `crm`, `wave`): by the CRM record's, then (Wave only) by the Wave record's.
 
     A large rebuild reads each part's records by id. In global id order each part's ids were spread over
-    the whole dataset, and the scan read every row group's bodies for each part; in this order a part's
-    records lie in a range of `_seq` (`read_canonical`'s `within`), whose row groups are all it reads."""
+    the whole dataset, so its scan could skip no row group; in this order a part's records lie in a range of
+    `_seq` (`read_canonical`'s `within`). At 1M a side the rebuild took 4-5 % less (docs/benchmarks.md,
+    "Session 16"): most of a part's read is mapping its records, not scanning."""
     crm, wave = dataset("crm", entity), dataset("wave", entity)
     with registered(con, "_links_order", links.with_row_index("_i")):
         order = con.execute(

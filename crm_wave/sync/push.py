@@ -215,6 +215,7 @@ class _TargetPush:
 
     def done(self, con: Any, row: _Row, new_id: str | None, result: PushResult, now: datetime, run_id: str | None,
              *, how: str | None = None) -> None:
+        written_at = _written_at()
         if row.op == "insert":
             if how and how.endswith("(recovered)"):
                 result.recovered += 1
@@ -222,14 +223,14 @@ class _TargetPush:
                 result.created += 1
             side = (new_id, None) if self.system == "crm" else (None, new_id)
             self.store.upsert_links(con, self.entity, [(row.gid, side[0], side[1], how or f"created:{self.system}")],
-                                    _written_at())
+                                    written_at)
             self.store.clear(con, "intents", self.system, self.entity, [row.gid])
             agreed = {f: to_cell(v) for f, v in row.golden.items()}
         else:
             result.updated += 1
             agreed = row.cells
         self.store.upsert_agreed(con, self.entity, {row.gid: agreed}, now)
-        self.store.mark_unread(con, dataset(self.system, self.entity), _written_at())
+        self.store.mark_unread(con, dataset(self.system, self.entity), written_at)
         self.store.clear(con, "dead_letters", self.system, self.entity, [row.gid])
         self.store.log(con, [(now, run_id, self.system, self.entity, row.gid, new_id or row.share["target_id"], row.op,
                               row.cells, json.loads(row.share["before"]), how or "ok")])
@@ -252,10 +253,11 @@ class _TargetPush:
             logs.append((now, run_id, self.system, self.entity, row.gid, new_id or row.share["target_id"], row.op,
                          row.cells, json.loads(row.share["before"]), "ok"))
         gids = [row.gid for row, _ in done]
-        self.store.upsert_links(con, self.entity, links, _written_at())
+        written_at = _written_at()
+        self.store.upsert_links(con, self.entity, links, written_at)
         self.store.clear(con, "intents", self.system, self.entity, [g for g, *_ in links])
         self.store.upsert_agreed(con, self.entity, agreed, now)
-        self.store.mark_unread(con, dataset(self.system, self.entity), _written_at())
+        self.store.mark_unread(con, dataset(self.system, self.entity), written_at)
         self.store.clear(con, "dead_letters", self.system, self.entity, gids)
         self.store.log(con, logs)
 
@@ -435,7 +437,7 @@ class _WavePush(_TargetPush):
                     self.store.clear(con, "intents", "wave", self.entity, [gid])
         follow, succeeded = [], []
         own: list[tuple[str, str]] = []  # (id, modifiedAt) Wave answered: the read-back knows them (collect)
-        answered = datetime.now(UTC).replace(tzinfo=None)
+        answered = _written_at()
         with self.store.connect() as con:
             for row, ops in chunk:
                 res = outcomes.get(row.gid)
@@ -464,7 +466,7 @@ class _WavePush(_TargetPush):
             try:
                 with self.store.lent():
                     answers = self.client.mutate(follow)
-                answered = datetime.now(UTC).replace(tzinfo=None)
+                answered = _written_at()
                 for res in answers:
                     if not res.ok:
                         result.messages.append(f"wave {self.entity} {res.key}: {res.name}: {res.errors}")
