@@ -56,14 +56,15 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from crm_wave.analyst.views import create_views
-from crm_wave.store import writes
+from crm_wave.store import files, writes
 
 if TYPE_CHECKING:  # pyarrow is DuckDB's to load when a table is fetched: not at import
     import pyarrow as pa
 
 __all__ = ["COMPACT_SHARE", "DATASET_COLUMNS", "MANIFEST", "MAX_DELTAS", "SEGMENTS_DIR", "Export", "Segment", "TooMuchChange",
-           "collect_garbage", "compact", "dir_lock", "export", "finish", "previous_hashes", "read_manifest", "read_mark", "remember",
-           "snapshot_bytes", "view_sql", "write_snapshot"]
+           "collect_garbage", "compact", "dir_lock", "export",
+           "files_place", "files_segments", "finish", "previous_hashes", "read_manifest", "read_mark", "remember",
+           "snapshot_bytes", "view_sql", "write_manifest", "write_snapshot"]
 
 SEGMENTS_DIR = "segments"
 #: The table in every snapshot file that lists the segment files its views read.
@@ -92,7 +93,8 @@ class TooMuchChange(Exception):
 @dataclass(frozen=True)
 class Segment:
     """One Parquet file of a table. `file` is relative to the snapshots directory; `kind` is `seq` (a
-    dataset's `_seq` range `lo < _seq <= hi`), `base`, `delta` or `whole`; `columns` the live table's
+    dataset's `_seq` range `lo < _seq <= hi`), `base`, `delta`, `whole` or `files` (a part of a
+    file-backed table's `<name>__files`, crm_wave/store/files.py: a hard link of the live part); `columns` the live table's
     `[[column, type], ...]` as JSON and `engine` the DuckDB version whose `hash()` made `_snap_h`."""
 
     table: str
@@ -247,7 +249,7 @@ def view_sql(snapshots_dir: Path, chain: list[Segment], select: str) -> str:
     paths = [_lit(str(Path(snapshots_dir) / s.file)) for s in chain]
     if not chain:
         raise ValueError("an empty chain")
-    if chain[0].kind in ("seq", "whole") or len(chain) == 1:
+    if chain[0].kind in ("seq", "whole", "files") or len(chain) == 1:
         return f"SELECT {select} FROM read_parquet([{', '.join(paths)}])"
     adds = [f"SELECT * EXCLUDE ({GONE}), {i} AS {POS} FROM read_parquet({p}) WHERE NOT {GONE}" if i else
             f"SELECT *, 0 AS {POS} FROM read_parquet({p})" for i, p in enumerate(paths)]
@@ -406,7 +408,7 @@ def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterab
     con.execute("BEGIN TRANSACTION")  # the caller holds the store's lock; one transaction all the same
     try:
         tables = _base_tables(con)
-        for name in writes.LOG_TABLES:  # the snapshots' own bookkeeping
+        for name in (*writes.LOG_TABLES, files.FILES_TABLE):  # the store's own bookkeeping
             tables.pop(name, None)
         out.mark = _log_mark(con)
         written = _written_since(con, mark, out.mark) if use_log else None
@@ -445,12 +447,71 @@ def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterab
             raise TooMuchChange(f"{sum(p.rows for p in plans)} rows changed; at most {max_rows} are written under the lock")
         for p in plans:
             out.segments[p.table] = p.write(con, seg_dir, snapshots_dir, out)
-        out.views = [sql for (sql,) in con.execute(
-            "SELECT sql FROM duckdb_views() WHERE NOT internal AND database_name = current_database() "
-            "AND schema_name = 'main' ORDER BY view_oid").fetchall()]
+        linked = _export_files(con, snapshots_dir, before, out)
+        out.views = [sql for name, sql in con.execute(
+            "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal AND database_name = current_database() "
+            "AND schema_name = 'main' ORDER BY view_oid").fetchall() if name not in linked]
     finally:
         con.execute("ROLLBACK")  # read only: the temporary tables go with it
     return out
+
+
+def files_place(snapshots_dir: Path) -> Callable[[str, str, int], Path]:
+    """Where a snapshot links the parts of a file-backed table: `segments/<name>__files/<generation>-part-N.parquet`."""
+    seg_dir = Path(snapshots_dir) / SEGMENTS_DIR
+    return lambda name, generation, i: seg_dir / files.files_view(name) / f"{generation}-part-{i:05d}.parquet"
+
+
+def files_segments(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, linked: list[tuple[str, Path]]) -> list[Segment]:
+    """The segments of parts `files.carry` or `_export_files` linked into `snapshots_dir` (their row counts
+    from the Parquet footers)."""
+    if not linked:
+        return []
+    counts = dict(con.execute("SELECT file_name, num_rows FROM parquet_file_metadata(?)",
+                              [[str(p) for _, p in linked]]).fetchall())
+    engine = duckdb.__version__
+    return [Segment(files.files_view(name), str(p.relative_to(snapshots_dir)), int(counts[str(p)]), "files", engine=engine)
+            for name, p in linked]
+
+
+def _export_files(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, before: dict[str, list[Segment]],
+                  out: Export) -> set[str]:
+    """Each file-backed table's `<name>__files` as its parts, linked into the segments (an unchanged
+    generation: the previous snapshot's links, shared); returns the views the snapshot makes of them.
+    The table's `__changed` rows are an ordinary table's, and the view `<name>` is recreated as it is."""
+    place = files_place(snapshots_dir)
+    made: set[str] = set()
+    for name, paths in files.generations(con):
+        view = files.files_view(name)
+        targets = [place(name, p.parent.name, i) for i, p in enumerate(paths)]
+        if not all(p.is_file() or t.is_file() for p, t in zip(paths, targets)):
+            continue  # a copy without its files: the store reads the table as absent
+        chain = before.get(view, [])
+        if [s.file for s in chain] == [str(t.relative_to(snapshots_dir)) for t in targets] and \
+                all(t.is_file() for t in targets):
+            out.segments[view] = chain
+        else:
+            for src, dst in zip(paths, targets):
+                if not dst.is_file():  # linked already by the copy of "segments from a copy", under the lock
+                    files.link(src, dst)
+            out.segments[view] = files_segments(con, snapshots_dir, [(name, t) for t in targets])
+            out.written += out.segments[view]
+        out.types[view] = [(d[0], str(d[1])) for d in con.execute(f"SELECT * FROM {_q(view)} LIMIT 0").description or []]
+        out.read[view] = "files"
+        made.add(view)
+    return made
+
+
+def write_manifest(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, segs: Iterable[tuple[int, Segment]]) -> None:
+    """Create `snapshot_files` in the snapshot of `con` with the segments `segs` ((position, segment))."""
+    con.execute(f"CREATE TABLE {MANIFEST} (table_name VARCHAR NOT NULL, position INTEGER NOT NULL, "
+                "file VARCHAR NOT NULL, path VARCHAR NOT NULL, row_count BIGINT NOT NULL, kind VARCHAR NOT NULL, "
+                "seq_from BIGINT, seq_to BIGINT, checksum HUGEINT, columns VARCHAR NOT NULL, engine VARCHAR NOT NULL)")
+    rows = [(s.table, i, s.file, str(Path(snapshots_dir) / s.file), s.rows, s.kind, s.lo, s.hi, s.checksum, s.columns,
+             s.engine) for i, s in segs]
+    if rows:  # one statement: executemany costs a few ms a row
+        con.execute(f"INSERT INTO {MANIFEST} VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows)),
+                    [v for row in rows for v in row])
 
 
 @dataclass
@@ -640,21 +701,13 @@ def write_snapshot(path: Path, snapshots_dir: Path, exported: Export) -> dict[st
     con = duckdb.connect(str(path))
     try:
         con.execute("BEGIN TRANSACTION")
-        con.execute(f"CREATE TABLE {MANIFEST} (table_name VARCHAR NOT NULL, position INTEGER NOT NULL, "
-                    "file VARCHAR NOT NULL, path VARCHAR NOT NULL, row_count BIGINT NOT NULL, kind VARCHAR NOT NULL, "
-                    "seq_from BIGINT, seq_to BIGINT, checksum HUGEINT, columns VARCHAR NOT NULL, engine VARCHAR NOT NULL)")
+        write_manifest(con, snapshots_dir, [(i, s) for segs in exported.segments.values() for i, s in enumerate(segs)])
         con.execute(f"CREATE TABLE {MARK} (log_id VARCHAR NOT NULL, seq BIGINT NOT NULL, checksum HUGEINT NOT NULL)")
         if exported.mark is not None:
             con.execute(f"INSERT INTO {MARK} VALUES (?, ?, ?)", list(exported.mark))
-        rows = []
         for table, segs in exported.segments.items():
-            rows += [(table, i, s.file, str(snapshots_dir / s.file), s.rows, s.kind, s.lo, s.hi, s.checksum, s.columns,
-                      s.engine) for i, s in enumerate(segs)]
             select = ", ".join(_q(c) if _round_trips(t) else f"CAST({_q(c)} AS {t}) AS {_q(c)}" for c, t in exported.types[table])
             con.execute(f"CREATE VIEW {_q(table)} AS {view_sql(snapshots_dir, segs, select)}")
-        if rows:  # one statement: executemany costs a few ms a row
-            con.execute(f"INSERT INTO {MANIFEST} VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows)),
-                        [v for row in rows for v in row])
         for sql in exported.views:
             try:
                 con.execute(sql)

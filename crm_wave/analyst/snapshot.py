@@ -2,8 +2,10 @@
 
 The live file is never the one analysts open. Two layouts (`Layout`, `CRM_WAVE_SNAPSHOT_MODE`):
 
-- `copy`: the store's exclusive lock is held for a CHECKPOINT and a copy of the whole file; the
-  analyst views are added to the copy outside the lock.
+- `copy`: the store's exclusive lock is held for a CHECKPOINT and a copy of the whole file, and
+  for hard links of the golden tables' Parquet parts into the segments folder (the copy's views read
+  those, `snapshot_files` lists them: crm_wave/store/files.py); the analyst views are added to the
+  copy outside the lock.
 - `segments` (`segments.py`): the lock is held while one transaction finds what changed since
   the newest snapshot (new dataset versions; the rows the store's row-write log names, or, where
   it cannot say, a hash of every row) and writes only that, as Parquet segments shared between
@@ -14,7 +16,8 @@ The live file is never the one analysts open. Two layouts (`Layout`, `CRM_WAVE_S
   `auto` uses `copy` for files under `Layout.copy_below` bytes, where a copy holds the lock for
   less. The default is `auto`.
 
-Either way the snapshot is renamed into place atomically: a reader sees a whole snapshot or none.
+Either way the snapshot is renamed into place atomically: a reader sees a whole snapshot or none,
+and one publish or prune of a folder runs at a time (`segments.dir_lock`).
 Snapshots are named by the UTC time they were taken, `crm_wave-YYYYMMDDTHHMMSS.ffffffZ.duckdb`,
 and are opened read-only.
 """
@@ -36,7 +39,7 @@ import duckdb
 
 from crm_wave.analyst import segments
 from crm_wave.analyst.views import create_views
-from crm_wave.store import writes
+from crm_wave.store import files, writes
 from crm_wave.store.db import Store
 
 __all__ = ["SNAPSHOT_PREFIX", "Layout", "Published", "Retention", "list_snapshots", "prune_snapshots", "latest_snapshot", "publish",
@@ -192,10 +195,9 @@ def _prune(snapshots_dir: Path, now: datetime, retention: Retention) -> list[Pat
     limit = _utc(now) - retention.max_age
     kept = [p for p in older if (snapshot_time(p) or limit) >= limit][-(retention.keep - 1):] if retention.keep > 1 else []
     counted: set[str] = set()
-    shared = (snapshots_dir / segments.SEGMENTS_DIR).is_dir()  # else every snapshot is a whole copy: no file to open
 
     def size(p: Path) -> int:
-        return segments.snapshot_bytes(p, counted) if shared else p.stat().st_size
+        return segments.snapshot_bytes(p, counted)
 
     total = size(newest)
     within: list[Path] = []
@@ -207,15 +209,11 @@ def _prune(snapshots_dir: Path, now: datetime, retention: Retention) -> list[Pat
     removed = [p for p in older if p not in within]
     for p in removed:
         _remove(p)
-    # A publish killed before it could clean up. Without the folder lock (copies only) another
-    # process may be writing one right now: only those an hour old are taken for leftovers.
-    stale = time.time() - (0 if shared else 3600)
+    # A publish killed before it could clean up: under the folder's lock no other is writing one.
     for leftover in snapshots_dir.glob(f".{SNAPSHOT_PREFIX}*.tmp.duckdb*"):
         with contextlib.suppress(FileNotFoundError):
-            if leftover.stat().st_mtime <= stale:
-                leftover.unlink()
-    if shared:
-        segments.collect_garbage(snapshots_dir, [newest, *within], retention.grace.total_seconds())
+            leftover.unlink()
+    segments.collect_garbage(snapshots_dir, [newest, *within], retention.grace.total_seconds())
     return removed
 
 
@@ -225,7 +223,7 @@ def prune_snapshots(snapshots_dir: Path, now: datetime, retention: Retention) ->
     snapshots_dir = Path(snapshots_dir)
     if not snapshots_dir.is_dir():
         return []
-    with _folder_lock(snapshots_dir, False):
+    with segments.dir_lock(snapshots_dir):
         return _prune(snapshots_dir, now, retention)
 
 
@@ -252,7 +250,7 @@ def publish(store: Store, snapshots_dir: Path, now: datetime, *, keep: int = 48,
     snapshots_dir.mkdir(parents=True, exist_ok=True)
     final = snapshots_dir / snapshot_name(now)
     segmented = layout.segmented(store.path)
-    with _folder_lock(snapshots_dir, segmented):
+    with segments.dir_lock(snapshots_dir):  # every publish writes segments: a copy links the golden parts
         if segmented:
             published = _publish_segments(store, snapshots_dir, final, layout, _fail_at)
         else:
@@ -261,22 +259,17 @@ def publish(store: Store, snapshots_dir: Path, now: datetime, *, keep: int = 48,
     return published
 
 
-def _folder_lock(snapshots_dir: Path, segmented: bool) -> contextlib.AbstractContextManager[None]:
-    """The folder's lock where segments are (or are to be) written; copies alone never needed one."""
-    if segmented or (snapshots_dir / segments.SEGMENTS_DIR).is_dir():
-        return segments.dir_lock(snapshots_dir)
-    return contextlib.nullcontext()
-
-
 def _crash(step: str, fail_at: str | None) -> None:
     if fail_at == step:
         raise RuntimeError(f"injected failure at {step}")
 
 
-def _copy_live(store: Store, target: Path, *, forget_log: bool = False) -> float:
+def _copy_live(store: Store, target: Path, snapshots_dir: Path, *, forget_log: bool = False,
+               point: bool = False) -> tuple[float, list[tuple[str, Path]]]:
     """CHECKPOINT the live file and copy it to `target` in a session of the store (a file kept open stays
-    open: `Connection.checkpoint`); the seconds it was held. `forget_log`: first empty the row-write log (a
-    copy never reads it)."""
+    open: `Connection.checkpoint`), its file-backed tables' parts linked into the segments (and the copy's
+    views pointed at them, with `point`); the seconds it was held, and the parts linked. `forget_log`:
+    first empty the row-write log (a copy never reads it)."""
     wal = store.path.with_name(store.path.name + ".wal")
     with store.session():
         held = time.perf_counter()
@@ -287,7 +280,10 @@ def _copy_live(store: Store, target: Path, *, forget_log: bool = False) -> float
         shutil.copyfile(store.path, target)
         if wal.exists():  # nothing should be left after CHECKPOINT and close; copied in case
             shutil.copyfile(wal, target.with_name(target.name + ".wal"))
-        return time.perf_counter() - held
+        with duckdb.connect(str(target)) as con:
+            place = segments.files_place(snapshots_dir)
+            linked = files.carry(con, None, place) if point else files.link_parts(con, place)
+        return time.perf_counter() - held, linked
 
 
 def _install(tmp: Path, final: Path, snapshots_dir: Path) -> None:
@@ -305,10 +301,12 @@ def _install(tmp: Path, final: Path, snapshots_dir: Path) -> None:
 def _publish_copy(store: Store, snapshots_dir: Path, final: Path, fail_at: str | None) -> Published:
     tmp = snapshots_dir / f".{final.stem}.{uuid.uuid4().hex}.tmp.duckdb"
     try:
-        lock_s = _copy_live(store, tmp, forget_log=True)
+        lock_s, linked = _copy_live(store, tmp, snapshots_dir, forget_log=True, point=True)
         _crash("copied", fail_at)
         con = duckdb.connect(str(tmp))
         try:
+            if linked:  # the golden tables' Parquet parts it reads, for pruning and for `crm-wave sql`
+                segments.write_manifest(con, snapshots_dir, enumerate(segments.files_segments(con, snapshots_dir, linked)))
             create_views(con)
             con.execute("CHECKPOINT")
         finally:
@@ -352,7 +350,7 @@ def _publish_segments(store: Store, snapshots_dir: Path, final: Path, layout: La
             how = "segments from a copy"
             scratch = snapshots_dir / f".{final.stem}.{uuid.uuid4().hex}.scratch.tmp.duckdb"
             try:
-                lock_s += _copy_live(store, scratch)
+                lock_s += _copy_live(store, scratch, snapshots_dir)[0]
                 con = layout.connect(scratch)
                 try:
                     exported = segments.export(con, snapshots_dir, previous, hashes, mark=mark)

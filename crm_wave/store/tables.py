@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import duckdb
 import polars as pl
@@ -18,9 +19,13 @@ from crm_wave.store.connection import (
     remembered_columns,
     sql_ident,
 )
+from crm_wave.store import files
 from crm_wave.store.writes import log_rows, logged
 
-__all__ = ["Tables", "column_types"]
+__all__ = ["Part", "Tables", "column_types"]
+
+#: A part of a table for a reader in parts (`Tables.row_ranges`): a rowid range, or a part of a file-backed table.
+Part = tuple[int, int] | files.Part
 
 
 def column_types(con: duckdb.DuckDBPyConnection, name: str) -> list[tuple[str, str]] | None:
@@ -37,11 +42,29 @@ def column_types(con: duckdb.DuckDBPyConnection, name: str) -> list[tuple[str, s
 
 
 class Tables:
-    """Reading and replacing whole tables, or the rows of some keys."""
+    """Reading and replacing whole tables, or the rows of some keys.
+
+    The golden tables are file-backed (crm_wave/store/files.py): a rebuild writes `<name>__rebuild`
+    as Parquet parts (`replace_table`, `insert_rows`) that `swap_table` publishes, and `replace_rows`
+    writes their changed rows; every read goes through the view `<name>`."""
+
+    path: Path
+
+    @property
+    def files_root(self) -> Path:
+        """The folder of this store's file-backed tables."""
+        return files.root_of(self.path)
 
     def replace_table(self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
         """Replace table `name` with `frame` (global and share tables are recomputed each pass)."""
         forget_columns(con, name)
+        if files.backed(name):
+            staging = name if name.endswith("__rebuild") else f"{name}__rebuild"
+            files.start(con, self.files_root, staging, frame)
+            if staging != name:
+                files.publish(con, self.files_root, staging)
+                log_rows(con, name, None)
+            return
         with registered(con, "_frame", frame):
             con.execute(f"CREATE OR REPLACE TABLE {ident(name)} AS SELECT * FROM _frame")
         log_rows(con, name, None)
@@ -68,7 +91,9 @@ class Tables:
         a time): only `replace_table` and `swap_table` change their columns, and they forget them,
         as does a rollback (`connection.forget_columns`). No other process can change them while
         this connection is open: it holds the file."""
-        if not logged(name):
+        if files.backed(name) and files.missing(con, self.files_root, name):
+            return None  # a copy of the file without its table files: rebuilt by the next global step
+        if not (logged(name) or files.backed(name)):
             typed = column_types(con, name)
             return None if typed is None else [c for c, _ in typed]
         known = remembered_columns(con)
@@ -88,6 +113,10 @@ class Tables:
     def replace_rows(self, con: duckdb.DuckDBPyConnection, name: str, key: str, values: pl.Series,
                      frame: pl.DataFrame) -> None:
         """Delete the rows of `name` whose `key` is one of `values`, then insert `frame` (by column name)."""
+        if files.is_backed(con, name):
+            files.replace_rows(con, name, key, values, frame)
+            log_rows(con, name, pl.concat([values.cast(pl.String), frame[key].cast(pl.String)]) if frame.height else values)
+            return
         with ids_predicate(con, "_rows_keys", values, sql_ident(key)) as (among, params):
             con.execute(f"DELETE FROM {ident(name)} WHERE {among}", params)
         self._insert(con, name, frame)
@@ -97,7 +126,10 @@ class Tables:
             log_rows(con, name, None)
 
     def insert_rows(self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
-        """Insert `frame` into table `name` (by column name)."""
+        """Insert `frame` into table `name` (by column name): a rebuild's next part, for a file-backed one."""
+        if files.backed(name) and name.endswith("__rebuild"):
+            files.add(con, self.files_root, name, frame)
+            return
         self._insert(con, name, frame)
         if frame.height:
             log_rows(con, name, frame["global_id"] if "global_id" in frame.columns else None)
@@ -113,17 +145,26 @@ class Tables:
     def swap_table(self, con: duckdb.DuckDBPyConnection, staging: str, name: str) -> None:
         """Replace table `name` by table `staging` (renamed), in the caller's transaction."""
         forget_columns(con, name, staging)
+        if files.backed(name):
+            files.publish(con, self.files_root, staging)
+            log_rows(con, name, None)
+            return
         con.execute(f"DROP TABLE IF EXISTS {ident(name)}")
         con.execute(f"ALTER TABLE {ident(staging)} RENAME TO {ident(name)}")
         log_rows(con, name, None)
 
-    def row_ranges(self, con: duckdb.DuckDBPyConnection, name: str, size: int) -> list[tuple[int, int]]:
-        """`[lo, hi)` rowid ranges of table `name`, about `size` rows each (for reading it in parts)."""
+    def row_ranges(self, con: duckdb.DuckDBPyConnection, name: str, size: int) -> list[Part]:
+        """`[lo, hi)` rowid ranges of table `name`, about `size` rows each (for reading it in parts); of a
+        file-backed table, its Parquet parts (each as large as a part its rebuild wrote) and its changed rows."""
+        if files.is_backed(con, name):
+            return list(files.parts(con, name))
         lo, hi = con.execute(f"SELECT coalesce(min(rowid), 0), coalesce(max(rowid), -1) + 1 FROM {ident(name)}").fetchall()[0]
         return [(a, min(a + size, hi)) for a in range(lo, hi, size)] or [(0, 0)]
 
-    def read_range(self, con: duckdb.DuckDBPyConnection, name: str, rows: tuple[int, int],
+    def read_range(self, con: duckdb.DuckDBPyConnection, name: str, rows: Part,
                    columns: Sequence[str] | None = None) -> pl.DataFrame:
-        """The rows of table `name` with rowid in `[lo, hi)` (just `columns`, if given)."""
+        """The rows of table `name` with rowid in `[lo, hi)`, or in a part of a file-backed table (just `columns`, if given)."""
         sel = ", ".join(sql_ident(c) for c in columns) if columns else "*"
+        if isinstance(rows, files.Part):
+            return files.read_part(con, name, rows, sel)
         return con.execute(f"SELECT {sel} FROM {ident(name)} WHERE rowid >= ? AND rowid < ?", list(rows)).pl()

@@ -16,8 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import polars as pl
 
+from crm_wave.store import files
 from crm_wave.store.db import Store
 from crm_wave.sync.engine import run_pass
 from crm_wave.sync.plan_reviews import copy_policy, planned_reviews
@@ -64,6 +66,9 @@ def plan(store: Store, clients: dict[str, Any], now: datetime, *, reviews: list[
             wal = store.path.with_name(store.path.name + ".wal")
             if wal.exists():
                 shutil.copyfile(wal, scratch_path.with_name(scratch_path.name + ".wal"))
+            if scratch_path.exists():  # the golden tables' Parquet parts, linked beside the copy
+                with duckdb.connect(str(scratch_path)) as con:
+                    files.carry(con, files.root_of(scratch_path))
         copy_policy(store.path.parent, Path(tmp))
         scratch = Store(scratch_path)
         run_pass(scratch, clients, now=now, only={s.name for s in STAGES if s.kind in READ_ONLY})

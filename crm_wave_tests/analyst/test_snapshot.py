@@ -35,7 +35,8 @@ def test_publish_names_by_utc_time_leaves_no_temp_files_and_keeps_the_newest(tmp
     for minute in range(1, 5):
         publish_snapshot(store, snaps, T0 + timedelta(minutes=minute), keep=3)
     assert [p.name for p in list_snapshots(snaps)] == [f"crm_wave-20260301T09{m:02d}00.000000Z.duckdb" for m in (2, 3, 4)]
-    assert sorted(p.name for p in snaps.iterdir()) == [p.name for p in list_snapshots(snaps)]  # no temp or WAL files left
+    # No temp or WAL files left; `segments` holds the folder's lock (and the golden tables' parts, had the store any).
+    assert sorted(p.name for p in snaps.iterdir()) == [p.name for p in list_snapshots(snaps)] + ["segments"]
     assert sorted(p.name for p in store.path.parent.iterdir()) == ["crm_wave.duckdb", "crm_wave.duckdb.lock"]
 
 

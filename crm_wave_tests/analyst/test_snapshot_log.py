@@ -13,7 +13,7 @@ import pytest
 
 from crm_wave.analyst import segments
 from crm_wave.analyst.snapshot import Layout, Published, Retention, publish
-from crm_wave.store import writes
+from crm_wave.store import files, writes
 from crm_wave.store.db import Store
 
 T0 = datetime(2026, 3, 1, 9, 0, 0)
@@ -35,6 +35,7 @@ def _start(tmp_path: Path) -> tuple[Store, Path, Published]:
     with store.connect() as con:
         store.replace_table(con, "global_customer", _golden(N))
         store.replace_table(con, "wave_customer_share", _share([f"g{i}" for i in range(5)]))
+        store.replace_table(con, "crm_customer_share", _golden(N))
         store.upsert_links(con, "customer", [(f"g{i}", f"C{i}", f"W{i}", "id") for i in range(N)], T0)
         store.upsert_agreed(con, "customer", {f"g{i}": {"Name": f"Name {i}"} for i in range(N)}, T0)
     snaps = tmp_path / "snaps"
@@ -48,9 +49,10 @@ def _tables(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def _same_as_live(store: Store, snap: Path) -> None:
-    """Every table of the live store (but the log's own) has the same rows in the snapshot."""
+    """Every table of the live store (but the log's own and `table_files`), and the golden view, has the
+    same rows in the snapshot."""
     with store.connect() as live, duckdb.connect(str(snap), read_only=True) as shot:
-        names = [t for t in _tables(live) if t not in writes.LOG_TABLES]
+        names = [t for t in _tables(live) if t not in (*writes.LOG_TABLES, files.FILES_TABLE)] + ["global_customer"]
         assert names
         for name in names:
             want = sorted(map(repr, live.execute(f"SELECT * FROM {name}").fetchall()))
@@ -64,51 +66,55 @@ def _read(p: Published) -> dict[str, str]:
 
 def test_writes_through_the_store_are_found_from_the_log_and_the_rest_is_not_read(tmp_path: Path) -> None:
     store, snaps, first = _start(tmp_path)
-    assert _read(first)["global_customer"] == "hashed"  # nothing to build on
+    assert _read(first)["crm_customer_share"] == "hashed"  # nothing to build on
+    assert _read(first)["global_customer__files"] == "files"  # the golden table's Parquet parts, linked
     quiet = publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
     assert quiet.written == ()
-    assert {t: _read(quiet)[t] for t in ("global_customer", "links", "agreed", "wave_customer_share")} == dict.fromkeys(
-        ("global_customer", "links", "agreed", "wave_customer_share"), "log: none")
+    logged = ("crm_customer_share", "links", "agreed", "wave_customer_share")
+    assert {t: _read(quiet)[t] for t in logged} == dict.fromkeys(logged, "log: none")
     with store.connect() as con:
-        store.replace_rows(con, "global_customer", "global_id", pl.Series(["g3", "g4"]),
-                           pl.DataFrame({"global_id": ["g3", "g99"], "Name": ["Renamed", "New"]}))  # g4 gone, g99 new
+        for table in ("global_customer", "crm_customer_share"):
+            store.replace_rows(con, table, "global_id", pl.Series(["g3", "g4"]),
+                               pl.DataFrame({"global_id": ["g3", "g99"], "Name": ["Renamed", "New"]}))  # g4 gone, g99 new
         store.upsert_links(con, "customer", [("g99", "C99", None, "new"), ("g3", "C3", "W3", "id")], T0)
         store.drop_links(con, "customer", ["g4"])
         store.upsert_agreed(con, "customer", {"g3": {"Name": "Renamed"}}, T0)
         store.replace_rows(con, "wave_customer_share", "global_id", pl.Series(["g1"]), _share(["g1", "g7"], "insert"))
     second = publish(store, snaps, T0 + timedelta(minutes=2), retention=KEEP, layout=SEG)
     read = _read(second)
-    assert {t: read[t] for t in ("global_customer", "links", "agreed", "wave_customer_share")} == dict.fromkeys(
-        ("global_customer", "links", "agreed", "wave_customer_share"), "log: rows")
+    assert {t: read[t] for t in logged} == dict.fromkeys(logged, "log: rows")
     by_table = {s.table: (s.kind, s.rows) for s in second.written}
-    assert by_table["global_customer"] == ("delta", 4)  # g3 and g4 removed, g3 and g99 added
+    assert by_table["crm_customer_share"] == ("delta", 4)  # g3 and g4 removed, g3 and g99 added
     assert by_table["links"] == ("delta", 2) and by_table["agreed"] == ("delta", 2)  # g3's link is the same row
     assert _read(second)["changes"] == "hashed"  # a table the log does not cover is hashed as before
+    # The golden table's parts are the same files; its changed rows (g3, g99 and g4 gone) a small table, hashed.
+    assert "global_customer__files" not in by_table and by_table["global_customer__changed"][1] == 3
     _same_as_live(store, second.path)
     with duckdb.connect(str(second.path), read_only=True) as con:
         assert con.execute("SELECT Name FROM golden_customers WHERE global_id = 'g3'").fetchall() == [("Renamed",)]
+        assert con.execute("SELECT count(*) FROM golden_customers WHERE global_id IN ('g4', 'g99')").fetchall() == [(1,)]
 
 
 def test_a_full_rewrite_or_a_write_the_log_missed_is_hashed(tmp_path: Path) -> None:
     store, snaps, _ = _start(tmp_path)
     with store.connect() as con:  # the global step's full pass: a staging table swapped in
-        store.replace_table(con, "global_customer__rebuild", _golden(N, " v2"))
-        store.swap_table(con, "global_customer__rebuild", "global_customer")
+        store.replace_table(con, "crm_customer_share__rebuild", _golden(N, " v2"))
+        store.swap_table(con, "crm_customer_share__rebuild", "crm_customer_share")
     full = publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
-    assert _read(full)["global_customer"] == "hashed" and "global_customer__rebuild" not in _read(full)
+    assert _read(full)["crm_customer_share"] == "hashed" and "crm_customer_share__rebuild" not in _read(full)
     _same_as_live(store, full.path)
     with store.connect() as con:  # raw SQL the log never sees, changing the row count
-        con.execute("DELETE FROM global_customer WHERE global_id = 'g5'")
+        con.execute("DELETE FROM crm_customer_share WHERE global_id = 'g5'")
         con.execute("INSERT INTO links VALUES ('order', 'o1', 'CO1', NULL, 'raw', ?)", [T0])
     raw = publish(store, snaps, T0 + timedelta(minutes=2), retention=KEEP, layout=SEG)
-    assert _read(raw)["global_customer"] == "hashed" and _read(raw)["links"] == "hashed"
+    assert _read(raw)["crm_customer_share"] == "hashed" and _read(raw)["links"] == "hashed"
     _same_as_live(store, raw.path)
     with store.connect() as con:  # a logged write of one row beside an unlogged delete of another
-        store.replace_rows(con, "global_customer", "global_id", pl.Series(["g6"]),
+        store.replace_rows(con, "crm_customer_share", "global_id", pl.Series(["g6"]),
                            pl.DataFrame({"global_id": ["g6"], "Name": ["logged"]}))
-        con.execute("DELETE FROM global_customer WHERE global_id = 'g7'")
+        con.execute("DELETE FROM crm_customer_share WHERE global_id = 'g7'")
     mixed = publish(store, snaps, T0 + timedelta(minutes=3), retention=KEEP, layout=SEG)
-    assert _read(mixed)["global_customer"] == "hashed"
+    assert _read(mixed)["crm_customer_share"] == "hashed"
     _same_as_live(store, mixed.path)
 
 
@@ -118,6 +124,7 @@ def test_a_store_built_again_with_the_same_writes_has_another_log(tmp_path: Path
     with rebuilt.connect() as con:
         rebuilt.replace_table(con, "global_customer", _golden(N, " rebuilt"))
         rebuilt.replace_table(con, "wave_customer_share", _share([f"g{i}" for i in range(5)]))
+        rebuilt.replace_table(con, "crm_customer_share", _golden(N, " rebuilt"))
         rebuilt.upsert_links(con, "customer", [(f"g{i}", f"C{i}", f"W{i}", "id") for i in range(N)], T0)
         rebuilt.upsert_agreed(con, "customer", {f"g{i}": {"Name": f"Name {i}"} for i in range(N)}, T0)
     mark = segments.read_mark(first.path)
@@ -125,7 +132,7 @@ def test_a_store_built_again_with_the_same_writes_has_another_log(tmp_path: Path
     with rebuilt.connect() as con:  # its log reached the same seq with the same rows
         assert con.execute("SELECT max(seq) FROM row_writes").fetchall() == [(mark[1],)]
     again = publish(rebuilt, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
-    assert _read(again)["global_customer"] == "hashed"
+    assert _read(again)["crm_customer_share"] == "hashed"
     _same_as_live(rebuilt, again.path)
 
 
@@ -135,29 +142,29 @@ def test_a_pruned_log_or_an_older_file_is_not_trusted(tmp_path: Path, monkeypatc
     shutil.copyfile(store.path, older)
     with store.connect() as con:  # written after the copy: the older file has the log behind the mark
         for i in range(3):
-            store.replace_rows(con, "global_customer", "global_id", pl.Series([f"g{i}"]),
+            store.replace_rows(con, "crm_customer_share", "global_id", pl.Series([f"g{i}"]),
                                pl.DataFrame({"global_id": [f"g{i}"], "Name": [f"late {i}"]}))
     late = publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
-    assert _read(late)["global_customer"] == "log: rows"
+    assert _read(late)["crm_customer_share"] == "log: rows"
     restored = Store(tmp_path / "restored" / "crm_wave.duckdb")
     shutil.copyfile(older, restored.path)
     with restored.connect() as con:  # the older file, written again up to the same seq, other rows
         for i in range(3):
-            restored.replace_rows(con, "global_customer", "global_id", pl.Series([f"g{10 + i}"]),
+            restored.replace_rows(con, "crm_customer_share", "global_id", pl.Series([f"g{10 + i}"]),
                                pl.DataFrame({"global_id": [f"g{10 + i}"], "Name": [f"restored {i}"]}))
     back = publish(restored, snaps, T0 + timedelta(minutes=2), retention=KEEP, layout=SEG)
-    assert _read(back)["global_customer"] == "hashed"
+    assert _read(back)["crm_customer_share"] == "hashed"
     _same_as_live(restored, back.path)
 
     monkeypatch.setattr(writes, "KEEP", 2)
     monkeypatch.setattr(writes, "_PRUNE_EVERY", 1)
     with restored.connect() as con:  # the log keeps 2 rows: the mark's rows and those after it are gone
         for i in range(4):
-            restored.replace_rows(con, "global_customer", "global_id", pl.Series([f"g{i}"]),
+            restored.replace_rows(con, "crm_customer_share", "global_id", pl.Series([f"g{i}"]),
                                  pl.DataFrame({"global_id": [f"g{i}"], "Name": [f"pruned {i}"]}))
         assert con.execute("SELECT count(*) FROM row_writes").fetchall() == [(2,)]
     pruned = publish(restored, snaps, T0 + timedelta(minutes=4), retention=KEEP, layout=SEG)
-    assert _read(pruned)["global_customer"] == "hashed"
+    assert _read(pruned)["crm_customer_share"] == "hashed"
     _same_as_live(restored, pruned.path)
     assert segments.read_mark(pruned.path) is not None
 
@@ -166,11 +173,11 @@ def test_a_big_write_logs_the_whole_table(tmp_path: Path, monkeypatch: pytest.Mo
     store, snaps, _ = _start(tmp_path)
     monkeypatch.setattr(writes, "WHOLE_PAST", 10)
     with store.connect() as con:
-        store.replace_rows(con, "global_customer", "global_id", pl.Series([f"g{i}" for i in range(12)]), _golden(12, " big"))
-        assert con.execute("SELECT global_id FROM row_writes WHERE table_name = 'global_customer' "
+        store.replace_rows(con, "crm_customer_share", "global_id", pl.Series([f"g{i}" for i in range(12)]), _golden(12, " big"))
+        assert con.execute("SELECT global_id FROM row_writes WHERE table_name = 'crm_customer_share' "
                            "ORDER BY seq DESC LIMIT 1").fetchall() == [(None,)]
     big = publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
-    assert _read(big)["global_customer"] == "hashed"
+    assert _read(big)["crm_customer_share"] == "hashed"
     _same_as_live(store, big.path)
 
 
@@ -186,11 +193,11 @@ def test_a_whole_rewrite_of_a_big_table_is_copied_without_hashing_it_under_the_l
 
     monkeypatch.setattr(segments, "_plan_rows", counting)
     with store.connect() as con:
-        store.replace_table(con, "global_customer__rebuild", _golden(N, " v2"))
-        store.swap_table(con, "global_customer__rebuild", "global_customer")
+        store.replace_table(con, "crm_customer_share__rebuild", _golden(N, " v2"))
+        store.swap_table(con, "crm_customer_share__rebuild", "crm_customer_share")
     big = publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=Layout(mode="segments", max_rows=N - 1))
     assert big.how == "segments from a copy"
-    assert hashed.count("global_customer") == 1  # from the copy, outside the lock; never under it
+    assert hashed.count("crm_customer_share") == 1  # from the copy, outside the lock; never under it
     _same_as_live(store, big.path)
 
 

@@ -38,10 +38,16 @@ def _parquet_rows(path: Path) -> int:
     return duckdb.sql(f"SELECT count(*) FROM read_parquet('{path}')").fetchone()[0]  # type: ignore[index]
 
 
+TABLE = "crm_customer_share"
+
+
 def _golden(store: Store, n: int) -> None:
+    """`n` golden rows, and as many of a table kept in DuckDB (`crm_customer_share`, here with the same
+    columns), whose changes the tests below follow: the golden table is Parquet parts a snapshot links."""
+    frame = pl.DataFrame({"global_id": [f"g{i}" for i in range(n)], "Name": [f"Name {i}" for i in range(n)]})
     with store.connect() as con:
-        store.replace_table(con, "global_customer", pl.DataFrame({"global_id": [f"g{i}" for i in range(n)],
-                                                                  "Name": [f"Name {i}" for i in range(n)]}))
+        store.replace_table(con, "global_customer", frame)
+        store.replace_table(con, TABLE, frame)
 
 
 def _start(tmp_path: Path) -> tuple[Store, Path]:
@@ -56,22 +62,22 @@ def test_after_a_change_only_the_delta_is_written_and_the_view_returns_the_new_r
     store, snaps = _start(tmp_path)
     first = publish(store, snaps, T0, retention=KEEP, layout=SEG)
     assert first.how == "segments from a copy"  # nothing to build on: the file is copied under the lock
-    assert {s.table: s.rows for s in first.written}.items() >= {"crm_customer": 20, "global_customer": 50}.items()
+    assert {s.table: s.rows for s in first.written}.items() >= {"crm_customer": 20, TABLE: 50}.items()
     with store.connect() as con:  # one golden row rewritten (DELETE + INSERT), two new CRM versions
-        store.replace_rows(con, "global_customer", "global_id", pl.Series(["g7"]),
+        store.replace_rows(con, TABLE, "global_id", pl.Series(["g7"]),
                            pl.DataFrame({"global_id": ["g7"], "Name": ["Renamed"]}))
         store.append_versions(con, "crm_customer", _customers("crm", ["C1"], " v2") + _customers("crm", ["C20"]), T0)
     second = publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
     assert second.how == "segments"
     by_table = {s.table: s for s in second.written}
-    assert set(by_table) == {"crm_customer", "global_customer"}  # every other table is shared as it was
-    delta = by_table["global_customer"]
+    assert set(by_table) == {"crm_customer", TABLE}  # every other table is shared as it was
+    delta = by_table[TABLE]
     assert (delta.kind, delta.rows) == ("delta", 2)  # the new row, and the old row's hash removed
     assert _parquet_rows(snaps / delta.file) == 2
     assert (by_table["crm_customer"].kind, by_table["crm_customer"].rows) == ("seq", 2)
-    assert _rows(second.path, "SELECT Name FROM golden_customers WHERE global_id = 'g7'") == [("Renamed",)]
-    assert _rows(second.path, "SELECT count(*) FROM global_customer") == [(50,)]
-    assert _rows(first.path, "SELECT Name FROM golden_customers WHERE global_id = 'g7'") == [("Name 7",)]
+    assert _rows(second.path, f"SELECT Name FROM {TABLE} WHERE global_id = 'g7'") == [("Renamed",)]
+    assert _rows(second.path, f"SELECT count(*) FROM {TABLE}") == [(50,)]
+    assert _rows(first.path, f"SELECT Name FROM {TABLE} WHERE global_id = 'g7'") == [("Name 7",)]
     assert _rows(second.path, "SELECT name FROM crm_customers_now WHERE crm_id = 'C1'") == [("Customer C1 v2",)]
     third = publish(store, snaps, T0 + timedelta(minutes=2), retention=KEEP, layout=SEG)
     assert third.written == () and segments.read_manifest(third.path) == segments.read_manifest(second.path)
@@ -82,20 +88,20 @@ def test_a_deleted_row_disappears_and_a_rebuilt_table_with_the_same_rows_writes_
     store, snaps = _start(tmp_path)
     publish(store, snaps, T0, retention=KEEP, layout=SEG)
     with store.connect() as con:
-        con.execute("DELETE FROM global_customer WHERE global_id IN ('g3', 'g4')")
+        con.execute(f"DELETE FROM {TABLE} WHERE global_id IN ('g3', 'g4')")
     gone = publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
     [delta] = gone.written
-    assert (delta.table, delta.kind, delta.rows) == ("global_customer", "delta", 2)
-    assert _rows(gone.path, "SELECT count(*), count(*) FILTER (global_id IN ('g3', 'g4')) FROM golden_customers") == [(48, 0)]
+    assert (delta.table, delta.kind, delta.rows) == (TABLE, "delta", 2)
+    assert _rows(gone.path, f"SELECT count(*), count(*) FILTER (global_id IN ('g3', 'g4')) FROM {TABLE}") == [(48, 0)]
     with store.connect() as con:  # the global step's full rebuild: same content, new table
-        con.execute("CREATE OR REPLACE TABLE global_customer AS SELECT * FROM global_customer ORDER BY global_id DESC")
+        con.execute(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT * FROM {TABLE} ORDER BY global_id DESC")
     again = publish(store, snaps, T0 + timedelta(minutes=2), retention=KEEP, layout=SEG)
     assert again.written == ()
     with store.connect() as con:  # a row comes back as it was: added again after its removal
-        con.execute("INSERT INTO global_customer VALUES ('g3', 'Name 3')")
+        con.execute(f"INSERT INTO {TABLE} VALUES ('g3', 'Name 3')")
     back = publish(store, snaps, T0 + timedelta(minutes=3), retention=KEEP, layout=SEG)
-    assert _rows(back.path, "SELECT Name FROM global_customer WHERE global_id = 'g3'") == [("Name 3",)]
-    assert _rows(back.path, "SELECT count(*) FROM global_customer") == [(49,)]
+    assert _rows(back.path, f"SELECT Name FROM {TABLE} WHERE global_id = 'g3'") == [("Name 3",)]
+    assert _rows(back.path, f"SELECT count(*) FROM {TABLE}") == [(49,)]
 
 
 def test_compaction_gives_the_same_view_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,30 +110,30 @@ def test_compaction_gives_the_same_view_results(tmp_path: Path, monkeypatch: pyt
     publish(store, snaps, T0, retention=KEEP, layout=SEG)
     for n in range(1, 5):
         with store.connect() as con:
-            store.replace_rows(con, "global_customer", "global_id", pl.Series([f"g{n}", "g0"]),
+            store.replace_rows(con, TABLE, "global_id", pl.Series([f"g{n}", "g0"]),
                                pl.DataFrame({"global_id": [f"g{n}", "g0"], "Name": [f"v{n}", f"zero v{n}"]}))
-            con.execute("DELETE FROM global_customer WHERE global_id = ?", [f"g{10 + n}"])
+            con.execute(f"DELETE FROM {TABLE} WHERE global_id = ?", [f"g{10 + n}"])
         last = publish(store, snaps, T0 + timedelta(minutes=n), retention=KEEP, layout=SEG)
-    chain = [s for s in segments.read_manifest(last.path) if s.table == "global_customer"]
+    chain = [s for s in segments.read_manifest(last.path) if s.table == TABLE]
     assert [s.kind for s in chain] == ["base", "delta", "delta", "delta", "delta"]
-    before = _rows(last.path, "SELECT * FROM global_customer")
-    exported = segments.Export(segments={"global_customer": chain}, types={"global_customer": [("global_id", "VARCHAR"),
+    before = _rows(last.path, f"SELECT * FROM {TABLE}")
+    exported = segments.Export(segments={TABLE: chain}, types={TABLE: [("global_id", "VARCHAR"),
                                                                                                 ("Name", "VARCHAR")]})
     [merged] = segments.compact(snaps, exported, max_deltas=2)
     assert (merged.kind, merged.rows) == ("base", 46) and _parquet_rows(snaps / merged.file) == 46
     compacted = tmp_path / "compacted.duckdb"
     segments.write_snapshot(compacted, snaps, exported)
-    assert _rows(compacted, "SELECT * FROM global_customer") == before
+    assert _rows(compacted, f"SELECT * FROM {TABLE}") == before
     assert ("g0", "zero v4") in before and ("g1", "v1") in before and not any(r[0] == "g11" for r in before)
     with store.connect() as con:
-        store.replace_rows(con, "global_customer", "global_id", pl.Series(["g1"]),
+        store.replace_rows(con, TABLE, "global_id", pl.Series(["g1"]),
                            pl.DataFrame({"global_id": ["g1"], "Name": ["v9"]}))
     monkeypatch.setattr(segments, "COMPACT_SHARE", 0.25)  # 5 deltas of 22 rows against a base of 50: compacted
     nxt = publish(store, snaps, T0 + timedelta(minutes=9), retention=KEEP, layout=SEG)
     with store.connect() as con:
-        live = sorted(con.execute("SELECT * FROM global_customer").fetchall())
-    assert [s.kind for s in segments.read_manifest(nxt.path) if s.table == "global_customer"] == ["base"]
-    assert _rows(nxt.path, "SELECT * FROM global_customer") == live and ("g1", "v9") in live
+        live = sorted(con.execute(f"SELECT * FROM {TABLE}").fetchall())
+    assert [s.kind for s in segments.read_manifest(nxt.path) if s.table == TABLE] == ["base"]
+    assert _rows(nxt.path, f"SELECT * FROM {TABLE}") == live and ("g1", "v9") in live
 
 
 def test_pruning_never_removes_a_segment_a_kept_snapshot_needs(tmp_path: Path) -> None:
@@ -135,11 +141,11 @@ def test_pruning_never_removes_a_segment_a_kept_snapshot_needs(tmp_path: Path) -
     paths = []
     for n in range(4):
         with store.connect() as con:
-            store.replace_rows(con, "global_customer", "global_id", pl.Series([f"g{n}"]),
+            store.replace_rows(con, TABLE, "global_id", pl.Series([f"g{n}"]),
                                pl.DataFrame({"global_id": [f"g{n}"], "Name": [f"v{n}"]}))
             store.append_versions(con, "crm_customer", _customers("crm", [f"N{n}"]), T0)
         paths.append(publish(store, snaps, T0 + timedelta(minutes=n), retention=KEEP, layout=SEG).path)
-    answers = {p: _rows(p, "SELECT * FROM global_customer") for p in paths[2:]}
+    answers = {p: _rows(p, f"SELECT * FROM {TABLE}") for p in paths[2:]}
     removed = prune_snapshots(snaps, T0 + timedelta(minutes=5), Retention(keep=2, grace=timedelta(0)))
     assert removed == paths[:2] and list_snapshots(snaps) == paths[2:]
     on_disk = {str(p.relative_to(snaps)) for p in (snaps / "segments").rglob("*.parquet")}
@@ -147,15 +153,15 @@ def test_pruning_never_removes_a_segment_a_kept_snapshot_needs(tmp_path: Path) -
     assert on_disk == needed  # the base the first snapshot wrote is still there: the kept ones read it
     assert any(s.kind == "base" for p in paths[2:] for s in segments.read_manifest(p) if s.file in on_disk)
     for p in paths[2:]:
-        assert _rows(p, "SELECT * FROM global_customer") == answers[p]
+        assert _rows(p, f"SELECT * FROM {TABLE}") == answers[p]
     # with a grace period, a segment no snapshot reads is first marked, and deleted only later
-    stray = snaps / "segments" / "global_customer" / "base-unused.parquet"
+    stray = snaps / "segments" / TABLE / "base-unused.parquet"
     duckdb.sql(f"COPY (SELECT 1 AS x) TO '{stray}' (FORMAT parquet)")
     prune_snapshots(snaps, T0 + timedelta(minutes=6), Retention(keep=2, grace=timedelta(minutes=10)))
     assert stray.exists() and stray.with_name(stray.name + ".orphaned").exists()
     prune_snapshots(snaps, T0 + timedelta(minutes=6), Retention(keep=2, grace=timedelta(0)))
     assert not stray.exists() and not list((snaps / "segments").rglob("*.orphaned"))
-    assert _rows(paths[3], "SELECT count(*) FROM global_customer") == [(50,)]
+    assert _rows(paths[3], f"SELECT count(*) FROM {TABLE}") == [(50,)]
 
 
 @pytest.mark.parametrize(("mode", "step"), [("segments", "exported"), ("segments", "segments"), ("segments", "compacted"),
@@ -166,8 +172,9 @@ def test_a_crash_mid_publish_leaves_the_previous_snapshot_and_no_half_one(tmp_pa
     first = publish(store, snaps, T0, retention=KEEP, layout=layout)
     answer = _rows(first.path, "SELECT * FROM golden_customers")
     with store.connect() as con:
-        store.replace_rows(con, "global_customer", "global_id", pl.Series(["g1"]),
-                           pl.DataFrame({"global_id": ["g1"], "Name": ["crashed"]}))
+        for table in (TABLE, "global_customer"):
+            store.replace_rows(con, table, "global_id", pl.Series(["g1"]),
+                               pl.DataFrame({"global_id": ["g1"], "Name": ["crashed"]}))
     with pytest.raises(RuntimeError, match=f"injected failure at {step}"):
         publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=layout, _fail_at=step)
     assert list_snapshots(snaps) == [first.path]  # no half snapshot is visible
@@ -189,7 +196,8 @@ def test_too_much_change_copies_the_file_under_the_lock_and_duplicates_are_writt
     _golden(store, 500)  # 450 new rows, past max_rows
     big = publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=Layout(mode="segments", max_rows=100))
     assert big.how == "segments from a copy"
-    assert [(s.table, s.kind, s.rows) for s in big.written] == [("global_customer", "delta", 450), ("global_customer", "base", 500)]
+    assert [(s.table, s.kind, s.rows) for s in big.written] == [
+        (TABLE, "delta", 450), ("global_customer__files", "files", 500), (TABLE, "base", 500)]
     assert _rows(big.path, "SELECT count(*) FROM golden_customers") == [(500,)]
     with store.connect() as con:  # two identical rows: the table has no identity by content
         con.execute("CREATE TABLE notes (note VARCHAR)")
@@ -215,10 +223,16 @@ def test_every_analyst_view_answers_as_in_a_whole_copy(tmp_path: Path) -> None:
     crm.pending["customer"] = data.edit("crm", "customer", 0.1)
     _pass(store, data, {"crm": crm, "wave": wave}, T0 + timedelta(hours=1), full=False)
     new = publish(store, tmp_path / "snaps", T0 + timedelta(hours=1), retention=KEEP, layout=SEG)
-    assert new.how == "segments" and any(s.kind == "delta" and s.table == "global_customer" for s in new.written)
-    assert dict(new.read)["global_customer"] == "log: rows"  # found from the row-write log, not by hashing every row
+    assert new.how == "segments" and any(s.kind == "delta" and s.table == "wave_customer_share" for s in new.written)
+    assert dict(new.read)["wave_customer_share"] == "log: rows"  # found from the row-write log, not by hashing every row
+    # The golden table: the same Parquet parts (a full pass wrote them), its changed rows a small table.
+    assert dict(new.read)["global_customer__files"] == "files" and not any(
+        s.table == "global_customer__files" for s in new.written)
+    assert any(s.table == "global_customer__changed" for s in new.written)
     old = publish(store, tmp_path / "copy", T0 + timedelta(hours=1), retention=KEEP, layout=Layout(mode="copy"))
-    assert old.how == "copy" and segments.read_manifest(old.path) == []
+    # A copy reads the golden tables' parts, linked into the segments (the same files the segments snapshot reads).
+    assert old.how == "copy" and {s.table for s in segments.read_manifest(old.path)} == {
+        "global_customer__files", "global_product__files", "global_order__files"}
     with duckdb.connect(str(old.path), read_only=True) as a, duckdb.connect(str(new.path), read_only=True) as b:
         for name in VIEW_NAMES:
             sql = f"SELECT * FROM {name}" if name != "entity_as_of" else "SELECT * FROM entity_as_of(now()::TIMESTAMP)"
@@ -268,14 +282,15 @@ def test_the_layout_and_grace_are_settings_named_in_their_errors(tmp_path: Path)
     assert auto.segmented(small)
 
 
-def test_a_killed_publishs_leftovers_are_removed_but_not_a_copy_another_process_is_writing(tmp_path: Path) -> None:
+def test_a_killed_publishs_leftovers_are_removed_by_the_next_publish_of_either_layout(tmp_path: Path) -> None:
+    """Every publish holds the folder's lock (a copy links the golden tables' parts into the segments):
+    a leftover it finds, fresh or old, is no other publish's."""
     store, snaps = _start(tmp_path)
     publish(store, snaps, T0, retention=KEEP, layout=Layout(mode="copy"))
-    old, fresh = snaps / ".crm_wave-x.1.tmp.duckdb", snaps / ".crm_wave-y.2.tmp.duckdb"
-    old.write_bytes(b"half")
-    fresh.write_bytes(b"being written")
-    os.utime(old, (time.time() - 7200, time.time() - 7200))
-    publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=Layout(mode="copy"))
-    assert not old.exists() and fresh.exists()  # copies take no folder lock: a fresh one may be another publish's
-    publish(store, snaps, T0 + timedelta(minutes=2), retention=KEEP, layout=SEG)
-    assert not fresh.exists()  # under the folder's lock every leftover is stale
+    for i, layout in enumerate((Layout(mode="copy"), SEG), start=1):
+        old, fresh = snaps / f".crm_wave-x.{i}.tmp.duckdb", snaps / f".crm_wave-y.{i}.tmp.duckdb"
+        old.write_bytes(b"half")
+        fresh.write_bytes(b"being written")
+        os.utime(old, (time.time() - 7200, time.time() - 7200))
+        publish(store, snaps, T0 + timedelta(minutes=i), retention=KEEP, layout=layout)
+        assert not old.exists() and not fresh.exists(), layout.mode

@@ -1,0 +1,266 @@
+"""File-backed tables: the golden tables as Parquet files written by polars, under views.
+
+A full rebuild rewrites a golden table whole. Storing 1.1M rows of 67 columns in DuckDB's file
+took 7.3-9.8 s; polars writes the same rows as Parquet in 1.1-1.7 s, a quarter of the size
+(docs/benchmarks.md, "Session 16" and "Session 17"). So a file-backed table `<name>` is three
+things in the DuckDB file, and one folder beside it (`<store file>.files/<name>/<generation>/`):
+
+- `<name>__files`, a view over the Parquet parts of the current generation (one part per part
+  the rebuild wrote, `part-00000.parquet`, ...). Written once, never changed: a new rebuild is a
+  new generation;
+- `<name>__changed`, a DuckDB table: the rows an incremental step wrote since the generation
+  (the golden columns and `_gone`, true for a row deleted);
+- `<name>`, the view everything reads: the files' rows less those in `__changed`, plus the
+  `__changed` rows not gone. Columns, types and order are those of the table it replaces.
+
+`table_files` records, per table, its generation, parts and the folder its `__files` view reads;
+a rebuild in progress is recorded under its staging name (`<name>__rebuild`) until `publish`,
+which creates the three objects in the caller's transaction: a rollback leaves the old
+generation in place. The parts are synced to disk before that transaction commits. Older
+generations are deleted when the next rebuild starts (under the global step's lock of the
+table), never while a transaction may still point at them.
+
+A copy of the DuckDB file (a dry run's scratch copy, a snapshot copy) carries the files as hard
+links (`carry`); a store whose files are missing (a copy without them) reads the table as absent
+(`table_columns`), so the next global step rebuilds it from the datasets. Nothing else changes for
+the readers: they read `<name>` with SQL, and a rebuild's reader in parts reads a part file at a
+time (`parts`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final, NamedTuple
+
+import duckdb
+import polars as pl
+
+from crm_wave.store.connection import forget_columns, ident, ids_predicate, registered, sql_ident, sql_str
+
+__all__ = ["FILES_TABLE", "GONE", "Part", "backed", "carry", "changed_table", "files_view", "is_backed", "missing",
+           "generations", "link", "link_parts", "parts", "publish", "read_part", "replace_rows", "root_of", "start", "add", "current"]
+
+FILES_TABLE = "table_files"
+#: The column of `<name>__changed` that marks a deleted row.
+GONE = "_gone"
+_STAGING = "__rebuild"
+#: Compression of the parts: zstd, 1.1-1.2 s and 36 MB for the golden customers at 1M (lz4 1.0 s, 113 MB).
+COMPRESSION: Final = "zstd"
+
+
+def backed(name: str) -> bool:
+    """Whether table `name` is file-backed: the golden tables `global_<entity>` (and their staging)."""
+    base = name.removesuffix(_STAGING)
+    return base.startswith("global_") and "__" not in base
+
+
+def changed_table(name: str) -> str:
+    return f"{name}__changed"
+
+
+def files_view(name: str) -> str:
+    return f"{name}__files"
+
+
+def root_of(store_path: Path) -> Path:
+    """The folder of a store's table files: `<store file>.files`."""
+    return Path(str(store_path) + ".files")
+
+
+def _paths(root: Path, name: str, generation: str, n_parts: int) -> list[Path]:
+    return [root / name / generation / f"part-{i:05d}.parquet" for i in range(n_parts)]
+
+
+def current(con: duckdb.DuckDBPyConnection, name: str) -> tuple[str, int, str] | None:
+    """(generation, parts, folder) of `name` as `table_files` records it, or None."""
+    rows = con.execute(f"SELECT generation, parts, root FROM {FILES_TABLE} WHERE name = ?", [name]).fetchall()
+    return (rows[0][0], int(rows[0][1]), rows[0][2]) if rows else None
+
+
+def is_backed(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether `name` is stored as files now (a store from before keeps a DuckDB table until its next rebuild)."""
+    return backed(name) and current(con, name) is not None
+
+
+def missing(con: duckdb.DuckDBPyConnection, root: Path, name: str) -> bool:
+    """True if `name` is file-backed and a part file of its generation is not in `root` (or its view reads
+    another folder): the table must be read as absent until a rebuild writes it again."""
+    if not backed(name):
+        return False
+    got = current(con, name)
+    if got is None:
+        return False
+    generation, n_parts, folder = got
+    return folder != str(root) or not all(p.is_file() for p in _paths(root, name, generation, n_parts))
+
+
+def _write(frame: pl.DataFrame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    frame.write_parquet(tmp, compression=COMPRESSION)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def start(con: duckdb.DuckDBPyConnection, root: Path, staging: str, frame: pl.DataFrame) -> None:
+    """Begin a new generation of `staging`'s table with its first part, and delete the generations
+    neither current nor this one (a rebuild that crashed, or the one before the current)."""
+    name = staging.removesuffix(_STAGING)
+    keep = current(con, name)
+    generation = uuid.uuid4().hex
+    folder = root / name
+    if folder.is_dir():
+        for old in folder.iterdir():
+            if keep is None or old.name != keep[0]:
+                shutil.rmtree(old, ignore_errors=True)
+    (folder / generation).mkdir(parents=True)
+    _write(frame, _paths(root, name, generation, 1)[0])
+    con.execute(f"DELETE FROM {FILES_TABLE} WHERE name = ?", [staging])
+    con.execute(f"INSERT INTO {FILES_TABLE} VALUES (?, ?, 1, ?)", [staging, generation, str(root)])
+
+
+def add(con: duckdb.DuckDBPyConnection, root: Path, staging: str, frame: pl.DataFrame) -> None:
+    """Write the next part of the generation `start` began."""
+    got = current(con, staging)
+    if got is None:
+        raise RuntimeError(f"{staging}: no rebuild of its files was started")
+    generation, n_parts, _ = got
+    _write(frame, _paths(root, staging.removesuffix(_STAGING), generation, n_parts + 1)[-1])
+    con.execute(f"UPDATE {FILES_TABLE} SET parts = parts + 1 WHERE name = ?", [staging])
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _create_views(con: duckdb.DuckDBPyConnection, paths: list[Path], name: str) -> None:
+    listed = ", ".join(sql_str(str(p)) for p in paths)
+    con.execute(f"CREATE OR REPLACE VIEW {ident(files_view(name))} AS SELECT * FROM read_parquet([{listed}])")
+    con.execute(f"CREATE OR REPLACE VIEW {ident(name)} AS SELECT b.* FROM {ident(files_view(name))} AS b "
+                f"ANTI JOIN {ident(changed_table(name))} AS c ON c.global_id = b.global_id "
+                f"UNION ALL BY NAME SELECT * EXCLUDE ({GONE}) FROM {ident(changed_table(name))} WHERE NOT {GONE}")
+
+
+def publish(con: duckdb.DuckDBPyConnection, root: Path, staging: str) -> None:
+    """Make the generation of `staging` the table's, in the caller's transaction (see the module)."""
+    name = staging.removesuffix(_STAGING)
+    got = current(con, staging)
+    if got is None:
+        raise RuntimeError(f"{staging}: no rebuild of its files was started")
+    generation, n_parts, _ = got
+    _sync_dir(root / name / generation)
+    forget_columns(con, name)
+    kind = con.execute("SELECT table_type FROM information_schema.tables WHERE table_catalog = current_database() "
+                       "AND table_schema = 'main' AND table_name = ?", [name]).fetchall()
+    if kind and kind[0][0] == "BASE TABLE":  # a table of a store from before the files: replaced once
+        con.execute(f"DROP TABLE {ident(name)}")
+    first = sql_str(str(_paths(root, name, generation, 1)[0]))
+    con.execute(f"CREATE OR REPLACE TABLE {ident(changed_table(name))} AS "
+                f"SELECT *, false AS {GONE} FROM read_parquet({first}) LIMIT 0")
+    _create_views(con, _paths(root, name, generation, n_parts), name)
+    con.execute(f"DELETE FROM {FILES_TABLE} WHERE name IN (?, ?)", [name, staging])
+    con.execute(f"INSERT INTO {FILES_TABLE} VALUES (?, ?, ?, ?)", [name, generation, n_parts, str(root)])
+
+
+def replace_rows(con: duckdb.DuckDBPyConnection, name: str, key: str, values: pl.Series, frame: pl.DataFrame) -> None:
+    """The rows of `name` whose `key` is one of `values` deleted, then `frame` inserted: as rows of
+    `<name>__changed` (a deleted row as a `_gone` row of its key)."""
+    changed = changed_table(name)
+    keys = pl.concat([values.cast(pl.String), frame[key].cast(pl.String)]).drop_nulls().unique() if frame.height \
+        else values.cast(pl.String).drop_nulls().unique()
+    with ids_predicate(con, "_rows_keys", keys, sql_ident(key)) as (among, params):
+        con.execute(f"DELETE FROM {ident(changed)} WHERE {among}", params)
+    gone = keys.filter(~keys.is_in(frame[key].cast(pl.String).implode())) if frame.height else keys
+    rows = pl.concat([frame.with_columns(pl.lit(False).alias(GONE)),
+                      pl.DataFrame({key: gone, GONE: [True] * gone.len()}, schema={key: pl.String, GONE: pl.Boolean})],
+                     how="diagonal_relaxed") if gone.len() else frame.with_columns(pl.lit(False).alias(GONE))
+    if rows.height:
+        with registered(con, "_changed_rows", rows):
+            con.execute(f"INSERT INTO {ident(changed)} BY NAME SELECT * FROM _changed_rows")
+
+
+class Part(NamedTuple):
+    """One part of a file-backed table for a reader in parts: a Parquet part (`path`), or its changed rows."""
+
+    kind: str  # "file" or "changed"
+    path: str = ""
+
+
+def parts(con: duckdb.DuckDBPyConnection, name: str) -> list[Part]:
+    """The parts of `name` to read it whole in bounded memory: each Parquet part, then its changed rows."""
+    got = current(con, name)
+    if got is None:
+        raise RuntimeError(f"{name} is not file-backed")
+    generation, n_parts, folder = got
+    return [Part("file", str(p)) for p in _paths(Path(folder), name, generation, n_parts)] + [Part("changed")]
+
+
+def read_part(con: duckdb.DuckDBPyConnection, name: str, part: Part, select: str) -> pl.DataFrame:
+    """The rows of `name` in `part` (`select`: the column list)."""
+    kind, path = part
+    changed = ident(changed_table(name))
+    if kind == "changed":
+        return con.execute(f"SELECT {select} FROM {changed} WHERE NOT {GONE}").pl()
+    return con.execute(f"SELECT {select} FROM read_parquet({sql_str(path)}) AS b "
+                       f"ANTI JOIN {changed} AS c ON c.global_id = b.global_id").pl()
+
+
+def generations(con: duckdb.DuckDBPyConnection) -> list[tuple[str, list[Path]]]:
+    """(table, its current part files) of every file-backed table of the store of `con`."""
+    try:
+        rows = con.execute(f"SELECT name, generation, parts, root FROM {FILES_TABLE} "
+                           f"WHERE NOT ends_with(name, '{_STAGING}') ORDER BY name").fetchall()
+    except duckdb.CatalogException:  # a store from before file-backed tables
+        return []
+    return [(name, _paths(Path(root), name, generation, int(n))) for name, generation, n, root in rows]
+
+
+def link(source: Path, target: Path) -> None:
+    """`target` as a hard link of `source` (a copy across file systems); the parts never change."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        return
+    try:
+        os.link(source, target)
+    except OSError:
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+
+
+def link_parts(con: duckdb.DuckDBPyConnection, place: Callable[[str, str, int], Path]) -> list[tuple[str, Path]]:
+    """Link every file-backed table's parts of the store of `con` to `place(table, generation, part)`;
+    (table, file) of each. Called under the store's file lock, so no rebuild deletes a part meanwhile."""
+    out: list[tuple[str, Path]] = []
+    for name, paths in generations(con):
+        for i, src in enumerate(paths):
+            dst = place(name, src.parent.name, i)
+            link(src, dst)
+            out.append((name, dst))
+    return out
+
+
+def carry(copy: duckdb.DuckDBPyConnection, root: Path | None,
+          place: Callable[[str, str, int], Path] | None = None) -> list[tuple[str, Path]]:
+    """In a fresh copy of a store's file (`copy`), whose views still read the store's table files: link
+    the parts (`link_parts`) into `root`, the copy's own folder of table files (or to `place`, for a
+    copy that is no store: a snapshot), and point the copy's views at them. Under the copied store's lock."""
+    if place is None:
+        assert root is not None
+        place = lambda name, generation, i: _paths(root, name, generation, i + 1)[-1]  # noqa: E731
+    linked = link_parts(copy, place)
+    for name in dict.fromkeys(n for n, _ in linked):
+        _create_views(copy, [p for n, p in linked if n == name], name)
+        if root is not None:
+            copy.execute(f"UPDATE {FILES_TABLE} SET root = ? WHERE name = ?", [str(root), name])
+    copy.execute(f"DELETE FROM {FILES_TABLE} WHERE ends_with(name, '{_STAGING}')" if root is not None
+                 else f"DELETE FROM {FILES_TABLE}")
+    return linked
