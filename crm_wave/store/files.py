@@ -41,20 +41,21 @@ import polars as pl
 
 from crm_wave.store.connection import forget_columns, ident, ids_predicate, registered, sql_ident, sql_str
 
-__all__ = ["FILES_TABLE", "GONE", "Part", "backed", "carry", "changed_table", "files_view", "is_backed", "missing",
+__all__ = ["FILES_TABLE", "GONE", "Part", "STAGING", "drop", "forget_staging", "backed", "carry", "changed_table", "files_view", "is_backed", "missing",
            "generations", "link", "link_parts", "parts", "publish", "read_part", "replace_rows", "root_of", "start", "add", "current"]
 
 FILES_TABLE = "table_files"
 #: The column of `<name>__changed` that marks a deleted row.
 GONE = "_gone"
-_STAGING = "__rebuild"
+#: The suffix of a rebuild's staging name.
+STAGING = "__rebuild"
 #: Compression of the parts: zstd, 1.1-1.2 s and 36 MB for the golden customers at 1M (lz4 1.0 s, 113 MB).
 COMPRESSION: Final = "zstd"
 
 
 def backed(name: str) -> bool:
-    """Whether table `name` is file-backed: the golden tables `global_<entity>` (and their staging)."""
-    base = name.removesuffix(_STAGING)
+    """Whether table `name` may be file-backed: the golden tables `global_<entity>` (and their staging)."""
+    base = name.removesuffix(STAGING)
     return base.startswith("global_") and "__" not in base
 
 
@@ -109,7 +110,7 @@ def _write(frame: pl.DataFrame, path: Path) -> None:
 def start(con: duckdb.DuckDBPyConnection, root: Path, staging: str, frame: pl.DataFrame) -> None:
     """Begin a new generation of `staging`'s table with its first part, and delete the generations
     neither current nor this one (a rebuild that crashed, or the one before the current)."""
-    name = staging.removesuffix(_STAGING)
+    name = staging.removesuffix(STAGING)
     keep = current(con, name)
     generation = uuid.uuid4().hex
     folder = root / name
@@ -129,7 +130,7 @@ def add(con: duckdb.DuckDBPyConnection, root: Path, staging: str, frame: pl.Data
     if got is None:
         raise RuntimeError(f"{staging}: no rebuild of its files was started")
     generation, n_parts, _ = got
-    _write(frame, _paths(root, staging.removesuffix(_STAGING), generation, n_parts + 1)[-1])
+    _write(frame, _paths(root, staging.removesuffix(STAGING), generation, n_parts + 1)[-1])
     con.execute(f"UPDATE {FILES_TABLE} SET parts = parts + 1 WHERE name = ?", [staging])
 
 
@@ -151,7 +152,7 @@ def _create_views(con: duckdb.DuckDBPyConnection, paths: list[Path], name: str) 
 
 def publish(con: duckdb.DuckDBPyConnection, root: Path, staging: str) -> None:
     """Make the generation of `staging` the table's, in the caller's transaction (see the module)."""
-    name = staging.removesuffix(_STAGING)
+    name = staging.removesuffix(STAGING)
     got = current(con, staging)
     if got is None:
         raise RuntimeError(f"{staging}: no rebuild of its files was started")
@@ -168,6 +169,28 @@ def publish(con: duckdb.DuckDBPyConnection, root: Path, staging: str) -> None:
     _create_views(con, _paths(root, name, generation, n_parts), name)
     con.execute(f"DELETE FROM {FILES_TABLE} WHERE name IN (?, ?)", [name, staging])
     con.execute(f"INSERT INTO {FILES_TABLE} VALUES (?, ?, ?, ?)", [name, generation, n_parts, str(root)])
+
+
+def forget_staging(con: duckdb.DuckDBPyConnection, root: Path, staging: str) -> None:
+    """A rebuild of `staging` into a DuckDB table: forget a generation of files begun for it earlier, and
+    delete the parts of a table no longer stored as files (`drop`)."""
+    if backed(staging) and staging.endswith(STAGING):
+        con.execute(f"DELETE FROM {FILES_TABLE} WHERE name = ?", [staging])
+        name = staging.removesuffix(STAGING)
+        if current(con, name) is None and (root / name).is_dir():
+            shutil.rmtree(root / name, ignore_errors=True)
+
+
+def drop(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Stop storing `name` as files (its rebuild is a DuckDB table now): its views, its changed rows and
+    its row of `table_files` dropped, in the caller's transaction; its parts go at the next `start`."""
+    if current(con, name) is None:
+        return
+    forget_columns(con, name)
+    con.execute(f"DROP VIEW IF EXISTS {ident(name)}")
+    con.execute(f"DROP VIEW IF EXISTS {ident(files_view(name))}")
+    con.execute(f"DROP TABLE IF EXISTS {ident(changed_table(name))}")
+    con.execute(f"DELETE FROM {FILES_TABLE} WHERE name = ?", [name])
 
 
 def replace_rows(con: duckdb.DuckDBPyConnection, name: str, key: str, values: pl.Series, frame: pl.DataFrame) -> None:
@@ -217,7 +240,7 @@ def generations(con: duckdb.DuckDBPyConnection) -> list[tuple[str, list[Path]]]:
     """(table, its current part files) of every file-backed table of the store of `con`."""
     try:
         rows = con.execute(f"SELECT name, generation, parts, root FROM {FILES_TABLE} "
-                           f"WHERE NOT ends_with(name, '{_STAGING}') ORDER BY name").fetchall()
+                           f"WHERE NOT ends_with(name, '{STAGING}') ORDER BY name").fetchall()
     except duckdb.CatalogException:  # a store from before file-backed tables
         return []
     return [(name, _paths(Path(root), name, generation, int(n))) for name, generation, n, root in rows]
@@ -261,6 +284,6 @@ def carry(copy: duckdb.DuckDBPyConnection, root: Path | None,
         _create_views(copy, [p for n, p in linked if n == name], name)
         if root is not None:
             copy.execute(f"UPDATE {FILES_TABLE} SET root = ? WHERE name = ?", [str(root), name])
-    copy.execute(f"DELETE FROM {FILES_TABLE} WHERE ends_with(name, '{_STAGING}')" if root is not None
+    copy.execute(f"DELETE FROM {FILES_TABLE} WHERE ends_with(name, '{STAGING}')" if root is not None
                  else f"DELETE FROM {FILES_TABLE}")
     return linked

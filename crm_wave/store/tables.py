@@ -44,9 +44,9 @@ def column_types(con: duckdb.DuckDBPyConnection, name: str) -> list[tuple[str, s
 class Tables:
     """Reading and replacing whole tables, or the rows of some keys.
 
-    The golden tables are file-backed (crm_wave/store/files.py): a rebuild writes `<name>__rebuild`
-    as Parquet parts (`replace_table`, `insert_rows`) that `swap_table` publishes, and `replace_rows`
-    writes their changed rows; every read goes through the view `<name>`."""
+    A large golden table is file-backed (crm_wave/store/files.py): a rebuild begun `as_files` writes
+    `<name>__rebuild` as Parquet parts (`replace_table`, `insert_rows`) that `swap_table` publishes,
+    and `replace_rows` writes its changed rows; every read goes through the view `<name>`."""
 
     path: Path
 
@@ -55,16 +55,20 @@ class Tables:
         """The folder of this store's file-backed tables."""
         return files.root_of(self.path)
 
-    def replace_table(self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
-        """Replace table `name` with `frame` (global and share tables are recomputed each pass)."""
+    def replace_table(self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, *,
+                      as_files: bool = False) -> None:
+        """Replace table `name` with `frame` (global and share tables are recomputed each pass). `as_files`:
+        as Parquet parts under a view (a golden table: crm_wave/store/files.py); for a staging table
+        `<name>__rebuild`, the first part of a generation `insert_rows` adds to and `swap_table` publishes."""
         forget_columns(con, name)
-        if files.backed(name):
-            staging = name if name.endswith("__rebuild") else f"{name}__rebuild"
+        if as_files:
+            staging = name if name.endswith(files.STAGING) else f"{name}{files.STAGING}"
             files.start(con, self.files_root, staging, frame)
             if staging != name:
                 files.publish(con, self.files_root, staging)
                 log_rows(con, name, None)
             return
+        files.forget_staging(con, self.files_root, name)
         with registered(con, "_frame", frame):
             con.execute(f"CREATE OR REPLACE TABLE {ident(name)} AS SELECT * FROM _frame")
         log_rows(con, name, None)
@@ -85,20 +89,21 @@ class Tables:
         return con.execute(f"SELECT {sel} FROM {ident(name)} LIMIT {int(n)}").pl()
 
     def table_columns(self, con: duckdb.DuckDBPyConnection, name: str) -> list[str] | None:
-        """Column names of table (or view) `name` in order, or None if it does not exist.
+        """Column names of table (or view) `name` in order, or None if it does not exist, or if it is
+        file-backed and its files are not beside this store (a copy without them: the next global step
+        rebuilds it).
 
         The golden and share tables' are remembered per connection (each step asks 1-3 times, ~2 ms
         a time): only `replace_table` and `swap_table` change their columns, and they forget them,
         as does a rollback (`connection.forget_columns`). No other process can change them while
         this connection is open: it holds the file."""
-        if files.backed(name) and files.missing(con, self.files_root, name):
-            return None  # a copy of the file without its table files: rebuilt by the next global step
-        if not (logged(name) or files.backed(name)):
+        golden = files.backed(name)
+        if not (logged(name) or golden):
             typed = column_types(con, name)
             return None if typed is None else [c for c, _ in typed]
         known = remembered_columns(con)
         if name not in known:
-            typed = column_types(con, name)
+            typed = None if golden and files.missing(con, self.files_root, name) else column_types(con, name)
             known[name] = None if typed is None else [c for c, _ in typed]
         columns = known[name]
         return None if columns is None else list(columns)
@@ -126,8 +131,9 @@ class Tables:
             log_rows(con, name, None)
 
     def insert_rows(self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
-        """Insert `frame` into table `name` (by column name): a rebuild's next part, for a file-backed one."""
-        if files.backed(name) and name.endswith("__rebuild"):
+        """Insert `frame` into table `name` (by column name): the next Parquet part of a rebuild begun
+        `as_files`."""
+        if files.backed(name) and files.current(con, name) is not None:
             files.add(con, self.files_root, name, frame)
             return
         self._insert(con, name, frame)
@@ -146,9 +152,11 @@ class Tables:
         """Replace table `name` by table `staging` (renamed), in the caller's transaction."""
         forget_columns(con, name, staging)
         if files.backed(name):
-            files.publish(con, self.files_root, staging)
-            log_rows(con, name, None)
-            return
+            if files.current(con, staging) is not None:
+                files.publish(con, self.files_root, staging)
+                log_rows(con, name, None)
+                return
+            files.drop(con, name)  # a table stored as files until now: a DuckDB table from here on
         con.execute(f"DROP TABLE IF EXISTS {ident(name)}")
         con.execute(f"ALTER TABLE {ident(staging)} RENAME TO {ident(name)}")
         log_rows(con, name, None)

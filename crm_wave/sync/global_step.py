@@ -481,6 +481,12 @@ CHUNK = 200_000
 #: At a million orders a side, parts of 200,000 peaked at 3.2 GB, parts of 122,880 at 2.75 GB for ~8 % more
 #: wall time (more id-filtered reads); docs/benchmarks.md, "Session 14".
 PART = 122_880
+#: A golden table rebuilt with more rows than this is stored as Parquet parts under a view (crm_wave/store/files.py):
+#: polars writes 1.1M golden customers in 1.1-1.7 s where DuckDB took 7.3-9.8 s, but each read of the view opens
+#: the files (at 250 rows, a read of one id 6.5 ms against 1.7 ms, `replace_rows` 8 ms against 2.5 ms: one
+#: edit's pass cost ~30 % more). So one part, and the smaller tables stay DuckDB tables (docs/benchmarks.md,
+#: "Session 17").
+FILES_PAST = PART
 #: A full rebuild of up to this many parts of versions reads every field of every record once; a larger
 #: one reads the link fields of all, then every field part by part (less memory, each body parsed twice).
 READ_ONCE_PARTS = 4
@@ -662,7 +668,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
                 keys = pl.concat([part["global_id"], dropped_ids]) if i == 0 else part["global_id"]
                 store.replace_rows(con, table, "global_id", keys, merged)
             elif i == 0:
-                store.replace_table(con, staging, merged)
+                store.replace_table(con, staging, merged, as_files=links.height > FILES_PAST)
             else:
                 store.insert_rows(con, staging, merged)
             n_conflicts += store.record_conflicts(con, entity, conflicts, naive_now)

@@ -33,7 +33,7 @@ def _share(ids: list[str], op: str = "update") -> pl.DataFrame:
 def _start(tmp_path: Path) -> tuple[Store, Path, Published]:
     store = Store(tmp_path / "live" / "crm_wave.duckdb")
     with store.connect() as con:
-        store.replace_table(con, "global_customer", _golden(N))
+        store.replace_table(con, "global_customer", _golden(N), as_files=True)
         store.replace_table(con, "wave_customer_share", _share([f"g{i}" for i in range(5)]))
         store.replace_table(con, "crm_customer_share", _golden(N))
         store.upsert_links(con, "customer", [(f"g{i}", f"C{i}", f"W{i}", "id") for i in range(N)], T0)
@@ -122,7 +122,7 @@ def test_a_store_built_again_with_the_same_writes_has_another_log(tmp_path: Path
     _, snaps, first = _start(tmp_path / "one")
     rebuilt = Store(tmp_path / "rebuilt" / "crm_wave.duckdb")  # the same writes, in the same order, other names
     with rebuilt.connect() as con:
-        rebuilt.replace_table(con, "global_customer", _golden(N, " rebuilt"))
+        rebuilt.replace_table(con, "global_customer", _golden(N, " rebuilt"), as_files=True)
         rebuilt.replace_table(con, "wave_customer_share", _share([f"g{i}" for i in range(5)]))
         rebuilt.replace_table(con, "crm_customer_share", _golden(N, " rebuilt"))
         rebuilt.upsert_links(con, "customer", [(f"g{i}", f"C{i}", f"W{i}", "id") for i in range(N)], T0)

@@ -26,7 +26,10 @@ def _rows(ids: list[int], tag: str = "") -> pl.DataFrame:
 def _rebuild(store: Store, parts: list[pl.DataFrame]) -> None:
     for i, part in enumerate(parts):
         with store.connect() as con:
-            (store.replace_table if i == 0 else store.insert_rows)(con, STAGING, part)
+            if i == 0:
+                store.replace_table(con, STAGING, part, as_files=True)
+            else:
+                store.insert_rows(con, STAGING, part)
     with store.connect() as con:
         store.swap_table(con, STAGING, TABLE)
 
@@ -76,10 +79,10 @@ def test_a_failed_or_unfinished_rebuild_leaves_the_table_and_the_next_one_cleans
     _rebuild(store, [_rows([1, 2])])
     first = _generations(store)
     with store.connect() as con:  # a rebuild that stopped after its first part (a crash): nothing published
-        store.replace_table(con, STAGING, _rows([7]))
+        store.replace_table(con, STAGING, _rows([7]), as_files=True)
     assert _all(store) == sorted(_rows([1, 2]).rows()) and len(_generations(store)) == 2
     with pytest.raises(RuntimeError, match="boom"), store.connect() as con:  # the publish rolled back
-        store.replace_table(con, STAGING, _rows([8]))
+        store.replace_table(con, STAGING, _rows([8]), as_files=True)
         store.swap_table(con, STAGING, TABLE)
         raise RuntimeError("boom")
     assert _all(store) == sorted(_rows([1, 2]).rows())
@@ -122,3 +125,21 @@ def test_a_copy_reads_its_linked_files_and_a_copy_without_them_reads_the_table_a
         assert copy.table_columns(con, TABLE) is None  # the next global step rebuilds it
     _rebuild(copy, [_rows([4])])
     assert _all(copy) == sorted(_rows([4]).rows())
+
+
+def test_a_table_that_shrank_to_one_part_goes_back_to_duckdb_and_its_parts_are_deleted(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb")
+    _rebuild(store, [_rows([1, 2]), _rows([3])])
+    with store.connect() as con:  # a rebuild small enough for a DuckDB table
+        store.replace_table(con, STAGING, _rows([5]))
+        store.swap_table(con, STAGING, TABLE)
+        assert con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = ?", [TABLE]).fetchall() == [
+            ("BASE TABLE",)]
+        assert con.execute(f"SELECT count(*) FROM {files.FILES_TABLE}").fetchall() == [(0,)]
+        store.replace_rows(con, TABLE, "global_id", pl.Series(["g5"]), _rows([5], " v2"))
+    assert _all(store) == sorted(_rows([5], " v2").rows())
+    assert (store.files_root / TABLE).is_dir()  # the parts of the last generation, until the next rebuild starts
+    with store.connect() as con:
+        store.replace_table(con, STAGING, _rows([6]))
+        store.swap_table(con, STAGING, TABLE)
+    assert not (store.files_root / TABLE).exists() and _all(store) == sorted(_rows([6]).rows())
