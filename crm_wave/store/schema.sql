@@ -129,7 +129,7 @@ CREATE TABLE IF NOT EXISTS conflict_queue (
     decided_at TIMESTAMP,
     closed_at TIMESTAMP
 );
--- Which rows of the share tables, links, agreed and the conflict queue each transaction wrote, by global id
+-- Which rows of the golden and share tables, links, agreed and the conflict queue each transaction wrote, by global id
 -- (NULL: any row), so a segment snapshot reads just those (crm_wave/store/writes.py). The oldest
 -- rows are pruned; row_writes_state holds the log's identity and the highest seq pruned.
 CREATE SEQUENCE IF NOT EXISTS row_write_seq;

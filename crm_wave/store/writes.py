@@ -1,4 +1,4 @@
-"""The row-write log: which rows of the share tables, `links`, `agreed` and the
+"""The row-write log: which rows of the golden and share tables, `links`, `agreed` and the
 conflict queue each transaction wrote, by global id, so that a segment snapshot (crm_wave/analyst/segments.py) reads
 the rows written since the one before instead of hashing every row.
 
@@ -34,13 +34,13 @@ _PRUNE_EVERY = 64
 
 
 def logged(table: str) -> bool:
-    """Whether every write of `table` is in the log: share `<side>_<entity>_share`, `links`, `agreed`,
-    `conflict_queue` (a staging table `<name>__rebuild` is not: `swap_table` logs its target whole). The
-    golden tables are not: they are Parquet parts a snapshot links as they are, and a few changed rows
-    (crm_wave/store/files.py)."""
+    """Whether every write of `table` is in the log: golden `global_<entity>`, share `<side>_<entity>_share`,
+    `links`, `agreed`, `conflict_queue` (a staging table `<name>__rebuild` is not: `swap_table` logs its
+    target whole). A golden table stored as files (crm_wave/store/files.py) is logged all the same; a
+    snapshot links its parts and reads its few changed rows (`<name>__changed`, not logged) whole."""
     if "__" in table:
         return False
-    return table in ("links", "agreed", "conflict_queue") or table.endswith("_share")
+    return table in ("links", "agreed", "conflict_queue") or table.startswith("global_") or table.endswith("_share")
 
 
 def log_rows(con: duckdb.DuckDBPyConnection, table: str, global_ids: pl.Series | Sequence[str] | None) -> None:
