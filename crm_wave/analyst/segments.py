@@ -153,7 +153,7 @@ _manifests: dict[tuple[str, int, int], list[Segment]] = {}
 
 
 def read_manifest(snapshot: Path) -> list[Segment]:
-    """The segments snapshot file `snapshot` reads ([] for a snapshot that is a whole copy)."""
+    """The segments snapshot file `snapshot` reads ([] for a whole copy of a store without golden Parquet parts)."""
     try:
         st = snapshot.stat()
     except FileNotFoundError:

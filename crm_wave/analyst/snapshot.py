@@ -321,6 +321,8 @@ def _publish_copy(store: Store, snapshots_dir: Path, final: Path, fail_at: str |
 def _publish_segments(store: Store, snapshots_dir: Path, final: Path, layout: Layout, fail_at: str | None) -> Published:
     snaps = list_snapshots(snapshots_dir)
     previous = segments.read_manifest(snaps[-1]) if snaps else []
+    if all(s.kind == "files" for s in previous):  # a copy (its golden parts alone): nothing to build on
+        previous = []
     mark = segments.read_mark(snaps[-1]) if previous else None
     # From the Parquet files, before the lock; a logged table's hashes only if its log cannot be used.
     hashes = segments.previous_hashes(snapshots_dir, previous, writes.logged)

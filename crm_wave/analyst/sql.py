@@ -102,7 +102,7 @@ def _open(path: Path) -> duckdb.DuckDBPyConnection:
         with duckdb.connect(str(path), read_only=True) as probe:  # the segments its views read
             try:
                 files = [r[0] for r in probe.execute("SELECT path FROM snapshot_files").fetchall()]
-            except duckdb.CatalogException:  # a snapshot that is a whole copy reads no file
+            except duckdb.CatalogException:  # a copy of a store without golden Parquet parts reads no file
                 files = []
         missing = [f for f in files if not Path(f).is_file()]
         if missing:

@@ -1,9 +1,12 @@
-"""File-backed tables: the golden tables as Parquet files written by polars, under views.
+"""File-backed tables: a large golden table as Parquet files written by polars, under views.
 
 A full rebuild rewrites a golden table whole. Storing 1.1M rows of 67 columns in DuckDB's file
 took 7.3-9.8 s; polars writes the same rows as Parquet in 1.1-1.7 s, a quarter of the size
-(docs/benchmarks.md, "Session 16" and "Session 17"). So a file-backed table `<name>` is three
-things in the DuckDB file, and one folder beside it (`<store file>.files/<name>/<generation>/`):
+(docs/benchmarks.md, "Session 16" and "Session 17"). Reads of the files cost more than a table's,
+so the global step writes files only for a rebuild of more than one part (`FILES_PAST` in
+crm_wave/sync/global_step.py; `Tables.replace_table(..., as_files=True)`). A file-backed table
+`<name>` is three things in the DuckDB file, and one folder beside it
+(`<store file>.files/<name>/<generation>/`):
 
 - `<name>__files`, a view over the Parquet parts of the current generation (one part per part
   the rebuild wrote, `part-00000.parquet`, ...). Written once, never changed: a new rebuild is a
@@ -41,8 +44,9 @@ import polars as pl
 
 from crm_wave.store.connection import forget_columns, ident, ids_predicate, registered, sql_ident, sql_str
 
-__all__ = ["FILES_TABLE", "GONE", "Part", "STAGING", "drop", "forget_staging", "backed", "carry", "changed_table", "files_view", "is_backed", "missing",
-           "generations", "link", "link_parts", "parts", "publish", "read_part", "replace_rows", "root_of", "start", "add", "current"]
+__all__ = ["COMPRESSION", "FILES_TABLE", "GONE", "STAGING", "Part", "add", "backed", "carry", "changed_table", "current", "drop",
+           "files_view", "forget_staging", "generations", "is_backed", "link", "link_parts", "missing", "parts", "publish",
+           "read_part", "replace_rows", "root_of", "start"]
 
 FILES_TABLE = "table_files"
 #: The column of `<name>__changed` that marks a deleted row.
@@ -174,7 +178,7 @@ def publish(con: duckdb.DuckDBPyConnection, root: Path, staging: str) -> None:
 def forget_staging(con: duckdb.DuckDBPyConnection, root: Path, staging: str) -> None:
     """A rebuild of `staging` into a DuckDB table: forget a generation of files begun for it earlier, and
     delete the parts of a table no longer stored as files (`drop`)."""
-    if backed(staging) and staging.endswith(STAGING):
+    if staging.endswith(STAGING):
         con.execute(f"DELETE FROM {FILES_TABLE} WHERE name = ?", [staging])
         name = staging.removesuffix(STAGING)
         if current(con, name) is None and (root / name).is_dir():
@@ -183,8 +187,8 @@ def forget_staging(con: duckdb.DuckDBPyConnection, root: Path, staging: str) -> 
 
 def drop(con: duckdb.DuckDBPyConnection, name: str) -> None:
     """Stop storing `name` as files (its rebuild is a DuckDB table now): its views, its changed rows and
-    its row of `table_files` dropped, in the caller's transaction; its parts go at the next `start`."""
-    if current(con, name) is None:
+    its row of `table_files` dropped, in the caller's transaction; its parts go when its next rebuild starts."""
+    if name.endswith(STAGING) or current(con, name) is None:
         return
     forget_columns(con, name)
     con.execute(f"DROP VIEW IF EXISTS {ident(name)}")

@@ -68,7 +68,9 @@ class Tables:
                 files.publish(con, self.files_root, staging)
                 log_rows(con, name, None)
             return
-        files.forget_staging(con, self.files_root, name)
+        if files.backed(name):  # a DuckDB table from here on: no generation begun for it, no view of files in its place
+            files.forget_staging(con, self.files_root, name)
+            files.drop(con, name)
         with registered(con, "_frame", frame):
             con.execute(f"CREATE OR REPLACE TABLE {ident(name)} AS SELECT * FROM _frame")
         log_rows(con, name, None)

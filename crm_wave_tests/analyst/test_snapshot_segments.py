@@ -297,3 +297,16 @@ def test_a_killed_publishs_leftovers_are_removed_by_the_next_publish_of_either_l
         os.utime(old, (time.time() - 7200, time.time() - 7200))
         publish(store, snaps, T0 + timedelta(minutes=i), retention=KEEP, layout=layout)
         assert not old.exists() and not fresh.exists(), layout.mode
+
+
+def test_a_segments_publish_after_a_copy_builds_on_nothing_but_shares_the_golden_parts(tmp_path: Path) -> None:
+    """A copy lists only the golden tables' linked parts: the next segment publish has no chain of the
+    other tables to build on, so it copies the file under the lock and hashes outside it, as a first one."""
+    store, snaps = _start(tmp_path)
+    copy = publish(store, snaps, T0, retention=KEEP, layout=Layout(mode="copy"))
+    parts = {s.file for s in segments.read_manifest(copy.path)}
+    assert parts and {s.kind for s in segments.read_manifest(copy.path)} == {"files"}
+    seg = publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
+    assert seg.how == "segments from a copy"
+    assert parts <= {s.file for s in segments.read_manifest(seg.path)}  # the same links, not new files
+    assert _rows(seg.path, "SELECT count(*) FROM golden_customers") == _rows(copy.path, "SELECT count(*) FROM golden_customers")

@@ -143,3 +143,15 @@ def test_a_table_that_shrank_to_one_part_goes_back_to_duckdb_and_its_parts_are_d
         store.replace_table(con, STAGING, _rows([6]))
         store.swap_table(con, STAGING, TABLE)
     assert not (store.files_root / TABLE).exists() and _all(store) == sorted(_rows([6]).rows())
+
+
+def test_a_whole_table_written_in_place_of_the_files_replaces_them(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb")
+    _rebuild(store, [_rows([1, 2])])
+    with store.connect() as con:
+        store.replace_table(con, TABLE, _rows([3]))
+    assert _all(store) == sorted(_rows([3]).rows())
+    with store.connect() as con:
+        store.replace_table(con, TABLE, _rows([4]), as_files=True)
+        assert files.is_backed(con, TABLE)
+    assert _all(store) == sorted(_rows([4]).rows())
