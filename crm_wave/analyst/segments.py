@@ -191,14 +191,6 @@ def read_mark(snapshot: Path) -> Mark | None:
     return _marks[key]
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _copy(con: duckdb.DuckDBPyConnection, query: str, target: Path, out: Export) -> None:
     """Write the result of `query` to a temporary file beside `target`; `finish(out)` syncs and renames it."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -210,10 +202,10 @@ def _copy(con: duckdb.DuckDBPyConnection, query: str, target: Path, out: Export)
 def finish(out: Export) -> None:
     """Sync the segments `out` wrote to disk and give them their names (outside the store's lock)."""
     for tmp, target in out.pending:
-        _fsync(tmp)
+        files.fsync(tmp)
         os.replace(tmp, target)
     for d in {target.parent for _, target in out.pending}:
-        _fsync(d)
+        files.fsync(d)
     out.pending.clear()
 
 

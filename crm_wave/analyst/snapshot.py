@@ -288,14 +288,9 @@ def _copy_live(store: Store, target: Path, snapshots_dir: Path, *, forget_log: b
 
 def _install(tmp: Path, final: Path, snapshots_dir: Path) -> None:
     """Sync `tmp` and rename it to `final`: a reader sees the whole snapshot or none."""
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
+    files.fsync(tmp)
     os.replace(tmp, final)
-    fd = os.open(snapshots_dir, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    files.fsync(snapshots_dir)
 
 
 def _publish_copy(store: Store, snapshots_dir: Path, final: Path, fail_at: str | None) -> Published:

@@ -45,7 +45,7 @@ import polars as pl
 from crm_wave.store.connection import forget_columns, ident, ids_predicate, registered, sql_ident, sql_str
 
 __all__ = ["COMPRESSION", "FILES_TABLE", "GONE", "STAGING", "Part", "add", "backed", "carry", "changed_table", "current", "drop",
-           "files_view", "forget_staging", "generations", "is_backed", "link", "link_parts", "missing", "parts", "publish",
+           "files_view", "forget_staging", "fsync", "generations", "is_backed", "link", "link_parts", "missing", "parts", "publish",
            "read_part", "replace_rows", "root_of", "start"]
 
 FILES_TABLE = "table_files"
@@ -106,8 +106,7 @@ def missing(con: duckdb.DuckDBPyConnection, root: Path, name: str) -> bool:
 def _write(frame: pl.DataFrame, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     frame.write_parquet(tmp, compression=COMPRESSION)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
+    fsync(tmp)
     os.replace(tmp, path)
 
 
@@ -138,7 +137,8 @@ def add(con: duckdb.DuckDBPyConnection, root: Path, staging: str, frame: pl.Data
     con.execute(f"UPDATE {FILES_TABLE} SET parts = parts + 1 WHERE name = ?", [staging])
 
 
-def _sync_dir(path: Path) -> None:
+def fsync(path: Path) -> None:
+    """Sync the file or folder `path` to disk (a folder: the names in it)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -161,7 +161,7 @@ def publish(con: duckdb.DuckDBPyConnection, root: Path, staging: str) -> None:
     if got is None:
         raise RuntimeError(f"{staging}: no rebuild of its files was started")
     generation, n_parts, _ = got
-    _sync_dir(root / name / generation)
+    fsync(root / name / generation)
     forget_columns(con, name)
     kind = con.execute("SELECT table_type FROM information_schema.tables WHERE table_catalog = current_database() "
                        "AND table_schema = 'main' AND table_name = ?", [name]).fetchall()

@@ -138,8 +138,11 @@ def compute_share(merged: pl.DataFrame, target: str, entity: str, links: dict[st
 def build_share(store: Store, target: str, entity: str, *, full: bool | None = None) -> ShareResult:
     """Compute and store the share table of (`target`, `entity`); incremental unless `full`.
 
-    One share step per table runs at a time (two syncs started at once take turns)."""
-    with store.named_lock(f"share_{target}_{entity}"), store.session(), contextlib.ExitStack() as rest:
+    One share step per table runs at a time (two syncs started at once take turns), and no global step of
+    the entity runs meanwhile: a rebuild reads the golden table in parts, across transactions, and a large
+    one's parts are Parquet files that the global step's next rebuilds replace and delete (crm_wave/store/files.py)."""
+    with store.named_lock(f"share_{target}_{entity}"), store.named_lock(f"global_{entity}"), store.session(), \
+            contextlib.ExitStack() as rest:
         return _build_share(store, target, entity, full=full, rest=rest)
 
 

@@ -155,3 +155,31 @@ def test_a_whole_table_written_in_place_of_the_files_replaces_them(tmp_path: Pat
         store.replace_table(con, TABLE, _rows([4]), as_files=True)
         assert files.is_backed(con, TABLE)
     assert _all(store) == sorted(_rows([4]).rows())
+
+
+def test_a_share_step_waits_for_the_global_step_of_its_entity(tmp_path: Path) -> None:
+    """A share rebuild reads the golden parts across transactions: no global step (which replaces them,
+    and deletes the generation before) runs of that entity meanwhile, in this process or another."""
+    import threading
+
+    from crm_wave.sync.share_step import build_share
+
+    store = Store(tmp_path / "s.duckdb")
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def share() -> None:
+        try:
+            build_share(store, "wave", "customer")
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+        finally:
+            done.set()
+
+    with store.named_lock("global_customer"):
+        worker = threading.Thread(target=share)
+        worker.start()
+        assert not done.wait(0.5)  # held back while a global step of customers would be running
+    worker.join(10)
+    assert done.is_set()
+    assert len(errors) == 1 and "run the global step first" in str(errors[0])  # it ran once the lock was free
