@@ -25,7 +25,8 @@ table), never while a transaction may still point at them.
 
 A copy of the DuckDB file (a dry run's scratch copy, a snapshot copy) carries the files as hard
 links (`carry`); a store whose files are missing (a copy without them) reads the table as absent
-(`table_columns`), so the next global step rebuilds it from the datasets. Nothing else changes for
+(`table_columns`), so the next global step rebuilds it from the datasets; a store moved or restored
+with its folder of files points its views at the new place when it first reads the table (`missing`). Nothing else changes for
 the readers: they read `<name>` with SQL, and a rebuild's reader in parts reads a part file at a
 time (`parts`).
 """
@@ -92,15 +93,22 @@ def is_backed(con: duckdb.DuckDBPyConnection, name: str) -> bool:
 
 
 def missing(con: duckdb.DuckDBPyConnection, root: Path, name: str) -> bool:
-    """True if `name` is file-backed and a part file of its generation is not in `root` (or its view reads
-    another folder): the table must be read as absent until a rebuild writes it again."""
+    """True if `name` is file-backed and a part file of its generation is not in `root`: the table must be
+    read as absent until a rebuild writes it again. A store moved with its folder of files (its views
+    name another folder) has its views pointed at `root`, in the caller's transaction."""
     if not backed(name):
         return False
     got = current(con, name)
     if got is None:
         return False
     generation, n_parts, folder = got
-    return folder != str(root) or not all(p.is_file() for p in _paths(root, name, generation, n_parts))
+    paths = _paths(root, name, generation, n_parts)
+    if not all(p.is_file() for p in paths):
+        return True
+    if folder != str(root):
+        _create_views(con, paths, name)
+        con.execute(f"UPDATE {FILES_TABLE} SET root = ? WHERE name = ?", [str(root), name])
+    return False
 
 
 def _write(frame: pl.DataFrame, path: Path) -> None:

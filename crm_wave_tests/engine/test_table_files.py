@@ -183,3 +183,20 @@ def test_a_share_step_waits_for_the_global_step_of_its_entity(tmp_path: Path) ->
     worker.join(10)
     assert done.is_set()
     assert len(errors) == 1 and "run the global step first" in str(errors[0])  # it ran once the lock was free
+
+
+def test_a_store_moved_with_its_folder_of_files_reads_them_at_the_new_place(tmp_path: Path) -> None:
+    store = Store(tmp_path / "old" / "s.duckdb")
+    _rebuild(store, [_rows([1, 2]), _rows([3])])
+    want = _all(store)
+    with store.locked():
+        moved = tmp_path / "new" / "s.duckdb"
+        moved.parent.mkdir()
+        shutil.copyfile(store.path, moved)
+        shutil.copytree(store.files_root, files.root_of(moved))
+    shutil.rmtree(tmp_path / "old")  # nothing of the old place is left
+    copy = Store(moved)
+    with copy.connect() as con:
+        assert copy.table_columns(con, TABLE) is not None
+        assert files.current(con, TABLE)[2] == str(files.root_of(moved))  # type: ignore[index]
+    assert _all(copy) == want
