@@ -486,8 +486,7 @@ def _export_files(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, before: d
             out.segments[view] = chain
         else:
             for src, dst in zip(paths, targets):
-                if not dst.is_file():  # linked already by the copy of "segments from a copy", under the lock
-                    files.link(src, dst)
+                files.link(src, dst)  # none if linked already (by the copy of "segments from a copy", under the lock)
             out.segments[view] = files_segments(con, snapshots_dir, [(name, t) for t in targets])
             out.written += out.segments[view]
         out.types[view] = [(d[0], str(d[1])) for d in con.execute(f"SELECT * FROM {_q(view)} LIMIT 0").description or []]

@@ -77,8 +77,12 @@ def root_of(store_path: Path) -> Path:
     return Path(str(store_path) + ".files")
 
 
+def _part(root: Path, name: str, generation: str, i: int) -> Path:
+    return root / name / generation / f"part-{i:05d}.parquet"
+
+
 def _paths(root: Path, name: str, generation: str, n_parts: int) -> list[Path]:
-    return [root / name / generation / f"part-{i:05d}.parquet" for i in range(n_parts)]
+    return [_part(root, name, generation, i) for i in range(n_parts)]
 
 
 def current(con: duckdb.DuckDBPyConnection, name: str) -> tuple[str, int, str] | None:
@@ -106,8 +110,7 @@ def missing(con: duckdb.DuckDBPyConnection, root: Path, name: str) -> bool:
     if not all(p.is_file() for p in paths):
         return True
     if folder != str(root):
-        _create_views(con, paths, name)
-        con.execute(f"UPDATE {FILES_TABLE} SET root = ? WHERE name = ?", [str(root), name])
+        _point(con, name, paths, root)
     return False
 
 
@@ -130,7 +133,7 @@ def start(con: duckdb.DuckDBPyConnection, root: Path, staging: str, frame: pl.Da
             if keep is None or old.name != keep[0]:
                 shutil.rmtree(old, ignore_errors=True)
     (folder / generation).mkdir(parents=True)
-    _write(frame, _paths(root, name, generation, 1)[0])
+    _write(frame, _part(root, name, generation, 0))
     con.execute(f"DELETE FROM {FILES_TABLE} WHERE name = ?", [staging])
     con.execute(f"INSERT INTO {FILES_TABLE} VALUES (?, ?, 1, ?)", [staging, generation, str(root)])
 
@@ -141,7 +144,7 @@ def add(con: duckdb.DuckDBPyConnection, root: Path, staging: str, frame: pl.Data
     if got is None:
         raise RuntimeError(f"{staging}: no rebuild of its files was started")
     generation, n_parts, _ = got
-    _write(frame, _paths(root, staging.removesuffix(STAGING), generation, n_parts + 1)[-1])
+    _write(frame, _part(root, staging.removesuffix(STAGING), generation, n_parts))
     con.execute(f"UPDATE {FILES_TABLE} SET parts = parts + 1 WHERE name = ?", [staging])
 
 
@@ -162,6 +165,14 @@ def _create_views(con: duckdb.DuckDBPyConnection, paths: list[Path], name: str) 
                 f"UNION ALL BY NAME SELECT * EXCLUDE ({GONE}) FROM {ident(changed_table(name))} WHERE NOT {GONE}")
 
 
+def _point(con: duckdb.DuckDBPyConnection, name: str, paths: list[Path], root: Path | None) -> None:
+    """Make the views of `name` read `paths`, and record `root` as the folder they are in (None: the store of
+    `con` is no store, a snapshot copy, which keeps no `table_files` row)."""
+    _create_views(con, paths, name)
+    if root is not None:
+        con.execute(f"UPDATE {FILES_TABLE} SET root = ? WHERE name = ?", [str(root), name])
+
+
 def publish(con: duckdb.DuckDBPyConnection, root: Path, staging: str) -> None:
     """Make the generation of `staging` the table's, in the caller's transaction (see the module)."""
     name = staging.removesuffix(STAGING)
@@ -175,7 +186,7 @@ def publish(con: duckdb.DuckDBPyConnection, root: Path, staging: str) -> None:
                        "AND table_schema = 'main' AND table_name = ?", [name]).fetchall()
     if kind and kind[0][0] == "BASE TABLE":  # a table of a store from before the files: replaced once
         con.execute(f"DROP TABLE {ident(name)}")
-    first = sql_str(str(_paths(root, name, generation, 1)[0]))
+    first = sql_str(str(_part(root, name, generation, 0)))
     con.execute(f"CREATE OR REPLACE TABLE {ident(changed_table(name))} AS "
                 f"SELECT *, false AS {GONE} FROM read_parquet({first}) LIMIT 0")
     _create_views(con, _paths(root, name, generation, n_parts), name)
@@ -290,12 +301,10 @@ def carry(copy: duckdb.DuckDBPyConnection, root: Path | None,
     copy that is no store: a snapshot), and point the copy's views at them. Under the copied store's lock."""
     if place is None:
         assert root is not None
-        place = lambda name, generation, i: _paths(root, name, generation, i + 1)[-1]  # noqa: E731
+        place = lambda name, generation, i: _part(root, name, generation, i)  # noqa: E731
     linked = link_parts(copy, place)
     for name in dict.fromkeys(n for n, _ in linked):
-        _create_views(copy, [p for n, p in linked if n == name], name)
-        if root is not None:
-            copy.execute(f"UPDATE {FILES_TABLE} SET root = ? WHERE name = ?", [str(root), name])
+        _point(copy, name, [p for n, p in linked if n == name], root)
     copy.execute(f"DELETE FROM {FILES_TABLE} WHERE ends_with(name, '{STAGING}')" if root is not None
                  else f"DELETE FROM {FILES_TABLE}")
     return linked

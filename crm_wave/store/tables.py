@@ -99,13 +99,12 @@ class Tables:
         a time): only `replace_table` and `swap_table` change their columns, and they forget them,
         as does a rollback (`connection.forget_columns`). No other process can change them while
         this connection is open: it holds the file."""
-        golden = files.backed(name)
-        if not (logged(name) or golden):
+        if not logged(name):
             typed = column_types(con, name)
             return None if typed is None else [c for c, _ in typed]
         known = remembered_columns(con)
-        if name not in known:
-            typed = None if golden and files.missing(con, self.files_root, name) else column_types(con, name)
+        if name not in known:  # a golden table is logged: its files are checked once per connection
+            typed = None if files.missing(con, self.files_root, name) else column_types(con, name)
             known[name] = None if typed is None else [c for c, _ in typed]
         columns = known[name]
         return None if columns is None else list(columns)
@@ -122,11 +121,10 @@ class Tables:
         """Delete the rows of `name` whose `key` is one of `values`, then insert `frame` (by column name)."""
         if files.is_backed(con, name):
             files.replace_rows(con, name, key, values, frame)
-            log_rows(con, name, pl.concat([values.cast(pl.String), frame[key].cast(pl.String)]) if frame.height else values)
-            return
-        with ids_predicate(con, "_rows_keys", values, sql_ident(key)) as (among, params):
-            con.execute(f"DELETE FROM {ident(name)} WHERE {among}", params)
-        self._insert(con, name, frame)
+        else:
+            with ids_predicate(con, "_rows_keys", values, sql_ident(key)) as (among, params):
+                con.execute(f"DELETE FROM {ident(name)} WHERE {among}", params)
+            self._insert(con, name, frame)
         if key == "global_id" and (key in frame.columns or not frame.height):  # else rows of any key changed
             log_rows(con, name, pl.concat([values.cast(pl.String), frame[key].cast(pl.String)]) if frame.height else values)
         else:
@@ -135,7 +133,7 @@ class Tables:
     def insert_rows(self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
         """Insert `frame` into table `name` (by column name): the next Parquet part of a rebuild begun
         `as_files`."""
-        if files.backed(name) and files.current(con, name) is not None:
+        if files.is_backed(con, name):
             files.add(con, self.files_root, name, frame)
             return
         self._insert(con, name, frame)
@@ -154,7 +152,7 @@ class Tables:
         """Replace table `name` by table `staging` (renamed), in the caller's transaction."""
         forget_columns(con, name, staging)
         if files.backed(name):
-            if files.current(con, staging) is not None:
+            if files.is_backed(con, staging):
                 files.publish(con, self.files_root, staging)
                 log_rows(con, name, None)
                 return
