@@ -21,7 +21,7 @@ EXIT_CODES = {
     "unknown_tenant": 5,   # --tenant names no configured tenant
     "auth": 6,             # a system refused the token
     "unreachable": 7,      # a system cannot be reached at its URL
-    "no_data": 8,          # nothing synced yet: no snapshot or no DuckDB file
+    "no_data": 8,          # nothing synced yet: no snapshot or no DuckDB file; or a dataset's files are missing
     "bad_query": 9,        # `crm-wave sql`: the query failed or would write
     "not_found": 10,       # an id named on the command line does not exist
     "api": 11,             # a system answered with an error the command cannot get past
@@ -76,6 +76,7 @@ def explain(exc: BaseException, *, env_prefix: str = "", environ: Mapping[str, s
     import duckdb
 
     from crm_wave.config.settings import ConfigError
+    from crm_wave.store.files import FilesMissing
     from crm_wave.systems.crm.client import CrmAuthError, CrmError
     from crm_wave.systems.http import TransientError, UnreachableError
     from crm_wave.systems.wave.client import WaveAuthError, WaveError
@@ -103,6 +104,8 @@ def explain(exc: BaseException, *, env_prefix: str = "", environ: Mapping[str, s
     if isinstance(exc, (CrmError, WaveError)):
         return CliError(f"{_one_line(exc)}; check {_var(env_prefix, _system_of(exc), 'url', environ)} points at the "
                         "right API", "api")
+    if isinstance(exc, FilesMissing):
+        return CliError(_one_line(exc), "no_data")
     if isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower():
         return CliError(f"the DuckDB file is in use by another process ({_one_line(exc)}); wait for the running "
                         "sync to finish, or query the snapshot with `crm-wave sql`", "busy")

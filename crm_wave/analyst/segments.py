@@ -57,6 +57,7 @@ import duckdb
 
 from crm_wave.analyst.views import create_views
 from crm_wave.store import files, writes
+from crm_wave.store.datasets import DATASET_COLUMNS
 
 if TYPE_CHECKING:  # pyarrow is DuckDB's to load when a table is fetched: not at import
     import pyarrow as pa
@@ -77,8 +78,6 @@ MAX_DELTAS = 16
 COMPACT_SHARE = 0.25
 #: A dataset's chain of `seq` segments longer than this is compacted.
 MAX_SEQ_CHAIN = 16
-#: The columns of a dataset table (crm_wave/store/datasets.sql).
-DATASET_COLUMNS = ("_id", "_seq", "_hash", "_deleted", "_ts", "_previous", "_source_id", "_modified", "_version", "body")
 HASH, GONE, POS = "_snap_h", "_snap_gone", "_snap_pos"
 _ORPHAN = ".orphaned"
 #: Versions at the end of a dataset chain whose checksum is compared with the live dataset's.
@@ -701,11 +700,17 @@ def write_snapshot(path: Path, snapshots_dir: Path, exported: Export) -> dict[st
         for table, segs in exported.segments.items():
             select = ", ".join(_q(c) if _round_trips(t) else f"CAST({_q(c)} AS {t}) AS {_q(c)}" for c, t in exported.types[table])
             con.execute(f"CREATE VIEW {_q(table)} AS {view_sql(snapshots_dir, segs, select)}")
-        for sql in exported.views:
-            try:
-                con.execute(sql)
-            except duckdb.Error:  # a live view over a table of another shape: the analyst views do not need it
-                pass
+        pending = list(exported.views)
+        while pending:  # in the live store's order; a view over one created after it (a dataset that became
+            failed = []  # a view of its parts, under its `_current` view) is tried again once that one is made
+            for sql in pending:
+                try:
+                    con.execute(sql)
+                except duckdb.Error:  # a live view over a table of another shape: the analyst views do not need it
+                    failed.append(sql)
+            if len(failed) == len(pending):
+                break
+            pending = failed
         created = create_views(con)
         con.execute("COMMIT")
         con.execute("CHECKPOINT")

@@ -415,8 +415,11 @@ class Connection:
         self._threads: int | None = None  # DuckDB's threads for the session's connection (`threads`)
         self._session_lock = contextlib.ExitStack()
         if _file_key(self.path) not in Connection._ready:
+            from crm_wave.store import files  # (files uses this module)
+
             with self.connect() as con:
                 con.execute((_SQL_DIR / "schema.sql").read_text())
+                files.follow(con, files.root_of(self.path))  # a store moved with its files: its views point there
             key = _file_key(self.path)
             if key is not None:
                 Connection._ready.add(key)

@@ -1,5 +1,11 @@
 """Datasets: append-only logs of entity versions (Sesam's model), one table per system and type,
-and the cursor each collect reads on from."""
+and the cursor each collect reads on from.
+
+A large append (`FILES_FROM` versions or more, a collect's full read of a large tenant) is written
+by polars as a Parquet part of the dataset (crm_wave/store/files.py, `append`): DuckDB took 3.2 s to
+store a million CRM customers' versions in its file, where polars writes them in 0.7 s
+(docs/benchmarks.md, "Session 18"). From then on `<name>` is a view of the parts and of the table
+`<name>__rows`, which takes the small appends; readers read `<name>` with SQL as before."""
 
 from __future__ import annotations
 
@@ -15,13 +21,20 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
+from crm_wave.store import files
 from crm_wave.store.connection import arrow, body_compression, ident, registered
 
-__all__ = ["Datasets", "Version", "dataset_sql", "VERSION_SCHEMA", "APPEND_CHUNK", "body_bytes", "body_text"]
+__all__ = ["Datasets", "Version", "dataset_sql", "VERSION_SCHEMA", "APPEND_CHUNK", "FILES_FROM", "body_bytes", "body_text"]
 
 #: Versions handed to DuckDB per statement. (One statement of a whole part of a collect, 200,000, moves the
 #: commit's work into the statement: the same CPU, alternating runs; docs/benchmarks.md, "Session 13".)
 APPEND_CHUNK = 100_000
+#: An append of at least this many versions (one round of `append_frame`, at most a collect's `COMMIT_ROWS`)
+#: is hashed and compared in DuckDB, and written as a Parquet part when it writes as many. Smaller
+#: datasets stay DuckDB tables: each read of a view opens its files (docs/benchmarks.md, "Session 17").
+FILES_FROM = 100_000
+#: The columns of a dataset, in order.
+DATASET_COLUMNS = ("_id", "_seq", "_hash", "_deleted", "_ts", "_previous", "_source_id", "_modified", "_version", "body")
 #: The columns a batch of collected versions comes in (`Datasets.append_frame`).
 VERSION_SCHEMA = pl.Schema({"_id": pl.String, "_source_id": pl.String, "_hash": pl.String, "_deleted": pl.Boolean,
                   "_modified": pl.String, "_version": pl.Int64, "body": pl.String})
@@ -84,13 +97,20 @@ class Datasets:
     """Dataset tables (`crm_customer`, `wave_invoice`, ...) and the `cursors` of their collects."""
 
     _datasets: set[str]
+    files_root: Path
 
     def ensure_dataset(self, con: duckdb.DuckDBPyConnection, name: str) -> None:
-        """Create dataset table `name` and its `_current` view if missing."""
+        """Create dataset table `name` and its `_current` view if missing (a file-backed one: check that
+        its parts are where the store is, `files.place`)."""
         if name in self._datasets:
             return
-        con.execute(dataset_sql(con, name))
+        if not files.place(con, self.files_root, name):
+            con.execute(dataset_sql(con, name))
         self._datasets.add(name)
+
+    def _rows_table(self, con: duckdb.DuckDBPyConnection, name: str) -> str:
+        """The DuckDB table small appends of dataset `name` go to (`<name>__rows` once it has parts)."""
+        return ident(files.rows_table(name) if files.current(con, name) is not None else name)
 
     def has_dataset(self, name: str) -> bool:
         """Whether dataset table `name` is known to exist (this store created or met it)."""
@@ -123,18 +143,18 @@ class Datasets:
                 "_round", maintain_order=True, include_key=False)
         written = 0
         for part in rounds:
+            if part.height >= FILES_FROM:
+                written += self._append_part(con, name, part, now, new_deleted)
+                continue
             for piece in part.iter_slices(APPEND_CHUNK):  # bounded memory in DuckDB
                 written += self._append_round(con, name, piece, now, new_deleted)
         return written
 
-    def _append_round(self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, now: datetime,
-                      new_deleted: bool = False) -> int:
-        """Append versions of distinct ids (new, or hash/deleted flag changed)."""
-        table = ident(name)
-        with registered(con, "_versions_in", _versions_arrow(frame)):
-            ((n,),) = con.execute(
-                f"""
-                INSERT INTO {table}
+    @staticmethod
+    def _new_versions(table: str, select: str, new_deleted: bool) -> str:
+        """`select` of the rows of `_versions_in` that are new versions of dataset `table` (new ids, or hash or
+        deleted flag changed): `i` the incoming row with its hash `_h`, `c` the id's current version."""
+        return f"""
                 WITH incoming AS (
                     SELECT *, coalesce(_hash, sha1(coalesce(body, 'null'))) AS _h FROM _versions_in
                 ), cur AS (
@@ -142,15 +162,41 @@ class Datasets:
                     WHERE _id IN (SELECT _id FROM _versions_in)
                     QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _seq DESC) = 1
                 )
-                SELECT i._id, (SELECT coalesce(max(_seq), 0) FROM {table}) + row_number() OVER (ORDER BY i._pos),
-                       i._h, i._deleted, ?, c._seq,
-                       i._source_id, i._modified, i._version, i.body
+                SELECT {select}
                 FROM incoming i LEFT JOIN cur c ON c._id = i._id
                 WHERE CASE WHEN c._id IS NULL THEN {'true' if new_deleted else 'NOT i._deleted'}
-                           ELSE c._hash <> i._h OR c._deleted <> i._deleted END
-                """,
-                [now],
-            ).fetchall()
+                           ELSE c._hash <> i._h OR c._deleted <> i._deleted END"""
+
+    def _append_part(self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, now: datetime,
+                     new_deleted: bool) -> int:
+        """`_append_round` of many versions: DuckDB hashes and compares them (just the hash, sequence
+        numbers and `_previous` come back), polars writes the new ones as a Parquet part of the dataset
+        (`files.append`), or they go to its table when fewer than `FILES_FROM` are new."""
+        table = ident(name)
+        select = (f"i._pos, (SELECT coalesce(max(_seq), 0) FROM {table}) + row_number() OVER (ORDER BY i._pos) AS _seq, "
+                  f"i._h AS _hash, c._seq AS _previous")
+        with registered(con, "_versions_in", _versions_arrow(frame)):
+            new = con.execute(self._new_versions(table, select, new_deleted)).pl()
+        if new.height == 0:
+            return 0
+        rows = new.sort("_seq").join(frame.drop("_hash"), on="_pos", how="left", maintain_order="left").with_columns(
+            pl.lit(now, pl.Datetime("us")).alias("_ts"), pl.col("_previous").cast(pl.Int64)).select(DATASET_COLUMNS)
+        if rows.height >= FILES_FROM:
+            files.append(con, self.files_root, name, rows)
+        else:
+            with registered(con, "_versions_new", _versions_arrow(rows)):
+                con.execute(f"INSERT INTO {self._rows_table(con, name)} SELECT * FROM _versions_new")
+        return rows.height
+
+    def _append_round(self, con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, now: datetime,
+                      new_deleted: bool = False) -> int:
+        """Append versions of distinct ids (new, or hash/deleted flag changed)."""
+        table = ident(name)
+        select = (f"i._id, (SELECT coalesce(max(_seq), 0) FROM {table}) + row_number() OVER (ORDER BY i._pos), "
+                  f"i._h, i._deleted, ?, c._seq, i._source_id, i._modified, i._version, i.body")
+        with registered(con, "_versions_in", _versions_arrow(frame)):
+            ((n,),) = con.execute(f"INSERT INTO {self._rows_table(con, name)}" + self._new_versions(table, select, new_deleted),
+                                  [now]).fetchall()
         return int(n)
 
     def live_ids_not_in(self, con: duckdb.DuckDBPyConnection, name: str, seen: pl.Series) -> tuple[int, list[str]]:

@@ -29,6 +29,13 @@ links (`carry`); a store whose files are missing (a copy without them) reads the
 with its folder of files points its views at the new place when it first reads the table (`missing`). Nothing else changes for
 the readers: they read `<name>` with SQL, and a rebuild's reader in parts reads a part file at a
 time (`parts`).
+
+A large dataset (an append-only log of versions, crm_wave/store/datasets.py) is file-backed too, by
+appends rather than rebuilds: a collect's append of many versions is written as the next part of the
+dataset's one generation (`append`). Its first such append renames the DuckDB table to `<name>__rows`,
+which keeps the versions appended a few at a time, and `<name>` becomes the view of the parts' rows
+and those rows (`UNION ALL`). Parts of a dataset are never deleted: they are its history. A store
+whose dataset parts are missing stops with `FilesMissing` (`place`), as nothing can rebuild them.
 """
 
 from __future__ import annotations
@@ -45,15 +52,17 @@ import polars as pl
 
 from crm_wave.store.connection import forget_columns, ident, ids_predicate, registered, sql_ident, sql_str
 
-__all__ = ["COMPRESSION", "FILES_TABLE", "GONE", "STAGING", "Part", "add", "backed", "carry", "changed_table", "current", "drop",
-           "files_view", "forget_staging", "fsync", "generations", "is_backed", "link", "link_parts", "missing", "parts", "publish",
-           "read_part", "replace_rows", "root_of", "start"]
+__all__ = ["COMPRESSION", "FILES_TABLE", "GONE", "ROWS", "STAGING", "FilesMissing", "Part", "add", "append", "backed", "carry",
+           "changed_table", "current", "drop", "files_view", "follow", "forget_staging", "fsync", "generations", "is_backed", "link",
+           "link_parts", "missing", "parts", "place", "publish", "read_part", "replace_rows", "root_of", "rows_table", "start"]
 
 FILES_TABLE = "table_files"
 #: The column of `<name>__changed` that marks a deleted row.
 GONE = "_gone"
 #: The suffix of a rebuild's staging name.
 STAGING = "__rebuild"
+#: The suffix of a file-backed dataset's DuckDB table: the versions appended a few at a time.
+ROWS = "__rows"
 #: Compression of the parts: zstd, 1.1-1.2 s and 36 MB for the golden customers at 1M (lz4 1.0 s, 113 MB).
 COMPRESSION: Final = "zstd"
 
@@ -62,6 +71,14 @@ def backed(name: str) -> bool:
     """Whether table `name` may be file-backed: the golden tables `global_<entity>` (and their staging)."""
     base = name.removesuffix(STAGING)
     return base.startswith("global_") and "__" not in base
+
+
+class FilesMissing(RuntimeError):
+    """A file-backed dataset's parts are not in the store's folder of table files."""
+
+
+def rows_table(name: str) -> str:
+    return f"{name}{ROWS}"
 
 
 def changed_table(name: str) -> str:
@@ -100,8 +117,10 @@ def missing(con: duckdb.DuckDBPyConnection, root: Path, name: str) -> bool:
     """True if `name` is file-backed and a part file of its generation is not in `root`: the table must be
     read as absent until a rebuild writes it again. A store moved with its folder of files (its views
     name another folder) has its views pointed at `root`, in the caller's transaction."""
-    if not backed(name):
-        return False
+    return backed(name) and _missing(con, root, name)
+
+
+def _missing(con: duckdb.DuckDBPyConnection, root: Path, name: str) -> bool:
     got = current(con, name)
     if got is None:
         return False
@@ -112,6 +131,49 @@ def missing(con: duckdb.DuckDBPyConnection, root: Path, name: str) -> bool:
     if folder != str(root):
         _point(con, name, paths, root)
     return False
+
+
+def follow(con: duckdb.DuckDBPyConnection, root: Path) -> None:
+    """Point the views of every file-backed table recorded in another folder than `root` at `root`, where its
+    parts all are (a store moved or restored with its folder of files); in the caller's transaction."""
+    try:
+        moved = [r[0] for r in con.execute(f"SELECT name FROM {FILES_TABLE} WHERE root <> ? AND NOT ends_with(name, "
+                                           f"'{STAGING}')", [str(root)]).fetchall()]
+    except duckdb.CatalogException:  # a store from before file-backed tables
+        return
+    for name in moved:
+        _missing(con, root, name)
+
+
+def place(con: duckdb.DuckDBPyConnection, root: Path, name: str) -> bool:
+    """Whether dataset `name` is file-backed (`append`). A store moved with its folder of files has the
+    dataset's views pointed at `root`, in the caller's transaction; raises `FilesMissing` when a part is
+    not in `root` (the DuckDB file copied or restored without its `.files` folder)."""
+    if _missing(con, root, name):
+        raise FilesMissing(f"{name}: its versions' Parquet parts are not in {root}; restore the store's "
+                           f".files folder beside its DuckDB file (docs/runbook.md, 'Backing up or moving a store')")
+    return current(con, name) is not None
+
+
+def append(con: duckdb.DuckDBPyConnection, root: Path, name: str, frame: pl.DataFrame) -> None:
+    """Write `frame` (rows of dataset `name`, in its columns) as the next part of the dataset's files, in the
+    caller's transaction: the first time, table `name` becomes `<name>__rows` and `name` the view of both.
+    The part is synced to disk before the transaction commits; after a rollback or a crash it is a file no
+    row of `table_files` counts, which the next append writes over."""
+    got = current(con, name)
+    if got is None:
+        generation, n_parts = uuid.uuid4().hex, 0
+        shutil.rmtree(root / name, ignore_errors=True)  # a first part whose transaction rolled back
+        (root / name / generation).mkdir(parents=True)
+        forget_columns(con, name)
+        con.execute(f"ALTER TABLE {ident(name)} RENAME TO {ident(rows_table(name))}")
+    else:
+        generation, n_parts, _ = got
+    _write(frame, _part(root, name, generation, n_parts))
+    fsync(root / name / generation)
+    con.execute(f"DELETE FROM {FILES_TABLE} WHERE name = ?", [name])
+    con.execute(f"INSERT INTO {FILES_TABLE} VALUES (?, ?, ?, ?)", [name, generation, n_parts + 1, str(root)])
+    _create_views(con, _paths(root, name, generation, n_parts + 1), name)
 
 
 def _write(frame: pl.DataFrame, path: Path) -> None:
@@ -160,6 +222,10 @@ def fsync(path: Path) -> None:
 def _create_views(con: duckdb.DuckDBPyConnection, paths: list[Path], name: str) -> None:
     listed = ", ".join(sql_str(str(p)) for p in paths)
     con.execute(f"CREATE OR REPLACE VIEW {ident(files_view(name))} AS SELECT * FROM read_parquet([{listed}])")
+    if not backed(name):  # a dataset: its parts, then the versions appended since a few at a time
+        con.execute(f"CREATE OR REPLACE VIEW {ident(name)} AS SELECT * FROM {ident(files_view(name))} "
+                    f"UNION ALL BY NAME SELECT * FROM {ident(rows_table(name))}")
+        return
     con.execute(f"CREATE OR REPLACE VIEW {ident(name)} AS SELECT b.* FROM {ident(files_view(name))} AS b "
                 f"ANTI JOIN {ident(changed_table(name))} AS c ON c.global_id = b.global_id "
                 f"UNION ALL BY NAME SELECT * EXCLUDE ({GONE}) FROM {ident(changed_table(name))} WHERE NOT {GONE}")

@@ -18,6 +18,7 @@ from crm_wave.bench.data import FakeCrm, FakeWave, Scale
 from crm_wave.bench.transform import _pass, _TimedData
 from crm_wave.config.settings import ConfigError
 from crm_wave.store.db import Store, Version
+import crm_wave.store.datasets as datasets
 import crm_wave.sync.global_step as global_step
 
 T0 = datetime(2026, 3, 1, 9, 0, 0)
@@ -213,11 +214,16 @@ def test_too_much_change_copies_the_file_under_the_lock_and_duplicates_are_writt
     assert _rows(more.path, "SELECT note, count(*) FROM notes GROUP BY note") == [("other", 1), ("same", 3)]
 
 
-def test_every_analyst_view_answers_as_in_a_whole_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("datasets_as_files", [False, True])
+def test_every_analyst_view_answers_as_in_a_whole_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       datasets_as_files: bool) -> None:
     """The views over Parquet segments give the rows and types the views over a copy of the file gave,
     after a full pass and after an incremental pass (a delta of golden, share, link and agreed rows);
-    the golden tables stored as Parquet parts, as a large store's are."""
+    the golden tables stored as Parquet parts, as a large store's are, and (`datasets_as_files`) the
+    full pass's versions too (each dataset a view of its parts and `<name>__rows`)."""
     monkeypatch.setattr(global_step, "FILES_PAST", 0)
+    if datasets_as_files:
+        monkeypatch.setattr(datasets, "FILES_FROM", 20)
     data = _TimedData(Scale(60, 10, 60, page=50), 7)
     crm, wave = FakeCrm(data), FakeWave(data)
     store = Store(tmp_path / "live" / "crm_wave.duckdb")
@@ -232,10 +238,14 @@ def test_every_analyst_view_answers_as_in_a_whole_copy(tmp_path: Path, monkeypat
     assert dict(new.read)["global_customer__files"] == "files" and not any(
         s.table == "global_customer__files" for s in new.written)
     assert any(s.table == "global_customer__changed" for s in new.written)
+    backed = {"global_customer", "global_product", "global_order"}
+    if datasets_as_files:  # the edits' versions are rows of `__rows`, a dataset chain of its own
+        backed |= {"crm_customer", "wave_customer", "crm_order", "wave_invoice"}
+        assert dict(new.read)["crm_customer__files"] == "files" and dict(new.read)["crm_customer__rows"] == "seq"
+        assert any(s.table == "crm_customer__rows" for s in new.written)
     old = publish(store, tmp_path / "copy", T0 + timedelta(hours=1), retention=KEEP, layout=Layout(mode="copy"))
-    # A copy reads the golden tables' parts, linked into the segments (the same files the segments snapshot reads).
-    assert old.how == "copy" and {s.table for s in segments.read_manifest(old.path)} == {
-        "global_customer__files", "global_product__files", "global_order__files"}
+    # A copy reads the file-backed tables' parts, linked into the segments (the same files the segments snapshot reads).
+    assert old.how == "copy" and {s.table for s in segments.read_manifest(old.path)} >= {f"{n}__files" for n in backed}
     with duckdb.connect(str(old.path), read_only=True) as a, duckdb.connect(str(new.path), read_only=True) as b:
         for name in VIEW_NAMES:
             sql = f"SELECT * FROM {name}" if name != "entity_as_of" else "SELECT * FROM entity_as_of(now()::TIMESTAMP)"

@@ -1,5 +1,6 @@
-"""The end-to-end flows with the golden tables stored as Parquet parts (crm_wave/store/files.py), as a
-large store's are: every rebuild writes files here (`FILES_PAST` 0), incremental steps their changed rows."""
+"""The end-to-end flows with the golden tables and the datasets stored as Parquet parts
+(crm_wave/store/files.py), as a large store's are: every rebuild writes files here (`FILES_PAST` 0),
+incremental steps their changed rows, and every append of versions a part (`FILES_FROM` 1)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+import crm_wave.store.datasets as datasets
 import crm_wave.sync.global_step as global_step
 from crm_wave.store import files
 from crm_wave.sync.plan import plan
@@ -16,6 +18,7 @@ from crm_wave_tests.sync import test_end_to_end as e2e
 @pytest.fixture(autouse=True)
 def _golden_as_files(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(global_step, "FILES_PAST", 0)
+    monkeypatch.setattr(datasets, "FILES_FROM", 1)
 
 
 def _backed(rig) -> set[str]:
@@ -25,7 +28,8 @@ def _backed(rig) -> set[str]:
 
 def test_every_flow_creates_in_wave(rig):
     e2e.test_crm_records_are_created_in_wave_with_every_flow(rig)
-    assert _backed(rig) == {"global_customer", "global_product", "global_order"}
+    assert _backed(rig) == {"global_customer", "global_product", "global_order", "crm_customer", "crm_product", "crm_order",
+                            "wave_customer", "wave_product", "wave_invoice"}
 
 
 def test_wave_records_are_created_in_the_crm(rig):
