@@ -186,12 +186,14 @@ def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, en
     with some as (among, params):
         if within is not None:  # older versions below `lo` drop out too: the current one is in the range
             among, params = f"_seq >= ? AND _seq <= ? AND ({among})", [*within, *params]
+        # The current versions by a semi join on their `_seq` (the newest of each id among the rows `among` keeps),
+        # not a window over the rows: the window holds every body it reads until it has ranked them all.
         raw = con.execute(
-            f"WITH cur AS (SELECT _source_id, _deleted, _modified, body FROM {name} WHERE {among} "
-            f"QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _seq DESC) = 1) "
+            f"WITH cur AS (SELECT _source_id, _deleted, _modified, body FROM {name} SEMI JOIN "
+            f"(SELECT max(_seq) AS _top FROM {name} WHERE {among} GROUP BY _id) ON _top = _seq WHERE {among}) "
             f"SELECT _source_id, _deleted, _modified, body IS NULL AS _nobody, {lines_ok} AS lines_ok, {select} "
             f"FROM (SELECT *, {lines_sql} FROM (SELECT *, json_transform(body, ?) AS s FROM cur))",
-            [*params, structure]).pl()
+            [*params, *params, structure]).pl()
 
     def bodies(source_ids: pl.Series) -> pl.Series:
         """The JSON bodies of some of these rows (for the rows the fast path cannot map)."""
