@@ -29,7 +29,7 @@ Every table of the live store goes to `<snapshots>/segments/<table>/` as immutab
     table bigger than `max_rows`, or more logged ids than that, goes straight to the copy;
 - `compact` merges a chain into a new base from its own Parquet files, never touching the live
   store (so outside its lock), once the deltas grow past `MAX_DELTAS` files or `COMPACT_SHARE` of
-  the base's rows.
+  the base's rows (`EMPTY_BASE_ROWS` rows over an empty base).
 
 A snapshot file is a small DuckDB database: one view per live table over its segments (by
 absolute path; the log's own tables are left out), the live views, the analyst views,
@@ -76,6 +76,10 @@ MARK = "snapshot_log_mark"
 MAX_DELTAS = 16
 #: Rows in a chain's deltas, as a share of its base's, at which it is compacted.
 COMPACT_SHARE = 0.25
+#: Rows in the deltas of a chain over an empty base (a golden table's `__changed` rows after a rebuild) at which
+#: it is compacted: any share of nothing is more, and every publish after a change rewrote the chain (0.085 s of
+#: 0.49 s at 10,000 rows; docs/benchmarks.md, "Session 18").
+EMPTY_BASE_ROWS = 100_000
 #: A dataset's chain of `seq` segments longer than this is compacted.
 MAX_SEQ_CHAIN = 16
 HASH, GONE, POS = "_snap_h", "_snap_gone", "_snap_pos"
@@ -658,7 +662,8 @@ def compact(snapshots_dir: Path, exported: Export, *, max_deltas: int | None = N
                 merged = Segment(table, "", sum(s.rows for s in chain), "seq", chain[0].lo, chain[-1].hi, chain[-1].checksum,
                                  chain[-1].columns, chain[-1].engine)
             elif chain[0].kind == "base" and len(chain) > 1 and (
-                    len(chain) - 1 > max_deltas or sum(s.rows for s in chain[1:]) >= share * max(chain[0].rows, 1)):
+                    len(chain) - 1 > max_deltas or sum(s.rows for s in chain[1:]) >= (
+                        share * chain[0].rows if chain[0].rows else EMPTY_BASE_ROWS)):
                 target = _fresh(seg_dir, table, "base")
                 query = view_sql(snapshots_dir, chain, f"* EXCLUDE ({POS})")
                 (n,) = con.execute(f"SELECT count(*) FROM ({view_sql(snapshots_dir, chain, HASH)})").fetchall()[0]

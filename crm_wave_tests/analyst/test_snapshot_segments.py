@@ -320,3 +320,21 @@ def test_a_segments_publish_after_a_copy_builds_on_nothing_but_shares_the_golden
     assert seg.how == "segments from a copy"
     assert parts <= {s.file for s in segments.read_manifest(seg.path)}  # the same links, not new files
     assert _rows(seg.path, "SELECT count(*) FROM golden_customers") == _rows(copy.path, "SELECT count(*) FROM golden_customers")
+
+
+def test_a_chain_over_an_empty_base_is_not_rewritten_by_every_change(tmp_path: Path) -> None:
+    """A table emptied (a golden table's `__changed` rows after a rebuild) gets a base of no rows; its
+    deltas stay deltas until `EMPTY_BASE_ROWS` or `MAX_DELTAS`, where any share of nothing compacted them
+    at every publish."""
+    store, snaps = _start(tmp_path)
+    with store.connect() as con:
+        con.execute(f"DELETE FROM {TABLE}")
+    publish(store, snaps, T0, retention=KEEP, layout=SEG)
+    for n in range(1, 4):
+        with store.connect() as con:
+            store.replace_rows(con, TABLE, "global_id", pl.Series([f"g{n}"]),
+                               pl.DataFrame({"global_id": [f"g{n}"], "Name": [f"v{n}"]}))
+        last = publish(store, snaps, T0 + timedelta(minutes=n), retention=KEEP, layout=SEG)
+    chain = [s for s in segments.read_manifest(last.path) if s.table == TABLE]
+    assert [(s.kind, s.rows) for s in chain] == [("base", 0), ("delta", 1), ("delta", 1), ("delta", 1)]
+    assert _rows(last.path, f"SELECT * FROM {TABLE}") == [("g1", "v1"), ("g2", "v2"), ("g3", "v3")]
