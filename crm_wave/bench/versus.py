@@ -12,7 +12,6 @@ against dicts; reading, mapping and (for the engine) writing left out.
 
 from __future__ import annotations
 
-import shutil
 import time
 from datetime import datetime, UTC
 from pathlib import Path
@@ -23,6 +22,7 @@ import polars as pl
 from crm_wave.bench.data import Dataset, FakeCrm, FakeWave, Scale
 from crm_wave.bench.naive import naive_pass
 from crm_wave.bench.transform import output_tables, storage_floor
+from crm_wave.store import files
 from crm_wave.store.db import Store
 from crm_wave.sync.collect import collect
 from crm_wave.sync.global_step import build_global
@@ -99,10 +99,7 @@ def run_versus(scale: Scale, seed: int, workdir: Path) -> dict[str, Any]:
         for system in SIDES:
             collect(store, system, entity, clients[system], now, full=True)
     copy = workdir / "naive.duckdb"
-    shutil.copyfile(store.path, copy)
-    wal = store.path.with_name(store.path.name + ".wal")
-    if wal.exists():
-        shutil.copyfile(wal, copy.with_name(copy.name + ".wal"))
+    files.copy_store(store.path, copy)  # with the datasets' Parquet parts, at 100,000 a side
     compute = _time_compute()
     t = time.perf_counter()
     for entity in ENTITIES:

@@ -53,7 +53,7 @@ import polars as pl
 from crm_wave.store.connection import forget_columns, ident, ids_predicate, registered, sql_ident, sql_str
 
 __all__ = ["COMPRESSION", "FILES_TABLE", "GONE", "ROWS", "STAGING", "FilesMissing", "Part", "add", "append", "backed", "carry",
-           "changed_table", "current", "drop", "files_view", "follow", "forget_staging", "fsync", "generations", "is_backed", "link",
+           "changed_table", "copy_store", "current", "drop", "files_view", "follow", "forget_staging", "fsync", "generations", "is_backed", "link",
            "link_parts", "missing", "parts", "place", "publish", "read_part", "replace_rows", "root_of", "rows_table", "start"]
 
 FILES_TABLE = "table_files"
@@ -348,6 +348,19 @@ def link(source: Path, target: Path) -> None:
         tmp = target.with_name(target.name + ".tmp")
         shutil.copyfile(source, tmp)
         os.replace(tmp, target)
+
+
+def copy_store(path: Path, target: Path) -> None:
+    """Copy the store's DuckDB file at `path` (and its WAL) to `target`, with its file-backed tables' parts
+    linked into the copy's own folder (`carry`). The caller holds the store's lock, or nothing writes it."""
+    if path.exists():
+        shutil.copyfile(path, target)
+    wal = path.with_name(path.name + ".wal")
+    if wal.exists():
+        shutil.copyfile(wal, target.with_name(target.name + ".wal"))
+    if target.exists():
+        with duckdb.connect(str(target)) as con:
+            carry(con, root_of(target))
 
 
 def link_parts(con: duckdb.DuckDBPyConnection, place: Callable[[str, str, int], Path]) -> list[tuple[str, Path]]:

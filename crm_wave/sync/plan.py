@@ -9,14 +9,12 @@ are only read.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import polars as pl
 
 from crm_wave.store import files
@@ -60,15 +58,8 @@ def plan(store: Store, clients: dict[str, Any], now: datetime, *, reviews: list[
     the sync (items not recorded yet have no id)."""
     with tempfile.TemporaryDirectory(prefix="crm-wave-plan-") as tmp:
         scratch_path = Path(tmp) / store.path.name
-        with store.locked():
-            if store.path.exists():
-                shutil.copyfile(store.path, scratch_path)
-            wal = store.path.with_name(store.path.name + ".wal")
-            if wal.exists():
-                shutil.copyfile(wal, scratch_path.with_name(scratch_path.name + ".wal"))
-            if scratch_path.exists():  # the golden tables' Parquet parts, linked beside the copy
-                with duckdb.connect(str(scratch_path)) as con:
-                    files.carry(con, files.root_of(scratch_path))
+        with store.locked():  # the file, and its golden tables' and datasets' Parquet parts linked beside the copy
+            files.copy_store(store.path, scratch_path)
         copy_policy(store.path.parent, Path(tmp))
         scratch = Store(scratch_path)
         run_pass(scratch, clients, now=now, only={s.name for s in STAGES if s.kind in READ_ONLY})
