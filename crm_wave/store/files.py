@@ -3,7 +3,7 @@
 A full rebuild rewrites a golden table whole. Storing 1.1M rows of 67 columns in DuckDB's file
 took 7.3-9.8 s; polars writes the same rows as Parquet in 1.1-1.7 s, a quarter of the size
 (docs/benchmarks.md, "Session 16" and "Session 17"). Reads of the files cost more than a table's,
-so the global step writes files only for a rebuild of more than one part (`FILES_PAST` in
+so the global step writes files only for a rebuild of more than `FILES_PAST` rows (50,000, in
 crm_wave/sync/global_step.py; `Tables.replace_table(..., as_files=True)`). A file-backed table
 `<name>` is three things in the DuckDB file, and one folder beside it
 (`<store file>.files/<name>/<generation>/`):

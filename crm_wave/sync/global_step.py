@@ -486,9 +486,10 @@ PART = 122_880
 #: A golden table rebuilt with more rows than this is stored as Parquet parts under a view (crm_wave/store/files.py):
 #: polars writes 1.1M golden customers in 1.1-1.7 s where DuckDB took 7.3-9.8 s, but each read of the view opens
 #: the files (at 250 rows, a read of one id 6.5 ms against 1.7 ms, `replace_rows` 8 ms against 2.5 ms: one
-#: edit's pass cost ~30 % more). So one part, and the smaller tables stay DuckDB tables (docs/benchmarks.md,
-#: "Session 17").
-FILES_PAST = PART
+#: edit's pass cost ~30 % more; docs/benchmarks.md, "Session 17"). At 30,000 and 100,000 customers a side an
+#: edit's pass cost the same either way (within 10-15 ms), and a full pass 8-19 % less with files
+#: ("Session 18"); so past 50,000 rows, and the smaller tables stay DuckDB tables.
+FILES_PAST = 50_000
 #: A full rebuild of up to this many parts of versions reads every field of every record once; a larger
 #: one reads the link fields of all, then every field part by part (less memory, each body parsed twice).
 READ_ONCE_PARTS = 4
