@@ -8,7 +8,6 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
-import duckdb
 import polars as pl
 import pytest
 
@@ -127,10 +126,7 @@ def test_a_copy_carried_as_a_dry_run_does_appends_to_its_own_parts(tmp_path: Pat
         before = [(n, [p.stat().st_size for p in paths]) for n, paths in files.generations(con)]
     scratch = tmp_path / "scratch.duckdb"
     with store.locked():
-        shutil.copy(store.path, scratch)
-    copy = duckdb.connect(str(scratch))
-    files.carry(copy, files.root_of(scratch))
-    copy.close()
+        files.copy_store(store.path, scratch)
     other = Store(scratch)
     with other.connect() as con:
         other.append_frame(con, NAME, _versions(range(100, 200), "x"), NOW)
