@@ -52,6 +52,7 @@ from crm_wave.config.settings import AppSettings
 from crm_wave.mapping.policy import Policy, field_policy_exprs, load_policy
 from crm_wave.store.connection import ids_predicate, registered
 from crm_wave.store.db import Store
+from crm_wave.store.files import STAGING
 from crm_wave.store.queue import read_queue, reconcile
 from crm_wave.store.tables import column_types
 from crm_wave.sync.cells import lines_cell_series
@@ -642,7 +643,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
             else:
                 links = links_where(con, entity, changed["crm"], changed["wave"], touched_ids)
     dropped_ids = pl.Series(dropped, dtype=pl.String)
-    staging = f"{table}__rebuild"
+    staging = f"{table}{STAGING}"
     n_conflicts = 0
     seqs = None  # a large rebuild's parts follow the datasets: each part reads its records' range of `_seq`
     if known is None and not incremental and links.height > PART:

@@ -21,6 +21,7 @@ import polars as pl
 from crm_wave.logic.merge import HELD
 from crm_wave.logic.share import SHARE_SCHEMA, share_diff
 from crm_wave.store.db import Store
+from crm_wave.store.files import STAGING
 from crm_wave.sync.global_step import (
     CHUNK,
     all_links,
@@ -190,7 +191,7 @@ def _build_share(store: Store, target: str, entity: str, *, full: bool | None, r
             parts = store.row_ranges(con, gtable, CHUNK)
     if incremental:  # a few rows: the rest of the step is one transaction (see `Connection.atomic`)
         rest.enter_context(store.atomic())
-    staging = f"{table}__rebuild"
+    staging = f"{table}{STAGING}"
     wanted = _read_columns(entity, target)
     every: dict[str, pl.DataFrame] = {}  # a rebuild's orders: every customer and product link, read once
     for i, part in enumerate(parts):
