@@ -26,9 +26,9 @@ table), never while a transaction may still point at them.
 A copy of the DuckDB file (a dry run's scratch copy, a snapshot copy) carries the files as hard
 links (`carry`); a store whose files are missing (a copy without them) reads the table as absent
 (`table_columns`), so the next global step rebuilds it from the datasets; a store moved or restored
-with its folder of files points its views at the new place when it first reads the table (`missing`). Nothing else changes for
-the readers: they read `<name>` with SQL, and a rebuild's reader in parts reads a part file at a
-time (`parts`).
+with its folder of files points its views at the new place when a process first opens it
+(`follow`; `missing` checks again at a step's first read). Nothing else changes for the readers:
+they read `<name>` with SQL, and a rebuild's reader in parts reads a part file at a time (`parts`).
 
 A large dataset (an append-only log of versions, crm_wave/store/datasets.py) is file-backed too, by
 appends rather than rebuilds: a collect's append of many versions is written as the next part of the
