@@ -119,13 +119,14 @@ def missing(con: duckdb.DuckDBPyConnection, root: Path, name: str) -> bool:
     """True if `name` is file-backed and a part file of its generation is not in `root`: the table must be
     read as absent until a rebuild writes it again. A store moved with its folder of files (its views
     name another folder) has its views pointed at `root`, in the caller's transaction."""
-    return backed(name) and _missing(con, root, name)
-
-
-def _missing(con: duckdb.DuckDBPyConnection, root: Path, name: str) -> bool:
-    got = current(con, name)
-    if got is None:
+    if not backed(name):
         return False
+    got = current(con, name)
+    return got is not None and _missing(con, root, name, got)
+
+
+def _missing(con: duckdb.DuckDBPyConnection, root: Path, name: str, got: tuple[str, int, str]) -> bool:
+    """`missing` of a table whose `current` row is `got`."""
     generation, n_parts, folder = got
     paths = _paths(root, name, generation, n_parts)
     if not all(p.is_file() for p in paths):
@@ -139,22 +140,25 @@ def follow(con: duckdb.DuckDBPyConnection, root: Path) -> None:
     """Point the views of every file-backed table recorded in another folder than `root` at `root`, where its
     parts all are (a store moved or restored with its folder of files); in the caller's transaction."""
     try:
-        moved = [r[0] for r in con.execute(f"SELECT name FROM {FILES_TABLE} WHERE root <> ? AND NOT ends_with(name, "
-                                           f"'{STAGING}')", [str(root)]).fetchall()]
+        moved = con.execute(f"SELECT name, generation, parts, root FROM {FILES_TABLE} WHERE root <> ? "
+                            f"AND NOT ends_with(name, '{STAGING}')", [str(root)]).fetchall()
     except duckdb.CatalogException:  # a store from before file-backed tables
         return
-    for name in moved:
-        _missing(con, root, name)
+    for name, generation, n_parts, folder in moved:
+        _missing(con, root, name, (generation, int(n_parts), folder))
 
 
 def place(con: duckdb.DuckDBPyConnection, root: Path, name: str) -> bool:
     """Whether dataset `name` is file-backed (`append`). A store moved with its folder of files has the
     dataset's views pointed at `root`, in the caller's transaction; raises `FilesMissing` when a part is
     not in `root` (the DuckDB file copied or restored without its `.files` folder)."""
-    if _missing(con, root, name):
+    got = current(con, name)
+    if got is None:
+        return False
+    if _missing(con, root, name, got):
         raise FilesMissing(f"{name}: its versions' Parquet parts are not in {root}; restore the store's "
                            f".files folder beside its DuckDB file (docs/runbook.md, 'Backing up or moving a store')")
-    return current(con, name) is not None
+    return True
 
 
 def append(con: duckdb.DuckDBPyConnection, root: Path, name: str, frame: pl.DataFrame) -> None:
