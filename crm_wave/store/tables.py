@@ -172,7 +172,7 @@ class Tables:
     def read_range(self, con: duckdb.DuckDBPyConnection, name: str, rows: Part,
                    columns: Sequence[str] | None = None) -> pl.DataFrame:
         """The rows of table `name` with rowid in `[lo, hi)`, or in a part of a file-backed table (just `columns`, if given)."""
-        sel = ", ".join(sql_ident(c) for c in columns) if columns else "*"
         if isinstance(rows, files.Part):
-            return files.read_part(con, name, rows, sel)
+            return files.read_part(con, name, rows, columns)
+        sel = ", ".join(sql_ident(c) for c in columns) if columns else "*"
         return con.execute(f"SELECT {sel} FROM {ident(name)} WHERE rowid >= ? AND rowid < ?", list(rows)).pl()

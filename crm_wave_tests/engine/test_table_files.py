@@ -67,6 +67,9 @@ def test_a_rebuild_in_parts_reads_as_the_table_it_replaces_and_incremental_rows_
         parts = store.row_ranges(con, TABLE, 4)
         got = pl.concat([store.read_range(con, TABLE, p, ["global_id", "Name"]) for p in parts])
         assert sorted(got.rows()) == sorted((r[0], r[2]) for r in want)
+        whole = [store.read_range(con, TABLE, p) for p in parts]  # the Parquet parts are read by polars
+        assert all(f.schema == con.execute(f"SELECT * FROM {TABLE}").pl().schema for f in whole)
+        assert sorted(pl.concat(whole).rows()) == want
         assert store.read_rows(con, TABLE, "global_id", pl.Series(["g3", "g9"]))["Name"].sort().to_list() == ["Name 3 v3", "Name 9"]
     _rebuild(store, [_rows([1, 2], " new")])  # a new generation: the changed rows go with the old one
     assert _all(store) == sorted(_rows([1, 2], " new").rows())
