@@ -18,8 +18,9 @@ from crm_wave_tests.engine.test_vectorised import CRM_BODIES, WAVE_BODIES
 T0 = datetime(2026, 1, 1)
 
 
-def _versions(system: str, bodies: list[dict], tag: str, deleted: frozenset[str] = frozenset()) -> list[Version]:
-    name, key = dataset(system, "customer"), ("Id" if system == "crm" else "id")
+def _versions(system: str, bodies: list[dict], tag: str, deleted: frozenset[str] = frozenset(),
+              entity: str = "customer") -> list[Version]:
+    name, key = dataset(system, entity), ("Id" if system == "crm" else "id")
     return [Version(f"{name}:{b[key]}", b[key], f"{tag}{i}", b[key] in deleted, None, None,
                     None if b[key] in deleted else b) for i, b in enumerate(bodies)]
 
@@ -71,31 +72,42 @@ def test_fresh_inserts_write_what_upserts_write_into_empty_tables(tmp_path: Path
         assert_frame_equal(fast, general)
 
 
-def test_a_rebuild_read_once_writes_what_the_two_reads_write(tmp_path: Path, monkeypatch):
+#: A field each side's test bodies of an entity carry, renamed in the newer versions.
+_RENAMED = {"customer": ("Name", "name"), "order": ("OrderNumber", "invoiceNumber")}
+
+
+@pytest.mark.parametrize("entity", ["customer", "order"])
+def test_a_rebuild_read_once_writes_what_the_two_reads_write(tmp_path: Path, monkeypatch, entity: str):
     got = {}
     for once in (True, False):
         store = Store(tmp_path / f"{once}.duckdb")
         with store.connect() as con:
-            for system, bodies in (("crm", CRM_BODIES["customer"]), ("wave", WAVE_BODIES["customer"])):
-                store.append_versions(con, dataset(system, "customer"), _versions(system, bodies, "a"), T0)
+            for system, bodies in (("crm", CRM_BODIES), ("wave", WAVE_BODIES)):
+                for e in ("customer", "product", "order"):  # an order's references: its customer and products
+                    store.append_versions(con, dataset(system, e), _versions(system, bodies[e], "a", entity=e), T0)
                 # Newer versions far from the first ones (a part's `_seq` range, `within`), one record deleted.
                 key = "Id" if system == "crm" else "id"
-                changed = [{**b, ("Name" if system == "crm" else "name"): f"renamed {b[key]}"}
-                           for b in bodies[1::2]]
-                store.append_versions(con, dataset(system, "customer"),
-                                      _versions(system, changed, "b", frozenset([bodies[1][key]])), T0)
+                field = _RENAMED[entity][system == "wave"]
+                changed = [{**b, field: f"renamed {b[key]}"} for b in bodies[entity][1::2]]
+                store.append_versions(con, dataset(system, entity),
+                                      _versions(system, changed, "b", frozenset([bodies[entity][1][key]]), entity=entity), T0)
+        if entity == "order":
+            for dep in ("customer", "product"):
+                global_step.build_global(store, dep, T0, full=True)
         monkeypatch.setattr(global_step, "CHUNK", 3)  # parts of 3 versions: several of each kind
         monkeypatch.setattr(global_step, "PART", 3)
         monkeypatch.setattr(global_step, "READ_ONCE_PARTS", 100 if once else 0)
         monkeypatch.setattr(global_step.canonical_paths, "SMALL", 0)  # every part's read is the large one (`within`)
         calls = []
         monkeypatch.setattr(global_step, "_load_whole", lambda *a, f=global_step._load_whole: calls.append(a) or f(*a))
-        result = global_step.build_global(store, "customer", T0, full=True)
+        result = global_step.build_global(store, entity, T0, full=True)
         assert bool(calls) is once
-        got[once] = (result, *(_table(store, f"SELECT * {exclude} FROM {table} ORDER BY ALL")
-                               for table, exclude in (("global_customer", ""), ("links", "EXCLUDE (linked_at)"),
-                                                      ("agreed", "EXCLUDE (updated_at)"))))
-    assert got[True][1].height >= len(CRM_BODIES["customer"])
+        got[once] = (result, *(_table(store, f"SELECT * {exclude} FROM {table} WHERE {where} ORDER BY ALL")
+                               for table, exclude, where in (
+                                   (f"global_{entity}", "", "true"),
+                                   ("links", "EXCLUDE (linked_at)", f"entity = '{entity}'"),
+                                   ("agreed", "EXCLUDE (updated_at)", f"entity = '{entity}'"))))
+    assert got[True][1].height >= len(CRM_BODIES[entity])
     assert got[True][0] == got[False][0]
     for fast, general in zip(got[True][1:], got[False][1:]):
         assert_frame_equal(fast, general)
