@@ -22,12 +22,13 @@ is timed on its own (`source`) and left out of the collect figures.
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, UTC
 from pathlib import Path
 from typing import Any
@@ -85,25 +86,30 @@ def _progress(stage: str, seconds: float) -> None:
         sys.stderr.write(line)
 
 
-def _pass(store: Store, data: _TimedData, clients: dict[str, Any], now: datetime, *, full: bool) -> dict[str, float]:
+def _pass(store: Store, data: _TimedData, clients: dict[str, Any], now: datetime, *, full: bool,
+          cpu: dict[str, float] | None = None) -> dict[str, float]:
+    """Wall seconds of each stage of one pass (a collect's less the synthetic source's); `cpu`, if given, gets
+    each stage's CPU seconds, every thread of the process counted (a collect's less the source's, which is
+    pure Python on the collect's thread: its wall time)."""
     out: dict[str, float] = {}
+    cpu = {} if cpu is None else cpu
+
+    def timed(stage: str, run: Callable[[], object], less: Callable[[], float] = lambda: 0.0) -> None:
+        t, c = time.perf_counter(), time.process_time()
+        run()
+        out[stage] = time.perf_counter() - t - less()
+        cpu[stage] = max(0.0, time.process_time() - c - less())
+        _progress(stage, out[stage])
+
     for entity in ENTITIES:
         for system in SIDES:
             data.source_s = 0.0
-            t = time.perf_counter()
-            collect(store, system, entity, clients[system], now, full=full)
-            out[f"collect {system} {entity}"] = time.perf_counter() - t - data.source_s
-            _progress(f"collect {system} {entity}", out[f"collect {system} {entity}"])
+            timed(f"collect {system} {entity}",
+                  functools.partial(collect, store, system, entity, clients[system], now, full=full), lambda: data.source_s)
     for entity in ENTITIES:
-        t = time.perf_counter()
-        build_global(store, entity, now)
-        out[f"global {entity}"] = time.perf_counter() - t
-        _progress(f"global {entity}", out[f"global {entity}"])
+        timed(f"global {entity}", functools.partial(build_global, store, entity, now))
         for target in SIDES:
-            t = time.perf_counter()
-            build_share(store, target, entity)
-            out[f"share {target} {entity}"] = time.perf_counter() - t
-            _progress(f"share {target} {entity}", out[f"share {target} {entity}"])
+            timed(f"share {target} {entity}", functools.partial(build_share, store, target, entity))
     return out
 
 
@@ -114,7 +120,8 @@ def run_transform(scale: Scale, seed: int, workdir: Path, *, edit_share: float =
     clients = {"crm": crm, "wave": wave}
     store = Store(workdir / "bench.duckdb")
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    full = _pass(store, data, clients, now, full=True)
+    full_cpu: dict[str, float] = {}
+    full = _pass(store, data, clients, now, full=True, cpu=full_cpu)
     rss_full = peak_rss_mb()
     folder = workdir / "snapshots"
     snapshots = {"first": publish_timed(store, folder, now),
@@ -131,7 +138,7 @@ def run_transform(scale: Scale, seed: int, workdir: Path, *, edit_share: float =
                              "crm_order", "wave_invoice")}
         share = dict(con.execute("SELECT 'wave_customer_share', count(*) FROM wave_customer_share UNION ALL "
                                  "SELECT 'crm_customer_share', count(*) FROM crm_customer_share").fetchall())
-    return {"full": full, "incremental": incremental, "changed": len(changed), "rows": {**rows, **share},
+    return {"full": full, "full_cpu": full_cpu, "incremental": incremental, "changed": len(changed), "rows": {**rows, **share},
             "peak_rss_mb_full": rss_full, "peak_rss_mb": rss, "db_mb": store.path.stat().st_size / 1e6,
             "files_mb": sum(p.stat().st_size for p in store.files_root.rglob("*.parquet")) / 1e6,
             "floor": floor, "snapshots": snapshots}

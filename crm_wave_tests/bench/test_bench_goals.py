@@ -109,3 +109,17 @@ def test_the_many_tenants_goal_from_the_fleet_windows(tmp_path: Path, machine_pc
     assert bench._tenants(str(path), out) == {">= 100 tenants per machine": met}
     text = "\n".join(out)
     assert "100 tenants, 100 converged after 420 s" in text and "edit-to-Wave p95 12.5 s" in text
+
+
+def test_the_full_pass_prints_its_cpu_beside_what_the_cores_allow(monkeypatch) -> None:
+    res = _transform(24.0, 25.0, 2.9, 0.04)
+    res["full_cpu"] = {k: 3 * v for k, v in res["full"].items()}  # 72 CPU-s for the customers, 222 in all
+    monkeypatch.setattr(bench.os, "cpu_count", lambda: 2)
+    out: list[str] = []
+    bench._print_transform(res, MILLION, 1, out)
+    line = next(x for x in out if "CPU of the full pass" in x)
+    assert "customers 72.0 CPU-s (collect 41.1, global 10.3, share 20.6), all types 222.0 CPU-s" in line
+    assert "on 2 cores the goals allow at most 50 and 150 CPU-s" in line
+    out = []
+    bench._print_transform(_transform(24.0, 25.0, 2.9, 0.04), MILLION, 1, out)  # a result from before: no such line
+    assert not any("CPU of the full pass" in x for x in out)

@@ -30,6 +30,7 @@ def test_quick_benchmark_runs_and_its_equality_check_passes(tmp_path: Path) -> N
     assert all(results["naive"]["equal"].values()) and len(results["naive"]["equal"]) == 9  # 3 golden + 6 share
     assert results["naive"]["records"] > 0
     assert results["transform"]["rows"]["global_customer"] > 0
+    assert results["transform"]["full_cpu"]["global customer"] > 0 and "CPU of the full pass" in proc.stdout
     assert results["api"]["push_wave"]["failed"] == 0
     assert results["latency"]["stages"]["push_s"] > 0
     # One edit is carried over and read back: a pass that writes, then one that finds nothing left.
