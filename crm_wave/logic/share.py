@@ -96,7 +96,9 @@ def share_diff(merged: pl.DataFrame, target: str, fields: list[str], *, wait_rea
         return pl.DataFrame(schema=SHARE_SCHEMA)
     if df.height <= FEW_ROWS:
         return _few_rows(df, target, fields, insert_extra or {})
-    df = json_literal_columns(df, {**{f"_j_{f}": f for f in fields}, **{f"_b_{f}": f"{f}__{target}" for f in fields}},
+    # The JSON of just the values an object writes: most rows of an update write a few of their fields.
+    df = json_literal_columns(df.with_columns(plan.masked),
+                              {**{f"_j_{f}": f"_m_j_{f}" for f in fields}, **{f"_b_{f}": f"_m_b_{f}" for f in fields}},
                               ensure_ascii=False)
     for name, expr in (insert_extra or {}).items():
         df = df.with_columns(json_literal_series(df.select(expr.cast(pl.String)).to_series(), ensure_ascii=False)
@@ -138,6 +140,9 @@ class _DiffPlan:
     op: pl.Expr
     reason: pl.Expr
     wait_op: pl.Expr
+    #: Each field's desired and current value where `changes` or `before` writes it, null elsewhere
+    #: (`_m_j_<f>`, `_m_b_<f>`): only those are written as JSON.
+    masked: list[pl.Expr]
     out: list[pl.Expr]
 
 
@@ -159,10 +164,13 @@ def _diff_plan(target: str, fields: tuple[str, ...], wait_reason: str | None, ex
     wait_op = pl.when(pl.col("reason").is_not_null()).then(pl.lit("wait")).otherwise(pl.col("op")).alias("op")
     whole = (pl.col("op") == "insert") | ((pl.col("op") == "wait") & (t_state == "absent"))
     partial = (pl.col("op") == "update") | ((pl.col("op") == "wait") & (t_state != "absent"))
-    changes_pieces = [(f, pl.col(f"_j_{f}"), (whole & pl.col(f).is_not_null()) | (partial & pl.col(f"_d_{f}")))
-                      for f in fields]
+    in_changes = {f: (whole & pl.col(f).is_not_null()) | (partial & pl.col(f"_d_{f}")) for f in fields}
+    in_before = {f: partial & pl.col(f"_d_{f}") for f in fields}
+    masked = [*(pl.when(in_changes[f]).then(pl.col(f)).alias(f"_m_j_{f}") for f in fields),
+              *(pl.when(in_before[f]).then(cur(f)).alias(f"_m_b_{f}") for f in fields)]
+    changes_pieces = [(f, pl.col(f"_j_{f}"), in_changes[f]) for f in fields]
     changes_pieces += [(name, pl.col(f"_x_{name}"), pl.col("op") == "insert") for name in extra]
-    before_pieces = [(f, pl.col(f"_b_{f}"), partial & pl.col(f"_d_{f}")) for f in fields]
+    before_pieces = [(f, pl.col(f"_b_{f}"), in_before[f]) for f in fields]
     out = [
         pl.col("global_id").cast(pl.String),
         pl.col("op"),
@@ -172,4 +180,5 @@ def _diff_plan(target: str, fields: tuple[str, ...], wait_reason: str | None, ex
         _object(before_pieces).alias("before"),
         pl.col("reason").cast(pl.String),
     ]
-    return _DiffPlan(differs=differs, op=op.alias("op"), reason=reason.alias("reason"), wait_op=wait_op, out=out)
+    return _DiffPlan(differs=differs, op=op.alias("op"), reason=reason.alias("reason"), wait_op=wait_op,
+                     masked=masked, out=out)
