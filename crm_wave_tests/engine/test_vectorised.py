@@ -110,6 +110,11 @@ CRM_BODIES = {
         {"Id": "O5", "OrderNumber": "SO-5", "Lines": "", "Total": "12.345"},
         {"Id": "O6", "OrderNumber": "SO-6", "Lines": [{"ProductId": None, "Quantity": "x", "UnitPrice": " 3 "}],
          "Status": "DRAFT", "Memo": "line\nbreak"},
+        # Lines absent, an empty line, a line's values of other JSON types. (Lines the Python mapping cannot
+        # read, such as a line that is not an object, stop it: see the closing note of session 19.)
+        {"Id": "O7", "OrderNumber": "SO-7"},
+        {"Id": "O13", "OrderNumber": "SO-13", "Lines": [{}]},
+        {"Id": "O14", "OrderNumber": "SO-14", "Lines": [{"ProductId": {"id": "P1"}, "Quantity": [1], "UnitPrice": True}]},
     ],
 }
 WAVE_BODIES = {
@@ -134,6 +139,10 @@ WAVE_BODIES = {
         {"id": "WI2", "invoiceNumber": "SO-2", "status": "DRAFT", "customer": None, "items": []},
         {"id": "WI3", "invoiceNumber": "SO-3", "status": "PAID", "items": [{"product": None, "quantity": "1", "unitPrice": "1"}]},
         {"id": "WI4", "invoiceNumber": "SO-4", "status": "OVERDUE", "items": [{"product": {"id": 5}, "quantity": 1, "unitPrice": "1"}]},
+        {"id": "WI5", "invoiceNumber": "SO-5", "status": "SAVED"},
+        {"id": "WI6", "invoiceNumber": "SO-6", "status": "SAVED", "items": None},
+        {"id": "WI7", "invoiceNumber": "SO-7", "status": "SAVED", "items": [{"product": "WP1", "quantity": "1", "unitPrice": "1"}]},
+        {"id": "WI8", "invoiceNumber": "SO-8", "status": "SAVED", "items": [{}, {"product": {"id": ["WP1"]}}]},
     ],
 }
 
@@ -226,3 +235,28 @@ def test_line_products_read_by_duckdb_equal_polars_reading(monkeypatch: pytest.M
     assert by_duckdb.dtype == by_polars.dtype == pl.List(pl.String)
     expected = [None if c is None else [line["ProductId"] for line in json.loads(c)] for c in cells]
     assert by_duckdb.to_list() == expected
+
+
+@pytest.mark.parametrize("system", ["crm", "wave"])
+def test_lines_that_are_not_a_list_of_objects_are_left_to_the_python_mapping(system: str) -> None:
+    """`lines_ok` of the fragments query: false where the lines are there but not a list of objects (the
+    rows the Python mapping then reads), true where they are one, empty, null or absent."""
+    import duckdb
+
+    from crm_wave.sync.global_step import _fragment_query
+
+    key = "Lines" if system == "crm" else "items"
+    line = {"ProductId": "P1", "Quantity": "1"} if system == "crm" else {"product": {"id": "WP1"}, "quantity": "1"}
+    cases = {"list": ([line, {}], True), "empty": ([], True), "null": (None, True), "absent": (..., True),
+             "text": ("", False), "object": (line, False), "number": (3, False), "a text line": ([line, "P2"], False),
+             "a null line": ([None], False), "a list line": ([[line]], False)}
+    bodies = {name: json.dumps({"Id": name} if value is ... else {"Id": name, key: value}) for name, (value, _) in cases.items()}
+    structure, select, lines_ok = _fragment_query(system, "order")
+    con = duckdb.connect()
+    con.execute("CREATE TABLE b (name VARCHAR, body JSON)")
+    con.executemany("INSERT INTO b VALUES (?, ?)", list(bodies.items()))
+    got = dict(con.execute(f"SELECT name, {lines_ok} FROM (SELECT *, json_transform(body, ?) AS s FROM b)", [structure]).fetchall())
+    assert got == {name: ok for name, (_, ok) in cases.items()}
+    lines = dict(con.execute(f'SELECT name, len("Lines") FROM (SELECT name, {select} FROM '
+                             f'(SELECT *, json_transform(body, ?) AS s FROM b))', [structure]).fetchall())
+    assert lines["list"] == 2 and lines["empty"] == 0 and lines["null"] is None and lines["absent"] is None
