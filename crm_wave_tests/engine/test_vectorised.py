@@ -111,7 +111,7 @@ CRM_BODIES = {
         {"Id": "O6", "OrderNumber": "SO-6", "Lines": [{"ProductId": None, "Quantity": "x", "UnitPrice": " 3 "}],
          "Status": "DRAFT", "Memo": "line\nbreak"},
         # Lines absent, an empty line, a line's values of other JSON types. (Lines the Python mapping cannot
-        # read, such as a line that is not an object, stop it: see the closing note of session 19.)
+        # read, such as a line that is not an object, stop it: docs/benchmarks.md, "Session 19".)
         {"Id": "O7", "OrderNumber": "SO-7"},
         {"Id": "O13", "OrderNumber": "SO-13", "Lines": [{}]},
         {"Id": "O14", "OrderNumber": "SO-14", "Lines": [{"ProductId": {"id": "P1"}, "Quantity": [1], "UnitPrice": True}]},
