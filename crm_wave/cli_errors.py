@@ -76,6 +76,7 @@ def explain(exc: BaseException, *, env_prefix: str = "", environ: Mapping[str, s
     import duckdb
 
     from crm_wave.config.settings import ConfigError
+    from crm_wave.mapping.canonical import UnreadableRecord
     from crm_wave.store.files import FilesMissing
     from crm_wave.systems.crm.client import CrmAuthError, CrmError
     from crm_wave.systems.http import TransientError, UnreachableError
@@ -106,6 +107,8 @@ def explain(exc: BaseException, *, env_prefix: str = "", environ: Mapping[str, s
                         "right API", "api")
     if isinstance(exc, FilesMissing):
         return CliError(_one_line(exc), "no_data")
+    if isinstance(exc, UnreadableRecord):
+        return CliError(_one_line(exc), "sync_failed")
     if isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower():
         return CliError(f"the DuckDB file is in use by another process ({_one_line(exc)}); wait for the running "
                         "sync to finish, or query the snapshot with `crm-wave sql`", "busy")

@@ -27,12 +27,35 @@ __all__ = [
     "canonical_from_fragments",
     "exact_cells",
     "source_slots",
+    "UnreadableRecord",
     "LINE_DTYPE",
     "LINES_PATH",
     "LINE_SLOTS",
 ]
 
 _LINE_KINDS = {"ProductId": "text", "Description": "text", "Quantity": "decimal8", "UnitPrice": "decimal8"}
+
+
+class UnreadableRecord(ValueError):
+    """A collected record whose body the mapping cannot read (its lines not a list of objects): the message
+    names the record and the field. The step that maps it stops; the record must be fixed at its source."""
+
+
+def _unreadable(system: str, entity: str, body: Any, exc: Exception) -> UnreadableRecord:
+    node = body if isinstance(body, dict) else {}
+    rid = node.get("Id" if system == "crm" else "id")
+    lines = node.get(LINES_PATH[system])
+    if entity == "order" and lines is not None:
+        if not isinstance(lines, list):
+            what = f"{LINES_PATH[system]}: not a list but {json.dumps(lines, ensure_ascii=False)[:60]}"
+        else:
+            bad = next((i for i, line in enumerate(lines, 1) if not isinstance(line, dict)), None)
+            what = (f"{LINES_PATH[system]}: line {bad} is not an object but {json.dumps(lines[bad - 1], ensure_ascii=False)[:60]}"
+                    if bad is not None else f"cannot be read ({type(exc).__name__}: {exc})")
+    else:
+        what = f"cannot be read ({type(exc).__name__}: {exc})"
+    return UnreadableRecord(f"{system} {entity} {rid}: {what}; fix the record in {'the CRM' if system == 'crm' else 'Wave'}: "
+                            f"until then every sync of its type stops at this record")
 
 
 def canonical_fields(entity: str) -> dict[str, FieldMap]:
@@ -339,7 +362,11 @@ def exact_cells(bodies: Iterable[str | None], system: str, entity: str, order: S
     lines = {c for c in order if fields.get(c) is not None and fields[c].kind == "lines"}
     out = []
     for body in bodies:
-        rec = to_canonical(entity, json.loads(body)) if body is not None else {}
+        data = json.loads(body) if body is not None else None
+        try:
+            rec = to_canonical(entity, data) if data is not None else {}
+        except (AttributeError, TypeError) as exc:  # a shape the mapping cannot read: name the record and the field
+            raise _unreadable(system, entity, data, exc) from exc
         out.append({c: (rec.get(c) if c in lines else _cell(rec.get(c))) for c in order})
     return out
 

@@ -260,3 +260,28 @@ def test_lines_that_are_not_a_list_of_objects_are_left_to_the_python_mapping(sys
     lines = dict(con.execute(f'SELECT name, len("Lines") FROM (SELECT name, {select} FROM '
                              f'(SELECT *, json_transform(body, ?) AS s FROM b))', [structure]).fetchall())
     assert lines["list"] == 2 and lines["empty"] == 0 and lines["null"] is None and lines["absent"] is None
+
+
+@pytest.mark.parametrize(("system", "lines", "said"), [
+    ("crm", {"ProductId": "P1"}, 'crm order BAD: Lines: not a list but {"ProductId": "P1"}'),
+    ("crm", [{"ProductId": "P1"}, "P2"], 'crm order BAD: Lines: line 2 is not an object but "P2"'),
+    ("wave", [None], "wave order BAD: items: line 1 is not an object but null"),
+    ("wave", 3, "wave order BAD: items: not a list but 3"),
+])
+def test_lines_the_mapping_cannot_read_stop_the_read_with_the_record_and_the_field(
+        tmp_path: Path, path: str, system: str, lines: object, said: str) -> None:
+    from crm_wave.cli_errors import explain
+    from crm_wave.mapping.canonical import UnreadableRecord
+
+    key, lines_key = ("Id", "Lines") if system == "crm" else ("id", "items")
+    bodies = [*(CRM_BODIES if system == "crm" else WAVE_BODIES)["order"][:2], {key: "BAD", lines_key: lines}]
+    store = Store(tmp_path / "s.duckdb")
+    name = dataset(system, "order")
+    with store.connect() as con:
+        store.append_versions(con, name, [Version(f"{name}:{b[key]}", b[key], str(i), False, None, None, b)
+                                          for i, b in enumerate(bodies)], datetime(2026, 1, 1))
+        with pytest.raises(UnreadableRecord) as caught:
+            read_canonical(store, con, system, "order")
+    assert str(caught.value).startswith(said + "; fix the record in ")
+    shown = explain(caught.value)
+    assert shown.kind == "sync_failed" and shown.message.startswith(said)
