@@ -43,19 +43,16 @@ class UnreadableRecord(ValueError):
 
 def _unreadable(system: str, entity: str, body: Any, exc: Exception) -> UnreadableRecord:
     node = body if isinstance(body, dict) else {}
-    rid = node.get("Id" if system == "crm" else "id")
-    lines = node.get(LINES_PATH[system])
+    key = LINES_PATH[system]
+    lines = node.get(key)
+    what = f"cannot be read ({type(exc).__name__}: {exc})"
     if entity == "order" and lines is not None:
         if not isinstance(lines, list):
-            what = f"{LINES_PATH[system]}: not a list but {json.dumps(lines, ensure_ascii=False)[:60]}"
-        else:
-            bad = next((i for i, line in enumerate(lines, 1) if not isinstance(line, dict)), None)
-            what = (f"{LINES_PATH[system]}: line {bad} is not an object but {json.dumps(lines[bad - 1], ensure_ascii=False)[:60]}"
-                    if bad is not None else f"cannot be read ({type(exc).__name__}: {exc})")
-    else:
-        what = f"cannot be read ({type(exc).__name__}: {exc})"
-    return UnreadableRecord(f"{system} {entity} {rid}: {what}; fix the record in {'the CRM' if system == 'crm' else 'Wave'}: "
-                            f"until then every sync of its type stops at this record")
+            what = f"{key}: not a list but {json.dumps(lines, ensure_ascii=False)[:60]}"
+        elif (bad := next((i for i, line in enumerate(lines, 1) if not isinstance(line, dict)), None)) is not None:
+            what = f"{key}: line {bad} is not an object but {json.dumps(lines[bad - 1], ensure_ascii=False)[:60]}"
+    return UnreadableRecord(f"{system} {entity} {node.get('Id' if system == 'crm' else 'id')}: {what}; fix the record in "
+                            f"{'the CRM' if system == 'crm' else 'Wave'}: until then every sync of its type stops at this record")
 
 
 def canonical_fields(entity: str) -> dict[str, FieldMap]:

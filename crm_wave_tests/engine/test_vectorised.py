@@ -8,16 +8,18 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal, assert_series_equal
 
-from crm_wave.mapping.canonical import LINE_DTYPE, canonical_fields, crm_to_canonical, wave_to_canonical
+from crm_wave.cli_errors import explain
+from crm_wave.mapping.canonical import LINE_DTYPE, UnreadableRecord, canonical_fields, crm_to_canonical, wave_to_canonical
 from crm_wave.mapping.normalize import PY_WHITESPACE, SMALL_SERIES, canonical, canonical_series
 from crm_wave.store.db import Store, Version
 from crm_wave.logic.share import json_literal_columns
 from crm_wave.sync.cells import json_literal_series, lines_cell_series, to_cell
-from crm_wave.sync.global_step import read_canonical
+from crm_wave.sync.global_step import _fragment_query, read_canonical
 from crm_wave.sync.names import dataset
 
 TEXTS = [None, "", "  ", "plain", "  padded\t", "\x1cseparated\x1f", "\u3000ideographic\u3000", "Tromsø", "ÅSE Ærlig",
@@ -241,10 +243,6 @@ def test_line_products_read_by_duckdb_equal_polars_reading(monkeypatch: pytest.M
 def test_lines_that_are_not_a_list_of_objects_are_left_to_the_python_mapping(system: str) -> None:
     """`lines_ok` of the fragments query: false where the lines are there but not a list of objects (the
     rows the Python mapping then reads), true where they are one, empty, null or absent."""
-    import duckdb
-
-    from crm_wave.sync.global_step import _fragment_query
-
     key = "Lines" if system == "crm" else "items"
     line = {"ProductId": "P1", "Quantity": "1"} if system == "crm" else {"product": {"id": "WP1"}, "quantity": "1"}
     cases = {"list": ([line, {}], True), "empty": ([], True), "null": (None, True), "absent": (..., True),
@@ -270,9 +268,6 @@ def test_lines_that_are_not_a_list_of_objects_are_left_to_the_python_mapping(sys
 ])
 def test_lines_the_mapping_cannot_read_stop_the_read_with_the_record_and_the_field(
         tmp_path: Path, path: str, system: str, lines: object, said: str) -> None:
-    from crm_wave.cli_errors import explain
-    from crm_wave.mapping.canonical import UnreadableRecord
-
     key, lines_key = ("Id", "Lines") if system == "crm" else ("id", "items")
     bodies = [*(CRM_BODIES if system == "crm" else WAVE_BODIES)["order"][:2], {key: "BAD", lines_key: lines}]
     store = Store(tmp_path / "s.duckdb")
