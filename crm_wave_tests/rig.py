@@ -39,9 +39,9 @@ class Rig:
 
         return self.crm.create(resource, body, idempotency_key=str(uuid.uuid4()))
 
-    def crm_dirty(self, resource: str, body: dict) -> str:
+    def crm_dirty(self, resource: str, body: dict, rid: str | None = None) -> str:
         """Write a record straight into the CRM simulator's database, bypassing its validation,
-        as a CRM with legacy data would hold it; return its Id."""
+        as a CRM with legacy data would hold it; return its Id. `rid`: a new version of that record."""
         import datetime as dt
         import json
 
@@ -50,9 +50,11 @@ class Rig:
         prefix = {"customers": "C", "products": "P", "orders": "O"}[resource]
         db = CrmStore(self.crm_db)
         with db.write() as tx:
-            rid = f"{prefix}{tx.next_value(f'id:{resource}', FIRST_ID)}"
-            full = {**body, "Id": rid, "Version": 1, "UpdatedAt": format_ts(dt.datetime.now(dt.UTC))}
-            tx.put(resource, rid, seq=tx.next_seq(resource), version=1, deleted=False, ukey=None, body=json.dumps(full))
+            old = None if rid is None else tx.get(resource, rid)
+            version = 1 if old is None else old.version + 1
+            rid = rid or f"{prefix}{tx.next_value(f'id:{resource}', FIRST_ID)}"
+            full = {**body, "Id": rid, "Version": version, "UpdatedAt": format_ts(dt.datetime.now(dt.UTC))}
+            tx.put(resource, rid, seq=tx.next_seq(resource), version=version, deleted=False, ukey=None, body=json.dumps(full))
         db.close()
         return rid
 

@@ -106,7 +106,8 @@ def _metadata(store: Store, s: Stage, result: StageResult) -> dict[str, Any]:
         return {**asdict(result), **table_metadata(store, s.name, count_from=f"{s.name}_current WHERE NOT _deleted")}
     if isinstance(result, GlobalResult):
         return {**asdict(result), **table_metadata(store, s.name), "conflicts": recorded_conflicts(store, s.entity),
-                "conflicts_this_run": result.conflicts, "preview": _preview(store, s.name)}
+                "conflicts_this_run": result.conflicts, "preview": _preview(store, s.name),
+                "unreadable": dg.MetadataValue.md("\n".join(f"- {m}" for m in result.unreadable[:20]) or "_none_")}
     if isinstance(result, ShareResult):
         return {**asdict(result), "work": result.work, **table_metadata(store, s.name),
                 "preview": _preview(store, s.name, ["op", "global_id", "target_id", "changes", "reason"])}

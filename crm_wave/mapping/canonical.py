@@ -38,7 +38,20 @@ _LINE_KINDS = {"ProductId": "text", "Description": "text", "Quantity": "decimal8
 
 class UnreadableRecord(ValueError):
     """A collected record whose body the mapping cannot read (its lines not a list of objects): the message
-    names the record and the field. The step that maps it stops; the record must be fixed at its source."""
+    names the record and the field. Raised where no one holds the record back; the global step holds it
+    (`read_canonical`'s `unreadable`) and says so with `held`."""
+
+    def __init__(self, record: str, what: str, where: str) -> None:
+        self.record, self.what, self.where = record, what, where
+        super().__init__(f"{record}: {what}; fix the record in {where}: until then every sync of its type stops "
+                         f"at this record")
+
+    def held(self, modified: str | None) -> str:
+        """The message once the sync holds the record: at its newest readable version (`modified` that
+        version's), or left out when no version of it can be read (`modified` None)."""
+        kept = (f"the sync keeps its last readable version (modified {modified})" if modified is not None
+                else "the sync leaves it out (no version of it can be read)")
+        return f"{self.record}: {self.what}; fix the record in {self.where}: until then {kept}"
 
 
 def _unreadable(system: str, entity: str, body: Any, exc: Exception) -> UnreadableRecord:
@@ -51,8 +64,8 @@ def _unreadable(system: str, entity: str, body: Any, exc: Exception) -> Unreadab
             what = f"{key}: not a list but {json.dumps(lines, ensure_ascii=False)[:60]}"
         elif (bad := next((i for i, line in enumerate(lines, 1) if not isinstance(line, dict)), None)) is not None:
             what = f"{key}: line {bad} is not an object but {json.dumps(lines[bad - 1], ensure_ascii=False)[:60]}"
-    return UnreadableRecord(f"{system} {entity} {node.get('Id' if system == 'crm' else 'id')}: {what}; fix the record in "
-                            f"{'the CRM' if system == 'crm' else 'Wave'}: until then every sync of its type stops at this record")
+    return UnreadableRecord(f"{system} {entity} {node.get('Id' if system == 'crm' else 'id')}", what,
+                            "the CRM" if system == "crm" else "Wave")
 
 
 def canonical_fields(entity: str) -> dict[str, FieldMap]:
@@ -292,7 +305,8 @@ def _lines(frags: pl.Series, ok: pl.Series, system: str) -> tuple[pl.Series, pl.
 
 def canonical_from_fragments(frags: pl.DataFrame, system: str, entity: str,
                              bodies: pl.Series | Callable[[pl.Series], pl.Series],
-                             fields_wanted: tuple[str, ...] | None = None) -> pl.DataFrame:
+                             fields_wanted: tuple[str, ...] | None = None,
+                             unreadable: dict[int, UnreadableRecord] | None = None) -> pl.DataFrame:
     """Canonical cells of raw records given as JSON fragments (see the module note above).
 
     `frags` has one String column per `source_slots` path (the JSON text of the value,
@@ -302,6 +316,7 @@ def canonical_from_fragments(frags: pl.DataFrame, system: str, entity: str,
     is a function from row numbers to those rows' bodies, so that only they are fetched).
     Returns one String column per canonical field (`Lines`: a list of `LINE_DTYPE`,
     product ids as in the source), plus `Type` for customers; just `fields_wanted` if given.
+    `unreadable`: see `exact_cells` (positions are rows of `frags`).
     """
     fields = canonical_fields(entity)
     order = [*[f for f in fields], *(["Type"] if entity == "customer" else [])]
@@ -311,7 +326,7 @@ def canonical_from_fragments(frags: pl.DataFrame, system: str, entity: str,
     if n <= SMALL:  # the exact path costs less than the vectorised one's fixed cost
         schema = {c: pl.List(LINE_DTYPE) if fields.get(c) is not None and fields[c].kind == "lines" else pl.String
                   for c in order}
-        return _exact(schema, pl.Series(range(n), dtype=pl.UInt32), system, entity, bodies, order)
+        return _exact(schema, pl.Series(range(n), dtype=pl.UInt32), system, entity, bodies, order, unreadable)
     slots = source_slots(system, entity)
     if fields_wanted is not None:
         slots = {k: v for k, v in slots.items() if k in fields_wanted}
@@ -338,32 +353,43 @@ def canonical_from_fragments(frags: pl.DataFrame, system: str, entity: str,
     frame = pl.DataFrame([out[c].alias(c) for c in order])
     idx = bad.arg_true()
     if idx.len():
-        patch = _exact(frame.schema, idx, system, entity, bodies, order)
+        patch = _exact(frame.schema, idx, system, entity, bodies, order, unreadable)
         frame = pl.concat([frame.with_row_index("_i").filter(~bad), patch.with_columns(idx.cast(pl.UInt32).alias("_i"))
                            .select("_i", *order)]).sort("_i").drop("_i")
     return frame
 
 
 def _exact(schema: Mapping[str, Any], idx: pl.Series, system: str, entity: str,
-           bodies: pl.Series | Callable[[pl.Series], pl.Series], order: list[str]) -> pl.DataFrame:
+           bodies: pl.Series | Callable[[pl.Series], pl.Series], order: list[str],
+           unreadable: dict[int, UnreadableRecord] | None = None) -> pl.DataFrame:
     """Rows `idx` mapped by the exact path (`crm_to_canonical`/`wave_to_canonical` of the body), in `schema`."""
-    rows = exact_cells((bodies(idx) if callable(bodies) else bodies.gather(idx)).to_list(), system, entity, order)
+    found: dict[int, UnreadableRecord] | None = None if unreadable is None else {}
+    rows = exact_cells((bodies(idx) if callable(bodies) else bodies.gather(idx)).to_list(), system, entity, order, found)
+    if found:
+        assert unreadable is not None
+        positions = idx.to_list()
+        unreadable.update({positions[i]: e for i, e in found.items()})
     return pl.DataFrame(rows, schema=schema, orient="row")
 
 
-def exact_cells(bodies: Iterable[str | None], system: str, entity: str, order: Sequence[str]) -> list[dict[str, Any]]:
+def exact_cells(bodies: Iterable[str | None], system: str, entity: str, order: Sequence[str],
+                unreadable: dict[int, UnreadableRecord] | None = None) -> list[dict[str, Any]]:
     """The canonical cells of each JSON body (None: every cell null), by the exact path, as dicts keyed by `order`
-    (`Lines` a list of line dicts, product ids as in the source)."""
+    (`Lines` a list of line dicts, product ids as in the source). A body the mapping cannot read raises
+    `UnreadableRecord`, or, given `unreadable`, is entered there by its position (its cells all null)."""
     fields = canonical_fields(entity)
     to_canonical = crm_to_canonical if system == "crm" else wave_to_canonical
     lines = {c for c in order if fields.get(c) is not None and fields[c].kind == "lines"}
     out = []
-    for body in bodies:
+    for i, body in enumerate(bodies):
         data = json.loads(body) if body is not None else None
         try:
             rec = to_canonical(entity, data) if data is not None else {}
         except (AttributeError, TypeError) as exc:  # a shape the mapping cannot read: name the record and the field
-            raise _unreadable(system, entity, data, exc) from exc
+            if unreadable is None:
+                raise _unreadable(system, entity, data, exc) from exc
+            unreadable[i] = _unreadable(system, entity, data, exc)
+            rec = {}
         out.append({c: (rec.get(c) if c in lines else _cell(rec.get(c))) for c in order})
     return out
 

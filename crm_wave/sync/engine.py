@@ -145,11 +145,12 @@ def run_pass(store: Store, clients: Mapping[str, Client], *, now: datetime | Non
 def report_stage(s: Stage, result: StageResult | CircuitOpen, info: Callable[[str], None],
                  warn: Callable[[str], None]) -> None:
     """What a pass tells a person of a stage (an `on_stage` for `run_pass`, given where to say it): what
-    each collect read and wrote (`info`), and the first 50 problems of each push (`warn`)."""
+    each collect read and wrote (`info`), and the first 50 problems of each push and records each global
+    step could not read (`warn`)."""
     if isinstance(result, CollectResult):
         info(f"{s.name}: read {result.read}, wrote {result.written} versions (full={result.full})")
-    elif isinstance(result, PushResult):
-        for message in result.messages[:50]:
+    elif isinstance(result, (PushResult, GlobalResult)):
+        for message in (result.messages if isinstance(result, PushResult) else result.unreadable)[:50]:
             warn(message)
 
 

@@ -42,6 +42,7 @@ from crm_wave.mapping.canonical import (
     LINES_PATH,
     canonical_fields,
     canonical_from_fragments,
+    UnreadableRecord,
     exact_cells,
     source_slots,
 )
@@ -78,6 +79,9 @@ class GlobalResult:
     new_links: int
     merged_by_key: int
     conflicts: int
+    #: One message per record the mapping could not read, held at its last readable version or left out
+    #: (`UnreadableRecord.held`): each names the record, the field and what to do.
+    unreadable: tuple[str, ...] = ()
 
 
 def merge_fields(entity: str) -> list[str]:
@@ -139,7 +143,7 @@ def _fragment_query(system: str, entity: str, fields: tuple[str, ...] | None = N
 def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str,
                    ids: pl.Series | None = None, fields: tuple[str, ...] | None = None, *,
                    seqs: tuple[int, int] | None = None, changed: tuple[int, int] | None = None,
-                   within: tuple[int, int] | None = None) -> pl.DataFrame:
+                   within: tuple[int, int] | None = None, unreadable: list[str] | None = None) -> pl.DataFrame:
     """Canonical cells of the current records of (`system`, `entity`), all or those whose source id is in `ids`.
 
     Columns: `<system>_id`, `deleted`, `modified`, one String column per canonical field
@@ -151,6 +155,8 @@ def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, en
     `within`: `[lo, hi]`, a range that holds the current version's `_seq` of every one of `ids`: the scan
     may skip the row groups whose `_seq` lies outside it (a large rebuild's part, its records next to each
     other in the file).
+    `unreadable`: a record the mapping cannot read (`UnreadableRecord`) is held (`_hold`) and its message
+    added here, where without it the read raises.
     """
     name = dataset(system, entity)
     store.ensure_dataset(con, name)
@@ -170,7 +176,8 @@ def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, en
             rows = con.execute(
                 f"SELECT _source_id, _deleted, _modified, body IS NULL AS _nobody, body::VARCHAR AS _body FROM {name} "
                 f"WHERE {among} QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _seq DESC) = 1", params).fetchall()
-        return _few_frame(rows, system, entity, fields)
+        bad: dict[int, UnreadableRecord] | None = None if unreadable is None else {}
+        return _hold(con, name, system, entity, _few_frame(rows, system, entity, fields, bad), bad, fields, unreadable)
     structure, select, lines_ok = _fragment_query(system, entity, fields)
     some: contextlib.AbstractContextManager[tuple[str, list[Any]]] = (
         contextlib.nullcontext(("true", [])) if ids is None else ids_predicate(con, "_canon_ids", ids, "_source_id"))
@@ -200,7 +207,55 @@ def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, en
                 f"QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _seq DESC) = 1", params).fetchall())
         return pl.Series([found.get(i) for i in source_ids.to_list()], dtype=pl.String)
 
-    return _canonical_frame(raw, system, entity, bodies, fields)
+    bad = None if unreadable is None else {}
+    frame = _canonical_frame(raw, system, entity, bodies, fields, bad)
+    return _hold(con, name, system, entity, frame, bad, fields, unreadable)
+
+
+def _hold(con: duckdb.DuckDBPyConnection, name: str, system: str, entity: str, frame: pl.DataFrame,
+          bad: dict[int, UnreadableRecord] | None, subset: tuple[str, ...] | None, sink: list[str] | None) -> pl.DataFrame:
+    """`frame` with its rows `bad` (records whose current version the mapping cannot read) at their newest
+    readable older version, or left out when no version of theirs can be read: one bad record does not stop
+    the others. Held at an older version, a linked record's values are those agreed before, so the merge
+    sees no change from its side. Left out, a linked one is "unseen" (`logic.merge.side_state`: nothing is
+    shared to or from it) and an unlinked one is neither linked nor created on the other side. Each held
+    record's message (`UnreadableRecord.held`) goes to `sink`."""
+    deleted = frame["deleted"]
+    bad = {r: e for r, e in (bad or {}).items() if not deleted[r]}  # a delete is read as one whatever its body
+    if not bad:
+        return frame
+    assert sink is not None
+    id_col = f"{system}_id"
+    cols = list(_canonical_columns(system, entity, subset))[3:]
+    ids = frame[id_col].gather(sorted(bad))
+    with ids_predicate(con, "_held_ids", ids, "_source_id") as (among, params):
+        versions = con.execute(f"SELECT _source_id, _deleted, _modified, body::VARCHAR FROM {name} WHERE {among} "
+                               f"ORDER BY _source_id, _seq DESC", params).fetchall()
+    older: dict[str, list[tuple[Any, str]]] = {}
+    seen: set[str] = set()
+    for source_id, deleted, modified, body in versions:
+        sid = str(source_id)
+        if sid not in seen:  # the current version, the one that cannot be read
+            seen.add(sid)
+        elif not deleted and body is not None:
+            older.setdefault(sid, []).append((modified, body))
+    ids_list = frame[id_col].to_list()
+    patch: list[dict[str, Any]] = []
+    for row, err in sorted(bad.items()):
+        sid = ids_list[row]
+        for modified, body in older.get(sid, []):
+            failed: dict[int, UnreadableRecord] = {}
+            cell = exact_cells([body], system, entity, cols, failed)[0]
+            if not failed:
+                patch.append({"_i": row, id_col: sid, "deleted": False, "modified": modified, **cell})
+                sink.append(err.held(str(modified)))
+                break
+        else:
+            sink.append(err.held(None))
+    schema = {"_i": pl.UInt32, **_canonical_columns(system, entity, subset)}
+    kept = frame.with_row_index("_i").filter(~pl.col("_i").is_in(list(bad)))
+    return pl.concat([kept, pl.DataFrame(patch, schema=schema, orient="row").select(kept.columns)]
+                     ).sort("_i").drop("_i")
 
 
 @functools.cache
@@ -213,18 +268,21 @@ def _canonical_columns(system: str, entity: str, subset: tuple[str, ...] | None)
             **{c: (pl.List(LINE_DTYPE) if c == "Lines" else pl.String) for c in cols}}
 
 
-def _few_frame(rows: list[tuple[Any, ...]], system: str, entity: str, subset: tuple[str, ...] | None) -> pl.DataFrame:
+def _few_frame(rows: list[tuple[Any, ...]], system: str, entity: str, subset: tuple[str, ...] | None,
+               unreadable: dict[int, UnreadableRecord] | None = None) -> pl.DataFrame:
     """`read_canonical`'s frame of a few records (`_source_id, _deleted, _modified, _nobody, _body` rows), mapped
     from their bodies in Python: one frame built, where the polars steps of a larger read cost ~5 ms each time."""
     schema = _canonical_columns(system, entity, subset)
     id_col, cols = next(iter(schema)), list(schema)[3:]
-    cells = exact_cells([None if deleted or nobody else body for _, deleted, _, nobody, body in rows], system, entity, cols)
+    cells = exact_cells([None if deleted or nobody else body for _, deleted, _, nobody, body in rows], system, entity,
+                        cols, unreadable)
     return pl.DataFrame([{id_col: str(source_id), "deleted": bool(deleted), "modified": modified, **cell}
                          for (source_id, deleted, modified, _, _), cell in zip(rows, cells)], schema=schema, orient="row")
 
 
 def _canonical_frame(raw: pl.DataFrame, system: str, entity: str, bodies: Any = None,
-                     subset: tuple[str, ...] | None = None) -> pl.DataFrame:
+                     subset: tuple[str, ...] | None = None,
+                     unreadable: dict[int, UnreadableRecord] | None = None) -> pl.DataFrame:
     schema = _canonical_columns(system, entity, subset)
     cols = list(schema)[3:]
     id_col = f"{system}_id"
@@ -236,7 +294,7 @@ def _canonical_frame(raw: pl.DataFrame, system: str, entity: str, bodies: Any = 
                        + ([pl.col("Lines"), pl.col("lines_ok")] if with_lines else []))
     ids = raw["_source_id"].cast(pl.String)
     given = bodies if isinstance(bodies, pl.Series) else (lambda idx: bodies(ids.gather(idx)))
-    cells = canonical_from_fragments(frags, system, entity, given, subset)
+    cells = canonical_from_fragments(frags, system, entity, given, subset, unreadable)
     gone = raw["_deleted"].fill_null(False) | raw["_nobody"]
     cells = cells.with_columns([pl.when(gone).then(None).otherwise(pl.col(c)).alias(c) for c in cols])
     return pl.concat([
@@ -297,37 +355,39 @@ def both_sides(con: duckdb.DuckDBPyConnection,
 
 def _load(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str, ids: pl.Series | None,
           refs: dict[str, pl.DataFrame], seqs: tuple[int, int] | None = None,
-          changed: tuple[int, int] | None = None, within: tuple[int, int] | None = None) -> pl.DataFrame:
-    frame = read_canonical(store, con, system, entity, ids, seqs=seqs, changed=changed, within=within)
+          changed: tuple[int, int] | None = None, within: tuple[int, int] | None = None, *,
+          held: list[str]) -> pl.DataFrame:
+    frame = read_canonical(store, con, system, entity, ids, seqs=seqs, changed=changed, within=within, unreadable=held)
     if entity == "order":
         frame = _translate(frame, system, refs)
     return _keyed(frame, entity)
 
 
 def _load_whole(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str, top: int,
-                refs: dict[str, pl.DataFrame]) -> pl.DataFrame:
+                refs: dict[str, pl.DataFrame], *, held: list[str]) -> pl.DataFrame:
     """Every field of every current record, mapped in parts of `CHUNK` versions (`_seq` ranges, so the
     JSON fragments of one part at a time): one read serves linking and the merge of a full rebuild."""
     # `_seq` starts at 1: parts [0, CHUNK + 1), [CHUNK + 1, 2 * CHUNK + 1), ...
     ends = [*range(CHUNK + 1, top + 1, CHUNK), max(top + 1, CHUNK + 1)]
-    pieces = [_load(store, con, system, entity, None, refs, (lo, hi)) for lo, hi in zip([0, *ends], ends)]
+    pieces = [_load(store, con, system, entity, None, refs, (lo, hi), held=held) for lo, hi in zip([0, *ends], ends)]
     return pl.concat(pieces, how="vertical_relaxed") if len(pieces) > 1 else pieces[0]
 
 
 def _known_or_load(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str, ids: pl.Series,
                    refs: dict[str, pl.DataFrame], known: pl.DataFrame | None,
-                   within: tuple[int, int] | None = None) -> pl.DataFrame:
+                   within: tuple[int, int] | None = None, *, held: list[str]) -> pl.DataFrame:
     """The records of `ids` for the merge: `known` (read earlier in the same step, in its transaction,
     one row per record), and `_load` of those of `ids` it lacks. The merge takes just the linked ones, so
     rows of `known` outside `ids` do no harm. An incremental step reads only the linked counterparts of
     its records (one statement and one mapping less per side for one edit); a small table read whole
     reads nothing more."""
     if known is None:
-        return _load(store, con, system, entity, ids, refs, within=within)
+        return _load(store, con, system, entity, ids, refs, within=within, held=held)
     missing = ids.filter(~ids.is_in(known[f"{system}_id"].implode()))
     if missing.is_empty():
         return known
-    return pl.concat([known, _load(store, con, system, entity, missing, refs, within=within)], how="vertical_relaxed")
+    return pl.concat([known, _load(store, con, system, entity, missing, refs, within=within, held=held)],
+                     how="vertical_relaxed")
 
 
 # ---- link bookkeeping -------------------------------------------------------------------
@@ -539,6 +599,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     fields = merge_fields(entity)
     flow = flows_for(entity)[0]
     naive_now = now.replace(tzinfo=None)
+    held: list[str] = []  # the records the mapping cannot read (`_hold`), appended to by the reads
     step = f"global_{entity}"
     table = global_table(entity)
     names = {s: dataset(s, entity) for s in SIDES}
@@ -575,28 +636,28 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
             for s in SIDES:
                 span = (marks[names[s]], top[names[s]])
                 if span[1] - span[0] <= canonical_paths.SMALL:  # a few versions: one statement reads their records
-                    frames[s] = _load(store, con, s, entity, None, refs[s], changed=span)
+                    frames[s] = _load(store, con, s, entity, None, refs[s], changed=span, held=held)
                     changed[s] = frames[s][f"{s}_id"]
                 else:
                     changed[s] = store.changed_source_ids(con, names[s], *span)
-                    frames[s] = _load(store, con, s, entity, changed[s], refs[s])
+                    frames[s] = _load(store, con, s, entity, changed[s], refs[s], held=held)
             links = links_where(con, entity, frames["crm"]["crm_id"], frames["wave"]["wave_id"])
-            frames, links = _with_key_peers(store, con, entity, frames, links, refs)
+            frames, links = _with_key_peers(store, con, entity, frames, links, refs, held)
         else:
             changed = {s: None for s in SIDES}
             if sum(top.values()) <= CHUNK:  # `_seq` counts versions: at least the current records
                 # Small enough for one part: every field of every record, read once, for linking and merging.
-                frames = both_sides(con, lambda c, s: _load(store, c, s, entity, None, refs[s]))
+                frames = both_sides(con, lambda c, s: _load(store, c, s, entity, None, refs[s], held=held))
             elif sum(top.values()) <= READ_ONCE_PARTS * CHUNK:
                 # Every field of every record, read once in parts for linking and merging (the branch below
                 # parses every body twice: ~10 % of a rebuild), held through the merge (~0.5 KB a record).
-                frames = both_sides(con, lambda c, s: _load_whole(store, c, s, entity, top[names[s]], refs[s]))
+                frames = both_sides(con, lambda c, s: _load_whole(store, c, s, entity, top[names[s]], refs[s], held=held))
             else:
                 # Linking needs the keys of every record, the merge below reads the rest part by part:
                 # a million records a side hold 1 GB less than when read whole (2.4 GB against 3.4 GB peak).
                 every_field = False
-                frames = both_sides(con, lambda c, s: _keyed(read_canonical(store, c, s, entity, None, _link_fields(entity)),
-                                                             entity))
+                frames = both_sides(con, lambda c, s: _keyed(read_canonical(
+                    store, c, s, entity, None, _link_fields(entity), unreadable=held), entity))
             links = all_links(store, con, entity)
     if incremental:  # a few rows: the rest of the step is one transaction (see `Connection.atomic`)
         rest.enter_context(store.atomic())
@@ -651,7 +712,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
         with store.connect() as con:
             def load(c: duckdb.DuckDBPyConnection, side: str, part: pl.DataFrame = part) -> pl.DataFrame:
                 return _known_or_load(store, c, side, entity, part[f"{side}_id"].drop_nulls(), refs[side],
-                                      _of_part(known, side, part, len(parts)), spans.get(side))
+                                      _of_part(known, side, part, len(parts)), spans.get(side), held=held)
             # Records held already (an incremental step's, in its one transaction; a rebuild's that read every
             # field): at most a few to read, on this connection. Otherwise the part reads both sides at once.
             sides = {s: load(con, s) for s in SIDES} if known is not None else both_sides(con, load)
@@ -689,6 +750,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
         new_links=new_links.height,
         merged_by_key=new_links.filter(pl.col("how").str.starts_with("merge:")).height,
         conflicts=n_conflicts,
+        unreadable=tuple(dict.fromkeys(held)),
     )
 
 
@@ -747,7 +809,8 @@ def _merge(entity: str, links: pl.DataFrame, crm: pl.DataFrame, wave: pl.DataFra
 
 
 def _with_key_peers(store: Store, con: duckdb.DuckDBPyConnection, entity: str, frames: dict[str, pl.DataFrame],
-                    links: pl.DataFrame, refs: dict[str, dict[str, pl.DataFrame]]) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+                    links: pl.DataFrame, refs: dict[str, dict[str, pl.DataFrame]],
+                    held: list[str]) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
     """Add the unlinked records that share a merge-key value with a changed unlinked record.
 
     Those are the only records a full pass could link besides the changed ones (a pass
@@ -786,6 +849,6 @@ def _with_key_peers(store: Store, con: duckdb.DuckDBPyConnection, entity: str, f
         ids = pl.concat(extra[s]).unique()
         ids = pl.DataFrame({col: ids}).join(frames[s].select(col), on=col, how="anti")[col]
         if ids.len():
-            frames[s] = pl.concat([frames[s], _load(store, con, s, entity, ids, refs[s])], how="vertical_relaxed")
+            frames[s] = pl.concat([frames[s], _load(store, con, s, entity, ids, refs[s], held=held)], how="vertical_relaxed")
     links = links_where(con, entity, frames["crm"]["crm_id"], frames["wave"]["wave_id"])
     return frames, links

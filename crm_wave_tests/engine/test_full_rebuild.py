@@ -38,10 +38,10 @@ def test_a_dataset_read_in_seq_parts_is_the_dataset_read_whole(tmp_path: Path, m
         changed = [{**b, "Name": f"renamed {b[key]}"} for b in bodies[::2]]
         store.append_versions(con, name, _versions(system, changed, "b", frozenset([bodies[0][key]])), T0)
         top = store.max_seq(con, name)
-        whole = global_step._load(store, con, system, "customer", None, {})
+        whole = global_step._load(store, con, system, "customer", None, {}, held=[])
         monkeypatch.setattr(global_step, "CHUNK", chunk)
         monkeypatch.setattr(global_step, "PART", chunk)
-        parts = global_step._load_whole(store, con, system, "customer", top, {})
+        parts = global_step._load_whole(store, con, system, "customer", top, {}, held=[])
     assert top > len(bodies)
     assert parts.height == len(bodies)
     col = f"{system}_id"
@@ -99,7 +99,7 @@ def test_a_rebuild_read_once_writes_what_the_two_reads_write(tmp_path: Path, mon
         monkeypatch.setattr(global_step, "READ_ONCE_PARTS", 100 if once else 0)
         monkeypatch.setattr(global_step.canonical_paths, "SMALL", 0)  # every part's read is the large one (`within`)
         calls = []
-        monkeypatch.setattr(global_step, "_load_whole", lambda *a, f=global_step._load_whole: calls.append(a) or f(*a))
+        monkeypatch.setattr(global_step, "_load_whole", lambda *a, f=global_step._load_whole, **k: calls.append(a) or f(*a, **k))
         result = global_step.build_global(store, entity, T0, full=True)
         assert bool(calls) is once
         got[once] = (result, *(_table(store, f"SELECT * {exclude} FROM {table} WHERE {where} ORDER BY ALL")

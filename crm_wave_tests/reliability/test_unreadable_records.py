@@ -1,0 +1,125 @@
+"""A record whose body the mapping cannot read (an order's lines that are not a list of objects) does
+not stop the sync of the others: the global step holds it at its newest readable version, or leaves it
+out when it never had one, and names it in its result (`GlobalResult.unreadable`).
+
+End to end through both simulators (the dirty versions are written straight into the CRM
+simulator's database, as a CRM with legacy data holds them), and at the read itself for both of
+`read_canonical`'s paths (a few records mapped one by one, many through the fragments query).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from crm_wave.mapping.canonical import SMALL
+from crm_wave.store.db import Store, Version
+from crm_wave.sync.engine import report_stage
+from crm_wave.sync.global_step import read_canonical
+from crm_wave.sync.names import dataset
+from crm_wave.sync.stages import stage
+
+
+def _order(customer: str, product: str, number: str, quantity: str = "1") -> dict:
+    return {"OrderNumber": number, "CustomerId": customer, "Title": f"Order {number}", "OrderDate": "2026-11-01",
+            "DueDate": "2099-11-30", "Currency": "USD", "Status": "confirmed",
+            "Lines": [{"ProductId": product, "Quantity": quantity, "UnitPrice": "100"}]}
+
+
+def _unreadable(passes) -> list[str]:
+    return [m for p in passes for g in p.globals for m in g.unreadable]
+
+
+def test_an_unreadable_order_is_held_and_the_others_sync(rig):
+    cust = rig.crm_create("customers", {"Type": "organization", "Name": "Payer", "Email": "payer@x.example"})
+    prod = rig.crm_create("products", {"Name": "Box", "UnitPrice": "100"})
+    good = rig.crm_create("orders", _order(cust["Id"], prod["Id"], "8001"))
+    broken = rig.crm_create("orders", _order(cust["Id"], prod["Id"], "8002", quantity="2"))
+    rig.sync()
+    invoices = {i["invoiceNumber"]: i for i in rig.wave.list_invoices()}
+    assert set(invoices) == {"8001", "8002"}
+
+    # One order's lines become unreadable (a line that is text), a new order never had readable ones, and
+    # another order is edited as usual: the edit reaches Wave, the two bad ones stop there.
+    bad_body = _order(cust["Id"], prod["Id"], "8002", quantity="5")
+    bad_body["Lines"] = [*bad_body["Lines"], prod["Id"]]
+    rig.crm_dirty("orders", bad_body, rid=broken["Id"])
+    never = rig.crm_dirty("orders", {**_order(cust["Id"], prod["Id"], "8003"), "Lines": "one box"})
+    rig.crm.patch("orders", good["Id"], {"Title": "Edited"}, if_match=rig.crm.get("orders", good["Id"])["Version"])
+    passes = rig.sync()
+
+    after = {i["invoiceNumber"]: i for i in rig.wave.list_invoices()}
+    assert set(after) == {"8001", "8002"}  # 8003 is not created in Wave
+    assert after["8001"]["title"] == "Edited"
+    assert after["8002"]["modifiedAt"] == invoices["8002"]["modifiedAt"]  # nothing sent for the held order
+    assert [Decimal(i["quantity"]) for i in after["8002"]["items"]] == [Decimal("2")]
+    said = _unreadable(passes)
+    assert len(said) == 2, said
+    warned: list[str] = []  # what `crm-wave sync` and the assets' logs say of each stage
+    for p in passes:
+        for name, result in p.results.items():
+            report_stage(stage(name), result, lambda m: None, warned.append)
+    assert sorted(warned) == sorted(said)
+    held = next(m for m in said if m.startswith(f"crm order {broken['Id']}: "))
+    assert held.startswith(f'crm order {broken["Id"]}: Lines: line 2 is not an object but "{prod["Id"]}"; '
+                           "fix the record in the CRM: until then the sync keeps its last readable version")
+    left = next(m for m in said if m.startswith(f"crm order {never}: "))
+    assert left == (f'crm order {never}: Lines: not a list but "one box"; fix the record in the CRM: '
+                    "until then the sync leaves it out (no version of it can be read)")
+    with rig.store.connect() as con:  # the golden record keeps the values last read
+        (lines,) = con.execute("SELECT Lines__crm FROM global_order WHERE crm_id = ?", [broken["Id"]]).fetchone()
+    assert [Decimal(x["Quantity"]) for x in json.loads(lines)] == [Decimal("2")]
+
+    # Fixed in the CRM: the held order goes on from its new version, and no longer shows.
+    fixed = rig.crm.get("orders", broken["Id"])
+    rig.crm.patch("orders", broken["Id"], {"Lines": _order(cust["Id"], prod["Id"], "8002", quantity="3")["Lines"]},
+                  if_match=fixed["Version"])
+    rig.crm_dirty("orders", _order(cust["Id"], prod["Id"], "8003"), rid=never)
+    passes = rig.sync()
+    final = {i["invoiceNumber"]: i for i in rig.wave.list_invoices()}
+    assert set(final) == {"8001", "8002", "8003"}
+    assert [Decimal(i["quantity"]) for i in final["8002"]["items"]] == [Decimal("3")]
+    assert _unreadable(passes) == []
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["few", "many"])
+def test_the_read_holds_unreadable_records_at_their_last_readable_version(tmp_path: Path, many: bool) -> None:
+    """Both of `read_canonical`'s paths: a held record reads as its newest readable version (its
+    `modified` that version's; a delete before it is not taken), one with none is left out, the
+    others read as they are."""
+    n = SMALL + 10 if many else 3
+    line = {"ProductId": "P1", "Quantity": "1", "UnitPrice": "10"}
+
+    def body(i: int, modified: str, lines: object) -> dict:
+        return {"Id": f"O{i}", "OrderNumber": str(i), "CustomerId": "C1", "Title": f"t{i}", "UpdatedAt": modified,
+                "Lines": lines}
+
+    store = Store(tmp_path / "s.duckdb")
+    name = dataset("crm", "order")
+    def version(i: int, modified: str, lines: object, deleted: bool = False) -> Version:
+        return Version(f"{name}:O{i}", f"O{i}", f"{i}@{modified}", deleted, modified, None,
+                       None if deleted else body(i, modified, lines))
+
+    versions = [version(i, "2026-01-01", [line]) for i in range(n)]
+    versions += [version(1, "2026-01-02", [{**line, "Quantity": "2"}]), version(1, "2026-01-03", None, deleted=True),
+                 version(1, "2026-01-04", [line, "P2"]), version(n, "2026-01-05", 7)]
+    held: list[str] = []
+    with store.connect() as con:
+        for v in versions:  # one at a time: each a version of its own
+            store.append_versions(con, name, [v], datetime(2026, 1, 1))
+        frame = read_canonical(store, con, "crm", "order", unreadable=held)
+    assert sorted(frame["crm_id"].to_list()) == sorted(f"O{i}" for i in range(n))
+    o1 = frame.filter(pl.col("crm_id") == "O1").row(0, named=True)
+    assert o1["modified"] == "2026-01-02" and not o1["deleted"]
+    assert [Decimal(x["Quantity"]) for x in o1["Lines"]] == [Decimal("2")]
+    assert o1["Title"] == "t1"
+    assert sorted(held) == sorted([
+        'crm order O1: Lines: line 2 is not an object but "P2"; fix the record in the CRM: until then the sync keeps '
+        "its last readable version (modified 2026-01-02)",
+        f"crm order O{n}: Lines: not a list but 7; fix the record in the CRM: until then the sync leaves it out "
+        "(no version of it can be read)"])
