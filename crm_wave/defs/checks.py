@@ -1,4 +1,4 @@
-"""Asset checks: link integrity, both sides present, order totals, open conflicts.
+"""Asset checks: link integrity, both sides present, order totals, open conflicts, unreadable records.
 
 Each is a `StepCheck`: a spec of the `sync_pass` multi-asset and a function of the tenant's store,
 evaluated in `sync_pass`'s own step after the stages ran (on the pass's DuckDB session), not as a
@@ -16,7 +16,12 @@ import dagster as dg
 
 from crm_wave.model.money import currency_exponent, lines_total
 from crm_wave.store import Store
+from crm_wave.store.unreadable import list_unreadable
 from crm_wave.sync.names import ENTITIES, dataset, global_table
+
+
+#: Records listed in a check's metadata; the count is always whole.
+SHOWN = 50
 
 
 @dataclass(frozen=True)
@@ -136,4 +141,26 @@ def conflicts_check(entity: str) -> StepCheck:
 
 
 #: The checks of the golden tables.
-CHECKS = [*[links_check(e) for e in ENTITIES], *[conflicts_check(e) for e in ENTITIES], order_totals_check]
+def readable_check(entity: str) -> StepCheck:
+    """Warns while the global step holds records of `entity` it cannot read (`crm_wave.store.unreadable`)."""
+    spec = dg.AssetCheckSpec("records_are_readable", asset=global_table(entity),
+                             description=f"Warns while {entity} records cannot be read (an order's lines that are not a "
+                                         "list of objects): each is held at its last readable version, or left out, "
+                                         "until it is fixed at its source. Lists each with the field.")
+
+    def _check(store: Store) -> dg.AssetCheckResult:
+        with store.connect() as con:
+            held = list_unreadable(con, entity)
+        listing = "\n".join(f"- {u.message} _(since {u.first_seen:%Y-%m-%d %H:%M} UTC)_" for u in held[:SHOWN])
+        if len(held) > SHOWN:
+            listing += f"\n- … and {len(held) - SHOWN} more (table `unreadable_records`)"
+        return dg.AssetCheckResult(
+            passed=not held, severity=dg.AssetCheckSeverity.WARN,
+            description=f"{len(held)} {entity} record(s) cannot be read" if held else "none",
+            metadata={"unreadable": len(held), "records": dg.MetadataValue.md(listing or "_none_")})
+
+    return StepCheck(spec, _check)
+
+
+CHECKS = [*[links_check(e) for e in ENTITIES], *[conflicts_check(e) for e in ENTITIES],
+          *[readable_check(e) for e in ENTITIES], order_totals_check]

@@ -5,15 +5,11 @@ refused (evaluated in `sync_pass`'s step, like the checks of `checks.py`), and
 import dagster as dg
 
 from crm_wave.analyst.snapshot import publish_now
-from crm_wave.defs.checks import StepCheck
+from crm_wave.defs.checks import SHOWN, StepCheck
 from crm_wave.defs.resources import SyncResource
 from crm_wave.store import Store
 from crm_wave.store.dead_letters import list_dead_letters, retry_dead_letters
 from crm_wave.sync.stages import STAGES
-
-#: Records listed in a check's metadata; the count is always whole.
-SHOWN = 50
-
 
 def dead_letters_check(push: str, system: str, entity: str) -> StepCheck:
     """Fails with WARN severity while `system` has refused records of `entity` (its push), listing them."""

@@ -41,6 +41,17 @@ CREATE TABLE IF NOT EXISTS conflicts (
     reason VARCHAR NOT NULL,
     detected_at TIMESTAMP NOT NULL
 );
+-- Records the global step could not read (its mapping cannot take their body): each held at its last
+-- readable version or left out until a new version of it reads (crm_wave/store/unreadable.py).
+CREATE TABLE IF NOT EXISTS unreadable_records (
+    system VARCHAR NOT NULL,
+    entity VARCHAR NOT NULL,
+    record_id VARCHAR NOT NULL,
+    message VARCHAR NOT NULL,
+    first_seen TIMESTAMP NOT NULL,
+    last_seen TIMESTAMP NOT NULL,
+    PRIMARY KEY (system, entity, record_id)
+);
 -- Creates whose outcome is not yet known: written before the call, removed after the link is recorded.
 CREATE TABLE IF NOT EXISTS intents (
     system VARCHAR NOT NULL,

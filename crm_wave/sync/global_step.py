@@ -56,6 +56,7 @@ from crm_wave.store.db import Store
 from crm_wave.store.files import STAGING
 from crm_wave.store.queue import read_queue, reconcile
 from crm_wave.store.tables import column_types
+from crm_wave.store.unreadable import record_unreadable
 from crm_wave.sync.cells import lines_cell_series
 from crm_wave.sync.names import dataset, global_table
 from crm_wave.sync.refs import line_products, links_where
@@ -143,7 +144,7 @@ def _fragment_query(system: str, entity: str, fields: tuple[str, ...] | None = N
 def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str,
                    ids: pl.Series | None = None, fields: tuple[str, ...] | None = None, *,
                    seqs: tuple[int, int] | None = None, changed: tuple[int, int] | None = None,
-                   within: tuple[int, int] | None = None, unreadable: list[str] | None = None) -> pl.DataFrame:
+                   within: tuple[int, int] | None = None, unreadable: list[tuple[str, str, str]] | None = None) -> pl.DataFrame:
     """Canonical cells of the current records of (`system`, `entity`), all or those whose source id is in `ids`.
 
     Columns: `<system>_id`, `deleted`, `modified`, one String column per canonical field
@@ -155,8 +156,8 @@ def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, en
     `within`: `[lo, hi]`, a range that holds the current version's `_seq` of every one of `ids`: the scan
     may skip the row groups whose `_seq` lies outside it (a large rebuild's part, its records next to each
     other in the file).
-    `unreadable`: a record the mapping cannot read (`UnreadableRecord`) is held (`_hold`) and its message
-    added here, where without it the read raises.
+    `unreadable`: a record the mapping cannot read (`UnreadableRecord`) is held (`_hold`) and added here as
+    (system, record id, message), where without it the read raises.
     """
     name = dataset(system, entity)
     store.ensure_dataset(con, name)
@@ -213,13 +214,14 @@ def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, en
 
 
 def _hold(con: duckdb.DuckDBPyConnection, name: str, system: str, entity: str, frame: pl.DataFrame,
-          bad: dict[int, UnreadableRecord] | None, subset: tuple[str, ...] | None, sink: list[str] | None) -> pl.DataFrame:
+          bad: dict[int, UnreadableRecord] | None, subset: tuple[str, ...] | None,
+          sink: list[tuple[str, str, str]] | None) -> pl.DataFrame:
     """`frame` with its rows `bad` (records whose current version the mapping cannot read) at their newest
     readable older version, or left out when no version of theirs can be read: one bad record does not stop
     the others. Held at an older version, a linked record's values are those agreed before, so the merge
     sees no change from its side. Left out, a linked one is "unseen" (`logic.merge.side_state`: nothing is
     shared to or from it) and an unlinked one is neither linked nor created on the other side. Each held
-    record's message (`UnreadableRecord.held`) goes to `sink`."""
+    record goes to `sink`: (system, record id, `UnreadableRecord.held`)."""
     deleted = frame["deleted"]
     bad = {r: e for r, e in (bad or {}).items() if not deleted[r]}  # a delete is read as one whatever its body
     if not bad:
@@ -248,10 +250,10 @@ def _hold(con: duckdb.DuckDBPyConnection, name: str, system: str, entity: str, f
             cell = exact_cells([body], system, entity, cols, failed)[0]
             if not failed:
                 patch.append({"_i": row, id_col: sid, "deleted": False, "modified": modified, **cell})
-                sink.append(err.held(str(modified)))
+                sink.append((system, sid, err.held(str(modified))))
                 break
         else:
-            sink.append(err.held(None))
+            sink.append((system, sid, err.held(None)))
     schema = {"_i": pl.UInt32, **_canonical_columns(system, entity, subset)}
     kept = frame.with_row_index("_i").filter(~pl.col("_i").is_in(list(bad)))
     return pl.concat([kept, pl.DataFrame(patch, schema=schema, orient="row").select(kept.columns)]
@@ -356,7 +358,7 @@ def both_sides(con: duckdb.DuckDBPyConnection,
 def _load(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str, ids: pl.Series | None,
           refs: dict[str, pl.DataFrame], seqs: tuple[int, int] | None = None,
           changed: tuple[int, int] | None = None, within: tuple[int, int] | None = None, *,
-          held: list[str]) -> pl.DataFrame:
+          held: list[tuple[str, str, str]]) -> pl.DataFrame:
     frame = read_canonical(store, con, system, entity, ids, seqs=seqs, changed=changed, within=within, unreadable=held)
     if entity == "order":
         frame = _translate(frame, system, refs)
@@ -364,7 +366,7 @@ def _load(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str
 
 
 def _load_whole(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str, top: int,
-                refs: dict[str, pl.DataFrame], *, held: list[str]) -> pl.DataFrame:
+                refs: dict[str, pl.DataFrame], *, held: list[tuple[str, str, str]]) -> pl.DataFrame:
     """Every field of every current record, mapped in parts of `CHUNK` versions (`_seq` ranges, so the
     JSON fragments of one part at a time): one read serves linking and the merge of a full rebuild."""
     # `_seq` starts at 1: parts [0, CHUNK + 1), [CHUNK + 1, 2 * CHUNK + 1), ...
@@ -375,7 +377,7 @@ def _load_whole(store: Store, con: duckdb.DuckDBPyConnection, system: str, entit
 
 def _known_or_load(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str, ids: pl.Series,
                    refs: dict[str, pl.DataFrame], known: pl.DataFrame | None,
-                   within: tuple[int, int] | None = None, *, held: list[str]) -> pl.DataFrame:
+                   within: tuple[int, int] | None = None, *, held: list[tuple[str, str, str]]) -> pl.DataFrame:
     """The records of `ids` for the merge: `known` (read earlier in the same step, in its transaction,
     one row per record), and `_load` of those of `ids` it lacks. The merge takes just the linked ones, so
     rows of `known` outside `ids` do no harm. An incremental step reads only the linked counterparts of
@@ -599,7 +601,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     fields = merge_fields(entity)
     flow = flows_for(entity)[0]
     naive_now = now.replace(tzinfo=None)
-    held: list[str] = []  # the records the mapping cannot read (`_hold`), appended to by the reads
+    held: list[tuple[str, str, str]] = []  # the records the mapping cannot read (`_hold`), added to by the reads
     step = f"global_{entity}"
     table = global_table(entity)
     names = {s: dataset(s, entity) for s in SIDES}
@@ -736,7 +738,10 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
             reconcile(con, entity, waits, fates, naive_now)
             store.upsert_agreed(con, entity, agreed_now, naive_now, log=False, fresh=fresh)
         del merged
+    once = {(system, rid): message for system, rid, message in held}  # a rebuild at 1M reads a record twice
     with store.connect() as con:
+        record_unreadable(con, entity, [(system, rid, m) for (system, rid), m in once.items()],
+                          changed if incremental else {s: None for s in SIDES}, naive_now)
         if incremental:
             store.log_changes(con, entity, pl.concat([links["global_id"], dropped_ids]).unique(), "golden", writer=OWN)
         else:
@@ -750,7 +755,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
         new_links=new_links.height,
         merged_by_key=new_links.filter(pl.col("how").str.starts_with("merge:")).height,
         conflicts=n_conflicts,
-        unreadable=tuple(dict.fromkeys(held)),
+        unreadable=tuple(once.values()),
     )
 
 
@@ -810,7 +815,7 @@ def _merge(entity: str, links: pl.DataFrame, crm: pl.DataFrame, wave: pl.DataFra
 
 def _with_key_peers(store: Store, con: duckdb.DuckDBPyConnection, entity: str, frames: dict[str, pl.DataFrame],
                     links: pl.DataFrame, refs: dict[str, dict[str, pl.DataFrame]],
-                    held: list[str]) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+                    held: list[tuple[str, str, str]]) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
     """Add the unlinked records that share a merge-key value with a changed unlinked record.
 
     Those are the only records a full pass could link besides the changed ones (a pass

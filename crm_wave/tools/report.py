@@ -11,7 +11,8 @@ __all__ = ["state_summary", "format_summary"]
 
 
 def state_summary(store: Store) -> dict[str, dict[str, Any]]:
-    """Per entity: linked pairs, CRM-only, Wave-only, conflicts, waiting, pending deletes, dead letters."""
+    """Per entity: linked pairs, CRM-only, Wave-only, conflicts, waiting, pending deletes, dead letters, and records
+    the sync cannot read (held: `crm_wave.store.unreadable`)."""
     out: dict[str, dict[str, Any]] = {}
     with store.connect() as con:
         for entity in ENTITIES:
@@ -23,6 +24,8 @@ def state_summary(store: Store) -> dict[str, dict[str, Any]]:
             row = {"linked": linked, "only_in_crm": crm_only, "only_in_wave": wave_only}
             row["conflicts"] = con.execute("SELECT count(*) FROM conflicts WHERE entity = ?", [entity]).fetchall()[0][0]
             row["dead_letters"] = con.execute("SELECT count(*) FROM dead_letters WHERE entity = ?", [entity]).fetchall()[0][0]
+            row["unreadable"] = con.execute("SELECT count(*) FROM unreadable_records WHERE entity = ?",
+                                            [entity]).fetchall()[0][0]
             waiting = deletes = 0
             for target in ("crm", "wave"):
                 frame = store.read_table(con, share_table(target, entity))
@@ -37,7 +40,7 @@ def state_summary(store: Store) -> dict[str, dict[str, Any]]:
 
 def format_summary(summary: dict[str, dict[str, Any]], writes: dict[str, int] | None = None) -> str:
     """A plain-text table of `state_summary` (plus created/updated counts when given)."""
-    cols = ["linked", "only_in_crm", "only_in_wave", "conflicts", "waiting", "pending_deletes", "dead_letters"]
+    cols = ["linked", "only_in_crm", "only_in_wave", "conflicts", "waiting", "pending_deletes", "dead_letters", "unreadable"]
     head = f"{'entity':<10}" + "".join(f"{c:>16}" for c in cols)
     lines = [head, "-" * len(head)]
     for entity, row in summary.items():

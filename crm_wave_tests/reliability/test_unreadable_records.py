@@ -1,6 +1,7 @@
 """A record whose body the mapping cannot read (an order's lines that are not a list of objects) does
 not stop the sync of the others: the global step holds it at its newest readable version, or leaves it
-out when it never had one, and names it in its result (`GlobalResult.unreadable`).
+out when it never had one, and names it in its result (`GlobalResult.unreadable`) and, until a
+version of it reads again, in `unreadable_records` (the state table, the global asset's check).
 
 End to end through both simulators (the dirty versions are written straight into the CRM
 simulator's database, as a CRM with legacy data holds them), and at the read itself for both of
@@ -17,12 +18,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from crm_wave.defs.checks import CHECKS
 from crm_wave.mapping.canonical import SMALL
 from crm_wave.store.db import Store, Version
+from crm_wave.store.unreadable import list_unreadable
 from crm_wave.sync.engine import report_stage
 from crm_wave.sync.global_step import read_canonical
 from crm_wave.sync.names import dataset
 from crm_wave.sync.stages import stage
+from crm_wave.tools.report import state_summary
 
 
 def _order(customer: str, product: str, number: str, quantity: str = "1") -> dict:
@@ -75,6 +79,13 @@ def test_an_unreadable_order_is_held_and_the_others_sync(rig):
         (lines,) = con.execute("SELECT Lines__crm FROM global_order WHERE crm_id = ?", [broken["Id"]]).fetchone()
     assert [Decimal(x["Quantity"]) for x in json.loads(lines)] == [Decimal("2")]
 
+    # Listed until fixed, also after passes that do not read them again: the state table, the check, the table.
+    assert _listed(rig) == sorted(said)
+    rig.crm.patch("orders", good["Id"], {"Title": "Edited again"}, if_match=rig.crm.get("orders", good["Id"])["Version"])
+    passes = rig.sync()
+    assert _unreadable(passes) == [] and _listed(rig) == sorted(said)
+    assert state_summary(rig.store)["order"]["unreadable"] == 2 and state_summary(rig.store)["customer"]["unreadable"] == 0
+
     # Fixed in the CRM: the held order goes on from its new version, and no longer shows.
     fixed = rig.crm.get("orders", broken["Id"])
     rig.crm.patch("orders", broken["Id"], {"Lines": _order(cust["Id"], prod["Id"], "8002", quantity="3")["Lines"]},
@@ -84,7 +95,19 @@ def test_an_unreadable_order_is_held_and_the_others_sync(rig):
     final = {i["invoiceNumber"]: i for i in rig.wave.list_invoices()}
     assert set(final) == {"8001", "8002", "8003"}
     assert [Decimal(i["quantity"]) for i in final["8002"]["items"]] == [Decimal("3")]
-    assert _unreadable(passes) == []
+    assert _unreadable(passes) == [] and _listed(rig) == []
+    assert state_summary(rig.store)["order"]["unreadable"] == 0
+
+
+def _listed(rig) -> list[str]:
+    """The records held, as the table, the state table and the global asset's check list them (the same)."""
+    with rig.store.connect() as con:
+        rows = sorted(u.message for u in list_unreadable(con))
+    check = next(c for c in CHECKS if c.spec.name == "records_are_readable" and c.spec.asset_key.path == ["global_order"])
+    result = check.result(rig.store)
+    assert result.passed == (not rows) and result.metadata["unreadable"].value == len(rows)
+    assert all(m in result.metadata["records"].value for m in rows)
+    return rows
 
 
 @pytest.mark.parametrize("many", [False, True], ids=["few", "many"])
@@ -108,7 +131,7 @@ def test_the_read_holds_unreadable_records_at_their_last_readable_version(tmp_pa
     versions = [version(i, "2026-01-01", [line]) for i in range(n)]
     versions += [version(1, "2026-01-02", [{**line, "Quantity": "2"}]), version(1, "2026-01-03", None, deleted=True),
                  version(1, "2026-01-04", [line, "P2"]), version(n, "2026-01-05", 7)]
-    held: list[str] = []
+    held: list[tuple[str, str, str]] = []
     with store.connect() as con:
         for v in versions:  # one at a time: each a version of its own
             store.append_versions(con, name, [v], datetime(2026, 1, 1))
@@ -119,7 +142,7 @@ def test_the_read_holds_unreadable_records_at_their_last_readable_version(tmp_pa
     assert [Decimal(x["Quantity"]) for x in o1["Lines"]] == [Decimal("2")]
     assert o1["Title"] == "t1"
     assert sorted(held) == sorted([
-        'crm order O1: Lines: line 2 is not an object but "P2"; fix the record in the CRM: until then the sync keeps '
-        "its last readable version (modified 2026-01-02)",
-        f"crm order O{n}: Lines: not a list but 7; fix the record in the CRM: until then the sync leaves it out "
-        "(no version of it can be read)"])
+        ("crm", "O1", 'crm order O1: Lines: line 2 is not an object but "P2"; fix the record in the CRM: until then '
+                      "the sync keeps its last readable version (modified 2026-01-02)"),
+        ("crm", f"O{n}", f"crm order O{n}: Lines: not a list but 7; fix the record in the CRM: until then the sync "
+                         "leaves it out (no version of it can be read)")])
