@@ -11,13 +11,15 @@ simulator's database, as a CRM with legacy data holds them), and at the read its
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
 
+from crm_wave.analyst.snapshot import Layout, publish_snapshot
 from crm_wave.defs.checks import CHECKS
 from crm_wave.mapping.canonical import SMALL
 from crm_wave.store.db import Store, Version
@@ -39,7 +41,7 @@ def _unreadable(passes) -> list[str]:
     return [m for p in passes for g in p.globals for m in g.unreadable]
 
 
-def test_an_unreadable_order_is_held_and_the_others_sync(rig):
+def test_an_unreadable_order_is_held_and_the_others_sync(rig, tmp_path: Path) -> None:
     cust = rig.crm_create("customers", {"Type": "organization", "Name": "Payer", "Email": "payer@x.example"})
     prod = rig.crm_create("products", {"Name": "Box", "UnitPrice": "100"})
     good = rig.crm_create("orders", _order(cust["Id"], prod["Id"], "8001"))
@@ -85,6 +87,10 @@ def test_an_unreadable_order_is_held_and_the_others_sync(rig):
     passes = rig.sync()
     assert _unreadable(passes) == [] and _listed(rig) == sorted(said)
     assert state_summary(rig.store)["order"]["unreadable"] == 2 and state_summary(rig.store)["customer"]["unreadable"] == 0
+    for mode in ("copy", "segments"):  # analysts see them in a snapshot, either layout
+        snap = publish_snapshot(rig.store, tmp_path / f"snaps-{mode}", datetime.now(UTC), layout=Layout(mode=mode))
+        with duckdb.connect(str(snap), read_only=True) as con:
+            assert sorted(r[0] for r in con.execute("SELECT message FROM unreadable_records").fetchall()) == sorted(said)
 
     # Fixed in the CRM: the held order goes on from its new version, and no longer shows.
     fixed = rig.crm.get("orders", broken["Id"])
