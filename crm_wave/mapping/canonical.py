@@ -46,12 +46,12 @@ class UnreadableRecord(ValueError):
         super().__init__(f"{record}: {what}; fix the record in {where}: until then every sync of its type stops "
                          f"at this record")
 
-    def held(self, modified: str | None) -> str:
-        """The message once the sync holds the record: at its newest readable version (`modified` that
-        version's), or left out when no version of it can be read (`modified` None)."""
-        kept = (f"the sync keeps its last readable version (modified {modified})" if modified is not None
-                else "the sync leaves it out (no version of it can be read)")
-        return f"{self.record}: {self.what}; fix the record in {self.where}: until then {kept}"
+    def held(self, kept: bool, modified: str | None = None) -> str:
+        """The message once the sync holds the record: `kept` at its newest readable version (`modified` that
+        version's, if known), or left out when no version of it can be read."""
+        how = ("the sync keeps its last readable version" + (f" (modified {modified})" if modified else "") if kept
+               else "the sync leaves it out (no version of it can be read)")
+        return f"{self.record}: {self.what}; fix the record in {self.where}: until then {how}"
 
 
 def _unreadable(system: str, entity: str, body: Any, exc: Exception) -> UnreadableRecord:

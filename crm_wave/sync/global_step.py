@@ -15,7 +15,9 @@ rebuilds everything.
 
 Canonical records are computed in bulk: the database hands over the JSON fragment of
 every field the mapping reads (`json_transform`), polars normalises them
-(`crm_wave.mapping.canonical.canonical_from_fragments`).
+(`crm_wave.mapping.canonical.canonical_from_fragments`). A record the mapping cannot read
+does not stop the step: it is held at its newest readable version or left out (`_hold`),
+and listed (`GlobalResult.unreadable`, `unreadable_records`) until a version of it reads.
 """
 
 from __future__ import annotations
@@ -222,8 +224,8 @@ def _hold(con: duckdb.DuckDBPyConnection, name: str, system: str, entity: str, f
     sees no change from its side. Left out, a linked one is "unseen" (`logic.merge.side_state`: nothing is
     shared to or from it) and an unlinked one is neither linked nor created on the other side. Each held
     record goes to `sink`: (system, record id, `UnreadableRecord.held`)."""
-    deleted = frame["deleted"]
-    bad = {r: e for r, e in (bad or {}).items() if not deleted[r]}  # a delete is read as one whatever its body
+    gone = frame["deleted"]
+    bad = {r: e for r, e in (bad or {}).items() if not gone[r]}  # a delete is read as one whatever its body
     if not bad:
         return frame
     assert sink is not None
@@ -250,10 +252,10 @@ def _hold(con: duckdb.DuckDBPyConnection, name: str, system: str, entity: str, f
             cell = exact_cells([body], system, entity, cols, failed)[0]
             if not failed:
                 patch.append({"_i": row, id_col: sid, "deleted": False, "modified": modified, **cell})
-                sink.append((system, sid, err.held(str(modified))))
+                sink.append((system, sid, err.held(True, None if modified is None else str(modified))))
                 break
         else:
-            sink.append((system, sid, err.held(None)))
+            sink.append((system, sid, err.held(False)))
     schema = {"_i": pl.UInt32, **_canonical_columns(system, entity, subset)}
     kept = frame.with_row_index("_i").filter(~pl.col("_i").is_in(list(bad)))
     return pl.concat([kept, pl.DataFrame(patch, schema=schema, orient="row").select(kept.columns)]
