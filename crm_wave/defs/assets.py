@@ -103,7 +103,8 @@ STEP_CHECKS = [*checks.CHECKS, *dead_letters.CHECKS]
 def _metadata(store: Store, s: Stage, result: StageResult) -> dict[str, Any]:
     """What the UI shows of one stage's result."""
     if isinstance(result, CollectResult):  # row count: the records the dataset holds, not this run's versions
-        return {**asdict(result), **table_metadata(store, s.name, count_from=f"{s.name}_current WHERE NOT _deleted")}
+        return {**asdict(result), **table_metadata(store, s.name, count_from=f"{s.name}_current WHERE NOT _deleted"),
+                "skipped": dg.MetadataValue.md("\n".join(f"- {m}" for m in result.skipped[:20]) or "_none_")}
     if isinstance(result, GlobalResult):
         return {**asdict(result), **table_metadata(store, s.name), "conflicts": recorded_conflicts(store, s.entity),
                 "conflicts_this_run": result.conflicts, "preview": _preview(store, s.name),

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import polars as pl
 
+from crm_wave.model.values import show_value
 from crm_wave.store.datasets import body_text
 from crm_wave.store.db import VERSION_SCHEMA, Store
 from crm_wave.sync.names import CRM_RESOURCE, dataset, namespaced
@@ -51,6 +52,8 @@ class CollectResult:
     full: bool
     #: Where the next incremental read starts (the source's change cursor; not a secret).
     cursor: str | None = None
+    #: One message per record read without an id, which no dataset can hold: left out, the others go on.
+    skipped: tuple[str, ...] = ()
 
 
 class _Chunks:
@@ -58,8 +61,26 @@ class _Chunks:
 
     def __init__(self, system: str, entity: str) -> None:
         self.prefix = namespaced(system, entity, "")
+        self.what = f"{system} {entity}"
         self.frames: list[pl.DataFrame] = []
         self.count = 0
+        self.skipped: list[str] = []
+
+    def identified(self, items: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+        """`items` less those without an id (`key` missing, null or empty), each of which gets a message: such a
+        record can be neither stored nor linked, and must not stop the others."""
+        if all(item.get(key) not in (None, "") for item in items):
+            return items
+        kept = []
+        for item in items:
+            if item.get(key) in (None, ""):
+                where = "the CRM" if key == "Id" else "Wave"
+                self.skipped.append(f"{self.what}: a record without an {key} was left out "
+                                    f"({show_value(body_text(item), 120)}); give it an {key} in {where}: until then it "
+                                    f"is not synced")
+            else:
+                kept.append(item)
+        return kept
 
     def add(self, records: Sequence[tuple[str, bool, Any, int | None, dict | None]]) -> None:
         if records:
@@ -108,7 +129,7 @@ def deleted_versions(system: str, entity: str, source_ids: list[str]) -> pl.Data
 def _crm_records(client: CrmApi, entity: str, cursor: str | None, out: _Chunks) -> str | None:
     next_cursor = cursor
     for page in client.read_changes(CRM_RESOURCE[entity], cursor):
-        items = page.items
+        items = out.identified(page.items, "Id")
         deleted = [bool(item.get("Deleted")) for item in items]
         out.add_columns([str(item["Id"]) for item in items], deleted, [item.get("UpdatedAt") for item in items],
                         [item.get("Version") for item in items], [None if d else item for item, d in zip(items, deleted)])
@@ -130,6 +151,7 @@ def _wave_records(client: WaveApi, entity: str, cursor: str | None, started: dat
     margin = (started - WAVE_SKEW).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     recent: list[tuple[str, str]] = []
     for page in _wave_pages(client, entity, after):
+        page = out.identified(page, "id")
         sids = [str(node["id"]) for node in page]
         modified = [node.get("modifiedAt") for node in page]
         top = max(filter(None, modified), default=None)
@@ -207,7 +229,7 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
             deleted += len(never)
         if frame.height <= COMMIT_ROWS:  # the usual case: the versions and the cursor in one transaction
             written = store.append_frame(con, name, frame, now.replace(tzinfo=None)) + finish(con)
-            return CollectResult(name, chunks.count, written, deleted, full, next_cursor)
+            return CollectResult(name, chunks.count, written, deleted, full, next_cursor, tuple(chunks.skipped))
     # A large read is committed in parts: DuckDB holds a transaction's appended rows in memory until it
     # commits (1.8 GB for a million Wave customers). The cursor moves with the last part, so after a
     # crash the next collect reads the same records again, and the parts already written are unchanged
@@ -219,7 +241,7 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
             written += store.append_frame(con, name, part, now.replace(tzinfo=None))
             if i == len(parts) - 1:
                 written += finish(con)
-    return CollectResult(name, chunks.count, written, deleted, full, next_cursor)
+    return CollectResult(name, chunks.count, written, deleted, full, next_cursor, tuple(chunks.skipped))
 
 
 def _own_writes(store: Store, name: str, recent: list[tuple[str, str]], started: datetime) -> bool:

@@ -16,7 +16,7 @@ a crash loses at most the stage in flight.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -145,13 +145,18 @@ def run_pass(store: Store, clients: Mapping[str, Client], *, now: datetime | Non
 def report_stage(s: Stage, result: StageResult | CircuitOpen, info: Callable[[str], None],
                  warn: Callable[[str], None]) -> None:
     """What a pass tells a person of a stage (an `on_stage` for `run_pass`, given where to say it): what
-    each collect read and wrote (`info`), and the first 50 problems of each push and records each global
-    step could not read (`warn`)."""
+    each collect read and wrote (`info`), and the first 50 problems of each stage (`warn`): records a collect
+    left out (no id), records a global step holds (unreadable), records a push's target refused."""
+    problems: Sequence[str] = ()
     if isinstance(result, CollectResult):
         info(f"{s.name}: read {result.read}, wrote {result.written} versions (full={result.full})")
-    elif isinstance(result, (PushResult, GlobalResult)):
-        for message in (result.messages if isinstance(result, PushResult) else result.unreadable)[:50]:
-            warn(message)
+        problems = result.skipped
+    elif isinstance(result, GlobalResult):
+        problems = result.unreadable
+    elif isinstance(result, PushResult):
+        problems = result.messages
+    for message in problems[:50]:
+        warn(message)
 
 
 def sync_once(store: Store, clients: Mapping[str, Client], *, max_passes: int = 4, full: bool | None = None,

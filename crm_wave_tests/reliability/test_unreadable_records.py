@@ -2,6 +2,7 @@
 not stop the sync of the others: the global step holds it at its newest readable version, or leaves it
 out when it never had one, and names it in its result (`GlobalResult.unreadable`) and, until a
 version of it reads again, in `unreadable_records` (the state table, the global asset's check).
+A record listed without an id is left out by the collect, which names it (`CollectResult.skipped`).
 
 End to end through both simulators (the dirty versions are written straight into the CRM
 simulator's database, as a CRM with legacy data holds them), and at the read itself for both of
@@ -152,3 +153,29 @@ def test_the_read_holds_unreadable_records_at_their_last_readable_version(tmp_pa
                       "the sync keeps its last readable version (modified 2026-01-02)"),
         ("crm", f"O{n}", f"crm order O{n}: Lines: not a list but 7; fix the record in the CRM: until then the sync "
                          "leaves it out (no version of it can be read)")])
+
+
+def test_a_crm_record_without_an_id_is_left_out_and_named_and_the_others_sync(rig):
+    """A record the CRM lists without an `Id` can be neither stored nor linked: the collect leaves it out
+    with one line that shows it (`CollectResult.skipped`), and every other record syncs."""
+    import datetime as dt
+
+    from crm_wave.systems.crm.simulator.store import Store as CrmStore, format_ts
+
+    good = rig.crm_create("customers", {"Type": "organization", "Name": "Good", "Email": "good@x.example"})
+    db = CrmStore(rig.crm_db)
+    with db.write() as tx:  # as a CRM with legacy data holds it: listed, but no Id in its body
+        tx.put("customers", "C-LEGACY", seq=tx.next_seq("customers"), version=1, deleted=False, ukey=None,
+               body=json.dumps({"Type": "organization", "Name": "No Id Ltd", "Email": "noid@x.example", "Version": 1,
+                                "UpdatedAt": format_ts(dt.datetime.now(dt.UTC))}))
+    db.close()
+    passes = rig.sync(full=True)
+    assert [c["email"] for c in rig.wave.list_customers()] == [good["Email"]]
+    skipped = [m for p in passes for c in p.collects for m in c.skipped]
+    assert skipped and all(m.startswith("crm customer: a record without an Id was left out (") for m in skipped)
+    assert "No Id Ltd" in skipped[0] and skipped[0].endswith("give it an Id in the CRM: until then it is not synced")
+    warned: list[str] = []
+    for p in passes:
+        for name, result in p.results.items():
+            report_stage(stage(name), result, lambda m: None, warned.append)
+    assert sorted(warned) == sorted(skipped)
