@@ -47,7 +47,10 @@ def _decimal(scale: int):
             return s  # left as is: validation names it later
         if not d.is_finite():
             return s
-        d = d.quantize(quantum, rounding=ROUND_HALF_UP).normalize()
+        try:
+            d = d.quantize(quantum, rounding=ROUND_HALF_UP).normalize()
+        except InvalidOperation:  # more digits than the context holds (1e308): left as is, validation names it
+            return s
         if d == 0:
             d = Decimal(0)
         # at least two decimals, no needless trailing zeros beyond that

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -38,9 +39,12 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "DueDate": _date,
     "Country": normalize_country,
     "Currency": normalize_currency,
-    "UnitPrice": parse_decimal,
-    "Quantity": parse_decimal,
+    # At the canonical scale (flows.py: a product's price decimal5, a line's values decimal8): a value with more
+    # digits than that can hold (1e308) is refused here, naming the field, not sent.
+    "UnitPrice": functools.partial(parse_decimal, scale=5),
 }
+#: The scale of an order line's `Quantity` and `UnitPrice` (`canonical._LINE_KINDS`: decimal8).
+LINE_SCALE = 8
 _REQUIRED = {
     ("wave", "customer"): ("Name",),
     ("crm", "customer"): (),
@@ -82,9 +86,9 @@ def problems(target: str, entity: str, values: dict[str, Any], *, insert: bool,
                     out.append((f"Lines[{i}].ProductId", f"refers to product {pid.split(':', 2)[2]}, which does not exist"))
                 for lf in ("Quantity", "UnitPrice"):
                     try:
-                        d = parse_decimal(line.get(lf))
+                        d = parse_decimal(line.get(lf), scale=LINE_SCALE)
                         if d < 0 or (lf == "Quantity" and d == 0):
-                            raise ValueError(f"must be {'> 0' if lf == 'Quantity' else '>= 0'}, got {d}")
+                            raise ValueError(f"must be {'> 0' if lf == 'Quantity' else '>= 0'}, got {line.get(lf)}")
                     except (ValueError, TypeError) as exc:
                         out.append((f"Lines[{i}].{lf}", str(exc)))
             continue

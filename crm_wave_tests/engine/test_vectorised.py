@@ -27,7 +27,9 @@ TEXTS = [None, "", "  ", "plain", "  padded\t", "\x1cseparated\x1f", "\u3000ideo
          "a\"quote", "back\\slash", "ctl\x07char", "\x7fdel", "ﬀ ligature", "Σίσυφος", "ΑΣ"]
 DECIMALS = [None, "", "1", "1.", "-0", "-0.001", "0.005", "149.9", "7.25", "1.123456789", "-1.005", "abc", "NaN", "Infinity",
             " 12.5 ", "1e3", "+.5", "+5", "٣", "007.50", "99999999999999999999.5", "1_000", "10", "0.125", "2.675",
-            "123456789.123456789", "9999999999.999999995", "-12.3456789"]
+            "123456789.123456789", "9999999999.999999995", "-12.3456789",
+            # more digits than the decimal context holds once quantized: left as they are
+            "1e309", "-1e400", "1e308", "1E+27", "9" * 400, "1e-400"]
 
 
 @pytest.mark.parametrize("kind", ["text", "email", "casefold", "code", "date"])

@@ -34,6 +34,7 @@ CRM_PRODUCTS = [
     ("10 kB product description", {"Description": LONG}, "Description"),
     ("price with nine decimals", {"UnitPrice": "1.123456789"}, None),
     ("emoji product name", {"Name": "Kaffe ☕"}, None),
+    ("price past any precision", {"UnitPrice": "1e308"}, "UnitPrice"),
 ]
 CRM_ORDERS = [
     ("unknown customer", {"CustomerId": "C999999"}, "CustomerId"),
@@ -48,6 +49,8 @@ CRM_ORDERS = [
     ("10 kB memo", {"Memo": LONG}, "Memo"),
     ("control character in title", {"Title": "Tab\x00Null"}, "Title"),
     ("emoji in memo", {"Memo": "Takk 🙏"}, None),
+    ("quantity past any precision", {"Lines": [{"ProductId": "{p}", "Quantity": "1e309", "UnitPrice": "5"}]},
+     "Lines[0].Quantity"),
 ]
 
 

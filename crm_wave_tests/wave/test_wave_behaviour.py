@@ -133,6 +133,16 @@ def test_every_error_carries_a_support_id_and_wrong_typed_variables_are_bad_user
     assert unauth["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED" and unauth["errors"][0]["extensions"]["id"]
 
 
+@pytest.mark.parametrize("price", ["1e308", "9" * 40])
+def test_a_decimal_with_more_digits_than_wave_keeps_is_bad_user_input_not_an_internal_error(gql: Gql, price: str) -> None:
+    body = gql.mutate("productCreate", "ProductCreateInput", {"businessId": gql.business_id, "name": "Box",
+                                                               "unitPrice": price}, "product { id }")
+    error = body["errors"][0]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT" and "too many digits" in error["message"], body
+    assert gql.data("{ business { products { pageInfo { totalCount } } } }")["business"]["products"]["pageInfo"][
+        "totalCount"] == 0
+
+
 def test_validation_comes_before_auth_and_introspection_needs_no_token(gql: Gql) -> None:
     invalid = httpx.post(gql.url, json={"query": "{ business { noSuchField } }"})
     assert invalid.status_code == 400
