@@ -150,7 +150,13 @@ class CrmService:
                 raise _not_found(spec, id)
             _check_version(row.version, if_match)
             old = json.loads(row.body)
-            entity = self._finalize(tx, spec, changes, old)
+            try:
+                entity = self._finalize(tx, spec, changes, old)
+            except (TypeError, AttributeError, KeyError, ValueError, ArithmeticError) as exc:
+                # Legacy data (stored before validation) the derived values cannot take: refused, not a 500.
+                raise SimError(422, "validation_failed", f"{spec.entity} {show_value(id)} holds values stored before "
+                               f"validation that this update cannot keep ({type(exc).__name__}: {exc}); send "
+                               f"valid values for them too") from None
             if all(entity[k] == old.get(k) for k in entity):
                 return row.body  # nothing changed: no new Version, no change event
             self._check_unique(tx, spec, entity, id)
@@ -181,7 +187,7 @@ class CrmService:
 
     def _check_unique(self, tx: Any, spec: ResourceSpec, entity: dict[str, Any], id_: str) -> None:
         field = spec.unique_field
-        if field is None or entity.get(field) is None:
+        if field is None or _ukey(entity.get(field)) is None:
             return
         owner = tx.unique_owner(spec.name, entity[field], id_)
         if owner is not None:
@@ -192,8 +198,14 @@ class CrmService:
         text = _dumps(full)
         field = spec.unique_field
         tx.put(spec.name, id_, seq=tx.next_seq(spec.name), version=version, deleted=False,
-               ukey=entity.get(field) if field else None, body=text)
+               ukey=_ukey(entity.get(field)) if field else None, body=text)
         return text
+
+
+def _ukey(value: Any) -> str | int | float | None:
+    """A unique field's value as the index holds it: legacy data stored before validation may hold a list or
+    an object there, which is no key (a patch of the record's other fields must still apply)."""
+    return value if isinstance(value, (str, int, float)) else None
 
 
 def _not_found(spec: ResourceSpec, id: str) -> SimError:
