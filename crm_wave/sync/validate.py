@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
 from datetime import date
+from decimal import Decimal
 
 from crm_wave.model.values import (
     normalize_country,
@@ -26,6 +26,17 @@ def _date(v: str) -> date:
         raise ValueError(f"{show_value(v)} is not a date (YYYY-MM-DD)") from None
 
 
+#: The scales Wave keeps (flows.py: a product's price decimal5; a line's `Quantity` and `UnitPrice` decimal8).
+PRICE_SCALE = 5
+LINE_SCALE = 8
+
+
+def _held_at(v: Any, scale: int) -> Decimal:
+    """The decimal `v` (unrounded), refused when it has more digits than `scale` places can hold (1e308)."""
+    parse_decimal(v, scale=scale)
+    return parse_decimal(v)
+
+
 def _unknown_ref(v: str) -> None:
     if v.startswith("unlinked:"):
         _, system, sid = v.split(":", 2)
@@ -39,12 +50,9 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "DueDate": _date,
     "Country": normalize_country,
     "Currency": normalize_currency,
-    # At the canonical scale (flows.py: a product's price decimal5, a line's values decimal8): a value with more
-    # digits than that can hold (1e308) is refused here, naming the field, not sent.
-    "UnitPrice": functools.partial(parse_decimal, scale=5),
+    "UnitPrice": lambda v: _held_at(v, PRICE_SCALE),
 }
-#: The scale of an order line's `Quantity` and `UnitPrice` (`canonical._LINE_KINDS`: decimal8).
-LINE_SCALE = 8
+
 _REQUIRED = {
     ("wave", "customer"): ("Name",),
     ("crm", "customer"): (),
@@ -86,7 +94,7 @@ def problems(target: str, entity: str, values: dict[str, Any], *, insert: bool,
                     out.append((f"Lines[{i}].ProductId", f"refers to product {pid.split(':', 2)[2]}, which does not exist"))
                 for lf in ("Quantity", "UnitPrice"):
                     try:
-                        d = parse_decimal(line.get(lf), scale=LINE_SCALE)
+                        d = _held_at(line.get(lf), LINE_SCALE)
                         if d < 0 or (lf == "Quantity" and d == 0):
                             raise ValueError(f"must be {'> 0' if lf == 'Quantity' else '>= 0'}, got {line.get(lf)}")
                     except (ValueError, TypeError) as exc:
