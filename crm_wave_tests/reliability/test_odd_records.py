@@ -62,3 +62,25 @@ def test_odd_crm_records_are_each_synced_refused_held_or_waiting(rig, seed: int)
     assert fates["linked"] > 10 and fates["refused"] > 0 and fates["held"] > 0, fates  # the odd values reach each fate
     again = rig.sync()
     assert sum(p.writes for p in again) == 0, [m for p in again for push in p.pushes for m in push.messages][:10]
+
+
+def test_the_crm_simulator_patches_legacy_records_or_refuses_them_naming_why_never_a_500(rig) -> None:
+    """Legacy values (stored before validation) in the CRM simulator: a patch of other fields applies, keeping
+    a Total the stored lines cannot sum and a unique field that is no text; a patch whose derived values need
+    the odd ones is refused with a 422 naming the field. None of them is a 500 (which the client would retry)."""
+    from crm_wave.systems.crm.client import CrmError
+
+    cust = rig.crm_create("customers", {"Type": "organization", "Name": "Base", "Email": "base@x.example"})
+    order = rig.crm_dirty("orders", {"OrderNumber": ["not", "text"], "CustomerId": cust["Id"], "Title": "t",
+                                     "OrderDate": "2026-11-01", "Total": "7.00", "Lines": [{"ProductId": "P1"}, "P2"]})
+    patched = rig.crm.patch("orders", order, {"Memo": "paid"}, if_match=None)
+    assert patched["Memo"] == "paid" and patched["Total"] == "7.00" and patched["Lines"][1] == "P2"
+    person = rig.crm_dirty("customers", {"Type": "person", "FirstName": ["Ann"], "Name": {"first": "Ann"},
+                                         "Email": "ann@x.example"})
+    with pytest.raises(CrmError) as refused:
+        rig.crm.patch("customers", person, {"Phone": "+47 1"}, if_match=None)
+    assert refused.value.status == 422 and str(refused.value).endswith("Name: is required (or FirstName/LastName) for a person")
+    assert rig.crm.patch("customers", person, {"FirstName": "Ann", "Name": "Ann"}, if_match=None)["Name"] == "Ann"
+    with pytest.raises(CrmError) as unsummed:  # a new currency needs the Total again, which those lines cannot give
+        rig.crm.patch("orders", order, {"Currency": "NOK"}, if_match=None)
+    assert unsummed.value.status == 422 and "Lines: cannot be summed" in str(unsummed.value)
