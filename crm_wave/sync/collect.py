@@ -67,20 +67,23 @@ class _Chunks:
         self.skipped: list[str] = []
 
     def identified(self, items: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
-        """`items` less those without an id (`key` missing, null or empty), each of which gets a message: such a
-        record can be neither stored nor linked, and must not stop the others."""
-        if all(item.get(key) not in (None, "") for item in items):
+        """`items` less those without an id (not an object, or `key` missing, null or empty), each of which gets a
+        message: such a record can be neither stored nor linked, and must not stop the others."""
+        def has_id(item: object) -> bool:
+            return isinstance(item, dict) and item.get(key) not in (None, "")
+
+        if all(has_id(item) for item in items):
             return items
-        kept = []
+        where = "the CRM" if key == "Id" else "Wave"
         for item in items:
-            if item.get(key) in (None, ""):
-                where = "the CRM" if key == "Id" else "Wave"
+            if not isinstance(item, dict):
+                self.skipped.append(f"{self.what}: a listed item that is not a record was left out "
+                                    f"({show_value(item, 120)}); it is not synced: see what {where} lists")
+            elif not has_id(item):
                 self.skipped.append(f"{self.what}: a record without an {key} was left out "
                                     f"({show_value(body_text(item), 120)}); give it an {key} in {where}: until then it "
                                     f"is not synced")
-            else:
-                kept.append(item)
-        return kept
+        return [item for item in items if has_id(item)]
 
     def add(self, records: Sequence[tuple[str, bool, Any, int | None, dict | None]]) -> None:
         if records:

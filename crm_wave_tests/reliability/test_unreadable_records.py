@@ -179,3 +179,20 @@ def test_a_crm_record_without_an_id_is_left_out_and_named_and_the_others_sync(ri
         for name, result in p.results.items():
             report_stage(stage(name), result, lambda m: None, warned.append)
     assert sorted(warned) == sorted(skipped)
+
+
+def test_a_listed_item_that_is_not_a_record_is_left_out_and_named(rig) -> None:
+    import datetime as dt
+
+    from crm_wave.systems.crm.simulator.store import Store as CrmStore
+
+    good = rig.crm_create("products", {"Name": "Good", "UnitPrice": "10"})
+    db = CrmStore(rig.crm_db)
+    with db.write() as tx:  # a listing that holds a bare value where a record belongs
+        tx.put("products", "P-ODD", seq=tx.next_seq("products"), version=1, deleted=False, ukey=None,
+               body=json.dumps(["not", "a", "record", dt.date(2026, 1, 1).isoformat()]))
+    db.close()
+    passes = rig.sync()
+    assert [p["name"] for p in rig.wave.list_products()] == [good["Name"]]
+    skipped = [m for p in passes for c in p.collects for m in c.skipped]
+    assert skipped and skipped[0].startswith("crm product: a listed item that is not a record was left out (['not'")
