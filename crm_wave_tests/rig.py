@@ -58,6 +58,18 @@ class Rig:
         db.close()
         return rid
 
+    def crm_raw(self, resource: str, rid: str, body: object) -> None:
+        """Store `body` (any JSON value, as it is: no Id, Version or UpdatedAt added) as record `rid` of the CRM
+        simulator, as a CRM with broken data lists it."""
+        import json
+
+        from crm_wave.systems.crm.simulator.store import Store as CrmStore
+
+        db = CrmStore(self.crm_db)
+        with db.write() as tx:
+            tx.put(resource, rid, seq=tx.next_seq(resource), version=1, deleted=False, ukey=None, body=json.dumps(body))
+        db.close()
+
     def links(self, entity: str):
         """The link table of an entity."""
         with self.store.connect() as con:

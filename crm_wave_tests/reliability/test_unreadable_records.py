@@ -158,17 +158,9 @@ def test_the_read_holds_unreadable_records_at_their_last_readable_version(tmp_pa
 def test_a_crm_record_without_an_id_is_left_out_and_named_and_the_others_sync(rig):
     """A record the CRM lists without an `Id` can be neither stored nor linked: the collect leaves it out
     with one line that shows it (`CollectResult.skipped`), and every other record syncs."""
-    import datetime as dt
-
-    from crm_wave.systems.crm.simulator.store import Store as CrmStore, format_ts
-
     good = rig.crm_create("customers", {"Type": "organization", "Name": "Good", "Email": "good@x.example"})
-    db = CrmStore(rig.crm_db)
-    with db.write() as tx:  # as a CRM with legacy data holds it: listed, but no Id in its body
-        tx.put("customers", "C-LEGACY", seq=tx.next_seq("customers"), version=1, deleted=False, ukey=None,
-               body=json.dumps({"Type": "organization", "Name": "No Id Ltd", "Email": "noid@x.example", "Version": 1,
-                                "UpdatedAt": format_ts(dt.datetime.now(dt.UTC))}))
-    db.close()
+    rig.crm_raw("customers", "C-LEGACY", {"Type": "organization", "Name": "No Id Ltd", "Email": "noid@x.example",
+                                          "Version": 1, "UpdatedAt": "2026-11-30T10:00:00Z"})  # listed, no Id in it
     passes = rig.sync(full=True)
     assert [c["email"] for c in rig.wave.list_customers()] == [good["Email"]]
     skipped = [m for p in passes for c in p.collects for m in c.skipped]
@@ -182,16 +174,8 @@ def test_a_crm_record_without_an_id_is_left_out_and_named_and_the_others_sync(ri
 
 
 def test_a_listed_item_that_is_not_a_record_is_left_out_and_named(rig) -> None:
-    import datetime as dt
-
-    from crm_wave.systems.crm.simulator.store import Store as CrmStore
-
     good = rig.crm_create("products", {"Name": "Good", "UnitPrice": "10"})
-    db = CrmStore(rig.crm_db)
-    with db.write() as tx:  # a listing that holds a bare value where a record belongs
-        tx.put("products", "P-ODD", seq=tx.next_seq("products"), version=1, deleted=False, ukey=None,
-               body=json.dumps(["not", "a", "record", dt.date(2026, 1, 1).isoformat()]))
-    db.close()
+    rig.crm_raw("products", "P-ODD", ["not", "a", "record"])  # a listing that holds a bare value where a record belongs
     passes = rig.sync()
     assert [p["name"] for p in rig.wave.list_products()] == [good["Name"]]
     skipped = [m for p in passes for c in p.collects for m in c.skipped]
