@@ -196,9 +196,10 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
             next_cursor = _wave_records(wave, entity, None if full else cursor, started, chunks,
                                         lambda recent: _own_writes(store, name, recent, started))
             if not full and entity == "order":  # payments and overdue need not move modifiedAt
-                from crm_wave.sync.wave_survival import reread_open_invoices, seen_ids
+                from crm_wave.sync.wave_survival import reread_due, reread_open_invoices, seen_ids
 
-                chunks.add(reread_open_invoices(store, wave, seen_ids(chunks.frames)))
+                if reread_due(store, now):
+                    chunks.add(reread_open_invoices(store, wave, seen_ids(chunks.frames), now))
     frame = chunks.frame()
     deleted = int(frame["_deleted"].sum())
     never: list[str] = []
@@ -211,6 +212,10 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
             n = store.append_frame(con, name, deleted_versions(system, entity, never), now.replace(tzinfo=None),
                                    new_deleted=True)
         store.set_cursor(con, name, next_cursor, now.replace(tzinfo=None), full=full)
+        if full and system == "wave" and entity == "order":  # it read every invoice: a re-read of the open ones
+            from crm_wave.sync.wave_survival import note_reread
+
+            note_reread(store, con, now, chunks.count)
         store.read_back(con, name, started.astimezone(UTC).replace(tzinfo=None))
         return n
 

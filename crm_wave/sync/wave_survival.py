@@ -1,10 +1,13 @@
 """How the sync survives Wave's harsher behaviour (docs/wave-behaviour.md).
 
-- Open invoices are re-read each incremental pass (`reread_open_invoices`): a payment, or an
+- Open invoices are re-read by incremental passes (`reread_open_invoices`): a payment, or an
   invoice falling overdue, need not move `modifiedAt`, so the incremental read alone would
   never see them. Cost: one request per 200 open invoices (Wave's `status: UNPAID` listing),
   plus one per 50 invoices that left the open set since the last pass (batched lookups by
-  id); nothing when no open invoice is known.
+  id); nothing when no open invoice is known. Every pass while the last re-read found at most
+  `OPEN_EVERY_PASS` open invoices; past that, at most every `OPEN_SPACING` (`reread_due`): at a
+  million invoices, half of them open, every pass would list 2,500 pages and scan every stored
+  invoice. A full read (hourly) reads every invoice anyway and counts as a re-read.
 - A push answered NOT_FOUND for a linked Wave record breaks the link visibly
   (`wave_record_gone`): the dataset records the Wave record as deleted, so the next pass
   holds the CRM side as a delete for approval (`crm-wave deletes`) instead of re-creating
@@ -17,7 +20,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -36,12 +39,33 @@ LOCKED_STATUSES = frozenset({"SENT", "VIEWED", "PAID", "PARTIAL", "OVERDUE", "OV
 _LOCKED_FIELDS = {"items": "lines", "customerId": "customer", "currency": "currency"}
 
 Record = tuple[str, bool, str | None, int | None, dict | None]
+#: Open invoices are re-read every incremental pass while the last re-read (or full read) found at most
+#: this many: 5 requests of Wave's listing.
+OPEN_EVERY_PASS = 1_000
+#: Past `OPEN_EVERY_PASS`, the re-read waits this long after the last one: a payment that keeps `modifiedAt`
+#: reaches the CRM within it (or with the next full read, `collect`'s `full_every`).
+OPEN_SPACING = timedelta(minutes=10)
+#: `step_marks` of the re-read: `at` (epoch seconds of the last one) and `open` (what it found).
+_MARKS = "reread_open_invoices"
 
 
-def reread_open_invoices(store: Store, client: WaveApi, seen: set[str]) -> list[Record]:
+def reread_due(store: Store, now: datetime) -> bool:
+    """Whether an incremental pass at `now` re-reads the open invoices (see `OPEN_EVERY_PASS`)."""
+    with store.connect() as con:
+        marks = store.read_marks(con, _MARKS)
+    return (not marks or marks.get("open", 0) <= OPEN_EVERY_PASS
+            or now.timestamp() - marks.get("at", 0) >= OPEN_SPACING.total_seconds())
+
+
+def note_reread(store: Store, con: Any, now: datetime, open_invoices: int) -> None:
+    """Record a re-read (or a full read, `open_invoices` then at most the invoices it read) at `now`."""
+    store.set_marks(con, _MARKS, {"at": int(now.timestamp()), "open": open_invoices}, store.read_marks(con, _MARKS))
+
+
+def reread_open_invoices(store: Store, client: WaveApi, seen: set[str], now: datetime) -> list[Record]:
     """Collect records of the open invoices an incremental read did not return (`seen`): every
     invoice Wave lists as UNPAID, and a lookup of each invoice known open that it no longer lists
-    (paid in full now, or deleted: a NOT_FOUND answer records it deleted)."""
+    (paid in full now, or deleted: a NOT_FOUND answer records it deleted). Noted at `now` (`reread_due`)."""
     name = dataset("wave", "order")
     with store.connect() as con:
         store.ensure_dataset(con, name)
@@ -49,6 +73,7 @@ def reread_open_invoices(store: Store, client: WaveApi, seen: set[str]) -> list[
         known_open = {r[0] for r in con.execute(
             f"SELECT _source_id FROM {name}_current WHERE NOT _deleted "
             f"AND json_extract_string(body, '$.status') IN ({marks})", list(OPEN_STATUSES)).fetchall()}
+        note_reread(store, con, now, len(known_open))
     if not known_open - seen:
         return []
     records: list[Record] = []

@@ -182,3 +182,35 @@ def test_sync_converges_through_rate_limits_in_both_forms_and_spurious_not_found
         assert wave.stats.rate_limited > 0 and wave.stats.retries > 0
         with store.connect() as con:
             assert con.execute("SELECT count(*) FROM dead_letters").fetchone() == (0,)
+
+
+@STRICT
+def test_many_open_invoices_are_re_read_at_most_every_spacing_not_every_pass(rig, wave_sim, monkeypatch):
+    """Past `OPEN_EVERY_PASS` open invoices (1 here), a pass within `OPEN_SPACING` of the last re-read (a full
+    read counts) does not list them again, so a payment that keeps `modifiedAt` waits; the first pass after it
+    does."""
+    from datetime import timedelta
+
+    from crm_wave.sync import wave_survival
+
+    monkeypatch.setattr(wave_survival, "OPEN_EVERY_PASS", 1)
+    cust = rig.crm_create("customers", {"Type": "organization", "Name": "Payer", "Email": "p@x.example"})
+    prod = rig.crm_create("products", {"Name": "Box", "UnitPrice": "100"})
+    orders = [rig.crm_create("orders", _order(cust["Id"], prod["Id"], number=str(7100 + i))) for i in range(2)]
+    rig.sync()
+    con = sqlite3.connect(wave_sim.db_path)  # an hour old, 7100 beyond the incremental read's 2 s overlap
+    with con:
+        for i in range(2):
+            con.execute("UPDATE entities SET modified_ms = modified_ms - ? WHERE type = 'Invoice' AND lookup = ?",
+                        ((3600 + 10 * (1 - i)) * 1000, str(7100 + i)))
+    con.close()
+    t0 = datetime.now(UTC)
+    collect(rig.store, "wave", "order", rig.wave, t0, full=True)  # reads every invoice: a re-read at t0
+    invoices = {i["invoiceNumber"]: i for i in rig.wave.list_invoices()}
+    _pay(rig, invoices["7100"]["id"], "40")  # PARTIAL, modifiedAt unchanged (strict)
+
+    rig.sync(clock=lambda: t0 + timedelta(minutes=1))
+    assert rig.crm.get("orders", orders[0]["Id"]).get("PaymentStatus") != "partial"  # not re-read yet
+    rig.sync(clock=lambda: t0 + wave_survival.OPEN_SPACING + timedelta(minutes=1))
+    got = rig.crm.get("orders", orders[0]["Id"])
+    assert got["PaymentStatus"] == "partial" and Decimal(got["AmountPaid"]) == Decimal("40")
