@@ -20,6 +20,7 @@ from crm_wave.model.values import show_value
 from crm_wave.store.datasets import body_text
 from crm_wave.store.db import VERSION_SCHEMA, Store
 from crm_wave.sync.names import CRM_RESOURCE, dataset, namespaced
+from crm_wave.sync.wave_survival import note_reread, reread_due, reread_open_invoices, seen_ids
 from crm_wave.systems.protocols import Client, CrmApi, WaveApi
 
 __all__ = ["CollectResult", "CollectError", "collect", "deleted_versions"]
@@ -186,6 +187,7 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
         full = True  # a CRM without a change listing: every read is whole, and shows deletes too
     started = utcnow()
     chunks = _Chunks(system, entity)
+    reread: int | None = None  # invoices known open when this read re-read them (`note_reread`)
     # A full read may take minutes: the file is not held meanwhile. An incremental read is a
     # request or two; giving the file back and opening it again would cost more than it saves.
     with store.released() if full else contextlib.nullcontext():
@@ -196,10 +198,9 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
             next_cursor = _wave_records(wave, entity, None if full else cursor, started, chunks,
                                         lambda recent: _own_writes(store, name, recent, started))
             if not full and entity == "order":  # payments and overdue need not move modifiedAt
-                from crm_wave.sync.wave_survival import reread_due, reread_open_invoices, seen_ids
-
                 if reread_due(store, now):
-                    chunks.add(reread_open_invoices(store, wave, seen_ids(chunks.frames), now))
+                    records, reread = reread_open_invoices(store, wave, seen_ids(chunks.frames))
+                    chunks.add(records)
     frame = chunks.frame()
     deleted = int(frame["_deleted"].sum())
     never: list[str] = []
@@ -213,9 +214,9 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
                                    new_deleted=True)
         store.set_cursor(con, name, next_cursor, now.replace(tzinfo=None), full=full)
         if full and system == "wave" and entity == "order":  # it read every invoice: a re-read of the open ones
-            from crm_wave.sync.wave_survival import note_reread
-
             note_reread(store, con, now, chunks.count)
+        elif reread is not None:
+            note_reread(store, con, now, reread)
         store.read_back(con, name, started.astimezone(UTC).replace(tzinfo=None))
         return n
 

@@ -58,14 +58,16 @@ def reread_due(store: Store, now: datetime) -> bool:
 
 
 def note_reread(store: Store, con: Any, now: datetime, open_invoices: int) -> None:
-    """Record a re-read (or a full read, `open_invoices` then at most the invoices it read) at `now`."""
+    """Record a re-read (or a full read, `open_invoices` then at most the invoices it read) at `now`, in the
+    transaction of the versions it collected: a re-read that failed is not recorded as done."""
     store.set_marks(con, _MARKS, {"at": int(now.timestamp()), "open": open_invoices}, store.read_marks(con, _MARKS))
 
 
-def reread_open_invoices(store: Store, client: WaveApi, seen: set[str], now: datetime) -> list[Record]:
+def reread_open_invoices(store: Store, client: WaveApi, seen: set[str]) -> tuple[list[Record], int]:
     """Collect records of the open invoices an incremental read did not return (`seen`): every
     invoice Wave lists as UNPAID, and a lookup of each invoice known open that it no longer lists
-    (paid in full now, or deleted: a NOT_FOUND answer records it deleted). Noted at `now` (`reread_due`)."""
+    (paid in full now, or deleted: a NOT_FOUND answer records it deleted). Returns them and how many
+    invoices were known open, for `note_reread` with the versions they make."""
     name = dataset("wave", "order")
     with store.connect() as con:
         store.ensure_dataset(con, name)
@@ -73,9 +75,8 @@ def reread_open_invoices(store: Store, client: WaveApi, seen: set[str], now: dat
         known_open = {r[0] for r in con.execute(
             f"SELECT _source_id FROM {name}_current WHERE NOT _deleted "
             f"AND json_extract_string(body, '$.status') IN ({marks})", list(OPEN_STATUSES)).fetchall()}
-        note_reread(store, con, now, len(known_open))
     if not known_open - seen:
-        return []
+        return [], len(known_open)
     records: list[Record] = []
     listed: set[str] = set()
     for page in client.iter_invoices(status="UNPAID"):
@@ -86,7 +87,7 @@ def reread_open_invoices(store: Store, client: WaveApi, seen: set[str], now: dat
     left = sorted(known_open - seen - listed)
     for invoice_id, found in (client.get_invoices(left) if left else {}).items():
         records.append((invoice_id, found is None, None if found is None else found.get("modifiedAt"), None, found))
-    return records
+    return records, len(known_open)
 
 
 def wave_record_gone(store: Store, con: Any, entity: str, wave_id: str, now: datetime) -> None:
