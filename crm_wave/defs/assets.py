@@ -104,18 +104,18 @@ def _metadata(store: Store, s: Stage, result: StageResult) -> dict[str, Any]:
     """What the UI shows of one stage's result."""
     if isinstance(result, CollectResult):  # row count: the records the dataset holds, not this run's versions
         return {**asdict(result), **table_metadata(store, s.name, count_from=f"{s.name}_current WHERE NOT _deleted"),
-                "skipped": dg.MetadataValue.md("\n".join(f"- {m}" for m in result.skipped[:20]) or "_none_")}
+                "skipped": checks.md_listing(result.skipped[:20])}
     if isinstance(result, GlobalResult):
         return {**asdict(result), **table_metadata(store, s.name), "conflicts": recorded_conflicts(store, s.entity),
                 "conflicts_this_run": result.conflicts, "preview": _preview(store, s.name),
-                "unreadable": dg.MetadataValue.md("\n".join(f"- {m}" for m in result.unreadable[:20]) or "_none_")}
+                "unreadable": checks.md_listing(result.unreadable[:20])}
     if isinstance(result, ShareResult):
         return {**asdict(result), "work": result.work, **table_metadata(store, s.name),
                 "preview": _preview(store, s.name, ["op", "global_id", "target_id", "changes", "reason"])}
     assert isinstance(result, PushResult)
     return {"created": result.created, "updated": result.updated, "failed": result.failed, "skipped": result.skipped,
             "parked": result.parked, "recovered": result.recovered, "unknown": result.unknown, "writes": result.writes,
-            "messages": dg.MetadataValue.md("\n".join(f"- {m}" for m in result.messages[:20]) or "_none_")}
+            "messages": checks.md_listing(result.messages[:20])}
 
 
 def _breaker_result(store: Store, s: Stage) -> dg.AssetCheckResult:

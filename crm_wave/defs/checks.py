@@ -8,7 +8,7 @@ the pass; the dead-letter checks are in `dead_letters.py`.
 """
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -22,6 +22,15 @@ from crm_wave.sync.names import ENTITIES, dataset, global_table
 
 #: Records listed in a check's metadata; the count is always whole.
 SHOWN = 50
+
+
+def md_listing(shown: Sequence[str], total: int | None = None, rest: str = "") -> dg.MetadataValue:
+    """Markdown list of `shown` (the first of `total` items; `rest` says where the others are), `_none_` for none:
+    the records a check or a stage's metadata names."""
+    text = "\n".join(f"- {line}" for line in shown)
+    if total is not None and total > len(shown):
+        text += f"\n- … and {total - len(shown)} more ({rest})"
+    return dg.MetadataValue.md(text or "_none_")
 
 
 @dataclass(frozen=True)
@@ -140,7 +149,6 @@ def conflicts_check(entity: str) -> StepCheck:
     return StepCheck(spec, _check)
 
 
-#: The checks of the golden tables.
 def readable_check(entity: str) -> StepCheck:
     """Warns while the global step holds records of `entity` it cannot read (`crm_wave.store.unreadable`)."""
     spec = dg.AssetCheckSpec("records_are_readable", asset=global_table(entity),
@@ -151,16 +159,16 @@ def readable_check(entity: str) -> StepCheck:
     def _check(store: Store) -> dg.AssetCheckResult:
         with store.connect() as con:
             held = list_unreadable(con, entity)
-        listing = "\n".join(f"- {u.message} _(since {u.first_seen:%Y-%m-%d %H:%M} UTC)_" for u in held[:SHOWN])
-        if len(held) > SHOWN:
-            listing += f"\n- … and {len(held) - SHOWN} more (table `unreadable_records`)"
+        listing = md_listing([f"{u.message} _(since {u.first_seen:%Y-%m-%d %H:%M} UTC)_" for u in held[:SHOWN]],
+                             len(held), "table `unreadable_records`")
         return dg.AssetCheckResult(
             passed=not held, severity=dg.AssetCheckSeverity.WARN,
             description=f"{len(held)} {entity} record(s) cannot be read" if held else "none",
-            metadata={"unreadable": len(held), "records": dg.MetadataValue.md(listing or "_none_")})
+            metadata={"unreadable": len(held), "records": listing})
 
     return StepCheck(spec, _check)
 
 
+#: The checks of the golden tables.
 CHECKS = [*[links_check(e) for e in ENTITIES], *[conflicts_check(e) for e in ENTITIES],
           *[readable_check(e) for e in ENTITIES], order_totals_check]

@@ -5,11 +5,12 @@ refused (evaluated in `sync_pass`'s step, like the checks of `checks.py`), and
 import dagster as dg
 
 from crm_wave.analyst.snapshot import publish_now
-from crm_wave.defs.checks import SHOWN, StepCheck
+from crm_wave.defs.checks import SHOWN, StepCheck, md_listing
 from crm_wave.defs.resources import SyncResource
 from crm_wave.store import Store
 from crm_wave.store.dead_letters import list_dead_letters, retry_dead_letters
 from crm_wave.sync.stages import STAGES
+
 
 def dead_letters_check(push: str, system: str, entity: str) -> StepCheck:
     """Fails with WARN severity while `system` has refused records of `entity` (its push), listing them."""
@@ -22,15 +23,14 @@ def dead_letters_check(push: str, system: str, entity: str) -> StepCheck:
     def _check(store: Store) -> dg.AssetCheckResult:
         with store.connect() as con:
             letters = list_dead_letters(con, system, entity)
-        listing = "\n".join(f"- `{d.global_id}` (record {d.record_id or 'not created'}) {d.op}: "
-                            f"**{d.field or 'record'}**: {d.message} _(attempts {d.attempts})_" for d in letters[:SHOWN])
-        if len(letters) > SHOWN:
-            listing += f"\n- … and {len(letters) - SHOWN} more (`crm-wave deadletters`)"
+        listing = md_listing([f"`{d.global_id}` (record {d.record_id or 'not created'}) {d.op}: "
+                              f"**{d.field or 'record'}**: {d.message} _(attempts {d.attempts})_" for d in letters[:SHOWN]],
+                             len(letters), "`crm-wave deadletters`")
         return dg.AssetCheckResult(
             passed=not letters, severity=dg.AssetCheckSeverity.WARN,
             description=(f"{len(letters)} {entity} record(s) refused by {system}" if letters else "none"),
             metadata={"dead_letters": len(letters), "parked": sum(d.attempts >= 3 for d in letters),
-                      "records": dg.MetadataValue.md(listing or "_none_"),
+                      "records": listing,
                       "global_ids": dg.MetadataValue.json([d.global_id for d in letters[:SHOWN]])})
 
     return StepCheck(spec, _check)

@@ -231,7 +231,8 @@ def _hold(con: duckdb.DuckDBPyConnection, name: str, system: str, entity: str, f
     assert sink is not None
     id_col = f"{system}_id"
     cols = list(_canonical_columns(system, entity, subset))[3:]
-    ids = frame[id_col].gather(sorted(bad))
+    rows = sorted(bad)
+    ids = frame[id_col].gather(rows)
     with ids_predicate(con, "_held_ids", ids, "_source_id") as (among, params):
         versions = con.execute(f"SELECT _source_id, _deleted, _modified, body::VARCHAR FROM {name} WHERE {among} "
                                f"ORDER BY _source_id, _seq DESC", params).fetchall()
@@ -243,10 +244,9 @@ def _hold(con: duckdb.DuckDBPyConnection, name: str, system: str, entity: str, f
             seen.add(sid)
         elif not deleted and body is not None:
             older.setdefault(sid, []).append((modified, body))
-    ids_list = frame[id_col].to_list()
     patch: list[dict[str, Any]] = []
-    for row, err in sorted(bad.items()):
-        sid = ids_list[row]
+    for row, sid in zip(rows, ids.to_list()):  # the held rows' ids only: the frame may hold a million
+        err = bad[row]
         for modified, body in older.get(sid, []):
             failed: dict[int, UnreadableRecord] = {}
             cell = exact_cells([body], system, entity, cols, failed)[0]
@@ -257,7 +257,7 @@ def _hold(con: duckdb.DuckDBPyConnection, name: str, system: str, entity: str, f
         else:
             sink.append((system, sid, err.held(False)))
     schema = {"_i": pl.UInt32, **_canonical_columns(system, entity, subset)}
-    kept = frame.with_row_index("_i").filter(~pl.col("_i").is_in(list(bad)))
+    kept = frame.with_row_index("_i").filter(~pl.col("_i").is_in(rows))
     return pl.concat([kept, pl.DataFrame(patch, schema=schema, orient="row").select(kept.columns)]
                      ).sort("_i").drop("_i")
 
