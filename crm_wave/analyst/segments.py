@@ -33,8 +33,9 @@ Every table of the live store goes to `<snapshots>/segments/<table>/` as immutab
 
 A snapshot file is a small DuckDB database: one view per live table over its segments (by
 absolute path; the log's own tables are left out), the live views, the analyst views,
-`snapshot_files`, the list of its segments, and `snapshot_log_mark`, where the store's row-write
-log stood. At 1M records the log brings the lock after no change from 9-21 s of hashing to
+`snapshot_files`, the list of its segments, `snapshot_log_mark`, where the store's row-write
+log stood, and `snapshot_shape`, a digest of what the rest is made from (`shape`): a publish whose
+digest is the newest snapshot's copies that file and replaces the views of what changed. At 1M records the log brings the lock after no change from 9-21 s of hashing to
 0.2-0.6 s, after one edit to 0.5-0.6 s, after a 1 % change to 2.5-2.9 s (docs/benchmarks.md).
 Segment files are written to a temporary name, synced and renamed before the snapshot that reads
 them is published, and never changed afterwards. Nothing here reads DuckDB's file layout: only SQL.
@@ -44,8 +45,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -55,7 +58,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from crm_wave.analyst.views import create_views
+from crm_wave.analyst.views import create_views, views_digest
 from crm_wave.store import files, writes
 from crm_wave.store.datasets import DATASET_COLUMNS
 
@@ -65,13 +68,15 @@ if TYPE_CHECKING:  # pyarrow is DuckDB's to load when a table is fetched: not at
 __all__ = ["COMPACT_SHARE", "DATASET_COLUMNS", "MANIFEST", "MAX_DELTAS", "SEGMENTS_DIR", "Export", "Segment", "TooMuchChange",
            "collect_garbage", "compact", "dir_lock", "export",
            "files_place", "files_segments", "finish", "previous_hashes", "read_manifest", "read_mark", "remember",
-           "snapshot_bytes", "view_sql", "write_manifest", "write_snapshot"]
+           "shape", "snapshot_bytes", "view_sql", "write_manifest", "write_snapshot"]
 
 SEGMENTS_DIR = "segments"
 #: The table in every snapshot file that lists the segment files its views read.
 MANIFEST = "snapshot_files"
 #: The table in every snapshot file that holds the store's row-write log mark it was taken at.
 MARK = "snapshot_log_mark"
+#: The table in every snapshot file that holds the digest of what its objects are made from (`shape`).
+SHAPE = "snapshot_shape"
 #: Deltas a chain may have before it is compacted into a new base.
 MAX_DELTAS = 16
 #: Rows in a chain's deltas, as a share of its base's, at which it is compacted.
@@ -82,6 +87,8 @@ COMPACT_SHARE = 0.25
 EMPTY_BASE_ROWS = 100_000
 #: A dataset's chain of `seq` segments longer than this is compacted.
 MAX_SEQ_CHAIN = 16
+#: A table of at most this many rows whose delta would be compacted at once is written as a new base instead.
+DIRECT_BASE_ROWS = 50_000
 HASH, GONE, POS = "_snap_h", "_snap_gone", "_snap_pos"
 _ORPHAN = ".orphaned"
 #: Versions at the end of a dataset chain whose checksum is compared with the live dataset's.
@@ -174,24 +181,45 @@ def read_manifest(snapshot: Path) -> list[Segment]:
     return _manifests[key]
 
 
-_marks: dict[tuple[str, int, int], Mark | None] = {}
+_infos: dict[tuple[str, int, int], tuple[Mark | None, str | None]] = {}
 
 
-def read_mark(snapshot: Path) -> Mark | None:
-    """The row-write log mark snapshot file `snapshot` was taken at (None: none, or a whole copy)."""
+def _file_key(snapshot: Path) -> tuple[str, int, int] | None:
     try:
         st = snapshot.stat()
     except FileNotFoundError:
         return None
-    key = (str(snapshot), st.st_ino, st.st_mtime_ns)
-    if key not in _marks:
+    return str(snapshot), st.st_ino, st.st_mtime_ns
+
+
+def _info(snapshot: Path) -> tuple[Mark | None, str | None]:
+    """(`read_mark`, `read_shape`) of snapshot file `snapshot`, read once per file (one connection)."""
+    key = _file_key(snapshot)
+    if key is None:
+        return None, None
+    if key not in _infos:
         with duckdb.connect(str(snapshot), read_only=True) as con:
             try:
                 rows = con.execute(f"SELECT log_id, seq, checksum FROM {MARK}").fetchall()
             except duckdb.CatalogException:
                 rows = []
-        _marks[key] = (str(rows[0][0]), int(rows[0][1]), int(rows[0][2])) if len(rows) == 1 else None
-    return _marks[key]
+            try:
+                digest = con.execute(f"SELECT digest FROM {SHAPE}").fetchall()
+            except duckdb.CatalogException:  # a snapshot from before the digest
+                digest = []
+        _infos[key] = ((str(rows[0][0]), int(rows[0][1]), int(rows[0][2])) if len(rows) == 1 else None,
+                       str(digest[0][0]) if len(digest) == 1 else None)
+    return _infos[key]
+
+
+def read_mark(snapshot: Path) -> Mark | None:
+    """The row-write log mark snapshot file `snapshot` was taken at (None: none, or a whole copy)."""
+    return _info(snapshot)[0]
+
+
+def read_shape(snapshot: Path) -> str | None:
+    """The `shape` digest snapshot file `snapshot` was written with (None: none, a copy or an older snapshot)."""
+    return _info(snapshot)[1]
 
 
 def _copy(con: duckdb.DuckDBPyConnection, query: str, target: Path, out: Export) -> None:
@@ -311,6 +339,10 @@ class Previous:
         return self._count
 
 
+#: The chains `previous_hashes` gave the last publish into each snapshots folder, by (folder, files).
+_loaded: dict[tuple[str, tuple[str, ...]], Previous] = {}
+
+
 def previous_hashes(snapshots_dir: Path, previous: Iterable[Segment],
                     later: Callable[[str], bool] = lambda table: False) -> dict[str, Previous]:
     """`table -> Previous` of the snapshot whose segments are `previous`, for each base/delta/whole chain
@@ -320,12 +352,24 @@ def previous_hashes(snapshots_dir: Path, previous: Iterable[Segment],
     for s in previous:
         chains.setdefault(s.table, []).append(s)
     out: dict[str, Previous] = {}
-    with duckdb.connect() as con:
+    with contextlib.ExitStack() as stack:
+        con: duckdb.DuckDBPyConnection | None = None  # opened for the first chain to read now
         for table, chain in chains.items():
             if chain[0].kind not in ("base", "whole") or any(not (Path(snapshots_dir) / s.file).is_file() for s in chain):
                 continue
-            out[table] = Previous(snapshots_dir, chain) if later(table) and chain[0].kind == "base" else \
-                Previous(snapshots_dir, chain).load(con)
+            # A chain's files never change: what the publish before read of it (in this process: a worker's or
+            # `crm-wave sync`'s loop) is still so.
+            known = _loaded.get((str(snapshots_dir), tuple(s.file for s in chain)))
+            if known is not None:
+                out[table] = known
+            elif later(table) and chain[0].kind == "base":
+                out[table] = Previous(snapshots_dir, chain)
+            else:
+                con = con or stack.enter_context(duckdb.connect())
+                out[table] = Previous(snapshots_dir, chain).load(con)
+    for key in [k for k in _loaded if k[0] == str(snapshots_dir)]:  # this folder's: the chains of this publish only
+        del _loaded[key]
+    _loaded.update({(str(snapshots_dir), tuple(s.file for s in p.chain)): p for p in out.values()})
     return out
 
 
@@ -503,6 +547,10 @@ def write_manifest(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, segs: It
     con.execute(f"CREATE TABLE {MANIFEST} (table_name VARCHAR NOT NULL, position INTEGER NOT NULL, "
                 "file VARCHAR NOT NULL, path VARCHAR NOT NULL, row_count BIGINT NOT NULL, kind VARCHAR NOT NULL, "
                 "seq_from BIGINT, seq_to BIGINT, checksum HUGEINT, columns VARCHAR NOT NULL, engine VARCHAR NOT NULL)")
+    _add_to_manifest(con, snapshots_dir, segs)
+
+
+def _add_to_manifest(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, segs: Iterable[tuple[int, Segment]]) -> None:
     rows = [(s.table, i, s.file, str(Path(snapshots_dir) / s.file), s.rows, s.kind, s.lo, s.hi, s.checksum, s.columns,
              s.engine) for i, s in segs]
     if rows:  # one statement: executemany costs a few ms a row
@@ -580,12 +628,18 @@ def _plan_rows(con: duckdb.DuckDBPyConnection, table: str, chain: list[Segment],
         return _Plan(table, [], n_cur, "whole", everything, columns=columns, engine=engine)
     if not n_add and not n_gone:
         return _Plan(table, chain, 0)
-    return _delta(table, chain, add, gone, n_add, n_gone, lo, hi, columns, engine)
+    return _delta(table, chain, add, gone, n_add, n_gone, lo, hi, columns, engine, int(n_cur))
 
 
 def _delta(table: str, chain: list[Segment], add: str, gone: str, n_add: int, n_gone: int, lo: int | None,
-           hi: int | None, columns: str, engine: str) -> _Plan:
-    """A delta of the live rows whose rowids are in temporary table `add` (`lo`..`hi`) and the hashes in `gone`."""
+           hi: int | None, columns: str, engine: str, n_cur: int) -> _Plan:
+    """A delta of the live rows whose rowids are in temporary table `add` (`lo`..`hi`) and the hashes in `gone`;
+    or, for a table of at most `DIRECT_BASE_ROWS` (`n_cur`) rows whose chain `compact` would merge at once with
+    it, a new base of its rows: written once, where the delta and then the base took one write more (the
+    small tables a pass rewrites, `changes`, `cursors`, `step_marks`: docs/benchmarks.md, "Session 21")."""
+    if n_cur <= DIRECT_BASE_ROWS and _compacts(chain, n_add + n_gone, MAX_DELTAS, COMPACT_SHARE):
+        return _Plan(table, [], n_cur, "base", f"SELECT t.*, hash(t) AS {HASH} FROM {_q(table)} AS t",
+                     columns=columns, engine=engine)
     # Changed rows are usually appended (DELETE + INSERT): the rowid range lets the scan skip the rest.
     if n_add:
         assert lo is not None and hi is not None
@@ -633,14 +687,25 @@ def _plan_written(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, table: st
     ((n_add, d_add, a_lo, a_hi),) = con.execute(
         f"SELECT count(*), count(DISTINCT {HASH}), min(_r), max(_r) FROM {_q(add)}").fetchall()
     ((n_gone,),) = con.execute(f"SELECT count(*) FROM {_q(gone)}").fetchall()
-    if d_add != n_add or _live_count(con, table) != previous.count - n_gone + n_add:
+    n_cur = _live_count(con, table)
+    if d_add != n_add or n_cur != previous.count - n_gone + n_add:
         return None
     if not n_add and not n_gone:
         return _Plan(table, chain, 0)
-    return _delta(table, chain, add, gone, n_add, n_gone, a_lo, a_hi, columns, engine)
+    return _delta(table, chain, add, gone, n_add, n_gone, a_lo, a_hi, columns, engine, n_cur)
 
 
 # --- compaction --------------------------------------------------------------------------------------
+
+
+def _compacts(chain: list[Segment], rows: int, max_deltas: int, share: float) -> bool:
+    """Whether a base chain with one more delta of `rows` rows is to be merged into a new base: more than
+    `max_deltas` deltas, or their rows at least `share` of the base's (`EMPTY_BASE_ROWS` over an empty base)."""
+    if not chain or chain[0].kind != "base":
+        return False
+    deltas = chain[1:]
+    return len(deltas) + 1 > max_deltas or sum(s.rows for s in deltas) + rows >= (
+        share * chain[0].rows if chain[0].rows else EMPTY_BASE_ROWS)
 
 
 def compact(snapshots_dir: Path, exported: Export, *, max_deltas: int | None = None, share: float | None = None,
@@ -654,16 +719,17 @@ def compact(snapshots_dir: Path, exported: Export, *, max_deltas: int | None = N
     max_seq_chain = MAX_SEQ_CHAIN if max_seq_chain is None else max_seq_chain
     seg_dir = snapshots_dir / SEGMENTS_DIR
     made: list[Segment] = []
-    with duckdb.connect() as con:
+    with contextlib.ExitStack() as stack:
+        con: duckdb.DuckDBPyConnection | None = None  # opened for the first chain to compact (~10 ms)
         for table, chain in exported.segments.items():
             if chain[0].kind == "seq" and len(chain) > max_seq_chain:
+                con = con or stack.enter_context(duckdb.connect())
                 target = _fresh(seg_dir, table, "seq")
                 query = view_sql(snapshots_dir, chain, "*")
                 merged = Segment(table, "", sum(s.rows for s in chain), "seq", chain[0].lo, chain[-1].hi, chain[-1].checksum,
                                  chain[-1].columns, chain[-1].engine)
-            elif chain[0].kind == "base" and len(chain) > 1 and (
-                    len(chain) - 1 > max_deltas or sum(s.rows for s in chain[1:]) >= (
-                        share * chain[0].rows if chain[0].rows else EMPTY_BASE_ROWS)):
+            elif len(chain) > 1 and _compacts(chain[:-1], chain[-1].rows, max_deltas, share):
+                con = con or stack.enter_context(duckdb.connect())
                 target = _fresh(seg_dir, table, "base")
                 query = view_sql(snapshots_dir, chain, f"* EXCLUDE ({POS})")
                 (n,) = con.execute(f"SELECT count(*) FROM ({view_sql(snapshots_dir, chain, HASH)})").fetchall()[0]
@@ -690,11 +756,53 @@ def _round_trips(dtype: str) -> bool:
     return dtype in _ROUND_TRIP or dtype.startswith("DECIMAL(")
 
 
-def write_snapshot(path: Path, snapshots_dir: Path, exported: Export) -> dict[str, list[str]]:
+def shape(snapshots_dir: Path, exported: Export) -> str:
+    """A digest of what a snapshot file's objects are made from besides its segments and mark: the folder its
+    views read, every table's live column types, the live views, the analyst views' sources (`views_digest`)
+    and DuckDB's version. Files of the same shape differ only in the views of tables whose segments differ."""
+    made = [str(Path(snapshots_dir).resolve()), sorted(exported.types.items()), exported.views, views_digest(),
+            duckdb.__version__]
+    return hashlib.sha1(json.dumps(made).encode()).hexdigest()
+
+
+def _table_view(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, exported: Export, table: str) -> None:
+    select = ", ".join(_q(c) if _round_trips(t) else f"CAST({_q(c)} AS {t}) AS {_q(c)}" for c, t in exported.types[table])
+    con.execute(f"CREATE OR REPLACE VIEW {_q(table)} AS {view_sql(snapshots_dir, exported.segments[table], select)}")
+
+
+def write_snapshot(path: Path, snapshots_dir: Path, exported: Export, over: Path | None = None) -> bool:
     """Create the snapshot database at `path`: a view per table over its segments (with the live
-    column types, without the segments' own columns), the live views, `snapshot_files`, and the
-    analyst views; return create_views'."""
+    column types, without the segments' own columns), the live views, `snapshot_files`, the mark, the
+    `shape` digest and the analyst views.
+
+    `over`: the snapshot before. When it has the same `shape`, it is copied and only what differs is
+    replaced: the views and manifest rows of the tables whose segments differ, and the mark (about 0.1 s less
+    per publish at 1M records, most of it the analyst views: docs/benchmarks.md, "Session 21"). Returns
+    whether the file was made so (False: written whole)."""
     snapshots_dir = Path(snapshots_dir).resolve()
+    digest = shape(snapshots_dir, exported)
+    if over is not None and read_shape(over) == digest:
+        before: dict[str, list[Segment]] = {}
+        for s in read_manifest(over):
+            before.setdefault(s.table, []).append(s)
+        shutil.copyfile(over, path)
+        con = duckdb.connect(str(path))
+        try:
+            con.execute("BEGIN TRANSACTION")
+            changed = [t for t, segs in exported.segments.items() if before.get(t) != segs]
+            if changed:
+                con.execute(f"DELETE FROM {MANIFEST} WHERE table_name IN ({', '.join('?' * len(changed))})", changed)
+                _add_to_manifest(con, snapshots_dir, [(i, s) for t in changed for i, s in enumerate(exported.segments[t])])
+            for table in changed:  # views over these are bound when queried: they read the new ones
+                _table_view(con, snapshots_dir, exported, table)
+            con.execute(f"DELETE FROM {MARK}")
+            if exported.mark is not None:
+                con.execute(f"INSERT INTO {MARK} VALUES (?, ?, ?)", list(exported.mark))
+            con.execute("COMMIT")
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        return True
     con = duckdb.connect(str(path))
     try:
         con.execute("BEGIN TRANSACTION")
@@ -702,9 +810,8 @@ def write_snapshot(path: Path, snapshots_dir: Path, exported: Export) -> dict[st
         con.execute(f"CREATE TABLE {MARK} (log_id VARCHAR NOT NULL, seq BIGINT NOT NULL, checksum HUGEINT NOT NULL)")
         if exported.mark is not None:
             con.execute(f"INSERT INTO {MARK} VALUES (?, ?, ?)", list(exported.mark))
-        for table, segs in exported.segments.items():
-            select = ", ".join(_q(c) if _round_trips(t) else f"CAST({_q(c)} AS {t}) AS {_q(c)}" for c, t in exported.types[table])
-            con.execute(f"CREATE VIEW {_q(table)} AS {view_sql(snapshots_dir, segs, select)}")
+        for table in exported.segments:
+            _table_view(con, snapshots_dir, exported, table)
         pending = list(exported.views)
         while pending:  # in the live store's order; a view over one created after it (a dataset that became
             failed = []  # a view of its parts, under its `_current` view) is tried again once that one is made
@@ -716,18 +823,23 @@ def write_snapshot(path: Path, snapshots_dir: Path, exported: Export) -> dict[st
             if len(failed) == len(pending):
                 break
             pending = failed
-        created = create_views(con)
+        create_views(con)
+        con.execute(f"CREATE TABLE {SHAPE} (digest VARCHAR NOT NULL)")
+        con.execute(f"INSERT INTO {SHAPE} VALUES (?)", [digest])
         con.execute("COMMIT")
         con.execute("CHECKPOINT")
     finally:
         con.close()
-    return created
+    return False
 
 
 def remember(snapshot: Path, exported: Export) -> None:
-    """Cache the manifest of the just-published `snapshot` (pruning reads every kept one's)."""
-    st = snapshot.stat()
-    _manifests[(str(snapshot), st.st_ino, st.st_mtime_ns)] = [s for segs in exported.segments.values() for s in segs]
+    """Cache the manifest, mark and shape of the just-published `snapshot` (pruning reads every kept one's
+    manifest; the next publish builds on its mark and shape)."""
+    key = _file_key(snapshot)
+    assert key is not None
+    _manifests[key] = [s for segs in exported.segments.values() for s in segs]
+    _infos[key] = (exported.mark, shape(snapshot.parent, exported))
 
 
 def snapshot_bytes(snapshot: Path, counted: set[str]) -> int:

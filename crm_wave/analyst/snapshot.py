@@ -178,13 +178,15 @@ class Layout:
 class Published:
     """One publish: the snapshot, how it was written (`copy`, `segments`, `segments from a copy`),
     the seconds the store's lock was held, the segments written, and how each table's changes were
-    found (`segments.Export.read`: `seq`, `log: none`, `log: rows` or `hashed`)."""
+    found (`segments.Export.read`: `seq`, `log: none`, `log: rows` or `hashed`); `updated`: the snapshot
+    file is the one before, copied, with the views of what changed replaced (`segments.write_snapshot`)."""
 
     path: Path
     how: str
     lock_s: float
     written: tuple[segments.Segment, ...] = ()
     read: tuple[tuple[str, str], ...] = ()
+    updated: bool = False
 
 
 def _prune(snapshots_dir: Path, now: datetime, retention: Retention) -> list[Path]:
@@ -364,7 +366,7 @@ def _publish_segments(store: Store, snapshots_dir: Path, final: Path, layout: La
             _crash("segments", fail_at)
             segments.compact(snapshots_dir, exported)
             _crash("compacted", fail_at)
-            segments.write_snapshot(tmp, snapshots_dir, exported)
+            updated = segments.write_snapshot(tmp, snapshots_dir, exported, snaps[-1] if snaps else None)
             _crash("written", fail_at)
         except BaseException:
             segments.discard(exported)
@@ -373,7 +375,7 @@ def _publish_segments(store: Store, snapshots_dir: Path, final: Path, layout: La
         segments.remember(final, exported)
     finally:
         _remove(tmp)
-    return Published(final, how, lock_s, tuple(exported.written), tuple(sorted(exported.read.items())))
+    return Published(final, how, lock_s, tuple(exported.written), tuple(sorted(exported.read.items())), updated)
 
 
 def publish_now(store: Store) -> Path:

@@ -9,6 +9,8 @@ view exists in every snapshot and simply returns no rows until the sync has writ
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
 import re
 from pathlib import Path
@@ -21,7 +23,7 @@ from crm_wave.store.datasets import dataset_sql
 from crm_wave.store.tables import column_types
 from crm_wave.sync.names import dataset, global_table, share_table
 
-__all__ = ["VIEW_NAMES", "create_views", "golden_columns"]
+__all__ = ["VIEW_NAMES", "create_views", "golden_columns", "views_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,17 @@ def _record_history_sql() -> str:
 
 #: Every view (and the `entity_as_of` table macro) a snapshot gets.
 VIEW_NAMES: tuple[str, ...] = tuple(name for name, _ in _blocks())
+
+
+@functools.cache
+def views_digest() -> str:
+    """A digest of what `create_views` makes the analyst views from, besides the columns of the tables they
+    read: their SQL (views.sql and the mapping's `record_history`), the mapping's field kinds (the golden
+    columns' types) and the store's schemas (the empty stand-ins). A database whose tables have the columns of
+    another's, at the same digest, gets the same analyst views (crm_wave/analyst/segments.py, `shape`)."""
+    kinds = {e: {n: f.kind for n, f in canonical_fields(e).items()} for e in ENTITIES}
+    stores = [(_STORE_SQL / f).read_text() for f in ("schema.sql", "datasets.sql")]
+    return hashlib.sha1(json.dumps([_blocks(), kinds, stores]).encode()).hexdigest()
 
 
 @functools.cache
