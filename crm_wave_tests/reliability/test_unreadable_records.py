@@ -180,3 +180,28 @@ def test_a_listed_item_that_is_not_a_record_is_left_out_and_named(rig) -> None:
     assert [p["name"] for p in rig.wave.list_products()] == [good["Name"]]
     skipped = [m for p in passes for c in p.collects for m in c.skipped]
     assert skipped and skipped[0].startswith("crm product: a listed item that is not a record was left out (['not'")
+
+
+def test_a_wave_node_without_an_id_is_left_out_and_named(tmp_path: Path) -> None:
+    """Wave's schema says every node has an `id`; where its docs are silent the sync assumes the harsh case.
+    A listed node without one (missing, null, empty) is left out with one line that shows it, and the others
+    are stored. (Wave's simulator cannot list such a node, so Wave's client answers from a MockTransport.)"""
+    from crm_wave.sync.collect import collect
+    from crm_wave_tests.wave_client.test_client_unit import Recorder, client_for, gql, page
+
+    nodes = [{"id": "QnVzaW5lc3M6Q3VzdG9tZXI6MQ==", "name": "Good", "modifiedAt": "2026-11-30T10:00:00.000Z"},
+             {"name": "No Id Inc", "modifiedAt": "2026-11-30T10:00:01.000Z"},
+             {"id": None, "name": "Null Id Inc", "modifiedAt": "2026-11-30T10:00:02.000Z"},
+             {"id": "", "name": "Empty Id Inc", "modifiedAt": "2026-11-30T10:00:03.000Z"}]
+    store = Store(tmp_path / "crm_wave.duckdb")
+    with client_for(Recorder(lambda r, b: gql(page("customers", nodes, 1, 1)))) as wave:
+        result = collect(store, "wave", "customer", wave, datetime(2026, 11, 30, 11, tzinfo=UTC), full=True)
+    assert (result.read, result.written) == (1, 1)
+    assert len(result.skipped) == 3 and all(
+        m.startswith("wave customer: a record without an id was left out (")
+        and m.endswith("give it an id in Wave: until then it is not synced") for m in result.skipped)
+    assert [n for n in ("No Id Inc", "Null Id Inc", "Empty Id Inc") if any(n in m for m in result.skipped)] == [
+        "No Id Inc", "Null Id Inc", "Empty Id Inc"]
+    with store.connect() as con:
+        assert con.execute(f"SELECT _source_id FROM {dataset('wave', 'customer')}").fetchall() == [
+            ("QnVzaW5lc3M6Q3VzdG9tZXI6MQ==",)]
