@@ -636,7 +636,9 @@ def _delta(table: str, chain: list[Segment], add: str, gone: str, n_add: int, n_
     """A delta of the live rows whose rowids are in temporary table `add` (`lo`..`hi`) and the hashes in `gone`;
     or, for a table of at most `DIRECT_BASE_ROWS` (`n_cur`) rows whose chain `compact` would merge at once with
     it, a new base of its rows: written once, where the delta and then the base took one write more (the
-    small tables a pass rewrites, `changes`, `cursors`, `step_marks`: docs/benchmarks.md, "Session 21")."""
+    small tables a pass rewrites, `changes`, `cursors`, `step_marks`: docs/benchmarks.md, "Session 21").
+    (A base of every row whenever all are new was tried: it gives a golden table's `__changed` rows, which
+    grow pass by pass after a rebuild, a base that each later delta outgrows, so every publish compacted.)"""
     if n_cur <= DIRECT_BASE_ROWS and _compacts(chain, n_add + n_gone, MAX_DELTAS, COMPACT_SHARE):
         return _Plan(table, [], n_cur, "base", f"SELECT t.*, hash(t) AS {HASH} FROM {_q(table)} AS t",
                      columns=columns, engine=engine)
