@@ -35,8 +35,9 @@ A snapshot file is a small DuckDB database: one view per live table over its seg
 absolute path; the log's own tables are left out), the live views, the analyst views,
 `snapshot_files`, the list of its segments, `snapshot_log_mark`, where the store's row-write
 log stood, and `snapshot_shape`, a digest of what the rest is made from (`shape`): a publish whose
-digest is the newest snapshot's copies that file and replaces the views of what changed. At 1M records the log brings the lock after no change from 9-21 s of hashing to
-0.2-0.6 s, after one edit to 0.5-0.6 s, after a 1 % change to 2.5-2.9 s (docs/benchmarks.md).
+digest is the newest snapshot's copies that file and replaces the views of what changed. At 1M
+records the log brings the lock after no change from 9-21 s of hashing to 0.2-0.6 s, after one
+edit to 0.5-0.6 s, after a 1 % change to 2.5-2.9 s (docs/benchmarks.md).
 Segment files are written to a temporary name, synced and renamed before the snapshot that reads
 them is published, and never changed afterwards. Nothing here reads DuckDB's file layout: only SQL.
 """
