@@ -304,15 +304,18 @@ def _publish_copy(store: Store, snapshots_dir: Path, final: Path, fail_at: str |
         lock_s, linked = _copy_live(store, tmp, snapshots_dir, forget_log=True, point=True)
         _crash("copied", fail_at)
         con = duckdb.connect(str(tmp))
+        manifest: list[segments.Segment] = []
         try:
             if linked:  # the golden tables' Parquet parts it reads, for pruning and for `crm-wave sql`
-                segments.write_manifest(con, snapshots_dir, enumerate(segments.files_segments(con, snapshots_dir, linked)))
+                manifest = segments.files_segments(con, snapshots_dir, linked)
+                segments.write_manifest(con, snapshots_dir, enumerate(manifest))
             create_views(con)
             con.execute("CHECKPOINT")
         finally:
             con.close()
         _crash("views", fail_at)
         _install(tmp, final, snapshots_dir)
+        segments.remember_manifest(final, manifest)
     finally:
         _remove(tmp)
     return Published(final, "copy", lock_s)
