@@ -76,11 +76,16 @@ VIEW_NAMES: tuple[str, ...] = tuple(name for name, _ in _blocks())
 def views_digest() -> str:
     """A digest of what `create_views` makes the analyst views from, besides the columns of the tables they
     read: their SQL (views.sql and the mapping's `record_history`), the mapping's field kinds (the golden
-    columns' types) and the store's schemas (the empty stand-ins). A database whose tables have the columns of
-    another's, at the same digest, gets the same analyst views (crm_wave/analyst/segments.py, `shape`)."""
+    columns' types), the store's schemas (the empty stand-ins) and this module (how it renders them). A
+    database whose tables have the columns of another's, at the same digest, gets the same analyst views
+    (crm_wave/analyst/segments.py, `shape`)."""
     kinds = {e: {n: f.kind for n, f in canonical_fields(e).items()} for e in ENTITIES}
-    stores = [(_STORE_SQL / f).read_text() for f in ("schema.sql", "datasets.sql")]
-    return hashlib.sha1(json.dumps([_blocks(), kinds, stores]).encode()).hexdigest()
+    sources = [(_STORE_SQL / f).read_text() for f in ("schema.sql", "datasets.sql")]
+    try:
+        sources.append(Path(__file__).read_text())
+    except OSError:  # an install without its sources: the rest still tells releases apart
+        pass
+    return hashlib.sha1(json.dumps([_blocks(), kinds, sources]).encode()).hexdigest()
 
 
 @functools.cache
