@@ -17,13 +17,13 @@ from crm_wave.store.db import Store
 from crm_wave_tests.analyst.test_snapshot_segments import KEEP, SEG, T0, TABLE, _customers, _start
 
 
-def _everything(path: Path) -> dict[str, list[tuple[object, ...]]]:
-    """Every table's and analyst view's rows in the snapshot at `path` (the bookkeeping tables left out)."""
+def _everything(path: Path) -> dict[str, list[str]]:
+    """Every table's and analyst view's rows (as text, sorted) in the snapshot at `path`, its bookkeeping tables left out."""
     with duckdb.connect(str(path), read_only=True) as con:
         names = [r[0] for r in con.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()
             if r[0] not in (segments.MANIFEST, segments.MARK, segments.SHAPE)]
-        return {n: sorted(map(repr, con.execute(f'SELECT * FROM "{n}"').fetchall())) for n in names}  # type: ignore[misc]
+        return {n: sorted(map(repr, con.execute(f'SELECT * FROM "{n}"').fetchall())) for n in names}
 
 
 def _whole(store: Store, folder: Path) -> Path:
