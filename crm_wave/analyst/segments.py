@@ -255,10 +255,11 @@ def _fresh(seg_dir: Path, table: str, kind: str) -> Path:
 
 
 def _base_tables(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, str]]]:
-    rows = con.execute(  # DuckDB's own catalog functions: `information_schema` took 10-15 ms here, these 3
-        "SELECT table_name, column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
-        "AND schema_name = 'main' AND table_oid IN (SELECT table_oid FROM duckdb_tables() "
-        "WHERE database_name = current_database() AND schema_name = 'main') ORDER BY table_name, column_index").fetchall()
+    rows = con.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns c "
+        "WHERE table_catalog = current_database() AND table_schema = 'main' AND table_name IN ("
+        "  SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
+        "  AND table_schema = 'main' AND table_type = 'BASE TABLE') ORDER BY table_name, ordinal_position").fetchall()
     out: dict[str, list[tuple[str, str]]] = {}
     for table, column, dtype in rows:
         out.setdefault(table, []).append((column, dtype))
