@@ -164,13 +164,20 @@ def dir_lock(snapshots_dir: Path) -> Iterator[None]:
 _manifests: dict[tuple[str, int, int], list[Segment]] = {}
 
 
-def read_manifest(snapshot: Path) -> list[Segment]:
-    """The segments snapshot file `snapshot` reads ([] for a whole copy of a store without golden Parquet parts)."""
+def _file_key(snapshot: Path) -> tuple[str, int, int] | None:
+    """What the caches of a snapshot file's contents are keyed by: a file replaced under the same name is another."""
     try:
         st = snapshot.stat()
     except FileNotFoundError:
+        return None
+    return str(snapshot), st.st_ino, st.st_mtime_ns
+
+
+def read_manifest(snapshot: Path) -> list[Segment]:
+    """The segments snapshot file `snapshot` reads ([] for a whole copy of a store without golden Parquet parts)."""
+    key = _file_key(snapshot)
+    if key is None:
         return []
-    key = (str(snapshot), st.st_ino, st.st_mtime_ns)
     if key not in _manifests:
         with duckdb.connect(str(snapshot), read_only=True) as con:
             try:
@@ -184,14 +191,6 @@ def read_manifest(snapshot: Path) -> list[Segment]:
 
 
 _infos: dict[tuple[str, int, int], tuple[Mark | None, str | None]] = {}
-
-
-def _file_key(snapshot: Path) -> tuple[str, int, int] | None:
-    try:
-        st = snapshot.stat()
-    except FileNotFoundError:
-        return None
-    return str(snapshot), st.st_ino, st.st_mtime_ns
 
 
 def _info(snapshot: Path) -> tuple[Mark | None, str | None]:

@@ -14,7 +14,7 @@ from crm_wave.analyst import segments
 from crm_wave.analyst.snapshot import publish
 from crm_wave.analyst.views import VIEW_NAMES
 from crm_wave.store.db import Store
-from crm_wave_tests.analyst.test_snapshot_segments import KEEP, SEG, T0, TABLE, _customers, _start
+from crm_wave_tests.analyst.test_snapshot_segments import KEEP, SEG, T0, TABLE, _customers, _rows, _start
 
 
 def _everything(path: Path) -> dict[str, list[str]]:
@@ -75,12 +75,7 @@ def test_a_snapshot_of_another_shape_is_written_whole(tmp_path: Path, monkeypatc
         con.execute(f"UPDATE {TABLE} SET Phone = '+47 1' WHERE global_id = 'g1'")
     wider = publish(store, snaps, T0 + timedelta(minutes=3), retention=KEEP, layout=SEG)
     assert not wider.updated
-    assert ("g1", "+47 1") in _rows_of(wider.path, f"SELECT global_id, Phone FROM {TABLE} WHERE Phone IS NOT NULL")
-
-
-def _rows_of(path: Path, sql: str) -> list[tuple[object, ...]]:
-    with duckdb.connect(str(path), read_only=True) as con:
-        return con.execute(sql).fetchall()
+    assert ("g1", "+47 1") in _rows(wider.path, f"SELECT global_id, Phone FROM {TABLE} WHERE Phone IS NOT NULL")
 
 
 def test_a_small_table_whose_delta_would_be_compacted_is_written_as_a_new_base(tmp_path: Path) -> None:
@@ -96,5 +91,5 @@ def test_a_small_table_whose_delta_would_be_compacted_is_written_as_a_new_base(t
     assert [s.kind for s in segments.read_manifest(done.path) if s.table == TABLE] == ["base"]
     with store.connect() as con:
         live = sorted(con.execute(f"SELECT * FROM {TABLE}").fetchall())
-    assert sorted(_rows_of(done.path, f"SELECT * FROM {TABLE}")) == live
+    assert _rows(done.path, f"SELECT * FROM {TABLE}") == live
     assert ("g3", "New g3") in live

@@ -107,13 +107,11 @@ def to_decimal(value: object) -> Decimal:
     if not d.is_finite():
         raise ValueError(f"Decimal cannot represent {value!r}")
     try:  # the finest scale Wave keeps (an invoice item's 8 decimals) must hold it: 1e308 does not
-        d.quantize(_FINEST, rounding=ROUND_HALF_UP)
+        round_places(d, 8)
     except InvalidOperation:
         raise ValueError(f"Decimal cannot represent {value!r}: too many digits") from None
     return d
 
-
-_FINEST = Decimal(1).scaleb(-8)
 
 
 def round_places(d: Decimal, places: int) -> Decimal:
