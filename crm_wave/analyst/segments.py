@@ -377,22 +377,11 @@ def previous_hashes(snapshots_dir: Path, previous: Iterable[Segment],
 # --- export ------------------------------------------------------------------------------------------
 
 
-def _tail_checksum(con: duckdb.DuckDBPyConnection, table: str, hi: int) -> int:
-    (checksum,) = con.execute(f"SELECT {_CHECK} FROM {_q(table)} WHERE _seq > ? AND _seq <= ?", [hi - TAIL, hi]).fetchall()[0]
-    return int(checksum)
-
-
-def _chain_valid(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, table: str, chain: list[Segment], columns: str) -> bool:
-    """The live dataset still holds the chain's versions: as many up to the chain's end, the last `TAIL`
-    of them the same (a dataset is append-only; a store rebuilt from scratch is not), and the chain's
-    files are all there. Milliseconds: `_seq` ranges are found by DuckDB's zone maps."""
-    if not chain or any(s.kind != "seq" or s.hi is None or s.columns != columns or not (snapshots_dir / s.file).is_file()
-                        for s in chain):
-        return False
-    hi, checksum = chain[-1].hi, chain[-1].checksum
-    assert hi is not None
-    (n,) = con.execute(f"SELECT count(*) FROM {_q(table)} WHERE _seq <= ?", [hi]).fetchall()[0]
-    return n == sum(s.rows for s in chain) and checksum is not None and _tail_checksum(con, table, hi) == checksum
+def _chain_files(snapshots_dir: Path, chain: list[Segment], columns: str) -> bool:
+    """A dataset's chain of `seq` segments of these `columns`, every file there (what `_plan_datasets` then checks
+    against the live rows)."""
+    return bool(chain) and all(s.kind == "seq" and s.hi is not None and s.columns == columns
+                               and (snapshots_dir / s.file).is_file() for s in chain)
 
 
 def _log_mark(con: duckdb.DuckDBPyConnection) -> Mark | None:
@@ -412,6 +401,17 @@ def _mark_checksum(con: duckdb.DuckDBPyConnection, seq: int) -> int:
     ((check,),) = con.execute(f"SELECT coalesce(sum(hash(table_name, global_id)::HUGEINT), 0) FROM {writes.LOG} "
                               "WHERE seq = ?", [seq]).fetchall()
     return int(check)
+
+
+def log_of(table: str) -> str | None:
+    """The logged table (crm_wave/store/writes.py) whose row-write log speaks for `table`: `table` itself; for the
+    changed rows of a file-backed golden table (`<name>__changed`), `<name>`: they are written only by
+    `Tables.replace_rows` (`files.replace_rows`), which logs the ids under `<name>`, and made anew only by a
+    rebuild, which logs `<name>` whole. None: not logged."""
+    if writes.logged(table):
+        return table
+    name = table.removesuffix(files.changed_table(""))
+    return name if name != table and writes.logged(name) else None
 
 
 def _written_since(con: duckdb.DuckDBPyConnection, before: Mark | None,
@@ -463,7 +463,7 @@ def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterab
                                     f"at most {max_rows} rows are written under the lock")
         def by_log(table: str, cols: list[tuple[str, str]], chain: list[Segment]) -> bool:
             """Whether the row-write log may speak for `table` (else, or if it cannot after all, it is hashed)."""
-            return (written is not None and writes.logged(table) and table in hashes and "global_id" in (c for c, _ in cols)
+            return (written is not None and log_of(table) is not None and table in hashes and "global_id" in (c for c, _ in cols)
                     and _comparable(chain, json.dumps(cols), engine, ("base",)))
 
         # The tables to hash whose previous rows can be compared: their fingerprints in one statement, so an
@@ -471,23 +471,26 @@ def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterab
         prints = _fingerprints(con, [t for t, cols in tables.items() if tuple(c for c, _ in cols) != DATASET_COLUMNS
                                      and not by_log(t, cols, before.get(t, [])) and t in hashes
                                      and _comparable(before.get(t, []), json.dumps(cols), engine, ("base", "whole"))])
-        plans = []
+        datasets = [(t, before.get(t, []), json.dumps(cols)) for t, cols in tables.items()
+                    if tuple(c for c, _ in cols) == DATASET_COLUMNS]
+        plans = _plan_datasets(con, snapshots_dir, datasets)
+        unwritten = [t for t, cols in tables.items() if by_log(t, cols, before.get(t, [])) and log_of(t) not in (written or {})]
+        counts = _live_counts(con, unwritten)
         for table, cols in tables.items():
             out.types[table] = cols
             columns = json.dumps(cols)
             chain = before.get(table, [])
             if tuple(c for c, _ in cols) == DATASET_COLUMNS:
-                plans.append(_plan_dataset(con, snapshots_dir, table, chain, columns))
                 out.read[table] = "seq"
                 continue
             plan = None
             if by_log(table, cols, chain):
-                how = written.get(table, ("none", 0))[0] if written is not None else "none"
-                if how == "none":
-                    plan = _plan_unwritten(con, table, chain, hashes[table])
+                how = written.get(str(log_of(table)), ("none", 0))[0] if written is not None else "none"
+                if how == "none":  # shared as it was, once its row count is the previous snapshot's
+                    plan = _Plan(table, chain, 0) if counts[table] == hashes[table].count else None
                 elif how == "rows":
                     plan = _plan_written(con, snapshots_dir, table, chain, hashes[table], mark[1] if mark else 0,
-                                         columns, engine)
+                                         columns, engine, str(log_of(table)))
                 if plan is not None:
                     out.read[table] = f"log: {how}"
             if plan is None:
@@ -597,19 +600,40 @@ class _Plan:
         return [*self.chain, seg] if self.kind in ("seq", "delta") else [seg]
 
 
-def _plan_dataset(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, table: str, chain: list[Segment],
-                  columns: str) -> _Plan:
-    (top,) = con.execute(f"SELECT coalesce(max(_seq), 0) FROM {_q(table)}").fetchall()[0]
-    if not _chain_valid(con, snapshots_dir, table, chain, columns):
-        chain = []
-    covered = chain[-1].hi if chain else 0
-    assert covered is not None
-    if chain and top == covered:
-        return _Plan(table, chain, 0)
-    (n,) = con.execute(f"SELECT count(*) FROM {_q(table)} WHERE _seq > ? AND _seq <= ?", [covered, top]).fetchall()[0]
-    # Parameters are not allowed in COPY: `covered` and `top` are ints of our own.
-    query = f"SELECT * FROM {_q(table)} WHERE _seq > {int(covered)} AND _seq <= {int(top)}"
-    return _Plan(table, chain, n, "seq", query, covered, top, columns, "", _tail_checksum(con, table, top))
+def _plan_datasets(con: duckdb.DuckDBPyConnection, snapshots_dir: Path,
+                   datasets: list[tuple[str, list[Segment], str]]) -> list[_Plan]:
+    """The versions each dataset (`table`, chain, columns) holds above its chain's end, after checking the live
+    dataset still holds the chain's versions: as many up to the chain's end, the last `TAIL` of them the same
+    (a dataset is append-only; a store rebuilt from scratch is not), and the chain's files all there. Two
+    statements for every dataset (the checks, then the checksums of the new ends), not five each."""
+    if not datasets:
+        return []
+    ends = [(t, chain[-1].hi if _chain_files(snapshots_dir, chain, columns) else None) for t, chain, columns in datasets]
+    rows = con.execute(" UNION ALL ".join(
+        f"SELECT {i}, coalesce(max(_seq), 0), count(*) FILTER (WHERE _seq <= {int(hi or 0)}), "
+        f"coalesce(sum(hash(_seq, _id, _hash)::HUGEINT) FILTER (WHERE _seq > {int(hi or 0) - TAIL} AND _seq <= {int(hi or 0)}), 0), "
+        f"count(*) FILTER (WHERE _seq > {int(hi or 0)}) FROM {_q(t)}" for i, (t, hi) in enumerate(ends))).fetchall()
+    found = {int(i): (int(top), int(upto), int(check), int(after)) for i, top, upto, check, after in rows}
+    plans: list[_Plan] = []
+    for i, (table, chain, columns) in enumerate(datasets):
+        top, upto, check, after = found[i]
+        if ends[i][1] is None or upto != sum(s.rows for s in chain) or check != chain[-1].checksum:
+            chain, after = [], upto + after  # a chain the live dataset no longer holds: every version again
+        covered = chain[-1].hi if chain else 0
+        assert covered is not None
+        if chain and top == covered:
+            plans.append(_Plan(table, chain, 0))
+        else:  # parameters are not allowed in COPY: `covered` and `top` are ints of our own
+            plans.append(_Plan(table, chain, after, "seq", f"SELECT * FROM {_q(table)} WHERE _seq > {int(covered)} "
+                               f"AND _seq <= {int(top)}", covered, top, columns, ""))
+    moved = [(i, p) for i, p in enumerate(plans) if p.kind]
+    if moved:  # the checksums of the new ends, in one statement
+        sums = dict(con.execute(" UNION ALL ".join(
+            f"SELECT {i}, {_CHECK} FROM {_q(p.table)} WHERE _seq > {int(p.hi or 0) - TAIL} AND _seq <= {int(p.hi or 0)}"
+            for i, p in moved)).fetchall())
+        for i, p in moved:
+            p.checksum = int(sums[i])
+    return plans
 
 
 def _comparable(chain: list[Segment], columns: str, engine: str, kinds: tuple[str, ...]) -> bool:
@@ -687,15 +711,17 @@ def _live_count(con: duckdb.DuckDBPyConnection, table: str) -> int:
     return int(n)
 
 
-def _plan_unwritten(con: duckdb.DuckDBPyConnection, table: str, chain: list[Segment], previous: Previous) -> _Plan | None:
-    """A logged table the log says nobody wrote: shared as it was, once its row count (a count, no
-    scan of the rows) is the previous snapshot's; None (hash it) if not: a write that was not logged."""
-    return _Plan(table, chain, 0) if _live_count(con, table) == previous.count else None
+def _live_counts(con: duckdb.DuckDBPyConnection, tables: list[str]) -> dict[str, int]:
+    """`table -> count(*)` of each table, in one statement (a count, no scan of the rows)."""
+    if not tables:
+        return {}
+    rows = con.execute(" UNION ALL ".join(f"SELECT {_lit(t)}, count(*) FROM {_q(t)}" for t in tables)).fetchall()
+    return {str(t): int(n) for t, n in rows}
 
 
 def _plan_written(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, table: str, chain: list[Segment],
-                  previous: Previous, since: int, columns: str, engine: str) -> _Plan | None:
-    """A logged table written by rows since the log's seq `since`: the live rows of the global ids logged
+                  previous: Previous, since: int, columns: str, engine: str, log: str) -> _Plan | None:
+    """A logged table written by rows since the log's seq `since`: the live rows of the global ids logged (under `log`)
     (the key column is scanned, then just those rows hashed) against the previous snapshot's rows of
     the same ids (from its Parquet files) give the rows added and removed. None (hash every row) when
     the counts do not add up: a write that was not logged, or a row now twice."""
@@ -703,7 +729,7 @@ def _plan_written(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, table: st
     ids, rid, cur = f"_snap_w_ids_{table}", f"_snap_w_rid_{table}", f"_snap_w_cur_{table}"
     prev, add, gone = f"_snap_w_prev_{table}", f"_snap_w_add_{table}", f"_snap_w_gone_{table}"
     con.execute(f"CREATE TEMP TABLE {_q(ids)} AS SELECT DISTINCT global_id FROM {writes.LOG} "
-                "WHERE seq > ? AND table_name = ? AND global_id IS NOT NULL", [since, table])
+                "WHERE seq > ? AND table_name = ? AND global_id IS NOT NULL", [since, log])
     con.execute(f"CREATE TEMP TABLE {_q(rid)} AS SELECT t.rowid AS _r FROM {_q(table)} AS t "
                 f"WHERE t.global_id IN (SELECT global_id FROM {_q(ids)})")
     ((lo, hi),) = con.execute(f"SELECT min(_r), max(_r) FROM {_q(rid)}").fetchall()

@@ -10,10 +10,13 @@ import polars as pl
 
 from crm_wave.store.connection import FEW_IDS, fetch_frame, registered
 
-__all__ = ["PRUNE_CHANGES", "ChangeLog"]
+__all__ = ["PRUNE_CHANGES", "PRUNE_READ", "ChangeLog"]
 
-#: The change log is pruned when a step's `changes` mark crosses a multiple of this.
+#: The change log is pruned when a step's `changes` mark crosses a multiple of this,
 PRUNE_CHANGES = 32
+#: or when the step read at least this many changes past its mark (a pass that changed many records
+#: leaves no rows behind for the analysts' snapshot to hash: docs/benchmarks.md, "Session 22").
+PRUNE_READ = 1_000
 
 
 class ChangeLog:
@@ -36,6 +39,13 @@ class ChangeLog:
         ((seq,),) = con.execute("SELECT nextval('change_seq')").fetchall()
         with registered(con, "_changes_in", pl.DataFrame({"global_id": ids})):
             con.execute("INSERT INTO changes SELECT ?, ?, global_id, ?, ? FROM _changes_in", [seq, entity, kind, writer])
+
+    def own_top(self, con: duckdb.DuckDBPyConnection, after: int, entity: str, writer: str) -> int:
+        """The newest change sequence number when every change after `after` was written by `writer` for
+        `entity` (a step that never reads its own changes may move its mark past them), else `after`."""
+        ((top, own),) = con.execute("SELECT max(seq), bool_and(entity = ? AND writer IS NOT DISTINCT FROM ?) "
+                                    "FROM changes WHERE seq > ?", [entity, writer, after]).fetchall()
+        return int(top) if top is not None and own else after
 
     def last_change(self, con: duckdb.DuckDBPyConnection) -> int:
         """The newest change sequence number (0 when none)."""
@@ -60,9 +70,10 @@ class ChangeLog:
         return dict(con.execute("SELECT source, mark FROM step_marks WHERE step = ?", [step]).fetchall())
 
     def set_marks(self, con: duckdb.DuckDBPyConnection, step: str, marks: dict[str, int],
-                  previous: Mapping[str, int] | None = None) -> None:
+                  previous: Mapping[str, int] | None = None, *, read: int = 0) -> None:
         """Set the marks of one step (just those that differ from `previous`, the marks it read, when
-        given); then, if its `changes` mark moved, forget the changes every step has read.
+        given); then, if its `changes` mark moved, forget the changes every step has read (`read`: how
+        many changes the step read past its mark).
 
         One `UPDATE` for the marks that moved, an `INSERT` for a new one: DuckDB's `ON CONFLICT` upsert
         costs 2.6x an `UPDATE` (9.6 against 3.7 ms of CPU), and a pass sets 18 steps' marks."""
@@ -83,7 +94,8 @@ class ChangeLog:
         for source in missing:
             con.execute("INSERT INTO step_marks VALUES (?, ?, ?)", [step, source, moved[source]])
         # Forgetting what every step has read is one statement of ~2 ms: done when the mark crosses a
-        # multiple of `PRUNE_CHANGES` (the changes kept meanwhile are past every step's mark: never read).
-        if "changes" in moved and (previous is None or moved["changes"] // PRUNE_CHANGES
+        # multiple of `PRUNE_CHANGES` or the step read `PRUNE_READ` changes (the changes kept meanwhile
+        # are past every step's mark: never read).
+        if "changes" in moved and (previous is None or read >= PRUNE_READ or moved["changes"] // PRUNE_CHANGES
                                    != int(previous.get("changes", 0)) // PRUNE_CHANGES):
             con.execute("DELETE FROM changes WHERE seq <= (SELECT min(mark) FROM step_marks WHERE source = 'changes')")

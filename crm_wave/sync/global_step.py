@@ -628,7 +628,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
             if stars.filter(own | deps).height:
                 incremental = False
             elif _untouched(names, marks, top, logged.filter(own | deps)):
-                store.set_marks(con, step, {**top, "changes": top_change, "fingerprint": fp}, marks)
+                store.set_marks(con, step, {**top, "changes": top_change, "fingerprint": fp}, marks, read=logged.height)
                 golden = int(con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
                 return GlobalResult(entity=entity, golden=golden, new_links=0, merged_by_key=0, conflicts=0)
         dep = {e: all_links(store, con, e) for e in ("customer", "product")} if entity == "order" else {}
@@ -749,7 +749,10 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
         else:
             store.swap_table(con, staging, table)
             store.log_changes(con, entity, ["*"], "golden", writer=OWN)
-        store.set_marks(con, step, {**top, "changes": top_change, "fingerprint": fp}, marks)
+        # Past its own changes of this step when no one else's came between: they are never read by it,
+        # and its mark behind them kept a pass's golden changes from being pruned (`set_marks`).
+        store.set_marks(con, step, {**top, "changes": store.own_top(con, top_change, entity, OWN), "fingerprint": fp},
+                        marks, read=logged.height)
         golden = int(con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
     return GlobalResult(
         entity=entity,

@@ -165,11 +165,12 @@ def _build_share(store: Store, target: str, entity: str, *, full: bool | None, r
         marks = store.read_marks(con, step)
         incremental = (not full and marks.get("fingerprint") == fp and "changes" in marks
                        and columns == list(golden_columns(entity)) and store.table_columns(con, table) == list(SHARE_SCHEMA))
-        dirty = None
+        dirty, read = None, 0
         if not incremental:
             top_change = store.last_change(con)
         else:
             logged, top_change = store.changes_since(con, marks["changes"])
+            read = logged.height
             golden = logged.filter((pl.col("entity") == entity) & (pl.col("kind") == "golden"))
             deps = logged.filter((pl.col("entity") != entity) & (pl.col("kind") == "link")) if entity == "order" \
                 else logged.clear()
@@ -181,7 +182,7 @@ def _build_share(store: Store, target: str, entity: str, *, full: bool | None, r
                     sources.append(orders_touching(con, deps))
                 dirty = pl.concat(sources).unique()
                 if dirty.len() == 0:  # no golden row changed: the share table stands as it is
-                    store.set_marks(con, step, {"changes": top_change, "fingerprint": fp}, marks)
+                    store.set_marks(con, step, {"changes": top_change, "fingerprint": fp}, marks, read=logged.height)
                     return _share_result(con, table)
         # In parts, so that a rebuild of a large table needs bounded memory.
         if incremental:
@@ -218,7 +219,7 @@ def _build_share(store: Store, target: str, entity: str, *, full: bool | None, r
     with store.connect() as con:
         if not incremental:
             store.swap_table(con, staging, table)
-        store.set_marks(con, step, {"changes": top_change, "fingerprint": fp}, marks)
+        store.set_marks(con, step, {"changes": top_change, "fingerprint": fp}, marks, read=read)
         return _share_result(con, table)
 
 
