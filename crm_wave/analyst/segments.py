@@ -46,16 +46,18 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -223,12 +225,12 @@ def read_shape(snapshot: Path) -> str | None:
     return _info(snapshot)[1]
 
 
-def _copy(con: duckdb.DuckDBPyConnection, query: str, target: Path, out: Export) -> None:
-    """Write the result of `query` to a temporary file beside `target`; `finish(out)` syncs and renames it."""
+def _copy(con: duckdb.DuckDBPyConnection, query: str, target: Path) -> Path:
+    """Write the result of `query` to a temporary file beside `target` (returned; `finish` syncs and renames it)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    out.pending.append((tmp, target))
     con.execute(f"COPY ({query}) TO {_lit(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
+    return tmp
 
 
 def finish(out: Export) -> None:
@@ -473,37 +475,51 @@ def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterab
                                      and _comparable(before.get(t, []), json.dumps(cols), engine, ("base", "whole"))])
         datasets = [(t, before.get(t, []), json.dumps(cols)) for t, cols in tables.items()
                     if tuple(c for c, _ in cols) == DATASET_COLUMNS]
-        plans = _plan_datasets(con, snapshots_dir, datasets)
+        plans = {p.table: p for p in _plan_datasets(con, snapshots_dir, datasets)}
         unwritten = [t for t, cols in tables.items() if by_log(t, cols, before.get(t, [])) and log_of(t) not in (written or {})]
         counts = _live_counts(con, unwritten)
+        jobs: dict[str, Callable[[duckdb.DuckDBPyConnection], tuple[_Plan, str]]] = {}
         for table, cols in tables.items():
             out.types[table] = cols
             columns = json.dumps(cols)
             chain = before.get(table, [])
-            if tuple(c for c, _ in cols) == DATASET_COLUMNS:
+            if table in plans:
                 out.read[table] = "seq"
                 continue
-            plan = None
             if by_log(table, cols, chain):
                 how = written.get(str(log_of(table)), ("none", 0))[0] if written is not None else "none"
-                if how == "none":  # shared as it was, once its row count is the previous snapshot's
-                    plan = _Plan(table, chain, 0) if counts[table] == hashes[table].count else None
-                elif how == "rows":
-                    plan = _plan_written(con, snapshots_dir, table, chain, hashes[table], mark[1] if mark else 0,
-                                         columns, engine, str(log_of(table)))
-                if plan is not None:
-                    out.read[table] = f"log: {how}"
-            if plan is None:
-                if table in prints and prints[table] == hashes[table].fingerprint:
-                    plan = _Plan(table, chain, 0)  # the same rows (see `_plan_rows`)
-                else:
-                    plan = _plan_rows(con, table, chain, hashes.get(table), columns, engine)
-                out.read[table] = "hashed"
-            plans.append(plan)
-        if max_rows is not None and sum(p.rows for p in plans) > max_rows:
-            raise TooMuchChange(f"{sum(p.rows for p in plans)} rows changed; at most {max_rows} are written under the lock")
-        for p in plans:
-            out.segments[p.table] = p.write(con, seg_dir, snapshots_dir, out)
+                if how == "none" and counts[table] == hashes[table].count:  # shared as it was
+                    plans[table], out.read[table] = _Plan(table, chain, 0), "log: none"
+                    continue
+                if how == "rows":
+                    jobs[table] = functools.partial(_by_log_or_hash, snapshots_dir=snapshots_dir, table=table, chain=chain,
+                                                    previous=hashes[table], since=mark[1] if mark else 0, columns=columns,
+                                                    engine=engine, log=str(log_of(table)))
+                    continue
+            if table in prints and prints[table] == hashes[table].fingerprint:
+                plans[table], out.read[table] = _Plan(table, chain, 0), "hashed"  # the same rows (see `_plan_rows`)
+                continue
+            jobs[table] = functools.partial(_hashed, table=table, chain=chain, previous=hashes.get(table),
+                                            columns=columns, engine=engine)
+        with _Workers(con) as workers:
+            # The tables to read row by row, at once on the cores (each in a cursor of its own, read only: the
+            # caller's lock keeps every writer out, so each sees what the transaction of `con` sees).
+            found = workers.map({t: functools.partial(lambda job, cur: (cur, job(cur)), job) for t, job in jobs.items()})
+            cursors = {t: cur for t, (cur, _) in found.items()}
+            for t, (_, (plan, how)) in found.items():
+                plans[t], out.read[t] = plan, how
+            plans = {t: plans[t] for t in tables if t in plans}  # the tables' order
+            if max_rows is not None and sum(p.rows for p in plans.values()) > max_rows:
+                raise TooMuchChange(f"{sum(p.rows for p in plans.values())} rows changed; at most {max_rows} are written under the lock")
+            # A delta's query reads the temporary tables of the cursor that planned it: it is written there.
+            made = workers.map({t: functools.partial(p.write, seg_dir=seg_dir, snapshots_dir=snapshots_dir)
+                                for t, p in plans.items() if p.kind}, cursors)
+        for t, p in plans.items():
+            segs, tmp = made.get(t, (p.chain, None))
+            out.segments[t] = segs
+            if tmp is not None:
+                out.pending.append(tmp)
+                out.written.append(segs[-1])
         linked = _export_files(con, snapshots_dir, before, out)
         out.views = [sql for name, sql in con.execute(
             "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal AND database_name = current_database() "
@@ -589,15 +605,74 @@ class _Plan:
     engine: str = ""
     checksum: int | None = None
 
-    def write(self, con: duckdb.DuckDBPyConnection, seg_dir: Path, snapshots_dir: Path, out: Export) -> list[Segment]:
-        if not self.kind:
-            return self.chain
+    def write(self, con: duckdb.DuckDBPyConnection, *, seg_dir: Path, snapshots_dir: Path
+              ) -> tuple[list[Segment], tuple[Path, Path]]:
+        """Write the new segment (to a temporary file: `finish` gives it its name); the chain with it, and
+        (temporary file, name)."""
         target = _fresh(seg_dir, self.table, self.kind)
-        _copy(con, self.query, target, out)
+        tmp = _copy(con, self.query, target)
         seg = Segment(self.table, str(target.relative_to(snapshots_dir)), self.rows, self.kind, self.lo, self.hi,
                       self.checksum, self.columns, self.engine)
-        out.written.append(seg)
-        return [*self.chain, seg] if self.kind in ("seq", "delta") else [seg]
+        return ([*self.chain, seg] if self.kind in ("seq", "delta") else [seg]), (tmp, target)
+
+
+def _by_log_or_hash(con: duckdb.DuckDBPyConnection, *, snapshots_dir: Path, table: str, chain: list[Segment],
+                    previous: Previous, since: int, columns: str, engine: str, log: str) -> tuple[_Plan, str]:
+    """A table the row-write log says was written by rows: `_plan_written`, or, if the log cannot speak for it
+    after all, every row hashed."""
+    plan = _plan_written(con, snapshots_dir, table, chain, previous, since, columns, engine, log)
+    if plan is not None:
+        return plan, "log: rows"
+    return _hashed(con, table=table, chain=chain, previous=previous, columns=columns, engine=engine)
+
+
+def _hashed(con: duckdb.DuckDBPyConnection, *, table: str, chain: list[Segment], previous: Previous | None,
+            columns: str, engine: str) -> tuple[_Plan, str]:
+    return _plan_rows(con, table, chain, previous, columns, engine), "hashed"
+
+
+#: Statements of an export at once (each table's own in a cursor of its own): the cores of this machine.
+EXPORT_THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
+class _Workers:
+    """Jobs on the tables of an export, at once: each in a read-only transaction of a cursor of `con` (a
+    connection of its own to the same database), which stays open until the end (its temporary tables are
+    read again by the writes)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.cursors: list[duckdb.DuckDBPyConnection] = []
+        self.pool = ThreadPoolExecutor(EXPORT_THREADS, thread_name_prefix="snapshot-export")
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        for cur in self.cursors:
+            with contextlib.suppress(duckdb.Error):
+                cur.execute("ROLLBACK")
+            cur.close()
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = self.con.cursor()
+        self.cursors.append(cur)
+        cur.execute("BEGIN TRANSACTION")
+        return cur
+
+    def map(self, jobs: Mapping[str, Callable[[duckdb.DuckDBPyConnection], Any]],
+            cursors: Mapping[str, duckdb.DuckDBPyConnection] | None = None) -> dict[str, Any]:
+        """`key -> job(cursor)` of each job, in a new cursor or the one `cursors` names for its key."""
+        if len(jobs) <= 1 and not cursors:  # one job: the caller's connection and transaction
+            return {k: job(self.con) for k, job in jobs.items()}
+        given = cursors or {}
+
+        def run(key: str, job: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
+            return job(given[key] if key in given else self._cursor())
+
+        futures = {k: self.pool.submit(run, k, job) for k, job in jobs.items()}
+        return {k: f.result() for k, f in futures.items()}
 
 
 def _plan_datasets(con: duckdb.DuckDBPyConnection, snapshots_dir: Path,
@@ -792,7 +867,7 @@ def compact(snapshots_dir: Path, exported: Export, *, max_deltas: int | None = N
                 merged = Segment(table, "", n, "base", columns=chain[-1].columns, engine=chain[-1].engine)
             else:
                 continue
-            _copy(con, query, target, exported)
+            exported.pending.append((_copy(con, query, target), target))
             merged = Segment(**{**merged.__dict__, "file": str(target.relative_to(snapshots_dir))})
             exported.written.append(merged)
             exported.segments[table] = [merged]
