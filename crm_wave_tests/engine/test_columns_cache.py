@@ -100,11 +100,7 @@ def test_after_each_pass_the_change_log_holds_nothing_every_step_has_read(tmp_pa
     store = Store(tmp_path / "sync.duckdb")
     for round_ in range(4):
         if round_ == 0:
-            for (system, entity), records in world.data.items():
-                for _ in range(8):
-                    sid = world.new_id(system, entity)
-                    records[sid] = {**getattr(world, entity)(system), **({"Id": sid} if system == "crm" else {"id": sid})}
-            world.write(store)
+            world.seed(store, 8)
         elif round_ == 2:
             world.push_like(store)
         else:

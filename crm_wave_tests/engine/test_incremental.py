@@ -87,6 +87,14 @@ class World:
                 "items": [{"product": {"id": p}, "quantity": q, "unitPrice": u} for p, q, u in lines],
                 "modifiedAt": self.tick()}
 
+    def seed(self, store: Store, n: int) -> None:
+        """`n` new records of every type on both sides, written to the store."""
+        for (system, entity), records in self.data.items():
+            for _ in range(n):
+                sid = self.new_id(system, entity)
+                records[sid] = {**getattr(self, entity)(system), **({"Id": sid} if system == "crm" else {"id": sid})}
+        self.write(store)
+
     def edit_round(self, store: Store) -> None:
         r = self.rng
         for (system, entity), records in self.data.items():
@@ -182,11 +190,7 @@ def test_incremental_equals_full_rebuild_and_naive(tmp_path: Path, seed: int, ch
     store = Store(tmp_path / "sync.duckdb")
     for round_ in range(7):
         if round_ == 0:
-            for (system, entity), records in world.data.items():
-                for _ in range(10):
-                    sid = world.new_id(system, entity)
-                    records[sid] = {**getattr(world, entity)(system), **({"Id": sid} if system == "crm" else {"id": sid})}
-            world.write(store)
+            world.seed(store, 10)
         elif round_ % 3 == 2:
             world.push_like(store)
         else:
