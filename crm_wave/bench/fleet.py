@@ -121,24 +121,54 @@ def _proc_cpu(pid: int) -> float | None:
 def _postgres_cpu() -> float | None:
     """CPU-seconds of the PostgreSQL server at DAGSTER_PG_PORT: the postmaster, its backends that ended (its
     children's time) and those alive. None when it is not a process of this machine. Other users of the
-    same server count too."""
+    same server count too.
+
+    The postmaster's stat is read before and after its children's: a backend that ends in between moves its
+    time into the postmaster's children's time, and was counted in neither (a window's figure once came out
+    at -78 CPU-s), so the reading is taken again until no child ended while they were read (at most 5 times)."""
     port = os.environ.get("DAGSTER_PG_PORT", "5432").encode()
-    stats: dict[int, list[str]] = {}
     master = None
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             cmd = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
         if cmd and cmd[0].endswith(b"postgres") and b"-p" in cmd and port in cmd:
             master = int(entry.name)
-    if master is None or master not in stats:
+            break
+    if master is None:
         return None
-    own = sum(int(x) for x in stats[master][11:15])  # utime, stime, and those of its children that ended
-    return (own + sum(int(f[11]) + int(f[12]) for f in stats.values() if int(f[1]) == master)) / _TICK
+
+    def own() -> tuple[int, int] | None:
+        """(its utime and stime, those of its children that ended)"""
+        try:
+            f = [int(x) for x in Path(f"/proc/{master}/stat").read_text().rsplit(")", 1)[1].split()[11:15]]
+        except OSError:
+            return None
+        return f[0] + f[1], f[2] + f[3]
+
+    total = None
+    for _ in range(5):
+        before = own()
+        if before is None:
+            return None
+        children = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                f = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(f[1]) == master:
+                children += int(f[11]) + int(f[12])
+        total = (sum(before) + children) / _TICK
+        after = own()
+        if after is None or after[1] == before[1]:  # no child ended while its children were read
+            break
+    return total
 
 
 def _kind(pid: int) -> str:
