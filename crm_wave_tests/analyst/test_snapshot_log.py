@@ -240,3 +240,35 @@ def test_publishes_forget_the_log_rows_they_no_longer_need(tmp_path: Path) -> No
     last = publish(store, snaps, T0 + timedelta(minutes=5), retention=KEEP, layout=SEG)
     assert _read(last)["agreed"] == "log: rows"
     _same_as_live(store, last.path)
+
+
+def test_a_table_whose_export_fails_leaves_the_store_and_the_next_publish_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tables read row by row run at once, each in a cursor of its own: when one of them fails, the publish
+    fails with its error, writes no snapshot, and the store and the next publish go on as before."""
+    store, snaps, first = _start(tmp_path)
+    with store.connect() as con:  # three tables to read row by row: two by the log, one hashed
+        store.replace_rows(con, "crm_customer_share", "global_id", pl.Series(["g1"]),
+                           pl.DataFrame({"global_id": ["g1"], "Name": ["one"]}))
+        store.replace_rows(con, "global_customer", "global_id", pl.Series(["g2"]),
+                           pl.DataFrame({"global_id": ["g2"], "Name": ["two"]}))
+        store.log_changes(con, "customer", ["g3"], "agreed")
+    plan_written = segments._plan_written
+
+    def failing(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, table: str, *args: object) -> object:
+        if table == "crm_customer_share":
+            raise RuntimeError("a read that fails")
+        return plan_written(con, snapshots_dir, table, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(segments, "_plan_written", failing)
+    with pytest.raises(RuntimeError, match="a read that fails"):
+        publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
+    monkeypatch.setattr(segments, "_plan_written", plan_written)
+    with store.connect() as con:  # the store writes as before
+        store.replace_rows(con, "crm_customer_share", "global_id", pl.Series(["g4"]),
+                           pl.DataFrame({"global_id": ["g4"], "Name": ["four"]}))
+    after = publish(store, snaps, T0 + timedelta(minutes=2), retention=KEEP, layout=SEG)
+    read = _read(after)
+    assert (read["crm_customer_share"], read["global_customer__changed"], read["changes"]) == ("log: rows", "log: rows", "hashed")
+    _same_as_live(store, after.path)
+    assert [p.name for p in sorted(snaps.glob("*.duckdb"))] == [first.path.name, after.path.name]
