@@ -81,6 +81,10 @@ MANIFEST = "snapshot_files"
 MARK = "snapshot_log_mark"
 #: The table in every snapshot file that holds the digest of what its objects are made from (`shape`).
 SHAPE = "snapshot_shape"
+#: The fingerprint (count, sum, bit_xor of `_snap_h`) of each hashed table's rows as the snapshot shows them, where
+#: the export knew it: the next publish of a new process compares the live rows with it before it reads any
+#: chain's hashes (`previous_hashes`), and reads the hashes only of a table whose rows changed.
+PRINTS = "snapshot_prints"
 #: Deltas a chain may have before it is compacted into a new base.
 MAX_DELTAS = 16
 #: Rows in a chain's deltas, as a share of its base's, at which it is compacted.
@@ -135,6 +139,7 @@ class Export:
     pending: list[tuple[Path, Path]] = field(default_factory=list)
     mark: Mark | None = None
     read: dict[str, str] = field(default_factory=dict)
+    prints: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
 #: Where the store's row-write log (crm_wave/store/writes.py) stood: its id, its newest seq and a
@@ -192,32 +197,38 @@ def read_manifest(snapshot: Path) -> list[Segment]:
     return _manifests[key]
 
 
-_infos: dict[tuple[str, int, int], tuple[Mark | None, str | None]] = {}
+_infos: dict[tuple[str, int, int], tuple[Mark | None, str | None, dict[str, tuple[int, int, int]]]] = {}
 
 
-def _info(snapshot: Path) -> tuple[Mark | None, str | None]:
-    """(`read_mark`, `read_shape`) of snapshot file `snapshot`, read once per file (one connection)."""
+def _info(snapshot: Path) -> tuple[Mark | None, str | None, dict[str, tuple[int, int, int]]]:
+    """(`read_mark`, `read_shape`, `read_prints`) of snapshot file `snapshot`, read once per file (one connection)."""
     key = _file_key(snapshot)
     if key is None:
-        return None, None
+        return None, None, {}
     if key not in _infos:
         with duckdb.connect(str(snapshot), read_only=True) as con:
-            try:
-                rows = con.execute(f"SELECT log_id, seq, checksum FROM {MARK}").fetchall()
-            except duckdb.CatalogException:
-                rows = []
-            try:
-                digest = con.execute(f"SELECT digest FROM {SHAPE}").fetchall()
-            except duckdb.CatalogException:  # a snapshot from before the digest
-                digest = []
-        _infos[key] = ((str(rows[0][0]), int(rows[0][1]), int(rows[0][2])) if len(rows) == 1 else None,
-                       str(digest[0][0]) if len(digest) == 1 else None)
+            def rows(sql: str) -> list[tuple[Any, ...]]:
+                try:
+                    return con.execute(sql).fetchall()
+                except duckdb.CatalogException:  # a snapshot from before the table
+                    return []
+            marks = rows(f"SELECT log_id, seq, checksum FROM {MARK}")
+            digest = rows(f"SELECT digest FROM {SHAPE}")
+            prints = {str(t): (int(n), int(total), int(xor)) for t, n, total, xor in
+                      rows(f"SELECT table_name, row_count, hash_sum, hash_xor FROM {PRINTS}")}
+        _infos[key] = ((str(marks[0][0]), int(marks[0][1]), int(marks[0][2])) if len(marks) == 1 else None,
+                       str(digest[0][0]) if len(digest) == 1 else None, prints)
     return _infos[key]
 
 
 def read_mark(snapshot: Path) -> Mark | None:
     """The row-write log mark snapshot file `snapshot` was taken at (None: none, or a whole copy)."""
     return _info(snapshot)[0]
+
+
+def read_prints(snapshot: Path) -> dict[str, tuple[int, int, int]]:
+    """`table -> fingerprint` of the hashed tables whose fingerprint snapshot file `snapshot` recorded (`PRINTS`)."""
+    return _info(snapshot)[2]
 
 
 def read_shape(snapshot: Path) -> str | None:
@@ -293,10 +304,10 @@ class Previous:
     rows' before anything is joined. The hashes are read when first asked for, the count from the
     `_snap_gone` column alone (a chain of a base is rows added less rows removed)."""
 
-    def __init__(self, snapshots_dir: Path, chain: list[Segment]) -> None:
+    def __init__(self, snapshots_dir: Path, chain: list[Segment], fingerprint: tuple[int, int, int] | None = None) -> None:
         self.snapshots_dir, self.chain = Path(snapshots_dir), chain
         self._hashes: pa.Table | None = None
-        self._fingerprint: tuple[int, int, int] | None = None
+        self._fingerprint = fingerprint  # known without the hashes: recorded by the snapshot (`PRINTS`)
         self._count: int | None = None
 
     def load(self, con: duckdb.DuckDBPyConnection | None = None) -> Previous:
@@ -320,8 +331,9 @@ class Previous:
 
     @property
     def fingerprint(self) -> tuple[int, int, int]:
-        """(count, sum, bit_xor) of the hashes."""
-        self.load()
+        """(count, sum, bit_xor) of the hashes (read with them, unless the snapshot recorded it)."""
+        if self._fingerprint is None:
+            self.load()
         assert self._fingerprint is not None
         return self._fingerprint
 
@@ -347,10 +359,13 @@ _loaded: dict[tuple[str, tuple[str, ...]], Previous] = {}
 
 
 def previous_hashes(snapshots_dir: Path, previous: Iterable[Segment],
-                    later: Callable[[str], bool] = lambda table: False) -> dict[str, Previous]:
+                    later: Callable[[str], bool] = lambda table: False,
+                    prints: Mapping[str, tuple[int, int, int]] | None = None) -> dict[str, Previous]:
     """`table -> Previous` of the snapshot whose segments are `previous`, for each base/delta/whole chain
     whose files are all there, read from the Parquet files alone (before the store's lock); the
-    hashes of the tables `later` names are read only if asked for (the row-write log may spare it)."""
+    hashes of the tables `later` names are read only if asked for (the row-write log may spare it), and
+    so are those of a table whose fingerprint the snapshot recorded (`prints`, `read_prints`: the live rows
+    are compared with it first, so only a table whose rows changed has its hashes read, under the lock)."""
     chains: dict[str, list[Segment]] = {}
     for s in previous:
         chains.setdefault(s.table, []).append(s)
@@ -365,6 +380,8 @@ def previous_hashes(snapshots_dir: Path, previous: Iterable[Segment],
             known = _loaded.get((str(snapshots_dir), tuple(s.file for s in chain)))
             if known is not None:
                 out[table] = known
+            elif prints and table in prints:
+                out[table] = Previous(snapshots_dir, chain, prints[table])
             elif later(table) and chain[0].kind == "base":
                 out[table] = Previous(snapshots_dir, chain)
             else:
@@ -496,8 +513,8 @@ def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterab
                                                     previous=hashes[table], since=mark[1] if mark else 0, columns=columns,
                                                     engine=engine, log=str(log_of(table)))
                     continue
-            if table in prints and prints[table] == hashes[table].fingerprint:
-                plans[table], out.read[table] = _Plan(table, chain, 0), "hashed"  # the same rows (see `_plan_rows`)
+            if table in prints and prints[table] == hashes[table].fingerprint:  # the same rows (see `_plan_rows`)
+                plans[table], out.read[table] = _Plan(table, chain, 0, fingerprint=prints[table]), "hashed"
                 continue
             jobs[table] = functools.partial(_hashed, table=table, chain=chain, previous=hashes.get(table),
                                             columns=columns, engine=engine)
@@ -517,6 +534,8 @@ def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterab
         for t, p in plans.items():
             segs, tmp = made.get(t, (p.chain, None))
             out.segments[t] = segs
+            if p.fingerprint is not None:
+                out.prints[t] = p.fingerprint
             if tmp is not None:
                 out.pending.append(tmp)
                 out.written.append(segs[-1])
@@ -604,6 +623,7 @@ class _Plan:
     columns: str = ""
     engine: str = ""
     checksum: int | None = None
+    fingerprint: tuple[int, int, int] | None = None  # of the live rows, where they were hashed (`PRINTS`)
 
     def write(self, con: duckdb.DuckDBPyConnection, *, seg_dir: Path, snapshots_dir: Path
               ) -> tuple[list[Segment], tuple[Path, Path]]:
@@ -731,11 +751,21 @@ def _plan_rows(con: duckdb.DuckDBPyConnection, table: str, chain: list[Segment],
                columns: str, engine: str) -> _Plan:
     """One scan hashes the live rows; when their fingerprint differs from the previous snapshot's, anti
     joins with its hashes give the rows added and removed."""
-    cur, add, gone, prev = f"_snap_cur_{table}", f"_snap_add_{table}", f"_snap_gone_{table}", f"_snap_prev_{table}"
+    cur = f"_snap_cur_{table}"
     con.execute(f"CREATE TEMP TABLE {_q(cur)} AS SELECT hash(t) AS {HASH}, rowid AS _r FROM {_q(table)} AS t")
     ((n_cur, total, xor),) = con.execute(_FINGERPRINT + _q(cur)).fetchall()
+    plan = _plan_hashed(con, table, chain, previous, columns, engine, (int(n_cur), int(total), int(xor)))
+    plan.fingerprint = (int(n_cur), int(total), int(xor))
+    return plan
+
+
+def _plan_hashed(con: duckdb.DuckDBPyConnection, table: str, chain: list[Segment], previous: Previous | None,
+                 columns: str, engine: str, now: tuple[int, int, int]) -> _Plan:
+    """`_plan_rows` once the live rows' hashes are in `_snap_cur_<table>`, with their fingerprint `now`."""
+    cur, add, gone, prev = f"_snap_cur_{table}", f"_snap_add_{table}", f"_snap_gone_{table}", f"_snap_prev_{table}"
+    n_cur = now[0]
     usable = previous is not None and _comparable(chain, columns, engine, ("base", "whole"))
-    if usable and previous is not None and previous.fingerprint == (int(n_cur), int(total), int(xor)):
+    if usable and previous is not None and previous.fingerprint == now:
         return _Plan(table, chain, 0)  # the same rows (a multiset of 64-bit hashes with the same count, sum and xor)
     everything = f"SELECT t.*, hash(t) AS {HASH} FROM {_q(table)} AS t"
     if not usable or previous is None or chain[0].kind == "whole":
@@ -892,7 +922,7 @@ def shape(snapshots_dir: Path, exported: Export) -> str:
     views read, every table's live column types, the live views, the analyst views' sources (`views_digest`)
     and DuckDB's version. Files of the same shape differ only in the views of tables whose segments differ."""
     made = [str(Path(snapshots_dir).resolve()), sorted(exported.types.items()), exported.views, views_digest(),
-            duckdb.__version__]
+            duckdb.__version__, PRINTS]  # a file from before `PRINTS` is written whole
     return hashlib.sha1(json.dumps(made).encode()).hexdigest()
 
 
@@ -929,6 +959,8 @@ def write_snapshot(path: Path, snapshots_dir: Path, exported: Export, over: Path
             con.execute(f"DELETE FROM {MARK}")
             if exported.mark is not None:
                 con.execute(f"INSERT INTO {MARK} VALUES (?, ?, ?)", list(exported.mark))
+            con.execute(f"DELETE FROM {PRINTS}")
+            _add_prints(con, exported)
             con.execute("COMMIT")
             con.execute("CHECKPOINT")
         finally:
@@ -955,6 +987,9 @@ def write_snapshot(path: Path, snapshots_dir: Path, exported: Export, over: Path
                 break
             pending = failed
         create_views(con)
+        con.execute(f"CREATE TABLE {PRINTS} (table_name VARCHAR NOT NULL, row_count BIGINT NOT NULL, "
+                    "hash_sum HUGEINT NOT NULL, hash_xor UBIGINT NOT NULL)")
+        _add_prints(con, exported)
         con.execute(f"CREATE TABLE {SHAPE} (digest VARCHAR NOT NULL)")
         con.execute(f"INSERT INTO {SHAPE} VALUES (?)", [digest])
         con.execute("COMMIT")
@@ -964,13 +999,20 @@ def write_snapshot(path: Path, snapshots_dir: Path, exported: Export, over: Path
     return False
 
 
+def _add_prints(con: duckdb.DuckDBPyConnection, exported: Export) -> None:
+    rows = sorted(exported.prints.items())
+    if rows:
+        con.execute(f"INSERT INTO {PRINTS} VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(rows)),
+                    [v for t, (n, total, xor) in rows for v in (t, n, total, xor)])
+
+
 def remember(snapshot: Path, exported: Export) -> None:
     """Cache the manifest, mark and shape of the just-published `snapshot` (pruning reads every kept one's
     manifest; the next publish builds on its mark and shape)."""
     remember_manifest(snapshot, [s for segs in exported.segments.values() for s in segs])
     key = _file_key(snapshot)
     assert key is not None
-    _infos[key] = (exported.mark, shape(snapshot.parent, exported))
+    _infos[key] = (exported.mark, shape(snapshot.parent, exported), dict(exported.prints))
 
 
 def remember_manifest(snapshot: Path, segs: list[Segment]) -> None:

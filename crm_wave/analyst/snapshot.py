@@ -328,7 +328,8 @@ def _publish_segments(store: Store, snapshots_dir: Path, final: Path, layout: La
         previous = []
     mark = segments.read_mark(snaps[-1]) if previous else None
     # From the Parquet files, before the lock; a logged table's hashes only if its log cannot be used.
-    hashes = segments.previous_hashes(snapshots_dir, previous, lambda table: segments.log_of(table) is not None)
+    hashes = segments.previous_hashes(snapshots_dir, previous, lambda table: segments.log_of(table) is not None,
+                                      segments.read_prints(snaps[-1]) if previous else None)
     exported: segments.Export | None = None
     how, lock_s = "segments", 0.0
     if previous:

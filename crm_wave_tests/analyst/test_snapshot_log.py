@@ -272,3 +272,38 @@ def test_a_table_whose_export_fails_leaves_the_store_and_the_next_publish_whole(
     assert (read["crm_customer_share"], read["global_customer__changed"], read["changes"]) == ("log: rows", "log: rows", "hashed")
     _same_as_live(store, after.path)
     assert [p.name for p in sorted(snaps.glob("*.duckdb"))] == [first.path.name, after.path.name]
+
+
+def test_a_new_process_reads_the_hashes_only_of_the_tables_whose_rows_changed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each snapshot records its hashed tables' fingerprints (`PRINTS`); a publish of a process that has not
+    published into the folder yet compares the live rows with them and reads the Parquet hashes of a changed
+    table alone (before, every chain's, ~0.15 s at a million records)."""
+    store, snaps, first = _start(tmp_path)
+    assert "changes" in segments.read_prints(first.path) and "crm_customer_share" in segments.read_prints(first.path)
+    loaded: list[str] = []
+    load = segments.Previous.load
+
+    def counting(self: segments.Previous, con: duckdb.DuckDBPyConnection | None = None) -> segments.Previous:
+        if self._hashes is None:
+            loaded.append(self.chain[0].table)
+        return load(self, con)
+
+    monkeypatch.setattr(segments.Previous, "load", counting)
+
+    def new_process() -> None:  # what a process keeps of the snapshots it published or read
+        for cache in (segments._loaded, segments._infos, segments._manifests):
+            cache.clear()
+        loaded.clear()
+
+    new_process()
+    quiet = publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
+    assert quiet.written == () and loaded == []
+    _same_as_live(store, quiet.path)
+    with store.connect() as con:  # `changes` is hashed (the log does not cover it)
+        store.log_changes(con, "customer", ["g5", "g6"], "agreed")
+    new_process()
+    changed = publish(store, snaps, T0 + timedelta(minutes=2), retention=KEEP, layout=SEG)
+    assert loaded == ["changes"] and _read(changed)["changes"] == "hashed"
+    assert {s.table: (s.kind, s.rows) for s in changed.written}["changes"][1] == 2
+    _same_as_live(store, changed.path)

@@ -22,7 +22,7 @@ def _everything(path: Path) -> dict[str, list[str]]:
     with duckdb.connect(str(path), read_only=True) as con:
         names = [r[0] for r in con.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()
-            if r[0] not in (segments.MANIFEST, segments.MARK, segments.SHAPE)]
+            if r[0] not in (segments.MANIFEST, segments.MARK, segments.SHAPE, segments.PRINTS)]
         return {n: sorted(map(repr, con.execute(f'SELECT * FROM "{n}"').fetchall())) for n in names}
 
 
