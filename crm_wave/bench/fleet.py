@@ -109,13 +109,21 @@ def _start_sims(tmp: Path, names: list[str], records: int) -> tuple[list[subproc
 
 # ---------------------------------------------------------------- measuring
 
+def _stat(pid: int | str) -> list[int] | None:
+    """The fields of `/proc/<pid>/stat` after the process's name (which may hold spaces and ")"), as numbers
+    (its state, a letter, as 0): [1] its parent, [2] its process group, [11:15] utime, stime and those of its
+    children that ended, in ticks. None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:15]
+        return [0, *(int(x) for x in fields[1:])] if len(fields) == 15 else None
+    except (OSError, ValueError):
+        return None
+
+
 def _proc_cpu(pid: int) -> float | None:
     """utime + stime of one process, in seconds (None once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    f = _stat(pid)
+    return None if f is None else (f[11] + f[12]) / _TICK
 
 
 def _postgres_cpu() -> float | None:
@@ -143,11 +151,8 @@ def _postgres_cpu() -> float | None:
 
     def own() -> tuple[int, int] | None:
         """(its utime and stime, those of its children that ended)"""
-        try:
-            f = [int(x) for x in Path(f"/proc/{master}/stat").read_text().rsplit(")", 1)[1].split()[11:15]]
-        except OSError:
-            return None
-        return f[0] + f[1], f[2] + f[3]
+        f = _stat(master)
+        return None if f is None else (f[11] + f[12], f[13] + f[14])
 
     total = None
     for _ in range(5):
@@ -156,14 +161,9 @@ def _postgres_cpu() -> float | None:
             return None
         children = 0
         for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                f = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(f[1]) == master:
-                children += int(f[11]) + int(f[12])
+            f = _stat(entry.name) if entry.name.isdigit() else None
+            if f is not None and f[1] == master:
+                children += f[11] + f[12]
         total = (sum(before) + children) / _TICK
         after = own()
         if after is None or after[1] == before[1]:  # no child ended while its children were read
@@ -187,12 +187,9 @@ def _kind(pid: int) -> str:
 def _group(pgids: set[int]) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) in pgids:
-                    pids.append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue
+        f = _stat(entry.name) if entry.name.isdigit() else None
+        if f is not None and f[2] in pgids:
+            pids.append(int(entry.name))
     return pids
 
 

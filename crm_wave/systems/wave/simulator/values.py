@@ -113,7 +113,6 @@ def to_decimal(value: object) -> Decimal:
     return d
 
 
-
 def round_places(d: Decimal, places: int) -> Decimal:
     """Round to `places` decimals, ties away from zero."""
     return d.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
