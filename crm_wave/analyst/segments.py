@@ -101,7 +101,9 @@ HASH, GONE, POS = "_snap_h", "_snap_gone", "_snap_pos"
 _ORPHAN = ".orphaned"
 #: Versions at the end of a dataset chain whose checksum is compared with the live dataset's.
 TAIL = 1000
-_CHECK = "coalesce(sum(hash(_seq, _id, _hash)::HUGEINT), 0)"
+#: The checksum of those versions (a `FILTER` may follow the sum), and of a range of them.
+_CHECK_SUM = "sum(hash(_seq, _id, _hash)::HUGEINT)"
+_CHECK = f"coalesce({_CHECK_SUM}, 0)"
 
 
 class TooMuchChange(Exception):
@@ -295,7 +297,12 @@ def view_sql(snapshots_dir: Path, chain: list[Segment], select: str) -> str:
             f"SELECT {select} FROM _adds ANTI JOIN _gone ON _gone.{HASH} = _adds.{HASH} AND _gone.{POS} > _adds.{POS}")
 
 
-_FINGERPRINT = f"SELECT count(*), coalesce(sum({HASH}::HUGEINT), 0), coalesce(bit_xor({HASH}), 0) FROM "
+def _print_of(h: str) -> str:
+    """The select list of the fingerprint (count, sum, bit_xor) of the 64-bit hashes `h` (a column or an expression)."""
+    return f"count(*), coalesce(sum({h}::HUGEINT), 0), coalesce(bit_xor({h}), 0)"
+
+
+_FINGERPRINT = f"SELECT {_print_of(HASH)} FROM "
 
 
 class Previous:
@@ -706,7 +713,7 @@ def _plan_datasets(con: duckdb.DuckDBPyConnection, snapshots_dir: Path,
     ends = [(t, chain[-1].hi if _chain_files(snapshots_dir, chain, columns) else None) for t, chain, columns in datasets]
     rows = con.execute(" UNION ALL ".join(
         f"SELECT {i}, coalesce(max(_seq), 0), count(*) FILTER (WHERE _seq <= {int(hi or 0)}), "
-        f"coalesce(sum(hash(_seq, _id, _hash)::HUGEINT) FILTER (WHERE _seq > {int(hi or 0) - TAIL} AND _seq <= {int(hi or 0)}), 0), "
+        f"coalesce({_CHECK_SUM} FILTER (WHERE _seq > {int(hi or 0) - TAIL} AND _seq <= {int(hi or 0)}), 0), "
         f"count(*) FILTER (WHERE _seq > {int(hi or 0)}) FROM {_q(t)}" for i, (t, hi) in enumerate(ends))).fetchall()
     found = {int(i): (int(top), int(upto), int(check), int(after)) for i, top, upto, check, after in rows}
     plans: list[_Plan] = []
@@ -742,7 +749,7 @@ def _fingerprints(con: duckdb.DuckDBPyConnection, tables: list[str]) -> dict[str
     if not tables:
         return {}
     rows = con.execute(" UNION ALL ".join(
-        f"SELECT {_lit(t)}, count(*), coalesce(sum(hash(t)::HUGEINT), 0), coalesce(bit_xor(hash(t)), 0) FROM {_q(t)} AS t"
+        f"SELECT {_lit(t)}, {_print_of('hash(t)')} FROM {_q(t)} AS t"
         for t in tables)).fetchall()
     return {str(t): (int(n), int(total), int(xor)) for t, n, total, xor in rows}
 
@@ -811,11 +818,6 @@ def _delta(table: str, chain: list[Segment], add: str, gone: str, n_add: int, n_
     return _Plan(table, chain, n_add + n_gone, "delta", query, columns=columns, engine=engine)
 
 
-def _live_count(con: duckdb.DuckDBPyConnection, table: str) -> int:
-    (n,) = con.execute(f"SELECT count(*) FROM {_q(table)}").fetchall()[0]
-    return int(n)
-
-
 def _live_counts(con: duckdb.DuckDBPyConnection, tables: list[str]) -> dict[str, int]:
     """`table -> count(*)` of each table, in one statement (a count, no scan of the rows)."""
     if not tables:
@@ -848,7 +850,7 @@ def _plan_written(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, table: st
     ((n_add, d_add, a_lo, a_hi),) = con.execute(
         f"SELECT count(*), count(DISTINCT {HASH}), min(_r), max(_r) FROM {_q(add)}").fetchall()
     ((n_gone,),) = con.execute(f"SELECT count(*) FROM {_q(gone)}").fetchall()
-    n_cur = _live_count(con, table)
+    n_cur = _live_counts(con, [table])[table]
     if d_add != n_add or n_cur != previous.count - n_gone + n_add:
         return None
     if not n_add and not n_gone:
@@ -1007,8 +1009,8 @@ def _add_prints(con: duckdb.DuckDBPyConnection, exported: Export) -> None:
 
 
 def remember(snapshot: Path, exported: Export) -> None:
-    """Cache the manifest, mark and shape of the just-published `snapshot` (pruning reads every kept one's
-    manifest; the next publish builds on its mark and shape)."""
+    """Cache the manifest, mark, shape and fingerprints of the just-published `snapshot` (pruning reads every
+    kept one's manifest; the next publish builds on its mark, shape and fingerprints)."""
     remember_manifest(snapshot, [s for segs in exported.segments.values() for s in segs])
     key = _file_key(snapshot)
     assert key is not None
