@@ -182,7 +182,7 @@ def _build_share(store: Store, target: str, entity: str, *, full: bool | None, r
                     sources.append(orders_touching(con, deps))
                 dirty = pl.concat(sources).unique()
                 if dirty.len() == 0:  # no golden row changed: the share table stands as it is
-                    store.set_marks(con, step, {"changes": top_change, "fingerprint": fp}, marks, read=logged.height)
+                    store.set_marks(con, step, {"changes": top_change, "fingerprint": fp}, marks, read=read)
                     return _share_result(con, table)
         # In parts, so that a rebuild of a large table needs bounded memory.
         if incremental:

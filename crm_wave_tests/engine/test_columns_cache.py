@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import random
+import shutil
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+import crm_wave.store.changes as changes
 from crm_wave.store import Store
 from crm_wave.store.changes import PRUNE_CHANGES, PRUNE_READ
+from crm_wave_tests.engine.test_incremental import World, _run_steps, _tables
 
 
 def test_remembered_columns_follow_replace_swap_and_rollback(tmp_path: Path) -> None:
@@ -88,12 +92,6 @@ def test_after_each_pass_the_change_log_holds_nothing_every_step_has_read(tmp_pa
     """With every step pruning what it read, a pass leaves none of the changes every step has read, nor its
     customer changes (the global step's mark moves past its own), and the incremental steps still leave what
     a full rebuild leaves."""
-    import random
-    import shutil
-
-    import crm_wave.store.changes as changes
-    from crm_wave_tests.engine.test_incremental import World, _run_steps, _tables
-
     monkeypatch.setattr(changes, "PRUNE_READ", 1)
     world = World(random.Random(5))
     (tmp_path / "policy.toml").write_text('first_sync = "newest"\n')
