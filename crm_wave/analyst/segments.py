@@ -329,6 +329,18 @@ class Previous:
             self._fingerprint = (int(n), int(total), int(xor))
         return self
 
+    def into(self, con: duckdb.DuckDBPyConnection, name: str) -> Callable[[], None]:
+        """Make `name` in `con` show the hashes (column `_snap_h`); returns what drops it again. Hashes in memory
+        are registered; others are read from the chain's files by `con` itself, into a temporary table: a table
+        whose fingerprint the snapshot recorded has its hashes read only now, under the store's lock, and
+        reading them on a connection of their own and handing them over as Arrow took 20-40 ms a table where
+        this takes a few (the small tables every pass rewrites: docs/benchmarks.md, "Session 23")."""
+        if self._hashes is not None:
+            con.register(name, self._hashes)
+            return lambda: con.unregister(name)
+        con.execute(f"CREATE TEMP TABLE {_q(name)} AS {view_sql(self.snapshots_dir, self.chain, HASH)}")
+        return lambda: con.execute(f"DROP TABLE {_q(name)}")
+
     @property
     def hashes(self) -> pa.Table:
         """Every `_snap_h` the previous snapshot shows."""
@@ -779,16 +791,15 @@ def _plan_hashed(con: duckdb.DuckDBPyConnection, table: str, chain: list[Segment
         (distinct,) = con.execute(f"SELECT count(DISTINCT {HASH}) FROM {_q(cur)}").fetchall()[0]
         kind = "base" if distinct == n_cur else "whole"  # two identical rows: no identity by content
         return _Plan(table, [], n_cur, kind, everything, columns=columns, engine=engine)
-    hashes = previous.hashes
-    con.register(prev, hashes)
+    drop = previous.into(con, prev)
     try:
         con.execute(f"CREATE TEMP TABLE {_q(add)} AS SELECT {HASH}, _r FROM {_q(cur)} ANTI JOIN {_q(prev)} USING ({HASH})")
         con.execute(f"CREATE TEMP TABLE {_q(gone)} AS SELECT {HASH} FROM {_q(prev)} ANTI JOIN {_q(cur)} USING ({HASH})")
     finally:
-        con.unregister(prev)
+        drop()
     ((n_add, d_add, lo, hi),) = con.execute(f"SELECT count(*), count(DISTINCT {HASH}), min(_r), max(_r) FROM {_q(add)}").fetchall()
     (n_gone,) = con.execute(f"SELECT count(*) FROM {_q(gone)}").fetchall()[0]
-    if n_cur - n_add != hashes.num_rows - n_gone or d_add != n_add:  # a row now twice: no identity by content
+    if n_cur - n_add != previous.count - n_gone or d_add != n_add:  # a row now twice: no identity by content
         return _Plan(table, [], n_cur, "whole", everything, columns=columns, engine=engine)
     if not n_add and not n_gone:
         return _Plan(table, chain, 0)

@@ -4,6 +4,7 @@ the live store, and fall back to hashing every row whenever the log cannot be tr
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -289,7 +290,15 @@ def test_a_new_process_reads_the_hashes_only_of_the_tables_whose_rows_changed(
             loaded.append(self.chain[0].table)
         return load(self, con)
 
+    into = segments.Previous.into
+
+    def counting_into(self: segments.Previous, con: duckdb.DuckDBPyConnection, name: str) -> Callable[[], None]:
+        if self._hashes is None:  # read from the chain's files under the lock
+            loaded.append(self.chain[0].table)
+        return into(self, con, name)
+
     monkeypatch.setattr(segments.Previous, "load", counting)
+    monkeypatch.setattr(segments.Previous, "into", counting_into)
 
     def new_process() -> None:  # what a process keeps of the snapshots it published or read
         for cache in (segments._loaded, segments._infos, segments._manifests):
