@@ -51,10 +51,11 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -335,11 +336,18 @@ class Previous:
         whose fingerprint the snapshot recorded has its hashes read only now, under the store's lock, and
         reading them on a connection of their own and handing them over as Arrow took 20-40 ms a table where
         this takes a few (the small tables every pass rewrites: docs/benchmarks.md, "Session 23")."""
-        if self._hashes is not None:
+        in_memory = self._hashes is not None
+        if in_memory:
             con.register(name, self._hashes)
-            return lambda: con.unregister(name)
-        con.execute(f"CREATE TEMP TABLE {_q(name)} AS {view_sql(self.snapshots_dir, self.chain, HASH)}")
-        return lambda: con.execute(f"DROP TABLE {_q(name)}")
+        else:
+            con.execute(f"CREATE TEMP TABLE {_q(name)} AS {view_sql(self.snapshots_dir, self.chain, HASH)}")
+
+        def drop() -> None:
+            if in_memory:
+                con.unregister(name)
+            else:
+                con.execute(f"DROP TABLE {_q(name)}")
+        return drop
 
     @property
     def hashes(self) -> pa.Table:
@@ -477,7 +485,7 @@ def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterab
     since `mark` is shared as it was, one written by rows has just those rows read; any other table
     has every row hashed (`use_log=False`: every table, as before the log).
 
-    With `max_rows`, raises TooMuchChange (having written nothing) when more rows would be written."""
+    With `max_rows`, raises TooMuchChange when more rows would be written (what it wrote already removed)."""
     snapshots_dir = Path(snapshots_dir)
     seg_dir = snapshots_dir / SEGMENTS_DIR
     before: dict[str, list[Segment]] = {}
@@ -515,6 +523,7 @@ def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterab
         unwritten = [t for t, cols in tables.items() if by_log(t, cols, before.get(t, [])) and log_of(t) not in (written or {})]
         counts = _live_counts(con, unwritten)
         jobs: dict[str, Callable[[duckdb.DuckDBPyConnection], tuple[_Plan, str]]] = {}
+        rows: dict[str, float] = {}  # what each job reads: its rows (so its columns times these: its cells)
         for table, cols in tables.items():
             out.types[table] = cols
             columns = json.dumps(cols)
@@ -528,6 +537,7 @@ def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterab
                     plans[table], out.read[table] = _Plan(table, chain, 0), "log: none"
                     continue
                 if how == "rows":
+                    rows[table] = written[str(log_of(table))][1] if written is not None else 0
                     jobs[table] = functools.partial(_by_log_or_hash, snapshots_dir=snapshots_dir, table=table, chain=chain,
                                                     previous=hashes[table], since=mark[1] if mark else 0, columns=columns,
                                                     engine=engine, log=str(log_of(table)))
@@ -535,23 +545,30 @@ def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterab
             if table in prints and prints[table] == hashes[table].fingerprint:  # the same rows (see `_plan_rows`)
                 plans[table], out.read[table] = _Plan(table, chain, 0, fingerprint=prints[table]), "hashed"
                 continue
+            rows[table] = prints[table][0] if table in prints else float("inf")  # unknown: at once
             jobs[table] = functools.partial(_hashed, table=table, chain=chain, previous=hashes.get(table),
                                             columns=columns, engine=engine)
+        # Each table's plan is followed at once by its write, in the same cursor (a delta's query reads the
+        # temporary tables of the cursor that planned it); the datasets' versions, whose plans are known, too.
+        # The largest first (cells: rows to read times columns), so that no large one starts last.
+        budget = _Budget(max_rows)
+        work: dict[str, Callable[[duckdb.DuckDBPyConnection], tuple[_Plan, str]]] = {
+            t: functools.partial(lambda plan, _cur: (plan, "seq"), p) for t, p in plans.items() if p.kind}
+        work.update(jobs)
+        rows.update((t, p.rows) for t, p in plans.items() if p.kind)
         with _Workers(con) as workers:
-            # The tables to read row by row, at once on the cores (each in a cursor of its own, read only: the
-            # caller's lock keeps every writer out, so each sees what the transaction of `con` sees).
-            found = workers.map({t: functools.partial(lambda job, cur: (cur, job(cur)), job) for t, job in jobs.items()})
-            cursors = {t: cur for t, (cur, _) in found.items()}
-            for t, (_, (plan, how)) in found.items():
-                plans[t], out.read[t] = plan, how
-            plans = {t: plans[t] for t in tables if t in plans}  # the tables' order
-            if max_rows is not None and sum(p.rows for p in plans.values()) > max_rows:
-                raise TooMuchChange(f"{sum(p.rows for p in plans.values())} rows changed; at most {max_rows} are written under the lock")
-            # A delta's query reads the temporary tables of the cursor that planned it: it is written there.
-            made = workers.map({t: functools.partial(p.write, seg_dir=seg_dir, snapshots_dir=snapshots_dir)
-                                for t, p in plans.items() if p.kind}, cursors)
-        for t, p in plans.items():
-            segs, tmp = made.get(t, (p.chain, None))
+            found = workers.map({t: functools.partial(_plan_and_write, work[t], budget, seg_dir, snapshots_dir)
+                                 for t in sorted(work, key=lambda t: rows[t] * len(tables[t]), reverse=True)},
+                                discard=_discard_made)
+        for t, (plan, how, _) in found.items():
+            plans[t] = plan
+            if t in jobs:
+                out.read[t] = how
+        for t in tables:
+            if t not in plans:
+                continue
+            p, made = plans[t], found[t][2] if t in found else None
+            segs, tmp = made or (p.chain, None)
             out.segments[t] = segs
             if p.fingerprint is not None:
                 out.prints[t] = p.fingerprint
@@ -655,6 +672,39 @@ class _Plan:
         return ([*self.chain, seg] if self.kind in ("seq", "delta") else [seg]), (tmp, target)
 
 
+class _Budget:
+    """The rows an export may still write under the lock (`max_rows`; None: any), taken by each table's plan
+    before it is written, from the threads of `_Workers`."""
+
+    def __init__(self, max_rows: int | None) -> None:
+        self.max_rows, self.taken, self.lock = max_rows, 0, threading.Lock()
+
+    def take(self, plan: _Plan) -> None:
+        with self.lock:
+            self.taken += plan.rows
+            if self.max_rows is not None and self.taken > self.max_rows:
+                raise TooMuchChange(f"{self.taken} rows changed or more; at most {self.max_rows} are written under the lock")
+
+
+_Made = tuple[list[Segment], tuple[Path, Path]]
+
+
+def _plan_and_write(job: Callable[[duckdb.DuckDBPyConnection], tuple[_Plan, str]], budget: _Budget, seg_dir: Path,
+                    snapshots_dir: Path, con: duckdb.DuckDBPyConnection) -> tuple[_Plan, str, _Made | None]:
+    """A table's plan (`job`: the plan and how its rows were read) and, if it writes rows within the budget,
+    its new segment at once (`_Plan.write`), in the same cursor."""
+    plan, how = job(con)
+    budget.take(plan)
+    return plan, how, plan.write(con, seg_dir=seg_dir, snapshots_dir=snapshots_dir) if plan.kind else None
+
+
+def _discard_made(done: Any) -> None:
+    """Remove the temporary file a `_plan_and_write` wrote, when another table's job failed."""
+    made = done[2]
+    if made is not None:
+        made[1][0].unlink(missing_ok=True)
+
+
 def _by_log_or_hash(con: duckdb.DuckDBPyConnection, *, snapshots_dir: Path, table: str, chain: list[Segment],
                     previous: Previous, since: int, columns: str, engine: str, log: str) -> tuple[_Plan, str]:
     """A table the row-write log says was written by rows: `_plan_written`, or, if the log cannot speak for it
@@ -701,16 +751,19 @@ class _Workers:
         return cur
 
     def map(self, jobs: Mapping[str, Callable[[duckdb.DuckDBPyConnection], Any]],
-            cursors: Mapping[str, duckdb.DuckDBPyConnection] | None = None) -> dict[str, Any]:
-        """`key -> job(cursor)` of each job, in a new cursor or the one `cursors` names for its key."""
-        if len(jobs) <= 1 and not cursors:  # one job: the caller's connection and transaction
+            discard: Callable[[Any], None] = lambda done: None) -> dict[str, Any]:
+        """`key -> job(cursor)` of each job, each in a cursor of its own, in the order given. When one fails, the
+        others are let finish, `discard` is called with each result they gave, and the first error is raised."""
+        if len(jobs) <= 1:  # one job: the caller's connection and transaction
             return {k: job(self.con) for k, job in jobs.items()}
-        given = cursors or {}
-
-        def run(key: str, job: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
-            return job(given[key] if key in given else self._cursor())
-
-        futures = {k: self.pool.submit(run, k, job) for k, job in jobs.items()}
+        futures = {k: self.pool.submit(lambda job: job(self._cursor()), job) for k, job in jobs.items()}
+        wait(futures.values())
+        failed = [e for e in (f.exception() for f in futures.values()) if e is not None]
+        if failed:
+            for f in futures.values():
+                if f.exception() is None:
+                    discard(f.result())
+            raise failed[0]
         return {k: f.result() for k, f in futures.items()}
 
 

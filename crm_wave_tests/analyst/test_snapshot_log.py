@@ -264,6 +264,7 @@ def test_a_table_whose_export_fails_leaves_the_store_and_the_next_publish_whole(
     monkeypatch.setattr(segments, "_plan_written", failing)
     with pytest.raises(RuntimeError, match="a read that fails"):
         publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
+    assert not [p for p in (snaps / "segments").rglob("*") if p.name.endswith(".tmp")]  # the others' writes removed
     monkeypatch.setattr(segments, "_plan_written", plan_written)
     with store.connect() as con:  # the store writes as before
         store.replace_rows(con, "crm_customer_share", "global_id", pl.Series(["g4"]),
@@ -273,6 +274,26 @@ def test_a_table_whose_export_fails_leaves_the_store_and_the_next_publish_whole(
     assert (read["crm_customer_share"], read["global_customer__changed"], read["changes"]) == ("log: rows", "log: rows", "hashed")
     _same_as_live(store, after.path)
     assert [p.name for p in sorted(snaps.glob("*.duckdb"))] == [first.path.name, after.path.name]
+
+
+def test_a_change_past_max_rows_found_while_writing_leaves_nothing_written(tmp_path: Path) -> None:
+    """Each table is written as soon as it is planned: when a later table's plan takes the rows past `max_rows`
+    (each table alone is within it), the publish writes from a copy and leaves no file no snapshot names (what
+    the failed export wrote is removed: `test_a_table_whose_export_fails...` sees that before any prune)."""
+    store, snaps, first = _start(tmp_path)
+    with store.connect() as con:
+        for name in ("notes_a", "notes_b"):
+            con.execute(f"CREATE TABLE {name} (note VARCHAR)")
+    publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
+    with store.connect() as con:  # 30 rows each, hashed: within 40 alone, past it together
+        for name in ("notes_a", "notes_b"):
+            con.execute(f"INSERT INTO {name} SELECT 'note ' || i FROM range(30) t(i)")
+    big = publish(store, snaps, T0 + timedelta(minutes=2), retention=KEEP, layout=Layout(mode="segments", max_rows=40))
+    assert big.how == "segments from a copy"
+    assert not [p for p in (snaps / "segments").rglob("*") if p.name.endswith(".tmp")]
+    on_disk = {str(p.relative_to(snaps)) for p in (snaps / "segments").rglob("*.parquet")}
+    assert on_disk == {s.file for p in sorted(snaps.glob("*.duckdb")) for s in segments.read_manifest(p)}
+    _same_as_live(store, big.path)
 
 
 def test_a_new_process_reads_the_hashes_only_of_the_tables_whose_rows_changed(
