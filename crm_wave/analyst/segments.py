@@ -623,9 +623,14 @@ def _export_files(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, before: d
                 files.link(src, dst)  # none if linked already (by the copy of "segments from a copy", under the lock)
             out.segments[view] = files_segments(con, snapshots_dir, [(name, t) for t in targets])
             out.written += out.segments[view]
-        out.types[view] = [(d[0], str(d[1])) for d in con.execute(f"SELECT * FROM {_q(view)} LIMIT 0").description or []]
         out.read[view] = "files"
         made.add(view)
+    if made:  # the views' column types from the catalog, in one statement (one `LIMIT 0` query each: ~0.8 ms)
+        for view, column, dtype in con.execute(
+                "SELECT table_name, column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
+                "AND schema_name = 'main' AND list_contains(?, table_name) ORDER BY table_name, column_index",
+                [sorted(made)]).fetchall():
+            out.types.setdefault(view, []).append((column, dtype))
     return made
 
 
