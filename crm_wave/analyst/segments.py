@@ -36,8 +36,9 @@ absolute path; the log's own tables are left out), the live views, the analyst v
 `snapshot_files`, the list of its segments, `snapshot_log_mark`, where the store's row-write
 log stood, and `snapshot_shape`, a digest of what the rest is made from (`shape`): a publish whose
 digest is the newest snapshot's copies that file and replaces the views of what changed. At 1M
-records the log brings the lock after no change from 9-21 s of hashing to 0.2-0.6 s, after one
-edit to 0.5-0.6 s, after a 1 % change to 2.5-2.9 s (docs/benchmarks.md).
+records hashing every row held the lock for 9-21 s after no change; with the log (and the changes of
+the sessions since) it is held 0.03-0.04 s after no change and 0.16-0.20 s after a 1 % change
+(docs/benchmarks.md, "Session 23").
 Segment files are written to a temporary name, synced and renamed before the snapshot that reads
 them is published, and never changed afterwards. Nothing here reads DuckDB's file layout: only SQL.
 """

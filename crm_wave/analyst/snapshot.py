@@ -136,8 +136,9 @@ class Layout:
 
     Defaults: `auto`, 64 MB, 200,000 rows, 2048 MB; set with `CRM_WAVE_SNAPSHOT_MODE`,
     `CRM_WAVE_SNAPSHOT_COPY_BELOW_MB` and `CRM_WAVE_SNAPSHOT_MEMORY_MB` (docs/benchmarks.md has the figures
-    behind them: at 1M records segments hold the lock for 0.2-0.6 s after no change or one edit, a copy
-    for 1-3 s and more from a cold disk; at 11 MB a copy holds it for 0.05-0.2 s, segments for 0.15-0.5 s)."""
+    behind them: at 1M records segments hold the lock for 0.03-0.04 s after no change and 0.16-0.20 s after
+    a 1 % change, a copy for 0.4-0.5 s from a warm page cache and 1-3 s and more from a cold disk; at 11 MB
+    a copy holds it for 0.05-0.2 s, segments for 0.15-0.5 s)."""
 
     mode: str = "auto"
     copy_below: int = 64 * 2**20
