@@ -185,15 +185,16 @@ def _print_snapshots(snaps: dict[str, dict[str, Any]], judged: bool, out: list[s
                f"other one does) <= {100 * SNAPSHOT_SHARE:.0f} % of the first snapshot's wall time and bytes)")
 
     def shares(r: dict[str, Any]) -> tuple[float, float]:
+        """(wall time, bytes) of snapshot `r` as shares of the first's."""
         return r["wall_s"] / max(first["wall_s"], 1e-9), r["bytes"] / max(first["bytes"], 1)
+
     judged_on = [shares(r) for name, r in snaps.items() if name not in ("first", "1 % change", "1 % again")]
     ones = [shares(r) for name, r in snaps.items() if name in ("1 % change", "1 % again")]
     mean = (sum(w for w, _ in ones) / len(ones), sum(b for _, b in ones) / len(ones)) if ones else None
     worst = max((max(pair) for pair in [*judged_on, *([mean] if mean else [])]), default=0.0)
     for name, r in snaps.items():
         share = "" if name == "first" else (
-            f" = {100 * r['wall_s'] / max(first['wall_s'], 1e-9):.0f} % of the first's time, "
-            f"{100 * r['bytes'] / max(first['bytes'], 1):.0f} % of its bytes")
+            f" = {100 * shares(r)[0]:.0f} % of the first's time, {100 * shares(r)[1]:.0f} % of its bytes")
         out.append(f"    {name:<10} {r['wall_s']:7.2f} s wall {r['cpu_s']:7.2f} s CPU, {r.get('lock_s', 0.0):6.2f} s lock, "
                    f"{r['bytes'] / 1e6:9.1f} MB written{share} ({r.get('how', 'copy')})")
         if o := r.get("other"):  # the other layout, on the same store: side by side
