@@ -176,7 +176,10 @@ class Datasets:
         select = (f"i._pos, (SELECT coalesce(max(_seq), 0) FROM {table}) + row_number() OVER (ORDER BY i._pos) AS _seq, "
                   f"i._h AS _hash, c._seq AS _previous")
         with registered(con, "_versions_in", _versions_arrow(frame)):
-            new = con.execute(self._new_versions(table, select, new_deleted)).pl()
+            # A relation's result, materialised at once, not `execute(...).pl()`: that streams the result, and in
+            # DuckDB 1.5.6 its fetch spun forever about once in 175 of these statements (`BatchedBufferedData`;
+            # docs/benchmarks.md, "Session 23").
+            new = con.sql(self._new_versions(table, select, new_deleted)).pl()
         if new.height == 0:
             return 0
         rows = new.sort("_seq").join(frame.drop("_hash"), on="_pos", how="left", maintain_order="left").with_columns(
