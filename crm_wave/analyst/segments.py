@@ -533,12 +533,12 @@ def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterab
                 out.read[table] = "seq"
                 continue
             if by_log(table, cols, chain):
-                how = written.get(str(log_of(table)), ("none", 0))[0] if written is not None else "none"
+                how, n_ids = (written or {}).get(str(log_of(table)), ("none", 0))
                 if how == "none" and counts[table] == hashes[table].count:  # shared as it was
                     plans[table], out.read[table] = _Plan(table, chain, 0), "log: none"
                     continue
                 if how == "rows":
-                    rows[table] = written[str(log_of(table))][1] if written is not None else 0
+                    rows[table] = n_ids
                     jobs[table] = functools.partial(_by_log_or_hash, snapshots_dir=snapshots_dir, table=table, chain=chain,
                                                     previous=hashes[table], since=mark[1] if mark else 0, columns=columns,
                                                     engine=engine, log=str(log_of(table)))
@@ -832,8 +832,9 @@ def _plan_rows(con: duckdb.DuckDBPyConnection, table: str, chain: list[Segment],
     cur = f"_snap_cur_{table}"
     con.execute(f"CREATE TEMP TABLE {_q(cur)} AS SELECT hash(t) AS {HASH}, rowid AS _r FROM {_q(table)} AS t")
     ((n_cur, total, xor),) = con.execute(_FINGERPRINT + _q(cur)).fetchall()
-    plan = _plan_hashed(con, table, chain, previous, columns, engine, (int(n_cur), int(total), int(xor)))
-    plan.fingerprint = (int(n_cur), int(total), int(xor))
+    now = (int(n_cur), int(total), int(xor))
+    plan = _plan_hashed(con, table, chain, previous, columns, engine, now)
+    plan.fingerprint = now
     return plan
 
 
