@@ -42,8 +42,7 @@ def _hung(repeat: int, limit: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from crm_wave.bench.data import FakeCrm, Scale
-    from crm_wave.bench.transform import _TimedData
+    from crm_wave.bench.data import Dataset, FakeCrm, Scale
     from crm_wave.store.db import Store
     from crm_wave.sync.collect import collect
 
@@ -53,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=100_000, help="CRM products a collect reads")
     parser.add_argument("--limit", type=float, default=60.0, help="seconds after which a collect counts as hung")
     args = parser.parse_args(argv)
-    crm: Any = FakeCrm(_TimedData(Scale(1_000, args.records, 1_000), 42))  # what the collect needs of a CRM client
+    crm: Any = FakeCrm(Dataset(Scale(1_000, args.records, 1_000), 42))  # what the collect needs of a CRM client
     work = Path(tempfile.mkdtemp(prefix="crm-wave-stream-hang-"))
     took: list[float] = []
     try:
