@@ -27,9 +27,10 @@ Every table of the live store goes to `<snapshots>/segments/<table>/` as immutab
     has every live row hashed in one scan, and an anti join with the hashes the previous snapshot
     shows (read from its own Parquet files) gives the rows to add and remove. A whole rewrite of a
     table bigger than `max_rows`, or more logged ids than that, goes straight to the copy;
-- `compact` merges a chain into a new base from its own Parquet files, never touching the live
-  store (so outside its lock), once the deltas grow past `MAX_DELTAS` files or `COMPACT_SHARE` of
-  the base's rows (`EMPTY_BASE_ROWS` rows over an empty base).
+- `compact` merges a chain from its own Parquet files, never touching the live store (so outside its
+  lock), once the deltas grow past `MAX_DELTAS` files or `COMPACT_SHARE` of the base's rows
+  (`EMPTY_BASE_ROWS` rows over an empty base): into one delta when they mostly cancel out (the same
+  rows changed again: `MERGE_BELOW`), at a cost that follows the change, else into a new base.
 
 A snapshot file is a small DuckDB database: one view per live table over its segments (by
 absolute path; the log's own tables are left out), the live views, the analyst views,
@@ -89,8 +90,15 @@ SHAPE = "snapshot_shape"
 PRINTS = "snapshot_prints"
 #: Deltas a chain may have before it is compacted into a new base.
 MAX_DELTAS = 16
-#: Rows in a chain's deltas, as a share of its base's, at which it is compacted.
-COMPACT_SHARE = 0.25
+#: Rows in a chain's deltas, as a share of its base's, at which it is compacted. A new base rewrites (1 + share) / share
+#: rows per row changed, and a read of the chain reads up to 1 + share rows per row it returns: at 0.5, 3 and 1.5 (at
+#: 0.25, 5 and 1.25). On the 1M store a share table's chain at its longest (100,000 rows, two deltas of 20,000) took
+#: 5 ms to count and 33 ms to find one row, against 0.5 and 24 ms on its base alone (docs/benchmarks.md, "Session 24").
+COMPACT_SHARE = 0.5
+#: A chain due to be compacted whose deltas, merged, hold at most this share of `COMPACT_SHARE` of the base's rows
+#: (the same rows changed again) gets them merged into one delta and keeps its base; otherwise a new base. Under half:
+#: the merged delta leaves room for as many rows again before the next compaction, so merges never come at every publish.
+MERGE_BELOW = 0.5
 #: Rows in the deltas of a chain over an empty base (a golden table's `__changed` rows after a rebuild) at which
 #: it is compacted: any share of nothing is more, and every publish after a change rewrote the chain (0.085 s of
 #: 0.49 s at 10,000 rows; docs/benchmarks.md, "Session 18").
@@ -932,21 +940,60 @@ def _plan_written(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, table: st
 # --- compaction --------------------------------------------------------------------------------------
 
 
+def _limit(base: Segment, share: float) -> float:
+    """The rows a base's deltas may hold before its chain is compacted: `share` of its rows (`EMPTY_BASE_ROWS`
+    over an empty base)."""
+    return share * base.rows if base.rows else EMPTY_BASE_ROWS
+
+
 def _compacts(chain: list[Segment], rows: int, max_deltas: int, share: float) -> bool:
-    """Whether a base chain with one more delta of `rows` rows is to be merged into a new base: more than
-    `max_deltas` deltas, or their rows at least `share` of the base's (`EMPTY_BASE_ROWS` over an empty base)."""
+    """Whether a base chain with one more delta of `rows` rows is to be compacted: more than `max_deltas`
+    deltas, or their rows at least `_limit`."""
     if not chain or chain[0].kind != "base":
         return False
     deltas = chain[1:]
-    return len(deltas) + 1 > max_deltas or sum(s.rows for s in deltas) + rows >= (
-        share * chain[0].rows if chain[0].rows else EMPTY_BASE_ROWS)
+    return len(deltas) + 1 > max_deltas or sum(s.rows for s in deltas) + rows >= _limit(chain[0], share)
+
+
+def _delta_parts(snapshots_dir: Path, deltas: list[Segment], select: str) -> tuple[str, str]:
+    """(the rows the deltas add, the hashes they remove), each with `_snap_pos`, the delta's place (from 1)."""
+    paths = [_lit(str(Path(snapshots_dir) / s.file)) for s in deltas]
+    adds = " UNION ALL BY NAME ".join(f"SELECT {select}, {i} AS {POS} FROM read_parquet({p}) WHERE NOT {GONE}"
+                                      for i, p in enumerate(paths, 1))
+    gone = " UNION ALL ".join(f"SELECT {HASH}, {i} AS {POS} FROM read_parquet({p}) WHERE {GONE}" for i, p in enumerate(paths, 1))
+    return adds, gone
+
+
+#: The added rows no later delta removes, and the removals of rows of the base (no earlier delta added the row: a
+#: row is live in one place at a time, `_plan_rows` checks that); less a base row removed and added back as it was
+#: (its hash both added and removed).
+_NET = (f"WITH _adds AS ({{adds}}), _gone AS ({{gone}}) SELECT * FROM ("
+        f"SELECT {{a}} FROM _adds a ANTI JOIN _gone g ON g.{HASH} = a.{HASH} AND g.{POS} > a.{POS} "
+        f"UNION ALL BY NAME "
+        f"SELECT {{g}} FROM _gone g ANTI JOIN _adds a ON a.{HASH} = g.{HASH} AND a.{POS} < g.{POS}"
+        f") QUALIFY count(*) OVER (PARTITION BY {HASH}) = 1")
+
+
+def _net_delta_rows(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, deltas: list[Segment]) -> int:
+    """The rows of the one delta `deltas` would merge into (`_merged_deltas_sql`), from their hash columns alone."""
+    adds, gone = _delta_parts(snapshots_dir, deltas, HASH)
+    query = _NET.format(adds=adds, gone=gone, a=f"a.{HASH}", g=f"g.{HASH}")
+    return int(con.execute(f"SELECT count(*) FROM ({query})").fetchall()[0][0])
+
+
+def _merged_deltas_sql(snapshots_dir: Path, deltas: list[Segment]) -> str:
+    """One delta that the base reads as it reads `deltas` in order: the rows they add that no later one removes,
+    and the removals of the base's rows. A row changed again and again is in it once."""
+    adds, gone = _delta_parts(snapshots_dir, deltas, f"* EXCLUDE ({GONE})")
+    return _NET.format(adds=adds, gone=gone, a=f"a.* EXCLUDE ({POS}), false AS {GONE}", g=f"g.{HASH}, true AS {GONE}")
 
 
 def compact(snapshots_dir: Path, exported: Export, *, max_deltas: int | None = None, share: float | None = None,
             max_seq_chain: int | None = None) -> list[Segment]:
-    """Merge long chains into new bases from their own Parquet files (no lock on the store: it is not
-    read): a base and deltas once the deltas are more than `max_deltas` files or `share` of the base's
-    rows; a dataset's chain of more than `max_seq_chain` segments. Returns the new segments."""
+    """Merge long chains from their own Parquet files (no lock on the store: it is not read): a base and
+    deltas once the deltas are more than `max_deltas` files or `share` of the base's rows, into one delta when
+    that holds at most `MERGE_BELOW` of the rows allowed (`_merged_deltas_sql`), else into a new base; a
+    dataset's chain of more than `max_seq_chain` segments. Returns the new segments."""
     snapshots_dir = Path(snapshots_dir)
     max_deltas = MAX_DELTAS if max_deltas is None else max_deltas
     share = COMPACT_SHARE if share is None else share
@@ -964,16 +1011,26 @@ def compact(snapshots_dir: Path, exported: Export, *, max_deltas: int | None = N
                                  chain[-1].columns, chain[-1].engine)
             elif len(chain) > 1 and _compacts(chain[:-1], chain[-1].rows, max_deltas, share):
                 con = con or stack.enter_context(duckdb.connect())
-                target = _fresh(seg_dir, table, "base")
-                query = view_sql(snapshots_dir, chain, f"* EXCLUDE ({POS})")
-                (n,) = con.execute(f"SELECT count(*) FROM ({view_sql(snapshots_dir, chain, HASH)})").fetchall()[0]
-                merged = Segment(table, "", n, "base", columns=chain[-1].columns, engine=chain[-1].engine)
+                net = _net_delta_rows(con, snapshots_dir, chain[1:]) if len(chain) > 2 else None
+                if net is not None and net <= _limit(chain[0], share) * MERGE_BELOW:
+                    # The deltas cancel out enough (the same rows changed again): they become one delta, read
+                    # and written in proportion to the change, and the base is kept.
+                    target = _fresh(seg_dir, table, "delta")
+                    query = _merged_deltas_sql(snapshots_dir, chain[1:])
+                    merged = Segment(table, "", net, "delta", columns=chain[-1].columns, engine=chain[-1].engine)
+                    kept = [chain[0]]
+                else:
+                    target = _fresh(seg_dir, table, "base")
+                    query = view_sql(snapshots_dir, chain, f"* EXCLUDE ({POS})")
+                    (n,) = con.execute(f"SELECT count(*) FROM ({view_sql(snapshots_dir, chain, HASH)})").fetchall()[0]
+                    merged = Segment(table, "", n, "base", columns=chain[-1].columns, engine=chain[-1].engine)
+                    kept = []
             else:
                 continue
             exported.pending.append((_copy(con, query, target), target))
             merged = Segment(**{**merged.__dict__, "file": str(target.relative_to(snapshots_dir))})
             exported.written.append(merged)
-            exported.segments[table] = [merged]
+            exported.segments[table] = [*kept, merged]
             made.append(merged)
     finish(exported)
     return made

@@ -24,7 +24,12 @@ from typing import Any
 from crm_wave.analyst.snapshot import Layout, Retention, publish
 from crm_wave.store.db import Store
 
-__all__ = ["publish_timed", "KEEP_ALL"]
+__all__ = ["publish_timed", "KEEP_ALL", "ONE_PERCENT"]
+
+#: The snapshots the transform stage publishes after a 1 % change of the CRM customers, in a row: the first, and one
+#: after each pass that changes the same customers again. Over them a chain grows and is merged or compacted
+#: (crm_wave/analyst/segments.py, `compact`), so the goal is judged on their mean.
+ONE_PERCENT = ("1 % change", "1 % again", "1 % third", "1 % fourth")
 
 #: Keep every snapshot while measuring (bytes are counted as files appear).
 KEEP_ALL = Retention(keep=1_000, max_age=timedelta(days=3650), max_bytes=2**62)

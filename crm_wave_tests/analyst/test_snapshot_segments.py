@@ -121,11 +121,20 @@ def test_compaction_gives_the_same_view_results(tmp_path: Path, monkeypatch: pyt
     before = _rows(last.path, f"SELECT * FROM {TABLE}")
     exported = segments.Export(segments={TABLE: chain}, types={TABLE: [("global_id", "VARCHAR"),
                                                                                                 ("Name", "VARCHAR")]})
+    # Too many deltas, whose rows mostly cancel out (g0 changed four times): they become one delta, the base is kept.
     [merged] = segments.compact(snaps, exported, max_deltas=2)
-    assert (merged.kind, merged.rows) == ("base", 46) and _parquet_rows(snaps / merged.file) == 46
+    # g0 and g1-g4 as they are now; the base's g0-g4 and g11-g14 removed
+    assert (merged.kind, merged.rows) == ("delta", 14) and _parquet_rows(snaps / merged.file) == 14
+    assert exported.segments[TABLE] == [chain[0], merged]
     compacted = tmp_path / "compacted.duckdb"
     segments.write_snapshot(compacted, snaps, exported)
     assert _rows(compacted, f"SELECT * FROM {TABLE}") == before
+    # 14 rows of deltas against a base of 50 with a share of 0.25: a new base.
+    [base] = segments.compact(snaps, exported, max_deltas=2, share=0.25)
+    assert (base.kind, base.rows) == ("base", 46) and _parquet_rows(snaps / base.file) == 46
+    assert exported.segments[TABLE] == [base]
+    segments.write_snapshot(based := tmp_path / "based.duckdb", snaps, exported)
+    assert _rows(based, f"SELECT * FROM {TABLE}") == before
     assert ("g0", "zero v4") in before and ("g1", "v1") in before and not any(r[0] == "g11" for r in before)
     with store.connect() as con:
         store.replace_rows(con, TABLE, "global_id", pl.Series(["g1"]),
