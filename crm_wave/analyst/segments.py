@@ -88,7 +88,7 @@ SHAPE = "snapshot_shape"
 #: the export knew it: the next publish of a new process compares the live rows with it before it reads any
 #: chain's hashes (`previous_hashes`), and reads the hashes only of a table whose rows changed.
 PRINTS = "snapshot_prints"
-#: Deltas a chain may have before it is compacted into a new base.
+#: Deltas a chain may have before it is compacted.
 MAX_DELTAS = 16
 #: Rows in a chain's deltas, as a share of its base's, at which it is compacted. A new base rewrites (1 + share) / share
 #: rows per row changed, and a read of the chain reads up to 1 + share rows per row it returns: at 0.5, 3 and 1.5 (at
