@@ -360,11 +360,13 @@ def both_sides(con: duckdb.DuckDBPyConnection,
 def _load(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str, ids: pl.Series | None,
           refs: dict[str, pl.DataFrame], seqs: tuple[int, int] | None = None,
           changed: tuple[int, int] | None = None, within: tuple[int, int] | None = None, *,
-          held: list[tuple[str, str, str]]) -> pl.DataFrame:
+          held: list[tuple[str, str, str]], keyed: bool = True) -> pl.DataFrame:
+    """Canonical records of `system` with order references translated and, if `keyed`, the merge-key columns
+    (linking needs them, the merge does not)."""
     frame = read_canonical(store, con, system, entity, ids, seqs=seqs, changed=changed, within=within, unreadable=held)
     if entity == "order":
         frame = _translate(frame, system, refs)
-    return _keyed(frame, entity)
+    return _keyed(frame, entity) if keyed else frame
 
 
 def _load_whole(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str, top: int,
@@ -384,9 +386,9 @@ def _known_or_load(store: Store, con: duckdb.DuckDBPyConnection, system: str, en
     one row per record), and `_load` of those of `ids` it lacks. The merge takes just the linked ones, so
     rows of `known` outside `ids` do no harm. An incremental step reads only the linked counterparts of
     its records (one statement and one mapping less per side for one edit); a small table read whole
-    reads nothing more."""
+    reads nothing more. Without `known` (a large rebuild's part), no merge-key columns: linking is done."""
     if known is None:
-        return _load(store, con, system, entity, ids, refs, within=within, held=held)
+        return _load(store, con, system, entity, ids, refs, within=within, held=held, keyed=False)
     missing = ids.filter(~ids.is_in(known[f"{system}_id"].implode()))
     if missing.is_empty():
         return known
