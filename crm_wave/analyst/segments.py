@@ -96,8 +96,9 @@ MAX_DELTAS = 16
 #: 5 ms to count and 33 ms to find one row, against 0.5 and 24 ms on its base alone (docs/benchmarks.md, "Session 24").
 COMPACT_SHARE = 0.5
 #: A chain due to be compacted whose deltas, merged, hold at most this share of `COMPACT_SHARE` of the base's rows
-#: (the same rows changed again) gets them merged into one delta and keeps its base; otherwise a new base. Under half:
-#: the merged delta leaves room for as many rows again before the next compaction, so merges never come at every publish.
+#: (the same rows changed again) gets them merged into one delta and keeps its base; otherwise a new base. At half,
+#: the next merge comes only after new deltas of at least as many rows again (or `MAX_DELTAS` of them), and reads
+#: about twice their rows: it costs in proportion to the change.
 MERGE_BELOW = 0.5
 #: Rows in the deltas of a chain over an empty base (a golden table's `__changed` rows after a rebuild) at which
 #: it is compacted: any share of nothing is more, and every publish after a change rewrote the chain (0.085 s of
