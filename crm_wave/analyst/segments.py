@@ -301,11 +301,18 @@ def view_sql(snapshots_dir: Path, chain: list[Segment], select: str) -> str:
         raise ValueError("an empty chain")
     if chain[0].kind in ("seq", "whole", "files") or len(chain) == 1:
         return f"SELECT {select} FROM read_parquet([{', '.join(paths)}])"
-    adds = [f"SELECT * EXCLUDE ({GONE}), {i} AS {POS} FROM read_parquet({p}) WHERE NOT {GONE}" if i else
-            f"SELECT *, 0 AS {POS} FROM read_parquet({p})" for i, p in enumerate(paths)]
-    gone = [f"SELECT {HASH}, {i} AS {POS} FROM read_parquet({p}) WHERE {GONE}" for i, p in enumerate(paths) if i]
-    return (f"WITH _adds AS ({' UNION ALL BY NAME '.join(adds)}), _gone AS ({' UNION ALL '.join(gone)}) "
+    adds, gone = _delta_parts(snapshots_dir, chain[1:], f"* EXCLUDE ({GONE})")
+    return (f"WITH _adds AS (SELECT *, 0 AS {POS} FROM read_parquet({paths[0]}) UNION ALL BY NAME {adds}), _gone AS ({gone}) "
             f"SELECT {select} FROM _adds ANTI JOIN _gone ON _gone.{HASH} = _adds.{HASH} AND _gone.{POS} > _adds.{POS}")
+
+
+def _delta_parts(snapshots_dir: Path, deltas: list[Segment], select: str) -> tuple[str, str]:
+    """(the rows the deltas add, the hashes they remove), each with `_snap_pos`, the delta's place (from 1)."""
+    paths = [_lit(str(Path(snapshots_dir) / s.file)) for s in deltas]
+    adds = " UNION ALL BY NAME ".join(f"SELECT {select}, {i} AS {POS} FROM read_parquet({p}) WHERE NOT {GONE}"
+                                      for i, p in enumerate(paths, 1))
+    gone = " UNION ALL ".join(f"SELECT {HASH}, {i} AS {POS} FROM read_parquet({p}) WHERE {GONE}" for i, p in enumerate(paths, 1))
+    return adds, gone
 
 
 def _print_of(h: str) -> str:
@@ -954,15 +961,6 @@ def _compacts(chain: list[Segment], rows: int, max_deltas: int, share: float) ->
         return False
     deltas = chain[1:]
     return len(deltas) + 1 > max_deltas or sum(s.rows for s in deltas) + rows >= _limit(chain[0], share)
-
-
-def _delta_parts(snapshots_dir: Path, deltas: list[Segment], select: str) -> tuple[str, str]:
-    """(the rows the deltas add, the hashes they remove), each with `_snap_pos`, the delta's place (from 1)."""
-    paths = [_lit(str(Path(snapshots_dir) / s.file)) for s in deltas]
-    adds = " UNION ALL BY NAME ".join(f"SELECT {select}, {i} AS {POS} FROM read_parquet({p}) WHERE NOT {GONE}"
-                                      for i, p in enumerate(paths, 1))
-    gone = " UNION ALL ".join(f"SELECT {HASH}, {i} AS {POS} FROM read_parquet({p}) WHERE {GONE}" for i, p in enumerate(paths, 1))
-    return adds, gone
 
 
 #: The added rows no later delta removes, and the removals of rows of the base (no earlier delta added the row: a
