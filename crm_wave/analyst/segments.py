@@ -143,7 +143,7 @@ class Segment:
 class Export:
     """What a snapshot reads: per table its segments in order and the live column types; the live
     views to recreate; the files this publish wrote; the store's row-write log `mark` it was taken
-    at; per table how its changes were found (`read`: `seq`, `log: none`, `log: rows`, `hashed`)."""
+    at; per table how its changes were found (`read`: `seq`, `log: none`, `log: rows`, `log: base`, `hashed`)."""
 
     segments: dict[str, list[Segment]] = field(default_factory=dict)
     types: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
@@ -537,8 +537,10 @@ def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterab
         datasets = [(t, before.get(t, []), json.dumps(cols)) for t, cols in tables.items()
                     if tuple(c for c, _ in cols) == DATASET_COLUMNS]
         plans = {p.table: p for p in _plan_datasets(con, snapshots_dir, datasets)}
-        unwritten = [t for t, cols in tables.items() if by_log(t, cols, before.get(t, [])) and log_of(t) not in (written or {})]
-        counts = _live_counts(con, unwritten)
+        # The logged tables' live counts: of those not written, to see they are as they were; of those written by
+        # rows, to see whether one is small and its log names so many rows that it is written anew (`_rewritten`).
+        counts = _live_counts(con, [t for t, cols in tables.items() if by_log(t, cols, before.get(t, []))
+                                    and (written or {}).get(str(log_of(t)), ("none", 0))[0] in ("none", "rows")])
         jobs: dict[str, Callable[[duckdb.DuckDBPyConnection], tuple[_Plan, str]]] = {}
         rows: dict[str, float] = {}  # what each job reads: its rows (so its columns times these: its cells)
         for table, cols in tables.items():
@@ -555,6 +557,12 @@ def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterab
                     continue
                 if how == "rows":
                     rows[table] = n_ids
+                    if _rewrite_whole(chain, counts[table], n_ids):
+                        rows[table] = counts[table]
+                        jobs[table] = functools.partial(_rewritten, snapshots_dir=snapshots_dir, table=table, chain=chain,
+                                                        previous=hashes[table], since=mark[1] if mark else 0,
+                                                        columns=columns, engine=engine, log=str(log_of(table)))
+                        continue
                     jobs[table] = functools.partial(_by_log_or_hash, snapshots_dir=snapshots_dir, table=table, chain=chain,
                                                     previous=hashes[table], since=mark[1] if mark else 0, columns=columns,
                                                     engine=engine, log=str(log_of(table)))
@@ -735,6 +743,29 @@ def _by_log_or_hash(con: duckdb.DuckDBPyConnection, *, snapshots_dir: Path, tabl
     if plan is not None:
         return plan, "log: rows"
     return _hashed(con, table=table, chain=chain, previous=previous, columns=columns, engine=engine)
+
+
+def _rewrite_whole(chain: list[Segment], n_cur: int, n_ids: int) -> bool:
+    """Whether a logged table of `n_cur` rows whose log names `n_ids` global ids is written anew rather than
+    compared: it has at most `DIRECT_BASE_ROWS` rows, and were the rows named all changed, their delta (a row
+    added and one removed per id) would hold as many rows as the table (the ids are at least `COMPACT_SHARE`
+    of its rows) or would have its chain compacted at once (`_compacts`)."""
+    return n_cur <= DIRECT_BASE_ROWS and (n_ids >= COMPACT_SHARE * n_cur or _compacts(chain, 2 * n_ids, MAX_DELTAS,
+                                                                                        COMPACT_SHARE))
+
+
+def _rewritten(con: duckdb.DuckDBPyConnection, *, snapshots_dir: Path, table: str, chain: list[Segment],
+               previous: Previous, since: int, columns: str, engine: str, log: str) -> tuple[_Plan, str]:
+    """A logged table `_rewrite_whole` picks (a golden table's `__changed` rows when a pass changes most of them):
+    a new base of its rows, without comparing them with the previous snapshot's (the comparison costs about
+    what writing the rows does: docs/benchmarks.md, "Session 25"). Rows with a key (`global_id`) twice are not
+    identified by content: `_by_log_or_hash` then, which finds the kind to write."""
+    ((n, keys),) = con.execute(f"SELECT count(*), count(DISTINCT global_id) FROM {_q(table)}").fetchall()
+    if n != keys:
+        return _by_log_or_hash(con, snapshots_dir=snapshots_dir, table=table, chain=chain, previous=previous,
+                               since=since, columns=columns, engine=engine, log=log)
+    return _Plan(table, [], int(n), "base", f"SELECT t.*, hash(t) AS {HASH} FROM {_q(table)} AS t",
+                 columns=columns, engine=engine), "log: base"
 
 
 def _hashed(con: duckdb.DuckDBPyConnection, *, table: str, chain: list[Segment], previous: Previous | None,

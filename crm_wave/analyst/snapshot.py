@@ -179,7 +179,7 @@ class Layout:
 class Published:
     """One publish: the snapshot, how it was written (`copy`, `segments`, `segments from a copy`),
     the seconds the store's lock was held, the segments written, and how each table's changes were
-    found (`segments.Export.read`: `seq`, `log: none`, `log: rows` or `hashed`); `updated`: the snapshot
+    found (`segments.Export.read`: `seq`, `log: none`, `log: rows`, `log: base` or `hashed`); `updated`: the snapshot
     file is the one before, copied, with the views of what changed replaced (`segments.write_snapshot`)."""
 
     path: Path
