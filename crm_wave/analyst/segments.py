@@ -181,6 +181,38 @@ def dir_lock(snapshots_dir: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+_scratch_db: list[duckdb.DuckDBPyConnection] = []  # this process's in-memory DuckDB, made at first use
+_scratch_made = threading.Lock()
+
+
+def scratch() -> duckdb.DuckDBPyConnection:
+    """A new cursor of this process's in-memory DuckDB, for reading Parquet segments and writing snapshot files
+    (close it: `with scratch() as con`). A `duckdb.connect()` of its own is a database of its own and costs
+    ~11 ms; a cursor of one well under a millisecond (docs/benchmarks.md, "Session 25")."""
+    with _scratch_made:
+        if not _scratch_db:
+            _scratch_db.append(duckdb.connect())
+        return _scratch_db[0].cursor()
+
+
+@contextlib.contextmanager
+def _attached(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A `scratch` cursor with the DuckDB file `path` attached and in use, detached at the end, which checkpoints
+    it (the file whole, no WAL beside it: `_install` renames the file alone). 22 ms where `duckdb.connect(path)`,
+    the same statements and `close` took 45 (docs/benchmarks.md, "Session 25")."""
+    alias = _q(f"snapshot_{uuid.uuid4().hex}")
+    with scratch() as con:
+        con.execute(f"ATTACH {_lit(str(path))} AS {alias}")
+        try:
+            con.execute(f"USE {alias}")
+            yield con
+        finally:
+            with contextlib.suppress(duckdb.Error):  # a transaction the block left open
+                con.execute("ROLLBACK")
+            con.execute("USE memory")
+            con.execute(f"DETACH {alias}")
+
+
 _manifests: dict[tuple[str, int, int], list[Segment]] = {}
 
 
@@ -339,7 +371,7 @@ class Previous:
         """Read the hashes and their fingerprint now (on `con`, an in-memory connection, if given: opening
         one costs ~10 ms, and a publish reads a chain of each of ~30 tables)."""
         if self._hashes is None:
-            with contextlib.nullcontext(con) if con is not None else duckdb.connect() as mem:
+            with contextlib.nullcontext(con) if con is not None else scratch() as mem:
                 self._hashes = mem.execute(view_sql(self.snapshots_dir, self.chain, HASH)).to_arrow_table()
                 mem.register("_snap_prev", self._hashes)
                 ((n, total, xor),) = mem.execute(_FINGERPRINT + "_snap_prev").fetchall()
@@ -391,7 +423,7 @@ class Previous:
                 paths = ", ".join(_lit(str(self.snapshots_dir / s.file)) for s in self.chain[1:])
                 removed = 0
                 if paths:
-                    with duckdb.connect() as con:
+                    with scratch() as con:
                         ((removed,),) = con.execute(
                             f"SELECT count(*) FILTER ({GONE}) * 2 FROM read_parquet([{paths}])").fetchall()
                 self._count = sum(s.rows for s in self.chain) - int(removed)  # a delta's rows: added and removed
@@ -429,7 +461,7 @@ def previous_hashes(snapshots_dir: Path, previous: Iterable[Segment],
             elif later(table) and chain[0].kind == "base":
                 out[table] = Previous(snapshots_dir, chain)
             else:
-                con = con or stack.enter_context(duckdb.connect())
+                con = con or stack.enter_context(scratch())
                 out[table] = Previous(snapshots_dir, chain).load(con)
     for key in [k for k in _loaded if k[0] == str(snapshots_dir)]:  # this folder's: the chains of this publish only
         del _loaded[key]
@@ -1031,16 +1063,16 @@ def compact(snapshots_dir: Path, exported: Export, *, max_deltas: int | None = N
     seg_dir = snapshots_dir / SEGMENTS_DIR
     made: list[Segment] = []
     with contextlib.ExitStack() as stack:
-        con: duckdb.DuckDBPyConnection | None = None  # opened for the first chain to compact (~10 ms)
+        con: duckdb.DuckDBPyConnection | None = None  # a `scratch` cursor, for the first chain to compact
         for table, chain in exported.segments.items():
             if chain[0].kind == "seq" and len(chain) > max_seq_chain:
-                con = con or stack.enter_context(duckdb.connect())
+                con = con or stack.enter_context(scratch())
                 target = _fresh(seg_dir, table, "seq")
                 query = view_sql(snapshots_dir, chain, "*")
                 merged = Segment(table, "", sum(s.rows for s in chain), "seq", chain[0].lo, chain[-1].hi, chain[-1].checksum,
                                  chain[-1].columns, chain[-1].engine)
             elif len(chain) > 1 and _compacts(chain[:-1], chain[-1].rows, max_deltas, share):
-                con = con or stack.enter_context(duckdb.connect())
+                con = con or stack.enter_context(scratch())
                 net = _net_delta_rows(con, snapshots_dir, chain[1:]) if len(chain) > 2 else None
                 if net is not None and net <= _limit(chain[0], share) * MERGE_BELOW:
                     # The deltas cancel out enough (the same rows changed again): they become one delta, read
@@ -1107,8 +1139,7 @@ def write_snapshot(path: Path, snapshots_dir: Path, exported: Export, over: Path
         for s in read_manifest(over):
             before.setdefault(s.table, []).append(s)
         shutil.copyfile(over, path)
-        con = duckdb.connect(str(path))
-        try:
+        with _attached(path) as con:
             con.execute("BEGIN TRANSACTION")
             changed = [t for t, segs in exported.segments.items() if before.get(t) != segs]
             if changed:
@@ -1122,9 +1153,6 @@ def write_snapshot(path: Path, snapshots_dir: Path, exported: Export, over: Path
             con.execute(f"DELETE FROM {PRINTS}")
             _add_prints(con, exported)
             con.execute("COMMIT")
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
         return True
     con = duckdb.connect(str(path))
     try:

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from crm_wave.analyst import ReadOnlyError, run_sql, segments
-from crm_wave.analyst.snapshot import Layout, Retention, list_snapshots, prune_snapshots, publish
+from crm_wave.analyst.snapshot import Layout, Published, Retention, list_snapshots, prune_snapshots, publish
 from crm_wave.analyst.views import VIEW_NAMES
 from crm_wave.bench.data import FakeCrm, FakeWave, Scale
 from crm_wave.bench.transform import _pass, _TimedData
@@ -333,18 +333,31 @@ def test_a_segments_publish_after_a_copy_builds_on_nothing_but_shares_the_golden
 
 
 def test_a_chain_over_an_empty_base_is_not_rewritten_by_every_change(tmp_path: Path) -> None:
-    """A table emptied (a golden table's `__changed` rows after a rebuild) gets a base of no rows; its
-    deltas stay deltas until `EMPTY_BASE_ROWS` or `MAX_DELTAS`, where any share of nothing compacted them
-    at every publish."""
+    """A table emptied (a golden table's `__changed` rows after a rebuild) gets a base of no rows. Rows written
+    into it, named by the row-write log, at least half of what it then holds, make a new base at once
+    (`segments._rewrite_whole`: their delta would hold as many rows); after that a change of a row is a delta
+    until the deltas reach `COMPACT_SHARE` of the base: not the whole table rewritten by every change."""
     store, snaps = _start(tmp_path)
     with store.connect() as con:
         con.execute(f"DELETE FROM {TABLE}")
     publish(store, snaps, T0, retention=KEEP, layout=SEG)
+
+    def chain(p: Published) -> list[tuple[str, int]]:
+        return [(s.kind, s.rows) for s in segments.read_manifest(p.path) if s.table == TABLE]
+
+    with store.connect() as con:
+        store.replace_rows(con, TABLE, "global_id", pl.Series([], dtype=pl.String),
+                           pl.DataFrame({"global_id": [f"g{i}" for i in range(10)], "Name": ["v0"] * 10}))
+    last = publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
+    assert chain(last) == [("base", 10)]
+    seen = []
     for n in range(1, 4):
         with store.connect() as con:
             store.replace_rows(con, TABLE, "global_id", pl.Series([f"g{n}"]),
                                pl.DataFrame({"global_id": [f"g{n}"], "Name": [f"v{n}"]}))
-        last = publish(store, snaps, T0 + timedelta(minutes=n), retention=KEEP, layout=SEG)
-    chain = [s for s in segments.read_manifest(last.path) if s.table == TABLE]
-    assert [(s.kind, s.rows) for s in chain] == [("base", 0), ("delta", 1), ("delta", 1), ("delta", 1)]
-    assert _rows(last.path, f"SELECT * FROM {TABLE}") == [("g1", "v1"), ("g2", "v2"), ("g3", "v3")]
+        last = publish(store, snaps, T0 + timedelta(minutes=1 + n), retention=KEEP, layout=SEG)
+        seen.append(chain(last))
+    # A row changed: removed and added. The third would bring the deltas to 6 rows, past half the base's 10.
+    assert seen == [[("base", 10), ("delta", 2)], [("base", 10), ("delta", 2), ("delta", 2)], [("base", 10)]]
+    assert _rows(last.path, f"SELECT * FROM {TABLE} WHERE global_id IN ('g1', 'g2', 'g3') ORDER BY 1") == [
+        ("g1", "v1"), ("g2", "v2"), ("g3", "v3")]

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from crm_wave.analyst import segments
-from crm_wave.analyst.snapshot import publish
+from crm_wave.analyst.snapshot import list_snapshots, publish
 from crm_wave.analyst.views import VIEW_NAMES
 from crm_wave.store.db import Store
 from crm_wave_tests.analyst.test_snapshot_segments import KEEP, SEG, T0, TABLE, _customers, _rows, _start
@@ -60,6 +60,9 @@ def test_each_publish_updates_the_file_before_and_reads_as_a_snapshot_written_wh
         segments._manifests.clear()  # as a new process reads it: from the file
         assert {s.file for s in segments.read_manifest(changed.path)} >= {s.file for s in changed.written}
         assert segments.read_mark(changed.path) is not None
+        # Updated in an attached database of this process (`segments._attached`): detached, so checkpointed;
+        # nothing beside the file it renames into place (a WAL left there would be lost).
+        assert sorted(p.name for p in snaps.iterdir() if p.is_file()) == sorted(p.name for p in list_snapshots(snaps))
 
 
 def test_a_snapshot_of_another_shape_is_written_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
