@@ -233,6 +233,18 @@ def test_a_whole_rewrite_of_a_big_table_is_copied_without_hashing_it_under_the_l
     _same_as_live(store, big.path)
 
 
+def test_the_log_counts_each_id_once_however_often_it_was_written(tmp_path: Path) -> None:
+    store, snaps, first = _start(tmp_path)
+    mark = segments.read_mark(first.path)
+    with store.connect() as con:  # g1 written three times, g2 twice, g3 once; links in one write
+        for ids in (["g1", "g2"], ["g1"], ["g1", "g2", "g3"]):
+            store.replace_rows(con, "crm_customer_share", "global_id", pl.Series(ids),
+                               pl.DataFrame({"global_id": ids, "Name": ["again"] * len(ids)}))
+        store.upsert_links(con, "customer", [("g5", "C5", "W5", "id"), ("g6", "C6", "W6", "id")], T0)
+        now = segments._log_mark(con)
+        assert segments._written_since(con, mark, now) == {"crm_customer_share": ("rows", 3), "links": ("rows", 2)}
+
+
 def test_publishes_forget_the_log_rows_they_no_longer_need(tmp_path: Path) -> None:
     store, snaps, first = _start(tmp_path)
 
