@@ -204,8 +204,9 @@ def _print_snapshots(snaps: dict[str, dict[str, Any]], judged: bool, out: list[s
                        f"{o['bytes'] / 1e6:9.1f} MB written with layout {o['layout']} ({o['how']}), for comparison")
     ok = _at(worst <= SNAPSHOT_SHARE, judged)
     if mean and len(ones) > 1:
+        cpu = sum(snaps[n]["cpu_s"] for n in ONE_PERCENT if n in snaps) / len(ones) / max(first["cpu_s"], 1e-9)
         out.append(f"    the {len(ones)} 1 % changes' mean: {100 * mean[0]:.0f} % of the first's time, "
-                   f"{100 * mean[1]:.0f} % of its bytes")
+                   f"{100 * mean[1]:.0f} % of its bytes (CPU seconds, not judged: {100 * cpu:.1f} % of the first's)")
     out.append(f"    snapshots cost what changed: {_verdict(ok)}")
     return {"snapshots cost what changed": ok}
 

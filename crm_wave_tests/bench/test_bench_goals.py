@@ -56,6 +56,7 @@ def test_the_one_percent_snapshots_are_judged_on_their_mean(merged: float, met: 
     out: list[str] = []
     assert bench._print_transform(res, MILLION, 3, out)["snapshots cost what changed"] is met
     assert f"the 4 1 % changes' mean: {round(100 * (3 * 0.04 + merged) / 4)} % of the first's time" in "\n".join(out)
+    assert f"(CPU seconds, not judged: {100 * (3 * 0.04 + merged) / 4:.1f} % of the first's)" in "\n".join(out)
 
 
 def test_goals_stated_at_a_scale_are_not_judged_at_another() -> None:
