@@ -66,6 +66,7 @@ import duckdb
 
 from crm_wave.analyst.views import create_views, views_digest
 from crm_wave.store import files, writes
+from crm_wave.store.connection import scratch
 from crm_wave.store.datasets import DATASET_COLUMNS
 
 if TYPE_CHECKING:  # pyarrow is DuckDB's to load when a table is fetched: not at import
@@ -179,20 +180,6 @@ def dir_lock(snapshots_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-_scratch_db: list[duckdb.DuckDBPyConnection] = []  # this process's in-memory DuckDB, made at first use
-_scratch_made = threading.Lock()
-
-
-def scratch() -> duckdb.DuckDBPyConnection:
-    """A new cursor of this process's in-memory DuckDB, for reading Parquet segments and writing snapshot files
-    (close it: `with scratch() as con`). A `duckdb.connect()` of its own is a database of its own and costs
-    ~11 ms; a cursor of one well under a millisecond (docs/benchmarks.md, "Session 25")."""
-    with _scratch_made:
-        if not _scratch_db:
-            _scratch_db.append(duckdb.connect())
-        return _scratch_db[0].cursor()
 
 
 @contextlib.contextmanager
@@ -369,8 +356,8 @@ class Previous:
         self._count: int | None = None
 
     def load(self, con: duckdb.DuckDBPyConnection | None = None) -> Previous:
-        """Read the hashes and their fingerprint now (on `con`, an in-memory connection, if given: opening
-        one costs ~10 ms, and a publish reads a chain of each of ~30 tables)."""
+        """Read the hashes and their fingerprint now (on `con`, an in-memory connection, if given, else on a
+        `scratch` cursor)."""
         if self._hashes is None:
             with contextlib.nullcontext(con) if con is not None else scratch() as mem:
                 self._hashes = mem.execute(view_sql(self.snapshots_dir, self.chain, HASH)).to_arrow_table()

@@ -8,14 +8,12 @@ DuckDB's `json_transform` for many).
 from __future__ import annotations
 
 import contextlib
-import functools
-import os
 
 import duckdb
 import polars as pl
 
 from crm_wave.logic.link import LINK_SCHEMA
-from crm_wave.store.connection import FEW_IDS, fetch_frame, ids_predicate, registered
+from crm_wave.store.connection import FEW_IDS, fetch_frame, ids_predicate, registered, scratch
 
 __all__ = ["DUCKDB_LINES", "LINES_DTYPE", "line_products", "links_where", "order_links"]
 
@@ -29,20 +27,13 @@ LINES_DTYPE = pl.List(pl.Struct({"ProductId": pl.String, "Description": pl.Strin
 DUCKDB_LINES = 5_000
 
 
-@functools.cache
-def _memory(pid: int) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB of process `pid` (a forked child makes its own), for `line_products` (each call on a
-    cursor of its own)."""
-    return duckdb.connect()
-
-
 def line_products(lines: pl.Series) -> pl.Series:
     """Per order, the `ProductId` of each of its lines (null where a line names none)."""
     cells = lines.cast(pl.String)
     if cells.len() < DUCKDB_LINES:
         decoded = cells.str.json_decode(LINES_DTYPE)
         return decoded.list.eval(pl.element().struct.field("ProductId")).alias("_products")
-    with _memory(os.getpid()).cursor() as cur, registered(cur, "_lines_in", cells.alias("l").to_frame()):
+    with scratch() as cur, registered(cur, "_lines_in", cells.alias("l").to_frame()):
         out = cur.execute("""SELECT list_transform(json_transform(l, '[{"ProductId": "VARCHAR"}]'), x -> x.ProductId) """
                           "AS _products FROM _lines_in").pl()["_products"]
     return out.cast(pl.List(pl.String))
