@@ -13,6 +13,7 @@ import pytest
 from crm_wave.analyst import segments
 from crm_wave.analyst.snapshot import list_snapshots, publish
 from crm_wave.analyst.views import VIEW_NAMES
+from crm_wave.store.connection import scratch
 from crm_wave.store.db import Store
 from crm_wave_tests.analyst.test_snapshot_segments import KEEP, SEG, T0, TABLE, _customers, _rows, _start
 
@@ -96,3 +97,23 @@ def test_a_small_table_whose_delta_would_be_compacted_is_written_as_a_new_base(t
         live = sorted(con.execute(f"SELECT * FROM {TABLE}").fetchall())
     assert _rows(done.path, f"SELECT * FROM {TABLE}") == live
     assert ("g3", "New g3") in live
+
+
+def test_a_snapshot_file_attached_is_detached_whatever_happens_in_it(tmp_path: Path) -> None:
+    """`segments._attached` works on the process's one in-memory DuckDB (`store.connection.scratch`): the
+    file is detached after an error too, with what was committed in it, and nothing of it stays attached."""
+    path = tmp_path / "snap.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE t (n INTEGER)")
+    with pytest.raises(RuntimeError, match="in the block"):
+        with segments._attached(path) as con:
+            con.execute("INSERT INTO t VALUES (1)")  # committed (autocommit)
+            con.execute("BEGIN TRANSACTION")
+            con.execute("INSERT INTO t VALUES (2)")  # left open by the error: rolled back
+            raise RuntimeError("in the block")
+    with scratch() as con:
+        assert [name for (name,) in con.execute("SELECT database_name FROM duckdb_databases() "
+                                                "WHERE NOT internal").fetchall()] == ["memory"]
+    assert not path.with_name(path.name + ".wal").exists()
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT n FROM t").fetchall() == [(1,)]
