@@ -562,10 +562,10 @@ def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterab
         datasets = [(t, before.get(t, []), json.dumps(cols)) for t, cols in tables.items()
                     if tuple(c for c, _ in cols) == DATASET_COLUMNS]
         plans = {p.table: p for p in _plan_datasets(con, snapshots_dir, datasets)}
-        # The logged tables' live counts: of those not written, to see they are as they were; of those written by
-        # rows, to see whether one is small and its log names so many rows that it is written anew (`_rewritten`).
-        counts = _live_counts(con, [t for t, cols in tables.items() if by_log(t, cols, before.get(t, []))
-                                    and (written or {}).get(str(log_of(t)), ("none", 0))[0] in ("none", "rows")])
+        # The logged tables' live counts (one statement, no scan): of those not written, to see they are as they
+        # were; of those written by rows, to see whether one is small and its log names so many rows that it is
+        # written anew (`_rewritten`).
+        counts = _live_counts(con, [t for t, cols in tables.items() if by_log(t, cols, before.get(t, []))])
         jobs: dict[str, Callable[[duckdb.DuckDBPyConnection], tuple[_Plan, str]]] = {}
         rows: dict[str, float] = {}  # what each job reads: its rows (so its columns times these: its cells)
         for table, cols in tables.items():
@@ -581,16 +581,12 @@ def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterab
                     plans[table], out.read[table] = _Plan(table, chain, 0), "log: none"
                     continue
                 if how == "rows":
-                    rows[table] = n_ids
-                    if _rewrite_whole(chain, counts[table], n_ids):
-                        rows[table] = counts[table]
-                        jobs[table] = functools.partial(_rewritten, snapshots_dir=snapshots_dir, table=table, chain=chain,
-                                                        previous=hashes[table], since=mark[1] if mark else 0,
-                                                        columns=columns, engine=engine, log=str(log_of(table)))
-                        continue
-                    jobs[table] = functools.partial(_by_log_or_hash, snapshots_dir=snapshots_dir, table=table, chain=chain,
-                                                    previous=hashes[table], since=mark[1] if mark else 0, columns=columns,
-                                                    engine=engine, log=str(log_of(table)))
+                    anew = _rewrite_whole(chain, counts[table], n_ids)
+                    rows[table] = counts[table] if anew else n_ids
+                    jobs[table] = functools.partial(_rewritten if anew else _by_log_or_hash, snapshots_dir=snapshots_dir,
+                                                    table=table, chain=chain, previous=hashes[table],
+                                                    since=mark[1] if mark else 0, columns=columns, engine=engine,
+                                                    log=str(log_of(table)))
                     continue
             if table in prints and prints[table] == hashes[table].fingerprint:  # the same rows (see `_plan_rows`)
                 plans[table], out.read[table] = _Plan(table, chain, 0, fingerprint=prints[table]), "hashed"
