@@ -66,7 +66,7 @@ import duckdb
 
 from crm_wave.analyst.views import create_views, views_digest
 from crm_wave.store import files, writes
-from crm_wave.store.connection import scratch
+from crm_wave.store.connection import commit, scratch
 from crm_wave.store.datasets import DATASET_COLUMNS
 
 if TYPE_CHECKING:  # pyarrow is DuckDB's to load when a table is fetched: not at import
@@ -1141,7 +1141,7 @@ def write_snapshot(path: Path, snapshots_dir: Path, exported: Export, over: Path
                 con.execute(f"INSERT INTO {MARK} VALUES (?, ?, ?)", list(exported.mark))
             con.execute(f"DELETE FROM {PRINTS}")
             _add_prints(con, exported)
-            con.execute("COMMIT")
+            commit(con)
         return True
     con = duckdb.connect(str(path))
     try:
@@ -1169,7 +1169,7 @@ def write_snapshot(path: Path, snapshots_dir: Path, exported: Export, over: Path
         _add_prints(con, exported)
         con.execute(f"CREATE TABLE {SHAPE} (digest VARCHAR NOT NULL)")
         con.execute(f"INSERT INTO {SHAPE} VALUES (?)", [digest])
-        con.execute("COMMIT")
+        commit(con)
         con.execute("CHECKPOINT")
     finally:
         con.close()

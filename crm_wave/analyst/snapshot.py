@@ -40,6 +40,7 @@ import duckdb
 from crm_wave.analyst import segments
 from crm_wave.analyst.views import create_views
 from crm_wave.store import files, writes
+from crm_wave.store.connection import commit
 from crm_wave.store.db import Store
 
 __all__ = ["SNAPSHOT_PREFIX", "Layout", "Published", "Retention", "list_snapshots", "prune_snapshots", "latest_snapshot", "publish",
@@ -344,7 +345,7 @@ def _publish_segments(store: Store, snapshots_dir: Path, final: Path, layout: La
                     # What the previous snapshot covered, the new one does too (kept if this publish fails).
                     con.execute("BEGIN")
                     writes.forget(con, mark[1])
-                    con.execute("COMMIT")
+                    commit(con)
             except segments.TooMuchChange:
                 exported = None
             finally:
