@@ -300,15 +300,19 @@ def _fresh(seg_dir: Path, table: str, kind: str) -> Path:
     return seg_dir / table / f"{kind}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:10]}.parquet"
 
 
-def _base_tables(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, str]]]:
-    rows = con.execute(  # the catalog functions, not information_schema: 4 ms where that took 6-15
-        "SELECT table_name, column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
-        "AND schema_name = 'main' AND table_oid IN (SELECT table_oid FROM duckdb_tables() "
-        "WHERE database_name = current_database() AND schema_name = 'main') ORDER BY table_name, column_index").fetchall()
-    out: dict[str, list[tuple[str, str]]] = {}
-    for table, column, dtype in rows:
-        out.setdefault(table, []).append((column, dtype))
-    return out
+def _relations(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, list[tuple[str, str]]], dict[str, list[tuple[str, str]]]]:
+    """(base tables, views) of the store's main schema, each with its (column, type) pairs in order: one
+    statement of the catalog functions (each builds every relation's columns: ~13 ms at a million
+    customers, where information_schema took longer still)."""
+    rows = con.execute(
+        "SELECT table_name, column_name, data_type, table_oid IN (SELECT table_oid FROM duckdb_tables() "
+        "WHERE database_name = current_database() AND schema_name = 'main') FROM duckdb_columns() "
+        "WHERE database_name = current_database() AND schema_name = 'main' ORDER BY table_name, column_index").fetchall()
+    tables: dict[str, list[tuple[str, str]]] = {}
+    views: dict[str, list[tuple[str, str]]] = {}
+    for table, column, dtype, is_table in rows:
+        (tables if is_table else views).setdefault(table, []).append((column, dtype))
+    return tables, views
 
 
 # --- the view of a chain ---------------------------------------------------------------------------
@@ -537,7 +541,7 @@ def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterab
     engine = duckdb.__version__
     con.execute("BEGIN TRANSACTION")  # the caller holds the store's lock; one transaction all the same
     try:
-        tables = _base_tables(con)
+        tables, views = _relations(con)
         for name in (*writes.LOG_TABLES, files.FILES_TABLE):  # the store's own bookkeeping
             tables.pop(name, None)
         out.mark = _log_mark(con)
@@ -621,7 +625,7 @@ def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterab
             if tmp is not None:
                 out.pending.append(tmp)
                 out.written.append(segs[-1])
-        linked = _export_files(con, snapshots_dir, before, out)
+        linked = _export_files(con, snapshots_dir, before, out, views)
         out.views = [sql for name, sql in con.execute(
             "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal AND database_name = current_database() "
             "AND schema_name = 'main' ORDER BY view_oid").fetchall() if name not in linked]
@@ -649,9 +653,10 @@ def files_segments(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, linked: 
 
 
 def _export_files(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, before: dict[str, list[Segment]],
-                  out: Export) -> set[str]:
+                  out: Export, views: dict[str, list[tuple[str, str]]]) -> set[str]:
     """Each file-backed table's `<name>__files` as its parts, linked into the segments (an unchanged
-    generation: the previous snapshot's links, shared); returns the views the snapshot makes of them.
+    generation: the previous snapshot's links, shared); returns the views the snapshot makes of them (their
+    columns from `views`, `_relations`).
     The table's `__changed` rows are an ordinary table's, and the view `<name>` is recreated as it is."""
     place = files_place(snapshots_dir)
     made: set[str] = set()
@@ -671,12 +676,7 @@ def _export_files(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, before: d
             out.written += out.segments[view]
         out.read[view] = "files"
         made.add(view)
-    if made:  # the views' column types from the catalog, in one statement (one `LIMIT 0` query each: ~0.8 ms)
-        for view, column, dtype in con.execute(
-                "SELECT table_name, column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
-                "AND schema_name = 'main' AND list_contains(?, table_name) ORDER BY table_name, column_index",
-                [sorted(made)]).fetchall():
-            out.types.setdefault(view, []).append((column, dtype))
+    out.types.update((view, list(views[view])) for view in sorted(made) if view in views)
     return made
 
 
