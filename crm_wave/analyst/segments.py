@@ -301,9 +301,11 @@ def _fresh(seg_dir: Path, table: str, kind: str) -> Path:
 
 
 def _relations(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, list[tuple[str, str]]], dict[str, list[tuple[str, str]]]]:
-    """(base tables, views) of the store's main schema, each with its (column, type) pairs in order: one
-    statement of the catalog functions (each builds every relation's columns: ~13 ms at a million
-    customers, where information_schema took longer still)."""
+    """(base tables, views) of the store's main schema, each with its (column, type) pairs in order.
+
+    One statement of the catalog functions (information_schema took 6-15 ms where they take 4), where the
+    export read the tables and the file-backed tables' views apart: each statement builds every relation's
+    columns (8.6 ms against 14.5 for both, the customers' store at 1M; docs/benchmarks.md, "Session 26")."""
     rows = con.execute(
         "SELECT table_name, column_name, data_type, table_oid IN (SELECT table_oid FROM duckdb_tables() "
         "WHERE database_name = current_database() AND schema_name = 'main') FROM duckdb_columns() "

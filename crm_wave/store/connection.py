@@ -31,9 +31,9 @@ from typing import Any
 import duckdb
 import polars as pl
 
-__all__ = ["Connection", "TransactionAborted", "commit", "body_compression", "create_file", "close_kept", "keep_open", "keeping", "kept", "registered",
-           "ids_predicate", "arrow", "ident", "sql_ident", "sql_str", "FEW", "FEW_IDS", "fetch_frame", "forget_columns",
-           "remembered_columns", "scratch"]
+__all__ = ["Connection", "TransactionAborted", "commit", "body_compression", "create_file", "close_kept", "keep_open",
+           "keeping", "kept", "registered", "ids_predicate", "arrow", "ident", "sql_ident", "sql_str", "FEW", "FEW_IDS",
+           "fetch_frame", "forget_columns", "remembered_columns", "scratch"]
 
 # DuckDB tries `import pandas` on every statement with parameters and on `.pl()`. Without pandas
 # installed, each failed import searches the whole path again: 0.4-0.5 ms on top of a 0.55 ms
