@@ -65,3 +65,13 @@ def test_a_store_transaction_whose_error_was_caught_raises_and_keeps_nothing(tmp
         con.execute("INSERT INTO t VALUES (3)")  # the store works on
     with store.connect() as con:
         assert con.execute("SELECT a FROM t").fetchall() == [(3,)]
+
+
+def test_at_the_terminal_an_aborted_transaction_is_an_internal_error_in_one_line():
+    from crm_wave.cli_errors import EXIT_CODES, explain
+
+    err = explain(TransactionAborted("an error inside a transaction aborted it and the code went on: nothing of the "
+                                     "transaction was written (DuckDB: TransactionContext Error: ...)"))
+    assert err.kind == "internal" and err.code == EXIT_CODES["internal"] == 70
+    assert "\n" not in err.message and "nothing of the transaction was written" in err.message
+    assert "--debug" in err.message
