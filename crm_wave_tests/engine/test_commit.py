@@ -19,27 +19,28 @@ ERRORS = {  # statements whose error aborts the transaction in DuckDB 1.5.6 (in 
 }
 
 
-@pytest.mark.parametrize("error", sorted(ERRORS))
-def test_duckdb_rolls_back_an_aborted_transaction_at_commit_without_an_error(error):
-    # The behaviour the guard is for: if DuckDB ever raises here instead, `commit` may rest on it.
+def _aborted(error: str) -> duckdb.DuckDBPyConnection:
+    """A connection whose open transaction inserted a row and then met the error `error`, caught."""
     con = duckdb.connect()
     con.execute("CREATE TABLE t (a INTEGER PRIMARY KEY)")
     con.execute("BEGIN")
     con.execute("INSERT INTO t VALUES (1)")
     with pytest.raises(duckdb.Error):
         con.execute(ERRORS[error])
+    return con
+
+
+@pytest.mark.parametrize("error", sorted(ERRORS))
+def test_duckdb_rolls_back_an_aborted_transaction_at_commit_without_an_error(error):
+    # The behaviour the guard is for: if DuckDB ever raises here instead, `commit` may rest on it.
+    con = _aborted(error)
     con.execute("COMMIT")  # no error ...
     assert con.execute("SELECT count(*) FROM t").fetchall() == [(0,)]  # ... and nothing kept
 
 
 @pytest.mark.parametrize("error", sorted(ERRORS))
 def test_commit_refuses_an_aborted_transaction(error):
-    con = duckdb.connect()
-    con.execute("CREATE TABLE t (a INTEGER PRIMARY KEY)")
-    con.execute("BEGIN")
-    con.execute("INSERT INTO t VALUES (1)")
-    with pytest.raises(duckdb.Error):
-        con.execute(ERRORS[error])
+    con = _aborted(error)
     with pytest.raises(TransactionAborted, match="aborted"):
         commit(con)
     con.execute("ROLLBACK")
