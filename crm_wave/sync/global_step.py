@@ -529,7 +529,8 @@ def orders_touching(con: duckdb.DuckDBPyConnection, changes: pl.DataFrame) -> pl
     whose lines' text holds one of the products' values as a JSON string, escaped as a line cell writes it
     (`cells.to_cell`) or not; only those rows are read, and their lines decoded to keep the exact matches.
     Before, every order's references were read and every line decoded: at 200,000 orders, one customer's
-    link 0.96 s, one product's 3.46 s (docs/benchmarks.md, "Session 26")."""
+    link 0.46-0.49 s against 0.12 s now, one product's 1.54-1.76 s against 0.37-0.41 s (docs/benchmarks.md,
+    "Session 26")."""
     customers = ref_values(con, changes, "customer")
     products = ref_values(con, changes, "product")
     if customers.len() == 0 and products.len() == 0:

@@ -21,6 +21,8 @@ def _line(product: str | None, description: str = "a line") -> dict[str, str | N
     return {"Description": description, "ProductId": product, "Quantity": "1", "UnitPrice": "2.00"}
 
 
+ODD = 'P "1" (x)+.*\\'
+
 ORDERS = {  # global id: (CustomerId, CustomerId__crm, Lines, Lines__wave)
     "o1": ("C2", "C2", [_line("P1")], None),
     "o2": ("C2", None, [_line("P2")], [_line("unlinked:wave:W1")]),  # the Wave copy names P1 by its Wave id
@@ -29,6 +31,7 @@ ORDERS = {  # global id: (CustomerId, CustomerId__crm, Lines, Lines__wave)
     "o5": ("C3", "C1", [_line("P2")], None),  # the CRM copy's customer is C1
     "o6": ("C2", "C2", [_line("P10"), _line(None)], None),  # P1 as a prefix only; a line with no product
     "o7": (None, None, None, None),
+    "o8": ("C2", "C2", [_line(ODD)], None),  # quotes, a backslash and a regular expression's own characters
 }
 
 
@@ -38,7 +41,7 @@ def store(tmp_path: Path) -> Store:
     rows = [(gid, *order) for gid, order in ORDERS.items()]
     with store.connect() as con:
         store.upsert_links(con, "product", [("P1", "11", "W1", "key"), ("P2", "12", "W2", "key"), ("P10", "13", None, "key"),
-                                            ("prodé", "14", "W4", "key")], NOW)
+                                            ("prodé", "14", "W4", "key"), (ODD, "15", None, "key")], NOW)
         store.upsert_links(con, "customer", [("C1", "c1", "w1", "key"), ("C2", "c2", None, "key")], NOW)
         frame = pl.DataFrame({
             "global_id": [r[0] for r in rows],
@@ -63,6 +66,7 @@ def _changes(*pairs: tuple[str, str]) -> pl.DataFrame:
     ([("customer", "C1")], ["o5"]),
     ([("product", "P1"), ("product", "prodé"), ("customer", "C1")], ["o1", "o2", "o4", "o5"]),
     ([("product", "P10")], ["o6"]),
+    ([("product", ODD)], ["o8"]),
     ([("customer", "C9")], []),  # a link not in the store: nothing to match
 ])
 def test_the_orders_a_changed_link_touches(store, monkeypatch, changed, want):
