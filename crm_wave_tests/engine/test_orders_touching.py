@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from crm_wave.store.connection import registered
 from crm_wave.store.db import Store
 from crm_wave.sync import global_step
 from crm_wave.sync.cells import to_cell
@@ -49,9 +50,8 @@ def store(tmp_path: Path) -> Store:
             "Lines": [to_cell(r[3]) for r in rows], "Lines__crm": [to_cell(r[3]) for r in rows],
             "Lines__wave": [to_cell(r[4]) for r in rows]}, schema={c: pl.String for c in (
                 "global_id", "CustomerId", "CustomerId__crm", "CustomerId__wave", "Lines", "Lines__crm", "Lines__wave")})
-        con.register("_orders", frame.to_arrow())
-        con.execute("CREATE TABLE global_order AS SELECT * FROM _orders")
-        con.unregister("_orders")
+        with registered(con, "_orders", frame):
+            con.execute("CREATE TABLE global_order AS SELECT * FROM _orders")
     return store
 
 
