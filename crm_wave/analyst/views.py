@@ -19,6 +19,7 @@ import duckdb
 
 from crm_wave.mapping.canonical import canonical_fields
 from crm_wave.mapping.flows import ENTITIES
+from crm_wave.store.connection import schema_sql
 from crm_wave.store.datasets import dataset_sql
 from crm_wave.store.tables import column_types
 from crm_wave.sync.names import dataset, global_table, share_table
@@ -93,7 +94,7 @@ def _standin_columns() -> dict[str, tuple[tuple[str, str], ...]]:
     """`table -> ((column, type), ...)` of every table the views read, as the sync creates them."""
     out: dict[str, tuple[tuple[str, str], ...]] = {}
     with duckdb.connect() as mem:
-        mem.execute((_STORE_SQL / "schema.sql").read_text())
+        mem.execute(schema_sql(mem))
         for entity in ENTITIES:
             for system in ("crm", "wave"):
                 mem.execute(dataset_sql(mem, dataset(system, entity)))

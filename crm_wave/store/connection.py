@@ -31,7 +31,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-__all__ = ["Connection", "TransactionAborted", "commit", "body_compression", "create_file", "close_kept", "keep_open",
+__all__ = ["Connection", "TransactionAborted", "commit", "zstd_clause", "create_file", "schema_sql", "close_kept", "keep_open",
            "keeping", "kept", "registered", "ids_predicate", "arrow", "ident", "sql_ident", "sql_str", "FEW", "FEW_IDS",
            "fetch_frame", "forget_columns", "remembered_columns", "scratch"]
 
@@ -250,9 +250,11 @@ def ident(name: str) -> str:
 #: of a dataset with zstd (`BODY_COMPRESSION`). A file keeps the format it was created in: files made
 #: before stay as they are, and any connection (none needs a setting) opens both.
 STORAGE_VERSION = "latest"
-#: Where the file's format allows it, a dataset's `body` column is compressed with zstd: a million CRM
-#: customers' versions written in 2.2 s against 3.1 s, Wave's in 3.0 against 4.6 s, 2.8x smaller
-#: (docs/benchmarks.md, "Session 15").
+#: Where the file's format allows it, the long strings written in bulk are compressed with zstd (`{zstd}` in
+#: `schema.sql` and `datasets.sql`): a dataset's `body` (a million CRM customers' versions written in 2.2 s
+#: against 3.1 s, Wave's in 3.0 against 4.6 s, 2.8x smaller; docs/benchmarks.md, "Session 15"), `agreed`'s
+#: values and `links`' ids (a rebuild's 900,000 agreed customers and 1.1M links written 0.8 s faster, the
+#: file 28 % smaller; "Session 27").
 BODY_COMPRESSION = "zstd"
 _ZSTD_STRINGS = (1, 2, 0)  # the first storage version that compresses strings with zstd
 
@@ -281,6 +283,12 @@ def _open(path: Path) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(str(path))
 
 
+def schema_sql(con: duckdb.DuckDBPyConnection, name: str = "schema.sql") -> str:
+    """The statements of `name` (`schema.sql`, `datasets.sql`) for `con`'s database: `{zstd}` is `zstd_clause`.
+    A table keeps the compression it was created with; files made before keep theirs."""
+    return (_SQL_DIR / name).read_text().replace("{zstd}", zstd_clause(con))
+
+
 def create_file(path: Path) -> None:
     """Create the empty DuckDB file `path` in the `STORAGE_VERSION` format. The connection that creates
     it is closed at once: a file open in a process with one configuration cannot be opened there with
@@ -288,9 +296,9 @@ def create_file(path: Path) -> None:
     duckdb.connect(str(path), config={"storage_compatibility_version": STORAGE_VERSION}).close()
 
 
-def body_compression(con: duckdb.DuckDBPyConnection) -> str:
-    """The clause that gives a new dataset's `body` column `BODY_COMPRESSION`, or "" where the file's
-    format cannot (a file created in an older format: zstd there would store the bodies uncompressed)."""
+def zstd_clause(con: duckdb.DuckDBPyConnection) -> str:
+    """The clause that gives a new column `BODY_COMPRESSION`, or "" where the file's format cannot (a file
+    created in an older format, or in memory: zstd there would store the strings uncompressed)."""
     ((tags,),) = con.execute("SELECT tags FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
     version = str((tags or {}).get("storage_version", "")).lstrip("v").rstrip("+")
     try:
@@ -453,7 +461,7 @@ class Connection:
             from crm_wave.store import files  # (files uses this module)
 
             with self.connect() as con:
-                con.execute((_SQL_DIR / "schema.sql").read_text())
+                con.execute(schema_sql(con))
                 files.follow(con, files.root_of(self.path))  # a store moved with its files: its views point there
             key = _file_key(self.path)
             if key is not None:

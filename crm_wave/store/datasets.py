@@ -22,7 +22,7 @@ import polars as pl
 import pyarrow as pa
 
 from crm_wave.store import files
-from crm_wave.store.connection import arrow, body_compression, ident, registered
+from crm_wave.store.connection import arrow, ident, registered, schema_sql
 
 __all__ = ["Datasets", "Version", "dataset_sql", "VERSION_SCHEMA", "APPEND_CHUNK", "FILES_FROM", "body_bytes", "body_text"]
 
@@ -60,8 +60,7 @@ def body_text(body: dict[str, Any] | None) -> str:
 
 def dataset_sql(con: duckdb.DuckDBPyConnection, name: str) -> str:
     """The statements that create dataset table `name` and its `_current` view in `con`'s database."""
-    sql = (Path(__file__).parent / "datasets.sql").read_text()
-    return sql.replace("{name}", ident(name)).replace("{body_compression}", body_compression(con))
+    return schema_sql(con, "datasets.sql").replace("{name}", ident(name))
 
 
 def _versions_arrow(frame: pl.DataFrame) -> Any:

@@ -9,7 +9,7 @@ CREATE TABLE IF NOT EXISTS {name} (
     _source_id VARCHAR NOT NULL,   -- the id in the source system
     _modified VARCHAR,             -- the source's modification time (UpdatedAt / modifiedAt)
     _version BIGINT,               -- the source's version counter, where it has one (CRM)
-    body JSON{body_compression}  -- zstd where the file's format allows it (store/connection.py)
+    body JSON{zstd}  -- zstd where the file's format allows it (store/connection.py, `zstd_clause`)
 );
 CREATE OR REPLACE VIEW {name}_current AS
     SELECT * FROM {name} QUALIFY row_number() OVER (PARTITION BY _id ORDER BY _seq DESC) = 1;

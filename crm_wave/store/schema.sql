@@ -13,11 +13,12 @@ CREATE TABLE IF NOT EXISTS unread_writes (
     written_at TIMESTAMP NOT NULL
 );
 -- One row per global entity: which CRM and Wave records it stands for, and how the link was made.
+-- {zstd}: zstd where the file's format allows it (store/connection.py, `zstd_clause`).
 CREATE TABLE IF NOT EXISTS links (
     entity VARCHAR NOT NULL,
-    global_id VARCHAR NOT NULL,
-    crm_id VARCHAR,
-    wave_id VARCHAR,
+    global_id VARCHAR{zstd} NOT NULL,
+    crm_id VARCHAR{zstd},
+    wave_id VARCHAR{zstd},
     how VARCHAR NOT NULL,
     linked_at TIMESTAMP NOT NULL,
     PRIMARY KEY (entity, global_id)
@@ -26,7 +27,7 @@ CREATE TABLE IF NOT EXISTS links (
 CREATE TABLE IF NOT EXISTS agreed (
     entity VARCHAR NOT NULL,
     global_id VARCHAR NOT NULL,
-    "values" JSON NOT NULL,
+    "values" JSON{zstd} NOT NULL,
     updated_at TIMESTAMP NOT NULL,
     PRIMARY KEY (entity, global_id)
 );

@@ -1,6 +1,6 @@
 """The store's file format: a new file is created in DuckDB's newest storage format, where a dataset's
-bodies are compressed with zstd; a file created in an older format keeps it, gets no zstd (there it would
-store the bodies uncompressed) and syncs as before."""
+bodies, `agreed`'s values and `links`' ids are compressed with zstd; a file created in an older format keeps
+it, gets no zstd (there it would store the strings uncompressed) and syncs as before."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _versions(n: int) -> pl.DataFrame:
                          "body": bodies}, schema=VERSION_SCHEMA)
 
 
-def _format_and_body_compression(path: Path) -> tuple[str, set[str]]:
+def _format_and_body_compression(path: Path, table: str = "crm_customer", column: str = "body") -> tuple[str, set[str]]:
     """The file's storage version and the compressions of the bodies' segments, once checkpointed. The
     store's close checkpoints the file, yet twice on 2026-11-30, in full runs and never alone, the bodies
     read as "Uncompressed", as rows not yet checkpointed do (the cause was not found): the checkpoint is
@@ -32,8 +32,8 @@ def _format_and_body_compression(path: Path) -> tuple[str, set[str]]:
     with duckdb.connect(str(path)) as con:  # the store's configuration: the same instance, if one is alive
         con.execute("CHECKPOINT")
         ((tags,),) = con.execute("SELECT tags FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
-        kinds = {k for (k,) in con.execute("SELECT DISTINCT compression FROM pragma_storage_info('crm_customer') "
-                                           "WHERE column_name = 'body' AND segment_type <> 'VALIDITY'").fetchall()}
+        kinds = {k for (k,) in con.execute(f"SELECT DISTINCT compression FROM pragma_storage_info('{table}') "
+                                           f"WHERE column_name = '{column}' AND segment_type <> 'VALIDITY'").fetchall()}
     return tags["storage_version"], kinds
 
 
@@ -78,3 +78,32 @@ def test_an_id_read_twice_in_one_frame_gets_a_version_each_time_it_changed(tmp_p
         rows = con.execute("SELECT _source_id, body->>'$.Name', _previous IS NULL FROM crm_customer ORDER BY _seq").fetchall()
     assert [r for r in rows if r[0] == "C1"] == [("C1", "first", True), ("C1", "second", False), ("C1", "third", False)]
     assert ("C2", None, True) in rows
+
+
+def _agree_and_link(store: Store, n: int) -> None:
+    ids = [f"crm-customer:C{i}" for i in range(n)]
+    links = pl.DataFrame({"global_id": ids, "crm_id": [f"C{i}" for i in range(n)], "wave_id": [f"QnVzaW5lc3M6{i:08d}" for i in range(n)],
+                          "how": ["merge:Email"] * n})
+    agreed = pl.DataFrame({"global_id": ids, "Name": [f"Customer {i} of a sync that agrees" for i in range(n)],
+                           "Email": [f"c{i}@example.com" for i in range(n)], "Phone": [None] * n})
+    with store.connect() as con:
+        store.upsert_links(con, "customer", links, NOW, fresh=True)
+        store.upsert_agreed(con, "customer", agreed, NOW, fresh=True)
+
+
+def test_agreed_values_and_link_ids_are_zstd_in_a_new_file_and_read_back(tmp_path: Path) -> None:
+    """The global step's bulk writes besides the golden table (a rebuild's agreed values and links) are long
+    strings: zstd writes them faster than DuckDB's default string compression, and smaller (docs/benchmarks.md,
+    "Session 27"). An older format keeps its default."""
+    for path, newest in ((tmp_path / "new.duckdb", True), (tmp_path / "old.duckdb", False)):
+        if not newest:
+            duckdb.connect(str(path), config={"storage_compatibility_version": "v1.0.0"}).close()
+        store = Store(path)
+        _agree_and_link(store, 5000)
+        for table, column in (("agreed", "values"), ("links", "global_id"), ("links", "wave_id")):
+            _, kinds = _format_and_body_compression(path, table, column)
+            assert ("ZSTD" in kinds) is newest, (path.name, table, column, kinds)
+        with store.connect() as con:
+            frame = store.read_agreed_frame(con, "customer", ["Name", "Email", "Phone"], pl.Series(["crm-customer:C42"]))
+            assert frame.row(0) == ("crm-customer:C42", "Customer 42 of a sync that agrees", "c42@example.com", None)
+            assert con.execute("SELECT wave_id FROM links WHERE global_id = 'crm-customer:C42'").fetchall() == [("QnVzaW5lc3M600000042",)]
