@@ -119,14 +119,16 @@ class Links(ChangeLog):
             frame = pl.DataFrame({"global_id": list(values),
                                   "values": [json.dumps(v, sort_keys=True) for v in values.values()]},
                                  schema={"global_id": pl.String, "values": pl.String})
-        # json_merge_patch drops a key whose new value is null, which reads back as null all the same.
+        # json_merge_patch drops a key whose new value is null, which reads back as null all the same. The
+        # rows agreed before are patched with the new values as given, nulls included (an `ON CONFLICT`
+        # update would patch with the inserted row, its nulls dropped already: a field agreed empty kept its
+        # old value, and an edit back to that value was then undone as "unchanged"); the others inserted.
         with registered(con, "_agreed_in", frame):
-            con.execute(
-                'INSERT INTO agreed SELECT ?, global_id, json_merge_patch(\'{}\', "values"), ? FROM _agreed_in '
-                + ('' if fresh else 'ON CONFLICT (entity, global_id) DO UPDATE SET '
-                   '"values" = json_merge_patch(agreed."values", excluded."values"), updated_at = excluded.updated_at'),
-                [entity, now],
-            )
+            if not fresh:
+                con.execute('UPDATE agreed SET "values" = json_merge_patch(agreed."values", i."values"), updated_at = ? '
+                            'FROM _agreed_in i WHERE agreed.entity = ? AND agreed.global_id = i.global_id', [now, entity])
+            con.execute('INSERT INTO agreed SELECT ?, global_id, json_merge_patch(\'{}\', "values"), ? FROM _agreed_in'
+                        + ('' if fresh else ' ON CONFLICT (entity, global_id) DO NOTHING'), [entity, now])
         log_rows(con, "agreed", frame["global_id"])
         if log:
             self.log_changes(con, entity, frame["global_id"], "agreed")

@@ -142,6 +142,26 @@ def test_edits_on_each_side_reach_the_other_and_no_echo(rig):
 
 
 @WAVE_MODES
+def test_a_field_cleared_then_set_back_reaches_the_other_side(rig):
+    # Cleared in the CRM, the phone is agreed empty once both sides have it so; set back to its old value,
+    # that is an edit, not "unchanged": it reaches Wave and is not undone by Wave's empty phone (until
+    # 2026-12-02 an empty agreed value kept the old one, and this edit was reverted in the CRM).
+    c = rig.crm_create("customers", {"Type": "organization", "Name": "Cleared", "Email": "clear@x.example",
+                                     "Phone": "+47 1"})
+    rig.sync()
+    for phone in (None, "+47 1"):
+        current = rig.crm.get("customers", c["Id"])
+        rig.crm.patch("customers", c["Id"], {"Phone": phone}, if_match=current["Version"])
+        rig.sync()
+        (w,) = rig.wave.list_customers()
+        assert (w["phone"] or None, rig.crm.get("customers", c["Id"])["Phone"] or None) == (phone, phone)
+        rig.sync()  # a pass after the push: both sides stay as they are
+        assert rig.crm.get("customers", c["Id"])["Phone"] == phone
+    with rig.store.connect() as con:
+        assert con.execute("SELECT count(*) FROM conflicts").fetchone() == (0,)
+
+
+@WAVE_MODES
 def test_same_field_edited_on_both_sides_newer_wins_and_is_recorded(rig):
     c = rig.crm_create("customers", {"Type": "organization", "Name": "Clash", "Email": "clash@x.example", "City": "Oslo"})
     rig.sync()
