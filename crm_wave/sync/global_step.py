@@ -28,7 +28,7 @@ import json
 import re
 import zlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -744,35 +744,44 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
         with store.connect() as con:
             links, seqs = _in_dataset_order(con, entity, links)
     parts = [links.slice(i, PART) for i in range(0, links.height, PART)] or [links]
-    for i, part in enumerate(parts):
+
+    def read_sides(con: duckdb.DuckDBPyConnection, i: int) -> dict[str, pl.DataFrame]:
+        part = parts[i]
         spans = _spans(seqs.slice(i * PART, PART)) if seqs is not None else {}
-        with store.connect() as con:
-            def load(c: duckdb.DuckDBPyConnection, side: str, part: pl.DataFrame = part) -> pl.DataFrame:
-                return _known_or_load(store, c, side, entity, part[f"{side}_id"].drop_nulls(), refs[side],
-                                      _of_part(known, side, part, len(parts)), spans.get(side), held=held)
-            # Records held already (an incremental step's, in its one transaction; a rebuild's that read every
-            # field): at most a few to read, on this connection. Otherwise the part reads both sides at once.
-            sides = {s: load(con, s) for s in SIDES} if known is not None else both_sides(con, load)
-            crm, wave = sides["crm"], sides["wave"]
-            del sides
-            agreed = store.read_agreed_frame(con, entity, fields, part["global_id"])
-            queue = read_queue(con, entity, part["global_id"])
-        merged, conflicts, agreed_now, waits, fates = _merge(entity, part, crm, wave, agreed, fields, policy, queue)
-        # No agreed row of the part's global ids (a first pass): the new ones are inserted plainly.
-        fresh = not incremental and agreed.height == 0
-        del crm, wave, agreed
-        with store.connect() as con:
-            if incremental:
-                keys = pl.concat([part["global_id"], dropped_ids]) if i == 0 else part["global_id"]
-                store.replace_rows(con, table, "global_id", keys, merged)
-            elif i == 0:
-                store.replace_table(con, staging, merged, as_files=links.height > FILES_PAST)
-            else:
-                store.insert_rows(con, staging, merged)
-            n_conflicts += store.record_conflicts(con, entity, conflicts, naive_now)
-            reconcile(con, entity, waits, fates, naive_now)
-            store.upsert_agreed(con, entity, agreed_now, naive_now, log=False, fresh=fresh)
-        del merged
+
+        def load(c: duckdb.DuckDBPyConnection, side: str) -> pl.DataFrame:
+            return _known_or_load(store, c, side, entity, part[f"{side}_id"].drop_nulls(), refs[side],
+                                  _of_part(known, side, part, len(parts)), spans.get(side), held=held)
+        # Records held already (an incremental step's, in its one transaction; a rebuild's that read every
+        # field): at most a few to read, on this connection. Otherwise the part reads both sides at once.
+        return {s: load(con, s) for s in SIDES} if known is not None else both_sides(con, load)
+
+    # A large rebuild reads the next part's records while it merges and writes this one (`_ReadAhead`).
+    ahead = _ReadAhead(read_sides) if known is None and len(parts) > 1 else None
+    with ahead or contextlib.nullcontext():
+        for i, part in enumerate(parts):
+            with store.connect() as con:
+                sides = ahead.take(con, i, len(parts)) if ahead is not None else read_sides(con, i)
+                crm, wave = sides["crm"], sides["wave"]
+                del sides
+                agreed = store.read_agreed_frame(con, entity, fields, part["global_id"])
+                queue = read_queue(con, entity, part["global_id"])
+            merged, conflicts, agreed_now, waits, fates = _merge(entity, part, crm, wave, agreed, fields, policy, queue)
+            # No agreed row of the part's global ids (a first pass): the new ones are inserted plainly.
+            fresh = not incremental and agreed.height == 0
+            del crm, wave, agreed
+            with store.connect() as con:
+                if incremental:
+                    keys = pl.concat([part["global_id"], dropped_ids]) if i == 0 else part["global_id"]
+                    store.replace_rows(con, table, "global_id", keys, merged)
+                elif i == 0:
+                    store.replace_table(con, staging, merged, as_files=links.height > FILES_PAST)
+                else:
+                    store.insert_rows(con, staging, merged)
+                n_conflicts += store.record_conflicts(con, entity, conflicts, naive_now)
+                reconcile(con, entity, waits, fates, naive_now)
+                store.upsert_agreed(con, entity, agreed_now, naive_now, log=False, fresh=fresh)
+            del merged
     once = {(system, rid): message for system, rid, message in held}  # a rebuild at 1M reads a record twice
     with store.connect() as con:
         record_unreadable(con, entity, [(system, rid, m) for (system, rid), m in once.items()],
@@ -795,6 +804,45 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
         conflicts=n_conflicts,
         unreadable=tuple(once.values()),
     )
+
+
+class _ReadAhead:
+    """A large rebuild's next part read while this one is merged and written.
+
+    The reads of a part (both sides' records, mapped) keep both cores busy; its merge and writes (the golden
+    rows, agreed values and their commit) mostly one. Reading part i + 1 on a cursor of its own (its own
+    connection and transaction, as `both_sides` reads) while part i is merged and written fills the other
+    core: the datasets it reads are not written by the step. At most one part is read ahead (its frames held
+    beside the current part's). Used as a `with` block: on the way out (an error included) a read still
+    running is waited for, so nothing reads after the step's session ends (docs/benchmarks.md, "Session 27")."""
+
+    def __init__(self, read: Callable[[duckdb.DuckDBPyConnection, int], dict[str, pl.DataFrame]]) -> None:
+        self._read = read
+        self._pool = ThreadPoolExecutor(1)
+        self._next: Future[dict[str, pl.DataFrame]] | None = None
+
+    def _on_cursor(self, cur: duckdb.DuckDBPyConnection, i: int) -> dict[str, pl.DataFrame]:
+        try:
+            return self._read(cur, i)
+        finally:
+            cur.close()
+
+    def take(self, con: duckdb.DuckDBPyConnection, i: int, n: int) -> dict[str, pl.DataFrame]:
+        """Part `i`'s records (read ahead, or now on `con`), with part `i + 1`'s read started if there is one."""
+        got, self._next = self._next, None
+        sides = got.result() if got is not None else self._read(con, i)
+        if i + 1 < n:
+            self._next = self._pool.submit(self._on_cursor, con.cursor(), i + 1)
+        return sides
+
+    def __enter__(self) -> _ReadAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._next is not None:
+            with contextlib.suppress(Exception):  # the step's own error, if any, is the one raised
+                self._next.result()
+        self._pool.shutdown()
 
 
 def _in_dataset_order(con: duckdb.DuckDBPyConnection, entity: str,
