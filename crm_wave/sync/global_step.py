@@ -587,6 +587,9 @@ FILES_PAST = 50_000
 #: A full rebuild of up to this many parts of versions reads every field of every record once; a larger
 #: one reads the link fields of all, then every field part by part (less memory, each body parsed twice).
 READ_ONCE_PARTS = 4
+#: A rebuild of more than one part read part by part reads the next part while it merges and writes this one
+#: (`_ReadAhead`; docs/benchmarks.md, "Session 27"). False: each part is read when its turn comes.
+READ_AHEAD = True
 
 
 def _link_fields(entity: str) -> tuple[str, ...]:
@@ -757,7 +760,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
         return {s: load(con, s) for s in SIDES} if known is not None else both_sides(con, load)
 
     # A large rebuild reads the next part's records while it merges and writes this one (`_ReadAhead`).
-    ahead = _ReadAhead(read_sides) if known is None and len(parts) > 1 else None
+    ahead = _ReadAhead(read_sides) if READ_AHEAD and known is None and len(parts) > 1 else None
     with ahead or contextlib.nullcontext():
         for i, part in enumerate(parts):
             with store.connect() as con:
@@ -818,7 +821,7 @@ class _ReadAhead:
 
     def __init__(self, read: Callable[[duckdb.DuckDBPyConnection, int], dict[str, pl.DataFrame]]) -> None:
         self._read = read
-        self._pool = ThreadPoolExecutor(1)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="read-ahead")
         self._next: Future[dict[str, pl.DataFrame]] | None = None
 
     def _on_cursor(self, cur: duckdb.DuckDBPyConnection, i: int) -> dict[str, pl.DataFrame]:

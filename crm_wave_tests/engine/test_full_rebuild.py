@@ -111,3 +111,50 @@ def test_a_rebuild_read_once_writes_what_the_two_reads_write(tmp_path: Path, mon
     assert got[True][0] == got[False][0]
     for fast, general in zip(got[True][1:], got[False][1:]):
         assert_frame_equal(fast, general)
+
+
+
+def test_a_rebuild_reads_parts_ahead_and_an_error_in_a_read_ahead_is_raised(tmp_path: Path, monkeypatch):
+    """A rebuild in parts reads the next part on a thread of its own (`_ReadAhead`) and writes what reading
+    each part in turn writes; a read ahead that fails fails the step with its own error, and the next runs."""
+    import threading
+
+    monkeypatch.setattr(global_step, "CHUNK", 3)
+    monkeypatch.setattr(global_step, "PART", 3)  # 7 + 5 customers, some linked: at least 3 parts
+    monkeypatch.setattr(global_step, "READ_ONCE_PARTS", 0)  # no whole read: every part is read on its own
+    monkeypatch.setattr(global_step.canonical_paths, "SMALL", 0)
+    load, threads, calls, fail = global_step._known_or_load, [], [], [False]
+
+    def counted(*a, **k):
+        threads.append(threading.current_thread().name)
+        calls.append(a[2])
+        # The third part's CRM read: the second read on the read-ahead thread, while the second part is merged.
+        if fail[0] and [t.startswith("read-ahead") for t in threads].count(True) == 2:
+            raise RuntimeError("read ahead failed")
+        return load(*a, **k)
+
+    monkeypatch.setattr(global_step, "_known_or_load", counted)
+    got = {}
+    for ahead in (True, False):
+        monkeypatch.setattr(global_step, "READ_AHEAD", ahead)
+        store = Store(tmp_path / f"{ahead}.duckdb")
+        with store.connect() as con:
+            for system, bodies in (("crm", CRM_BODIES), ("wave", WAVE_BODIES)):
+                store.append_versions(con, dataset(system, "customer"), _versions(system, bodies["customer"], "a"), T0)
+        if ahead:
+            fail[0] = True
+            with pytest.raises(RuntimeError, match="read ahead failed"):
+                global_step.build_global(store, "customer", T0, full=True)
+            fail[0] = False
+        threads.clear()
+        calls.clear()
+        global_step.build_global(store, "customer", T0, full=True)
+        assert any(t.startswith("read-ahead") for t in threads) is ahead
+        assert len(calls) >= 6
+        got[ahead] = [_table(store, f"SELECT * {exclude} FROM {table} WHERE {where} ORDER BY ALL")
+                      for table, exclude, where in (("global_customer", "", "true"),
+                                                    ("links", "EXCLUDE (linked_at)", "entity = 'customer'"),
+                                                    ("agreed", "EXCLUDE (updated_at)", "entity = 'customer'"))]
+    assert got[True][0].height > 6
+    for with_ahead, in_turn in zip(got[True], got[False]):
+        assert_frame_equal(with_ahead, in_turn)
