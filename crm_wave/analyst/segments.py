@@ -1062,6 +1062,7 @@ def compact(snapshots_dir: Path, exported: Export, *, max_deltas: int | None = N
                 query = view_sql(snapshots_dir, chain, "*")
                 merged = Segment(table, "", sum(s.rows for s in chain), "seq", chain[0].lo, chain[-1].hi, chain[-1].checksum,
                                  chain[-1].columns, chain[-1].engine)
+                kept: list[Segment] = []  # one segment in place of the whole chain
             elif len(chain) > 1 and _compacts(chain[:-1], chain[-1].rows, max_deltas, share):
                 con = con or stack.enter_context(scratch())
                 net = _net_delta_rows(con, snapshots_dir, chain[1:]) if len(chain) > 2 else None

@@ -147,6 +147,31 @@ def test_compaction_gives_the_same_view_results(tmp_path: Path, monkeypatch: pyt
     assert _rows(nxt.path, f"SELECT * FROM {TABLE}") == live and ("g1", "v9") in live
 
 
+def test_a_long_dataset_chain_is_compacted_beside_a_table_s_chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A dataset appended to before every publish grows a chain of `_seq` segments, compacted past
+    # `MAX_SEQ_CHAIN`; in the same publishes a table's deltas are compacted into one (its base kept). Until
+    # 2026-12-02 the dataset's compaction raised UnboundLocalError (`kept`) when it came first, and took the
+    # other table's base into the dataset's chain when it came after.
+    monkeypatch.setattr(segments, "MAX_SEQ_CHAIN", 3)
+    monkeypatch.setattr(segments, "MAX_DELTAS", 2)
+    store, snaps = _start(tmp_path)
+    publish(store, snaps, T0, retention=KEEP, layout=SEG)
+    for n in range(1, 8):
+        with store.connect() as con:
+            store.append_versions(con, "crm_customer", _customers("crm", [f"C{n}", f"N{n}"], tag=f" v{n}"), T0)
+            store.replace_rows(con, TABLE, "global_id", pl.Series(["g0"]),
+                               pl.DataFrame({"global_id": ["g0"], "Name": [f"zero v{n}"]}))
+            live = {t: sorted(con.execute(f"SELECT * FROM {t}").fetchall()) for t in ("crm_customer", TABLE)}
+        last = publish(store, snaps, T0 + timedelta(minutes=n), retention=KEEP, layout=SEG)
+        chains = {t: [s for s in segments.read_manifest(last.path) if s.table == t] for t in live}
+        assert all(s.table == t for t, chain in chains.items() for s in chain)
+        if n % 3 == 0:  # the dataset's chain past 3 segments and the table's past 2 deltas: both compacted here
+            assert [(s.kind, s.rows) for s in chains["crm_customer"]] == [("seq", 20 + 2 * n)]
+            assert [s.kind for s in chains[TABLE]] == ["base"]
+        for t, rows in live.items():
+            assert _rows(last.path, f"SELECT * FROM {t}") == rows
+
+
 def test_pruning_never_removes_a_segment_a_kept_snapshot_needs(tmp_path: Path) -> None:
     store, snaps = _start(tmp_path)
     paths = []
