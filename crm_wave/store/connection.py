@@ -170,6 +170,7 @@ def ids_predicate(con: duckdb.DuckDBPyConnection, name: str, ids: pl.Series | li
     A few ids (<= `FEW_IDS`) go as one list parameter; more as the frame registered as view `name`.
     For one edit's few ids the list costs about half: registering a frame and joining it took ~2 ms
     and ~2-3 ms more than the statement itself, on each of the ~18 id filters of a global step."""
+    values: pl.Series | None = None
     if len(ids) <= FEW_IDS:  # in Python: four polars calls on a few ids cost ~0.5 ms
         raw = ids.to_list() if isinstance(ids, pl.Series) else ids
         listed: list[Any] | None = list(dict.fromkeys(v if isinstance(v, str) else str(v) for v in raw if v is not None))
@@ -179,6 +180,7 @@ def ids_predicate(con: duckdb.DuckDBPyConnection, name: str, ids: pl.Series | li
     if listed is not None:
         yield f"list_contains(?::VARCHAR[], {column})", [listed]
         return
+    assert values is not None  # more than `FEW_IDS` ids
     with registered(con, name, pl.DataFrame({"id": values})):
         yield f"{column} IN (SELECT id FROM {name})", []
 

@@ -116,6 +116,10 @@ class HttpPolicy:
     #: answers a third concurrent request of one token with 429.
     max_in_flight: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"HttpPolicy.max_attempts is {self.max_attempts}: at least 1 (one request, no retry)")
+
 
 @dataclass
 class RequestStats:

@@ -318,3 +318,9 @@ def test_from_env_and_repr_hide_the_token() -> None:
         assert "s3cr3t" not in repr(c) and "s3cr3t" not in str(c)
     finally:
         c.close()
+
+
+def test_a_policy_of_no_attempt_is_refused_by_name():
+    with pytest.raises(ValueError, match="max_attempts is 0: at least 1"):
+        HttpPolicy(max_attempts=0)
+    assert HttpPolicy(max_attempts=1).max_attempts == 1

@@ -396,7 +396,7 @@ class ProfileConnector:
                 url, params = str(httpx.URL(url).join(nxt)), None
             else:  # pragma: no cover - cursor sources go through _feed
                 raise AssertionError(p.style)
-        raise self._shape_error(response, "the listing never ended")  # pragma: no cover
+        raise self._shape_error(response, "the listing never ended")  # type: ignore[possibly-undefined]  # pragma: no cover
 
     def _one_pass(self, source: Source, extra: Mapping[str, Any],
                   page_size: int | None = None) -> tuple[dict[str, dict[str, Any]], bool, list[int | None]]:

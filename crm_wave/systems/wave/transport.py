@@ -102,6 +102,7 @@ class GraphQLTransport:
                 operation_name: str | None = None) -> dict[str, Any]:
         """Run one document and return its `data`; GraphQL-level rate limits are waited out and
         the whole request sent again (a refused field ran nothing); other errors are raised typed."""
+        body: dict[str, Any] = {}  # set by the first attempt (`HttpPolicy.max_attempts` is at least 1)
         for attempt in range(self.policy.max_attempts):
             body = self.post(query, variables, idempotent=idempotent, operation_name=operation_name)
             limited = self.rate_limited(body.get("errors") or [])
