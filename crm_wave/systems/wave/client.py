@@ -277,13 +277,7 @@ class WaveClient:
             chunk = ids[start:start + per_request]
             document = lookup_document("invoice", "InvoiceFields", len(chunk))
             variables: dict[str, Any] = {"businessId": self.business_id, **{f"id{i}": v for i, v in enumerate(chunk)}}
-            body: dict[str, Any] = {}  # set by the first attempt (`HttpPolicy.max_attempts` is at least 1)
-            for attempt in range(self.policy.max_attempts):
-                body = self._gql.post(document, variables, idempotent=True, operation_name="GetInvoices")
-                limited = self._gql.rate_limited(body.get("errors") or [])
-                if not limited or attempt + 1 == self.policy.max_attempts:
-                    break
-                self._gql.pause(attempt, limited)
+            body = self._gql.post_served(document, variables, idempotent=True, operation_name="GetInvoices")
             errors = body.get("errors") or []
             other = [e for e in errors if error_code(e) != "NOT_FOUND" or len(e.get("path") or []) < 2]
             if other:

@@ -98,10 +98,10 @@ class GraphQLTransport:
             wait = min(self.policy.backoff_max_s, self.policy.backoff_initial_s * 2 ** attempt)
         time.sleep(wait)
 
-    def execute(self, query: str, variables: Mapping[str, Any] | None, *, idempotent: bool = True,
-                operation_name: str | None = None) -> dict[str, Any]:
-        """Run one document and return its `data`; GraphQL-level rate limits are waited out and
-        the whole request sent again (a refused field ran nothing); other errors are raised typed."""
+    def post_served(self, query: str, variables: Mapping[str, Any] | None, *, idempotent: bool,
+                    operation_name: str | None = None) -> dict[str, Any]:
+        """`post`, with GraphQL-level rate limits waited out and the whole request sent again (a refused
+        field ran nothing): the first body not rate limited, or the last one when the attempts ran out."""
         body: dict[str, Any] = {}  # set by the first attempt (`HttpPolicy.max_attempts` is at least 1)
         for attempt in range(self.policy.max_attempts):
             body = self.post(query, variables, idempotent=idempotent, operation_name=operation_name)
@@ -109,7 +109,14 @@ class GraphQLTransport:
             if not limited:
                 break
             if attempt + 1 < self.policy.max_attempts:
-                self.pause(attempt, limited)  # a refused field ran nothing: send it all again
+                self.pause(attempt, limited)
+        return body
+
+    def execute(self, query: str, variables: Mapping[str, Any] | None, *, idempotent: bool = True,
+                operation_name: str | None = None) -> dict[str, Any]:
+        """Run one document and return its `data` (`post_served`: rate limits waited out); other errors
+        are raised typed."""
+        body = self.post_served(query, variables, idempotent=idempotent, operation_name=operation_name)
         if body.get("errors"):
             self.raise_for_errors(body["errors"])
         data = body.get("data")
