@@ -760,11 +760,11 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
         return {s: load(con, s) for s in SIDES} if known is not None else both_sides(con, load)
 
     # A large rebuild reads the next part's records while it merges and writes this one (`_ReadAhead`).
-    ahead = _ReadAhead(read_sides) if READ_AHEAD and known is None and len(parts) > 1 else None
+    ahead = _ReadAhead(read_sides, len(parts)) if READ_AHEAD and known is None and len(parts) > 1 else None
     with ahead or contextlib.nullcontext():
         for i, part in enumerate(parts):
             with store.connect() as con:
-                sides = ahead.take(con, i, len(parts)) if ahead is not None else read_sides(con, i)
+                sides = ahead.take(con, i) if ahead is not None else read_sides(con, i)
                 crm, wave = sides["crm"], sides["wave"]
                 del sides
                 agreed = store.read_agreed_frame(con, entity, fields, part["global_id"])
@@ -819,8 +819,8 @@ class _ReadAhead:
     beside the current part's). Used as a `with` block: on the way out (an error included) a read still
     running is waited for, so nothing reads after the step's session ends (docs/benchmarks.md, "Session 27")."""
 
-    def __init__(self, read: Callable[[duckdb.DuckDBPyConnection, int], dict[str, pl.DataFrame]]) -> None:
-        self._read = read
+    def __init__(self, read: Callable[[duckdb.DuckDBPyConnection, int], dict[str, pl.DataFrame]], parts: int) -> None:
+        self._read, self._parts = read, parts
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="read-ahead")
         self._next: Future[dict[str, pl.DataFrame]] | None = None
 
@@ -830,11 +830,11 @@ class _ReadAhead:
         finally:
             cur.close()
 
-    def take(self, con: duckdb.DuckDBPyConnection, i: int, n: int) -> dict[str, pl.DataFrame]:
+    def take(self, con: duckdb.DuckDBPyConnection, i: int) -> dict[str, pl.DataFrame]:
         """Part `i`'s records (read ahead, or now on `con`), with part `i + 1`'s read started if there is one."""
         got, self._next = self._next, None
         sides = got.result() if got is not None else self._read(con, i)
-        if i + 1 < n:
+        if i + 1 < self._parts:
             self._next = self._pool.submit(self._on_cursor, con.cursor(), i + 1)
         return sides
 
