@@ -54,6 +54,14 @@ def _table(store: Store, sql: str) -> pl.DataFrame:
         return con.execute(sql).pl()
 
 
+def _written(store: Store, entity: str) -> list[pl.DataFrame]:
+    """What a global step of `entity` wrote: its golden table, links and agreed values (less their times)."""
+    return [_table(store, f"SELECT * {exclude} FROM {table} WHERE {where} ORDER BY ALL")
+            for table, exclude, where in ((f"global_{entity}", "", "true"),
+                                          ("links", "EXCLUDE (linked_at)", f"entity = '{entity}'"),
+                                          ("agreed", "EXCLUDE (updated_at)", f"entity = '{entity}'"))]
+
+
 def test_fresh_inserts_write_what_upserts_write_into_empty_tables(tmp_path: Path):
     links = pl.DataFrame({"global_id": ["g1", "g2", "g3", "g1"], "crm_id": ["c1", None, "c3", None],
                           "wave_id": [None, "w2", "w3", "w1"], "how": ["origin:crm", "origin:wave", "merge:Email=Email", "x"]})
@@ -102,16 +110,11 @@ def test_a_rebuild_read_once_writes_what_the_two_reads_write(tmp_path: Path, mon
         monkeypatch.setattr(global_step, "_load_whole", lambda *a, f=global_step._load_whole, **k: calls.append(a) or f(*a, **k))
         result = global_step.build_global(store, entity, T0, full=True)
         assert bool(calls) is once
-        got[once] = (result, *(_table(store, f"SELECT * {exclude} FROM {table} WHERE {where} ORDER BY ALL")
-                               for table, exclude, where in (
-                                   (f"global_{entity}", "", "true"),
-                                   ("links", "EXCLUDE (linked_at)", f"entity = '{entity}'"),
-                                   ("agreed", "EXCLUDE (updated_at)", f"entity = '{entity}'"))))
+        got[once] = (result, *_written(store, entity))
     assert got[True][1].height >= len(CRM_BODIES[entity])
     assert got[True][0] == got[False][0]
     for fast, general in zip(got[True][1:], got[False][1:]):
         assert_frame_equal(fast, general)
-
 
 
 def test_a_rebuild_reads_parts_ahead_and_an_error_in_a_read_ahead_is_raised(tmp_path: Path, monkeypatch):
@@ -151,10 +154,7 @@ def test_a_rebuild_reads_parts_ahead_and_an_error_in_a_read_ahead_is_raised(tmp_
         global_step.build_global(store, "customer", T0, full=True)
         assert any(t.startswith("read-ahead") for t in threads) is ahead
         assert len(calls) >= 6
-        got[ahead] = [_table(store, f"SELECT * {exclude} FROM {table} WHERE {where} ORDER BY ALL")
-                      for table, exclude, where in (("global_customer", "", "true"),
-                                                    ("links", "EXCLUDE (linked_at)", "entity = 'customer'"),
-                                                    ("agreed", "EXCLUDE (updated_at)", "entity = 'customer'"))]
+        got[ahead] = _written(store, "customer")
     assert got[True][0].height > 6
     for with_ahead, in_turn in zip(got[True], got[False]):
         assert_frame_equal(with_ahead, in_turn)
