@@ -436,6 +436,8 @@ def run(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {"machine": info, "args": vars(args)}
     goals: dict[str, bool | None] = {}
     equal = True
+    if args.workdir:  # the folder named for the temporary files is made, as a run's own files are
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     base = {"seed": args.seed, "workdir": args.workdir}
     if "transform" in stages or "incremental" in stages:
         res = _median([_spawn("transform", {**base, "scale": scale.__dict__}) for _ in range(runs)])

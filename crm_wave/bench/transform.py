@@ -180,7 +180,8 @@ def storage_floor(store: Store, workdir: Path, groups: dict[str, list[str]] | No
                     frame = pl.from_arrow(arrow)
                     t = time.perf_counter()
                     assert isinstance(frame, pl.DataFrame)
-                    frame.write_parquet(Path(tmp) / f"{table}.parquet", compression=files.COMPRESSION)
+                    frame.write_parquet(Path(tmp) / f"{table}.parquet", compression=files.COMPRESSION,
+                                       compression_level=files.COMPRESSION_LEVEL)
                     out[group] += time.perf_counter() - t
                     del arrow, frame
                     continue

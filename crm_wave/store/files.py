@@ -52,7 +52,7 @@ import polars as pl
 
 from crm_wave.store.connection import forget_columns, ident, ids_predicate, registered, sql_ident, sql_str
 
-__all__ = ["COMPRESSION", "FILES_TABLE", "GONE", "ROWS", "STAGING", "FilesMissing", "Part", "add", "append", "backed", "carry",
+__all__ = ["COMPRESSION", "COMPRESSION_LEVEL", "FILES_TABLE", "GONE", "ROWS", "STAGING", "FilesMissing", "Part", "add", "append", "backed", "carry",
            "changed_table", "copy_store", "current", "drop", "files_view", "follow", "forget_staging", "fsync", "generations", "is_backed", "link",
            "link_parts", "missing", "parts", "place", "publish", "read_part", "replace_rows", "root_of", "rows_table", "start"]
 
@@ -67,6 +67,10 @@ ROWS = "__rows"
 LOG_ROW_GROUP = 16_384
 #: Compression of the parts: zstd, 1.1-1.2 s and 36 MB for the golden customers at 1M (lz4 1.0 s, 113 MB).
 COMPRESSION: Final = "zstd"
+#: At level 1, not polars' default 3: a part of 200,000 dataset versions takes 18-33 % less CPU to write, as
+#: small or smaller; a golden part 5-16 % less (docs/benchmarks.md, "Session 29"). The snapshots' segments
+#: are written at 1 too (`analyst.segments`). Readers see no difference: the level is not in the file's format.
+COMPRESSION_LEVEL: Final = 1
 
 
 def backed(name: str) -> bool:
@@ -184,7 +188,7 @@ def append(con: duckdb.DuckDBPyConnection, root: Path, name: str, frame: pl.Data
 
 def _write(frame: pl.DataFrame, path: Path, row_group_size: int | None = None) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    frame.write_parquet(tmp, compression=COMPRESSION, row_group_size=row_group_size)
+    frame.write_parquet(tmp, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL, row_group_size=row_group_size)
     fsync(tmp)
     os.replace(tmp, path)
 

@@ -22,11 +22,13 @@ ISSUE_16 = {"full pass <= 25 s", "all types <= 75 s", "peak RSS <= 3 GB", "snaps
 
 def test_quick_benchmark_runs_and_its_equality_check_passes(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
+    work = tmp_path / "runs" / "bench"  # not there yet: the benchmark makes the folder it is given
     proc = subprocess.run(
-        [sys.executable, "-m", "crm_wave.bench", "--quick", "--scale", "200", "--workdir", str(tmp_path), "--json", str(out)],
+        [sys.executable, "-m", "crm_wave.bench", "--quick", "--scale", "200", "--workdir", str(work), "--json", str(out)],
         capture_output=True, text=True, timeout=900, check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert work.is_dir()
     assert "equality check: PASSED" in proc.stdout
     results = json.loads(out.read_text())
     assert all(results["naive"]["equal"].values()) and len(results["naive"]["equal"]) == 9  # 3 golden + 6 share
