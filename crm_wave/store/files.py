@@ -74,9 +74,10 @@ COMPRESSION_LEVEL: Final = 1
 
 
 def backed(name: str) -> bool:
-    """Whether table `name` may be file-backed: the golden tables `global_<entity>` (and their staging)."""
+    """Whether table `name` may be file-backed: the golden tables `global_<entity>` and the share tables
+    `<side>_<entity>_share` (and their staging)."""
     base = name.removesuffix(STAGING)
-    return base.startswith("global_") and "__" not in base
+    return (base.startswith("global_") or base.endswith("_share")) and "__" not in base
 
 
 class FilesMissing(RuntimeError):

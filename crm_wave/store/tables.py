@@ -76,7 +76,10 @@ class Tables:
         log_rows(con, name, None)
 
     def read_table(self, con: duckdb.DuckDBPyConnection, name: str) -> pl.DataFrame | None:
-        """A whole table as polars, or None if it does not exist yet."""
+        """A whole table as polars, or None if it does not exist yet (or is file-backed and its files are not
+        beside this store: `table_columns`)."""
+        if files.backed(name) and self.table_columns(con, name) is None:
+            return None
         try:
             return con.execute(f"SELECT * FROM main.{ident(name)}").pl()
         except duckdb.CatalogException:  # a binder error: the transaction goes on

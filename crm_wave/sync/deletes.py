@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import duckdb
 import polars as pl
 
 from crm_wave.store.db import Store
-from crm_wave.store.writes import log_rows
 from crm_wave.sync.collect import deleted_versions
 from crm_wave.sync.names import CRM_RESOURCE, ENTITIES, dataset, share_table
 from crm_wave.systems.wave.client import Mutation
 
-__all__ = ["PendingDelete", "pending_deletes", "approve_deletes"]
+__all__ = ["PendingDelete", "pending_deletes", "approve_deletes", "drop_pending_delete"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,14 @@ def pending_deletes(store: Store) -> list[PendingDelete]:
     return out
 
 
+def drop_pending_delete(store: Store, con: duckdb.DuckDBPyConnection, table: str, global_id: str) -> None:
+    """Remove the delete of `global_id` from share table `table`, in the caller's transaction (through
+    `replace_rows`, which writes a large share table's Parquet parts' changed rows: crm_wave/store/files.py)."""
+    gid = pl.Series([global_id], dtype=pl.String)
+    rows = store.read_rows(con, table, "global_id", gid)
+    store.replace_rows(con, table, "global_id", gid, rows.filter(pl.col("op") != "delete"))
+
+
 def approve_deletes(store: Store, clients: dict[str, Any], global_ids: set[str] | None, now: datetime,
                     *, run_id: str | None = None) -> list[str]:
     """Carry out the pending deletes of `global_ids` (all when None); return one line per delete done."""
@@ -81,8 +89,6 @@ def approve_deletes(store: Store, clients: dict[str, Any], global_ids: set[str] 
                 # only the next full read would), and the delete is no longer pending.
                 store.append_frame(con, dataset(d.system, d.entity), deleted_versions(d.system, d.entity, [d.target_id]),
                                    now.replace(tzinfo=None))
-                con.execute(f"DELETE FROM {share_table(d.system, d.entity)} WHERE global_id = ? AND op = 'delete'",
-                            [d.global_id])
-                log_rows(con, share_table(d.system, d.entity), [d.global_id])
+                drop_pending_delete(store, con, share_table(d.system, d.entity), d.global_id)
         done.append(f"{d.describe()} -> {outcome}")
     return done

@@ -21,7 +21,9 @@ import polars as pl
 from crm_wave.logic.merge import HELD
 from crm_wave.logic.share import SHARE_SCHEMA, share_diff
 from crm_wave.store.db import Store
+from crm_wave.store import files
 from crm_wave.store.files import STAGING
+from crm_wave.sync import global_step
 from crm_wave.sync.global_step import (
     CHUNK,
     all_links,
@@ -51,6 +53,11 @@ class ShareResult:
     def work(self) -> int:
         """Writes the push would do now."""
         return self.inserts + self.updates
+
+    @property
+    def rows(self) -> int:
+        """Rows of the share table."""
+        return self.inserts + self.updates + self.deletes + self.waiting
 
 
 def target_fields(entity: str, target: str) -> list[str]:
@@ -195,7 +202,13 @@ def _build_share(store: Store, target: str, entity: str, *, full: bool | None, r
     staging = f"{table}{STAGING}"
     wanted = _read_columns(entity, target)
     every: dict[str, pl.DataFrame] = {}  # a rebuild's orders: every customer and product link, read once
-    for i, part in enumerate(parts):
+    # A rebuild's rows are held until they pass `FILES_PAST` (then written as the first Parquet part of the
+    # staging table and each part after as the next) or the parts end (then written as a DuckDB table): a large
+    # share table is stored as files, as a golden one is (writing 900,000 order updates took DuckDB 1.2 s and
+    # polars 0.1 s; docs/benchmarks.md, "Session 29").
+    held: list[pl.DataFrame] = []
+    as_files = False
+    for part in parts:
         with store.connect() as con:
             merged = (store.read_rows(con, gtable, "global_id", part, wanted) if incremental
                       else store.read_range(con, gtable, part, wanted))
@@ -209,18 +222,34 @@ def _build_share(store: Store, target: str, entity: str, *, full: bool | None, r
                 links = every = every or {e: all_links(store, con, e) for e in ("customer", "product")}
         frame = compute_share(merged, target, entity, links)
         del merged
-        with store.connect() as con:
-            if incremental:
+        if incremental:
+            with store.connect() as con:
                 store.replace_rows(con, table, "global_id", part, frame)
-            elif i == 0:
-                store.replace_table(con, staging, frame)
-            else:
-                store.insert_rows(con, staging, frame)
+        elif as_files:
+            if frame.height:
+                with store.connect() as con:
+                    store.insert_rows(con, staging, frame)
+        else:
+            held.append(frame)
+            if sum(f.height for f in held) > global_step.FILES_PAST:
+                with store.connect() as con:
+                    store.replace_table(con, staging, pl.concat(held), as_files=True)
+                held, as_files = [], True
+        del frame
     with store.connect() as con:
         if not incremental:
+            if not as_files:
+                store.replace_table(con, staging, pl.concat(held) if held else pl.DataFrame(schema=SHARE_SCHEMA))
             store.swap_table(con, staging, table)
         store.set_marks(con, step, {"changes": top_change, "fingerprint": fp}, marks, read=read)
-        return _share_result(con, table)
+        result = _share_result(con, table)
+        if incremental and result.rows <= global_step.FILES_PAST and files.is_backed(con, table):
+            # Stored as files by a large rebuild, and few rows left (the pushes done): a DuckDB table again, or every
+            # read would keep subtracting the rows gone since from the files' (`files`, `<name>__changed`).
+            rows = store.read_table(con, table)
+            assert rows is not None  # its files are there: they were just read
+            store.replace_table(con, table, rows)
+        return result
 
 
 def _share_result(con: duckdb.DuckDBPyConnection, table: str) -> ShareResult:
