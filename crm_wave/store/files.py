@@ -1,10 +1,12 @@
-"""File-backed tables: a large golden table as Parquet files written by polars, under views.
+"""File-backed tables: a large golden or share table as Parquet files written by polars, under views.
 
 A full rebuild rewrites a golden table whole. Storing 1.1M rows of 67 columns in DuckDB's file
 took 7.3-9.8 s; polars writes the same rows as Parquet in 1.1-1.7 s, a quarter of the size
 (docs/benchmarks.md, "Session 16" and "Session 17"). Reads of the files cost more than a table's,
 so the global step writes files only for a rebuild of more than `FILES_PAST` rows (50,000, in
-crm_wave/sync/global_step.py; `Tables.replace_table(..., as_files=True)`). A file-backed table
+crm_wave/sync/global_step.py; `Tables.replace_table(..., as_files=True)`); a share rebuild of more rows
+than that does the same, and an incremental share step that leaves at most that many makes it a DuckDB table again
+(crm_wave/sync/share_step.py: a share table shrinks as its pushes are done). A file-backed table
 `<name>` is three things in the DuckDB file, and one folder beside it
 (`<store file>.files/<name>/<generation>/`):
 

@@ -20,6 +20,8 @@ from crm_wave.config.settings import ConfigError
 from crm_wave.store.db import Store, Version
 import crm_wave.store.datasets as datasets
 import crm_wave.sync.global_step as global_step
+from crm_wave.store import files
+from crm_wave.sync.names import ENTITIES, global_table, share_table
 
 T0 = datetime(2026, 3, 1, 9, 0, 0)
 KEEP = Retention(keep=100, max_age=timedelta(days=1), max_bytes=2**40, grace=timedelta(0))
@@ -267,13 +269,16 @@ def test_every_analyst_view_answers_as_in_a_whole_copy(tmp_path: Path, monkeypat
     crm.pending["customer"] = data.edit("crm", "customer", 0.1)
     _pass(store, data, {"crm": crm, "wave": wave}, T0 + timedelta(hours=1), full=False)
     new = publish(store, tmp_path / "snaps", T0 + timedelta(hours=1), retention=KEEP, layout=SEG)
-    assert new.how == "segments" and any(s.kind == "delta" and s.table == "wave_customer_share" for s in new.written)
-    assert dict(new.read)["wave_customer_share"] == "log: rows"  # found from the row-write log, not by hashing every row
-    # The golden table: the same Parquet parts (a full pass wrote them), its changed rows a small table.
-    assert dict(new.read)["global_customer__files"] == "files" and not any(
-        s.table == "global_customer__files" for s in new.written)
-    assert any(s.table == "global_customer__changed" for s in new.written)
-    backed = {"global_customer", "global_product", "global_order"}
+    # The golden table and (a share rebuild of more than `FILES_PAST` rows) the Wave customers' share: the same
+    # Parquet parts (a full pass wrote them), their changed rows a small table, found from the row-write log.
+    for table in ("global_customer", "wave_customer_share"):
+        assert dict(new.read)[f"{table}__files"] == "files" and not any(s.table == f"{table}__files" for s in new.written)
+        assert any(s.table == f"{table}__changed" for s in new.written)
+    assert new.how == "segments" and dict(new.read)["wave_customer_share__changed"].startswith("log: ")
+    with store.connect() as con:
+        backed = {t for t in (*(global_table(e) for e in ENTITIES), *(share_table(s, e) for e in ENTITIES for s in ("crm", "wave")))
+                  if files.is_backed(con, t)}
+    assert {"global_customer", "global_product", "global_order", "wave_customer_share"} <= backed
     if datasets_as_files:  # the edits' versions are rows of `__rows`, a dataset chain of its own
         backed |= {"crm_customer", "wave_customer", "crm_order", "wave_invoice"}
         assert dict(new.read)["crm_customer__files"] == "files" and dict(new.read)["crm_customer__rows"] == "seq"
