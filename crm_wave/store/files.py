@@ -55,7 +55,7 @@ import polars as pl
 from crm_wave.store.connection import forget_columns, ident, ids_predicate, registered, sql_ident, sql_str
 
 __all__ = ["COMPRESSION", "COMPRESSION_LEVEL", "FILES_TABLE", "GONE", "ROWS", "STAGING", "FilesMissing", "Part", "add", "append", "backed", "carry",
-           "changed_table", "copy_store", "current", "drop", "files_view", "follow", "forget_staging", "fsync", "generations", "is_backed", "link",
+           "changed_table", "copy_store", "current", "delete_parts", "drop", "files_view", "follow", "forget_staging", "fsync", "generations", "is_backed", "link",
            "link_parts", "missing", "parts", "place", "publish", "read_part", "replace_rows", "root_of", "rows_table", "start"]
 
 FILES_TABLE = "table_files"
@@ -281,6 +281,12 @@ def forget_staging(con: duckdb.DuckDBPyConnection, root: Path, staging: str) -> 
         name = staging.removesuffix(STAGING)
         if current(con, name) is None and (root / name).is_dir():
             shutil.rmtree(root / name, ignore_errors=True)
+
+
+def delete_parts(root: Path, name: str) -> None:
+    """Delete every generation of parts of table `name`, which is not stored as files any more (`drop`, committed):
+    called under the lock of the step that rebuilds it, so no rebuild writes a new generation meanwhile."""
+    shutil.rmtree(root / name, ignore_errors=True)
 
 
 def drop(con: duckdb.DuckDBPyConnection, name: str) -> None:

@@ -149,9 +149,12 @@ def build_share(store: Store, target: str, entity: str, *, full: bool | None = N
     One share step per table runs at a time (two syncs started at once take turns), and no global step of
     the entity runs meanwhile: a rebuild reads the golden table in parts, across transactions, and a large
     one's parts are Parquet files that the global step's next rebuilds replace and delete (crm_wave/store/files.py)."""
-    with store.named_lock(f"share_{target}_{entity}"), store.named_lock(f"global_{entity}"), store.session(), \
-            contextlib.ExitStack() as rest:
-        return _build_share(store, target, entity, full=full, rest=rest)
+    with store.named_lock(f"share_{target}_{entity}"), store.named_lock(f"global_{entity}"):
+        with store.session(), contextlib.ExitStack() as rest:
+            result, unfiled = _build_share(store, target, entity, full=full, rest=rest)
+        if unfiled:  # a DuckDB table again, committed: nothing reads its parts now (a copy's are hard links)
+            files.delete_parts(store.files_root, result.table)
+        return result
 
 
 def _read_columns(entity: str, target: str) -> list[str]:
@@ -160,7 +163,9 @@ def _read_columns(entity: str, target: str) -> list[str]:
     return [c for c in golden_columns(entity) if not c.endswith(other)]
 
 
-def _build_share(store: Store, target: str, entity: str, *, full: bool | None, rest: contextlib.ExitStack) -> ShareResult:
+def _build_share(store: Store, target: str, entity: str, *, full: bool | None,
+                 rest: contextlib.ExitStack) -> tuple[ShareResult, bool]:
+    """(the step's counts, whether a share table stored as files became a DuckDB table)."""
     table = share_table(target, entity)
     gtable = global_table(entity)
     step = f"share_{target}_{entity}"
@@ -190,7 +195,7 @@ def _build_share(store: Store, target: str, entity: str, *, full: bool | None, r
                 dirty = pl.concat(sources).unique()
                 if dirty.len() == 0:  # no golden row changed: the share table stands as it is
                     store.set_marks(con, step, {"changes": top_change, "fingerprint": fp}, marks, read=read)
-                    return _share_result(con, table)
+                    return _share_result(con, table), False
         # In parts, so that a rebuild of a large table needs bounded memory.
         if incremental:
             assert dirty is not None  # set whenever the step stays incremental
@@ -249,7 +254,8 @@ def _build_share(store: Store, target: str, entity: str, *, full: bool | None, r
             rows = store.read_table(con, table)
             assert rows is not None  # its files are there: they were just read
             store.replace_table(con, table, rows)
-        return result
+            return result, True
+        return result, False
 
 
 def _share_result(con: duckdb.DuckDBPyConnection, table: str) -> ShareResult:

@@ -1,7 +1,7 @@
 """Large share tables stored as Parquet parts, as large golden tables are (crm_wave/store/files.py): a rebuild
 of more than `FILES_PAST` share rows writes files, and reads as the DuckDB table a rebuild writes otherwise; an
-incremental step that leaves at most `FILES_PAST` rows makes the table a DuckDB table again; a pending delete is
-removed from a share table stored as files."""
+incremental step that leaves at most `FILES_PAST` rows makes the table a DuckDB table again (its parts deleted); a
+pending delete is removed from a share table stored as files."""
 
 from __future__ import annotations
 
@@ -78,6 +78,8 @@ def test_a_large_share_rebuild_is_files_that_read_as_the_table_and_few_rows_make
         _run_steps(store, world.clock, full=False)
     after = _backed(backed)
     assert after < before
+    assert all((backed.files_root / name).is_dir() for name in after)
+    assert not any((backed.files_root / name).exists() for name in before - after)  # its parts deleted, committed
     got, want = _shares(backed), _shares(plain)
     with backed.connect() as con:
         for name in before - after:
