@@ -55,8 +55,8 @@ import polars as pl
 from crm_wave.store.connection import forget_columns, ident, ids_predicate, registered, sql_ident, sql_str
 
 __all__ = ["COMPRESSION", "COMPRESSION_LEVEL", "FILES_TABLE", "GONE", "ROWS", "STAGING", "FilesMissing", "Part", "add", "append", "backed", "carry",
-           "changed_table", "copy_store", "current", "delete_parts", "drop", "files_view", "follow", "forget_staging", "fsync", "generations", "is_backed", "link",
-           "link_parts", "missing", "parts", "place", "publish", "read_part", "replace_rows", "root_of", "rows_table", "start"]
+           "changed_table", "copy_store", "current", "delete_parts", "drop", "files_view", "follow", "forget_staging", "fsync", "generations", "is_backed",
+           "link", "link_parts", "missing", "parts", "place", "publish", "read_part", "replace_rows", "root_of", "rows_table", "start"]
 
 FILES_TABLE = "table_files"
 #: The column of `<name>__changed` that marks a deleted row.
