@@ -6,6 +6,7 @@ pending delete is removed from a share table stored as files."""
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -108,3 +109,26 @@ def test_a_pending_delete_is_dropped_from_a_share_table_stored_as_files(tmp_path
         assert files.is_backed(con, table)
     assert left is not None
     assert left.sort("global_id")["global_id"].to_list() == ["g2", "g3"]
+
+
+def test_a_share_table_whose_parts_are_not_beside_the_file_reads_as_absent_and_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setattr(global_step, "FILES_PAST", 10**9)
+    world_p, plain = _world(tmp_path, "plain")
+    _run_steps(plain, world_p.clock, full=True)
+    monkeypatch.setattr(global_step, "FILES_PAST", 3)
+    world_b, backed = _world(tmp_path, "backed")
+    _run_steps(backed, world_b.clock, full=True)
+    large = _backed(backed)
+    assert large
+    alone = tmp_path / "alone"  # the DuckDB file copied without its folder of parts
+    alone.mkdir()
+    shutil.copyfile(backed.path, alone / "sync.duckdb")
+    shutil.copyfile(backed.path.parent / "policy.toml", alone / "policy.toml")
+    copy = Store(alone / "sync.duckdb")
+    with copy.connect() as con:
+        assert all(copy.read_table(con, name) is None for name in large)
+    _run_steps(copy, world_b.clock, full=False)
+    got, want = _shares(copy), _shares(plain)
+    assert got.keys() == want.keys()
+    for name in want:
+        assert_frame_equal(got[name], want[name])
