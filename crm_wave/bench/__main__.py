@@ -166,10 +166,10 @@ def _print_transform(res: dict[str, Any], scale: Scale, runs: int, out: list[str
     out.append(f"  all types: {everything:.1f} s (goal <= {ALL_TYPES_S:.0f} s: "
                f"{_verdict(goals[f'all types <= {ALL_TYPES_S:.0f} s'])}); peak RSS {rss_gb:.2f} GB (goal <= "
                f"{PEAK_RSS_GB:.0f} GB: {_verdict(goals[f'peak RSS <= {PEAK_RSS_GB:.0f} GB'])}); DuckDB file {res['db_mb']:.0f} MB"
-               + (f" and the golden tables' Parquet {res['files_mb']:.0f} MB" if "files_mb" in res else ""))
+               + (f" and its tables' Parquet parts {res['files_mb']:.0f} MB" if "files_mb" in res else ""))
     if floor:
         out.append("  storage floor (the store alone writing the same datasets, golden and share tables from Arrow, no logic; "
-                   "DuckDB tables, the golden ones as polars Parquet): "
+                   "each as the store keeps it: a DuckDB table, or polars Parquet for those stored as files): "
                    f"customers {floor['customer']:.1f} s, all types {sum(floor.values()):.1f} s: what bounds the "
                    f"full pass once its goal is met (the aim of {FULL_PASS_AIM_S:.0f} s "
                    f"{'is above' if floor['customer'] < FULL_PASS_AIM_S else 'is below'} it)")
@@ -241,7 +241,7 @@ def _print_naive(res: dict[str, Any], scale: Scale, runs: int, out: list[str]) -
                f"{_verdict(_at(speedup >= NAIVE_AIM_X, judged))})")
     if "writes_floor_s" in res:
         w = res["writes_floor_s"]
-        out.append(f"  storage floor: the store alone writing the engine's golden (Parquet), share, link and agreed tables from Arrow "
+        out.append(f"  storage floor: the store alone writing the engine's golden, share, link and agreed tables from Arrow (each as the store keeps it) "
                    f"takes {w:.2f} s = naive / {res['naive_s'] / w if w else 0:.1f}; {NAIVE_X:.0f}x would leave "
                    f"{res['naive_s'] / NAIVE_X:.2f} s for everything, the aim of {NAIVE_AIM_X:.0f}x "
                    f"{res['naive_s'] / NAIVE_AIM_X:.2f} s")

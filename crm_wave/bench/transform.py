@@ -161,8 +161,8 @@ def _entity_tables(entity: str, *, datasets: bool = True) -> list[str]:
 def storage_floor(store: Store, workdir: Path, groups: dict[str, list[str]] | None = None) -> dict[str, float]:
     """Seconds DuckDB alone takes to write tables of `store` (read into Arrow first, untimed; written
     into a fresh file in the store's format with `CREATE TABLE AS`, a dataset into its own definition;
-    committed and closed; a golden table, or a dataset stored as files, as polars writes its Parquet,
-    crm_wave/store/files.py), per group of tables. By
+    committed and closed; a table the store keeps as files (a large golden or share table, a large dataset) as
+    polars writes its Parquet, crm_wave/store/files.py), per group of tables. By
     default the tables a pass writes: per entity its datasets, golden and share tables, and
     `links+agreed`."""
     if groups is None:
@@ -175,7 +175,7 @@ def storage_floor(store: Store, workdir: Path, groups: dict[str, list[str]] | No
             for table in tables:
                 with store.connect() as con:
                     arrow = con.execute(f"SELECT * FROM {table}").arrow().read_all()
-                    as_files = files.backed(table) or files.current(con, table) is not None
+                    as_files = files.current(con, table) is not None  # as the store keeps it
                 if as_files:
                     frame = pl.from_arrow(arrow)
                     t = time.perf_counter()
