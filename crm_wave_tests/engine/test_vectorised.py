@@ -249,7 +249,8 @@ def test_lines_that_are_not_a_list_of_objects_are_left_to_the_python_mapping(sys
     rows the Python mapping then reads), true where they are one, empty, null or absent."""
     key = "Lines" if system == "crm" else "items"
     line = {"ProductId": "P1", "Quantity": "1"} if system == "crm" else {"product": {"id": "WP1"}, "quantity": "1"}
-    cases = {"list": ([line, {}], True), "empty": ([], True), "null": (None, True), "absent": (..., True),
+    # "lines": each line has a fragment (the parse alone tells); "list": an empty line as well (`json_type` tells).
+    cases = {"lines": ([line, line], True), "list": ([line, {}], True), "empty": ([], True), "null": (None, True), "absent": (..., True),
              "text": ("", False), "object": (line, False), "number": (3, False), "a text line": ([line, "P2"], False),
              "a null line": ([None], False), "a list line": ([[line]], False)}
     bodies = {name: json.dumps({"Id": name} if value is ... else {"Id": name, key: value}) for name, (value, _) in cases.items()}
