@@ -279,19 +279,21 @@ def forget_staging(con: duckdb.DuckDBPyConnection, root: Path, staging: str) -> 
     if staging.endswith(STAGING):
         con.execute(f"DELETE FROM {FILES_TABLE} WHERE name = ?", [staging])
         name = staging.removesuffix(STAGING)
-        if current(con, name) is None and (root / name).is_dir():
-            shutil.rmtree(root / name, ignore_errors=True)
+        if current(con, name) is None:
+            delete_parts(root, name)
 
 
 def delete_parts(root: Path, name: str) -> None:
-    """Delete every generation of parts of table `name`, which is not stored as files any more (`drop`, committed):
-    called under the lock of the step that rebuilds it, so no rebuild writes a new generation meanwhile."""
+    """Delete every generation of parts of table `name`, which `table_files` no longer records (`drop`): under the
+    lock of the step that rebuilds it, so no rebuild writes a new generation meanwhile. A share table that became a
+    DuckDB table again has its parts deleted so once that is committed (`share_step.build_share`)."""
     shutil.rmtree(root / name, ignore_errors=True)
 
 
 def drop(con: duckdb.DuckDBPyConnection, name: str) -> None:
     """Stop storing `name` as files (its rebuild is a DuckDB table now): its views, its changed rows and
-    its row of `table_files` dropped, in the caller's transaction; its parts go when its next rebuild starts."""
+    its row of `table_files` dropped, in the caller's transaction; its parts go when its next rebuild starts
+    (`forget_staging`), a share table's when the step that dropped it has committed (`delete_parts`)."""
     if name.endswith(STAGING) or current(con, name) is None:
         return
     forget_columns(con, name)

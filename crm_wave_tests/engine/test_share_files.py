@@ -42,17 +42,21 @@ def _world(tmp_path: Path, name: str) -> tuple[World, Store]:
     return world, store
 
 
+def _rebuilt(tmp_path: Path, monkeypatch, name: str, files_past: int) -> tuple[World, Store]:
+    """The seeded world's store after a full pass with `FILES_PAST` at `files_past` (left so)."""
+    monkeypatch.setattr(global_step, "FILES_PAST", files_past)
+    world, store = _world(tmp_path, name)
+    _run_steps(store, world.clock, full=True)
+    return world, store
+
+
 def test_a_large_share_rebuild_is_files_that_read_as_the_table_and_few_rows_make_it_a_table_again(tmp_path, monkeypatch):
-    monkeypatch.setattr(global_step, "FILES_PAST", 10**9)
-    world_p, plain = _world(tmp_path, "plain")
-    _run_steps(plain, world_p.clock, full=True)
+    world_p, plain = _rebuilt(tmp_path, monkeypatch, "plain", 10**9)
     want = _shares(plain)
     large = {name for name, frame in want.items() if frame.height > 3}
     assert large and large != set(want), want  # some share tables have more than 3 rows, some not
 
-    monkeypatch.setattr(global_step, "FILES_PAST", 3)
-    world_b, backed = _world(tmp_path, "backed")  # the same seed: the same records
-    _run_steps(backed, world_b.clock, full=True)
+    world_b, backed = _rebuilt(tmp_path, monkeypatch, "backed", 3)  # the same seed: the same records
     assert _backed(backed) == large
     got = _shares(backed)
     assert got.keys() == want.keys()
@@ -112,12 +116,8 @@ def test_a_pending_delete_is_dropped_from_a_share_table_stored_as_files(tmp_path
 
 
 def test_a_share_table_whose_parts_are_not_beside_the_file_reads_as_absent_and_is_rebuilt(tmp_path, monkeypatch):
-    monkeypatch.setattr(global_step, "FILES_PAST", 10**9)
-    world_p, plain = _world(tmp_path, "plain")
-    _run_steps(plain, world_p.clock, full=True)
-    monkeypatch.setattr(global_step, "FILES_PAST", 3)
-    world_b, backed = _world(tmp_path, "backed")
-    _run_steps(backed, world_b.clock, full=True)
+    _, plain = _rebuilt(tmp_path, monkeypatch, "plain", 10**9)
+    world_b, backed = _rebuilt(tmp_path, monkeypatch, "backed", 3)
     large = _backed(backed)
     assert large
     alone = tmp_path / "alone"  # the DuckDB file copied without its folder of parts
