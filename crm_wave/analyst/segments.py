@@ -35,7 +35,8 @@ Every table of the live store goes to `<snapshots>/segments/<table>/` as immutab
 A snapshot file is a small DuckDB database: one view per live table over its segments (by
 absolute path; the log's own tables are left out), the live views, the analyst views,
 `snapshot_files`, the list of its segments, `snapshot_log_mark`, where the store's row-write
-log stood, and `snapshot_shape`, a digest of what the rest is made from (`shape`): a publish whose
+log stood, `snapshot_prints` (these three views of their own rows: `_rows_view`), and the table
+`snapshot_shape`, a digest of what the rest is made from (`shape`): a publish whose
 digest is the newest snapshot's copies that file and replaces the views of what changed. At 1M
 records hashing every row held the lock for 9-21 s after no change; with the log (and the changes of
 the sessions since) it is held 0.03-0.04 s after no change and 0.16-0.20 s after a 1 % change
@@ -56,7 +57,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,13 +80,13 @@ __all__ = ["COMPACT_SHARE", "DATASET_COLUMNS", "MANIFEST", "MAX_DELTAS", "SEGMEN
            "shape", "snapshot_bytes", "view_sql", "write_manifest", "write_snapshot"]
 
 SEGMENTS_DIR = "segments"
-#: The table in every snapshot file that lists the segment files its views read.
+#: The view in every snapshot file that lists the segment files its views read (a view of its rows: `_rows_view`).
 MANIFEST = "snapshot_files"
-#: The table in every snapshot file that holds the store's row-write log mark it was taken at.
+#: The view in every snapshot file of the store's row-write log mark it was taken at (one row; none: no log).
 MARK = "snapshot_log_mark"
 #: The table in every snapshot file that holds the digest of what its objects are made from (`shape`).
 SHAPE = "snapshot_shape"
-#: The fingerprint (count, sum, bit_xor of `_snap_h`) of each hashed table's rows as the snapshot shows them, where
+#: The view of the fingerprint (count, sum, bit_xor of `_snap_h`) of each hashed table's rows as the snapshot shows them, where
 #: the export knew it: the next publish of a new process compares the live rows with it before it reads any
 #: chain's hashes (`previous_hashes`), and reads the hashes only of a table whose rows changed.
 PRINTS = "snapshot_prints"
@@ -608,7 +609,7 @@ def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterab
             t: functools.partial(lambda plan, _cur: (plan, "seq"), p) for t, p in plans.items() if p.kind}
         work.update(jobs)
         rows.update((t, p.rows) for t, p in plans.items() if p.kind)
-        with _Workers(con) as workers:
+        with _Workers(con) as workers, _one_thread_each(con, len(work) > 1 and max(rows.values(), default=0) <= ONE_THREAD_ROWS):
             found = workers.map({t: functools.partial(_plan_and_write, work[t], budget, seg_dir, snapshots_dir)
                                  for t in sorted(work, key=lambda t: rows[t] * len(tables[t]), reverse=True)},
                                 discard=_discard_made)
@@ -682,20 +683,43 @@ def _export_files(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, before: d
     return made
 
 
+_MANIFEST_COLUMNS = (("table_name", "VARCHAR"), ("position", "INTEGER"), ("file", "VARCHAR"), ("path", "VARCHAR"),
+                     ("row_count", "BIGINT"), ("kind", "VARCHAR"), ("seq_from", "BIGINT"), ("seq_to", "BIGINT"),
+                     ("checksum", "HUGEINT"), ("columns", "VARCHAR"), ("engine", "VARCHAR"))
+_MARK_COLUMNS = (("log_id", "VARCHAR"), ("seq", "BIGINT"), ("checksum", "HUGEINT"))
+_PRINTS_COLUMNS = (("table_name", "VARCHAR"), ("row_count", "BIGINT"), ("hash_sum", "HUGEINT"), ("hash_xor", "UBIGINT"))
+
+
+def _rows_view(con: duckdb.DuckDBPyConnection, name: str, columns: Sequence[tuple[str, str]],
+               rows: Iterable[Sequence[Any]]) -> None:
+    """Create or replace view `name` of `rows`, written into its definition, with `columns` ((name, type), ...).
+
+    The bookkeeping of a snapshot file (`MANIFEST`, `MARK`, `PRINTS`) is views of this kind, not tables: a publish
+    that updates the file before replaces them, where the rows deleted and inserted in tables made the checkpoint
+    of its detach rewrite them (14-18 ms of 29-38 for the whole update, against 4-7 of 16-21: docs/benchmarks.md,
+    "Session 30"). Every value is a string literal cast to its column's type: exact for any HUGEINT."""
+    cells = [f"CAST(c{i} AS {dtype}) AS {_q(col)}" for i, (col, dtype) in enumerate(columns)]
+    values = ", ".join("(" + ", ".join("NULL" if v is None else _lit(str(v)) for v in row) + ")" for row in rows)
+    if values:
+        names = ", ".join(f"c{i}" for i in range(len(columns)))
+        con.execute(f"CREATE OR REPLACE VIEW {_q(name)} AS SELECT {', '.join(cells)} FROM (VALUES {values}) AS t({names})")
+    else:  # the columns and their types, no row
+        nulls = ", ".join(f"CAST(NULL AS {dtype}) AS {_q(col)}" for col, dtype in columns)
+        con.execute(f"CREATE OR REPLACE VIEW {_q(name)} AS SELECT {nulls} WHERE false")
+
+
 def write_manifest(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, segs: Iterable[tuple[int, Segment]]) -> None:
-    """Create `snapshot_files` in the snapshot of `con` with the segments `segs` ((position, segment))."""
-    con.execute(f"CREATE TABLE {MANIFEST} (table_name VARCHAR NOT NULL, position INTEGER NOT NULL, "
-                "file VARCHAR NOT NULL, path VARCHAR NOT NULL, row_count BIGINT NOT NULL, kind VARCHAR NOT NULL, "
-                "seq_from BIGINT, seq_to BIGINT, checksum HUGEINT, columns VARCHAR NOT NULL, engine VARCHAR NOT NULL)")
-    _add_to_manifest(con, snapshots_dir, segs)
+    """Create or replace `snapshot_files` in the snapshot of `con`: the segments `segs` ((position, segment))."""
+    _rows_view(con, MANIFEST, _MANIFEST_COLUMNS,
+               [(s.table, i, s.file, str(Path(snapshots_dir) / s.file), s.rows, s.kind, s.lo, s.hi, s.checksum, s.columns,
+                 s.engine) for i, s in segs])
 
 
-def _add_to_manifest(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, segs: Iterable[tuple[int, Segment]]) -> None:
-    rows = [(s.table, i, s.file, str(Path(snapshots_dir) / s.file), s.rows, s.kind, s.lo, s.hi, s.checksum, s.columns,
-             s.engine) for i, s in segs]
-    if rows:  # one statement: executemany costs a few ms a row
-        con.execute(f"INSERT INTO {MANIFEST} VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows)),
-                    [v for row in rows for v in row])
+def _write_bookkeeping(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, exported: Export) -> None:
+    """The manifest, the log mark and the fingerprints of the snapshot of `con`, from `exported`."""
+    write_manifest(con, snapshots_dir, [(i, s) for segs in exported.segments.values() for i, s in enumerate(segs)])
+    _rows_view(con, MARK, _MARK_COLUMNS, [exported.mark] if exported.mark is not None else [])
+    _rows_view(con, PRINTS, _PRINTS_COLUMNS, [(t, n, total, xor) for t, (n, total, xor) in sorted(exported.prints.items())])
 
 
 @dataclass
@@ -798,6 +822,26 @@ def _hashed(con: duckdb.DuckDBPyConnection, *, table: str, chain: list[Segment],
 
 #: Statements of an export at once (each table's own in a cursor of its own): the cores of this machine.
 EXPORT_THREADS = max(1, min(4, os.cpu_count() or 1))
+#: An export whose jobs each read at most this many rows (DuckDB's row group: a scan of fewer is one task anyway)
+#: runs each statement on its own thread (`_one_thread_each`).
+ONE_THREAD_ROWS = 122_880
+
+
+@contextlib.contextmanager
+def _one_thread_each(con: duckdb.DuckDBPyConnection, on: bool) -> Iterator[None]:
+    """With `on`, DuckDB runs every statement of the block on the thread that calls it (`threads` 1), the
+    setting it had given back at the end. The workers of an export already keep the cores busy, a table each;
+    with DuckDB's own threads as well, the small statements of a 1 % change waited on one another: the publish
+    took 0.23-0.27 s where it takes 0.19-0.23 (docs/benchmarks.md, "Session 30")."""
+    if not on:
+        yield
+        return
+    ((threads,),) = con.execute("SELECT current_setting('threads')").fetchall()
+    con.execute("SET threads = 1")
+    try:
+        yield
+    finally:
+        con.execute(f"SET threads = {int(threads)}")
 
 
 class _Workers:
@@ -1106,7 +1150,7 @@ def shape(snapshots_dir: Path, exported: Export) -> str:
     views read, every table's live column types, the live views, the analyst views' sources (`views_digest`)
     and DuckDB's version. Files of the same shape differ only in the views of tables whose segments differ."""
     made = [str(Path(snapshots_dir).resolve()), sorted(exported.types.items()), exported.views, views_digest(),
-            duckdb.__version__, PRINTS]  # a file from before `PRINTS` is written whole
+            duckdb.__version__, PRINTS, "bookkeeping views"]  # a file from before `PRINTS` or `_rows_view` is written whole
     return hashlib.sha1(json.dumps(made).encode()).hexdigest()
 
 
@@ -1121,7 +1165,7 @@ def write_snapshot(path: Path, snapshots_dir: Path, exported: Export, over: Path
     `shape` digest and the analyst views.
 
     `over`: the snapshot before. When it has the same `shape`, it is copied and only what differs is
-    replaced: the views and manifest rows of the tables whose segments differ, and the mark (about 0.1 s less
+    replaced: the views of the tables whose segments differ, and the bookkeeping views (about 0.1 s less
     per publish at 1M records, most of it the analyst views: docs/benchmarks.md, "Session 21"). Returns
     whether the file was made so (False: written whole)."""
     snapshots_dir = Path(snapshots_dir).resolve()
@@ -1134,25 +1178,15 @@ def write_snapshot(path: Path, snapshots_dir: Path, exported: Export, over: Path
         with _attached(path) as con:
             con.execute("BEGIN TRANSACTION")
             changed = [t for t, segs in exported.segments.items() if before.get(t) != segs]
-            if changed:
-                con.execute(f"DELETE FROM {MANIFEST} WHERE table_name IN ({', '.join('?' * len(changed))})", changed)
-                _add_to_manifest(con, snapshots_dir, [(i, s) for t in changed for i, s in enumerate(exported.segments[t])])
             for table in changed:  # views over these are bound when queried: they read the new ones
                 _table_view(con, snapshots_dir, exported, table)
-            con.execute(f"DELETE FROM {MARK}")
-            if exported.mark is not None:
-                con.execute(f"INSERT INTO {MARK} VALUES (?, ?, ?)", list(exported.mark))
-            con.execute(f"DELETE FROM {PRINTS}")
-            _add_prints(con, exported)
+            _write_bookkeeping(con, snapshots_dir, exported)
             commit(con)
         return True
     con = duckdb.connect(str(path))
     try:
         con.execute("BEGIN TRANSACTION")
-        write_manifest(con, snapshots_dir, [(i, s) for segs in exported.segments.values() for i, s in enumerate(segs)])
-        con.execute(f"CREATE TABLE {MARK} (log_id VARCHAR NOT NULL, seq BIGINT NOT NULL, checksum HUGEINT NOT NULL)")
-        if exported.mark is not None:
-            con.execute(f"INSERT INTO {MARK} VALUES (?, ?, ?)", list(exported.mark))
+        _write_bookkeeping(con, snapshots_dir, exported)
         for table in exported.segments:
             _table_view(con, snapshots_dir, exported, table)
         pending = list(exported.views)
@@ -1167,9 +1201,6 @@ def write_snapshot(path: Path, snapshots_dir: Path, exported: Export, over: Path
                 break
             pending = failed
         create_views(con)
-        con.execute(f"CREATE TABLE {PRINTS} (table_name VARCHAR NOT NULL, row_count BIGINT NOT NULL, "
-                    "hash_sum HUGEINT NOT NULL, hash_xor UBIGINT NOT NULL)")
-        _add_prints(con, exported)
         con.execute(f"CREATE TABLE {SHAPE} (digest VARCHAR NOT NULL)")
         con.execute(f"INSERT INTO {SHAPE} VALUES (?)", [digest])
         commit(con)
@@ -1177,13 +1208,6 @@ def write_snapshot(path: Path, snapshots_dir: Path, exported: Export, over: Path
     finally:
         con.close()
     return False
-
-
-def _add_prints(con: duckdb.DuckDBPyConnection, exported: Export) -> None:
-    rows = sorted(exported.prints.items())
-    if rows:
-        con.execute(f"INSERT INTO {PRINTS} VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(rows)),
-                    [v for t, (n, total, xor) in rows for v in (t, n, total, xor)])
 
 
 def remember(snapshot: Path, exported: Export) -> None:
