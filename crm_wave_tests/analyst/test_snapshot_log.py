@@ -336,7 +336,9 @@ def test_a_new_process_reads_the_hashes_only_of_the_tables_whose_rows_changed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each snapshot records its hashed tables' fingerprints (`PRINTS`); a publish of a process that has not
     published into the folder yet compares the live rows with them and reads the Parquet hashes of a changed
-    table alone (before, every chain's, ~0.15 s at a million records)."""
+    table alone (before, every chain's, ~0.15 s at a million records). (A small table is written anew without
+    reading any: `test_a_small_hashed_table_that_changed_is_written_anew`; here every table is compared.)"""
+    monkeypatch.setattr(segments, "SMALL_ROWS", 0)
     store, snaps, first = _start(tmp_path)
     assert "changes" in segments.read_prints(first.path) and "crm_customer_share" in segments.read_prints(first.path)
     loaded: list[str] = []
@@ -373,3 +375,31 @@ def test_a_new_process_reads_the_hashes_only_of_the_tables_whose_rows_changed(
     assert loaded == ["changes"] and _read(changed)["changes"] == "hashed"
     assert {s.table: (s.kind, s.rows) for s in changed.written}["changes"][1] == 2
     _same_as_live(store, changed.path)
+
+
+def test_a_small_hashed_table_that_changed_is_written_anew(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A table the log does not cover, of at most `SMALL_ROWS` rows, whose fingerprint changed is written as a new base
+    of all its rows, without reading the previous snapshot's hashes; one of more rows is compared as before (a delta)."""
+    store, snaps, first = _start(tmp_path)
+    loaded: list[str] = []
+    into = segments.Previous.into
+
+    def counting_into(self: segments.Previous, con: duckdb.DuckDBPyConnection, name: str) -> Callable[[], None]:
+        loaded.append(self.chain[0].table)
+        return into(self, con, name)
+
+    monkeypatch.setattr(segments.Previous, "into", counting_into)
+    with store.connect() as con:
+        n = con.execute("SELECT count(*) FROM changes").fetchall()[0][0]
+        store.log_changes(con, "customer", ["g5", "g6"], "agreed")
+    small = publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
+    assert loaded == [] and _read(small)["changes"] == "hashed"
+    assert {s.table: (s.kind, s.rows) for s in small.written}["changes"] == ("base", n + 2)
+    _same_as_live(store, small.path)
+    monkeypatch.setattr(segments, "SMALL_ROWS", n + 1)  # now more rows than that: compared
+    with store.connect() as con:
+        store.log_changes(con, "customer", ["g7"], "agreed")
+    compared = publish(store, snaps, T0 + timedelta(minutes=2), retention=KEEP, layout=SEG)
+    assert loaded == ["changes"]
+    assert {s.table: (s.kind, s.rows) for s in compared.written}["changes"] == ("delta", 1)
+    _same_as_live(store, compared.path)
