@@ -699,8 +699,9 @@ def _rows_view(con: duckdb.DuckDBPyConnection, name: str, columns: Sequence[tupl
 
     The bookkeeping of a snapshot file (`MANIFEST`, `MARK`, `PRINTS`) is views of this kind, not tables: a publish
     that updates the file before replaces them, where the rows deleted and inserted in tables made the checkpoint
-    of its detach rewrite them (14-18 ms of 29-38 for the whole update, against 4-7 of 16-21: docs/benchmarks.md,
-    "Session 30"). Every value is a string literal cast to its column's type: exact for any HUGEINT."""
+    of its detach rewrite them (the detach took 14-18 ms where it takes 4-7, the whole update 29-38 where it takes
+    16-24: docs/benchmarks.md, "Session 30"). Every value is a string literal cast to its column's type: exact for
+    any HUGEINT."""
     cells = [f"CAST(c{i} AS {dtype}) AS {_q(col)}" for i, (col, dtype) in enumerate(columns)]
     values = ", ".join("(" + ", ".join("NULL" if v is None else _lit(str(v)) for v in row) + ")" for row in rows)
     if values:
