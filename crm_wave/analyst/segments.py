@@ -612,10 +612,18 @@ def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterab
             t: functools.partial(lambda plan, _cur: (plan, "seq"), p) for t, p in plans.items() if p.kind}
         work.update(jobs)
         rows.update((t, p.rows) for t, p in plans.items() if p.kind)
+        files_out = Export()  # the file-backed tables' views, while the jobs run: merged below, after the tables
+
+        def meanwhile() -> tuple[set[str], list[tuple[str, str]]]:
+            linked = _export_files(con, snapshots_dir, before, files_out, views)
+            return linked, con.execute("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal AND database_name = "
+                                       "current_database() AND schema_name = 'main' ORDER BY view_oid").fetchall()
+
         with _Workers(con) as workers, _one_thread_each(con, len(work) > 1 and max(rows.values(), default=0) <= ONE_THREAD_ROWS):
-            found = workers.map({t: functools.partial(_plan_and_write, work[t], budget, seg_dir, snapshots_dir)
-                                 for t in sorted(work, key=lambda t: rows[t] * len(tables[t]), reverse=True)},
-                                discard=_discard_made)
+            found, (linked, live_views) = workers.map(
+                {t: functools.partial(_plan_and_write, work[t], budget, seg_dir, snapshots_dir)
+                 for t in sorted(work, key=lambda t: rows[t] * len(tables[t]), reverse=True)},
+                discard=_discard_made, meanwhile=meanwhile)
         for t, (plan, how, _) in found.items():
             plans[t] = plan
             if t in jobs:
@@ -631,10 +639,11 @@ def export(con: duckdb.DuckDBPyConnection, snapshots_dir: Path, previous: Iterab
             if tmp is not None:
                 out.pending.append(tmp)
                 out.written.append(segs[-1])
-        linked = _export_files(con, snapshots_dir, before, out, views)
-        out.views = [sql for name, sql in con.execute(
-            "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal AND database_name = current_database() "
-            "AND schema_name = 'main' ORDER BY view_oid").fetchall() if name not in linked]
+        out.segments.update(files_out.segments)
+        out.written += files_out.written
+        out.read.update(files_out.read)
+        out.types.update(files_out.types)
+        out.views = [sql for name, sql in live_views if name not in linked]
     finally:
         con.execute("ROLLBACK")  # read only: the temporary tables go with it
     return out
@@ -748,6 +757,7 @@ class _Plan:
         (temporary file, name)."""
         target = _fresh(seg_dir, self.table, self.kind)
         tmp = _copy(con, self.query, target)
+        files.fsync(tmp)  # on the worker, beside the other tables' writes: `finish`'s own sync then finds it clean
         seg = Segment(self.table, str(target.relative_to(snapshots_dir)), self.rows, self.kind, self.lo, self.hi,
                       self.checksum, self.columns, self.engine)
         return ([*self.chain, seg] if self.kind in ("seq", "delta") else [seg]), (tmp, target)
@@ -893,20 +903,35 @@ class _Workers:
         return cur
 
     def map(self, jobs: Mapping[str, Callable[[duckdb.DuckDBPyConnection], Any]],
-            discard: Callable[[Any], None] = lambda done: None) -> dict[str, Any]:
-        """`key -> job(cursor)` of each job, each in a cursor of its own, in the order given. When one fails, the
-        others are let finish, `discard` is called with each result they gave, and the first error is raised."""
+            discard: Callable[[Any], None] = lambda done: None, meanwhile: Callable[[], Any] = lambda: None
+            ) -> tuple[dict[str, Any], Any]:
+        """`key -> job(cursor)` of each job, each in a cursor of its own, in the order given, and what `meanwhile()`
+        returned, called on this thread while they run (on the caller's connection: the work an export does once
+        the jobs are known). When a job or `meanwhile` fails, the jobs are let finish, `discard` is called with
+        each result they gave, and the first error is raised (`meanwhile`'s first)."""
         if len(jobs) <= 1:  # one job: the caller's connection and transaction
-            return {k: job(self.con) for k, job in jobs.items()}
+            done = {k: job(self.con) for k, job in jobs.items()}
+            try:
+                return done, meanwhile()
+            except BaseException:
+                for result in done.values():
+                    discard(result)
+                raise
         futures = {k: self.pool.submit(lambda job: job(self._cursor()), job) for k, job in jobs.items()}
+        failed: list[BaseException] = []
+        side = None
+        try:
+            side = meanwhile()
+        except BaseException as exc:  # noqa: BLE001 - raised below, once the jobs are done and their files discarded
+            failed.append(exc)
         wait(futures.values())
-        failed = [e for e in (f.exception() for f in futures.values()) if e is not None]
+        failed += [e for e in (f.exception() for f in futures.values()) if e is not None]
         if failed:
             for f in futures.values():
                 if f.exception() is None:
                     discard(f.result())
             raise failed[0]
-        return {k: f.result() for k, f in futures.items()}
+        return {k: f.result() for k, f in futures.items()}, side
 
 
 def _plan_datasets(con: duckdb.DuckDBPyConnection, snapshots_dir: Path,

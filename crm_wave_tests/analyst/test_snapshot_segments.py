@@ -6,6 +6,7 @@ import os
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -226,6 +227,40 @@ def test_a_crash_mid_publish_leaves_the_previous_snapshot_and_no_half_one(tmp_pa
     assert not [p for p in (snaps / "segments").rglob("*") if p.name.endswith(".tmp")]  # nothing half-written is left
     on_disk = {str(p.relative_to(snaps)) for p in (snaps / "segments").rglob("*.parquet")}
     assert on_disk == {s.file for p in list_snapshots(snaps) for s in segments.read_manifest(p)}
+
+
+@pytest.mark.parametrize("tables", [(TABLE,), (TABLE, "global_customer")])
+def test_a_failure_beside_the_export_s_jobs_leaves_no_segment_they_wrote(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tables: tuple[str, ...]) -> None:
+    """The file-backed tables' parts are linked while the export's jobs write their tables (`_Workers.map`'s
+    `meanwhile`): an error there is raised once the jobs are done, with the files they wrote removed, whether one
+    job ran on the caller's connection or several on the workers; the next publish shows every change."""
+    store, snaps = _start(tmp_path)
+    first = publish(store, snaps, T0, retention=KEEP, layout=SEG)
+    with store.connect() as con:
+        for table in tables:
+            store.replace_rows(con, table, "global_id", pl.Series(["g1"]), pl.DataFrame({"global_id": ["g1"], "Name": ["later"]}))
+    made: list[Path] = []
+    write = segments._Plan.write
+
+    def recording(self: segments._Plan, con: duckdb.DuckDBPyConnection, **kw: Path) -> Any:
+        out = write(self, con, **kw)
+        made.append(out[1][0])
+        return out
+
+    def broken(*args: object) -> set[str]:
+        raise RuntimeError("linking failed")
+
+    monkeypatch.setattr(segments._Plan, "write", recording)
+    monkeypatch.setattr(segments, "_export_files", broken)
+    with pytest.raises(RuntimeError, match="linking failed"):
+        publish(store, snaps, T0 + timedelta(minutes=1), retention=KEEP, layout=SEG)
+    assert made and not [p for p in made if p.exists()]
+    assert list_snapshots(snaps) == [first.path]
+    monkeypatch.undo()
+    retry = publish(store, snaps, T0 + timedelta(minutes=2), retention=KEEP, layout=SEG)
+    for table in tables:
+        assert _rows(retry.path, f"SELECT Name FROM {table} WHERE global_id = 'g1'") == [("later",)]
 
 
 def test_too_much_change_copies_the_file_under_the_lock_and_duplicates_are_written_whole(tmp_path: Path) -> None:
