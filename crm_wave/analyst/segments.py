@@ -269,20 +269,25 @@ def read_shape(snapshot: Path) -> str | None:
     return _info(snapshot)[1]
 
 
+def _all_rows(table: str) -> str:
+    """The query of every row of `table` with its hash (`_snap_h`): a base or whole segment's rows."""
+    return f"SELECT t.*, hash(t) AS {HASH} FROM {_q(table)} AS t"
+
+
 def _copy(con: duckdb.DuckDBPyConnection, query: str, target: Path) -> Path:
-    """Write the result of `query` to a temporary file beside `target` (returned; `finish` syncs and renames it).
-    zstd at level 1: as small as the default level 3 and 15-30 % faster to write for the tables of strings
-    (docs/benchmarks.md, "Session 25")."""
+    """Write the result of `query` to a temporary file beside `target`, synced to disk (returned; `finish` renames
+    it): an export's on the worker that wrote it, beside the other tables' writes. zstd at level 1: as small as
+    the default level 3 and 15-30 % faster to write for the tables of strings (docs/benchmarks.md, "Session 25")."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     con.execute(f"COPY ({query}) TO {_lit(str(tmp))} (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)")
+    files.fsync(tmp)
     return tmp
 
 
 def finish(out: Export) -> None:
-    """Sync the segments `out` wrote to disk and give them their names (outside the store's lock)."""
+    """Give the segments `out` wrote (synced by `_copy`) their names, and sync those (outside the store's lock)."""
     for tmp, target in out.pending:
-        files.fsync(tmp)
         os.replace(tmp, target)
     for d in {target.parent for _, target in out.pending}:
         files.fsync(d)
@@ -757,7 +762,6 @@ class _Plan:
         (temporary file, name)."""
         target = _fresh(seg_dir, self.table, self.kind)
         tmp = _copy(con, self.query, target)
-        files.fsync(tmp)  # on the worker, beside the other tables' writes: `finish`'s own sync then finds it clean
         seg = Segment(self.table, str(target.relative_to(snapshots_dir)), self.rows, self.kind, self.lo, self.hi,
                       self.checksum, self.columns, self.engine)
         return ([*self.chain, seg] if self.kind in ("seq", "delta") else [seg]), (tmp, target)
@@ -825,7 +829,7 @@ def _rewritten(con: duckdb.DuckDBPyConnection, *, snapshots_dir: Path, table: st
     if n != keys:
         return _by_log_or_hash(con, snapshots_dir=snapshots_dir, table=table, chain=chain, previous=previous,
                                since=since, columns=columns, engine=engine, log=log)
-    return _Plan(table, [], int(n), "base", f"SELECT t.*, hash(t) AS {HASH} FROM {_q(table)} AS t",
+    return _Plan(table, [], int(n), "base", _all_rows(table),
                  columns=columns, engine=engine), "log: base"
 
 
@@ -848,7 +852,7 @@ def _small(con: duckdb.DuckDBPyConnection, *, table: str, columns: str, engine: 
     snapshot's: a new base of its rows (`whole` when two rows are the same: no identity by content)."""
     ((distinct,),) = con.execute(f"SELECT count(DISTINCT hash(t)) FROM {_q(table)} AS t").fetchall()
     kind = "base" if distinct == now[0] else "whole"
-    return _Plan(table, [], now[0], kind, f"SELECT t.*, hash(t) AS {HASH} FROM {_q(table)} AS t", columns=columns,
+    return _Plan(table, [], now[0], kind, _all_rows(table), columns=columns,
                  engine=engine, fingerprint=now), "hashed"
 
 
@@ -909,15 +913,8 @@ class _Workers:
         returned, called on this thread while they run (on the caller's connection: the work an export does once
         the jobs are known). When a job or `meanwhile` fails, the jobs are let finish, `discard` is called with
         each result they gave, and the first error is raised (`meanwhile`'s first)."""
-        if len(jobs) <= 1:  # one job: the caller's connection and transaction
-            done = {k: job(self.con) for k, job in jobs.items()}
-            try:
-                return done, meanwhile()
-            except BaseException:
-                for result in done.values():
-                    discard(result)
-                raise
-        futures = {k: self.pool.submit(lambda job: job(self._cursor()), job) for k, job in jobs.items()}
+        futures = {k: self.pool.submit(lambda job: job(self._cursor()), job) for k, job in jobs.items()} if len(jobs) > 1 else {}
+        done = {} if futures else {k: job(self.con) for k, job in jobs.items()}  # one job: the caller's connection
         failed: list[BaseException] = []
         side = None
         try:
@@ -926,12 +923,12 @@ class _Workers:
             failed.append(exc)
         wait(futures.values())
         failed += [e for e in (f.exception() for f in futures.values()) if e is not None]
+        done.update((k, f.result()) for k, f in futures.items() if f.exception() is None)
         if failed:
-            for f in futures.values():
-                if f.exception() is None:
-                    discard(f.result())
+            for result in done.values():
+                discard(result)
             raise failed[0]
-        return {k: f.result() for k, f in futures.items()}, side
+        return done, side
 
 
 def _plan_datasets(con: duckdb.DuckDBPyConnection, snapshots_dir: Path,
@@ -1007,7 +1004,7 @@ def _plan_hashed(con: duckdb.DuckDBPyConnection, table: str, chain: list[Segment
     usable = previous is not None and _comparable(chain, columns, engine, ("base", "whole"))
     if usable and previous is not None and previous.fingerprint == now:
         return _Plan(table, chain, 0)  # the same rows (a multiset of 64-bit hashes with the same count, sum and xor)
-    everything = f"SELECT t.*, hash(t) AS {HASH} FROM {_q(table)} AS t"
+    everything = _all_rows(table)
     if not usable or previous is None or chain[0].kind == "whole":
         (distinct,) = con.execute(f"SELECT count(DISTINCT {HASH}) FROM {_q(cur)}").fetchall()[0]
         kind = "base" if distinct == n_cur else "whole"  # two identical rows: no identity by content
@@ -1036,7 +1033,7 @@ def _delta(table: str, chain: list[Segment], add: str, gone: str, n_add: int, n_
     (A base of every row whenever all are new was tried: it gives a golden table's `__changed` rows, which
     grow pass by pass after a rebuild, a base that each later delta outgrows, so every publish compacted.)"""
     if n_cur <= DIRECT_BASE_ROWS and _compacts(chain, n_add + n_gone, MAX_DELTAS, COMPACT_SHARE):
-        return _Plan(table, [], n_cur, "base", f"SELECT t.*, hash(t) AS {HASH} FROM {_q(table)} AS t",
+        return _Plan(table, [], n_cur, "base", _all_rows(table),
                      columns=columns, engine=engine)
     # Changed rows are usually appended (DELETE + INSERT): the rowid range lets the scan skip the rest.
     if n_add:
