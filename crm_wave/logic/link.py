@@ -31,7 +31,10 @@ def link_records(
     links = links.select(LINK_SCHEMA.keys()).cast(LINK_SCHEMA)
     known_crm = links.filter(pl.col("crm_id").is_not_null())
     known_wave = links.filter(pl.col("wave_id").is_not_null())
-    # Candidates: live records that lack a counterpart (no link row, or a half link).
+    # Candidates: live records that lack a counterpart (no link row, or a half link). Just the columns linking
+    # reads: the sorts below move every column they carry (a tenth of linking a million customers a side).
+    crm = crm.select("crm_id", "deleted", *dict.fromkeys(c for c, _ in keys))
+    wave = wave.select("wave_id", "deleted", *dict.fromkeys(w for _, w in keys))
     crm_c = (
         crm.filter(~pl.col("deleted"))
         .join(known_crm.select("crm_id", "global_id", "wave_id"), on="crm_id", how="left")

@@ -27,7 +27,7 @@ import functools
 import json
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -63,6 +63,7 @@ from crm_wave.store.unreadable import record_unreadable
 from crm_wave.sync.cells import lines_cell_series
 from crm_wave.sync.names import dataset, global_table
 from crm_wave.sync.refs import line_products, links_where
+from crm_wave.sync.spill import Spill
 
 __all__ = ["GlobalResult", "all_links", "build_global", "merge_fields", "one_way_fields", "read_canonical", "ENGINE_VERSION"]
 
@@ -151,14 +152,13 @@ def _fragment_query(system: str, entity: str, fields: tuple[str, ...] | None = N
 
 def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str,
                    ids: pl.Series | None = None, fields: tuple[str, ...] | None = None, *,
-                   seqs: tuple[int, int] | None = None, changed: tuple[int, int] | None = None,
+                   changed: tuple[int, int] | None = None,
                    within: tuple[int, int] | None = None, unreadable: list[tuple[str, str, str]] | None = None) -> pl.DataFrame:
     """Canonical cells of the current records of (`system`, `entity`), all or those whose source id is in `ids`.
 
     Columns: `<system>_id`, `deleted`, `modified`, one String column per canonical field
     (`Lines` still a list of structs, references still source ids), `Type` for customers.
-    Deleted records have every field null. `fields`: just these canonical fields. `seqs`: `[lo, hi)`,
-    just the records whose current version's `_seq` is in it (a full rebuild reads a large dataset in parts).
+    Deleted records have every field null. `fields`: just these canonical fields.
     `changed`: `(after, top]` with `top` the dataset's newest `_seq` and at most `SMALL` versions in it: the
     records with a version in it (an incremental step's few changed records, read in one statement).
     `within`: `[lo, hi]`, a range that holds the current version's `_seq` of every one of `ids`: the scan
@@ -190,12 +190,6 @@ def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, en
     structure, select, lines_ok = _fragment_query(system, entity, fields)
     some: contextlib.AbstractContextManager[tuple[str, list[Any]]] = (
         contextlib.nullcontext(("true", [])) if ids is None else ids_predicate(con, "_canon_ids", ids, "_source_id"))
-    if seqs is not None:
-        # The range prunes the scan (`_seq` grows with the table); the semi join keeps the current versions.
-        assert ids is None
-        some = contextlib.nullcontext((
-            f"_seq >= ? AND _seq < ? AND _seq IN (SELECT max(_seq) AS m FROM {name} GROUP BY _id "
-            f"HAVING m >= ? AND m < ?)", [*seqs, *seqs]))
     with some as (among, params):
         if within is not None:  # older versions below `lo` drop out too: the current one is in the range
             among, params = f"_seq >= ? AND _seq <= ? AND ({among})", [*within, *params]
@@ -364,24 +358,38 @@ def both_sides(con: duckdb.DuckDBPyConnection,
 
 
 def _load(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str, ids: pl.Series | None,
-          refs: dict[str, pl.DataFrame], seqs: tuple[int, int] | None = None,
-          changed: tuple[int, int] | None = None, within: tuple[int, int] | None = None, *,
+          refs: dict[str, pl.DataFrame], changed: tuple[int, int] | None = None, within: tuple[int, int] | None = None, *,
           held: list[tuple[str, str, str]], keyed: bool = True) -> pl.DataFrame:
     """Canonical records of `system` with order references translated and, if `keyed`, the merge-key columns
     (linking needs them, the merge does not)."""
-    frame = read_canonical(store, con, system, entity, ids, seqs=seqs, changed=changed, within=within, unreadable=held)
+    frame = read_canonical(store, con, system, entity, ids, changed=changed, within=within, unreadable=held)
     if entity == "order":
         frame = _translate(frame, system, refs)
     return _keyed(frame, entity) if keyed else frame
 
 
-def _load_whole(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str, top: int,
-                refs: dict[str, pl.DataFrame], *, held: list[tuple[str, str, str]]) -> pl.DataFrame:
+def _chunks(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str, top: int,
+            refs: dict[str, pl.DataFrame], *, held: list[tuple[str, str, str]]) -> Iterator[pl.DataFrame]:
     """Every field of every current record, mapped in parts of `CHUNK` versions (`_seq` ranges, so the
-    JSON fragments of one part at a time): one read serves linking and the merge of a full rebuild."""
+    JSON fragments of one part at a time); each record in one part, the one its current version is in.
+
+    The current versions are found once (the newest `_seq` of each record), and each part reads its records by
+    id within its range: a part found by `read_canonical`'s `seqs` grouped the whole dataset twice, 0.4-0.5
+    CPU-s of the ~2 a part of 200,000 Wave customers took (docs/benchmarks.md, "Session 31")."""
+    name = dataset(system, entity)
+    store.ensure_dataset(con, name)
+    current = con.execute(f"SELECT _source_id, max(_seq) AS _top FROM {name} GROUP BY _source_id").pl()
     # `_seq` starts at 1: parts [0, CHUNK + 1), [CHUNK + 1, 2 * CHUNK + 1), ...
     ends = [*range(CHUNK + 1, top + 1, CHUNK), max(top + 1, CHUNK + 1)]
-    pieces = [_load(store, con, system, entity, None, refs, (lo, hi), held=held) for lo, hi in zip([0, *ends], ends)]
+    for lo, hi in zip([0, *ends], ends):
+        ids = current.filter((pl.col("_top") >= lo) & (pl.col("_top") < hi))["_source_id"].cast(pl.String)
+        yield _load(store, con, system, entity, ids, refs, within=(lo, hi - 1), held=held)
+
+
+def _load_whole(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str, top: int,
+                refs: dict[str, pl.DataFrame], *, held: list[tuple[str, str, str]]) -> pl.DataFrame:
+    """Every field of every current record (`_chunks`): one read serves linking and the merge of a full rebuild."""
+    pieces = list(_chunks(store, con, system, entity, top, refs, held=held))
     return pl.concat(pieces, how="vertical_relaxed") if len(pieces) > 1 else pieces[0]
 
 
@@ -589,12 +597,16 @@ PART = 122_880
 #: edit's pass cost the same either way (within 10-15 ms), and a full pass 8-19 % less with files
 #: ("Session 18"); so past 50,000 rows, and the smaller tables stay DuckDB tables.
 FILES_PAST = 50_000
-#: A full rebuild of up to this many parts of versions reads every field of every record once; a larger
-#: one reads the link fields of all, then every field part by part (less memory, each body parsed twice).
+#: A full rebuild of up to this many parts of versions reads every field of every record once and holds it; a
+#: larger one reads them once and spills them (`SPILL`), or (without) reads the link fields of all, then every
+#: field part by part (each body parsed twice).
 READ_ONCE_PARTS = 4
 #: A rebuild of more than one part read part by part reads the next part while it merges and writes this one
 #: (`_ReadAhead`; docs/benchmarks.md, "Session 27"). False: each part is read when its turn comes.
 READ_AHEAD = True
+#: A rebuild too large to hold whole spills its records to Parquet and reads them once (`Spill`; docs/benchmarks.md,
+#: "Session 31": the customers' rebuild at 1M a side took 8-15 % less wall time, 8-9 CPU-s less).
+SPILL = True
 
 
 def _link_fields(entity: str) -> tuple[str, ...]:
@@ -675,6 +687,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
         dep = {e: all_links(store, con, e) for e in ("customer", "product")} if entity == "order" else {}
         refs = {s: {e: _ref_map(df, s) for e, df in dep.items()} for s in SIDES}
         changed: dict[str, pl.Series | None]
+        spill: Spill | None = None  # a large rebuild's records, read once (`Spill`)
         every_field = True  # `frames` hold every field of the records they hold, so the merge can take them
         if incremental:
             changed, frames = {}, {}
@@ -697,6 +710,17 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
                 # Every field of every record, read once in parts for linking and merging (the branch below
                 # parses every body twice: ~10 % of a rebuild), held through the merge (~0.5 KB a record).
                 frames = both_sides(con, lambda c, s: _load_whole(store, c, s, entity, top[names[s]], refs[s], held=held))
+            elif SPILL:
+                # Every field of every record read once, as above, but held on disk (`Spill`): linking needs the
+                # link fields of every record (held), the merge below reads the rest back part by part.
+                every_field = False
+                spill = rest.enter_context(Spill(store.files_root / f".spill-{step}"))
+
+                def spilled(c: duckdb.DuckDBPyConnection, s: str) -> pl.DataFrame:
+                    columns = [*_canonical_columns(s, entity, _link_fields(entity)),
+                               *(f"_key_{k.crm}" for k in flow.merge_keys)]
+                    return spill.keep(s, _chunks(store, c, s, entity, top[names[s]], refs[s], held=held), columns)
+                frames = both_sides(con, spilled)
             else:
                 # Linking needs the keys of every record, the merge below reads the rest part by part:
                 # a million records a side hold 1 GB less than when read whole (2.4 GB against 3.4 GB peak).
@@ -748,7 +772,9 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     staging = f"{table}{STAGING}"
     n_conflicts = 0
     seqs = None  # a large rebuild's parts follow the datasets: each part reads its records' range of `_seq`
-    if known is None and not incremental and links.height > PART:
+    if spill is not None:
+        links = spill.in_chunk_order(links)
+    elif known is None and not incremental and links.height > PART:
         with store.connect() as con:
             links, seqs = _in_dataset_order(con, entity, links)
     parts = [links.slice(i, PART) for i in range(0, links.height, PART)] or [links]
@@ -760,24 +786,45 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
         def load(c: duckdb.DuckDBPyConnection, side: str) -> pl.DataFrame:
             return _known_or_load(store, c, side, entity, part[f"{side}_id"].drop_nulls(), refs[side],
                                   _of_part(known, side, part, len(parts)), spans.get(side), held=held)
+        def unspill(side: str) -> pl.DataFrame:
+            assert spill is not None
+            got, absent = spill.rows(side, part[f"{side}_id"].drop_nulls())
+            if absent.len() == 0 and got is not None:
+                return got
+            more = _load(store, con, side, entity, absent, refs[side], held=held)
+            return more if got is None else pl.concat([got, more], how="vertical_relaxed")
+        if spill is not None:  # read back from the spilled chunks (a few ids no chunk holds from the dataset)
+            return {s: unspill(s) for s in SIDES}
         # Records held already (an incremental step's, in its one transaction; a rebuild's that read every
         # field): at most a few to read, on this connection. Otherwise the part reads both sides at once.
         return {s: load(con, s) for s in SIDES} if known is not None else both_sides(con, load)
 
-    # A large rebuild reads the next part's records while it merges and writes this one (`_ReadAhead`).
-    ahead = _ReadAhead(read_sides, len(parts)) if READ_AHEAD and known is None and len(parts) > 1 else None
+    def read_part(con: duckdb.DuckDBPyConnection, i: int) -> tuple[dict[str, pl.DataFrame], pl.DataFrame, pl.DataFrame]:
+        """What part `i`'s merge reads: both sides' records, the agreed values and the queue of its global ids."""
+        ids = parts[i]["global_id"]
+        return read_sides(con, i), store.read_agreed_frame(con, entity, fields, ids), read_queue(con, entity, ids)
+
+    def merge_part(i: int, read: tuple[dict[str, pl.DataFrame], pl.DataFrame, pl.DataFrame]) -> _Merged:
+        sides, agreed, queue = read
+        # No agreed row of the part's global ids (a first pass): the new ones are inserted plainly.
+        return (*_merge(entity, parts[i], sides["crm"], sides["wave"], agreed, fields, policy, queue),
+                not incremental and agreed.height == 0)
+
+    # A large rebuild reads and merges the next part while it writes this one (`_ReadAhead`).
+    ahead = (_ReadAhead(lambda c, i: merge_part(i, read_part(c, i)), len(parts))
+             if READ_AHEAD and known is None and len(parts) > 1 else None)
     with ahead or contextlib.nullcontext():
         for i, part in enumerate(parts):
-            with store.connect() as con:
-                sides = ahead.take(con, i) if ahead is not None else read_sides(con, i)
-                crm, wave = sides["crm"], sides["wave"]
-                del sides
-                agreed = store.read_agreed_frame(con, entity, fields, part["global_id"])
-                queue = read_queue(con, entity, part["global_id"])
-            merged, conflicts, agreed_now, waits, fates = _merge(entity, part, crm, wave, agreed, fields, policy, queue)
-            # No agreed row of the part's global ids (a first pass): the new ones are inserted plainly.
-            fresh = not incremental and agreed.height == 0
-            del crm, wave, agreed
+            if ahead is not None:
+                with store.connect() as con:
+                    prepared = ahead.take(con, i)
+            else:
+                with store.connect() as con:
+                    read = read_part(con, i)
+                prepared = merge_part(i, read)
+                del read
+            merged, conflicts, agreed_now, waits, fates, fresh = prepared
+            del prepared
             with store.connect() as con:
                 if incremental:
                     keys = pl.concat([part["global_id"], dropped_ids]) if i == 0 else part["global_id"]
@@ -814,29 +861,35 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     )
 
 
+#: A part's merge (`_merge`'s five frames) and whether its agreed values are new (`fresh`).
+_Merged = tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame, bool]
+
+
 class _ReadAhead:
-    """A large rebuild's next part read while this one is merged and written.
+    """A large rebuild's next part read and merged while this one is written.
 
-    The reads of a part (both sides' records, mapped) keep both cores busy; its merge and writes (the golden
-    rows, agreed values and their commit) mostly one. Reading part i + 1 on a cursor of its own (its own
-    connection and transaction, as `both_sides` reads) while part i is merged and written fills the other
-    core: the datasets it reads are not written by the step. At most one part is read ahead (its frames held
-    beside the current part's). Used as a `with` block: on the way out (an error included) a read still
-    running is waited for, so nothing reads after the step's session ends (docs/benchmarks.md, "Session 27")."""
+    The reads of a part (both sides' records, mapped, or read back from a `Spill`) and its merge keep the
+    cores busy in bursts; its writes (the golden rows, agreed values and their commit) mostly one. Reading and
+    merging part i + 1 on a cursor of its own (its own connection and transaction, as `both_sides` reads) while
+    part i is written fills the other core: the datasets it reads are not written by the step, and the agreed
+    values and queue rows it reads are its own global ids', which no other part writes. At most one part is
+    prepared ahead (its frames held beside the current part's). Used as a `with` block: on the way out (an
+    error included) a read still running is waited for, so nothing reads after the step's session ends
+    (docs/benchmarks.md, "Session 27"; the merge ahead too since "Session 31")."""
 
-    def __init__(self, read: Callable[[duckdb.DuckDBPyConnection, int], dict[str, pl.DataFrame]], parts: int) -> None:
+    def __init__(self, read: Callable[[duckdb.DuckDBPyConnection, int], _Merged], parts: int) -> None:
         self._read, self._parts = read, parts
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="read-ahead")
-        self._next: Future[dict[str, pl.DataFrame]] | None = None
+        self._next: Future[_Merged] | None = None
 
-    def _on_cursor(self, cur: duckdb.DuckDBPyConnection, i: int) -> dict[str, pl.DataFrame]:
+    def _on_cursor(self, cur: duckdb.DuckDBPyConnection, i: int) -> _Merged:
         try:
             return self._read(cur, i)
         finally:
             cur.close()
 
-    def take(self, con: duckdb.DuckDBPyConnection, i: int) -> dict[str, pl.DataFrame]:
-        """Part `i`'s records (read ahead, or now on `con`), with part `i + 1`'s read started if there is one."""
+    def take(self, con: duckdb.DuckDBPyConnection, i: int) -> _Merged:
+        """Part `i` merged (ahead, or now on `con`), with part `i + 1`'s started if there is one."""
         got, self._next = self._next, None
         sides = got.result() if got is not None else self._read(con, i)
         if i + 1 < self._parts:

@@ -86,8 +86,9 @@ _RENAMED = {"customer": ("Name", "name"), "order": ("OrderNumber", "invoiceNumbe
 
 @pytest.mark.parametrize("entity", ["customer", "order"])
 def test_a_rebuild_read_once_writes_what_the_two_reads_write(tmp_path: Path, monkeypatch, entity: str):
-    got = {}
-    for once in (True, False):
+    """Read whole, spilled (`Spill`: read once, held on disk) or read twice (the link fields, then each part)."""
+    got, keep = {}, global_step.Spill.keep
+    for once in ("whole", "spill", "twice"):
         store = Store(tmp_path / f"{once}.duckdb")
         with store.connect() as con:
             for system, bodies in (("crm", CRM_BODIES), ("wave", WAVE_BODIES)):
@@ -104,39 +105,46 @@ def test_a_rebuild_read_once_writes_what_the_two_reads_write(tmp_path: Path, mon
                 global_step.build_global(store, dep, T0, full=True)
         monkeypatch.setattr(global_step, "CHUNK", 3)  # parts of 3 versions: several of each kind
         monkeypatch.setattr(global_step, "PART", 3)
-        monkeypatch.setattr(global_step, "READ_ONCE_PARTS", 100 if once else 0)
+        monkeypatch.setattr(global_step, "READ_ONCE_PARTS", 100 if once == "whole" else 0)
+        monkeypatch.setattr(global_step, "SPILL", once == "spill")
         monkeypatch.setattr(global_step.canonical_paths, "SMALL", 0)  # every part's read is the large one (`within`)
-        calls = []
+        calls, spilled = [], []
         monkeypatch.setattr(global_step, "_load_whole", lambda *a, f=global_step._load_whole, **k: calls.append(a) or f(*a, **k))
+        monkeypatch.setattr(global_step.Spill, "keep", lambda self, *a: spilled.append(self.folder) or keep(self, *a))
         result = global_step.build_global(store, entity, T0, full=True)
-        assert bool(calls) is once
+        assert bool(calls) is (once == "whole")
+        assert bool(spilled) is (once == "spill")
+        assert not any(folder.exists() for folder in spilled)  # the spill is deleted when the step ends
         got[once] = (result, *_written(store, entity))
-    assert got[True][1].height >= len(CRM_BODIES[entity])
-    assert got[True][0] == got[False][0]
-    for fast, general in zip(got[True][1:], got[False][1:]):
-        assert_frame_equal(fast, general)
+    assert got["whole"][1].height >= len(CRM_BODIES[entity])
+    for other in ("spill", "twice"):
+        assert got["whole"][0] == got[other][0]
+        for fast, general in zip(got["whole"][1:], got[other][1:]):
+            assert_frame_equal(fast, general)
 
 
-def test_a_rebuild_reads_parts_ahead_and_an_error_in_a_read_ahead_is_raised(tmp_path: Path, monkeypatch):
-    """A rebuild in parts reads the next part on a thread of its own (`_ReadAhead`) and writes what reading
-    each part in turn writes; a read ahead that fails fails the step with its own error, and the next runs."""
+@pytest.mark.parametrize("spill", [True, False])
+def test_a_rebuild_reads_parts_ahead_and_an_error_in_a_read_ahead_is_raised(tmp_path: Path, monkeypatch, spill: bool):
+    """A rebuild in parts reads and merges the next part on a thread of its own (`_ReadAhead`) and writes what
+    doing each part in turn writes; a part ahead that fails fails the step with its own error, and the next runs."""
     import threading
 
     monkeypatch.setattr(global_step, "CHUNK", 3)
     monkeypatch.setattr(global_step, "PART", 3)  # 7 + 5 customers, some linked: at least 3 parts
     monkeypatch.setattr(global_step, "READ_ONCE_PARTS", 0)  # no whole read: every part is read on its own
+    monkeypatch.setattr(global_step, "SPILL", spill)
     monkeypatch.setattr(global_step.canonical_paths, "SMALL", 0)
-    load, threads, calls, fail = global_step._known_or_load, [], [], [False]
+    merge, threads, calls, fail = global_step._merge, [], [], [False]
 
     def counted(*a, **k):
         threads.append(threading.current_thread().name)
-        calls.append(a[2])
-        # The third part's CRM read: the second read on the read-ahead thread, while the second part is merged.
+        calls.append(a[1])
+        # The third part's merge: the second on the read-ahead thread, while the second part is written.
         if fail[0] and [t.startswith("read-ahead") for t in threads].count(True) == 2:
             raise RuntimeError("read ahead failed")
-        return load(*a, **k)
+        return merge(*a, **k)
 
-    monkeypatch.setattr(global_step, "_known_or_load", counted)
+    monkeypatch.setattr(global_step, "_merge", counted)
     got = {}
     for ahead in (True, False):
         monkeypatch.setattr(global_step, "READ_AHEAD", ahead)
@@ -153,7 +161,7 @@ def test_a_rebuild_reads_parts_ahead_and_an_error_in_a_read_ahead_is_raised(tmp_
         calls.clear()
         global_step.build_global(store, "customer", T0, full=True)
         assert any(t.startswith("read-ahead") for t in threads) is ahead
-        assert len(calls) >= 6
+        assert len(calls) >= 3
         got[ahead] = _written(store, "customer")
     assert got[True][0].height > 6
     for with_ahead, in_turn in zip(got[True], got[False]):
