@@ -5,7 +5,7 @@ needs the merge keys of every record; the merge needs every field of a part's re
 a million records a side took 1 GB more at peak than holding the link fields; reading the datasets twice (the
 link fields of every record, then each part's records with every field) parsed each body twice: the reads
 were about half of the step's CPU (docs/benchmarks.md, "Session 31"). Here each side is read once, in chunks
-of its dataset's `_seq`: each chunk's canonical records are written to a Parquet file (lz4: ~0.07 s for
+of its dataset's `_seq`: each chunk's canonical records are written to Parquet files (lz4: ~0.07 s for
 200,000 customers, where mapping them from the bodies takes ~1.3 s) and only the columns linking needs are
 kept in memory, with the chunk each record is in. A part's records are then read back from the chunks that
 hold them (`rows`), the last ones read kept for the next part.
@@ -28,6 +28,10 @@ __all__ = ["Spill"]
 #: A spilled chunk is read once or twice and deleted at the step's end: lz4, the fastest to write and read back.
 COMPRESSION: Final = "lz4"
 CHUNK_COLUMN = "_chunk"
+#: Rows a spilled file holds (a chunk read is written in files of this many): a part of 122,880 links reads
+#: about five of them a side, and the files the part before read are what is held between parts. Files of a
+#: whole chunk (200,000 records) held up to two a side: the orders' rebuild at 1M peaked ~0.2 GB higher.
+FILE_ROWS = 32_768
 
 
 class Spill:
@@ -55,10 +59,13 @@ class Spill:
         `columns` of all of them, in the order read."""
         id_col = f"{side}_id"
         kept, where = [], []
-        for k, chunk in enumerate(chunks):
-            chunk.write_parquet(self._path(side, k), compression=COMPRESSION, statistics=False)
+        k = 0
+        for chunk in chunks:
             kept.append(chunk.select(columns))
-            where.append(chunk.select(pl.col(id_col), pl.lit(k, pl.UInt32).alias(CHUNK_COLUMN)))
+            for piece in chunk.iter_slices(FILE_ROWS):
+                piece.write_parquet(self._path(side, k), compression=COMPRESSION, statistics=False)
+                where.append(piece.select(pl.col(id_col), pl.lit(k, pl.UInt32).alias(CHUNK_COLUMN)))
+                k += 1
         self._where[side] = pl.concat(where) if where else pl.DataFrame(schema={id_col: pl.String, CHUNK_COLUMN: pl.UInt32})
         return pl.concat(kept, how="vertical_relaxed")
 
