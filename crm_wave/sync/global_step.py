@@ -773,7 +773,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     n_conflicts = 0
     seqs = None  # a large rebuild's parts follow the datasets: each part reads its records' range of `_seq`
     if spill is not None:
-        links = spill.in_chunk_order(links)
+        links = spill.in_file_order(links)
     elif known is None and not incremental and links.height > PART:
         with store.connect() as con:
             links, seqs = _in_dataset_order(con, entity, links)
@@ -793,7 +793,7 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
                 return got
             more = _load(store, con, side, entity, absent, refs[side], held=held)
             return more if got is None else pl.concat([got, more], how="vertical_relaxed")
-        if spill is not None:  # read back from the spilled chunks (a few ids no chunk holds from the dataset)
+        if spill is not None:  # read back from the spilled files (a few ids no file holds from the dataset)
             return {s: unspill(s) for s in SIDES}
         # Records held already (an incremental step's, in its one transaction; a rebuild's that read every
         # field): at most a few to read, on this connection. Otherwise the part reads both sides at once.
