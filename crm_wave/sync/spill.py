@@ -32,6 +32,8 @@ FILE_COLUMN = "_file"
 #: about five of them a side, and the files the part before read are what is held between parts. Files of a
 #: whole chunk (200,000 records) held up to two a side: the orders' rebuild at 1M peaked ~0.2 GB higher.
 FILE_ROWS = 32_768
+#: The sides whose files order the links (`in_file_order`): the CRM record's first.
+ORDER = ("crm", "wave")
 
 
 class Spill:
@@ -74,7 +76,8 @@ class Spill:
         records last), in their order within each: a part of consecutive links reads few files of each side."""
         ordered = links.with_row_index("_i")
         keys = []
-        for side in self._where:
+        # In this order whatever order the sides were kept in (`both_sides` keeps them at once, on two threads).
+        for side in [s for s in ORDER if s in self._where]:
             col, as_ = f"{side}_id", f"_{side}{FILE_COLUMN}"
             ordered = ordered.join(self._where[side].rename({FILE_COLUMN: as_}), on=col, how="left", maintain_order="left")
             keys.append(as_)

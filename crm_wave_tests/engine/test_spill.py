@@ -44,3 +44,8 @@ def test_a_part_s_records_are_read_back_from_the_files_that_hold_them(tmp_path: 
         assert spill.in_file_order(links)["global_id"].to_list() == ["g3", "g5", "g2", "g4", "g1"]
         assert spill.in_file_order(links).columns == links.columns
     assert not folder.exists()
+    # The sides kept the other way round (they are kept at once, on two threads): the same order.
+    with Spill(folder) as spill:
+        for s in ("wave", "crm"):
+            spill.keep(s, iter(chunks[s]), [f"{s}_id"])
+        assert spill.in_file_order(links)["global_id"].to_list() == ["g3", "g5", "g2", "g4", "g1"]
