@@ -9,6 +9,7 @@ same transaction as the versions it covers.
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, UTC
 from collections.abc import Callable, Iterator, Sequence
@@ -57,15 +58,54 @@ class CollectResult:
     skipped: tuple[str, ...] = ()
 
 
-class _Chunks:
-    """Collected records, page by page, as frames (a page's dicts are dropped once encoded)."""
+class _Writer:
+    """Appends a full read's parts on a thread of its own while the read goes on, one part at a time, in the
+    order read: the append is DuckDB's and polars' work, which leaves the GIL, while turning pages into
+    columns is Python's (docs/benchmarks.md, "Session 32"). Each part is its own transaction, as a large read's
+    parts were before; the cursor still moves only with the last part, written by the caller."""
 
-    def __init__(self, system: str, entity: str) -> None:
+    def __init__(self, store: Store, name: str, now: datetime) -> None:
+        self.store, self.name, self.now = store, name, now.replace(tzinfo=None)
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"collect-{name}")
+        self.pending: Future[int] | None = None
+        self.written = 0
+
+    def submit(self, part: pl.DataFrame) -> None:
+        """Append `part` once the part before it is written (at most one in flight: bounded memory); an error
+        of the part before is raised here, and the read stops."""
+        self.wait()
+        self.pending = self.pool.submit(self._append, part)
+
+    def _append(self, part: pl.DataFrame) -> int:
+        with self.store.connect() as con:
+            return self.store.append_frame(con, self.name, part, self.now)
+
+    def wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            self.written += pending.result()
+
+    def close(self) -> None:
+        """Wait for the part in flight (nothing is written after the collect returns or raises)."""
+        try:
+            self.wait()
+        finally:
+            self.pool.shutdown()
+
+
+class _Chunks:
+    """Collected records, page by page, as frames (a page's dicts are dropped once encoded). Given a `writer`,
+    every `COMMIT_ROWS` versions are handed to it as a part, and only their ids and deleted flags are kept."""
+
+    def __init__(self, system: str, entity: str, writer: _Writer | None = None) -> None:
         self.prefix = namespaced(system, entity, "")
         self.what = f"{system} {entity}"
         self.frames: list[pl.DataFrame] = []
         self.count = 0
         self.skipped: list[str] = []
+        self.writer = writer
+        self.pending = 0  # versions in `frames`
+        self.written: list[pl.DataFrame] = []  # `_id`, `_source_id`, `_deleted` of the parts handed to `writer`
 
     def identified(self, items: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
         """`items` less those without an id (not an object, or `key` missing, null or empty), each of which gets a
@@ -88,18 +128,34 @@ class _Chunks:
 
     def add(self, records: Sequence[tuple[str, bool, Any, int | None, dict | None]]) -> None:
         if records:
-            self.frames.append(_frame(self.prefix, records))
-            self.count += len(records)
+            self._add(_frame(self.prefix, records))
 
     def add_columns(self, sids: list[str], deleted: list[bool], modified: list[Any], versions: list[Any],
                     bodies: Sequence[dict | None]) -> None:
         """A page given as columns (what `add` takes as rows)."""
         if sids:
-            self.frames.append(_columns_frame(self.prefix, sids, deleted, modified, versions, bodies))
-            self.count += len(sids)
+            self._add(_columns_frame(self.prefix, sids, deleted, modified, versions, bodies))
+
+    def _add(self, frame: pl.DataFrame) -> None:
+        self.frames.append(frame)
+        self.count += frame.height
+        self.pending += frame.height
+        if self.writer is not None and self.pending >= COMMIT_ROWS:
+            read = self.frame()
+            whole = read.height - read.height % COMMIT_ROWS
+            rest = read.slice(whole)
+            self.frames, self.pending = [rest], rest.height
+            for part in read.slice(0, whole).iter_slices(COMMIT_ROWS):
+                self.written.append(part.select("_id", "_source_id", "_deleted"))
+                self.writer.submit(part)
 
     def frame(self) -> pl.DataFrame:
+        """The versions not handed to a writer."""
         return pl.concat(self.frames) if self.frames else pl.DataFrame(schema=VERSION_SCHEMA)
+
+    def seen(self) -> pl.DataFrame:
+        """`_id`, `_source_id` and `_deleted` of every version read."""
+        return pl.concat([*self.written, self.frame().select("_id", "_source_id", "_deleted")])
 
 
 def _frame(prefix: str, records: Sequence[tuple[str, bool, Any, int | None, dict | None]]) -> pl.DataFrame:
@@ -186,23 +242,31 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
     if system == "crm" and cast(CrmApi, client).always_full(CRM_RESOURCE[entity]):
         full = True  # a CRM without a change listing: every read is whole, and shows deletes too
     started = utcnow()
-    chunks = _Chunks(system, entity)
+    # A full read gives the file back while it reads (below), so its parts can be appended meanwhile on a
+    # thread of their own; an incremental read may hold this thread's session, which that thread would wait for.
+    writer = _Writer(store, name, now) if full else None
+    chunks = _Chunks(system, entity, writer)
     reread: int | None = None  # invoices known open when this read re-read them (`note_reread`)
     # A full read may take minutes: the file is not held meanwhile. An incremental read is a
     # request or two; giving the file back and opening it again would cost more than it saves.
     with store.released() if full else contextlib.nullcontext():
-        if system == "crm":
-            next_cursor = _crm_records(cast(CrmApi, client), entity, None if full else cursor, chunks)
-        else:
-            wave = cast(WaveApi, client)
-            next_cursor = _wave_records(wave, entity, None if full else cursor, started, chunks,
-                                        lambda recent: _own_writes(store, name, recent, started))
-            if not full and entity == "order":  # payments and overdue need not move modifiedAt
-                if reread_due(store, now):
-                    records, reread = reread_open_invoices(store, wave, seen_ids(chunks.frames))
-                    chunks.add(records)
-    frame = chunks.frame()
-    deleted = int(frame["_deleted"].sum())
+        try:
+            if system == "crm":
+                next_cursor = _crm_records(cast(CrmApi, client), entity, None if full else cursor, chunks)
+            else:
+                wave = cast(WaveApi, client)
+                next_cursor = _wave_records(wave, entity, None if full else cursor, started, chunks,
+                                            lambda recent: _own_writes(store, name, recent, started))
+                if not full and entity == "order":  # payments and overdue need not move modifiedAt
+                    if reread_due(store, now):
+                        records, reread = reread_open_invoices(store, wave, seen_ids(chunks.frames))
+                        chunks.add(records)
+        finally:
+            if writer is not None:
+                writer.close()
+    frame, seen = chunks.frame(), chunks.seen()
+    deleted = int(seen["_deleted"].sum())
+    written = 0 if writer is None else writer.written
     never: list[str] = []
 
     def finish(con: Any) -> int:
@@ -222,8 +286,8 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
 
     with store.connect() as con:
         if full:
-            live, gone = store.live_ids_not_in(con, name, frame["_id"])
-            if live > EMPTY_READ_GUARD and frame.height == 0:
+            live, gone = store.live_ids_not_in(con, name, seen["_id"])
+            if live > EMPTY_READ_GUARD and chunks.count == 0:
                 raise CollectError(
                     f"{name}: a full read returned no records while {live} are known; "
                     "refusing to read that as 'everything was deleted'"
@@ -233,17 +297,17 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
             deleted += len(gone)
             # Records the sync created and linked well before this read began (`LISTING_LAG`) that no collect
             # ever saw, and this read does not find either: deleted before any read saw them.
-            never = store.linked_never_seen(con, name, system, entity, frame["_source_id"],
+            never = store.linked_never_seen(con, name, system, entity, seen["_source_id"],
                                             (started - LISTING_LAG).astimezone(UTC).replace(tzinfo=None))
             deleted += len(never)
         if frame.height <= COMMIT_ROWS:  # the usual case: the versions and the cursor in one transaction
-            written = store.append_frame(con, name, frame, now.replace(tzinfo=None)) + finish(con)
+            written += store.append_frame(con, name, frame, now.replace(tzinfo=None)) + finish(con)
             return CollectResult(name, chunks.count, written, deleted, full, next_cursor, tuple(chunks.skipped))
     # A large read is committed in parts: DuckDB holds a transaction's appended rows in memory until it
     # commits (1.8 GB for a million Wave customers). The cursor moves with the last part, so after a
     # crash the next collect reads the same records again, and the parts already written are unchanged
-    # versions, which write nothing: no version is lost or written twice.
-    written = 0
+    # versions, which write nothing: no version is lost or written twice. (A full read's parts were written
+    # as it read, by `_Writer`; this is an incremental read's, or the deletes a full read found.)
     parts = list(frame.iter_slices(COMMIT_ROWS))
     for i, part in enumerate(parts):
         with store.connect() as con:

@@ -3,6 +3,8 @@ one transaction, and a crash between parts loses nothing and writes nothing twic
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from crm_wave.sync import collect as collect_module
@@ -58,4 +60,26 @@ def test_a_crash_between_parts_keeps_the_cursor_and_the_next_read_writes_the_res
     assert again.written == 3
     versions = _versions(rig)
     assert sorted(i for i, _ in versions) == sorted(ids)  # each once: nothing lost, nothing twice
+    assert _cursor(rig) is not None
+
+
+def test_a_full_read_hands_its_parts_to_a_writer_thread_as_it_reads(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full read's parts are appended on a thread of their own while the read goes on (`collect._Writer`),
+    in the order read; the rest, with the cursor, on the caller's thread after the read."""
+    ids = _customers(rig, 5)
+    monkeypatch.setattr(collect_module, "COMMIT_ROWS", 2)
+    real = rig.store.append_frame
+    calls: list[tuple[bool, list[str]]] = []
+
+    def recorded(con, name, frame, now, **kwargs):
+        calls.append((threading.current_thread() is threading.main_thread(), frame["_source_id"].to_list()))
+        return real(con, name, frame, now, **kwargs)
+
+    monkeypatch.setattr(rig.store, "append_frame", recorded)
+    result = collect(rig.store, "crm", "customer", rig.crm, utcnow(), full=True)
+    assert result.written == 5 and result.read == 5
+    assert [main for main, _ in calls] == [False, False, True]
+    read = [i for _, part in calls for i in part]
+    assert sorted(read) == sorted(ids) and [len(part) for _, part in calls] == [2, 2, 1]
+    assert [i for i, _ in _versions(rig)] == read  # the versions numbered in the order read
     assert _cursor(rig) is not None
