@@ -747,27 +747,38 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     del frames, crm_keyed, wave_keyed
     new_links = new_links.with_columns(pl.col("how").str.replace_all("_kc_", "", literal=True)
                                        .str.replace_all("_kw_", "", literal=True))
-    with store.connect() as con:
-        store.drop_links(con, entity, dropped, writer=OWN)
-        # A rebuild that found no link of the entity (its first pass) inserts them plainly.
-        store.upsert_links(con, entity, new_links, naive_now, writer=OWN, log=incremental,
-                           fresh=not incremental and links.height == 0)
-        if not incremental:
-            store.log_changes(con, entity, ["*"], "link", writer=OWN)
-            links = all_links(store, con, entity)
-        else:
-            mine = logged.filter((pl.col("entity") == entity) & pl.col("kind").is_in(["link", "agreed"])
-                                 & (pl.col("writer").is_null() | (pl.col("writer") != OWN)))["global_id"]
-            touched: list[pl.Series] = [mine, new_links["global_id"], pl.Series(dropped, dtype=pl.String), pl.Series(recovered, dtype=pl.String)]
-            if entity == "order":
-                touched.append(orders_touching(con, logged.filter(pl.col("entity") != "order")))
-            touched_ids = pl.concat(touched).unique()
-            if touched_ids.len() == 0:  # no link moved: those of the changed records are among the ones read above
-                crm_ids, wave_ids = changed["crm"], changed["wave"]
-                assert crm_ids is not None and wave_ids is not None
-                links = links.filter(pl.col("crm_id").is_in(crm_ids.implode()) | pl.col("wave_id").is_in(wave_ids.implode()))
+    # A rebuild that found no link of the entity (its first pass) has its links in hand: they are the new ones,
+    # inserted plainly, and written while the first part is read and merged ahead (below), not read back.
+    first = (not incremental and links.height == 0 and not dropped
+             and new_links["global_id"].n_unique() == new_links.height)
+
+    def write_links(con: duckdb.DuckDBPyConnection) -> None:
+        store.upsert_links(con, entity, new_links, naive_now, writer=OWN, log=False, fresh=True)
+        store.log_changes(con, entity, ["*"], "link", writer=OWN)
+
+    if first:
+        links = new_links.select(list(LINK_SCHEMA)).cast(LINK_SCHEMA).sort("global_id")  # as `all_links` reads them
+    else:
+        with store.connect() as con:
+            store.drop_links(con, entity, dropped, writer=OWN)
+            store.upsert_links(con, entity, new_links, naive_now, writer=OWN, log=incremental,
+                               fresh=not incremental and links.height == 0)
+            if not incremental:
+                store.log_changes(con, entity, ["*"], "link", writer=OWN)
+                links = all_links(store, con, entity)
             else:
-                links = links_where(con, entity, changed["crm"], changed["wave"], touched_ids)
+                mine = logged.filter((pl.col("entity") == entity) & pl.col("kind").is_in(["link", "agreed"])
+                                     & (pl.col("writer").is_null() | (pl.col("writer") != OWN)))["global_id"]
+                touched: list[pl.Series] = [mine, new_links["global_id"], pl.Series(dropped, dtype=pl.String), pl.Series(recovered, dtype=pl.String)]
+                if entity == "order":
+                    touched.append(orders_touching(con, logged.filter(pl.col("entity") != "order")))
+                touched_ids = pl.concat(touched).unique()
+                if touched_ids.len() == 0:  # no link moved: those of the changed records are among the ones read above
+                    crm_ids, wave_ids = changed["crm"], changed["wave"]
+                    assert crm_ids is not None and wave_ids is not None
+                    links = links.filter(pl.col("crm_id").is_in(crm_ids.implode()) | pl.col("wave_id").is_in(wave_ids.implode()))
+                else:
+                    links = links_where(con, entity, changed["crm"], changed["wave"], touched_ids)
     dropped_ids = pl.Series(dropped, dtype=pl.String)
     staging = f"{table}{STAGING}"
     n_conflicts = 0
@@ -814,18 +825,27 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     ahead = (_ReadAhead(lambda c, i: merge_part(i, read_part(c, i)), len(parts))
              if READ_AHEAD and known is None and len(parts) > 1 else None)
     with ahead or contextlib.nullcontext():
+        if first and ahead is not None:  # the first part read and merged ahead while the links are written
+            with store.connect() as con:
+                ahead.start(con, 0)
         for i, part in enumerate(parts):
-            if ahead is not None:
-                with store.connect() as con:
-                    prepared = ahead.take(con, i)
-            else:
+            read: tuple[dict[str, pl.DataFrame], pl.DataFrame, pl.DataFrame] | None = None
+            if ahead is None:
                 with store.connect() as con:
                     read = read_part(con, i)
-                prepared = merge_part(i, read)
-                del read
-            merged, conflicts, agreed_now, waits, fates, fresh = prepared
-            del prepared
             with store.connect() as con:
+                if first and i == 0:  # committed with the first part's rows: the links' commit is not waited for alone
+                    write_links(con)
+                # Part i + 1 is started ahead in this transaction's `take`: it reads on a cursor (a transaction of
+                # its own) its own global ids' rows, which this part does not write.
+                if ahead is not None:
+                    prepared = ahead.take(con, i)
+                else:
+                    assert read is not None
+                    prepared = merge_part(i, read)
+                    del read
+                merged, conflicts, agreed_now, waits, fates, fresh = prepared
+                del prepared
                 if incremental:
                     keys = pl.concat([part["global_id"], dropped_ids]) if i == 0 else part["global_id"]
                     store.replace_rows(con, table, "global_id", keys, merged)
@@ -887,6 +907,12 @@ class _ReadAhead:
             return self._read(cur, i)
         finally:
             cur.close()
+
+    def start(self, con: duckdb.DuckDBPyConnection, i: int) -> None:
+        """Part `i` read and merged on a cursor of `con` while the caller writes something else (before its
+        `take`): a first rebuild's links, which no part reads."""
+        assert self._next is None
+        self._next = self._pool.submit(self._on_cursor, con.cursor(), i)
 
     def take(self, con: duckdb.DuckDBPyConnection, i: int) -> _Merged:
         """Part `i` merged (ahead, or now on `con`), with part `i + 1`'s started if there is one."""

@@ -139,7 +139,8 @@ def test_a_rebuild_reads_parts_ahead_and_an_error_in_a_read_ahead_is_raised(tmp_
     def counted(*a, **k):
         threads.append(threading.current_thread().name)
         calls.append(a[1])
-        # The third part's merge: the second on the read-ahead thread, while the second part is written.
+        # The second merge on the read-ahead thread (a first rebuild merges its first part there as well, while
+        # it writes its links), while the part before it is written.
         if fail[0] and [t.startswith("read-ahead") for t in threads].count(True) == 2:
             raise RuntimeError("read ahead failed")
         return merge(*a, **k)
@@ -166,3 +167,40 @@ def test_a_rebuild_reads_parts_ahead_and_an_error_in_a_read_ahead_is_raised(tmp_
     assert got[True][0].height > 6
     for with_ahead, in_turn in zip(got[True], got[False]):
         assert_frame_equal(with_ahead, in_turn)
+
+
+@pytest.mark.parametrize("spill", [True, False])
+def test_a_first_rebuild_writes_its_links_while_its_first_part_merges(tmp_path: Path, monkeypatch, spill: bool):
+    """A rebuild that finds no link (a first pass) takes the links it made as they are, not read back, and writes
+    them while its first part is read and merged ahead; a rebuild over those links writes the same."""
+    import threading
+
+    monkeypatch.setattr(global_step, "CHUNK", 3)
+    monkeypatch.setattr(global_step, "PART", 3)
+    monkeypatch.setattr(global_step, "READ_ONCE_PARTS", 0)
+    monkeypatch.setattr(global_step, "SPILL", spill)
+    monkeypatch.setattr(global_step.canonical_paths, "SMALL", 0)
+    merge, upsert, events = global_step._merge, Store.upsert_links, []
+    monkeypatch.setattr(global_step, "_merge", lambda *a, **k: events.append(("merge", threading.current_thread().name))
+                        or merge(*a, **k))
+    monkeypatch.setattr(Store, "upsert_links", lambda *a, **k: events.append(("links", threading.current_thread().name))
+                        or upsert(*a, **k))
+    read_back = []
+    monkeypatch.setattr(global_step, "all_links", lambda *a, f=global_step.all_links: read_back.append(a[2]) or f(*a))
+    store = Store(tmp_path / "s.duckdb")
+    with store.connect() as con:
+        for system, bodies in (("crm", CRM_BODIES), ("wave", WAVE_BODIES)):
+            store.append_versions(con, dataset(system, "customer"), _versions(system, bodies["customer"], "a"), T0)
+    first = global_step.build_global(store, "customer", T0, full=True)
+    assert read_back == ["customer"]  # the links linking starts from (none), not the ones it wrote
+    assert [t for e, t in events if e == "merge"][0].startswith("read-ahead")  # the first part, ahead ...
+    assert ("links", "MainThread") in events  # ... while the step's own thread writes the links
+    written = _written(store, "customer")
+    assert written[1].height == first.new_links > 3
+    events.clear()
+    read_back.clear()
+    again = global_step.build_global(store, "customer", T0, full=True)
+    assert read_back == ["customer", "customer"]  # links there: read, and read back after the upsert
+    assert again.new_links == 0
+    for a, b in zip(_written(store, "customer"), written):
+        assert_frame_equal(a, b)
