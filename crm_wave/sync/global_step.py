@@ -825,20 +825,25 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     ahead = (_ReadAhead(lambda c, i: merge_part(i, read_part(c, i)), len(parts))
              if READ_AHEAD and known is None and len(parts) > 1 else None)
     with ahead or contextlib.nullcontext():
-        if first and ahead is not None:  # the first part read and merged ahead while the links are written
+        taken: _Merged | None = None
+        if first:
             with store.connect() as con:
-                ahead.start(con, 0)
+                if ahead is not None:  # the first part read and merged ahead while the links are written, ...
+                    ahead.start(con, 0)
+                write_links(con)
+                if ahead is not None:  # ... and the second started before the links' commit
+                    taken = ahead.take(con, 0)
         for i, part in enumerate(parts):
             read: tuple[dict[str, pl.DataFrame], pl.DataFrame, pl.DataFrame] | None = None
             if ahead is None:
                 with store.connect() as con:
                     read = read_part(con, i)
             with store.connect() as con:
-                if first and i == 0:  # committed with the first part's rows: the links' commit is not waited for alone
-                    write_links(con)
                 # Part i + 1 is started ahead in this transaction's `take`: it reads on a cursor (a transaction of
                 # its own) its own global ids' rows, which this part does not write.
-                if ahead is not None:
+                if taken is not None:
+                    prepared, taken = taken, None
+                elif ahead is not None:
                     prepared = ahead.take(con, i)
                 else:
                     assert read is not None
