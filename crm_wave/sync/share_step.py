@@ -13,7 +13,11 @@ customer or product link changed), and replaces just those rows of the share tab
 from __future__ import annotations
 
 import contextlib
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -37,6 +41,10 @@ from crm_wave.sync.names import global_table, share_table
 from crm_wave.sync.refs import line_products, order_links
 
 __all__ = ["ShareResult", "build_share", "target_fields"]
+
+#: Parts of a rebuild computed at once (`_computed`; docs/benchmarks.md, "Session 32"). An incremental step's few
+#: rows are computed on the caller's thread, in its one transaction.
+AHEAD = 2
 
 
 @dataclass(frozen=True)
@@ -213,20 +221,21 @@ def _build_share(store: Store, target: str, entity: str, *, full: bool | None,
     # polars 0.1 s; docs/benchmarks.md, "Session 29").
     held: list[pl.DataFrame] = []
     as_files = False
-    for part in parts:
+    def read_part(part: Any) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+        nonlocal every
         with store.connect() as con:
             merged = (store.read_rows(con, gtable, "global_id", part, wanted) if incremental
                       else store.read_range(con, gtable, part, wanted))
             if entity != "order":
-                links = {}
-            elif incremental:
-                links = order_links(con, merged)
-            else:
-                # Every part of a rebuild refers to most of them: one read (and no decoding of the lines
-                # to find which) instead of an id-filtered read per part (4.1 of 14.2 s at a million orders).
-                links = every = every or {e: all_links(store, con, e) for e in ("customer", "product")}
-        frame = compute_share(merged, target, entity, links)
-        del merged
+                return merged, {}
+            if incremental:
+                return merged, order_links(con, merged)
+            # Every part of a rebuild refers to most of them: one read (and no decoding of the lines
+            # to find which) instead of an id-filtered read per part (4.1 of 14.2 s at a million orders).
+            every = every or {e: all_links(store, con, e) for e in ("customer", "product")}
+            return merged, every
+
+    for part, frame in _computed(parts, read_part, target, entity, AHEAD if not incremental else 1):
         if incremental:
             with store.connect() as con:
                 store.replace_rows(con, table, "global_id", part, frame)
@@ -256,6 +265,30 @@ def _build_share(store: Store, target: str, entity: str, *, full: bool | None,
             store.replace_table(con, table, rows)
             return result, True
         return result, False
+
+
+def _computed(parts: list[Any], read_part: Callable[[Any], tuple[pl.DataFrame, dict[str, pl.DataFrame]]], target: str,
+              entity: str, ahead: int) -> Iterator[tuple[Any, pl.DataFrame]]:
+    """Each part with its share rows, in order. Parts are read on the caller's thread (the store's connection);
+    with `ahead` > 1, up to that many are computed at once on threads of their own (`compute_share` is polars'
+    work, which leaves the GIL, and a part's computation keeps little more than one core busy)."""
+    if ahead <= 1:
+        for part in parts:
+            merged, links = read_part(part)
+            yield part, compute_share(merged, target, entity, links)
+        return
+    with ThreadPoolExecutor(ahead, thread_name_prefix=f"share-{target}-{entity}") as pool:
+        pending: deque[tuple[Any, Future[pl.DataFrame]]] = deque()
+        for part in parts:
+            merged, links = read_part(part)
+            pending.append((part, pool.submit(compute_share, merged, target, entity, links)))
+            del merged
+            if len(pending) >= ahead:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
 
 
 def _share_result(con: duckdb.DuckDBPyConnection, table: str) -> ShareResult:

@@ -132,3 +132,30 @@ def test_a_share_table_whose_parts_are_not_beside_the_file_reads_as_absent_and_i
     assert got.keys() == want.keys()
     for name in want:
         assert_frame_equal(got[name], want[name])
+
+
+def test_a_share_rebuild_computes_parts_at_once_and_writes_what_one_at_a_time_writes(tmp_path, monkeypatch):
+    """A rebuild's parts are computed on threads of their own, up to `share_step.AHEAD` at once, and written in
+    order: the same share tables as computing each part in turn, stored as files or as DuckDB tables."""
+    import threading
+
+    from crm_wave.sync import share_step
+
+    compute, threads = share_step.compute_share, []
+    monkeypatch.setattr(share_step, "compute_share",
+                        lambda *a, **k: threads.append(threading.current_thread().name) or compute(*a, **k))
+    monkeypatch.setattr(share_step, "CHUNK", 2)  # a golden DuckDB table read in parts of 2 rows
+    monkeypatch.setattr(global_step, "PART", 2)  # a golden table stored as files in parts of 2 rows
+    got = {}
+    for ahead in (2, 1):
+        monkeypatch.setattr(share_step, "AHEAD", ahead)
+        threads.clear()
+        for files_past in (3, 10**9):
+            got[ahead, files_past] = _shares(_rebuilt(tmp_path, monkeypatch, f"a{ahead}-{files_past}", files_past)[1])
+        on_pool = [t.startswith("share-") for t in threads]
+        assert (all(on_pool) if ahead > 1 else not any(on_pool)) and len(threads) > 2 * len(SHARES)
+    for files_past in (3, 10**9):
+        assert got[2, files_past].keys() == got[1, files_past].keys()
+        for name, frame in got[1, files_past].items():
+            assert_frame_equal(got[2, files_past][name], frame, check_row_order=True)
+    assert any(frame.height > 2 for frame in got[1, 3].values())
