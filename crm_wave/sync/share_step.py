@@ -221,6 +221,7 @@ def _build_share(store: Store, target: str, entity: str, *, full: bool | None,
     # polars 0.1 s; docs/benchmarks.md, "Session 29").
     held: list[pl.DataFrame] = []
     as_files = False
+
     def read_part(part: Any) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
         nonlocal every
         with store.connect() as con:
