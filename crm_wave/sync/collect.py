@@ -153,9 +153,10 @@ class _Chunks:
         """The versions not handed to a writer."""
         return pl.concat(self.frames) if self.frames else pl.DataFrame(schema=VERSION_SCHEMA)
 
-    def seen(self) -> pl.DataFrame:
-        """`_id`, `_source_id` and `_deleted` of every version read."""
-        return pl.concat([*self.written, self.frame().select("_id", "_source_id", "_deleted")])
+    def seen(self, rest: pl.DataFrame) -> pl.DataFrame:
+        """`_id`, `_source_id` and `_deleted` of every version read, given `rest`, the versions not handed to a
+        writer (`frame()`)."""
+        return pl.concat([*self.written, rest.select("_id", "_source_id", "_deleted")])
 
 
 def _frame(prefix: str, records: Sequence[tuple[str, bool, Any, int | None, dict | None]]) -> pl.DataFrame:
@@ -264,7 +265,8 @@ def collect(store: Store, system: str, entity: str, client: Client, now: datetim
         finally:
             if writer is not None:
                 writer.close()
-    frame, seen = chunks.frame(), chunks.seen()
+    frame = chunks.frame()
+    seen = chunks.seen(frame)
     deleted = int(seen["_deleted"].sum())
     written = 0 if writer is None else writer.written
     never: list[str] = []
