@@ -751,11 +751,6 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     # inserted plainly, and written while the first part is read and merged ahead (below), not read back.
     first = (not incremental and links.height == 0 and not dropped
              and new_links["global_id"].n_unique() == new_links.height)
-
-    def write_links(con: duckdb.DuckDBPyConnection) -> None:
-        store.upsert_links(con, entity, new_links, naive_now, writer=OWN, log=False, fresh=True)
-        store.log_changes(con, entity, ["*"], "link", writer=OWN)
-
     if first:
         links = new_links.select(list(LINK_SCHEMA)).cast(LINK_SCHEMA).sort("global_id")  # as `all_links` reads them
     else:
@@ -830,7 +825,8 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
             with store.connect() as con:
                 if ahead is not None:  # the first part read and merged ahead while the links are written, ...
                     ahead.start(con, 0)
-                write_links(con)
+                store.upsert_links(con, entity, new_links, naive_now, writer=OWN, log=False, fresh=True)
+                store.log_changes(con, entity, ["*"], "link", writer=OWN)
                 if ahead is not None:  # ... and the second started before the links' commit
                     taken = ahead.take(con, 0)
         for i, part in enumerate(parts):
