@@ -816,9 +816,10 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
         return (*_merge(entity, parts[i], sides["crm"], sides["wave"], agreed, fields, policy, queue),
                 not incremental and agreed.height == 0)
 
-    # A large rebuild reads and merges the next part while it writes this one (`_ReadAhead`).
+    # A rebuild reads and merges the next part while it writes this one (`_ReadAhead`), and a first rebuild its
+    # first part while it writes its links, one part or many. (An incremental step is one transaction.)
     ahead = (_ReadAhead(lambda c, i: merge_part(i, read_part(c, i)), len(parts))
-             if READ_AHEAD and known is None and len(parts) > 1 else None)
+             if READ_AHEAD and not incremental and (first or len(parts) > 1) else None)
     with ahead or contextlib.nullcontext():
         taken: _Merged | None = None
         if first:
@@ -827,8 +828,8 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
                     ahead.start(con, 0)
                 store.upsert_links(con, entity, new_links, naive_now, writer=OWN, log=False, fresh=True)
                 store.log_changes(con, entity, ["*"], "link", writer=OWN)
-                if ahead is not None:  # ... and the second started before the links' commit
-                    taken = ahead.take(con, 0)
+                if ahead is not None and len(parts) > 1:  # ... and the second started before the links' commit
+                    taken = ahead.take(con, 0)  # (one part: taken after it, as the loop below takes a part)
         for i, part in enumerate(parts):
             read: tuple[dict[str, pl.DataFrame], pl.DataFrame, pl.DataFrame] | None = None
             if ahead is None:

@@ -169,17 +169,21 @@ def test_a_rebuild_reads_parts_ahead_and_an_error_in_a_read_ahead_is_raised(tmp_
         assert_frame_equal(with_ahead, in_turn)
 
 
-@pytest.mark.parametrize("spill", [True, False])
-def test_a_first_rebuild_writes_its_links_while_its_first_part_merges(tmp_path: Path, monkeypatch, spill: bool):
+@pytest.mark.parametrize("layout", ["spill", "read twice", "one part"])
+def test_a_first_rebuild_writes_its_links_while_its_first_part_merges(tmp_path: Path, monkeypatch, layout: str):
     """A rebuild that finds no link (a first pass) takes the links it made as they are, not read back, and writes
-    them while its first part is read and merged ahead; a rebuild over those links writes the same."""
+    them while its first part is read and merged ahead, in parts or in one (every record read once, held); a
+    rebuild over those links writes the same."""
     import threading
 
-    monkeypatch.setattr(global_step, "CHUNK", 3)
-    monkeypatch.setattr(global_step, "PART", 3)
-    monkeypatch.setattr(global_step, "READ_ONCE_PARTS", 0)
-    monkeypatch.setattr(global_step, "SPILL", spill)
-    monkeypatch.setattr(global_step.canonical_paths, "SMALL", 0)
+    if layout != "one part":
+        monkeypatch.setattr(global_step, "CHUNK", 3)
+        monkeypatch.setattr(global_step, "PART", 3)
+        monkeypatch.setattr(global_step, "READ_ONCE_PARTS", 0)
+        monkeypatch.setattr(global_step, "SPILL", layout == "spill")
+        monkeypatch.setattr(global_step.canonical_paths, "SMALL", 0)
+    parts = []
+    monkeypatch.setattr(global_step, "_ReadAhead", lambda read, n, cls=global_step._ReadAhead: parts.append(n) or cls(read, n))
     merge, upsert, events = global_step._merge, Store.upsert_links, []
     monkeypatch.setattr(global_step, "_merge", lambda *a, **k: events.append(("merge", threading.current_thread().name))
                         or merge(*a, **k))
@@ -195,6 +199,7 @@ def test_a_first_rebuild_writes_its_links_while_its_first_part_merges(tmp_path: 
     assert read_back == ["customer"]  # the links linking starts from (none), not the ones it wrote
     assert [t for e, t in events if e == "merge"][0].startswith("read-ahead")  # the first part, ahead ...
     assert ("links", "MainThread") in events  # ... while the step's own thread writes the links
+    assert parts == [1] if layout == "one part" else parts[0] > 1
     written = _written(store, "customer")
     assert written[1].height == first.new_links > 3
     events.clear()
