@@ -12,6 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from crm_wave.store import datasets
 from crm_wave.store.db import Store
 from crm_wave.sync.collect import collect
 
@@ -74,7 +77,13 @@ def _rows(store: Store, name: str) -> list[tuple[Any, ...]]:
                            f"json_valid(body) FROM {name} ORDER BY _seq").fetchall()
 
 
-def test_crm_rows_are_the_records_as_sorted_compact_json_hashed_with_sha1(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scan_batch", [25_000, 2])
+def test_crm_rows_are_the_records_as_sorted_compact_json_hashed_with_sha1(tmp_path: Path, monkeypatch, scan_batch: int) -> None:
+    """Handed to DuckDB in one Arrow batch or in batches of two versions (`SCAN_BATCH`): the same rows."""
+    monkeypatch.setattr(datasets, "SCAN_BATCH", scan_batch)
+    batches = []
+    monkeypatch.setattr(datasets, "_versions_arrow",
+                        lambda frame, f=datasets._versions_arrow: batches.append(len((t := f(frame)).to_batches())) or t)
     store = Store(tmp_path / "s.duckdb")
     result = collect(store, "crm", "customer", _Crm(ODD), NOW, full=True)
     assert result.written == 4  # the delete of a record never seen writes nothing
@@ -85,6 +94,7 @@ def test_crm_rows_are_the_records_as_sorted_compact_json_hashed_with_sha1(tmp_pa
                          str(record["Id"]), record["UpdatedAt"], record["Version"], body, True))
     assert _rows(store, "crm_customer") == expected
     assert collect(store, "crm", "customer", _Crm(ODD), NOW, full=True).written == 0  # same hashes: nothing new
+    assert max(batches) == (1 if scan_batch > len(ODD) else -(-len(ODD) // scan_batch))
 
 
 def test_a_delete_is_a_row_without_body_hashed_as_null(tmp_path: Path) -> None:
