@@ -22,7 +22,7 @@ import polars as pl
 import pyarrow as pa
 
 from crm_wave.store import files
-from crm_wave.store.connection import arrow, ident, registered, schema_sql
+from crm_wave.store.connection import arrow, ident, json_typed, registered, schema_sql
 
 __all__ = ["Datasets", "Version", "dataset_sql", "VERSION_SCHEMA", "APPEND_CHUNK", "FILES_FROM", "body_bytes", "body_text"]
 
@@ -66,23 +66,14 @@ def dataset_sql(con: duckdb.DuckDBPyConnection, name: str) -> str:
 
 
 def _versions_arrow(frame: pl.DataFrame) -> Any:
-    """`frame` as Arrow with `body` typed as JSON (Arrow's `arrow.json` extension), which DuckDB takes as
-    its JSON type without parsing every body again to check it (a cast from text does: ~1 CPU-s a million
-    Wave customers). The bodies are `body_bytes`' output, JSON by construction. Plain text where the
-    installed pyarrow lacks the type (before 19)."""
+    """`frame` as Arrow with `body` typed as JSON (`json_typed`: the bodies are `body_bytes`' output, JSON by
+    construction)."""
     table = arrow(frame)
     if table.num_rows > SCAN_BATCH:
         # In batches: DuckDB scans an Arrow table one batch per thread, and a collect's part of 200,000 versions
         # came as one (`sha1` of every body on one thread: 0.43 s against 0.25 s in batches of `SCAN_BATCH`).
         table = pa.Table.from_batches(table.to_batches(max_chunksize=SCAN_BATCH))
-    json_type = getattr(pa, "json_", None)
-    if json_type is None:
-        return table
-    i = table.schema.get_field_index("body")
-    body = table.column(i)
-    typed = json_type(body.type)
-    return table.set_column(i, pa.field("body", typed),
-                            pa.chunked_array([pa.ExtensionArray.from_storage(typed, c) for c in body.chunks], typed))
+    return json_typed(table, "body")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import polars as pl
 
 from crm_wave.logic.link import LINK_SCHEMA
 from crm_wave.store.changes import ChangeLog
-from crm_wave.store.connection import FEW, FEW_IDS, fetch_frame, ids_predicate, registered, sql_ident, sql_str
+from crm_wave.store.connection import FEW, FEW_IDS, arrow, fetch_frame, ids_predicate, json_typed, registered, sql_ident, sql_str
 from crm_wave.store.writes import log_rows
 
 __all__ = ["Links"]
@@ -117,17 +117,20 @@ class Links(ChangeLog):
             if not values:
                 return
             frame = pl.DataFrame({"global_id": list(values),
-                                  "values": [json.dumps(v, sort_keys=True) for v in values.values()]},
+                                  "values": [json.dumps(v, sort_keys=True, separators=(",", ":")) for v in values.values()]},
                                  schema={"global_id": pl.String, "values": pl.String})
-        # json_merge_patch drops a key whose new value is null, which reads back as null all the same. The
-        # rows agreed before are patched with the new values as given, nulls included (an `ON CONFLICT`
-        # update would patch with the inserted row, its nulls dropped already: a field agreed empty kept its
-        # old value, and an edit back to that value was then undone as "unchanged"); the others inserted.
-        with registered(con, "_agreed_in", frame):
+        # The rows agreed before are patched with the new values as given, nulls included: `json_merge_patch` drops a
+        # key whose new value is null, which reads back as null all the same (an `ON CONFLICT` update would patch
+        # with the inserted row: a field agreed empty kept its old value, and an edit back to that value was then
+        # undone as "unchanged"). The others are inserted as given, a field agreed empty as a null: they were
+        # `json_merge_patch('{}', values)`, nulls dropped, which cost as much again as the insert (~0.4 s a
+        # 200,000 rows; docs/benchmarks.md, "Session 33"). The values go as JSON (`json_typed`, not parsed to
+        # check them): polars and `json.dumps` write them.
+        with registered(con, "_agreed_in", json_typed(arrow(frame), "values")):
             if not fresh:
                 con.execute('UPDATE agreed SET "values" = json_merge_patch(agreed."values", i."values"), updated_at = ? '
                             'FROM _agreed_in i WHERE agreed.entity = ? AND agreed.global_id = i.global_id', [now, entity])
-            con.execute('INSERT INTO agreed SELECT ?, global_id, json_merge_patch(\'{}\', "values"), ? FROM _agreed_in'
+            con.execute('INSERT INTO agreed SELECT ?, global_id, "values", ? FROM _agreed_in'
                         + ('' if fresh else ' ON CONFLICT (entity, global_id) DO NOTHING'), [entity, now])
         log_rows(con, "agreed", frame["global_id"])
         if log:

@@ -75,7 +75,12 @@ def test_fresh_inserts_write_what_upserts_write_into_empty_tables(tmp_path: Path
         got[fresh] = (_table(store, "SELECT * FROM links ORDER BY ALL"),
                       _table(store, 'SELECT entity, global_id, "values"::VARCHAR AS v, updated_at FROM agreed ORDER BY ALL'))
     assert got[True][0].height == 3 and got[True][0].filter(pl.col("global_id") == "g1")["wave_id"].to_list() == ["w1"]
-    assert "null" not in "".join(got[True][1]["v"].to_list())  # an agreed null is stored as no key, as before
+    # An agreed null is stored as given (it was dropped, as no key, until session 33) and reads back as null.
+    assert got[True][1].filter(pl.col("global_id") == "g2")["v"].to_list() == ['{"Name":null,"Email":null}']
+    store = Store(tmp_path / "True.duckdb")
+    with store.connect() as con:
+        read = store.read_agreed_frame(con, "customer", ["Name", "Email"]).sort("global_id")
+    assert read.rows() == [("g1", "A", None), ("g2", None, None), ("g3", "C", "c@x.no")]
     for fast, general in zip(got[True], got[False]):
         assert_frame_equal(fast, general)
 
