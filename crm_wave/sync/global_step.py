@@ -152,8 +152,9 @@ def _fragment_query(system: str, entity: str, fields: tuple[str, ...] | None = N
 
 def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str,
                    ids: pl.Series | None = None, fields: tuple[str, ...] | None = None, *,
-                   changed: tuple[int, int] | None = None,
-                   within: tuple[int, int] | None = None, unreadable: list[tuple[str, str, str]] | None = None) -> pl.DataFrame:
+                   changed: tuple[int, int] | None = None, within: tuple[int, int] | None = None,
+                   current: pl.Series | None = None,
+                   unreadable: list[tuple[str, str, str]] | None = None) -> pl.DataFrame:
     """Canonical cells of the current records of (`system`, `entity`), all or those whose source id is in `ids`.
 
     Columns: `<system>_id`, `deleted`, `modified`, one String column per canonical field
@@ -164,6 +165,9 @@ def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, en
     `within`: `[lo, hi]`, a range that holds the current version's `_seq` of every one of `ids`: the scan
     may skip the row groups whose `_seq` lies outside it (a large rebuild's part, its records next to each
     other in the file).
+    `current`: with `within`, the `_seq` of the current versions of `ids` (every one in the range), known to the
+    caller: the rows are read by them, where otherwise the newest version of each id is found by grouping the
+    range's rows by id (8 % of the statement for 200,000 orders; docs/benchmarks.md, "Session 33").
     `unreadable`: a record the mapping cannot read (`UnreadableRecord`) is held (`_hold`) and added here as
     (system, record id, message), where without it the read raises.
     """
@@ -188,19 +192,26 @@ def read_canonical(store: Store, con: duckdb.DuckDBPyConnection, system: str, en
         bad: dict[int, UnreadableRecord] | None = None if unreadable is None else {}
         return _hold(con, name, system, entity, _few_frame(rows, system, entity, fields, bad), bad, fields, unreadable)
     structure, select, lines_ok = _fragment_query(system, entity, fields)
-    some: contextlib.AbstractContextManager[tuple[str, list[Any]]] = (
-        contextlib.nullcontext(("true", [])) if ids is None else ids_predicate(con, "_canon_ids", ids, "_source_id"))
-    with some as (among, params):
-        if within is not None:  # older versions below `lo` drop out too: the current one is in the range
-            among, params = f"_seq >= ? AND _seq <= ? AND ({among})", [*within, *params]
-        # The current versions by a semi join on their `_seq` (the newest of each id among the rows `among` keeps),
-        # not a window over the rows: the window holds every body it reads until it has ranked them all.
-        raw = con.execute(
-            f"WITH cur AS (SELECT _source_id, _deleted, _modified, body FROM {name} SEMI JOIN "
-            f"(SELECT max(_seq) AS _top FROM {name} WHERE {among} GROUP BY _id) ON _top = _seq WHERE {among}) "
-            f"SELECT _source_id, _deleted, _modified, body IS NULL AS _nobody, {lines_ok} AS lines_ok, {select} "
-            f"FROM (SELECT *, json_transform(body, ?) AS s FROM cur)",
-            [*params, *params, structure]).pl()
+    fragments = (f"SELECT _source_id, _deleted, _modified, body IS NULL AS _nobody, {lines_ok} AS lines_ok, {select} "
+                 f"FROM (SELECT *, json_transform(body, ?) AS s FROM cur)")
+    if current is not None:
+        assert within is not None
+        with registered(con, "_canon_seqs", pl.DataFrame({"_top": current.cast(pl.Int64)})):
+            raw = con.execute(f"WITH cur AS (SELECT _source_id, _deleted, _modified, body FROM {name} "
+                              f"WHERE _seq >= ? AND _seq <= ? AND _seq IN (SELECT _top FROM _canon_seqs)) {fragments}",
+                              [*within, structure]).pl()
+    else:
+        some: contextlib.AbstractContextManager[tuple[str, list[Any]]] = (
+            contextlib.nullcontext(("true", [])) if ids is None else ids_predicate(con, "_canon_ids", ids, "_source_id"))
+        with some as (among, params):
+            if within is not None:  # older versions below `lo` drop out too: the current one is in the range
+                among, params = f"_seq >= ? AND _seq <= ? AND ({among})", [*within, *params]
+            # The current versions by a semi join on their `_seq` (the newest of each id among the rows `among` keeps),
+            # not a window over the rows: the window holds every body it reads until it has ranked them all.
+            raw = con.execute(
+                f"WITH cur AS (SELECT _source_id, _deleted, _modified, body FROM {name} SEMI JOIN "
+                f"(SELECT max(_seq) AS _top FROM {name} WHERE {among} GROUP BY _id) ON _top = _seq WHERE {among}) "
+                f"{fragments}", [*params, *params, structure]).pl()
 
     def bodies(source_ids: pl.Series) -> pl.Series:
         """The JSON bodies of some of these rows (for the rows the fast path cannot map)."""
@@ -359,10 +370,11 @@ def both_sides(con: duckdb.DuckDBPyConnection,
 
 def _load(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str, ids: pl.Series | None,
           refs: dict[str, pl.DataFrame], changed: tuple[int, int] | None = None, within: tuple[int, int] | None = None, *,
-          held: list[tuple[str, str, str]], keyed: bool = True) -> pl.DataFrame:
+          current: pl.Series | None = None, held: list[tuple[str, str, str]], keyed: bool = True) -> pl.DataFrame:
     """Canonical records of `system` with order references translated and, if `keyed`, the merge-key columns
     (linking needs them, the merge does not)."""
-    frame = read_canonical(store, con, system, entity, ids, changed=changed, within=within, unreadable=held)
+    frame = read_canonical(store, con, system, entity, ids, changed=changed, within=within, current=current,
+                           unreadable=held)
     if entity == "order":
         frame = _translate(frame, system, refs)
     return _keyed(frame, entity) if keyed else frame
@@ -373,17 +385,19 @@ def _chunks(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: s
     """Every field of every current record, mapped in parts of `CHUNK` versions (`_seq` ranges, so the
     JSON fragments of one part at a time); each record in one part, the one its current version is in.
 
-    The current versions are found once (the newest `_seq` of each record), and each part reads its records by
-    id within its range: a part found by `read_canonical`'s `seqs` grouped the whole dataset twice, 0.4-0.5
-    CPU-s of the ~2 a part of 200,000 Wave customers took (docs/benchmarks.md, "Session 31")."""
+    The current versions are found once (the newest `_seq` of each record), and each part reads them by their
+    `_seq` within its range (`read_canonical`'s `current`): a part found by `read_canonical`'s `seqs` grouped the
+    whole dataset twice, 0.4-0.5 CPU-s of the ~2 a part of 200,000 Wave customers took (docs/benchmarks.md,
+    "Session 31"), and a part read by id grouped its range again ("Session 33")."""
     name = dataset(system, entity)
     store.ensure_dataset(con, name)
     current = con.execute(f"SELECT _source_id, max(_seq) AS _top FROM {name} GROUP BY _source_id").pl()
     # `_seq` starts at 1: parts [0, CHUNK + 1), [CHUNK + 1, 2 * CHUNK + 1), ...
     ends = [*range(CHUNK + 1, top + 1, CHUNK), max(top + 1, CHUNK + 1)]
     for lo, hi in zip([0, *ends], ends):
-        ids = current.filter((pl.col("_top") >= lo) & (pl.col("_top") < hi))["_source_id"].cast(pl.String)
-        yield _load(store, con, system, entity, ids, refs, within=(lo, hi - 1), held=held)
+        part = current.filter((pl.col("_top") >= lo) & (pl.col("_top") < hi))
+        yield _load(store, con, system, entity, part["_source_id"].cast(pl.String), refs, within=(lo, hi - 1),
+                    current=part["_top"], held=held)
 
 
 def _load_whole(store: Store, con: duckdb.DuckDBPyConnection, system: str, entity: str, top: int,

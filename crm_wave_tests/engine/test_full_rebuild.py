@@ -41,6 +41,7 @@ def test_a_dataset_read_in_seq_parts_is_the_dataset_read_whole(tmp_path: Path, m
         whole = global_step._load(store, con, system, "customer", None, {}, held=[])
         monkeypatch.setattr(global_step, "CHUNK", chunk)
         monkeypatch.setattr(global_step, "PART", chunk)
+        monkeypatch.setattr(global_step.canonical_paths, "SMALL", 0)  # every part read by its current `_seq`
         parts = global_step._load_whole(store, con, system, "customer", top, {}, held=[])
     assert top > len(bodies)
     assert parts.height == len(bodies)
