@@ -81,6 +81,10 @@ class Links(ChangeLog):
         rows = con.execute('SELECT global_id, "values"::VARCHAR FROM agreed WHERE entity = ?', [entity]).fetchall()
         return {g: json.loads(v) for g, v in rows}
 
+    def has_agreed(self, con: duckdb.DuckDBPyConnection, entity: str) -> bool:
+        """Whether any value of `entity` is agreed."""
+        return bool(con.execute("SELECT 1 FROM agreed WHERE entity = ? LIMIT 1", [entity]).fetchall())
+
     def read_agreed_frame(self, con: duckdb.DuckDBPyConnection, entity: str, fields: Sequence[str],
                           global_ids: pl.Series | None = None) -> pl.DataFrame:
         """Agreed values as a frame: `global_id` and one String column per field (null when not agreed)."""

@@ -21,13 +21,19 @@ from crm_wave.logic.merge import QUEUE_SCHEMA, WAIT_SCHEMA
 from crm_wave.store.connection import FEW_IDS, fetch_frame, ids_predicate, registered
 from crm_wave.store.writes import log_rows
 
-__all__ = ["read_queue", "reconcile", "list_items", "decide", "ITEM_COLUMNS", "WRITER"]
+__all__ = ["has_items", "read_queue", "reconcile", "list_items", "decide", "ITEM_COLUMNS", "WRITER"]
 
 #: `changes.writer` of a decision (the global step re-merges that global id).
 WRITER = "conflicts"
 ITEM_COLUMNS = ("id", "entity", "global_id", "field", "kind", "crm_value", "wave_value", "base_value",
                 "crm_modified", "wave_modified", "detected_at", "status", "decision", "value", "decided_by",
                 "decided_at", "closed_at")
+
+
+def has_items(con: duckdb.DuckDBPyConnection, entity: str) -> bool:
+    """Whether any item of `entity` is open or decided (what `read_queue` reads)."""
+    return bool(con.execute("SELECT 1 FROM conflict_queue WHERE entity = ? AND status IN ('open', 'decided') LIMIT 1",
+                            [entity]).fetchall())
 
 
 def read_queue(con: duckdb.DuckDBPyConnection, entity: str, global_ids: pl.Series) -> pl.DataFrame:

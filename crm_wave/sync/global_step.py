@@ -57,7 +57,7 @@ from crm_wave.mapping.policy import Policy, field_policy_exprs, load_policy
 from crm_wave.store.connection import ids_predicate, registered, sql_str
 from crm_wave.store.db import Store
 from crm_wave.store.files import STAGING
-from crm_wave.store.queue import read_queue, reconcile
+from crm_wave.store.queue import has_items, read_queue, reconcile
 from crm_wave.store.tables import column_types
 from crm_wave.store.unreadable import record_unreadable
 from crm_wave.sync.cells import lines_cell_series
@@ -765,8 +765,16 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     # inserted plainly, and written while the first part is read and merged ahead (below), not read back.
     first = (not incremental and links.height == 0 and not dropped
              and new_links["global_id"].n_unique() == new_links.height)
+    # What a part reads besides its records: its global ids' agreed values and queue items. A first rebuild of an
+    # entity that has neither (a store's first pass) reads none: each part's read found nothing, ~0.16 s a part
+    # of 122,880 customers at 1M on the read-ahead thread (docs/benchmarks.md, "Session 33"). Its global ids are
+    # the links' it made, which no push can know before its share step; rows left of an earlier life of the
+    # store (the ids are the records' own) are read as always.
+    read_agreed = read_items = True
     if first:
         links = new_links.select(list(LINK_SCHEMA)).cast(LINK_SCHEMA).sort("global_id")  # as `all_links` reads them
+        with store.connect() as con:
+            read_agreed, read_items = store.has_agreed(con, entity), has_items(con, entity)
     else:
         with store.connect() as con:
             store.drop_links(con, entity, dropped, writer=OWN)
@@ -822,7 +830,8 @@ def _build_global(store: Store, entity: str, now: datetime, *, full: bool | None
     def read_part(con: duckdb.DuckDBPyConnection, i: int) -> tuple[dict[str, pl.DataFrame], pl.DataFrame, pl.DataFrame]:
         """What part `i`'s merge reads: both sides' records, the agreed values and the queue of its global ids."""
         ids = parts[i]["global_id"]
-        return read_sides(con, i), store.read_agreed_frame(con, entity, fields, ids), read_queue(con, entity, ids)
+        return (read_sides(con, i), store.read_agreed_frame(con, entity, fields, ids if read_agreed else ids.clear()),
+                read_queue(con, entity, ids if read_items else ids.clear()))
 
     def merge_part(i: int, read: tuple[dict[str, pl.DataFrame], pl.DataFrame, pl.DataFrame]) -> _Merged:
         sides, agreed, queue = read

@@ -195,14 +195,17 @@ def test_a_first_rebuild_writes_its_links_while_its_first_part_merges(tmp_path: 
                         or merge(*a, **k))
     monkeypatch.setattr(Store, "upsert_links", lambda *a, **k: events.append(("links", threading.current_thread().name))
                         or upsert(*a, **k))
-    read_back = []
+    read_back, asked = [], []
     monkeypatch.setattr(global_step, "all_links", lambda *a, f=global_step.all_links: read_back.append(a[2]) or f(*a))
+    monkeypatch.setattr(Store, "read_agreed_frame", lambda self, con, e, fields, ids, f=Store.read_agreed_frame:
+                        asked.append(ids.len()) or f(self, con, e, fields, ids))
     store = Store(tmp_path / "s.duckdb")
     with store.connect() as con:
         for system, bodies in (("crm", CRM_BODIES), ("wave", WAVE_BODIES)):
             store.append_versions(con, dataset(system, "customer"), _versions(system, bodies["customer"], "a"), T0)
     first = global_step.build_global(store, "customer", T0, full=True)
     assert read_back == ["customer"]  # the links linking starts from (none), not the ones it wrote
+    assert asked and not any(asked)  # no agreed value of the entity before: none asked for
     assert [t for e, t in events if e == "merge"][0].startswith("read-ahead")  # the first part, ahead ...
     assert ("links", "MainThread") in events  # ... while the step's own thread writes the links
     assert parts == [1] if layout == "one part" else parts[0] > 1
@@ -210,8 +213,31 @@ def test_a_first_rebuild_writes_its_links_while_its_first_part_merges(tmp_path: 
     assert written[1].height == first.new_links > 3
     events.clear()
     read_back.clear()
+    asked.clear()
     again = global_step.build_global(store, "customer", T0, full=True)
     assert read_back == ["customer", "customer"]  # links there: read, and read back after the upsert
     assert again.new_links == 0
+    assert sum(asked) == written[1].height  # each part's agreed values read
     for a, b in zip(_written(store, "customer"), written):
         assert_frame_equal(a, b)
+
+
+def test_a_first_rebuild_merges_over_agreed_values_an_earlier_life_left(tmp_path: Path):
+    """Links gone but agreed values kept (the global ids are the records' own, so a first rebuild makes the same
+    ones again): the first rebuild reads them as the base, and upserts over them, where a plain insert failed."""
+    store = Store(tmp_path / "s.duckdb")
+    with store.connect() as con:
+        for system, bodies in (("crm", CRM_BODIES), ("wave", WAVE_BODIES)):
+            store.append_versions(con, dataset(system, "customer"), _versions(system, bodies["customer"], "a"), T0)
+    global_step.build_global(store, "customer", T0, full=True)
+    with store.connect() as con:
+        agreed = con.execute("SELECT global_id, \"values\"::VARCHAR FROM agreed ORDER BY ALL").fetchall()
+        gid = agreed[0][0]
+        con.execute("DELETE FROM links")
+        con.execute("UPDATE agreed SET \"values\" = json_merge_patch(\"values\", '{\"Extra\": \"kept\"}') "
+                    "WHERE global_id = ?", [gid])
+    global_step.build_global(store, "customer", T0, full=True)
+    with store.connect() as con:
+        after = dict(con.execute("SELECT global_id, \"values\"::VARCHAR FROM agreed ORDER BY ALL").fetchall())
+    assert len(after) == len(agreed)
+    assert '"Extra":"kept"' in after[gid]  # merged over (patched), not inserted anew
